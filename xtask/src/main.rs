@@ -1,0 +1,51 @@
+//! `cargo xtask`: builds, checks, packs and proves toa.ko.
+//!
+//! This file only declares modules and dispatches; each subcommand lives in
+//! its own file with an `Args` struct and a `run`.
+
+mod audit;
+mod build;
+mod builder;
+mod cache;
+mod deb;
+mod debian_repo;
+mod distro;
+mod download;
+mod host;
+mod initramfs;
+mod kmod_object;
+mod lab_programs;
+mod qemu;
+mod test;
+mod vm_test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, check, pack and prove toa.ko")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build toa.ko for a distro release's kernel and pack it under target/dist.
+    Build(build::Args),
+    /// Boot a distro kernel under QEMU with toa.ko and run the lab scenarios.
+    VmTest(vm_test::Args),
+    /// The test suite: host unit tests, object audit checks, and the VM lab.
+    Test(test::Args),
+    /// Audit a Rust kernel object (panic symbols, undefined symbols, relocations).
+    Audit(audit::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Build(args) => build::run(args),
+        Command::VmTest(args) => vm_test::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Audit(args) => audit::run(args),
+    }
+}
