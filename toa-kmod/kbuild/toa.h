@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* What the parts of toa.ko share: counters, the per-socket table, the hooks. */
+#ifndef TOA_H
+#define TOA_H
+
+#include <linux/percpu.h>
+#include <net/sock.h>
+#include "toa_core.h"
+
+/* /proc/net/toa_stats rows, in display order. */
+enum toa_counter {
+	TOA_SYN_RECV_SOCK_TOA,		/* handshake completed with a recognised TOA */
+	TOA_SYN_RECV_SOCK_NO_TOA,	/* handshake completed without one */
+	TOA_GETNAME_TOA_OK,		/* peer name rewritten to the client */
+	TOA_GETNAME_TOA_MISMATCH,	/* record found, kernel's answer not its proxy */
+	TOA_GETNAME_TOA_EMPTY,		/* peer name asked for, socket has no record */
+	TOA_IP6_ADDRESS_ALLOC,		/* records holding an IPv6 client, created */
+	TOA_IP6_ADDRESS_FREE,		/* ... and released */
+	TOA_OPTIONS_MALFORMED,		/* option area unwalkable: no TOA taken from it */
+	TOA_RECORD_ALLOC_FAILED,	/* no memory, or max_records reached */
+	TOA_SOCKOPT_LOOKUP,		/* dpvs-style getsockopt answered */
+	TOA_NR_COUNTERS
+};
+
+struct toa_stats {
+	u64 v[TOA_NR_COUNTERS];
+};
+DECLARE_PER_CPU(struct toa_stats, toa_stats);
+
+static inline void toa_count(enum toa_counter c)
+{
+	this_cpu_inc(toa_stats.v[c]);
+}
+
+int toa_stats_init(void);
+void toa_stats_exit(void);
+
+/* Per-socket records, keyed by the socket and dropped when it is destroyed. */
+int toa_table_init(unsigned int max_records);
+void toa_table_exit(void);
+void toa_table_insert(const struct sock *sk, const struct toa_endpoint *client,
+		      const struct toa_endpoint *proxy);
+void toa_table_remove(const struct sock *sk);
+/* Under rcu_read_lock(): copies the record out; false if there is none. */
+bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
+		      struct toa_endpoint *proxy);
+
+int toa_hooks_init(void);
+void toa_hooks_exit(void);
+/* Handler runs lost because every kretprobe instance was busy. */
+unsigned long toa_hooks_missed(void);
+
+int toa_sockopt_init(void);
+void toa_sockopt_exit(void);
+
+/* Module parameters (toa_main.c). */
+extern unsigned int toa_formats;
+
+#endif
