@@ -1,1 +1,867 @@
-//! (in progress)
+//! Debian archive metadata: the signed `InRelease`, the `Packages` index it
+//! vouches for, and the kernel packages of a suite.
+//!
+//! Chain of trust: `InRelease` is verified with `gpgv` against the Debian
+//! archive keyring when both are installed (a bad signature fails closed).
+//! Without them, `InRelease` is fetched over HTTPS instead, so the chain is
+//! anchored in the TLS certificate of the mirror. `Packages.gz` must match
+//! the sha256 and size that `InRelease` lists, and every `.deb` must match
+//! the sha256 and size that `Packages` lists.
+
+use crate::distro::Distro;
+use anyhow::{bail, Context, Result};
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// One binary package as the index describes it, ready to download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageRef {
+    pub name: String,
+    pub version: String,
+    /// `<mirror>/<Filename>`.
+    pub url: String,
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+impl PackageRef {
+    /// What the download must match.
+    pub fn expected(&self) -> crate::download::Expected {
+        crate::download::Expected {
+            sha256: self.sha256.clone(),
+            size: self.size,
+        }
+    }
+
+    /// The file name of the `.deb` (last component of its URL).
+    pub fn file_name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or(&self.url)
+    }
+
+    /// Download (or reuse from the cache) this package; returns the `.deb`.
+    pub fn fetch(&self) -> Result<PathBuf> {
+        let rel = Path::new("debs").join(self.file_name());
+        crate::download::fetch(&self.url, Some(self.expected()), rel)
+    }
+}
+
+/// The newest kernel of a suite: what to boot and what to build against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelPackages {
+    /// `uname -r`, e.g. `6.1.0-50-amd64`.
+    pub release: String,
+    /// Package version, e.g. `6.1.176-1`.
+    pub version: String,
+    /// The package holding vmlinuz (`linux-image-<release>-unsigned`, or
+    /// `linux-binary-<release>` where the kernel is split).
+    pub image: PackageRef,
+    /// The package holding the modules when they are not in `image`
+    /// (`linux-modules-<release>`).
+    pub modules: Option<PackageRef>,
+    /// Package name of the headers: `linux-headers-<release>`.
+    pub headers: String,
+}
+
+/// The newest kernel of the distro's suite: the one `linux-headers-<flavour>` depends on.
+pub fn newest_kernel(distro: &Distro) -> Result<KernelPackages> {
+    let repo = distro.debian()?;
+    let index = index(distro)?;
+    kernel_in(&index, &repo.flavour)
+}
+
+/// The newest version of package `name` in the distro's suite.
+pub fn package(distro: &Distro, name: &str) -> Result<PackageRef> {
+    let index = index(distro)?;
+    index.package(name)
+}
+
+/// The parsed `Packages` index of one suite/component/architecture.
+#[derive(Debug)]
+pub struct Index {
+    pub mirror: String,
+    pub suite: String,
+    /// Every stanza, by package name (several versions can coexist).
+    by_name: HashMap<String, Vec<Stanza>>,
+}
+
+/// The fields of a `Packages` stanza that xtask uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stanza {
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    pub source: String,
+    pub depends: String,
+    pub pre_depends: String,
+    pub provides: String,
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Index {
+    pub fn from_packages(mirror: &str, suite: &str, text: &str) -> Result<Index> {
+        let mut by_name: HashMap<String, Vec<Stanza>> = HashMap::new();
+        for stanza in parse_packages(text)? {
+            by_name
+                .entry(stanza.package.clone())
+                .or_default()
+                .push(stanza);
+        }
+        Ok(Index {
+            mirror: mirror.trim_end_matches('/').to_string(),
+            suite: suite.to_string(),
+            by_name,
+        })
+    }
+
+    /// The stanza of the newest version of `name`, if any.
+    pub fn newest(&self, name: &str) -> Option<&Stanza> {
+        self.by_name
+            .get(name)?
+            .iter()
+            .max_by(|a, b| version_cmp(&a.version, &b.version))
+    }
+
+    fn where_(&self) -> String {
+        format!(
+            "suite \"{}\" of {} (main/binary-amd64)",
+            self.suite, self.mirror
+        )
+    }
+
+    pub fn package(&self, name: &str) -> Result<PackageRef> {
+        match self.newest(name) {
+            Some(stanza) => self.package_ref(stanza),
+            None => bail!("package \"{name}\" not found in {}", self.where_()),
+        }
+    }
+
+    fn package_ref(&self, s: &Stanza) -> Result<PackageRef> {
+        if s.filename.is_empty() || s.sha256.len() != 64 || s.size == 0 {
+            bail!(
+                "package \"{}\" {} in {} has no Filename/Size/SHA256",
+                s.package,
+                s.version,
+                self.where_()
+            );
+        }
+        if s.filename.split('/').any(|c| c == ".." || c.is_empty()) {
+            bail!(
+                "package \"{}\" has a suspicious Filename \"{}\"",
+                s.package,
+                s.filename
+            );
+        }
+        Ok(PackageRef {
+            name: s.package.clone(),
+            version: s.version.clone(),
+            url: format!("{}/{}", self.mirror, s.filename),
+            size: s.size,
+            sha256: s.sha256.to_ascii_lowercase(),
+        })
+    }
+}
+
+/// Kernel discovery on a parsed index (see [`newest_kernel`]).
+pub fn kernel_in(index: &Index, flavour: &str) -> Result<KernelPackages> {
+    let meta = format!("linux-headers-{flavour}");
+    let Some(meta_stanza) = index.newest(&meta) else {
+        bail!(
+            "kernel meta-package \"{meta}\" not found in {}",
+            index.where_()
+        );
+    };
+    let suffix = format!("-{flavour}");
+    let dep = parse_depends(&meta_stanza.depends)
+        .into_iter()
+        .flatten()
+        .find(|d| {
+            d.name.starts_with("linux-headers-") && d.name.ends_with(&suffix) && d.name != meta
+        })
+        .with_context(|| {
+            format!(
+                "\"{meta}\" {} in {} depends on no linux-headers-<release>{suffix} (Depends: {})",
+                meta_stanza.version,
+                index.where_(),
+                meta_stanza.depends
+            )
+        })?;
+    let release = dep.name.trim_start_matches("linux-headers-").to_string();
+    let version = match &dep.constraint {
+        Some((op, v)) if op == "=" => v.clone(),
+        _ => meta_stanza.version.clone(),
+    };
+    let headers = dep.name.clone();
+    if index.newest(&headers).is_none() {
+        bail!(
+            "kernel headers package \"{headers}\" (from \"{meta}\") not found in {}",
+            index.where_()
+        );
+    }
+
+    let unsigned = format!("linux-image-{release}-unsigned");
+    let binary = format!("linux-binary-{release}");
+    let modules = format!("linux-modules-{release}");
+    let (image, modules) = if let Some(s) = index.newest(&unsigned) {
+        (index.package_ref(s)?, None)
+    } else if let Some(s) = index.newest(&binary) {
+        let m = index.newest(&modules).with_context(|| {
+            format!(
+                "kernel modules package \"{modules}\" not found in {}",
+                index.where_()
+            )
+        })?;
+        (index.package_ref(s)?, Some(index.package_ref(m)?))
+    } else {
+        bail!(
+            "kernel image for {release} not found in {}: looked for \"{unsigned}\" and \"{binary}\"",
+            index.where_()
+        );
+    };
+    for p in std::iter::once(&image).chain(modules.as_ref()) {
+        if p.version != version {
+            eprintln!(
+                "warning: {} is version {} but {headers} is {version}; the release string matches, continuing",
+                p.name, p.version
+            );
+        }
+    }
+    Ok(KernelPackages {
+        release,
+        version,
+        image,
+        modules,
+        headers,
+    })
+}
+
+/// Parse a `Packages` file (deb822 stanzas separated by blank lines).
+pub fn parse_packages(text: &str) -> Result<Vec<Stanza>> {
+    let mut out = Vec::new();
+    let mut cur = Stanza::default();
+    let mut last: Option<&'static str> = None;
+    let mut lineno = 0usize;
+    let mut start_line = 1usize;
+    let mut finish = |cur: &mut Stanza, start_line: usize| -> Result<()> {
+        let s = std::mem::take(cur);
+        if s == Stanza::default() {
+            return Ok(());
+        }
+        if s.package.is_empty() || s.version.is_empty() {
+            bail!("Packages stanza at line {start_line} has no Package or Version field");
+        }
+        out.push(s);
+        Ok(())
+    };
+    for line in text.lines() {
+        lineno += 1;
+        if line.trim().is_empty() {
+            finish(&mut cur, start_line)?;
+            last = None;
+            start_line = lineno + 1;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            // Continuation of the previous field; only kept fields matter.
+            if let Some(field) = last {
+                if let Some(slot) = field_slot(&mut cur, field) {
+                    slot.push(' ');
+                    slot.push_str(line.trim());
+                }
+            }
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            bail!("Packages line {lineno}: expected \"Field: value\", got {line:?}");
+        };
+        let value = value.trim();
+        last = None;
+        match key {
+            "Size" => {
+                cur.size = value
+                    .parse()
+                    .with_context(|| format!("Packages line {lineno}: bad Size {value:?}"))?;
+            }
+            _ => {
+                let key: &'static str = match key {
+                    "Package" => "Package",
+                    "Version" => "Version",
+                    "Architecture" => "Architecture",
+                    "Source" => "Source",
+                    "Depends" => "Depends",
+                    "Pre-Depends" => "Pre-Depends",
+                    "Provides" => "Provides",
+                    "Filename" => "Filename",
+                    "SHA256" => "SHA256",
+                    _ => continue,
+                };
+                if let Some(slot) = field_slot(&mut cur, key) {
+                    *slot = value.to_string();
+                }
+                last = Some(key);
+            }
+        }
+    }
+    finish(&mut cur, start_line)?;
+    Ok(out)
+}
+
+fn field_slot<'a>(s: &'a mut Stanza, key: &str) -> Option<&'a mut String> {
+    Some(match key {
+        "Package" => &mut s.package,
+        "Version" => &mut s.version,
+        "Architecture" => &mut s.architecture,
+        "Source" => &mut s.source,
+        "Depends" => &mut s.depends,
+        "Pre-Depends" => &mut s.pre_depends,
+        "Provides" => &mut s.provides,
+        "Filename" => &mut s.filename,
+        "SHA256" => &mut s.sha256,
+        _ => return None,
+    })
+}
+
+/// One relation of a Depends field: `name (op version)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub name: String,
+    pub constraint: Option<(String, String)>,
+}
+
+/// Parse a relationship field into AND-groups of OR-alternatives.
+pub fn parse_depends(field: &str) -> Vec<Vec<Relation>> {
+    field
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(|group| {
+            group
+                .split('|')
+                .map(|alt| {
+                    let alt = alt.trim();
+                    let (name, rest) = match alt.find(['(', '[', '<', ' ']) {
+                        Some(i) => (alt[..i].trim(), &alt[i..]),
+                        None => (alt, ""),
+                    };
+                    let name = name.split(':').next().unwrap_or(name).to_string();
+                    let constraint = rest.find('(').and_then(|open| {
+                        let inner = &rest[open + 1..rest[open..].find(')').map(|c| open + c)?];
+                        let inner = inner.trim();
+                        let split = inner.find(|c: char| !"<>=".contains(c))?;
+                        Some((
+                            inner[..split].trim().to_string(),
+                            inner[split..].trim().to_string(),
+                        ))
+                    });
+                    Relation { name, constraint }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Compare two Debian versions the way dpkg does (epoch, upstream, revision).
+pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    fn split(v: &str) -> (u64, &str, &str) {
+        let (epoch, rest) = match v.split_once(':') {
+            Some((e, r)) => (e.parse().unwrap_or(0), r),
+            None => (0, v),
+        };
+        match rest.rsplit_once('-') {
+            Some((up, rev)) => (epoch, up, rev),
+            None => (epoch, rest, ""),
+        }
+    }
+    let (ea, ua, ra) = split(a);
+    let (eb, ub, rb) = split(b);
+    ea.cmp(&eb)
+        .then_with(|| verrevcmp(ua, ub))
+        .then_with(|| verrevcmp(ra, rb))
+}
+
+fn verrevcmp(a: &str, b: &str) -> Ordering {
+    fn order(c: Option<&u8>) -> i32 {
+        match c {
+            None => 0,
+            Some(c) if c.is_ascii_digit() => 0,
+            Some(c) if c.is_ascii_alphabetic() => i32::from(*c),
+            Some(b'~') => -1,
+            Some(c) => i32::from(*c) + 256,
+        }
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let digit = |s: &[u8], k: usize| s.get(k).is_some_and(u8::is_ascii_digit);
+    while i < a.len() || j < b.len() {
+        while (i < a.len() && !digit(a, i)) || (j < b.len() && !digit(b, j)) {
+            let (ac, bc) = (order(a.get(i)), order(b.get(j)));
+            if ac != bc {
+                return ac.cmp(&bc);
+            }
+            i += 1;
+            j += 1;
+        }
+        while a.get(i) == Some(&b'0') {
+            i += 1;
+        }
+        while b.get(j) == Some(&b'0') {
+            j += 1;
+        }
+        let mut first_diff = Ordering::Equal;
+        while digit(a, i) && digit(b, j) {
+            if first_diff == Ordering::Equal {
+                first_diff = a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+        if digit(a, i) {
+            return Ordering::Greater;
+        }
+        if digit(b, j) {
+            return Ordering::Less;
+        }
+        if first_diff != Ordering::Equal {
+            return first_diff;
+        }
+    }
+    Ordering::Equal
+}
+
+/// What a Release file says about the files it covers.
+#[derive(Debug, Default)]
+pub struct Release {
+    pub acquire_by_hash: bool,
+    /// path -> (sha256, size)
+    pub sha256: HashMap<String, (String, u64)>,
+}
+
+/// Parse a (verified) Release text.
+pub fn parse_release(text: &str) -> Result<Release> {
+    let mut release = Release::default();
+    let mut in_sha256 = false;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(' ') {
+            if in_sha256 {
+                let mut parts = rest.split_whitespace();
+                let (Some(hash), Some(size), Some(path), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    bail!("malformed SHA256 line in Release: {line:?}");
+                };
+                let size = size
+                    .parse()
+                    .with_context(|| format!("bad size in Release line {line:?}"))?;
+                release
+                    .sha256
+                    .insert(path.to_string(), (hash.to_ascii_lowercase(), size));
+            }
+            continue;
+        }
+        in_sha256 = false;
+        match line.split_once(':') {
+            Some(("SHA256", _)) => in_sha256 = true,
+            Some(("Acquire-By-Hash", v)) => release.acquire_by_hash = v.trim() == "yes",
+            _ => {}
+        }
+    }
+    if release.sha256.is_empty() {
+        bail!("Release file lists no SHA256 checksums");
+    }
+    Ok(release)
+}
+
+/// The signed text of a clearsigned message, without checking the signature
+/// (used only when the file came over HTTPS).
+pub fn clearsigned_payload(text: &str) -> Result<String> {
+    let mut lines = text.lines();
+    if lines.next().map(str::trim_end) != Some("-----BEGIN PGP SIGNED MESSAGE-----") {
+        bail!("not a clearsigned message");
+    }
+    // Armor headers ("Hash: SHA256") up to the first empty line.
+    for line in lines.by_ref() {
+        if line.trim().is_empty() {
+            break;
+        }
+    }
+    let mut out = String::new();
+    let mut signed = false;
+    for line in lines {
+        if line.trim_end() == "-----BEGIN PGP SIGNATURE-----" {
+            signed = true;
+            break;
+        }
+        out.push_str(line.strip_prefix("- ").unwrap_or(line));
+        out.push('\n');
+    }
+    if !signed {
+        bail!("clearsigned message has no signature block");
+    }
+    Ok(out)
+}
+
+/// Verify a clearsigned file with gpgv and return the signed text.
+pub fn gpgv_verify(file: &Path, keyring: &Path) -> Result<String> {
+    let out = duct::cmd!("gpgv", "--keyring", keyring, "--output", "-", file)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("running gpgv")?;
+    if !out.status.success() {
+        bail!(
+            "signature check of {} failed (gpgv --keyring {} exited with {}):\n{}",
+            file.display(),
+            keyring.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).context("verified InRelease is not UTF-8")
+}
+
+fn keyring() -> PathBuf {
+    std::env::var_os("TOA_DEBIAN_KEYRING")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/keyrings/debian-archive-keyring.gpg"))
+}
+
+fn have_gpgv() -> bool {
+    duct::cmd!("gpgv", "--version")
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Fetch and check `InRelease`, returning its signed text.
+fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
+    let keyring = keyring();
+    let verify = have_gpgv() && keyring.is_file();
+    let mirror = if verify {
+        mirror.to_string()
+    } else {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "note: gpgv or {} is missing, so InRelease signatures are not checked; \
+                 fetching InRelease over HTTPS instead (trust rests on the mirror's TLS certificate). \
+                 Install them with: apt-get install gpgv debian-archive-keyring",
+                keyring.display()
+            )
+        });
+        match mirror.strip_prefix("http://") {
+            Some(rest) => format!("https://{rest}"),
+            None => mirror.to_string(),
+        }
+    };
+    let url = format!("{mirror}/dists/{suite}/InRelease");
+    let rel = Path::new("debian").join(suite).join("InRelease");
+    let path = match crate::download::fetch_fresh(&url, &rel) {
+        Ok(path) => path,
+        Err(err) => {
+            let cached = crate::cache::cache_dir().join(&rel);
+            if !cached.is_file() {
+                return Err(err);
+            }
+            eprintln!("warning: {err:#}; using the cached {}", cached.display());
+            cached
+        }
+    };
+    if verify {
+        gpgv_verify(&path, &keyring)
+            .with_context(|| format!("InRelease of suite \"{suite}\" from {url}"))
+    } else {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        clearsigned_payload(&text)
+            .with_context(|| format!("InRelease of suite \"{suite}\" from {url}"))
+    }
+}
+
+fn arch_of(distro: &Distro) -> Result<&'static str> {
+    match distro.arch.as_str() {
+        "x86_64" => Ok("amd64"),
+        "aarch64" => Ok("arm64"),
+        other => bail!(
+            "{}: no Debian architecture known for \"{other}\"",
+            distro.name
+        ),
+    }
+}
+
+/// The suite's index, fetched and parsed once per process.
+pub fn index(distro: &Distro) -> Result<Arc<Index>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Index>>>> = OnceLock::new();
+    let repo = distro.debian()?;
+    let arch = arch_of(distro)?;
+    let mirror = repo.mirror.trim_end_matches('/');
+    let key = format!("{mirror} {} {arch}", repo.suite);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(index) = cache.lock().unwrap().get(&key) {
+        return Ok(index.clone());
+    }
+    let index = Arc::new(load_index(mirror, &repo.suite, arch)?);
+    cache.lock().unwrap().insert(key, index.clone());
+    Ok(index)
+}
+
+fn load_index(mirror: &str, suite: &str, arch: &str) -> Result<Index> {
+    let release = parse_release(&fetch_release(mirror, suite)?)
+        .with_context(|| format!("InRelease of suite \"{suite}\" from {mirror}"))?;
+    let rel_path = format!("main/binary-{arch}/Packages.gz");
+    let Some((sha256, size)) = release.sha256.get(&rel_path).cloned() else {
+        bail!("InRelease of suite \"{suite}\" from {mirror} lists no {rel_path}");
+    };
+    let expected = crate::download::Expected {
+        sha256: sha256.clone(),
+        size,
+    };
+    let dir = Path::new("debian").join(suite);
+    let name = format!("Packages-{arch}-{}.gz", &sha256[..16.min(sha256.len())]);
+    let plain = format!("{mirror}/dists/{suite}/{rel_path}");
+    let path = if release.acquire_by_hash {
+        let by_hash = format!("{mirror}/dists/{suite}/main/binary-{arch}/by-hash/SHA256/{sha256}");
+        crate::download::fetch(&by_hash, Some(expected.clone()), dir.join(&name))
+            .or_else(|_| crate::download::fetch(&plain, Some(expected), dir.join(&name)))?
+    } else {
+        crate::download::fetch(&plain, Some(expected), dir.join(&name))?
+    };
+    prune_old_indices(&path, arch);
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path)?)
+        .read_to_string(&mut text)
+        .with_context(|| format!("decompressing {}", path.display()))?;
+    Index::from_packages(mirror, suite, &text).with_context(|| format!("parsing {plain}"))
+}
+
+/// Remove superseded `Packages-<arch>-*.gz` beside `current`.
+fn prune_old_indices(current: &Path, arch: &str) {
+    let (Some(dir), Some(keep)) = (current.parent(), current.file_name()) else {
+        return;
+    };
+    let prefix = format!("Packages-{arch}-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let s = name.to_string_lossy();
+            if name != keep && s.starts_with(&prefix) && s.ends_with(".gz") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOOKWORM: &str = include_str!("../tests/fixtures/debian/Packages-bookworm");
+    const SID: &str = include_str!("../tests/fixtures/debian/Packages-sid");
+    const INRELEASE: &str = include_str!("../tests/fixtures/debian/InRelease");
+
+    fn index(text: &str, suite: &str) -> Index {
+        Index::from_packages("http://deb.debian.org/debian/", suite, text).unwrap()
+    }
+
+    #[test]
+    fn bookworm_kernel_is_one_unsigned_image() {
+        let k = kernel_in(&index(BOOKWORM, "bookworm"), "amd64").unwrap();
+        assert_eq!(k.release, "6.1.0-50-amd64");
+        assert_eq!(k.version, "6.1.176-1");
+        assert_eq!(k.headers, "linux-headers-6.1.0-50-amd64");
+        assert_eq!(k.image.name, "linux-image-6.1.0-50-amd64-unsigned");
+        assert_eq!(
+            k.image.url,
+            "http://deb.debian.org/debian/pool/main/l/linux/linux-image-6.1.0-50-amd64-unsigned_6.1.176-1_amd64.deb"
+        );
+        assert_eq!(k.image.size, 70302080);
+        assert_eq!(
+            k.image.sha256,
+            "439422e41d2dbb840b60b81e3bf5e5955bfa56b7a8c268aec83c9ff882d421e6"
+        );
+        assert_eq!(k.modules, None);
+    }
+
+    #[test]
+    fn sid_kernel_is_split_into_binary_and_modules() {
+        let k = kernel_in(&index(SID, "sid"), "amd64").unwrap();
+        assert_eq!(k.release, "7.2.13+deb14-amd64");
+        assert_eq!(k.version, "7.2.13-1");
+        assert_eq!(k.image.name, "linux-binary-7.2.13+deb14-amd64");
+        assert_eq!(
+            k.modules.as_ref().unwrap().name,
+            "linux-modules-7.2.13+deb14-amd64"
+        );
+        assert_eq!(k.modules.unwrap().size, 110095088);
+        assert_eq!(k.headers, "linux-headers-7.2.13+deb14-amd64");
+    }
+
+    #[test]
+    fn multi_line_fields_and_newest_version() {
+        let idx = index(BOOKWORM, "bookworm");
+        let bb = idx.package("busybox-static").unwrap();
+        // Two stanzas in the fixture: the newer one wins.
+        assert_eq!(bb.version, "1:1.35.0-4+deb12u1+b1");
+        let stanzas = parse_packages(BOOKWORM).unwrap();
+        let tagged = stanzas
+            .iter()
+            .find(|s| s.package == "busybox-static")
+            .unwrap();
+        assert_eq!(tagged.provides, "busybox");
+    }
+
+    #[test]
+    fn missing_package_names_suite_and_package() {
+        let err = index(BOOKWORM, "bookworm")
+            .package("no-such-package")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"no-such-package\"") && err.contains("\"bookworm\""),
+            "{err}"
+        );
+        let err = kernel_in(&index(BOOKWORM, "bookworm"), "arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux-headers-arm64") && err.contains("bookworm"),
+            "{err}"
+        );
+        // Meta-package present, image missing.
+        let no_image: String = BOOKWORM
+            .split("\n\n")
+            .filter(|s| !s.contains("Package: linux-image-"))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let err = kernel_in(&index(&no_image, "bookworm"), "amd64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux-image-6.1.0-50-amd64-unsigned") && err.contains("bookworm"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_stanza_is_an_error() {
+        let err = parse_packages("Package: x\nVersion: 1\nSize: many\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad Size"), "{err}");
+        let err = parse_packages("Package: x\nno colon here\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn depends_parsing() {
+        let d = parse_depends(
+            "linux-base-amd64 (= 7.2.13-1), linux-headers-7.2.13+deb14-amd64 (= 7.2.13-1)",
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[1][0].name, "linux-headers-7.2.13+deb14-amd64");
+        assert_eq!(d[1][0].constraint, Some(("=".into(), "7.2.13-1".into())));
+        let d = parse_depends(
+            "dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, libc6:any",
+        );
+        assert_eq!(d[0].len(), 3);
+        assert_eq!(
+            d[0][1].constraint,
+            Some((">=".into(), "0.120+deb8u2".into()))
+        );
+        assert_eq!(d[1][0].name, "libc6");
+    }
+
+    #[test]
+    fn dpkg_version_order() {
+        use Ordering::*;
+        let cases = [
+            ("1.0", "1.0", Equal),
+            ("1.0~rc1", "1.0", Less),
+            ("1:1.0", "2.0", Greater),
+            ("6.1.176-1", "6.1.170-1", Greater),
+            ("6.1.9-1", "6.1.10-1", Less),
+            ("1.35.0-4+deb12u1+b1", "1.35.0-4+deb12u1", Greater),
+            ("1.0a", "1.0+", Less),
+            ("1.0-1", "1.0-1~bpo1", Greater),
+            ("001", "1", Equal),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(version_cmp(a, b), want, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn release_lists_packages_checksum() {
+        let payload = clearsigned_payload(INRELEASE).unwrap();
+        assert!(payload.starts_with("Origin: Debian\n"), "{payload}");
+        assert!(payload.contains("- dash-escaped line"), "{payload}");
+        let release = parse_release(&payload).unwrap();
+        assert!(release.acquire_by_hash);
+        assert_eq!(
+            release.sha256.get("main/binary-amd64/Packages.gz"),
+            Some(&(
+                "6777ea16514725f9427f48c240d92e0a6b8496138e37a1491d8597e66774e309".to_string(),
+                12084798
+            ))
+        );
+        // The MD5Sum section must not leak into the SHA256 table.
+        assert!(!release.sha256.values().any(|(h, _)| h.len() != 64));
+    }
+
+    #[test]
+    fn unsigned_or_truncated_inrelease_is_rejected() {
+        assert!(clearsigned_payload("Origin: Debian\n").is_err());
+        let truncated = INRELEASE
+            .split("-----BEGIN PGP SIGNATURE-----")
+            .next()
+            .unwrap();
+        assert!(clearsigned_payload(truncated).is_err());
+    }
+
+    #[test]
+    fn bad_signature_fails_closed() {
+        let keyring = keyring();
+        if !have_gpgv() || !keyring.is_file() {
+            eprintln!("skipped: gpgv or {} missing", keyring.display());
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("toa-gpgv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("InRelease");
+        std::fs::write(&file, INRELEASE).unwrap();
+        let err = format!("{:#}", gpgv_verify(&file, &keyring).unwrap_err());
+        assert!(err.contains("signature check"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Against the real archive (network): `cargo test -p xtask -- --ignored live_`.
+#[cfg(test)]
+mod live {
+    #[test]
+    #[ignore = "needs the Debian archive"]
+    fn live_newest_kernels() {
+        for name in ["debian-11", "debian-12", "debian-13", "debian-unstable"] {
+            let distro = crate::distro::find(name).unwrap();
+            let k = super::newest_kernel(&distro).unwrap();
+            let bb = super::package(&distro, "busybox-static").unwrap();
+            eprintln!(
+                "{name}: {} {} image={} modules={:?} busybox={}",
+                k.release,
+                k.version,
+                k.image.name,
+                k.modules.as_ref().map(|m| &m.name),
+                bb.version
+            );
+        }
+    }
+}
