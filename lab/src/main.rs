@@ -1,1 +1,24 @@
-fn main() {}
+//! toa-lab: proves toa.ko from inside a test VM.
+//!
+//! It plays both ends of a proxied connection: an L4 proxy that speaks TCP in
+//! user space over a TUN device (so it controls the TOA option byte for
+//! byte), and the origin application that asks the kernel who its peer is.
+
+mod cli;
+mod error;
+mod lab;
+mod origin;
+mod output;
+mod packet;
+mod scenarios;
+mod sockaddr;
+mod stats;
+mod system;
+mod tcp_client;
+mod toa_option;
+mod tun;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    std::process::exit(cli::main(&args));
+}

@@ -1,0 +1,198 @@
+//! Command line. Parsed by hand: the binary runs in a minimal initramfs and
+//! two subcommands do not justify an argument-parsing dependency.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{lab_err, Result};
+use crate::lab::Expect;
+use crate::scenarios::{self, Options};
+use crate::toa_option::{self, Toa};
+
+const USAGE: &str = "\
+usage:
+  toa-lab scenarios --expect module --module PATH [--step-timeout SECS] [--only NAME,...] [--trace]
+  toa-lab scenarios --expect kernel [--step-timeout SECS] [--only NAME,...] [--trace]
+  toa-lab craft --kind N --client IP:PORT
+
+scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
+            (10.0.0.2, fd00::2) and origin (ports 8080 AF_INET, 8081 AF_INET6),
+            print TOA-LAB RESULT/STATS/DONE lines; needs root.
+  --expect module   toa.ko is loaded: TOA connections must show the client
+  --expect kernel   no module: every connection must show the proxy
+  --module PATH     toa.ko to insmod again in the reload scenario
+  --step-timeout S  seconds to wait for each protocol step (default 3)
+  --only A,B        run only these scenarios
+  --trace           log every TCP segment on toa0 to stderr
+craft       print the bytes of a TOA option (hex)
+";
+
+/// Exit status for a command line we cannot act on.
+const EXIT_USAGE: i32 = 2;
+
+pub fn main(args: &[String]) -> i32 {
+    let outcome = match args.first().map(String::as_str) {
+        Some("scenarios") => parse_scenarios(&args[1..]).map(scenarios::run),
+        Some("craft") => craft(&args[1..]).map(|()| 0),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            return 0;
+        }
+        _ => Err(lab_err!("missing or unknown command")),
+    };
+    outcome.unwrap_or_else(|e| {
+        eprintln!("toa-lab: {e}\n\n{USAGE}");
+        EXIT_USAGE
+    })
+}
+
+/// Flags that stand alone; every other flag takes a value.
+const SWITCHES: &[&str] = &["--trace"];
+
+/// Splits the arguments into `(--flag, value)` pairs; a switch gets "".
+fn flag_pairs(args: &[String]) -> Result<Vec<(&str, &str)>> {
+    let mut pairs = Vec::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if !flag.starts_with("--") {
+            return Err(lab_err!("unexpected argument {flag:?}"));
+        }
+        if SWITCHES.contains(&flag.as_str()) {
+            pairs.push((flag.as_str(), ""));
+            continue;
+        }
+        let value = it.next().ok_or_else(|| lab_err!("{flag} needs a value"))?;
+        pairs.push((flag.as_str(), value.as_str()));
+    }
+    Ok(pairs)
+}
+
+fn parse_scenarios(args: &[String]) -> Result<Options> {
+    let mut expect = None;
+    let mut module = None;
+    let mut step_timeout = Duration::from_secs(3);
+    let mut only = None;
+    let mut trace = false;
+    for (flag, value) in flag_pairs(args)? {
+        match flag {
+            "--trace" => trace = true,
+            "--expect" => {
+                expect = Some(match value {
+                    "module" => Expect::Module,
+                    "kernel" => Expect::Kernel,
+                    other => {
+                        return Err(lab_err!("--expect must be module or kernel, not {other:?}"))
+                    }
+                })
+            }
+            "--module" => module = Some(PathBuf::from(value)),
+            "--step-timeout" => {
+                let secs: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| {
+                        lab_err!("--step-timeout wants positive seconds, not {value:?}")
+                    })?;
+                step_timeout = Duration::from_secs_f64(secs);
+            }
+            "--only" => {
+                let names: Vec<String> = value.split(',').map(str::to_string).collect();
+                if let Some(bad) = names.iter().find(|n| !scenarios::ALL.contains(&n.as_str())) {
+                    return Err(lab_err!(
+                        "unknown scenario {bad:?}; known: {}",
+                        scenarios::ALL.join(",")
+                    ));
+                }
+                only = Some(names);
+            }
+            other => return Err(lab_err!("unknown flag {other}")),
+        }
+    }
+    let expect = expect.ok_or_else(|| lab_err!("--expect module|kernel is required"))?;
+    if expect == Expect::Module && module.is_none() {
+        return Err(lab_err!(
+            "--expect module needs --module PATH (loaded again by the reload scenario)"
+        ));
+    }
+    Ok(Options {
+        expect,
+        module,
+        step_timeout,
+        only,
+        trace,
+    })
+}
+
+fn craft(args: &[String]) -> Result<()> {
+    let mut kind = None;
+    let mut client = None;
+    for (flag, value) in flag_pairs(args)? {
+        match flag {
+            "--kind" => kind = Some(toa_option::parse_kind(value)?),
+            "--client" => {
+                client = Some(value.parse().map_err(|_| {
+                    lab_err!("--client wants IP:PORT or [IPv6]:PORT, not {value:?}")
+                })?)
+            }
+            other => return Err(lab_err!("unknown flag {other}")),
+        }
+    }
+    let toa = Toa::new(
+        kind.ok_or_else(|| lab_err!("--kind is required"))?,
+        client.ok_or_else(|| lab_err!("--client is required"))?,
+    );
+    println!("{}", toa_option::hex(&toa.encode()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn test_parse_module_mode() {
+        let o = parse_scenarios(&args("--expect module --module /lib/modules/toa.ko")).unwrap();
+        assert_eq!(o.expect, Expect::Module);
+        assert_eq!(o.module, Some(PathBuf::from("/lib/modules/toa.ko")));
+        assert_eq!(o.step_timeout, Duration::from_secs(3));
+        assert!(o.only.is_none());
+        assert!(!o.trace);
+    }
+
+    #[test]
+    fn test_parse_kernel_mode_with_options() {
+        let o = parse_scenarios(&args(
+            "--expect kernel --step-timeout 1.5 --only v4-254-8,stats --trace",
+        ))
+        .unwrap();
+        assert!(o.trace);
+        assert_eq!(o.expect, Expect::Kernel);
+        assert_eq!(o.step_timeout, Duration::from_millis(1500));
+        assert_eq!(o.only.unwrap(), ["v4-254-8", "stats"]);
+    }
+
+    #[test]
+    fn test_parse_errors() {
+        assert!(parse_scenarios(&args("")).is_err(), "--expect missing");
+        assert!(
+            parse_scenarios(&args("--expect module")).is_err(),
+            "--module missing"
+        );
+        assert!(parse_scenarios(&args("--expect maybe")).is_err());
+        assert!(parse_scenarios(&args("--expect kernel --only nope")).is_err());
+        assert!(parse_scenarios(&args("--expect kernel --step-timeout 0")).is_err());
+        assert!(parse_scenarios(&args("--expect")).is_err());
+        assert!(parse_scenarios(&args("stray")).is_err());
+    }
+
+    #[test]
+    fn test_usage_errors_exit_2() {
+        assert_eq!(main(&args("bogus")), EXIT_USAGE);
+        assert_eq!(main(&args("craft --kind 254")), EXIT_USAGE);
+    }
+}

@@ -1,0 +1,274 @@
+//! /proc/net/toa_stats: reading it, and checking that the module counted
+//! exactly what the scenarios did.
+//!
+//! Format: a header of CPU columns (`CPU0 CPU1 ...`), then one line per
+//! counter, `name: v0 v1 ...`, one value per CPU column.
+
+use std::fmt;
+
+use crate::error::{lab_err, Context, Result};
+
+pub const PROC_PATH: &str = "/proc/net/toa_stats";
+
+/// Counter values summed over CPUs, in file order (unknown names included,
+/// so they show up in the STATS line).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub counters: Vec<(String, u64)>,
+}
+
+impl Snapshot {
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, v)| v)
+    }
+}
+
+impl fmt::Display for Snapshot {
+    /// `name=sum name=sum ...`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .counters
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        f.write_str(&parts.join(" "))
+    }
+}
+
+pub fn read() -> Result<Snapshot> {
+    let text = std::fs::read_to_string(PROC_PATH).context(format!("reading {PROC_PATH}"))?;
+    parse(&text).context(format!("parsing {PROC_PATH}"))
+}
+
+pub fn parse(text: &str) -> Result<Snapshot> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().ok_or_else(|| lab_err!("empty file"))?;
+    let cpus = header.split_whitespace().count();
+    if cpus == 0 || !header.split_whitespace().all(|c| c.starts_with("CPU")) {
+        return Err(lab_err!("header {header:?} is not a list of CPU columns"));
+    }
+    let mut counters = Vec::new();
+    for line in lines {
+        let (name, values) = line
+            .split_once(':')
+            .ok_or_else(|| lab_err!("line {line:?} has no `name:`"))?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(lab_err!("line {line:?} has no counter name"));
+        }
+        let values = values
+            .split_whitespace()
+            .map(|v| v.parse::<u64>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| lab_err!("counter {name} has a value that is not a number: {line:?}"))?;
+        if values.len() != cpus {
+            return Err(lab_err!(
+                "counter {name} has {} values for {cpus} CPU columns",
+                values.len()
+            ));
+        }
+        if counters.iter().any(|(n, _): &(String, u64)| n == name) {
+            return Err(lab_err!("counter {name} appears twice"));
+        }
+        let sum = values.iter().try_fold(0u64, |acc, &v| acc.checked_add(v));
+        let sum = sum.ok_or_else(|| lab_err!("counter {name} overflows when summed"))?;
+        counters.push((name.to_string(), sum));
+    }
+    Ok(Snapshot { counters })
+}
+
+/// What the scenarios did that the module must have counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Handshakes whose completing ACK carried a recognised TOA.
+    pub handshakes_toa: u64,
+    pub handshakes_no_toa: u64,
+    /// accept()-with-address and getpeername() calls on TOA connections.
+    pub getname_on_toa: u64,
+    pub getname_on_no_toa: u64,
+    /// Connections whose TOA carried an IPv6 client address.
+    pub ipv6_toa: u64,
+}
+
+impl Ledger {
+    /// Counter deltas the ledger implies, for a module that works.
+    pub fn expected_deltas(&self) -> [(&'static str, u64); 7] {
+        [
+            ("syn_recv_sock_toa", self.handshakes_toa),
+            ("syn_recv_sock_no_toa", self.handshakes_no_toa),
+            ("getname_toa_ok", self.getname_on_toa),
+            ("getname_toa_empty", self.getname_on_no_toa),
+            ("getname_toa_mismatch", 0),
+            ("ip6_address_alloc", self.ipv6_toa),
+            ("ip6_address_free", self.ipv6_toa),
+        ]
+    }
+}
+
+fn delta(before: &Snapshot, after: &Snapshot, name: &str) -> std::result::Result<i128, String> {
+    match (before.get(name), after.get(name)) {
+        (Some(b), Some(a)) => Ok(i128::from(a) - i128::from(b)),
+        (None, _) => Err(format!("{name} missing before")),
+        (_, None) => Err(format!("{name} missing after")),
+    }
+}
+
+/// Ok with a summary of the deltas, or Err listing every counter that is
+/// off as `name: expected +E, saw +S`.
+pub fn check(
+    before: &Snapshot,
+    after: &Snapshot,
+    ledger: &Ledger,
+) -> std::result::Result<String, String> {
+    let mut seen = Vec::new();
+    let mut wrong = Vec::new();
+    for (name, want) in ledger.expected_deltas() {
+        match delta(before, after, name) {
+            Ok(got) if got == i128::from(want) => seen.push(format!("{name}+{got}")),
+            Ok(got) => wrong.push(format!("{name}: expected +{want}, saw {got:+}")),
+            Err(e) => wrong.push(e),
+        }
+    }
+    if wrong.is_empty() {
+        Ok(seen.join(" "))
+    } else {
+        Err(wrong.join("; "))
+    }
+}
+
+/// IPv6 client addresses are freed when the socket is destroyed, which can
+/// trail close() slightly; the caller polls until this holds.
+pub fn ip6_balanced(before: &Snapshot, after: &Snapshot) -> bool {
+    matches!(
+        (delta(before, after, "ip6_address_alloc"), delta(before, after, "ip6_address_free")),
+        (Ok(a), Ok(f)) if a == f
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+                 CPU0       CPU1
+syn_recv_sock_toa:          3          4
+syn_recv_sock_no_toa:       0         10
+getname_toa_ok:             6          8
+getname_toa_mismatch:       0          0
+getname_toa_empty:          1          1
+ip6_address_alloc:          2          0
+ip6_address_free:           1          1
+untrusted_source:           0          0
+";
+
+    fn snap(pairs: &[(&str, u64)]) -> Snapshot {
+        Snapshot {
+            counters: pairs.iter().map(|&(n, v)| (n.to_string(), v)).collect(),
+        }
+    }
+
+    #[test]
+    fn test_parse_sums_cpus_and_keeps_unknown_counters() {
+        let s = parse(SAMPLE).unwrap();
+        assert_eq!(s.get("syn_recv_sock_toa"), Some(7));
+        assert_eq!(s.get("syn_recv_sock_no_toa"), Some(10));
+        assert_eq!(s.get("ip6_address_alloc"), Some(2));
+        assert_eq!(s.get("untrusted_source"), Some(0));
+        assert_eq!(s.counters.len(), 8);
+        assert_eq!(s.counters[0].0, "syn_recv_sock_toa", "file order is kept");
+    }
+
+    #[test]
+    fn test_display_is_stats_line_body() {
+        let s = parse("CPU0\na: 1\nb: 2\n").unwrap();
+        assert_eq!(s.to_string(), "a=1 b=2");
+    }
+
+    #[test]
+    fn test_parse_single_cpu_without_padding() {
+        let s = parse("CPU0\ngetname_toa_ok: 5\n").unwrap();
+        assert_eq!(s.get("getname_toa_ok"), Some(5));
+    }
+
+    #[test]
+    fn test_parse_rejects_bad_input() {
+        assert!(parse("").is_err(), "empty");
+        assert!(
+            parse("foo bar\na: 1 2\n").is_err(),
+            "header without CPU columns"
+        );
+        assert!(parse("CPU0 CPU1\na: 1\n").is_err(), "too few values");
+        assert!(parse("CPU0\na: x\n").is_err(), "not a number");
+        assert!(parse("CPU0\na 1\n").is_err(), "no colon");
+        assert!(parse("CPU0\na: 1\na: 2\n").is_err(), "duplicate counter");
+        assert!(
+            parse("CPU0 CPU1\na: 18446744073709551615 1\n").is_err(),
+            "overflow"
+        );
+    }
+
+    #[test]
+    fn test_check_exact_deltas() {
+        let before = parse(SAMPLE).unwrap();
+        let ledger = Ledger {
+            handshakes_toa: 2,
+            handshakes_no_toa: 1,
+            getname_on_toa: 4,
+            getname_on_no_toa: 2,
+            ipv6_toa: 1,
+        };
+        let mut after = before.clone();
+        for (name, add) in ledger.expected_deltas() {
+            let slot = after.counters.iter_mut().find(|(n, _)| n == name).unwrap();
+            slot.1 += add;
+        }
+        let ok = check(&before, &after, &ledger).unwrap();
+        assert!(ok.contains("getname_toa_ok+4"), "{ok}");
+        assert!(ip6_balanced(&before, &after));
+    }
+
+    #[test]
+    fn test_check_reports_every_wrong_counter() {
+        let before = snap(&[
+            ("syn_recv_sock_toa", 0),
+            ("syn_recv_sock_no_toa", 0),
+            ("getname_toa_ok", 0),
+            ("getname_toa_empty", 0),
+            ("getname_toa_mismatch", 0),
+            ("ip6_address_alloc", 0),
+        ]);
+        let after = snap(&[
+            ("syn_recv_sock_toa", 1),
+            ("syn_recv_sock_no_toa", 0),
+            ("getname_toa_ok", 2),
+            ("getname_toa_empty", 0),
+            ("getname_toa_mismatch", 1),
+            ("ip6_address_alloc", 0),
+        ]);
+        let ledger = Ledger {
+            handshakes_toa: 1,
+            getname_on_toa: 2,
+            ..Ledger::default()
+        };
+        let err = check(&before, &after, &ledger).unwrap_err();
+        assert!(
+            err.contains("getname_toa_mismatch: expected +0, saw +1"),
+            "{err}"
+        );
+        assert!(err.contains("ip6_address_free missing before"), "{err}");
+        assert!(!err.contains("getname_toa_ok"), "{err}");
+    }
+
+    #[test]
+    fn test_ip6_balanced() {
+        let before = snap(&[("ip6_address_alloc", 5), ("ip6_address_free", 5)]);
+        let lagging = snap(&[("ip6_address_alloc", 8), ("ip6_address_free", 7)]);
+        let done = snap(&[("ip6_address_alloc", 8), ("ip6_address_free", 8)]);
+        assert!(!ip6_balanced(&before, &lagging));
+        assert!(ip6_balanced(&before, &done));
+        assert!(!ip6_balanced(&before, &snap(&[])));
+    }
+}

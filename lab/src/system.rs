@@ -1,0 +1,56 @@
+//! Running the few system tools the lab needs (`ip`, `rmmod`, `insmod`) and
+//! writing sysctls.
+//!
+//! A guest's init often starts us with no PATH at all, and musl's fallback
+//! search path has no sbin directories where busybox installs `ip`, `insmod`
+//! and `rmmod`, so programs are looked up here explicitly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{lab_err, Context, Result};
+
+const FALLBACK_DIRS: &[&str] = &["/sbin", "/usr/sbin", "/bin", "/usr/bin"];
+
+/// Finds `name` in PATH, then in the usual system directories.
+pub fn find_program(name: &str) -> Result<PathBuf> {
+    let from_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    from_path
+        .into_iter()
+        .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| lab_err!("`{name}` not found in PATH or {}", FALLBACK_DIRS.join(":")))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Runs a program to completion; a non-zero exit is an error that quotes the
+/// command line and whatever it printed.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    let path = find_program(program)?;
+    let shown = format!("`{} {}`", program, args.join(" "));
+    let out = Command::new(&path)
+        .args(args)
+        .output()
+        .context(format!("running {shown}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if said.is_empty() {
+        said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    Err(lab_err!("{shown} failed ({}): {said}", out.status))
+}
+
+pub fn write_sysctl(path: &str, value: &str) -> Result<()> {
+    std::fs::write(path, value).context(format!("writing {value} to {path}"))
+}

@@ -1,0 +1,327 @@
+//! A deliberately small user-space TCP client: the "L4 proxy" side of one
+//! connection, driven over the TUN device.
+//!
+//! Stop-and-wait with one segment in flight, no window scaling, timestamps or
+//! SACK (the SYN offers only MSS, so the kernel uses none of them). The point
+//! is full control over the packet that completes the handshake: that ACK
+//! carries the TOA option, exactly like a real proxy's.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::error::{lab_err, Result};
+use crate::packet::{self, flags, Received, Segment};
+use crate::toa_option::Toa;
+use crate::tun::Tun;
+
+/// Retransmission timeout for our SYN, data and FIN. Loss cannot happen on a
+/// TUN, but a slow emulated guest may answer late; a retransmission is then
+/// a harmless duplicate for the kernel.
+const RTO: Duration = Duration::from_millis(1000);
+const WINDOW: u16 = 65535;
+
+/// A segment we may have to send again.
+struct InFlight {
+    packet: Vec<u8>,
+    sent_at: Instant,
+}
+
+pub struct TcpClient<'t> {
+    tun: &'t Tun,
+    label: String,
+    local: SocketAddr,
+    remote: SocketAddr,
+    step_timeout: Duration,
+    /// Option bytes for the handshake-completing ACK (TOA, or empty).
+    handshake_options: Vec<u8>,
+    iss: u32,
+    /// Peer's initial sequence number, to recognise a repeated SYN-ACK.
+    irs: Option<u32>,
+    snd_una: u32,
+    snd_nxt: u32,
+    rcv_nxt: u32,
+    fin_sent: bool,
+    peer_fin: bool,
+    reset: bool,
+    received: Vec<u8>,
+    in_flight: Option<InFlight>,
+    ip_id: u16,
+}
+
+/// `a < b` in sequence space (RFC 793 modular comparison).
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+fn seq_le(a: u32, b: u32) -> bool {
+    a == b || seq_lt(a, b)
+}
+
+/// An initial sequence number that differs between runs and connections;
+/// quality does not matter, only that the kernel sees no reuse pattern.
+fn initial_sequence(local: SocketAddr) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos ^ (u64::from(local.port()) << 32) ^ u64::from(std::process::id());
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) as u32
+}
+
+impl<'t> TcpClient<'t> {
+    /// Performs the three-way handshake; the final ACK carries `toa`.
+    pub fn connect(
+        tun: &'t Tun,
+        local: SocketAddr,
+        remote: SocketAddr,
+        toa: Option<&Toa>,
+        step_timeout: Duration,
+    ) -> Result<TcpClient<'t>> {
+        let iss = initial_sequence(local);
+        let mut c = TcpClient {
+            tun,
+            label: format!("{local} -> {remote}"),
+            local,
+            remote,
+            step_timeout,
+            handshake_options: toa.map(Toa::encode).unwrap_or_default(),
+            iss,
+            irs: None,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
+            rcv_nxt: 0,
+            fin_sent: false,
+            peer_fin: false,
+            reset: false,
+            received: Vec::new(),
+            in_flight: None,
+            ip_id: iss as u16,
+        };
+        // Leave room for the IP and TCP headers within a 1500-byte MTU.
+        let mss = if local.is_ipv4() { 1460 } else { 1440 };
+        let syn = c.build(iss, 0, flags::SYN, &packet::mss_option(mss), &[]);
+        c.transmit_reliably(syn)?;
+        c.pump_until("waiting for the SYN-ACK", |c| c.irs.is_some())?;
+        Ok(c)
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends `data` in one segment; its ACK is awaited by the next step.
+    pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        self.pump_until("waiting for earlier data to be acknowledged", |c| {
+            c.all_acked()
+        })?;
+        let seg = self.build(
+            self.snd_nxt,
+            self.rcv_nxt,
+            flags::PSH | flags::ACK,
+            &[],
+            data,
+        );
+        self.snd_nxt = self.snd_nxt.wrapping_add(data.len() as u32);
+        self.transmit_reliably(seg)
+    }
+
+    /// Reads until a newline has arrived and our request is acknowledged.
+    pub fn read_line(&mut self) -> Result<Vec<u8>> {
+        self.pump_until("waiting for the reply", |c| {
+            (c.received.contains(&b'\n') && c.all_acked()) || c.peer_fin
+        })?;
+        if !self.received.contains(&b'\n') {
+            return Err(lab_err!(
+                "{}: origin closed after sending {:?} without a full reply line",
+                self.label,
+                String::from_utf8_lossy(&self.received)
+            ));
+        }
+        Ok(std::mem::take(&mut self.received))
+    }
+
+    /// Clean close: whichever side sent its FIN first, both FINs end up sent
+    /// and acknowledged.
+    pub fn close(mut self) -> Result<()> {
+        self.pump_until("waiting for data to be acknowledged before FIN", |c| {
+            c.all_acked()
+        })?;
+        let fin = self.build(
+            self.snd_nxt,
+            self.rcv_nxt,
+            flags::FIN | flags::ACK,
+            &[],
+            &[],
+        );
+        self.snd_nxt = self.snd_nxt.wrapping_add(1);
+        self.fin_sent = true;
+        self.transmit_reliably(fin)?;
+        self.pump_until("waiting for the FIN exchange", |c| {
+            c.all_acked() && c.peer_fin
+        })
+    }
+
+    fn all_acked(&self) -> bool {
+        self.snd_una == self.snd_nxt
+    }
+
+    fn build(&mut self, seq: u32, ack: u32, fl: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        packet::build(
+            &Segment {
+                src: self.local,
+                dst: self.remote,
+                seq,
+                ack,
+                flags: fl,
+                window: WINDOW,
+                options,
+                payload,
+            },
+            self.ip_id,
+        )
+    }
+
+    fn transmit_reliably(&mut self, packet: Vec<u8>) -> Result<()> {
+        self.tun.send(&packet)?;
+        self.in_flight = Some(InFlight {
+            packet,
+            sent_at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    fn send_ack(&mut self, options: &[u8]) -> Result<()> {
+        let ack = self.build(self.snd_nxt, self.rcv_nxt, flags::ACK, options, &[]);
+        self.tun.send(&ack)
+    }
+
+    /// Processes segments until `done` holds, retransmitting as needed;
+    /// errors name the connection and `step`.
+    fn pump_until(&mut self, step: &str, done: impl Fn(&Self) -> bool) -> Result<()> {
+        let deadline = Instant::now() + self.step_timeout;
+        loop {
+            if self.reset {
+                return Err(lab_err!(
+                    "{}: connection reset by the origin while {step}",
+                    self.label
+                ));
+            }
+            if done(self) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let mut msg = format!(
+                    "{}: timed out after {:?} {step}",
+                    self.label, self.step_timeout
+                );
+                let bad = self.tun.bad_checksums();
+                if bad > 0 {
+                    msg.push_str(&format!(" ({bad} packets with bad checksums were dropped)"));
+                }
+                return Err(lab_err!("{msg}"));
+            }
+            let mut wake = deadline;
+            if let Some(f) = &mut self.in_flight {
+                if now >= f.sent_at + RTO {
+                    self.tun.send(&f.packet)?;
+                    f.sent_at = now;
+                }
+                wake = wake.min(f.sent_at + RTO);
+            }
+            let (local, remote) = (self.local, self.remote);
+            let ours = move |s: &Received| s.src == remote && s.dst == local;
+            if let Some(seg) = self.tun.recv_matching(&ours, wake)? {
+                self.handle(&seg)?;
+            }
+        }
+    }
+
+    fn handle(&mut self, seg: &Received) -> Result<()> {
+        if seg.has(flags::RST) {
+            self.reset = true;
+            return Ok(());
+        }
+        let is_syn_ack = seg.has(flags::SYN) && seg.has(flags::ACK);
+        match self.irs {
+            None => {
+                if is_syn_ack && seg.ack == self.iss.wrapping_add(1) {
+                    self.irs = Some(seg.seq);
+                    self.rcv_nxt = seg.seq.wrapping_add(1);
+                    self.snd_una = seg.ack;
+                    self.in_flight = None;
+                    let options = self.handshake_options.clone();
+                    self.send_ack(&options)?;
+                }
+                // Anything else before the SYN-ACK is stale; ignore it.
+                return Ok(());
+            }
+            Some(irs) if is_syn_ack => {
+                // The kernel did not see our ACK and repeats its SYN-ACK: the
+                // ACK that completes the handshake is this one, so it must
+                // carry the TOA again.
+                if seg.seq == irs {
+                    let ack = self.build(
+                        self.iss.wrapping_add(1),
+                        irs.wrapping_add(1),
+                        flags::ACK,
+                        &self.handshake_options.clone(),
+                        &[],
+                    );
+                    self.tun.send(&ack)?;
+                }
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+
+        if seg.has(flags::ACK) && seq_lt(self.snd_una, seg.ack) && seq_le(seg.ack, self.snd_nxt) {
+            self.snd_una = seg.ack;
+            if self.all_acked() {
+                self.in_flight = None;
+            }
+        }
+
+        if seg.seq_len() == 0 {
+            return Ok(());
+        }
+        if seg.seq == self.rcv_nxt && !self.peer_fin {
+            self.received.extend_from_slice(&seg.payload);
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(seg.payload.len() as u32);
+            if seg.has(flags::FIN) {
+                self.peer_fin = true;
+                self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+            }
+        }
+        // In order or not (a retransmission we already have, or a gap that
+        // cannot happen on a TUN), acknowledging what we hold resynchronises
+        // the kernel.
+        self.send_ack(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_sequence_comparison_wraps() {
+        assert!(seq_lt(1, 2));
+        assert!(!seq_lt(2, 1));
+        assert!(seq_lt(u32::MAX, 0));
+        assert!(seq_lt(u32::MAX - 5, 3));
+        assert!(seq_le(7, 7));
+        assert!(!seq_lt(7, 7));
+    }
+
+    #[test]
+    fn test_initial_sequence_varies_by_port() {
+        let a = initial_sequence("10.0.0.2:1000".parse().unwrap());
+        let b = initial_sequence("10.0.0.2:1001".parse().unwrap());
+        assert_ne!(a, b);
+    }
+}
