@@ -11,7 +11,8 @@ use crate::toa_option::{self, Toa};
 
 const USAGE: &str = "\
 usage:
-  toa-lab scenarios --expect module --module PATH [--step-timeout SECS] [--only NAME,...] [--trace]
+  toa-lab scenarios --expect module --module PATH [--module-param NAME=VALUE]...
+                    [--step-timeout SECS] [--only NAME,...] [--trace]
   toa-lab scenarios --expect kernel [--step-timeout SECS] [--only NAME,...] [--trace]
   toa-lab craft --kind N --client IP:PORT
 
@@ -21,6 +22,7 @@ scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
   --expect module   toa.ko is loaded: TOA connections must show the client
   --expect kernel   no module: every connection must show the proxy
   --module PATH     toa.ko to insmod again in the reload scenario
+  --module-param P  NAME=VALUE passed to that insmod (repeatable)
   --step-timeout S  seconds to wait for each protocol step (default 3)
   --only A,B        run only these scenarios
   --trace           log every TCP segment on toa0 to stderr
@@ -73,6 +75,7 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
     let mut step_timeout = Duration::from_secs(3);
     let mut only = None;
     let mut trace = false;
+    let mut module_params = Vec::new();
     for (flag, value) in flag_pairs(args)? {
         match flag {
             "--trace" => trace = true,
@@ -86,6 +89,12 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
                 })
             }
             "--module" => module = Some(PathBuf::from(value)),
+            "--module-param" => {
+                if !value.contains('=') {
+                    return Err(lab_err!("--module-param wants NAME=VALUE, not {value:?}"));
+                }
+                module_params.push(value.to_string());
+            }
             "--step-timeout" => {
                 let secs: f64 = value
                     .parse()
@@ -118,6 +127,7 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
     Ok(Options {
         expect,
         module,
+        module_params,
         step_timeout,
         only,
         trace,
@@ -162,6 +172,7 @@ mod tests {
         assert_eq!(o.step_timeout, Duration::from_secs(3));
         assert!(o.only.is_none());
         assert!(!o.trace);
+        assert!(o.module_params.is_empty());
     }
 
     #[test]
@@ -174,6 +185,18 @@ mod tests {
         assert_eq!(o.expect, Expect::Kernel);
         assert_eq!(o.step_timeout, Duration::from_millis(1500));
         assert_eq!(o.only.unwrap(), ["v4-254-8", "stats"]);
+    }
+
+    #[test]
+    fn test_parse_repeated_module_params() {
+        let o = parse_scenarios(&args(
+            "--expect module --module /m/toa.ko --module-param a=1 --module-param b=x,y",
+        ))
+        .unwrap();
+        assert_eq!(o.module_params, ["a=1", "b=x,y"]);
+        assert!(
+            parse_scenarios(&args("--expect module --module m --module-param novalue")).is_err()
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Options {
     pub expect: Expect,
     /// toa.ko to insmod again in the reload scenario.
     pub module: Option<PathBuf>,
+    /// NAME=VALUE arguments for that insmod, as the first load had them.
+    pub module_params: Vec<String>,
     pub step_timeout: Duration,
     /// Run only these scenarios (debugging aid); `None` runs all.
     pub only: Option<Vec<String>>,
@@ -32,6 +34,7 @@ pub struct Options {
 /// State scenarios share beyond the lab itself.
 struct Shared {
     module: Option<PathBuf>,
+    module_params: Vec<String>,
     /// /proc/net/toa_stats before the first scenario ran.
     stats_before: Option<std::result::Result<Snapshot, String>>,
     /// Set by the stats scenario for the STATS line.
@@ -244,7 +247,11 @@ fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
         let seen = peer_of(fd).context("getpeername on the kept connection after rmmod");
         // Load again whatever getpeername said, so the guest is left with
         // the module it started with.
-        system::run("insmod", &[&module.to_string_lossy()])?;
+        let path = module.to_string_lossy();
+        let insmod_args: Vec<&str> = std::iter::once(path.as_ref())
+            .chain(ctx.module_params.iter().map(String::as_str))
+            .collect();
+        system::run("insmod", &insmod_args)?;
         let seen = seen?;
         let want = PeerName::v4(proxy_src);
         if seen != want {
@@ -293,6 +300,7 @@ pub fn run(opts: Options) -> i32 {
     };
     let mut ctx = Shared {
         module: opts.module,
+        module_params: opts.module_params,
         stats_before: (opts.expect == Expect::Module)
             .then(|| stats::read().map_err(|e| e.to_string())),
         stats_after: None,
