@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::error::{lab_err, Result};
 use crate::packet::{self, flags, Received, Segment};
 use crate::toa_option::Toa;
-use crate::tun::Tun;
+use crate::tun::Link;
 
 /// Retransmission timeout for our SYN, data and FIN. Loss cannot happen on a
 /// TUN, but a slow emulated guest may answer late; a retransmission is then
@@ -27,7 +27,7 @@ struct InFlight {
 }
 
 pub struct TcpClient<'t> {
-    tun: &'t Tun,
+    link: &'t dyn Link,
     label: String,
     local: SocketAddr,
     remote: SocketAddr,
@@ -74,7 +74,7 @@ fn initial_sequence(local: SocketAddr) -> u32 {
 impl<'t> TcpClient<'t> {
     /// Performs the three-way handshake; the final ACK carries `toa`.
     pub fn connect(
-        tun: &'t Tun,
+        link: &'t dyn Link,
         local: SocketAddr,
         remote: SocketAddr,
         toa: Option<&Toa>,
@@ -82,7 +82,7 @@ impl<'t> TcpClient<'t> {
     ) -> Result<TcpClient<'t>> {
         let iss = initial_sequence(local);
         let mut c = TcpClient {
-            tun,
+            link,
             label: format!("{local} -> {remote}"),
             local,
             remote,
@@ -186,7 +186,7 @@ impl<'t> TcpClient<'t> {
     }
 
     fn transmit_reliably(&mut self, packet: Vec<u8>) -> Result<()> {
-        self.tun.send(&packet)?;
+        self.link.send(&packet)?;
         self.in_flight = Some(InFlight {
             packet,
             sent_at: Instant::now(),
@@ -196,7 +196,7 @@ impl<'t> TcpClient<'t> {
 
     fn send_ack(&mut self, options: &[u8]) -> Result<()> {
         let ack = self.build(self.snd_nxt, self.rcv_nxt, flags::ACK, options, &[]);
-        self.tun.send(&ack)
+        self.link.send(&ack)
     }
 
     /// Processes segments until `done` holds, retransmitting as needed;
@@ -219,7 +219,7 @@ impl<'t> TcpClient<'t> {
                     "{}: timed out after {:?} {step}",
                     self.label, self.step_timeout
                 );
-                let bad = self.tun.bad_checksums();
+                let bad = self.link.bad_checksums();
                 if bad > 0 {
                     msg.push_str(&format!(" ({bad} packets with bad checksums were dropped)"));
                 }
@@ -228,14 +228,14 @@ impl<'t> TcpClient<'t> {
             let mut wake = deadline;
             if let Some(f) = &mut self.in_flight {
                 if now >= f.sent_at + RTO {
-                    self.tun.send(&f.packet)?;
+                    self.link.send(&f.packet)?;
                     f.sent_at = now;
                 }
                 wake = wake.min(f.sent_at + RTO);
             }
             let (local, remote) = (self.local, self.remote);
             let ours = move |s: &Received| s.src == remote && s.dst == local;
-            if let Some(seg) = self.tun.recv_matching(&ours, wake)? {
+            if let Some(seg) = self.link.recv_matching(&ours, wake)? {
                 self.handle(&seg)?;
             }
         }
@@ -272,7 +272,7 @@ impl<'t> TcpClient<'t> {
                         &self.handshake_options.clone(),
                         &[],
                     );
-                    self.tun.send(&ack)?;
+                    self.link.send(&ack)?;
                 }
                 return Ok(());
             }
@@ -316,6 +316,277 @@ mod tests {
         assert!(seq_lt(u32::MAX - 5, 3));
         assert!(seq_le(7, 7));
         assert!(!seq_lt(7, 7));
+    }
+
+    use crate::toa_option::KIND_TOA;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    const IRS: u32 = 1000;
+
+    /// The server side of one connection, as a function from each packet
+    /// the client sends to the segments the "kernel" answers with.
+    type Responder = Box<dyn FnMut(&Received) -> Vec<Received>>;
+
+    struct ScriptedLink {
+        sent: RefCell<Vec<Received>>,
+        inbox: RefCell<VecDeque<Received>>,
+        respond: RefCell<Responder>,
+    }
+
+    impl ScriptedLink {
+        fn new(respond: impl FnMut(&Received) -> Vec<Received> + 'static) -> Self {
+            ScriptedLink {
+                sent: RefCell::new(Vec::new()),
+                inbox: RefCell::new(VecDeque::new()),
+                respond: RefCell::new(Box::new(respond)),
+            }
+        }
+
+        fn sent(&self) -> Vec<Received> {
+            self.sent.borrow().clone()
+        }
+    }
+
+    impl Link for ScriptedLink {
+        fn send(&self, packet: &[u8]) -> Result<()> {
+            let seg = packet::parse(packet).expect("the client builds valid packets");
+            let answers = (self.respond.borrow_mut())(&seg);
+            self.sent.borrow_mut().push(seg);
+            self.inbox.borrow_mut().extend(answers);
+            Ok(())
+        }
+
+        fn recv_matching(
+            &self,
+            wanted: &dyn Fn(&Received) -> bool,
+            deadline: Instant,
+        ) -> Result<Option<Received>> {
+            let mut inbox = self.inbox.borrow_mut();
+            if let Some(at) = inbox.iter().position(wanted) {
+                return Ok(inbox.remove(at));
+            }
+            drop(inbox);
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            Ok(None)
+        }
+
+        fn bad_checksums(&self) -> u64 {
+            0
+        }
+    }
+
+    fn local() -> SocketAddr {
+        "10.0.0.2:30000".parse().unwrap()
+    }
+
+    fn remote() -> SocketAddr {
+        "10.0.0.1:8080".parse().unwrap()
+    }
+
+    fn from_server(seq: u32, ack: u32, fl: u8, payload: &[u8]) -> Received {
+        Received {
+            src: remote(),
+            dst: local(),
+            seq,
+            ack,
+            flags: fl,
+            window: 65535,
+            options: Vec::new(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn syn_ack(syn: &Received) -> Received {
+        from_server(IRS, syn.seq.wrapping_add(1), flags::SYN | flags::ACK, &[])
+    }
+
+    fn toa() -> Toa {
+        Toa::new(KIND_TOA, "198.51.100.7:40001".parse().unwrap())
+    }
+
+    fn connect(link: &ScriptedLink, timeout_ms: u64) -> Result<TcpClient<'_>> {
+        let toa = toa();
+        TcpClient::connect(
+            link,
+            local(),
+            remote(),
+            Some(&toa),
+            Duration::from_millis(timeout_ms),
+        )
+    }
+
+    /// A well-behaved origin that answers the request with data and FIN in
+    /// one segment (it closed right after writing).
+    fn origin_closing_with_reply(
+        dup_syn_ack: bool,
+        dup_reply: bool,
+    ) -> impl FnMut(&Received) -> Vec<Received> {
+        move |seg| {
+            let end = seg.seq.wrapping_add(seg.seq_len());
+            if seg.has(flags::SYN) {
+                let sa = syn_ack(seg);
+                return if dup_syn_ack {
+                    vec![sa.clone(), sa]
+                } else {
+                    vec![sa]
+                };
+            }
+            if seg.payload == b"hello\n" {
+                let reply =
+                    from_server(IRS + 1, end, flags::PSH | flags::ACK | flags::FIN, b"ok\n");
+                return if dup_reply {
+                    vec![reply.clone(), reply]
+                } else {
+                    vec![reply]
+                };
+            }
+            if seg.has(flags::FIN) {
+                return vec![from_server(IRS + 5, end, flags::ACK, &[])];
+            }
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn test_handshake_ack_carries_toa_and_full_exchange() {
+        let link = ScriptedLink::new(origin_closing_with_reply(false, false));
+        let mut c = connect(&link, 500).unwrap();
+        c.send(b"hello\n").unwrap();
+        assert_eq!(c.read_line().unwrap(), b"ok\n");
+        c.close().unwrap();
+
+        let sent = link.sent();
+        let syn = &sent[0];
+        assert_eq!(syn.flags, flags::SYN);
+        assert_eq!(syn.options, packet::mss_option(1460), "SYN offers MSS only");
+        let ack = &sent[1];
+        assert_eq!(ack.flags, flags::ACK);
+        assert_eq!(ack.ack, IRS + 1);
+        assert_eq!(ack.options, toa().encode(), "handshake ACK carries the TOA");
+        assert!(
+            sent[2..].iter().all(|s| s.options.is_empty()),
+            "TOA only on the handshake ACK"
+        );
+        let fin = sent.iter().find(|s| s.has(flags::FIN)).unwrap();
+        assert_eq!(fin.seq, syn.seq.wrapping_add(1 + 6));
+        assert_eq!(
+            fin.ack,
+            IRS + 1 + 3 + 1,
+            "FIN acknowledges the reply and the peer's FIN"
+        );
+    }
+
+    #[test]
+    fn test_repeated_syn_ack_gets_the_toa_ack_again() {
+        let link = ScriptedLink::new(origin_closing_with_reply(true, false));
+        let mut c = connect(&link, 500).unwrap();
+        c.send(b"hello\n").unwrap();
+        c.read_line().unwrap();
+        c.close().unwrap();
+        let toa_acks: Vec<Received> = link
+            .sent()
+            .into_iter()
+            .filter(|s| s.options == toa().encode())
+            .collect();
+        assert_eq!(toa_acks.len(), 2, "one per SYN-ACK");
+        assert!(toa_acks
+            .iter()
+            .all(|s| s.ack == IRS + 1 && s.flags == flags::ACK));
+    }
+
+    #[test]
+    fn test_duplicate_data_is_acked_not_delivered_twice() {
+        let link = ScriptedLink::new(origin_closing_with_reply(false, true));
+        let mut c = connect(&link, 500).unwrap();
+        c.send(b"hello\n").unwrap();
+        assert_eq!(c.read_line().unwrap(), b"ok\n");
+        c.close().unwrap();
+        // The duplicate (still queued after read_line) is acknowledged again
+        // with the same, unchanged acknowledgement number.
+        let acks_of_reply = link
+            .sent()
+            .iter()
+            .filter(|s| s.flags == flags::ACK && s.ack == IRS + 5)
+            .count();
+        assert!(acks_of_reply >= 2, "{:#?}", link.sent());
+    }
+
+    #[test]
+    fn test_client_fin_first() {
+        // The origin keeps the socket open until it sees our FIN, then closes.
+        let link = ScriptedLink::new(|seg: &Received| {
+            let end = seg.seq.wrapping_add(seg.seq_len());
+            if seg.has(flags::SYN) {
+                vec![syn_ack(seg)]
+            } else if seg.payload == b"hello\n" {
+                vec![from_server(IRS + 1, end, flags::PSH | flags::ACK, b"ok\n")]
+            } else if seg.has(flags::FIN) {
+                vec![
+                    from_server(IRS + 4, end, flags::ACK, &[]),
+                    from_server(IRS + 4, end, flags::FIN | flags::ACK, &[]),
+                ]
+            } else {
+                Vec::new()
+            }
+        });
+        let mut c = connect(&link, 500).unwrap();
+        c.send(b"hello\n").unwrap();
+        c.read_line().unwrap();
+        c.close().unwrap();
+        let last = link.sent().last().cloned().unwrap();
+        assert_eq!(last.flags, flags::ACK);
+        assert_eq!(last.ack, IRS + 5, "the peer's FIN is acknowledged");
+    }
+
+    #[test]
+    fn test_reset_names_the_step() {
+        let link = ScriptedLink::new(|seg: &Received| {
+            vec![from_server(
+                0,
+                seg.seq.wrapping_add(1),
+                flags::RST | flags::ACK,
+                &[],
+            )]
+        });
+        let err = connect(&link, 500).err().expect("reset").to_string();
+        assert!(err.contains("reset"), "{err}");
+        assert!(err.contains("waiting for the SYN-ACK"), "{err}");
+        assert!(err.contains("10.0.0.2:30000 -> 10.0.0.1:8080"), "{err}");
+    }
+
+    #[test]
+    fn test_timeout_names_the_step() {
+        let link = ScriptedLink::new(|seg: &Received| {
+            if seg.has(flags::SYN) {
+                vec![syn_ack(seg)]
+            } else {
+                Vec::new() // never answers the request
+            }
+        });
+        let mut c = connect(&link, 100).unwrap();
+        c.send(b"hello\n").unwrap();
+        let err = c.read_line().unwrap_err().to_string();
+        assert!(err.contains("timed out"), "{err}");
+        assert!(err.contains("waiting for the reply"), "{err}");
+    }
+
+    #[test]
+    fn test_stale_segments_before_syn_ack_are_ignored() {
+        let link = ScriptedLink::new(|seg: &Received| {
+            if seg.has(flags::SYN) {
+                // A segment with the wrong acknowledgement (an old connection
+                // on the same ports), then the real SYN-ACK.
+                vec![
+                    from_server(5, 12345, flags::SYN | flags::ACK, &[]),
+                    syn_ack(seg),
+                ]
+            } else {
+                Vec::new()
+            }
+        });
+        let c = connect(&link, 500).unwrap();
+        assert_eq!(c.irs, Some(IRS));
     }
 
     #[test]

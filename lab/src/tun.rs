@@ -26,6 +26,21 @@ const TUN_MINOR: u32 = 200;
 /// finished connections cannot grow it.
 const BACKLOG_LIMIT: usize = 64;
 
+/// Where a `TcpClient` sends and receives packets: the TUN device in the
+/// lab, a scripted peer in unit tests.
+pub trait Link {
+    fn send(&self, packet: &[u8]) -> Result<()>;
+    /// Returns the next TCP segment `wanted` accepts, or `None` at `deadline`.
+    fn recv_matching(
+        &self,
+        wanted: &dyn Fn(&Received) -> bool,
+        deadline: Instant,
+    ) -> Result<Option<Received>>;
+    /// Packets dropped for a wrong checksum so far: named in timeout errors,
+    /// because it would explain why an expected reply never "arrived".
+    fn bad_checksums(&self) -> u64;
+}
+
 /// `struct ifreq` as TUNSETIFF reads it: name, then the flags member of the
 /// union; the kernel copies the full 40 bytes.
 #[repr(C)]
@@ -106,7 +121,30 @@ impl Tun {
         wait_v6_usable(dev, v6, Duration::from_secs(3))
     }
 
-    pub fn send(&self, packet: &[u8]) -> Result<()> {
+    fn wait_readable(&self, timeout: Duration) -> Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // Round up so a sub-millisecond remainder still waits instead of spinning.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        loop {
+            // SAFETY: one valid pollfd for the duration of the call.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc >= 0 {
+                return Ok(rc > 0);
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(lab_err!("poll on {}: {err}", self.name));
+            }
+        }
+    }
+}
+
+impl Link for Tun {
+    fn send(&self, packet: &[u8]) -> Result<()> {
         if self.trace {
             if let Ok(seg) = packet::parse(packet) {
                 eprintln!("toa-lab trace > {seg}");
@@ -118,9 +156,8 @@ impl Tun {
             .context(format!("writing a packet to {}", self.name))
     }
 
-    /// Returns the next TCP segment `wanted` accepts, or `None` at `deadline`.
-    /// Segments it does not want are kept for other connections.
-    pub fn recv_matching(
+    /// Segments `wanted` rejects are kept for other connections.
+    fn recv_matching(
         &self,
         wanted: &dyn Fn(&Received) -> bool,
         deadline: Instant,
@@ -168,31 +205,8 @@ impl Tun {
         }
     }
 
-    /// Packets dropped for a wrong checksum so far: named in timeout errors,
-    /// because it would explain why an expected reply never "arrived".
-    pub fn bad_checksums(&self) -> u64 {
+    fn bad_checksums(&self) -> u64 {
         self.skipped_bad_checksum.get()
-    }
-
-    fn wait_readable(&self, timeout: Duration) -> Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.file.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // Round up so a sub-millisecond remainder still waits instead of spinning.
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        loop {
-            // SAFETY: one valid pollfd for the duration of the call.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if rc >= 0 {
-                return Ok(rc > 0);
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(lab_err!("poll on {}: {err}", self.name));
-            }
-        }
     }
 }
 
