@@ -15,8 +15,8 @@ static int toa_formats_set(const char *val, const struct kernel_param *kp)
 	int err = kstrtouint(val, 0, &v);
 
 	if (err || v == 0 || (v & ~TOA_FMT_ALL)) {
-		pr_err("formats=%s: want a non-zero mask of 0x1 (254/8), 0x2 (254/20), 0x4 (253/20), 0x8 (200/8)\n",
-		       val);
+		pr_err("formats=%.*s rejected: want a non-zero mask of 0x1 (254/8), 0x2 (254/20), 0x4 (253/20), 0x8 (200/8)\n",
+		       (int)strcspn(val, "\n"), val);
 		return -EINVAL;
 	}
 	WRITE_ONCE(toa_formats, v);

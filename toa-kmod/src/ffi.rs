@@ -27,7 +27,12 @@ pub const TOA_MISMATCH: i32 = -1;
 
 impl ToaEndpoint {
     fn from_endpoint(e: &Endpoint, kind: u8) -> ToaEndpoint {
-        let mut out = ToaEndpoint { family: 4, kind, port: e.port.to_be_bytes(), addr: [0; 16] };
+        let mut out = ToaEndpoint {
+            family: 4,
+            kind,
+            port: e.port.to_be_bytes(),
+            addr: [0; 16],
+        };
         match e.addr {
             ClientAddr::V4(a) => {
                 for (d, s) in out.addr.iter_mut().zip(a) {
@@ -61,14 +66,26 @@ impl ToaEndpoint {
 /// # Safety
 /// `opts` must be readable for `len` bytes (or `len` 0); `out` must be writable.
 #[no_mangle]
-pub unsafe extern "C" fn toa_scan_options(opts: *const u8, len: usize, formats: u32, out: *mut ToaEndpoint) -> i32 {
+pub unsafe extern "C" fn toa_scan_options(
+    opts: *const u8,
+    len: usize,
+    formats: u32,
+    out: *mut ToaEndpoint,
+) -> i32 {
     if out.is_null() || (opts.is_null() && len != 0) {
         return TOA_SCAN_NONE;
     }
-    let area = if len == 0 { &[][..] } else { core::slice::from_raw_parts(opts, len) };
+    let area = if len == 0 {
+        &[][..]
+    } else {
+        core::slice::from_raw_parts(opts, len)
+    };
     match option::scan(area, Formats(formats)) {
         Scan::Found(toa) => {
-            let e = Endpoint { port: toa.port, addr: toa.addr };
+            let e = Endpoint {
+                port: toa.port,
+                addr: toa.addr,
+            };
             *out = ToaEndpoint::from_endpoint(&e, toa.format.kind());
             TOA_SCAN_FOUND
         }
@@ -132,11 +149,30 @@ mod tests {
         sa[..2].copy_from_slice(&peer::AF_INET.to_ne_bytes());
         sa[2..4].copy_from_slice(&5000u16.to_be_bytes());
         sa[4..8].copy_from_slice(&[10, 0, 0, 2]);
-        let proxy = ToaEndpoint { family: 4, kind: 0, port: 5000u16.to_be_bytes(), addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
-        let mut client = ToaEndpoint { family: 6, kind: 254, port: 40002u16.to_be_bytes(), addr: [0; 16] };
+        let proxy = ToaEndpoint {
+            family: 4,
+            kind: 0,
+            port: 5000u16.to_be_bytes(),
+            addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let mut client = ToaEndpoint {
+            family: 6,
+            kind: 254,
+            port: 40002u16.to_be_bytes(),
+            addr: [0; 16],
+        };
         client.addr[0] = 0x20;
         client.addr[15] = 7;
-        let n = unsafe { toa_rewrite_peer(peer::AF_INET, sa.as_mut_ptr(), 16, sa.len(), &client, &proxy) };
+        let n = unsafe {
+            toa_rewrite_peer(
+                peer::AF_INET,
+                sa.as_mut_ptr(),
+                16,
+                sa.len(),
+                &client,
+                &proxy,
+            )
+        };
         assert_eq!(n, 28);
         assert_eq!(u16::from_ne_bytes([sa[0], sa[1]]), peer::AF_INET6);
         // Not enough room for a sockaddr_in6: refused, untouched.
@@ -144,9 +180,13 @@ mod tests {
         small[..2].copy_from_slice(&peer::AF_INET.to_ne_bytes());
         small[2..4].copy_from_slice(&5000u16.to_be_bytes());
         small[4..8].copy_from_slice(&[10, 0, 0, 2]);
-        let n = unsafe { toa_rewrite_peer(peer::AF_INET, small.as_mut_ptr(), 16, 16, &client, &proxy) };
+        let n =
+            unsafe { toa_rewrite_peer(peer::AF_INET, small.as_mut_ptr(), 16, 16, &client, &proxy) };
         assert_eq!(n, TOA_MISMATCH);
-        let bad = ToaEndpoint { family: 9, ..client };
+        let bad = ToaEndpoint {
+            family: 9,
+            ..client
+        };
         let n = unsafe { toa_rewrite_peer(peer::AF_INET, sa.as_mut_ptr(), 16, 128, &bad, &proxy) };
         assert_eq!(n, TOA_MISMATCH);
     }

@@ -71,7 +71,9 @@ impl Format {
     }
 
     pub fn from_wire(kind: u8, len: u8) -> Option<Format> {
-        Format::ALL.into_iter().find(|f| f.kind() == kind && f.len() == len)
+        Format::ALL
+            .into_iter()
+            .find(|f| f.kind() == kind && f.len() == len)
     }
 }
 
@@ -183,7 +185,8 @@ pub fn scan(area: &[u8], formats: Formats) -> Scan {
                     continue;
                 }
                 let len = body.len() as u8;
-                if let Some(format) = Format::from_wire(kind, len).filter(|f| formats.contains(*f)) {
+                if let Some(format) = Format::from_wire(kind, len).filter(|f| formats.contains(*f))
+                {
                     found = decode(format, body);
                 }
             }
@@ -200,17 +203,27 @@ mod tests {
     use super::*;
 
     const V4: [u8; 8] = [254, 8, 0x9c, 0x41, 198, 51, 100, 7];
-    const V6: [u8; 20] = [254, 20, 0x9c, 0x42, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    const V6: [u8; 20] = [
+        254, 20, 0x9c, 0x42, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7,
+    ];
 
     fn v4(format: Format) -> Scan {
-        Scan::Found(Toa { format, port: 40001, addr: ClientAddr::V4([198, 51, 100, 7]) })
+        Scan::Found(Toa {
+            format,
+            port: 40001,
+            addr: ClientAddr::V4([198, 51, 100, 7]),
+        })
     }
 
     fn v6(format: Format) -> Scan {
         let mut a = [0u8; 16];
         a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
         a[15] = 7;
-        Scan::Found(Toa { format, port: 40002, addr: ClientAddr::V6(a) })
+        Scan::Found(Toa {
+            format,
+            port: 40002,
+            addr: ClientAddr::V6(a),
+        })
     }
 
     fn with_kind(bytes: &[u8], kind: u8) -> std::vec::Vec<u8> {
@@ -244,7 +257,10 @@ mod tests {
     #[test]
     fn test_formats_mask_narrows() {
         assert_eq!(scan(&V4, Formats(Format::Lvs6.bit())), Scan::NotFound);
-        assert_eq!(scan(&with_kind(&V4, 200), Formats(Format::Lvs4.bit())), Scan::NotFound);
+        assert_eq!(
+            scan(&with_kind(&V4, 200), Formats(Format::Lvs4.bit())),
+            Scan::NotFound
+        );
         assert_eq!(scan(&V6, Formats(Format::Lvs6.bit())), v6(Format::Lvs6));
     }
 
@@ -273,8 +289,17 @@ mod tests {
     fn test_wrong_length_for_kind_is_not_toa() {
         // TFO experimental cookie request: kind 254, len 4, ExID 0xF989.
         assert_eq!(scan(&[254, 4, 0xf9, 0x89], Formats::ALL), Scan::NotFound);
-        assert_eq!(scan(&[253, 8, 0, 1, 10, 0, 0, 1], Formats::ALL), Scan::NotFound);
-        assert_eq!(scan(&[200, 20, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], Formats::ALL), Scan::NotFound);
+        assert_eq!(
+            scan(&[253, 8, 0, 1, 10, 0, 0, 1], Formats::ALL),
+            Scan::NotFound
+        );
+        assert_eq!(
+            scan(
+                &[200, 20, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                Formats::ALL
+            ),
+            Scan::NotFound
+        );
         // TFO cookie beside a TOA: the TOA is still found.
         let mut area = vec![254, 6, 0xf9, 0x89, 1, 2, 1, 1];
         area.extend_from_slice(&V4);
@@ -283,27 +308,48 @@ mod tests {
 
     #[test]
     fn test_impossible_len() {
-        assert_eq!(scan(&[254, 0, 0, 0], Formats::ALL), Scan::Malformed(Malformed::ImpossibleLength));
-        assert_eq!(scan(&[254, 1, 0, 0], Formats::ALL), Scan::Malformed(Malformed::ImpossibleLength));
+        assert_eq!(
+            scan(&[254, 0, 0, 0], Formats::ALL),
+            Scan::Malformed(Malformed::ImpossibleLength)
+        );
+        assert_eq!(
+            scan(&[254, 1, 0, 0], Formats::ALL),
+            Scan::Malformed(Malformed::ImpossibleLength)
+        );
     }
 
     #[test]
     fn test_truncated() {
-        assert_eq!(scan(&V4[..7], Formats::ALL), Scan::Malformed(Malformed::Truncated));
-        assert_eq!(scan(&[2, 4, 5], Formats::ALL), Scan::Malformed(Malformed::Truncated));
-        assert_eq!(scan(&[1, 1, 254], Formats::ALL), Scan::Malformed(Malformed::MissingLength));
+        assert_eq!(
+            scan(&V4[..7], Formats::ALL),
+            Scan::Malformed(Malformed::Truncated)
+        );
+        assert_eq!(
+            scan(&[2, 4, 5], Formats::ALL),
+            Scan::Malformed(Malformed::Truncated)
+        );
+        assert_eq!(
+            scan(&[1, 1, 254], Formats::ALL),
+            Scan::Malformed(Malformed::MissingLength)
+        );
     }
 
     #[test]
     fn test_malformed_after_toa_discards_it() {
         let mut area = V4.to_vec();
         area.extend_from_slice(&[8, 0]);
-        assert_eq!(scan(&area, Formats::ALL), Scan::Malformed(Malformed::ImpossibleLength));
+        assert_eq!(
+            scan(&area, Formats::ALL),
+            Scan::Malformed(Malformed::ImpossibleLength)
+        );
     }
 
     #[test]
     fn test_oversized() {
-        assert_eq!(scan(&[1; 41], Formats::ALL), Scan::Malformed(Malformed::Oversized));
+        assert_eq!(
+            scan(&[1; 41], Formats::ALL),
+            Scan::Malformed(Malformed::Oversized)
+        );
         assert_eq!(scan(&[1; 40], Formats::ALL), Scan::NotFound);
     }
 }

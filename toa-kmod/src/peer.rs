@@ -55,7 +55,9 @@ impl Endpoint {
         let family = u16::from_ne_bytes(sa.get(field::FAMILY)?.try_into().ok()?);
         let port = u16::from_be_bytes(sa.get(field::PORT)?.try_into().ok()?);
         let addr = match (family, sa.len()) {
-            (AF_INET, n) if n >= SOCKADDR_IN_LEN => ClientAddr::V4(sa.get(field::IN_ADDR)?.try_into().ok()?),
+            (AF_INET, n) if n >= SOCKADDR_IN_LEN => {
+                ClientAddr::V4(sa.get(field::IN_ADDR)?.try_into().ok()?)
+            }
             (AF_INET6, n) if n >= SOCKADDR_IN6_LEN => {
                 ClientAddr::V6(sa.get(field::IN6_ADDR)?.try_into().ok()?)
             }
@@ -115,7 +117,13 @@ pub enum Verdict {
 
 /// Replaces the kernel's answer in `buf` (its first `len` bytes) with the client's
 /// address, if the answer is the proxy the record was made for.
-pub fn rewrite(socket_family: u16, buf: &mut [u8], len: usize, proxy: &Endpoint, client: &Endpoint) -> Verdict {
+pub fn rewrite(
+    socket_family: u16,
+    buf: &mut [u8],
+    len: usize,
+    proxy: &Endpoint,
+    client: &Endpoint,
+) -> Verdict {
     let Some(kernel) = buf.get(..len).and_then(Endpoint::from_sockaddr) else {
         return Verdict::Mismatch;
     };
@@ -174,18 +182,49 @@ mod tests {
         let c4 = Endpoint::new(40001, ClientAddr::V4(CLIENT4));
         let c6 = Endpoint::new(40002, ClientAddr::V6(CLIENT6));
         let cases = [
-            (AF_INET, sockaddr_in(PROXY4, 5000), p4, c4, sockaddr_in(CLIENT4, 40001)),
-            (AF_INET6, sockaddr_in6(PROXY6, 5000), p6, c6, sockaddr_in6(CLIENT6, 40002)),
-            (AF_INET6, sockaddr_in6(mapped(PROXY4), 5000), p4, c4, sockaddr_in6(mapped(CLIENT4), 40001)),
-            (AF_INET, sockaddr_in(PROXY4, 5000), p4, c6, sockaddr_in6(CLIENT6, 40002)),
+            (
+                AF_INET,
+                sockaddr_in(PROXY4, 5000),
+                p4,
+                c4,
+                sockaddr_in(CLIENT4, 40001),
+            ),
+            (
+                AF_INET6,
+                sockaddr_in6(PROXY6, 5000),
+                p6,
+                c6,
+                sockaddr_in6(CLIENT6, 40002),
+            ),
+            (
+                AF_INET6,
+                sockaddr_in6(mapped(PROXY4), 5000),
+                p4,
+                c4,
+                sockaddr_in6(mapped(CLIENT4), 40001),
+            ),
+            (
+                AF_INET,
+                sockaddr_in(PROXY4, 5000),
+                p4,
+                c6,
+                sockaddr_in6(CLIENT6, 40002),
+            ),
         ];
         for (family, kernel, proxy, client, want) in cases {
             let mut buf = [0xaau8; 128];
             buf[..kernel.len()].copy_from_slice(&kernel);
             let verdict = rewrite(family, &mut buf, kernel.len(), &proxy, &client);
-            assert_eq!(verdict, Verdict::Rewritten(want.len()), "{family} {client:?}");
+            assert_eq!(
+                verdict,
+                Verdict::Rewritten(want.len()),
+                "{family} {client:?}"
+            );
             assert_eq!(&buf[..want.len()], &want[..]);
-            assert!(buf[want.len()..].iter().all(|b| *b == 0xaa), "wrote past the answer");
+            assert!(
+                buf[want.len()..].iter().all(|b| *b == 0xaa),
+                "wrote past the answer"
+            );
         }
     }
 
@@ -193,9 +232,16 @@ mod tests {
     fn test_other_peer_is_mismatch() {
         let proxy = Endpoint::new(5000, ClientAddr::V4(PROXY4));
         let client = Endpoint::new(40001, ClientAddr::V4(CLIENT4));
-        for kernel in [sockaddr_in(PROXY4, 5001), sockaddr_in([10, 0, 0, 3], 5000), sockaddr_in6(PROXY6, 5000)] {
+        for kernel in [
+            sockaddr_in(PROXY4, 5001),
+            sockaddr_in([10, 0, 0, 3], 5000),
+            sockaddr_in6(PROXY6, 5000),
+        ] {
             let mut buf = kernel.clone();
-            assert_eq!(rewrite(AF_INET, &mut buf, kernel.len(), &proxy, &client), Verdict::Mismatch);
+            assert_eq!(
+                rewrite(AF_INET, &mut buf, kernel.len(), &proxy, &client),
+                Verdict::Mismatch
+            );
             assert_eq!(buf, kernel, "a mismatch must leave the answer untouched");
         }
     }
@@ -206,12 +252,21 @@ mod tests {
         let client = Endpoint::new(40001, ClientAddr::V6(CLIENT6));
         let kernel = sockaddr_in(PROXY4, 5000);
         let mut buf = kernel.clone();
-        assert_eq!(rewrite(AF_INET, &mut buf, 8, &proxy, &client), Verdict::Mismatch);
+        assert_eq!(
+            rewrite(AF_INET, &mut buf, 8, &proxy, &client),
+            Verdict::Mismatch
+        );
         // A sockaddr_in6 answer does not fit a 16-byte buffer.
-        assert_eq!(rewrite(AF_INET, &mut buf, 16, &proxy, &client), Verdict::Mismatch);
+        assert_eq!(
+            rewrite(AF_INET, &mut buf, 16, &proxy, &client),
+            Verdict::Mismatch
+        );
         assert_eq!(buf, kernel);
         let mut unix = [1u8, 0, b'/', b'x'];
-        assert_eq!(rewrite(AF_INET, &mut unix, 4, &proxy, &client), Verdict::Mismatch);
+        assert_eq!(
+            rewrite(AF_INET, &mut unix, 4, &proxy, &client),
+            Verdict::Mismatch
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ mod host;
 mod initramfs;
 mod kmod_object;
 mod lab_programs;
+mod modcheck;
+mod package;
 mod qemu;
 mod test;
 mod vm_test;

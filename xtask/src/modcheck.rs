@@ -1,0 +1,92 @@
+//! Checks on a built toa.ko before it is packed: it must load on exactly the
+//! kernel it was built for.
+
+use anyhow::{bail, Context, Result};
+use object::{Object, ObjectSection, ObjectSymbol};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+/// modinfo keys every shipped module carries.
+const REQUIRED_MODINFO: &[&str] = &["license", "vermagic", "name", "version", "description"];
+
+/// The `.modinfo` section as key → value (the last value of repeated keys).
+pub fn modinfo(ko: &[u8]) -> Result<BTreeMap<String, String>> {
+    let file = object::File::parse(ko).context("not an ELF module")?;
+    let section = file
+        .section_by_name(".modinfo")
+        .context("no .modinfo section")?;
+    let data = section.data()?;
+    let mut out = BTreeMap::new();
+    for entry in data.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        let entry = String::from_utf8_lossy(entry);
+        if let Some((k, v)) = entry.split_once('=') {
+            out.insert(k.to_string(), v.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Exported symbol names of a kernel's `Module.symvers`.
+pub fn parse_symvers(text: &str) -> HashSet<String> {
+    text.lines()
+        .filter_map(|l| l.split('\t').nth(1))
+        .map(str::to_string)
+        .collect()
+}
+
+/// vermagic, modinfo fields and undefined symbols of `ko` against the kernel
+/// `release` and its `Module.symvers`.
+pub fn check(ko_path: &Path, release: &str, symvers_path: &Path) -> Result<()> {
+    let ko = std::fs::read(ko_path).with_context(|| format!("reading {}", ko_path.display()))?;
+    let symvers = std::fs::read_to_string(symvers_path)
+        .with_context(|| format!("reading {}", symvers_path.display()))?;
+    check_bytes(&ko, release, &parse_symvers(&symvers))
+        .with_context(|| format!("{} failed its checks", ko_path.display()))
+}
+
+pub fn check_bytes(ko: &[u8], release: &str, exported: &HashSet<String>) -> Result<()> {
+    let info = modinfo(ko)?;
+    let mut problems = Vec::new();
+    for key in REQUIRED_MODINFO {
+        if info.get(*key).is_none_or(|v| v.is_empty()) {
+            problems.push(format!("modinfo field `{key}` missing"));
+        }
+    }
+    let vermagic_release = info
+        .get("vermagic")
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("");
+    if vermagic_release != release {
+        problems.push(format!(
+            "vermagic is for kernel `{vermagic_release}`, built for `{release}`"
+        ));
+    }
+    let file = object::File::parse(ko)?;
+    for symbol in file.symbols().filter(|s| s.is_undefined()) {
+        let Ok(name) = symbol.name() else { continue };
+        if !name.is_empty() && !exported.contains(name) {
+            problems.push(format!(
+                "undefined symbol `{name}` is not exported by {release}"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symvers_names() {
+        let text = "0x1234abcd\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x0\tnf_register_sockopt\tvmlinux\tEXPORT_SYMBOL\tNS\n";
+        let names = parse_symvers(text);
+        assert!(names.contains("printk"));
+        assert!(names.contains("nf_register_sockopt"));
+        assert_eq!(names.len(), 2);
+    }
+}

@@ -1,0 +1,166 @@
+//! Per-distro tarballs: `<Name>-<arch>.tar.gz` holding `<Name>-<arch>/toa.ko`
+//! (the newest kernel's, so `tar -zxvf ...; cd ...; insmod toa.ko` works) and
+//! `<Name>-<arch>/<kernel release>/toa.ko` for every kernel built.
+//!
+//! Same inputs, same bytes: entries sorted, fixed owner, mode and mtime, and a
+//! gzip header without name or time.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One kernel's module as it goes into a tarball.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelModule {
+    pub release: String,
+    pub kernel_version: String,
+    pub sha256: String,
+    #[serde(skip)]
+    pub ko: Vec<u8>,
+}
+
+impl KernelModule {
+    pub fn new(release: &str, kernel_version: &str, ko: Vec<u8>) -> KernelModule {
+        KernelModule {
+            release: release.into(),
+            kernel_version: kernel_version.into(),
+            sha256: hex::encode(Sha256::digest(&ko)),
+            ko,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    distro: &'a str,
+    arch: &'a str,
+    toa_version: &'a str,
+    default_release: &'a str,
+    modules: &'a [KernelModule],
+}
+
+/// Writes `<dist_dir>/<dist_name>.tar.gz`; `modules` newest last.
+pub fn write_tarball(
+    dist_dir: &Path,
+    dist_name: &str,
+    distro: &str,
+    arch: &str,
+    modules: &[KernelModule],
+) -> Result<PathBuf> {
+    let newest = modules.last().context("no modules to pack")?;
+    let metadata = serde_json::to_vec_pretty(&Metadata {
+        distro,
+        arch,
+        toa_version: env!("CARGO_PKG_VERSION"),
+        default_release: &newest.release,
+        modules,
+    })?;
+    let mut entries: Vec<(String, &[u8], u32)> = vec![
+        (format!("{dist_name}/toa.ko"), &newest.ko, 0o644),
+        (format!("{dist_name}/metadata.json"), &metadata, 0o644),
+    ];
+    for m in modules {
+        entries.push((format!("{dist_name}/{}/toa.ko", m.release), &m.ko, 0o644));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+
+    std::fs::create_dir_all(dist_dir)?;
+    let out = dist_dir.join(format!("{dist_name}.tar.gz"));
+    let tmp = dist_dir.join(format!(".{dist_name}.tar.gz.partial"));
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(file, flate2::Compression::best());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut dirs: Vec<String> = entries
+        .iter()
+        .filter_map(|(p, _, _)| {
+            Path::new(p)
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in &dirs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        tar.append_data(&mut h, format!("{dir}/"), std::io::empty())?;
+    }
+    for (path, data, mode) in &entries {
+        let mut h = header(tar::EntryType::Regular, *mode, data.len() as u64);
+        tar.append_data(&mut h, path, *data)?;
+    }
+    let mut gz = tar.into_inner()?;
+    gz.flush()?;
+    gz.finish()?.sync_all()?;
+    std::fs::rename(&tmp, &out)?;
+    Ok(out)
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
+}
+
+/// Reads one file out of a `.tar.gz`.
+pub fn read_from_tarball(tarball: &Path, inner: &str) -> Result<Vec<u8>> {
+    let file =
+        std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.to_string_lossy() == inner {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data)?;
+            return Ok(data);
+        }
+    }
+    anyhow::bail!("{} has no {inner}", tarball.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tarball_is_reproducible_and_readable() {
+        let dir = std::env::temp_dir().join(format!("toa-pack-test-{}", std::process::id()));
+        let modules = [
+            KernelModule::new("6.1.0-1-amd64", "6.1.1-1", b"old module".to_vec()),
+            KernelModule::new("6.1.0-2-amd64", "6.1.2-1", b"new module".to_vec()),
+        ];
+        let a = write_tarball(&dir, "Debian-12-x86_64", "debian-12", "x86_64", &modules).unwrap();
+        let first = std::fs::read(&a).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let b = write_tarball(&dir, "Debian-12-x86_64", "debian-12", "x86_64", &modules).unwrap();
+        assert_eq!(
+            first,
+            std::fs::read(&b).unwrap(),
+            "same inputs must give the same bytes"
+        );
+        assert_eq!(
+            read_from_tarball(&a, "Debian-12-x86_64/toa.ko").unwrap(),
+            b"new module"
+        );
+        assert_eq!(
+            read_from_tarball(&a, "Debian-12-x86_64/6.1.0-1-amd64/toa.ko").unwrap(),
+            b"old module"
+        );
+        let meta = read_from_tarball(&a, "Debian-12-x86_64/metadata.json").unwrap();
+        assert!(String::from_utf8(meta)
+            .unwrap()
+            .contains("\"default_release\": \"6.1.0-2-amd64\""));
+        assert!(read_from_tarball(&a, "Debian-12-x86_64/nope").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
