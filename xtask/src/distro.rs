@@ -49,12 +49,23 @@ impl Distro {
     }
 
     fn validate(&self, file: &Path) -> Result<()> {
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         if self.name != stem {
-            bail!("{}: name \"{}\" must match the file name \"{stem}\"", file.display(), self.name);
+            bail!(
+                "{}: name \"{}\" must match the file name \"{stem}\"",
+                file.display(),
+                self.name
+            );
         }
         if self.tarball.is_empty() || self.tarball.contains(['/', ' ']) {
-            bail!("{}: tarball \"{}\" must be a plain file stem", file.display(), self.tarball);
+            bail!(
+                "{}: tarball \"{}\" must be a plain file stem",
+                file.display(),
+                self.tarball
+            );
         }
         match self.family {
             Family::Debian => {
@@ -84,8 +95,10 @@ pub fn all() -> Result<Vec<Distro>> {
 }
 
 pub fn load_file(path: &Path) -> Result<Distro> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let distro: Distro = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let distro: Distro =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     distro.validate(path)?;
     Ok(distro)
 }
@@ -97,7 +110,10 @@ pub fn find(name: &str) -> Result<Distro> {
         return Ok(d.clone());
     }
     let known: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
-    bail!("unknown distro \"{name}\"; known distros: {}", known.join(", "))
+    bail!(
+        "unknown distro \"{name}\"; known distros: {}",
+        known.join(", ")
+    )
 }
 
 #[cfg(test)]
