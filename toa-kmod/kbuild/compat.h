@@ -29,6 +29,15 @@
 #error "toa.ko hooks the kernel with kretprobes: CONFIG_KPROBES and CONFIG_KRETPROBES must be set"
 #endif
 
+/* READ_ONCE/WRITE_ONCE arrived in 3.19 (RHEL 7 backported them later in 7.x). */
+#include <linux/compiler.h>
+#ifndef READ_ONCE
+#define READ_ONCE(x) ACCESS_ONCE(x)
+#endif
+#ifndef WRITE_ONCE
+#define WRITE_ONCE(x, val) (ACCESS_ONCE(x) = (val))
+#endif
+
 /*
  * Arguments of a probed function, read from its entry registers. The probed
  * functions are ordinary C functions, so the architecture's calling convention
