@@ -1,0 +1,50 @@
+#!/bin/sh
+# PID 1 of the VM lab guest (the initramfs /init).
+# Loads the kernel modules, runs the lab scenarios, reports everything the
+# host needs on the serial console as "TOA-LAB ..." lines, and powers off.
+# Nothing here may stop early: every path ends in "poweroff -f".
+
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /run
+mount -t tmpfs tmpfs /tmp
+# Kernel messages must not interleave with results: only emergencies reach
+# the console from here on (dmesg is printed in full at the end).
+echo 1 > /proc/sys/kernel/printk
+echo "TOA-LAB INIT"
+[ -e /dev/net/tun ] || { mkdir -p /dev/net; mknod /dev/net/tun c 10 200; }
+ip link set lo up
+
+# Modules the lab needs before toa.ko (tun and its dependencies), in order.
+for m in $(cat /lib/modules/preload); do
+    if out=$(insmod "/lib/modules/$m" 2>&1); then
+        echo "TOA-LAB INSMOD OK $m"
+    else
+        echo "TOA-LAB INSMOD FAIL $m: $out"
+    fi
+done
+echo "TOA-LAB KERNEL $(uname -r)"
+
+# Everything dmesg says after this mark is checked for warnings and oopses.
+echo "TOA-LAB MARK before toa.ko" > /dev/kmsg
+if out=$(insmod /lib/modules/toa.ko 2>&1); then
+    echo "TOA-LAB INSMOD OK toa.ko"
+else
+    echo "TOA-LAB INSMOD FAIL toa.ko: $out"
+fi
+
+/bin/toa-lab scenarios --expect module --module /lib/modules/toa.ko
+echo "TOA-LAB EXIT $?"
+
+echo "TOA-LAB DMESG-BEGIN"
+dmesg
+echo "TOA-LAB DMESG-END"
+echo "TOA-LAB TAINT $(cat /proc/sys/kernel/tainted)"
+echo "TOA-LAB POWEROFF"
+sync
+poweroff -f
+# Not reached unless poweroff failed; the kernel then panics and QEMU
+# (-no-reboot) exits.
+exit 1
