@@ -2,7 +2,9 @@
 //! exactly what the scenarios did.
 //!
 //! Format: a header of CPU columns (`CPU0 CPU1 ...`), then one line per
-//! counter, `name: v0 v1 ...`, one value per CPU column.
+//! counter, `name: v0 v1 ...`, one value per CPU column. A module may add
+//! global counters with a single value; those parse too, but the counters
+//! this lab checks must have one value per CPU.
 
 use std::fmt;
 
@@ -14,15 +16,27 @@ pub const PROC_PATH: &str = "/proc/net/toa_stats";
 /// so they show up in the STATS line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub counters: Vec<(String, u64)>,
+    /// Columns in the header.
+    pub cpus: usize,
+    pub counters: Vec<Counter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counter {
+    pub name: String,
+    pub sum: u64,
+    /// How many values the line had (normally `cpus`).
+    pub values: usize,
 }
 
 impl Snapshot {
+    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<u64> {
-        self.counters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|&(_, v)| v)
+        self.counter(name).map(|c| c.sum)
+    }
+
+    fn counter(&self, name: &str) -> Option<&Counter> {
+        self.counters.iter().find(|c| c.name == name)
     }
 }
 
@@ -32,7 +46,7 @@ impl fmt::Display for Snapshot {
         let parts: Vec<String> = self
             .counters
             .iter()
-            .map(|(n, v)| format!("{n}={v}"))
+            .map(|c| format!("{}={}", c.name, c.sum))
             .collect();
         f.write_str(&parts.join(" "))
     }
@@ -64,20 +78,21 @@ pub fn parse(text: &str) -> Result<Snapshot> {
             .map(|v| v.parse::<u64>())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|_| lab_err!("counter {name} has a value that is not a number: {line:?}"))?;
-        if values.len() != cpus {
-            return Err(lab_err!(
-                "counter {name} has {} values for {cpus} CPU columns",
-                values.len()
-            ));
+        if values.is_empty() {
+            return Err(lab_err!("counter {name} has no value"));
         }
-        if counters.iter().any(|(n, _): &(String, u64)| n == name) {
+        if counters.iter().any(|c: &Counter| c.name == name) {
             return Err(lab_err!("counter {name} appears twice"));
         }
         let sum = values.iter().try_fold(0u64, |acc, &v| acc.checked_add(v));
         let sum = sum.ok_or_else(|| lab_err!("counter {name} overflows when summed"))?;
-        counters.push((name.to_string(), sum));
+        counters.push(Counter {
+            name: name.to_string(),
+            sum,
+            values: values.len(),
+        });
     }
-    Ok(Snapshot { counters })
+    Ok(Snapshot { cpus, counters })
 }
 
 /// What the scenarios did that the module must have counted.
@@ -109,11 +124,21 @@ impl Ledger {
 }
 
 fn delta(before: &Snapshot, after: &Snapshot, name: &str) -> std::result::Result<i128, String> {
-    match (before.get(name), after.get(name)) {
-        (Some(b), Some(a)) => Ok(i128::from(a) - i128::from(b)),
-        (None, _) => Err(format!("{name} missing before")),
-        (_, None) => Err(format!("{name} missing after")),
+    let (b, a) = match (before.counter(name), after.counter(name)) {
+        (Some(b), Some(a)) => (b, a),
+        (None, _) => return Err(format!("{name} missing before")),
+        (_, None) => return Err(format!("{name} missing after")),
+    };
+    if let Some(bad) = [(before, b), (after, a)]
+        .iter()
+        .find(|(s, c)| c.values != s.cpus)
+    {
+        return Err(format!(
+            "{name} has {} values for {} CPU columns",
+            bad.1.values, bad.0.cpus
+        ));
     }
+    Ok(i128::from(a.sum) - i128::from(b.sum))
 }
 
 /// Ok with a summary of the deltas, or Err listing every counter that is
@@ -162,11 +187,20 @@ getname_toa_empty:          1          1
 ip6_address_alloc:          2          0
 ip6_address_free:           1          1
 untrusted_source:           0          0
+kretprobe_missed     : 3
 ";
 
     fn snap(pairs: &[(&str, u64)]) -> Snapshot {
         Snapshot {
-            counters: pairs.iter().map(|&(n, v)| (n.to_string(), v)).collect(),
+            cpus: 1,
+            counters: pairs
+                .iter()
+                .map(|&(n, v)| Counter {
+                    name: n.to_string(),
+                    sum: v,
+                    values: 1,
+                })
+                .collect(),
         }
     }
 
@@ -177,8 +211,17 @@ untrusted_source:           0          0
         assert_eq!(s.get("syn_recv_sock_no_toa"), Some(10));
         assert_eq!(s.get("ip6_address_alloc"), Some(2));
         assert_eq!(s.get("untrusted_source"), Some(0));
-        assert_eq!(s.counters.len(), 8);
-        assert_eq!(s.counters[0].0, "syn_recv_sock_toa", "file order is kept");
+        assert_eq!(
+            s.get("kretprobe_missed"),
+            Some(3),
+            "a global counter has one value"
+        );
+        assert_eq!(s.counters.len(), 9);
+        assert_eq!(
+            s.counters[0].name, "syn_recv_sock_toa",
+            "file order is kept"
+        );
+        assert_eq!(s.cpus, 2);
     }
 
     #[test]
@@ -200,7 +243,7 @@ untrusted_source:           0          0
             parse("foo bar\na: 1 2\n").is_err(),
             "header without CPU columns"
         );
-        assert!(parse("CPU0 CPU1\na: 1\n").is_err(), "too few values");
+        assert!(parse("CPU0 CPU1\na:\n").is_err(), "no value");
         assert!(parse("CPU0\na: x\n").is_err(), "not a number");
         assert!(parse("CPU0\na 1\n").is_err(), "no colon");
         assert!(parse("CPU0\na: 1\na: 2\n").is_err(), "duplicate counter");
@@ -222,8 +265,8 @@ untrusted_source:           0          0
         };
         let mut after = before.clone();
         for (name, add) in ledger.expected_deltas() {
-            let slot = after.counters.iter_mut().find(|(n, _)| n == name).unwrap();
-            slot.1 += add;
+            let slot = after.counters.iter_mut().find(|c| c.name == name).unwrap();
+            slot.sum += add;
         }
         let ok = check(&before, &after, &ledger).unwrap();
         assert!(ok.contains("getname_toa_ok+4"), "{ok}");
@@ -260,6 +303,22 @@ untrusted_source:           0          0
         );
         assert!(err.contains("ip6_address_free missing before"), "{err}");
         assert!(!err.contains("getname_toa_ok"), "{err}");
+    }
+
+    #[test]
+    fn test_checked_counter_must_be_per_cpu() {
+        let text = "CPU0 CPU1\ngetname_toa_ok: 4\n";
+        let before = parse(text).unwrap();
+        let err = delta(&before, &before, "getname_toa_ok").unwrap_err();
+        assert_eq!(err, "getname_toa_ok has 1 values for 2 CPU columns");
+    }
+
+    #[test]
+    fn test_parse_module_layout_with_padded_names() {
+        // As the module prints it: names padded before the colon.
+        let s = parse("                      CPU0 CPU1\nsyn_recv_sock_toa    : 1 0\nkretprobe_missed     : 0\n").unwrap();
+        assert_eq!(s.get("syn_recv_sock_toa"), Some(1));
+        assert_eq!(s.get("kretprobe_missed"), Some(0));
     }
 
     #[test]
