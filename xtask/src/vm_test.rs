@@ -1,14 +1,646 @@
 //! `cargo xtask vm-test`: boot a distro kernel with toa.ko and run the lab.
+//!
+//! The guest's /init (see `guest_init.sh`) reports on the serial console with
+//! `TOA-LAB ...` lines; [`parse_console`] turns them into a report and
+//! [`problems`] decides what fails the run.
 
-use anyhow::{bail, Result};
+use crate::distro::Distro;
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Distro release whose kernel to boot (see distros/).
     #[arg(long, default_value = "debian-12")]
     pub distro: String,
+    /// Kill the guest after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Use KVM when /dev/kvm is usable (also TOA_KVM=1); the default is TCG.
+    #[arg(long)]
+    pub kvm: bool,
+    /// Load this toa.ko instead of building and packing one for the distro.
+    #[arg(long)]
+    pub module: Option<PathBuf>,
 }
 
-pub fn run(_args: Args) -> Result<()> {
-    bail!("vm-test: not implemented yet")
+/// How to run the lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub timeout: Duration,
+    /// Use KVM if usable (see [`crate::qemu::choose_accel`]).
+    pub kvm: bool,
+    /// Extra kernel command line.
+    pub append: String,
+    /// Extra QEMU arguments (e.g. `-icount shift=0,sleep=off` for benchmarks).
+    pub qemu_args: Vec<String>,
+}
+
+impl Default for LabOptions {
+    fn default() -> LabOptions {
+        LabOptions {
+            timeout: Duration::from_secs(300),
+            kvm: false,
+            append: String::new(),
+            qemu_args: Vec::new(),
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let distro = crate::distro::find(&args.distro)?;
+    let opts = LabOptions {
+        timeout: Duration::from_secs(args.timeout),
+        kvm: args.kvm,
+        ..LabOptions::default()
+    };
+    let module = match args.module {
+        Some(path) => path,
+        None => {
+            let built = crate::build::build_distro(&distro)?;
+            let kernel = crate::debian_repo::newest_kernel(&distro)?;
+            if built.release != kernel.release {
+                bail!(
+                    "the module was built for kernel {} but the lab boots {} ({} {}); rebuild for the booted kernel",
+                    built.release,
+                    kernel.release,
+                    distro.name,
+                    kernel.version
+                );
+            }
+            let out = vm_dir(&distro).join("toa.ko");
+            extract_from_tarball(&built.tarball, &built.ko_in_tarball, &out)?;
+            eprintln!(
+                "module: {} from {}",
+                built.ko_in_tarball,
+                built.tarball.display()
+            );
+            out
+        }
+    };
+    let report = run_lab(&distro, &module, &opts)?;
+    report.print();
+    report.check()
+}
+
+/// `target/vm/<distro>/`: the initramfs, the console log, the module under test.
+pub fn vm_dir(distro: &Distro) -> PathBuf {
+    crate::cache::target_dir().join("vm").join(&distro.name)
+}
+
+/// Copy `member` of the gzip'd tarball `tarball` to `out`.
+pub fn extract_from_tarball(tarball: &Path, member: &str, out: &Path) -> Result<()> {
+    let file =
+        std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let want = member.trim_start_matches("./");
+    let mut seen = Vec::new();
+    for entry in archive
+        .entries()
+        .with_context(|| format!("reading {}", tarball.display()))?
+    {
+        let mut entry = entry.with_context(|| format!("reading {}", tarball.display()))?;
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        if path == want && entry.header().entry_type().is_file() {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            return crate::deb::write_atomic(out, &bytes);
+        }
+        seen.push(path);
+    }
+    bail!(
+        "{} has no file {member}; it holds: {}",
+        tarball.display(),
+        seen.join(", ")
+    )
+}
+
+/// One scenario's outcome as the lab program printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Everything the guest reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// `uname -r` in the guest.
+    pub kernel: Option<String>,
+    pub insmod_ok: Vec<String>,
+    pub insmod_failed: Vec<String>,
+    pub results: Vec<ScenarioResult>,
+    /// The rest of the `TOA-LAB STATS` line(s).
+    pub stats: Vec<String>,
+    /// `(pass, fail)` of the DONE line.
+    pub done: Option<(u32, u32)>,
+    /// Exit status of the lab program.
+    pub exit: Option<i32>,
+    /// dmesg lines, if the section was complete.
+    pub dmesg: Option<Vec<String>>,
+    pub taint: Option<u64>,
+    /// The guest reached its poweroff.
+    pub poweroff: bool,
+}
+
+/// Parse a serial console log.
+pub fn parse_console(console: &str) -> Parsed {
+    let mut p = Parsed::default();
+    let mut dmesg: Option<Vec<String>> = None;
+    for raw in console.lines() {
+        let line = raw.trim_end_matches('\r');
+        let marker = line
+            .find("TOA-LAB ")
+            .map(|at| &line[at + "TOA-LAB ".len()..]);
+        if let Some(lines) = dmesg.as_mut() {
+            if marker.is_some_and(|m| m.trim_end() == "DMESG-END") {
+                p.dmesg = dmesg.take();
+            } else {
+                lines.push(line.to_string());
+            }
+            continue;
+        }
+        let Some(rest) = marker else { continue };
+        let (word, args) = rest.split_once(' ').unwrap_or((rest.trim_end(), ""));
+        let args = args.trim();
+        match word {
+            "KERNEL" => p.kernel = Some(args.to_string()),
+            "INSMOD" => match args.split_once(' ') {
+                Some(("OK", what)) => p.insmod_ok.push(what.to_string()),
+                Some(("FAIL", what)) => p.insmod_failed.push(what.to_string()),
+                _ if args == "FAIL" => p.insmod_failed.push(String::new()),
+                _ => {}
+            },
+            "RESULT" => {
+                let mut parts = args.splitn(3, ' ');
+                let name = parts.next().unwrap_or_default().to_string();
+                let status = parts.next().unwrap_or_default();
+                let mut detail = parts.next().unwrap_or_default().trim().to_string();
+                let passed = status == "PASS";
+                if status != "PASS" && status != "FAIL" {
+                    detail = format!("unrecognised status {status:?} {detail}")
+                        .trim_end()
+                        .to_string();
+                }
+                p.results.push(ScenarioResult {
+                    name,
+                    passed,
+                    detail,
+                });
+            }
+            "STATS" => p.stats.push(args.to_string()),
+            "DONE" => {
+                let field = |key: &str| {
+                    args.split_whitespace()
+                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<u32>().ok())
+                };
+                if let (Some(pass), Some(fail)) = (field("pass"), field("fail")) {
+                    p.done = Some((pass, fail));
+                }
+            }
+            "EXIT" => p.exit = args.parse().ok(),
+            "DMESG-BEGIN" => dmesg = Some(Vec::new()),
+            "TAINT" => p.taint = args.parse().ok(),
+            "POWEROFF" => p.poweroff = true,
+            _ => {}
+        }
+    }
+    p
+}
+
+/// Kernel log lines that fail a run when they appear after toa.ko is loaded.
+pub const DMESG_ALARMS: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "kernel BUG",
+    "Oops",
+    "Unknown rela relocation",
+    "general protection",
+    "Call Trace",
+    "RCU stall",
+    "self-detected stall",
+    "detected stalls on CPU",
+    "use-after-free",
+];
+
+/// Taint bits a correct out-of-tree, unsigned module may set: O and E.
+pub const ALLOWED_TAINT: u64 = (1 << 12) | (1 << 13);
+
+const TAINT_FLAGS: &[(char, &str)] = &[
+    ('P', "proprietary module"),
+    ('F', "module force-loaded"),
+    ('S', "kernel running on an out-of-spec system"),
+    ('R', "module force-unloaded"),
+    ('M', "machine check"),
+    ('B', "bad page referenced"),
+    ('U', "taint requested by user space"),
+    ('D', "kernel died (oops or BUG)"),
+    ('A', "ACPI table overridden"),
+    ('W', "kernel issued a warning"),
+    ('C', "staging driver loaded"),
+    ('I', "firmware bug workaround"),
+    ('O', "out-of-tree module loaded"),
+    ('E', "unsigned module loaded"),
+    ('L', "soft lockup"),
+    ('K', "kernel live-patched"),
+    ('X', "auxiliary taint"),
+    ('T', "built with struct randomization"),
+    ('N', "in-kernel test"),
+];
+
+/// `W (kernel issued a warning), O (out-of-tree module loaded)` for a taint value.
+pub fn decode_taint(value: u64) -> String {
+    let mut parts = Vec::new();
+    for bit in 0..64 {
+        if value & (1 << bit) != 0 {
+            match TAINT_FLAGS.get(bit) {
+                Some((letter, what)) => parts.push(format!("{letter} ({what})")),
+                None => parts.push(format!("bit {bit}")),
+            }
+        }
+    }
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Why a parsed run fails; empty when it passed.
+pub fn problems(p: &Parsed, expected_release: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    match &p.kernel {
+        None => {
+            out.push("the guest never reported its kernel release (did /init run?)".to_string())
+        }
+        Some(k) if k != expected_release => {
+            out.push(format!("the guest booted {k}, expected {expected_release}"))
+        }
+        Some(_) => {}
+    }
+    for msg in &p.insmod_failed {
+        out.push(format!("insmod failed: {msg}"));
+    }
+    for r in p.results.iter().filter(|r| !r.passed) {
+        out.push(format!("scenario {} failed: {}", r.name, r.detail));
+    }
+    let passed = p.results.iter().filter(|r| r.passed).count() as u32;
+    let failed = p.results.len() as u32 - passed;
+    match p.done {
+        None => out.push("no TOA-LAB DONE line: the lab program did not finish".to_string()),
+        Some((0, 0)) => {
+            out.push("the lab program ran no scenario (DONE pass=0 fail=0)".to_string())
+        }
+        Some((pass, fail)) => {
+            if pass != passed || fail != failed {
+                out.push(format!(
+                    "DONE says pass={pass} fail={fail} but the console shows {passed} PASS and {failed} FAIL lines"
+                ));
+            }
+        }
+    }
+    match p.exit {
+        Some(0) => {}
+        Some(code) => out.push(format!("the lab program exited with status {code}")),
+        None if p.done.is_some() => {}
+        None => out.push("the lab program's exit status was not reported".to_string()),
+    }
+    match &p.dmesg {
+        None => out.push("no complete dmesg section (DMESG-BEGIN/DMESG-END)".to_string()),
+        Some(lines) => {
+            let start = lines
+                .iter()
+                .position(|l| l.contains("TOA-LAB MARK"))
+                .map_or(0, |i| i + 1);
+            let alarms: Vec<&String> = lines[start..]
+                .iter()
+                .filter(|l| DMESG_ALARMS.iter().any(|a| l.contains(a)))
+                .collect();
+            for line in alarms.iter().take(5) {
+                out.push(format!("dmesg: {}", line.trim()));
+            }
+            if alarms.len() > 5 {
+                out.push(format!(
+                    "dmesg: ... and {} more alarming lines",
+                    alarms.len() - 5
+                ));
+            }
+        }
+    }
+    match p.taint {
+        None => out.push("no TOA-LAB TAINT value".to_string()),
+        Some(t) if t & !ALLOWED_TAINT != 0 => out.push(format!(
+            "kernel tainted {t}: {} (only O and E are acceptable)",
+            decode_taint(t & !ALLOWED_TAINT)
+        )),
+        Some(_) => {}
+    }
+    out
+}
+
+/// The outcome of one lab run.
+#[derive(Debug, Clone)]
+pub struct LabReport {
+    pub distro: String,
+    /// The kernel booted (`uname -r` expected).
+    pub release: String,
+    pub kernel_version: String,
+    pub accel: crate::qemu::Accel,
+    pub parsed: Parsed,
+    /// Why the run fails; empty when it passed.
+    pub problems: Vec<String>,
+    pub console_log: PathBuf,
+    /// From QEMU's start to power-off (or the kill).
+    pub elapsed: Duration,
+    /// From QEMU's start to /init's first line.
+    pub to_init: Option<Duration>,
+}
+
+impl LabReport {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Print the scenario table, the stats and the timing to stdout.
+    pub fn print(&self) {
+        let rows: Vec<(&str, &str, &str)> = self
+            .parsed
+            .results
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str(),
+                    if r.passed { "PASS" } else { "FAIL" },
+                    r.detail.as_str(),
+                )
+            })
+            .collect();
+        let width = rows
+            .iter()
+            .map(|r| r.0.len())
+            .chain(["scenario".len()])
+            .max()
+            .unwrap_or(8);
+        println!("{:width$}  {:6}  detail", "scenario", "result");
+        for (name, result, detail) in &rows {
+            println!("{name:width$}  {result:6}  {detail}");
+        }
+        for stats in &self.parsed.stats {
+            println!("stats: {stats}");
+        }
+        if let Some(t) = self.parsed.taint {
+            println!("taint: {t} ({})", decode_taint(t));
+        }
+        let to_init = self
+            .to_init
+            .map(|d| format!("{:.1} s to init, ", d.as_secs_f64()))
+            .unwrap_or_default();
+        println!(
+            "{} {} ({}) under {}: {to_init}{:.1} s in all; console log: {}",
+            self.distro,
+            self.release,
+            self.kernel_version,
+            self.accel.name(),
+            self.elapsed.as_secs_f64(),
+            self.console_log.display()
+        );
+        let passed = self.parsed.results.iter().filter(|r| r.passed).count();
+        println!(
+            "vm-test: {} passed, {} failed",
+            passed,
+            self.parsed.results.len() - passed
+        );
+    }
+
+    /// `Ok` when the run passed; otherwise an error listing every problem.
+    pub fn check(&self) -> Result<()> {
+        if self.passed() {
+            return Ok(());
+        }
+        bail!(
+            "vm-test on {} ({}) failed:\n  {}\nconsole log: {}",
+            self.distro,
+            self.release,
+            self.problems.join("\n  "),
+            self.console_log.display()
+        )
+    }
+}
+
+/// Boot the distro's newest kernel with `module_ko` loaded and run the lab scenarios.
+///
+/// Errors are for what stopped the lab from running (downloads, builds, a
+/// module built for another kernel); a run that went wrong in the guest is
+/// an `Ok` report whose [`LabReport::check`] fails.
+pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<LabReport> {
+    let kernel = crate::debian_repo::newest_kernel(distro)?;
+    let ko =
+        std::fs::read(module_ko).with_context(|| format!("reading {}", module_ko.display()))?;
+    let vermagic = crate::deb::modinfo_value(&ko, "vermagic")
+        .with_context(|| format!("{} is not a kernel module", module_ko.display()))?
+        .unwrap_or_default();
+    let module_release = vermagic.split_whitespace().next().unwrap_or_default();
+    if module_release != kernel.release {
+        bail!(
+            "{} was built for kernel \"{module_release}\" (vermagic \"{vermagic}\") but {} boots {}",
+            module_ko.display(),
+            distro.name,
+            kernel.release
+        );
+    }
+    let files = crate::deb::kernel_files(&kernel, &["tun"])?;
+    let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
+    let lab_program = crate::lab_programs::build_lab_program()?;
+
+    let dir = vm_dir(distro);
+    let initrd = dir.join("initramfs.cpio.gz");
+    crate::initramfs::build_lab(
+        &crate::initramfs::LabImage {
+            busybox: &busybox,
+            preload: &files.modules,
+            toa_ko: module_ko,
+            lab_program: &lab_program,
+            init: crate::initramfs::GUEST_INIT,
+        },
+        &initrd,
+    )?;
+
+    let mut boot = crate::qemu::Boot::new(&files.vmlinuz, &initrd, &dir.join("console.log"));
+    boot.accel = crate::qemu::choose_accel(opts.kvm);
+    boot.timeout = opts.timeout;
+    boot.append = opts.append.clone();
+    boot.extra_args = opts.qemu_args.clone();
+    let outcome = crate::qemu::boot(&boot)?;
+
+    let parsed = parse_console(&outcome.console);
+    let mut problems = problems(&parsed, &kernel.release);
+    if let Some(failure) = outcome.failure() {
+        problems.insert(0, failure);
+    }
+    Ok(LabReport {
+        distro: distro.name.clone(),
+        release: kernel.release,
+        kernel_version: kernel.version,
+        accel: boot.accel,
+        parsed,
+        problems,
+        console_log: outcome.console_log,
+        elapsed: outcome.elapsed,
+        to_init: outcome.to_init,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = include_str!("../tests/fixtures/console/good.log");
+    const FAILED: &str = include_str!("../tests/fixtures/console/failed-scenario.log");
+    const OOPS: &str = include_str!("../tests/fixtures/console/oops.log");
+    const TAINTED: &str = include_str!("../tests/fixtures/console/bad-taint.log");
+    const NO_DONE: &str = include_str!("../tests/fixtures/console/no-done.log");
+    const RELEASE: &str = "6.1.0-50-amd64";
+
+    #[test]
+    fn good_run_has_no_problems() {
+        let p = parse_console(GOOD);
+        assert_eq!(p.kernel.as_deref(), Some(RELEASE));
+        assert_eq!(p.insmod_ok, ["tun.ko", "toa.ko"]);
+        assert_eq!(p.results.len(), 3);
+        assert!(p.results.iter().all(|r| r.passed));
+        assert_eq!(p.results[0].name, "v4_listener_v4_toa");
+        assert_eq!(p.results[0].detail, "getpeername=203.0.113.7:4242");
+        assert_eq!(p.done, Some((3, 0)));
+        assert_eq!(p.exit, Some(0));
+        assert_eq!(p.taint, Some(12288));
+        assert!(p.poweroff);
+        assert_eq!(p.stats, ["syn_recv_sock_toa=2 syn_recv_sock_no_toa=1"]);
+        // The hung-task trace before the mark is the kernel's own, not the module's.
+        assert!(p
+            .dmesg
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Call Trace")));
+        assert_eq!(problems(&p, RELEASE), Vec::<String>::new());
+        assert_eq!(
+            problems(&p, "6.1.0-49-amd64"),
+            ["the guest booted 6.1.0-50-amd64, expected 6.1.0-49-amd64"]
+        );
+    }
+
+    #[test]
+    fn failed_scenario_is_reported_with_detail() {
+        let p = parse_console(FAILED);
+        let problems = problems(&p, RELEASE);
+        assert_eq!(
+            problems,
+            [
+                "scenario no_toa_after_toa failed: getpeername=203.0.113.7:4242, expected 10.0.0.2:5555",
+                "the lab program exited with status 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn oops_in_dmesg_fails_the_run() {
+        let p = parse_console(OOPS);
+        let problems = problems(&p, RELEASE);
+        assert!(
+            problems
+                .iter()
+                .any(|m| m.starts_with("dmesg: ") && m.contains("general protection")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|m| m.contains("Call Trace")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|m| m.contains("D (kernel died")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn bad_taint_is_decoded() {
+        let p = parse_console(TAINTED);
+        assert_eq!(p.taint, Some(12800));
+        let problems = problems(&p, RELEASE);
+        assert_eq!(
+            problems,
+            ["kernel tainted 12800: W (kernel issued a warning) (only O and E are acceptable)"]
+        );
+        assert_eq!(
+            decode_taint(12288),
+            "O (out-of-tree module loaded), E (unsigned module loaded)"
+        );
+        assert_eq!(decode_taint(0), "none");
+    }
+
+    #[test]
+    fn missing_done_and_insmod_failure() {
+        let p = parse_console(NO_DONE);
+        let problems = problems(&p, RELEASE);
+        assert!(problems.contains(&"insmod failed: toa.ko: insmod: can't insert '/lib/modules/toa.ko': invalid module format".to_string()), "{problems:?}");
+        assert!(
+            problems.contains(&"no TOA-LAB DONE line: the lab program did not finish".to_string()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"no complete dmesg section (DMESG-BEGIN/DMESG-END)".to_string()),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"no TOA-LAB TAINT value".to_string()),
+            "{problems:?}"
+        );
+        assert!(!p.poweroff);
+    }
+
+    #[test]
+    fn empty_console_says_init_never_ran() {
+        let problems = problems(&parse_console(""), RELEASE);
+        assert_eq!(
+            problems[0],
+            "the guest never reported its kernel release (did /init run?)"
+        );
+    }
+
+    #[test]
+    fn module_is_taken_from_the_tarball() {
+        let dir = std::env::temp_dir().join(format!("toa-vmtest-tar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tarball = dir.join("Debian-12-x86_64.tar.gz");
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            std::fs::File::create(&tarball).unwrap(),
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        builder
+            .append_data(&mut h, "Debian-12-x86_64/toa.ko", &b"elf"[..])
+            .unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+        let out = dir.join("toa.ko");
+        extract_from_tarball(&tarball, "Debian-12-x86_64/toa.ko", &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"elf");
+        let err = extract_from_tarball(&tarball, "x/toa.ko", &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("has no file x/toa.ko") && err.contains("Debian-12-x86_64/toa.ko"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
