@@ -9,11 +9,11 @@ use std::io::{Read, Write};
 use std::mem::{size_of, zeroed};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{lab_err, Result};
 use crate::sockaddr::PeerName;
@@ -61,9 +61,17 @@ pub struct Report {
 
 pub struct Origin {
     reports: Receiver<Report>,
-    stop: Arc<AtomicBool>,
-    hold: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// State the listener threads share with the scenario runner.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    hold: AtomicBool,
+    /// Connections accepted whose report has not been sent yet.
+    busy: AtomicUsize,
 }
 
 impl Origin {
@@ -71,22 +79,20 @@ impl Origin {
     /// here rather than as mysterious connection resets later.
     pub fn start(io_timeout: Duration) -> Result<Origin> {
         let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let hold = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let mut threads = Vec::new();
         for which in [Listener::V4, Listener::V6] {
             let fd = listen(which)?;
-            let (tx, stop, hold) = (tx.clone(), stop.clone(), hold.clone());
+            let (tx, shared) = (tx.clone(), shared.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("origin-{}", which.port()))
-                .spawn(move || serve(which, fd, tx, &stop, &hold, io_timeout))
+                .spawn(move || serve(which, fd, tx, &shared, io_timeout))
                 .map_err(|e| lab_err!("spawning the origin thread: {e}"))?;
             threads.push(handle);
         }
         Ok(Origin {
             reports: rx,
-            stop,
-            hold,
+            shared,
             threads,
         })
     }
@@ -94,7 +100,7 @@ impl Origin {
     /// While set, connections stay open and their sockets come back in the
     /// report instead of being closed after the reply.
     pub fn set_hold(&self, hold: bool) {
-        self.hold.store(hold, Ordering::SeqCst);
+        self.shared.hold.store(hold, Ordering::SeqCst);
     }
 
     pub fn next_report(&self, timeout: Duration) -> Result<Report> {
@@ -113,8 +119,22 @@ impl Origin {
         self.reports.try_iter().count()
     }
 
+    /// After a failed scenario the origin may still be inside a connection
+    /// (e.g. waiting out its read timeout); wait for it, up to `limit`, then
+    /// discard what it reports, so the next scenario starts clean.
+    pub fn settle(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        // One accept poll interval first: a connection still in the accept
+        // queue is not counted as busy yet.
+        std::thread::sleep(ACCEPT_POLL * 2);
+        while self.shared.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.drain()
+    }
+
     pub fn shutdown(self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         for t in self.threads {
             let _ = t.join();
         }
@@ -266,11 +286,10 @@ fn serve(
     which: Listener,
     listener: OwnedFd,
     reports: Sender<Report>,
-    stop: &AtomicBool,
-    hold: &AtomicBool,
+    shared: &Shared,
     io_timeout: Duration,
 ) {
-    while !stop.load(Ordering::SeqCst) {
+    while !shared.stop.load(Ordering::SeqCst) {
         let report = match accept_one(&listener) {
             Accepted::Nothing => continue,
             Accepted::Failed(e) => Report {
@@ -282,11 +301,15 @@ fn serve(
                 held: None,
             },
             Accepted::Connection(fd, accepted) => {
+                shared.busy.fetch_add(1, Ordering::SeqCst);
                 let peername = getpeername(fd.as_fd());
                 let mut stream = TcpStream::from(fd);
                 let mut request = Vec::new();
                 let io_error = exchange(&mut stream, &mut request, io_timeout).err();
-                let held = hold.load(Ordering::SeqCst).then(|| OwnedFd::from(stream));
+                let held = shared
+                    .hold
+                    .load(Ordering::SeqCst)
+                    .then(|| OwnedFd::from(stream));
                 // Without holding, `stream` was dropped above: the socket is
                 // closed before the report goes out, so the reader knows
                 // the origin's FIN is on its way.
@@ -300,7 +323,12 @@ fn serve(
                 }
             }
         };
-        if reports.send(report).is_err() {
+        let was_busy = report.accept.is_ok();
+        let sent = reports.send(report);
+        if was_busy {
+            shared.busy.fetch_sub(1, Ordering::SeqCst);
+        }
+        if sent.is_err() {
             return;
         }
     }

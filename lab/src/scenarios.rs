@@ -322,6 +322,9 @@ pub fn run(opts: Options) -> i32 {
             pass += 1;
         } else {
             fail += 1;
+            // Let the origin finish whatever the failure left half done, so
+            // its late report is not taken for the next scenario's.
+            lab.origin.settle(opts.step_timeout * 2);
         }
         output::result(scenario.name, &outcome);
         if let Some(after) = ctx.stats_after.take() {
