@@ -1,108 +1,256 @@
-//! `cargo xtask build`: toa.ko for a distro release's kernel, built in that
-//! release's own environment, checked, and packed under target/dist.
+//! `cargo xtask build`: toa.ko for kernels of a distro release, each built in
+//! the release's own environment, checked, and packed under target/dist.
 
+use crate::builder::{self, BackendKind, Builder};
 use crate::distro::Distro;
+use crate::kernels::{self, Kernel};
 use crate::package::KernelModule;
-use crate::{builder, cache, kmod_object, modcheck, package};
-use anyhow::{Context, Result};
+use crate::{cache, kmod_object, modcheck, package};
+use anyhow::{bail, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct Args {
-    /// Distro release to build for (a file stem under distros/, e.g. debian-12).
+    /// Distro release to build for (a file stem under distros/, e.g. debian-12, centos-7.2).
     #[arg(long, default_value = "debian-12")]
     pub distro: String,
+    /// Kernel release to build for, as `uname -r` prints it (repeatable). `RELEASE=VERSION`
+    /// names one with its headers package version, for kernels the metadata does not list.
+    /// Default: the newest kernel of the release.
+    #[arg(long = "kernel", value_name = "RELEASE")]
+    pub kernels: Vec<String>,
+    /// Build the N newest kernels of the release.
+    #[arg(long, value_name = "N", conflicts_with = "kernels")]
+    pub latest: Option<usize>,
+    /// Builder backend. Default: a running docker or podman engine, else a chroot
+    /// (Debian family only).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Kernels built at the same time.
+    #[arg(short = 'j', long = "jobs", default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// Print the commands every step would run (cached steps included) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// What a build produced for one distro release.
 pub struct Built {
-    /// `uname -r` of the kernel the module was built for, e.g. `6.1.0-50-amd64`.
+    /// `uname -r` of the newest kernel built, e.g. `6.1.0-50-amd64`.
     pub release: String,
     /// Package version of that kernel, e.g. `6.1.176-1`.
     pub kernel_version: String,
     /// The packed tarball, `target/dist/Debian-12-x86_64.tar.gz`.
     pub tarball: PathBuf,
-    /// Path of the module inside the tarball, e.g. `Debian-12-x86_64/toa.ko`.
+    /// Path of that kernel's module inside the tarball, e.g. `Debian-12-x86_64/toa.ko`.
     pub ko_in_tarball: String,
+    /// Every kernel packed.
+    pub modules: Vec<KernelModule>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let distro = crate::distro::find(&args.distro)?;
-    let built = build_distro(&distro)?;
-    println!(
-        "built toa.ko for {} (kernel package {})",
-        built.release, built.kernel_version
-    );
+    let kernels = pick_kernels(&distro, &args)?;
+    if args.dry_run {
+        let kind = args
+            .backend
+            .map_or_else(|| builder::select(None, &distro), Ok)?;
+        print_plan(&Builder::new(kind, &distro), &kernels);
+        return Ok(());
+    }
+    let built = build(&distro, &kernels, args.backend, args.jobs)?;
+    for m in &built.modules {
+        println!(
+            "built toa.ko for {} (kernel package {})",
+            m.release, m.kernel_version
+        );
+    }
     println!("  {} : {}", built.tarball.display(), built.ko_in_tarball);
     Ok(())
 }
 
+fn pick_kernels(distro: &Distro, args: &Args) -> Result<Vec<Kernel>> {
+    let all_pinned = !args.kernels.is_empty() && args.kernels.iter().all(|k| k.contains('='));
+    let all = if all_pinned {
+        Vec::new()
+    } else {
+        kernels::discover(distro)?
+    };
+    kernels::select(distro, &all, &args.kernels, args.latest)
+}
+
+fn print_plan(builder: &Builder, kernels: &[Kernel]) {
+    println!(
+        "# backend: {:?}; steps whose result is cached are skipped at run time",
+        builder.kind
+    );
+    for step in builder.prepare_steps().unwrap_or_default() {
+        println!("# {}\n{}", step.what, step.shell_line());
+    }
+    for k in kernels {
+        for step in builder.headers_steps(k) {
+            println!("# {}\n{}", step.what, step.shell_line());
+        }
+        let step = builder.build_step(k, &work_dir(&builder.distro, k), env!("CARGO_PKG_VERSION"));
+        println!("# {}\n{}", step.what, step.shell_line());
+    }
+}
+
 /// Build, check and pack toa.ko for the newest kernel of `distro`.
 pub fn build_distro(distro: &Distro) -> Result<Built> {
-    let kernel = crate::debian_repo::newest_kernel(distro)?;
-    eprintln!(
-        "{}: newest kernel {} ({})",
-        distro.name, kernel.release, kernel.version
+    let kernels = pick_kernels(distro, &Args::default())?;
+    build(distro, &kernels, None, 1)
+}
+
+/// Where one kernel's sources and build results live on the host.
+fn work_dir(distro: &Distro, kernel: &Kernel) -> PathBuf {
+    cache::cache_dir()
+        .join("work")
+        .join(&distro.name)
+        .join(&kernel.release)
+}
+
+/// Builds every kernel (a failure on one does not stop the others), packs the
+/// ones that succeeded, and fails if any did not.
+pub fn build(
+    distro: &Distro,
+    kernels: &[Kernel],
+    backend: Option<BackendKind>,
+    jobs: usize,
+) -> Result<Built> {
+    let kind = builder::select(backend, distro)?;
+    let builder = Builder::new(kind, distro);
+    builder.ensure_host()?;
+    let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
+    let logs = cache::target_dir().join("build-logs").join(&distro.name);
+
+    let multi = MultiProgress::new();
+    let overall = multi.add(ProgressBar::new(kernels.len() as u64));
+    overall.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} kernels [{elapsed}]")
+            .expect("template"),
     );
-    let module = build_kernel(distro, &kernel.release, &kernel.version, &kernel.headers)?;
+    overall.set_prefix(format!("{} ({})", distro.name, kind_name(kind)));
+
+    // Environments first, one at a time: they share one package database.
+    let prep = multi.add(builder::spinner("prepare"));
+    builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &prep)?;
+    let mut ready = Vec::new();
+    let mut failed: Vec<(String, anyhow::Error)> = Vec::new();
+    for k in kernels {
+        match builder.execute(
+            &builder.headers_steps(k),
+            &logs.join(format!("{}.log", k.release)),
+            &prep,
+        ) {
+            Ok(()) => ready.push(k.clone()),
+            Err(e) => {
+                overall.inc(1);
+                failed.push((k.release.clone(), e));
+            }
+        }
+    }
+    prep.finish_and_clear();
+
+    let results: Mutex<Vec<KernelModule>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<(String, anyhow::Error)>> = Mutex::new(failed);
+    let queue: Mutex<Vec<Kernel>> = Mutex::new(ready.into_iter().rev().collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let Some(k) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                let bar = multi.add(builder::spinner(&k.release));
+                let log = logs.join(format!("{}.log", k.release));
+                match build_one(&builder, &k, &objects, &log, &bar) {
+                    Ok(m) => results.lock().unwrap().push(m),
+                    Err(e) => failures.lock().unwrap().push((k.release.clone(), e)),
+                }
+                bar.finish_and_clear();
+                overall.inc(1);
+            });
+        }
+    });
+    overall.finish_and_clear();
+
+    let mut modules = results.into_inner().unwrap();
+    modules.sort_by(|a, b| kernels::release_cmp(&a.release, &b.release));
+    let failures = failures.into_inner().unwrap();
+    for (release, err) in &failures {
+        eprintln!("FAILED {release}: {err:#}");
+    }
+    let Some(newest) = modules.last().cloned() else {
+        bail!(
+            "{}: no kernel built ({} failed)",
+            distro.name,
+            failures.len()
+        );
+    };
     let dist_name = distro.dist_name();
     let tarball = package::write_tarball(
         &cache::dist_dir(),
         &dist_name,
         &distro.name,
         &distro.arch,
-        &[module],
+        &modules,
     )?;
+    if !failures.is_empty() {
+        bail!(
+            "{}: {} of {} kernel(s) failed ({}); the others are packed in {}",
+            distro.name,
+            failures.len(),
+            kernels.len(),
+            failures
+                .iter()
+                .map(|(r, _)| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            tarball.display()
+        );
+    }
     Ok(Built {
-        release: kernel.release,
-        kernel_version: kernel.version,
+        release: newest.release.clone(),
+        kernel_version: newest.kernel_version.clone(),
         tarball,
         ko_in_tarball: format!("{dist_name}/toa.ko"),
+        modules,
     })
 }
 
-/// toa.ko for one kernel `release`, whose headers package is `headers`.
-pub fn build_kernel(
-    distro: &Distro,
-    release: &str,
-    kernel_version: &str,
-    headers: &str,
+fn kind_name(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Docker => "docker",
+        BackendKind::Podman => "podman",
+        BackendKind::Chroot => "chroot",
+    }
+}
+
+fn build_one(
+    builder: &Builder,
+    k: &Kernel,
+    objects: &[PathBuf],
+    log: &Path,
+    bar: &ProgressBar,
 ) -> Result<KernelModule> {
-    let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
-    let chroot = builder::Chroot::ensure(distro, headers)?;
-    let inside = format!("/build/toa-{release}");
-    let src = chroot.host_path(&inside);
+    let _ = std::fs::remove_file(log);
+    let src = work_dir(&builder.distro, k);
     sync_sources(
         &cache::project_root().join("toa-kmod/kbuild"),
-        &objects,
+        objects,
         &src,
     )?;
-
-    let log = cache::target_dir()
-        .join("build-logs")
-        .join(&distro.name)
-        .join(format!("{release}.log"));
-    let _ = std::fs::remove_file(&log);
-    let kdir = format!("/usr/src/linux-headers-{release}");
-    chroot
-        .run(
-            &format!(
-                "make -C {kdir} M={inside} TOA_VERSION={} modules",
-                env!("CARGO_PKG_VERSION")
-            ),
-            &log,
-            &format!("toa.ko for {release}"),
-        )
-        .with_context(|| format!("building toa.ko for {release} (log: {})", log.display()))?;
-
-    let ko = src.join("toa.ko");
-    modcheck::check(
-        &ko,
-        release,
-        &chroot.host_path(&format!("{kdir}/Module.symvers")),
+    builder.execute(
+        &[builder.build_step(k, &src, env!("CARGO_PKG_VERSION"))],
+        log,
+        bar,
     )?;
+    let ko = src.join("toa.ko");
+    modcheck::check(&ko, &k.release, &src.join(builder::KERNEL_SYMVERS))?;
     let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
-    Ok(KernelModule::new(release, kernel_version, bytes))
+    Ok(KernelModule::new(&k.release, &k.version, bytes))
 }
 
 /// Mirrors the kbuild sources and Rust objects into the build directory,

@@ -1,127 +1,542 @@
-//! Build environments: a root filesystem of the distro release itself, so the
-//! kernel headers are used with the compiler and kbuild they were made for.
+//! Build environments: the distro release's own userland, so each kernel's
+//! headers are used with the compiler and kbuild they were made for.
 //!
-//! The chroot backend: debootstrap makes the rootfs once (cached under
-//! `<cache>/builders/<distro>/rootfs`), commands run in it through
-//! `unshare --mount` so the /proc it needs vanishes with the command.
+//! Two backends share one plan format (a list of commands, each with a check
+//! that says whether its result is already cached):
+//! * `docker` / `podman`: a base image of the release with the compiler
+//!   (pulled, or `docker import`ed from a debootstrap rootfs where no registry is
+//!   reachable), one image per kernel with its headers, and a throwaway
+//!   container per build with the sources mounted at /build/toa.
+//! * `chroot`: a debootstrap rootfs of the release (Debian family only), entered
+//!   through `unshare --mount`, so its /proc and bind mounts vanish with the command.
+//!
+//! `--dry-run` prints the same plan that a real run executes.
 
-use crate::distro::Distro;
+use crate::distro::{Bootstrap, Distro, Repo};
+use crate::kernels::Kernel;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Packages every builder gets besides the kernel headers.
-const BUILD_PACKAGES: &[&str] = &["gcc", "make", "libc6-dev", "kmod"];
+/// Packages a debootstrap rootfs gets besides what `prepare` installs.
+const BOOTSTRAP_PACKAGES: &[&str] = &["gcc", "make", "libc6-dev", "kmod", "ca-certificates"];
 
-pub struct Chroot {
-    pub root: PathBuf,
+/// Where the sources are seen inside every builder.
+pub const SRC_INSIDE: &str = "/build/toa";
+
+/// The kernel's `Module.symvers`, copied beside the build so the module's
+/// symbols can be checked on the host whatever the backend.
+pub const KERNEL_SYMVERS: &str = ".kernel.symvers";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    Docker,
+    Podman,
+    Chroot,
 }
 
-impl Chroot {
-    /// The builder rootfs for `distro` with `headers` (a package name) installed.
-    pub fn ensure(distro: &Distro, headers: &str) -> Result<Chroot> {
-        crate::host::require_root("the chroot builder")?;
-        crate::host::ensure_tools(&[("debootstrap", "debootstrap"), ("unshare", "util-linux")])?;
+impl BackendKind {
+    fn name(self) -> &'static str {
+        match self {
+            BackendKind::Docker => "docker",
+            BackendKind::Podman => "podman",
+            BackendKind::Chroot => "chroot",
+        }
+    }
+}
+
+fn engine_runs(engine: &str) -> bool {
+    crate::host::have(engine)
+        && duct::cmd!(engine, "info")
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .run()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// The backend to use: the one asked for if it can work here, else a running
+/// container engine, else a chroot where the family allows it.
+pub fn select(requested: Option<BackendKind>, distro: &Distro) -> Result<BackendKind> {
+    let can_chroot = distro.builder.bootstrap == Some(Bootstrap::Debootstrap);
+    match requested {
+        Some(BackendKind::Chroot) if !can_chroot => {
+            bail!("{}: the chroot backend needs a debootstrap-able release; use --backend docker or podman", distro.name)
+        }
+        Some(kind @ (BackendKind::Docker | BackendKind::Podman)) if !engine_runs(kind.name()) => {
+            bail!("--backend {0}: `{0} info` fails; start the {0} engine or pick another backend", kind.name())
+        }
+        Some(kind) => Ok(kind),
+        None if engine_runs("docker") => Ok(BackendKind::Docker),
+        None if engine_runs("podman") => Ok(BackendKind::Podman),
+        None if can_chroot => Ok(BackendKind::Chroot),
+        None => bail!(
+            "{}: no container engine runs here and the release cannot be debootstrapped; install docker (apt-get install docker.io) or podman",
+            distro.name
+        ),
+    }
+}
+
+/// Whether a step's result already exists, so the step can be skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    Never,
+    Image(String),
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub what: String,
+    pub argv: Vec<String>,
+    pub done: Done,
+    /// Run if the step fails, so a half-made result never looks cached.
+    pub cleanup: Option<Vec<String>>,
+}
+
+impl Step {
+    fn new(what: impl Into<String>, argv: Vec<String>) -> Step {
+        Step {
+            what: what.into(),
+            argv,
+            done: Done::Never,
+            cleanup: None,
+        }
+    }
+
+    fn done_when(mut self, done: Done) -> Step {
+        self.done = done;
+        self
+    }
+
+    fn cleanup(mut self, argv: Vec<String>) -> Step {
+        self.cleanup = Some(argv);
+        self
+    }
+
+    fn is_done(&self, engine: &str) -> bool {
+        match &self.done {
+            Done::Never => false,
+            Done::Path(p) => p.exists(),
+            Done::Image(tag) => duct::cmd!(engine, "image", "inspect", tag)
+                .stdout_null()
+                .stderr_null()
+                .unchecked()
+                .run()
+                .is_ok_and(|o| o.status.success()),
+        }
+    }
+
+    /// The command as a shell line, for --dry-run and logs.
+    pub fn shell_line(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// The builder for one distro release on one backend.
+pub struct Builder {
+    pub kind: BackendKind,
+    pub distro: Distro,
+    base: PathBuf,
+}
+
+impl Builder {
+    pub fn new(kind: BackendKind, distro: &Distro) -> Builder {
         let base = crate::cache::cache_dir()
             .join("builders")
             .join(&distro.name);
-        let root = base.join("rootfs");
-        let log = base.join("bootstrap.log");
-        if !root.join(READY_MARK).is_file() {
-            bootstrap(distro, &base, &root, headers, &log)?;
-        }
-        let chroot = Chroot { root };
-        let release = headers.strip_prefix("linux-headers-").unwrap_or(headers);
-        if !chroot
-            .root
-            .join("usr/src")
-            .join(format!("linux-headers-{release}"))
-            .is_dir()
-        {
-            chroot
-                .run(
-                    &format!("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {headers}"),
-                    &log,
-                    &format!("installing {headers}"),
-                )
-                .with_context(|| format!("installing {headers} into the {} builder", distro.name))?;
-        }
-        Ok(chroot)
-    }
-
-    /// Runs `script` with /bin/sh inside the rootfs, output appended to `log`.
-    pub fn run(&self, script: &str, log: &Path, what: &str) -> Result<()> {
-        let wrapped = format!("mount -t proc proc /proc && {script}");
-        run_logged(
-            duct::cmd!(
-                "unshare", "--mount", "--fork", "chroot", &self.root, "/bin/sh", "-c", wrapped
-            )
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("LC_ALL", "C"),
-            log,
-            what,
-        )
-    }
-
-    /// A path inside the rootfs, as seen from the host.
-    pub fn host_path(&self, inside: &str) -> PathBuf {
-        self.root.join(inside.trim_start_matches('/'))
-    }
-}
-
-/// Written last by a finished bootstrap: an interrupted one is redone.
-const READY_MARK: &str = ".toa-builder-ready";
-
-fn bootstrap(distro: &Distro, base: &Path, root: &Path, headers: &str, log: &Path) -> Result<()> {
-    let repo = distro.debian()?;
-    let partial = base.join("rootfs.partial");
-    for stale in [&partial, &root.to_path_buf()] {
-        if stale.exists() {
-            std::fs::remove_dir_all(stale)
-                .with_context(|| format!("removing {}", stale.display()))?;
+        Builder {
+            kind,
+            distro: distro.clone(),
+            base,
         }
     }
-    std::fs::create_dir_all(base)?;
-    let include = BUILD_PACKAGES
-        .iter()
-        .copied()
-        .chain([headers])
-        .collect::<Vec<_>>()
-        .join(",");
-    run_logged(
-        duct::cmd!(
-            "debootstrap",
-            "--variant=minbase",
-            format!("--include={include}"),
-            &repo.suite,
-            &partial,
-            &repo.mirror
-        ),
-        log,
-        &format!("debootstrap {} builder", distro.name),
-    )
-    .with_context(|| {
+
+    fn engine(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn base_tag(&self) -> String {
+        format!("toa-builder/{}:base", self.distro.name)
+    }
+
+    fn kernel_tag(&self, kernel: &Kernel) -> String {
         format!(
-            "creating the {} builder rootfs (log: {})",
-            distro.name,
-            log.display()
+            "toa-builder/{}:{}",
+            self.distro.name,
+            kernel.release.replace('+', "_")
         )
-    })?;
-    std::fs::write(
-        partial.join(READY_MARK),
-        format!("{} {}\n", repo.suite, headers),
-    )?;
-    std::fs::rename(&partial, root)?;
-    Ok(())
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.base.join("rootfs")
+    }
+
+    fn render(&self, template: &str, kernel: &Kernel) -> String {
+        let cc = self.distro.builder.cc_for(&kernel.release);
+        crate::distro::render(template, &kernel.release, &kernel.version, cc)
+    }
+
+    /// The kbuild command for one kernel, with the compiler check in front: a
+    /// kernel whose config names another compiler fails loudly instead of
+    /// producing a module built with the wrong one. The kernel's Module.symvers
+    /// is copied out for the host-side checks.
+    pub fn make_line(&self, kernel: &Kernel, toa_version: &str) -> String {
+        let kdir = self.render(&self.distro.builder.kdir, kernel);
+        let cc = self.distro.builder.cc_for(&kernel.release);
+        format!(
+            "cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\([^ ]*\\).*/\\1/p' {kdir}/.config); \
+             case \"$cc_text\" in ''|*{cc}) ;; *) echo \"kernel {} was built with $cc_text, not {cc}\" >&2; exit 3;; esac; \
+             make -C {kdir} M={SRC_INSIDE} CC={cc} TOA_VERSION={toa_version} modules && \
+             cp {kdir}/Module.symvers {SRC_INSIDE}/{KERNEL_SYMVERS}",
+            kernel.release
+        )
+    }
+
+    /// Steps that make the base environment (compiler, make): once per release.
+    pub fn prepare_steps(&self) -> Result<Vec<Step>> {
+        let spec = &self.distro.builder;
+        let prepare = spec.prepare.join(" && ");
+        let mut steps = Vec::new();
+        match self.kind {
+            BackendKind::Chroot => {
+                let root = self.rootfs();
+                let partial = self.base.join("rootfs.partial");
+                let ready = root.join(".toa-builder-ready");
+                steps.push(
+                    Step::new(
+                        "clear an interrupted bootstrap",
+                        argv(&["rm", "-rf", &path_str(&partial), &path_str(&root)]),
+                    )
+                    .done_when(Done::Path(ready.clone())),
+                );
+                steps.extend(
+                    self.debootstrap_steps(&partial)?
+                        .into_iter()
+                        .map(|s| s.done_when(Done::Path(ready.clone()))),
+                );
+                let in_root = self.chroot_argv(
+                    &partial,
+                    None,
+                    &format!("mount -t proc proc /proc && {prepare}"),
+                );
+                steps.push(
+                    Step::new("prepare the builder", in_root).done_when(Done::Path(ready.clone())),
+                );
+                steps.push(
+                    Step::new(
+                        "mark the builder ready",
+                        argv(&["touch", &path_str(&partial.join(".toa-builder-ready"))]),
+                    )
+                    .done_when(Done::Path(ready.clone())),
+                );
+                steps.push(
+                    Step::new(
+                        "publish the builder",
+                        argv(&["mv", &path_str(&partial), &path_str(&root)]),
+                    )
+                    .done_when(Done::Path(ready)),
+                );
+            }
+            BackendKind::Docker | BackendKind::Podman => {
+                let engine = self.engine();
+                let tag = self.base_tag();
+                let done = Done::Image(tag.clone());
+                let from = if spec.bootstrap == Some(Bootstrap::Debootstrap) {
+                    // No registry needed: the image is the release's own debootstrap rootfs.
+                    let partial = self.base.join("image-rootfs");
+                    let tarball = self.base.join("image-rootfs.tar");
+                    let import_tag = format!("toa-builder/{}:rootfs", self.distro.name);
+                    steps.push(
+                        Step::new(
+                            "clear an interrupted bootstrap",
+                            argv(&["rm", "-rf", &path_str(&partial)]),
+                        )
+                        .done_when(done.clone()),
+                    );
+                    steps.extend(
+                        self.debootstrap_steps(&partial)?
+                            .into_iter()
+                            .map(|s| s.done_when(done.clone())),
+                    );
+                    steps.push(
+                        Step::new(
+                            "pack the rootfs",
+                            argv(&[
+                                "tar",
+                                "-C",
+                                &path_str(&partial),
+                                "-cf",
+                                &path_str(&tarball),
+                                ".",
+                            ]),
+                        )
+                        .done_when(done.clone()),
+                    );
+                    steps.push(
+                        Step::new(
+                            "import the rootfs as an image",
+                            argv(&[engine, "import", &path_str(&tarball), &import_tag]),
+                        )
+                        .done_when(done.clone()),
+                    );
+                    steps.push(
+                        Step::new(
+                            "drop the rootfs copy",
+                            argv(&["rm", "-rf", &path_str(&partial), &path_str(&tarball)]),
+                        )
+                        .done_when(done.clone()),
+                    );
+                    import_tag
+                } else {
+                    steps.push(
+                        Step::new(
+                            format!("pull {}", spec.image),
+                            argv(&[engine, "pull", &spec.image]),
+                        )
+                        .done_when(done.clone()),
+                    );
+                    spec.image.clone()
+                };
+                let container = format!("toa-prep-{}", self.distro.name);
+                steps.extend(self.commit_steps(
+                    &container,
+                    &from,
+                    &prepare,
+                    &tag,
+                    "prepare the builder image",
+                ));
+            }
+        }
+        Ok(steps)
+    }
+
+    fn debootstrap_steps(&self, into: &Path) -> Result<Vec<Step>> {
+        let Repo::Apt(repo) = &self.distro.repo else {
+            bail!("{}: debootstrap needs an apt repo", self.distro.name);
+        };
+        let include = format!("--include={}", BOOTSTRAP_PACKAGES.join(","));
+        Ok(vec![Step::new(
+            format!("debootstrap {}", repo.suite),
+            argv(&[
+                "debootstrap",
+                "--variant=minbase",
+                &include,
+                &repo.suite,
+                &path_str(into),
+                &repo.mirror,
+            ]),
+        )])
+    }
+
+    /// `run` a container, `commit` it as `tag`, remove it; a failed run removes it too.
+    fn commit_steps(
+        &self,
+        container: &str,
+        from: &str,
+        script: &str,
+        tag: &str,
+        what: &str,
+    ) -> Vec<Step> {
+        let engine = self.engine();
+        let done = Done::Image(tag.to_string());
+        let rm = argv(&[engine, "rm", "-f", container]);
+        vec![
+            Step::new("remove a leftover container", rm.clone()).done_when(done.clone()),
+            Step::new(
+                what,
+                argv(&[
+                    engine, "run", "--name", container, from, "/bin/sh", "-c", script,
+                ]),
+            )
+            .done_when(done.clone())
+            .cleanup(rm.clone()),
+            Step::new(
+                format!("commit {tag}"),
+                argv(&[engine, "commit", container, tag]),
+            )
+            .done_when(done.clone())
+            .cleanup(rm.clone()),
+            Step::new("remove the container", rm).done_when(done),
+        ]
+    }
+
+    /// Steps that install one kernel's headers: once per kernel.
+    pub fn headers_steps(&self, kernel: &Kernel) -> Vec<Step> {
+        let install = self.render(&self.distro.builder.install_headers, kernel);
+        let kdir = self.render(&self.distro.builder.kdir, kernel);
+        match self.kind {
+            BackendKind::Chroot => {
+                let root = self.rootfs();
+                let script = format!("mount -t proc proc /proc && apt-get update -q && {install}");
+                vec![Step::new(
+                    format!("install headers for {}", kernel.release),
+                    self.chroot_argv(&root, None, &script),
+                )
+                .done_when(Done::Path(root.join(kdir.trim_start_matches('/'))))]
+            }
+            BackendKind::Docker | BackendKind::Podman => {
+                let container = format!(
+                    "toa-prep-{}-{}",
+                    self.distro.name,
+                    kernel.release.replace('+', "_")
+                );
+                let script = match self.distro.repo {
+                    // The base image's package lists may predate this kernel.
+                    Repo::Apt(_) => format!("apt-get update -q && {install}"),
+                    Repo::RpmMd(_) => install,
+                };
+                self.commit_steps(
+                    &container,
+                    &self.base_tag(),
+                    &script,
+                    &self.kernel_tag(kernel),
+                    &format!("install headers for {}", kernel.release),
+                )
+            }
+        }
+    }
+
+    /// The build of one kernel with the sources (and results) in `src`.
+    pub fn build_step(&self, kernel: &Kernel, src: &Path, toa_version: &str) -> Step {
+        let make = self.make_line(kernel, toa_version);
+        let what = format!("build toa.ko for {}", kernel.release);
+        match self.kind {
+            BackendKind::Chroot => Step::new(
+                what,
+                self.chroot_argv(
+                    &self.rootfs(),
+                    Some(src),
+                    &format!("mount -t proc proc /proc && {make}"),
+                ),
+            ),
+            BackendKind::Docker | BackendKind::Podman => {
+                let volume = format!("{}:{SRC_INSIDE}", path_str(src));
+                Step::new(
+                    what,
+                    argv(&[
+                        self.engine(),
+                        "run",
+                        "--rm",
+                        "--network",
+                        "none",
+                        "-v",
+                        &volume,
+                        "-w",
+                        SRC_INSIDE,
+                        &self.kernel_tag(kernel),
+                        "/bin/sh",
+                        "-c",
+                        &make,
+                    ]),
+                )
+            }
+        }
+    }
+
+    /// `unshare` + `chroot` into `root`, with `src` bound at SRC_INSIDE when given.
+    fn chroot_argv(&self, root: &Path, src: Option<&Path>, script: &str) -> Vec<String> {
+        let root_s = path_str(root);
+        let enter = format!(
+            "exec chroot {} /bin/sh -c {}",
+            shell_quote(&root_s),
+            shell_quote(script)
+        );
+        let outer = match src {
+            Some(src) => {
+                let target = format!("{root_s}{SRC_INSIDE}");
+                format!(
+                    "mkdir -p {0} && mount --bind {1} {0} && {enter}",
+                    shell_quote(&target),
+                    shell_quote(&path_str(src))
+                )
+            }
+            None => enter,
+        };
+        argv(&["unshare", "--mount", "--fork", "/bin/sh", "-c", &outer])
+    }
+
+    /// Host tools this backend runs.
+    pub fn ensure_host(&self) -> Result<()> {
+        match self.kind {
+            BackendKind::Chroot => {
+                crate::host::require_root("the chroot builder")?;
+                crate::host::ensure_tools(&[
+                    ("debootstrap", "debootstrap"),
+                    ("unshare", "util-linux"),
+                ])
+            }
+            BackendKind::Docker | BackendKind::Podman
+                if self.distro.builder.bootstrap.is_some() =>
+            {
+                crate::host::require_root("debootstrap for the builder image")?;
+                crate::host::ensure_tools(&[("debootstrap", "debootstrap")])
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the steps that are not cached yet, logging to `log`.
+    pub fn execute(&self, steps: &[Step], log: &Path, bar: &ProgressBar) -> Result<()> {
+        for step in steps {
+            if step.is_done(self.engine()) {
+                continue;
+            }
+            bar.set_message(step.what.clone());
+            let cmd = duct::cmd(&step.argv[0], &step.argv[1..])
+                .env("LC_ALL", "C")
+                .env(
+                    "PATH",
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                );
+            if let Err(err) = run_logged(cmd, log, &step.what, &step.shell_line(), bar) {
+                if let Some(cleanup) = &step.cleanup {
+                    let _ = duct::cmd(&cleanup[0], &cleanup[1..])
+                        .stdout_null()
+                        .stderr_null()
+                        .unchecked()
+                        .run();
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Runs `cmd` with its output going to `log` and a spinner showing the last line.
-pub fn run_logged(cmd: duct::Expression, log: &Path, what: &str) -> Result<()> {
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Runs `cmd` with its output going to `log`; `bar` shows the last line.
+pub fn run_logged(
+    cmd: duct::Expression,
+    log: &Path,
+    what: &str,
+    line: &str,
+    bar: &ProgressBar,
+) -> Result<()> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -130,43 +545,185 @@ pub fn run_logged(cmd: duct::Expression, log: &Path, what: &str) -> Result<()> {
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    writeln!(log_file, "==> {what}")?;
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
-            .expect("template"),
-    );
-    spinner.set_prefix(what.to_string());
-    spinner.enable_steady_tick(Duration::from_millis(200));
+    writeln!(log_file, "==> {what}\n$ {line}")?;
     let reader = cmd
         .stderr_to_stdout()
         .unchecked()
         .reader()
         .with_context(|| format!("starting {what}"))?;
     let mut lines = BufReader::new(&reader);
-    let mut line = String::new();
+    let mut buf = Vec::new();
     let mut tail: Vec<String> = Vec::new();
     loop {
-        line.clear();
-        if lines.read_line(&mut line)? == 0 {
+        buf.clear();
+        if lines.read_until(b'\n', &mut buf)? == 0 {
             break;
         }
-        log_file.write_all(line.as_bytes())?;
-        let trimmed = line.trim_end();
-        spinner.set_message(trimmed.chars().take(120).collect::<String>());
-        tail.push(trimmed.to_string());
+        log_file.write_all(&buf)?;
+        let text = String::from_utf8_lossy(&buf).trim_end().to_string();
+        bar.set_message(format!(
+            "{what}: {}",
+            text.chars().take(100).collect::<String>()
+        ));
+        tail.push(text);
         if tail.len() > 15 {
             tail.remove(0);
         }
     }
-    let status = reader.try_wait()?.map(|o| o.status);
-    spinner.finish_and_clear();
-    match status {
+    match reader.try_wait()?.map(|o| o.status) {
         Some(s) if s.success() => Ok(()),
         _ => bail!(
             "{what} failed; last output:\n{}\n(full log: {})",
             tail.join("\n"),
             log.display()
         ),
+    }
+}
+
+/// A spinner for one job.
+pub fn spinner(prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
+            .expect("template"),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(release: &str, version: &str) -> Kernel {
+        Kernel {
+            release: release.into(),
+            version: version.into(),
+            uname_v: None,
+        }
+    }
+
+    fn plan(distro: &str, kind: BackendKind, k: &Kernel) -> Vec<String> {
+        let builder = Builder::new(kind, &crate::distro::find(distro).unwrap());
+        let mut steps = builder.prepare_steps().unwrap();
+        steps.extend(builder.headers_steps(k));
+        steps.push(builder.build_step(k, Path::new("/work/src"), "0.1.0"));
+        steps.iter().map(Step::shell_line).collect()
+    }
+
+    fn has(lines: &[String], needle: &str) {
+        assert!(
+            lines.iter().any(|l| l.contains(needle)),
+            "no line contains {needle:?}:\n{}",
+            lines.join("\n")
+        );
+    }
+
+    #[test]
+    fn centos_docker_plan() {
+        let lines = plan(
+            "centos-7.2",
+            BackendKind::Docker,
+            &kernel("3.10.0-327.el7.x86_64", "3.10.0-327.el7"),
+        );
+        has(&lines, "docker pull centos:7.2.1511");
+        has(&lines, "baseurl=https://vault.centos.org/7.2.1511");
+        has(&lines, "yum install -y gcc make");
+        has(
+            &lines,
+            "docker commit toa-prep-centos-7.2 toa-builder/centos-7.2:base",
+        );
+        has(&lines, "yum install -y kernel-devel-3.10.0-327.el7'");
+        has(&lines, "docker commit toa-prep-centos-7.2-3.10.0-327.el7.x86_64 toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
+        has(&lines, "docker run --rm --network none -v /work/src:/build/toa -w /build/toa toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
+        has(&lines, "make -C /usr/src/kernels/3.10.0-327.el7.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 modules");
+    }
+
+    #[test]
+    fn ubuntu_docker_plan_uses_the_hwe_compiler() {
+        let lines = plan(
+            "ubuntu-22.04",
+            BackendKind::Docker,
+            &kernel("6.8.0-45-generic", "6.8.0-45.45~22.04.1"),
+        );
+        has(&lines, "docker pull ubuntu:22.04");
+        has(
+            &lines,
+            "apt-get install -y --no-install-recommends linux-headers-6.8.0-45-generic gcc-12",
+        );
+        has(
+            &lines,
+            "make -C /usr/src/linux-headers-6.8.0-45-generic M=/build/toa CC=gcc-12",
+        );
+        let ga = plan(
+            "ubuntu-22.04",
+            BackendKind::Docker,
+            &kernel("5.15.0-119-generic", "5.15.0-119.129"),
+        );
+        has(&ga, "CC=gcc-11");
+    }
+
+    #[test]
+    fn sles_docker_plan() {
+        let lines = plan(
+            "sles-12-sp5",
+            BackendKind::Podman,
+            &kernel("4.12.14-122.37-default", "4.12.14-122.37.1"),
+        );
+        has(
+            &lines,
+            "podman pull registry.suse.com/suse/sles12sp5:latest",
+        );
+        has(&lines, "zypper --non-interactive install --oldpackage kernel-default-devel-4.12.14-122.37.1 kernel-devel-4.12.14-122.37.1");
+        has(
+            &lines,
+            "make -C /lib/modules/4.12.14-122.37-default/build M=/build/toa CC=gcc",
+        );
+    }
+
+    #[test]
+    fn debian_docker_plan_imports_a_debootstrap_rootfs() {
+        let lines = plan(
+            "debian-12",
+            BackendKind::Docker,
+            &kernel("6.1.0-50-amd64", "6.1.176-1"),
+        );
+        has(&lines, "debootstrap --variant=minbase");
+        has(&lines, "bookworm");
+        has(&lines, "docker import");
+        assert!(
+            !lines.iter().any(|l| l.contains("docker pull")),
+            "{lines:?}"
+        );
+        has(&lines, "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends linux-headers-6.1.0-50-amd64");
+        has(&lines, "CC=gcc-12");
+    }
+
+    #[test]
+    fn chroot_plan_binds_the_sources() {
+        let lines = plan(
+            "debian-12",
+            BackendKind::Chroot,
+            &kernel("6.1.0-50-amd64", "6.1.176-1"),
+        );
+        let build = lines.last().unwrap();
+        assert!(
+            build.starts_with("unshare --mount --fork /bin/sh -c"),
+            "{build}"
+        );
+        assert!(build.contains("mount --bind /work/src"), "{build}");
+        assert!(build.contains("M=/build/toa"), "{build}");
+    }
+
+    #[test]
+    fn chroot_is_refused_for_rpm_releases() {
+        let err = select(
+            Some(BackendKind::Chroot),
+            &crate::distro::find("centos-7.2").unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("use --backend docker or podman"), "{err}");
     }
 }

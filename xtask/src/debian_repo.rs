@@ -596,6 +596,48 @@ fn arch_of(distro: &Distro) -> Result<&'static str> {
     }
 }
 
+/// Every kernel of the distro's suite with headers for its flavour, oldest first:
+/// each `linux-headers-<release>-<flavour>` package (the meta-package excluded).
+pub fn kernels(distro: &Distro) -> Result<Vec<crate::kernels::Kernel>> {
+    let repo = distro.debian()?;
+    let mut out = kernels_in(&*index(distro)?, &repo.flavour);
+    // Updates and security suites carry the same release's newer kernels.
+    for suite in &repo.extra_suites {
+        let mut other = distro.clone();
+        if let crate::distro::Repo::Apt(r) = &mut other.repo {
+            r.suite = suite.clone();
+        }
+        for k in kernels_in(&*index(&other)?, &repo.flavour) {
+            if !out.iter().any(|o| o.release == k.release) {
+                out.push(k);
+            }
+        }
+    }
+    out.sort_by(|a, b| crate::kernels::release_cmp(&a.release, &b.release));
+    Ok(out)
+}
+
+pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::kernels::Kernel> {
+    let suffix = format!("-{flavour}");
+    let mut out: Vec<crate::kernels::Kernel> = index
+        .by_name
+        .keys()
+        .filter_map(|name| {
+            let release = name.strip_prefix("linux-headers-")?;
+            let abi = release.strip_suffix(&suffix)?;
+            // Skip other flavours sharing the suffix (`-rt-amd64`, `-cloud-amd64`).
+            (abi.starts_with(|c: char| c.is_ascii_digit()) && !abi.contains("-rt") && !abi.contains("-cloud"))
+                .then(|| (name, release))
+        })
+        .filter_map(|(name, release)| {
+            let stanza = index.newest(name)?;
+            Some(crate::kernels::Kernel { release: release.to_string(), version: stanza.version.clone(), uname_v: None })
+        })
+        .collect();
+    out.sort_by(|a, b| crate::kernels::release_cmp(&a.release, &b.release));
+    out
+}
+
 /// The suite's index, fetched and parsed once per process.
 pub fn index(distro: &Distro) -> Result<Arc<Index>> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<Index>>>> = OnceLock::new();

@@ -1,4 +1,5 @@
-//! Distro releases as described by `distros/*.toml`.
+//! Distro releases as described by `distros/*.toml`: identity, where the
+//! release lists its kernels, and how its builder environment is made.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -11,29 +12,113 @@ pub struct Distro {
     pub name: String,
     /// Tarball stem: `Debian-12` gives `Debian-12-x86_64.tar.gz`.
     pub tarball: String,
-    /// Package family: decides how kernels are found and builders are made.
+    /// Package family: decides package names and how kernel releases are spelled.
     pub family: Family,
     /// Kernel architecture as `uname -m` prints it.
     pub arch: String,
-    /// Debian-family specifics (required when `family = "debian"`).
-    pub debian: Option<DebianRepo>,
+    /// Where the release's kernel header packages are listed.
+    pub repo: Repo,
+    /// The release's own build environment.
+    pub builder: BuilderSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
+    /// Debian and Ubuntu: apt, `linux-headers-<release>`.
     Debian,
+    /// CentOS / RHEL: yum, `kernel-devel-<version>`.
+    Rhel,
+    /// SLES / openSUSE: zypper, `kernel-default-devel`.
+    Suse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Repo {
+    /// A Debian-style archive: `dists/<suite>/InRelease` and `Packages` indices.
+    Apt(AptRepo),
+    /// RPM repositories with `repodata/repomd.xml` (yum, dnf, zypper).
+    RpmMd(RpmRepo),
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DebianRepo {
-    /// Suite (codename) whose `Packages` index lists the kernels.
-    pub suite: String,
+pub struct AptRepo {
     /// Archive root, e.g. `http://deb.debian.org/debian`.
     pub mirror: String,
-    /// Kernel flavour: `amd64` gives `linux-image-<abi>-amd64`.
+    /// Suite (codename) whose `Packages` index lists the kernels.
+    pub suite: String,
+    /// Further suites with kernels of the same release (updates, security).
+    #[serde(default)]
+    pub extra_suites: Vec<String>,
+    /// Kernel flavour: `amd64` gives `linux-image-<abi>-amd64`, `generic` for Ubuntu.
     pub flavour: String,
+}
+
+/// The Debian-family repository description the archive code reads.
+pub type DebianRepo = AptRepo;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmRepo {
+    /// Repository roots, each holding `repodata/repomd.xml` (base, updates, ...).
+    pub baseurls: Vec<String>,
+    /// The package whose versions are the kernels: `kernel-devel`, `kernel-default-devel`.
+    pub headers_package: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderSpec {
+    /// Container image of the release (docker/podman).
+    pub image: String,
+    /// Shell commands run once in a fresh image: repositories, compiler, make.
+    pub prepare: Vec<String>,
+    /// Installs one kernel's headers; `{release}`, `{version}` and `{cc}` are filled in.
+    pub install_headers: String,
+    /// The kernel build directory of one kernel (`{release}` filled in).
+    pub kdir: String,
+    /// The compiler the release built its kernels with (`make CC=...`).
+    pub cc: String,
+    /// Kernel series built with another compiler than `cc` (HWE kernels).
+    #[serde(default)]
+    pub compilers: Vec<CompilerRule>,
+    /// How to make the rootfs without a container engine, where possible.
+    pub bootstrap: Option<Bootstrap>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompilerRule {
+    /// Kernel releases starting with this (e.g. `6.8.`) use `cc`.
+    pub release_prefix: String,
+    pub cc: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootstrap {
+    /// debootstrap the suite of the apt repo (Debian family).
+    Debootstrap,
+}
+
+impl BuilderSpec {
+    /// The compiler for kernel `release`.
+    pub fn cc_for(&self, release: &str) -> &str {
+        self.compilers
+            .iter()
+            .find(|r| release.starts_with(&r.release_prefix))
+            .map_or(&self.cc, |r| &r.cc)
+    }
+}
+
+/// Fills `{release}`, `{version}` and `{cc}` in a recipe line.
+pub fn render(template: &str, release: &str, version: &str, cc: &str) -> String {
+    template
+        .replace("{release}", release)
+        .replace("{version}", version)
+        .replace("{cc}", cc)
 }
 
 impl Distro {
@@ -43,9 +128,10 @@ impl Distro {
     }
 
     pub fn debian(&self) -> Result<&DebianRepo> {
-        self.debian
-            .as_ref()
-            .with_context(|| format!("{}: family \"debian\" needs a [debian] table", self.name))
+        match &self.repo {
+            Repo::Apt(repo) => Ok(repo),
+            Repo::RpmMd(_) => bail!("{}: not an apt repository", self.name),
+        }
     }
 
     fn validate(&self, file: &Path) -> Result<()> {
@@ -53,26 +139,55 @@ impl Distro {
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
+        let here = file.display();
         if self.name != stem {
             bail!(
-                "{}: name \"{}\" must match the file name \"{stem}\"",
-                file.display(),
+                "{here}: name \"{}\" must match the file name \"{stem}\"",
                 self.name
             );
         }
         if self.tarball.is_empty() || self.tarball.contains(['/', ' ']) {
             bail!(
-                "{}: tarball \"{}\" must be a plain file stem",
-                file.display(),
+                "{here}: tarball \"{}\" must be a plain file stem",
                 self.tarball
             );
         }
-        match self.family {
-            Family::Debian => {
-                self.debian()?;
+        if !matches!(self.arch.as_str(), "x86_64" | "aarch64") {
+            bail!(
+                "{here}: arch \"{}\" is not one of x86_64, aarch64",
+                self.arch
+            );
+        }
+        match (&self.repo, self.family) {
+            (Repo::Apt(_), Family::Debian) | (Repo::RpmMd(_), Family::Rhel | Family::Suse) => {}
+            (repo, family) => bail!(
+                "{here}: a {family:?} release cannot use repo type {}",
+                repo.kind()
+            ),
+        }
+        if self.builder.bootstrap.is_some() && !matches!(self.repo, Repo::Apt(_)) {
+            bail!("{here}: bootstrap = \"debootstrap\" needs an apt repo");
+        }
+        for (what, line) in [
+            ("install_headers", &self.builder.install_headers),
+            ("kdir", &self.builder.kdir),
+        ] {
+            if !line.contains("{release}") && !line.contains("{version}") {
+                bail!(
+                    "{here}: builder.{what} must name the kernel with {{release}} or {{version}}"
+                );
             }
         }
         Ok(())
+    }
+}
+
+impl Repo {
+    fn kind(&self) -> &'static str {
+        match self {
+            Repo::Apt(_) => "apt",
+            Repo::RpmMd(_) => "rpm-md",
+        }
     }
 }
 
@@ -123,29 +238,127 @@ mod tests {
     #[test]
     fn every_distro_file_loads() {
         let all = all().unwrap();
-        assert!(all.iter().any(|d| d.name == "debian-12"));
+        let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
+        for want in [
+            "centos-7.2",
+            "centos-7.9",
+            "debian-11",
+            "debian-12",
+            "debian-13",
+            "debian-unstable",
+            "ubuntu-18.04",
+            "ubuntu-22.04",
+            "ubuntu-24.04",
+            "sles-12-sp5",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
         assert_eq!(find("debian-12").unwrap().dist_name(), "Debian-12-x86_64");
+        assert_eq!(find("centos-7.2").unwrap().dist_name(), "CentOS-7.2-x86_64");
     }
 
     #[test]
     fn unknown_distro_lists_known_ones() {
         let err = find("debian-99").unwrap_err().to_string();
         assert!(err.contains("unknown distro \"debian-99\""), "{err}");
-        assert!(err.contains("debian-12"), "{err}");
+        assert!(
+            err.contains("debian-12") && err.contains("centos-7.2"),
+            "{err}"
+        );
+    }
+
+    fn load_str(name: &str, text: &str) -> Result<Distro> {
+        let dir =
+            std::env::temp_dir().join(format!("toa-distro-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = load_file(&file);
+        std::fs::remove_dir_all(&dir).unwrap();
+        out
+    }
+
+    const GOOD: &str = r#"
+name = "debian-x"
+tarball = "Debian-X"
+family = "debian"
+arch = "x86_64"
+[repo]
+type = "apt"
+mirror = "http://deb.debian.org/debian"
+suite = "bookworm"
+flavour = "amd64"
+[builder]
+image = "debian:bookworm"
+prepare = ["apt-get update"]
+install_headers = "apt-get install -y linux-headers-{release}"
+kdir = "/usr/src/linux-headers-{release}"
+cc = "gcc-12"
+"#;
+
+    #[test]
+    fn a_good_file_loads() {
+        let d = load_str("debian-x", GOOD).unwrap();
+        assert_eq!(d.builder.cc_for("6.1.0-1-amd64"), "gcc-12");
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let dir = std::env::temp_dir().join(format!("toa-distro-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("debian-x.toml");
-        std::fs::write(
-            &file,
-            "name='debian-x'\ntarball='X'\nfamily='debian'\narch='x86_64'\ncolour='red'\n",
-        )
-        .unwrap();
-        let err = format!("{:#}", load_file(&file).unwrap_err());
+        let err = format!(
+            "{:#}",
+            load_str(
+                "debian-x",
+                &GOOD.replace("arch =", "colour = 'red'\narch =")
+            )
+            .unwrap_err()
+        );
         assert!(err.contains("colour"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let err = format!(
+            "{:#}",
+            load_str("debian-x", &GOOD.replace("cc = \"gcc-12\"", "")).unwrap_err()
+        );
+        assert!(err.contains("missing field `cc`"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        let err = format!("{:#}", load_str("debian-y", GOOD).unwrap_err());
+        assert!(err.contains("must match the file name"), "{err}");
+        let err = format!(
+            "{:#}",
+            load_str("debian-x", &GOOD.replace("Debian-X", "Debian X")).unwrap_err()
+        );
+        assert!(err.contains("plain file stem"), "{err}");
+        let err = format!(
+            "{:#}",
+            load_str(
+                "debian-x",
+                &GOOD.replace("family = \"debian\"", "family = \"rhel\"")
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("cannot use repo type apt"), "{err}");
+        let err = format!(
+            "{:#}",
+            load_str(
+                "debian-x",
+                &GOOD.replace("family = \"debian\"", "family = \"gentoo\"")
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("unknown variant `gentoo`"), "{err}");
+    }
+
+    #[test]
+    fn compiler_rules_pick_by_release_prefix() {
+        let text =
+            format!("{GOOD}[[builder.compilers]]\nrelease_prefix = \"6.8.\"\ncc = \"gcc-13\"\n");
+        let d = load_str("debian-x", &text).unwrap();
+        assert_eq!(d.builder.cc_for("6.8.0-45-generic"), "gcc-13");
+        assert_eq!(d.builder.cc_for("5.15.0-1-generic"), "gcc-12");
     }
 }

@@ -13,11 +13,13 @@ mod distro;
 mod download;
 mod host;
 mod initramfs;
+mod kernels;
 mod kmod_object;
 mod lab_programs;
 mod modcheck;
 mod package;
 mod qemu;
+mod rpm_repo;
 mod test;
 mod vm_test;
 
@@ -39,6 +41,8 @@ enum Command {
     VmTest(vm_test::Args),
     /// The test suite: host unit tests, object audit checks, and the VM lab.
     Test(test::Args),
+    /// List every kernel a distro release shipped (from its repository metadata).
+    Kernels(kernels::Args),
     /// Audit a Rust kernel object (panic symbols, undefined symbols, relocations).
     Audit(audit::Args),
 }
@@ -49,5 +53,6 @@ fn main() -> Result<()> {
         Command::VmTest(args) => vm_test::run(args),
         Command::Test(args) => test::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Kernels(args) => kernels::run(args),
     }
 }

@@ -1,0 +1,329 @@
+//! RPM repositories (`repodata/repomd.xml` → primary metadata): the kernels a
+//! CentOS / RHEL / SUSE release shipped, found by its kernel headers package.
+
+use crate::distro::{Family, RpmRepo};
+use crate::kernels::Kernel;
+use anyhow::{bail, Context, Result};
+use quick_xml::events::Event;
+use std::path::Path;
+
+/// One `<package>` of primary.xml, the fields kernel discovery needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpmPackage {
+    pub name: String,
+    pub arch: String,
+    pub ver: String,
+    pub rel: String,
+}
+
+/// Where repomd.xml says the primary metadata is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryRef {
+    pub href: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+}
+
+/// Finds `<data type="primary">` in repomd.xml.
+pub fn parse_repomd(xml: &str) -> Result<PrimaryRef> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut in_primary = false;
+    let mut field = String::new();
+    let mut checksum_type = String::new();
+    let mut out = PrimaryRef {
+        href: String::new(),
+        sha256: None,
+        size: None,
+    };
+    loop {
+        match reader
+            .read_event()
+            .context("repomd.xml is not well-formed XML")?
+        {
+            Event::Start(e) | Event::Empty(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if name == "data" {
+                    in_primary = attr(&e, "type")?.as_deref() == Some("primary");
+                } else if in_primary && name == "location" {
+                    out.href = attr(&e, "href")?.context("primary <location> has no href")?;
+                } else if in_primary && name == "checksum" {
+                    checksum_type = attr(&e, "type")?.unwrap_or_default();
+                }
+                field = name;
+            }
+            Event::Text(t) if in_primary => {
+                let text = t.unescape()?.trim().to_string();
+                match field.as_str() {
+                    "checksum" if checksum_type == "sha256" => {
+                        out.sha256 = Some(text.to_lowercase())
+                    }
+                    "size" => out.size = text.parse().ok(),
+                    _ => {}
+                }
+            }
+            Event::End(e) if e.local_name().as_ref() == b"data" && in_primary => break,
+            Event::End(_) => field.clear(),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if out.href.is_empty() {
+        bail!("repomd.xml has no primary metadata");
+    }
+    Ok(out)
+}
+
+fn attr(e: &quick_xml::events::BytesStart, key: &str) -> Result<Option<String>> {
+    for a in e.attributes() {
+        let a = a?;
+        if a.key.local_name().as_ref() == key.as_bytes() {
+            return Ok(Some(a.unescape_value()?.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Every package called `name` in primary.xml.
+pub fn parse_primary(xml: &str, name: &str) -> Result<Vec<RpmPackage>> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut out = Vec::new();
+    let mut current: Option<RpmPackage> = None;
+    let mut field = String::new();
+    loop {
+        match reader
+            .read_event()
+            .context("primary.xml is not well-formed XML")?
+        {
+            Event::Start(e) | Event::Empty(e) => {
+                let tag = e.local_name().as_ref().to_vec();
+                match tag.as_slice() {
+                    b"package" => {
+                        current = Some(RpmPackage {
+                            name: String::new(),
+                            arch: String::new(),
+                            ver: String::new(),
+                            rel: String::new(),
+                        })
+                    }
+                    b"version" => {
+                        if let Some(p) = current.as_mut() {
+                            p.ver = attr(&e, "ver")?.unwrap_or_default();
+                            p.rel = attr(&e, "rel")?.unwrap_or_default();
+                        }
+                    }
+                    _ => {}
+                }
+                field = String::from_utf8_lossy(&tag).into_owned();
+            }
+            Event::Text(t) => {
+                if let Some(p) = current.as_mut() {
+                    match field.as_str() {
+                        "name" => p.name = t.unescape()?.trim().to_string(),
+                        "arch" => p.arch = t.unescape()?.trim().to_string(),
+                        _ => {}
+                    }
+                }
+            }
+            Event::End(e) if e.local_name().as_ref() == b"package" => {
+                if let Some(p) = current.take().filter(|p| p.name == name) {
+                    out.push(p);
+                }
+            }
+            Event::End(_) => field.clear(),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The kernel a headers package is for, spelled as `uname -r` prints it.
+pub fn kernel_of(family: Family, p: &RpmPackage) -> Result<Kernel> {
+    let version = format!("{}-{}", p.ver, p.rel);
+    let release = match family {
+        // kernel-devel 3.10.0-327.el7 (x86_64) runs as 3.10.0-327.el7.x86_64.
+        Family::Rhel => format!("{}-{}.{}", p.ver, p.rel, p.arch),
+        // kernel-default-devel 4.12.14-122.37.1 runs as 4.12.14-122.37-default:
+        // the last release component is the rebuild counter.
+        Family::Suse => {
+            let rel = p
+                .rel
+                .rsplit_once('.')
+                .map_or(p.rel.as_str(), |(head, _)| head);
+            format!("{}-{rel}-default", p.ver)
+        }
+        Family::Debian => bail!("RPM metadata cannot describe a Debian-family kernel"),
+    };
+    Ok(Kernel {
+        release,
+        version,
+        uname_v: None,
+    })
+}
+
+/// A file-system-safe name for a repository URL.
+fn url_key(url: &str) -> String {
+    url.trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Every kernel of the release across its repositories, oldest first.
+pub fn kernels(
+    distro_name: &str,
+    family: Family,
+    arch: &str,
+    repo: &RpmRepo,
+) -> Result<Vec<Kernel>> {
+    let mut out: Vec<Kernel> = Vec::new();
+    for base in &repo.baseurls {
+        let base = base.trim_end_matches('/');
+        let cache = Path::new("rpm").join(distro_name).join(url_key(base));
+        let repomd_path = crate::download::fetch_fresh(
+            &format!("{base}/repodata/repomd.xml"),
+            cache.join("repomd.xml"),
+        )
+        .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
+        let repomd = std::fs::read_to_string(&repomd_path)?;
+        let primary =
+            parse_repomd(&repomd).with_context(|| format!("{base}/repodata/repomd.xml"))?;
+        let url = format!("{base}/{}", primary.href);
+        let file_name = primary
+            .href
+            .rsplit('/')
+            .next()
+            .unwrap_or("primary.xml.gz")
+            .to_string();
+        let path = match (&primary.sha256, primary.size) {
+            (Some(sha256), Some(size)) => crate::download::fetch(
+                &url,
+                Some(crate::download::Expected { sha256: sha256.clone(), size }),
+                cache.join(&file_name),
+            )?,
+            (Some(sha256), None) => {
+                let path = crate::download::fetch_fresh(&url, cache.join(&file_name))?;
+                let got = crate::download::sha256_file(&path)?;
+                if &got != sha256 {
+                    let _ = std::fs::remove_file(&path);
+                    bail!("{url}: sha256 {got} does not match repomd.xml's {sha256}");
+                }
+                path
+            }
+            (None, _) => bail!("{base}/repodata/repomd.xml gives no sha256 for the primary metadata; refusing unverified metadata"),
+        };
+        let bytes = std::fs::read(&path)?;
+        let xml = crate::deb::decompress(&file_name, &bytes)?;
+        let xml = String::from_utf8(xml).with_context(|| format!("{url} is not UTF-8"))?;
+        for p in parse_primary(&xml, &repo.headers_package)? {
+            if p.arch == arch || (p.arch == "noarch" && family == Family::Suse) {
+                let k = kernel_of(family, &p)?;
+                if !out.iter().any(|o| o.release == k.release) {
+                    out.push(k);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| crate::kernels::release_cmp(&a.release, &b.release));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPOMD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm">
+ <revision>1449700451</revision>
+<data type="filelists">
+  <checksum type="sha256">aaaa</checksum>
+  <location href="repodata/aaaa-filelists.xml.gz"/>
+  <size>100</size>
+</data>
+<data type="primary">
+  <checksum type="sha256">9A2E0F6B</checksum>
+  <open-checksum type="sha256">ffff</open-checksum>
+  <location href="repodata/9a2e-primary.xml.gz"/>
+  <timestamp>1449700457</timestamp>
+  <size>2914316</size>
+  <open-size>26537164</open-size>
+</data>
+</repomd>"#;
+
+    const PRIMARY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="3">
+<package type="rpm">
+  <name>kernel-devel</name>
+  <arch>x86_64</arch>
+  <version epoch="0" ver="3.10.0" rel="327.el7"/>
+  <checksum type="sha256" pkgid="YES">c0ffee</checksum>
+  <summary>Development package for building kernel modules to match the kernel</summary>
+  <location href="Packages/kernel-devel-3.10.0-327.el7.x86_64.rpm"/>
+  <format><rpm:license>GPLv2</rpm:license><rpm:provides><rpm:entry name="kernel-devel-x86_64" flags="EQ" epoch="0" ver="3.10.0" rel="327.el7"/></rpm:provides></format>
+</package>
+<package type="rpm">
+  <name>kernel-headers</name>
+  <arch>x86_64</arch>
+  <version epoch="0" ver="3.10.0" rel="327.el7"/>
+</package>
+<package type="rpm">
+  <name>kernel-devel</name>
+  <arch>x86_64</arch>
+  <version epoch="0" ver="3.10.0" rel="327.3.1.el7"/>
+</package>
+</metadata>"#;
+
+    #[test]
+    fn repomd_points_at_primary() {
+        let p = parse_repomd(REPOMD).unwrap();
+        assert_eq!(p.href, "repodata/9a2e-primary.xml.gz");
+        assert_eq!(p.sha256.as_deref(), Some("9a2e0f6b"));
+        assert_eq!(p.size, Some(2914316));
+        assert!(parse_repomd("<repomd></repomd>")
+            .unwrap_err()
+            .to_string()
+            .contains("no primary"));
+    }
+
+    #[test]
+    fn primary_lists_the_headers_packages() {
+        let pkgs = parse_primary(PRIMARY, "kernel-devel").unwrap();
+        assert_eq!(pkgs.len(), 2);
+        let k: Vec<Kernel> = pkgs
+            .iter()
+            .map(|p| kernel_of(Family::Rhel, p).unwrap())
+            .collect();
+        assert_eq!(k[0].release, "3.10.0-327.el7.x86_64");
+        assert_eq!(k[0].version, "3.10.0-327.el7");
+        assert_eq!(k[1].release, "3.10.0-327.3.1.el7.x86_64");
+    }
+
+    #[test]
+    fn suse_release_drops_the_rebuild_counter() {
+        let p = RpmPackage {
+            name: "kernel-default-devel".into(),
+            arch: "x86_64".into(),
+            ver: "4.12.14".into(),
+            rel: "122.37.1".into(),
+        };
+        let k = kernel_of(Family::Suse, &p).unwrap();
+        assert_eq!(k.release, "4.12.14-122.37-default");
+        assert_eq!(k.version, "4.12.14-122.37.1");
+    }
+
+    #[test]
+    fn broken_xml_is_an_error() {
+        assert!(parse_primary(
+            "<metadata><package><name>kernel-devel</nam></package>",
+            "kernel-devel"
+        )
+        .is_err());
+    }
+}
