@@ -628,7 +628,7 @@ mod tests {
             &kernel("3.10.0-327.el7.x86_64", "3.10.0-327.el7"),
         );
         has(&lines, "docker pull centos:7.2.1511");
-        has(&lines, "baseurl=https://vault.centos.org/7.2.1511");
+        has(&lines, "baseurl=http://vault.centos.org/7.2.1511");
         has(&lines, "yum install -y gcc make");
         has(
             &lines,
