@@ -40,6 +40,9 @@ static int __init toa_init(void)
 {
 	int err;
 
+	/* The Rust core reads and writes this layout (toa-kmod/src/ffi.rs). */
+	BUILD_BUG_ON(sizeof(struct toa_endpoint) != 20);
+
 	err = toa_stats_init();
 	if (err)
 		goto out;

@@ -128,6 +128,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn test_layout_matches_the_c_header() {
+        // struct toa_endpoint in kbuild/toa_core.h; the C side checks 20 too.
+        assert_eq!(core::mem::size_of::<ToaEndpoint>(), 20);
+        assert_eq!(core::mem::align_of::<ToaEndpoint>(), 1);
+    }
+
+    #[test]
     fn test_scan_through_ffi() {
         let area = [1u8, 1, 200, 8, 0x9c, 0x45, 203, 0, 113, 5];
         let mut out = ToaEndpoint::default();

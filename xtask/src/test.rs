@@ -1,7 +1,112 @@
-//! `cargo xtask test`: the project's test command.
-use anyhow::{bail, Result};
+//! `cargo xtask test`: the project's test command (README, `.ci/run`).
+//!
+//! Host tests of every crate (parser, policy, audit, packaging, metadata, the
+//! proxy simulator against a real kernel in a namespace), the audit of the real
+//! Rust kernel objects, then the VM lab on each kernel asked for.
+
+use anyhow::{bail, Context, Result};
+use std::time::Instant;
+
+/// Debian kernels the lab can boot on a development machine: 5.10, 6.1, 6.12, 7.x.
+const ALL_KERNELS: &[&str] = &["debian-11", "debian-12", "debian-13", "debian-unstable"];
+
 #[derive(clap::Args)]
-pub struct Args {}
-pub fn run(_args: Args) -> Result<()> {
-    bail!("test: not implemented yet")
+pub struct Args {
+    /// Distro release whose kernel the VM lab boots (repeatable). Default: debian-12.
+    #[arg(long = "distro", value_name = "NAME")]
+    pub distros: Vec<String>,
+    /// Run the VM lab on every Debian kernel: debian-11, -12, -13 and unstable.
+    #[arg(long, conflicts_with = "distros")]
+    pub all_kernels: bool,
+    /// Host tests only: no module build, no VM.
+    #[arg(long)]
+    pub no_vm: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let distros: Vec<String> = if args.all_kernels {
+        ALL_KERNELS.iter().map(|s| s.to_string()).collect()
+    } else if args.distros.is_empty() {
+        vec!["debian-12".into()]
+    } else {
+        args.distros.clone()
+    };
+    // Unknown names fail before anything slow starts.
+    for name in &distros {
+        crate::distro::find(name)?;
+    }
+    let mut summary: Vec<(String, std::time::Duration)> = Vec::new();
+    let mut step = |name: String, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        eprintln!("==> {name}");
+        let start = Instant::now();
+        f().with_context(|| format!("test step `{name}` failed"))?;
+        summary.push((name, start.elapsed()));
+        Ok(())
+    };
+
+    step("toolchain targets".into(), &mut ensure_targets)?;
+    step("host tests (cargo test --workspace)".into(), &mut || {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        duct::cmd!(cargo, "test", "--workspace", "--quiet")
+            .dir(crate::cache::project_root())
+            .run()
+            .context("cargo test --workspace")?;
+        Ok(())
+    })?;
+    step("audit of the Rust kernel objects".into(), &mut || {
+        let objects =
+            crate::kmod_object::build_all(&crate::cache::cache_dir().join("kmod-objects"))?;
+        for o in &objects {
+            eprintln!("    {}: audit ok", o.display());
+        }
+        Ok(())
+    })?;
+    if !args.no_vm {
+        for name in &distros {
+            step(format!("VM lab on {name}"), &mut || {
+                crate::vm_test::run(crate::vm_test::Args {
+                    distro: name.clone(),
+                    timeout: 600,
+                    kvm: false,
+                    module: None,
+                })
+            })?;
+        }
+    }
+
+    println!("\n{:<50} {:>8}", "step", "seconds");
+    for (name, took) in &summary {
+        println!("{name:<50} {:>8.1}", took.as_secs_f64());
+    }
+    println!("test: ok");
+    Ok(())
+}
+
+/// rust-toolchain.toml lists the targets; a fresh machine gets them here.
+fn ensure_targets() -> Result<()> {
+    let installed = duct::cmd!("rustup", "target", "list", "--installed")
+        .dir(crate::cache::project_root())
+        .read()
+        .context("rustup target list (is rustup installed?)")?;
+    let missing: Vec<&str> = ["x86_64-unknown-none", "x86_64-unknown-linux-musl"]
+        .into_iter()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("    installing rustup targets: {}", missing.join(" "));
+    duct::cmd!("rustup", "toolchain", "install")
+        .dir(crate::cache::project_root())
+        .run()?;
+    let installed = duct::cmd!("rustup", "target", "list", "--installed")
+        .dir(crate::cache::project_root())
+        .read()?;
+    if let Some(t) = missing
+        .iter()
+        .find(|t| !installed.lines().any(|l| l.trim() == **t))
+    {
+        bail!("rustup target {t} is still missing; run: rustup target add {t}");
+    }
+    Ok(())
 }
