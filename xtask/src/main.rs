@@ -12,7 +12,9 @@ mod debian_repo;
 mod distro;
 mod download;
 mod host;
+mod index;
 mod initramfs;
+mod installers;
 mod kernels;
 mod kmod_object;
 mod lab_programs;
@@ -20,6 +22,7 @@ mod modcheck;
 mod package;
 mod qemu;
 mod rpm_repo;
+mod source;
 mod test;
 mod vm_test;
 
@@ -45,6 +48,10 @@ enum Command {
     Kernels(kernels::Args),
     /// Audit a Rust kernel object (panic symbols, undefined symbols, relocations).
     Audit(audit::Args),
+    /// Render install_toa.sh and compile_install_toa.sh for a download URL into target/dist.
+    Installers(installers::Args),
+    /// Write the source tarball target/dist/toa.tar.gz (builds with gcc, make and kernel headers).
+    Source(source::Args),
 }
 
 fn main() -> Result<()> {
@@ -54,5 +61,7 @@ fn main() -> Result<()> {
         Command::Test(args) => test::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Kernels(args) => kernels::run(args),
+        Command::Installers(args) => installers::run(args),
+        Command::Source(args) => source::run(args),
     }
 }

@@ -1,0 +1,1125 @@
+//! The rendered scripts, run on this host without touching it.
+//!
+//! Each test makes a scratch "machine": `TOA_ROOT` (the scripts' documented
+//! test hook) points their files at a directory, and PATH holds only stub
+//! kernel commands (`modprobe`, `rmmod`, `depmod`, `uname`, ...), which log
+//! their calls and imitate the kernel under that directory, plus links to the
+//! ordinary tools the scripts need (sed, tar, curl, ...). A std TcpListener on
+//! 127.0.0.1 serves the test's dist directory. Scripts are piped to bash, as
+//! operators run them.
+
+use super::*;
+use crate::package::{write_tarball, KernelModule};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+const KREL: &str = "6.1.0-99-amd64";
+const DIST_NAME: &str = "Debian-12-x86_64";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Commands whose calls change a machine; the others only read.
+const MUTATING: &[&str] = &[
+    "insmod",
+    "rmmod",
+    "modprobe",
+    "depmod",
+    "systemctl",
+    "make",
+    "gcc",
+    "apt-get",
+    "yum",
+    "dnf",
+    "zypper",
+];
+
+/// Real tools the scripts (and the stubs) may use.
+const TOOLS: &[&str] = &[
+    "bash",
+    "sh",
+    "cat",
+    "sed",
+    "grep",
+    "tar",
+    "gzip",
+    "curl",
+    "mkdir",
+    "cp",
+    "mv",
+    "rm",
+    "chmod",
+    "mktemp",
+    "tail",
+    "awk",
+    "sort",
+    "od",
+    "env",
+    "tr",
+    "find",
+    "head",
+    "sha256sum",
+];
+
+/// A toa.ko stand-in: just the `.modinfo` strings the modinfo stub reads.
+fn fake_ko(vermagic_release: &str, srcversion: &str) -> Vec<u8> {
+    format!(
+        "\x7fELF stand-in\0name=toa\0version={VERSION}\0srcversion={srcversion}\0\
+         vermagic={vermagic_release} SMP preempt mod_unload modversions \0"
+    )
+    .into_bytes()
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+fn bash() -> PathBuf {
+    which("bash").expect("bash")
+}
+
+const STUB_LOG: &str = r#"printf '%s\n' "${0##*/} $*" >>"$TOA_STUB_LOG""#;
+
+/// Stub bodies (after the logging line).
+const STUBS: &[(&str, &str)] = &[
+    (
+        "uname",
+        r#"case ${1:-} in
+    -r) echo "$TOA_TEST_KREL" ;;
+    -m) echo x86_64 ;;
+    -v) echo '#1 SMP PREEMPT_DYNAMIC Debian 6.1.999-1 (2025-01-01)' ;;
+    *) echo Linux ;;
+esac"#,
+    ),
+    ("id", "echo 0"),
+    (
+        "modinfo",
+        r#"field="" file=""
+while [ $# -gt 0 ]; do
+    case $1 in -F) field=$2; shift ;; *) file=$1 ;; esac
+    shift
+done
+[ -f "$file" ] || { echo "modinfo: ERROR: Module $file not found." >&2; exit 1; }
+tr '\0' '\n' <"$file" | sed -n "s/^$field=//p""#,
+    ),
+    (
+        "modprobe",
+        r#"[ "$1" = toa ] || exit 1
+if [ -n "${TOA_TEST_MODPROBE_FAIL:-}" ]; then
+    echo "modprobe: ERROR: could not insert 'toa': Key was rejected by service" >&2
+    exit 1
+fi
+ko=$(find "$TOA_ROOT/lib/modules/$TOA_TEST_KREL" -name toa.ko | sort | head -n 1)
+[ -n "$ko" ] || { echo "modprobe: FATAL: Module toa not found" >&2; exit 1; }
+[ -d "$TOA_ROOT/sys/module/toa" ] && exit 0
+mkdir -p "$TOA_ROOT/sys/module/toa" "$TOA_ROOT/proc/net"
+tr '\0' '\n' <"$ko" | sed -n 's/^srcversion=//p' >"$TOA_ROOT/sys/module/toa/srcversion"
+printf '                     CPU0\nsyn_recv_sock_toa    : 0\n' >"$TOA_ROOT/proc/net/toa_stats""#,
+    ),
+    (
+        "rmmod",
+        r#"[ -d "$TOA_ROOT/sys/module/toa" ] || { echo "rmmod: ERROR: Module toa is not currently loaded" >&2; exit 1; }
+rm -rf "$TOA_ROOT/sys/module/toa" "$TOA_ROOT/proc/net/toa_stats""#,
+    ),
+    (
+        "lsmod",
+        r#"echo "Module                  Size  Used by"
+if [ -d "$TOA_ROOT/sys/module/toa" ]; then echo "toa                    16384  0"; fi"#,
+    ),
+    ("depmod", ""),
+    ("insmod", ""),
+    ("systemctl", ""),
+    ("mokutil", "echo 'SecureBoot disabled'"),
+    ("gcc", ""),
+    (
+        "make",
+        r#"dir=.
+while [ $# -gt 0 ]; do case $1 in -C) dir=$2; shift ;; esac; shift; done
+[ -f "$dir/Kbuild" ] || { echo "make: no Kbuild in $dir" >&2; exit 2; }
+printf '\177ELF stand-in\0name=toa\0version=v\0srcversion=BUILT\0vermagic=%s SMP preempt \0' "$TOA_TEST_KREL" >"$dir/toa.ko""#,
+    ),
+    (
+        "apt-get",
+        r#"case " $* " in *" install "*) mkdir -p "$TOA_ROOT/lib/modules/$TOA_TEST_KREL/build" && : >"$TOA_ROOT/lib/modules/$TOA_TEST_KREL/build/Makefile" ;; esac"#,
+    ),
+];
+
+/// A DKMS stand-in keeping its state under $TOA_ROOT/var/lib/dkms.
+const DKMS_STUB: &str = r#"cmd=$1; shift
+v="" k=""
+while [ $# -gt 0 ]; do case $1 in -v) v=$2; shift ;; -k) k=$2; shift ;; esac; shift; done
+state=$TOA_ROOT/var/lib/dkms/toa
+case $cmd in
+    status)
+        for d in "$state"/*/; do
+            [ -d "$d" ] || continue
+            ver=${d%/}; ver=${ver##*/}
+            [ -z "$v" ] || [ "$v" = "$ver" ] || continue
+            if [ -f "$d/installed" ]; then echo "toa/$ver, $TOA_TEST_KREL, x86_64: installed"; else echo "toa/$ver: added"; fi
+        done ;;
+    add) [ -f "$TOA_ROOT/usr/src/toa-$v/dkms.conf" ] || exit 1; mkdir -p "$state/$v" ;;
+    build)
+        mkdir -p "$state/$v/$k/x86_64/module"
+        printf '\177ELF stand-in\0name=toa\0srcversion=DKMS\0vermagic=%s SMP \0' "$k" >"$state/$v/$k/x86_64/module/toa.ko" ;;
+    install)
+        mkdir -p "$TOA_ROOT/lib/modules/$k/updates/dkms"
+        cp "$state/$v/$k/x86_64/module/toa.ko" "$TOA_ROOT/lib/modules/$k/updates/dkms/toa.ko"
+        : >"$state/$v/installed" ;;
+    remove) rm -rf "${state:?}/$v"; rm -f "$TOA_ROOT"/lib/modules/*/updates/dkms/toa.ko ;;
+esac"#;
+
+struct Outcome {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    /// Every stub call, `name args...`.
+    calls: Vec<String>,
+}
+
+impl Outcome {
+    fn mutating(&self) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|c| {
+                let mut words = c.split_whitespace();
+                let cmd = words.next().unwrap_or("");
+                MUTATING.contains(&cmd) || (cmd == "dkms" && words.next() != Some("status"))
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "--- stdout\n{}--- stderr\n{}--- calls\n{}",
+            self.stdout,
+            self.stderr,
+            self.calls.join("\n")
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir(SystemTime),
+    File(Vec<u8>, SystemTime, u32),
+    Link(PathBuf),
+}
+
+type Tree = BTreeMap<PathBuf, Node>;
+
+fn snapshot(root: &Path) -> Tree {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Tree::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let node = if meta.file_type().is_symlink() {
+                Node::Link(std::fs::read_link(&path).unwrap())
+            } else if meta.is_dir() {
+                todo.push(path.clone());
+                Node::Dir(meta.modified().unwrap())
+            } else {
+                Node::File(
+                    std::fs::read(&path).unwrap(),
+                    meta.modified().unwrap(),
+                    meta.permissions().mode(),
+                )
+            };
+            out.insert(rel, node);
+        }
+    }
+    out
+}
+
+fn files(tree: &Tree) -> Vec<&PathBuf> {
+    tree.iter()
+        .filter(|(_, n)| !matches!(n, Node::Dir(_)))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Serves `dir` over HTTP on 127.0.0.1 (GET of a file name; 404 otherwise).
+fn serve(dir: PathBuf) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let _ = respond(&mut stream, &dir);
+            });
+        }
+    });
+    port
+}
+
+fn respond(stream: &mut std::net::TcpStream, dir: &Path) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    // Files are published under /toa/, as on a real download server.
+    let name = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.strip_prefix("/toa/"))
+        .unwrap_or("");
+    let body = if !name.is_empty() && !name.contains('/') && !name.starts_with('.') {
+        std::fs::read(dir.join(name)).ok()
+    } else {
+        None
+    };
+    match body {
+        Some(body) => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            stream.write_all(&body)?;
+        }
+        None => write!(
+            stream,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?,
+    }
+    stream.flush()
+}
+
+/// One scratch machine and the dist directory it installs from.
+struct Lab {
+    dir: PathBuf,
+    root: PathBuf,
+    dist: PathBuf,
+    bin: PathBuf,
+    tmp: PathBuf,
+    log: PathBuf,
+    base_url: String,
+    env: Vec<(String, String)>,
+}
+
+impl Lab {
+    fn new(name: &str) -> Lab {
+        let dir =
+            std::env::temp_dir().join(format!("toa-installers-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (root, dist, bin, tmp) = (
+            dir.join("root"),
+            dir.join("dist"),
+            dir.join("bin"),
+            dir.join("tmp"),
+        );
+        for d in [&root, &dist, &bin, &tmp] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let port = serve(dist.clone());
+        let base_url = format!("http://127.0.0.1:{port}/toa");
+        let lab = Lab {
+            log: dir.join("calls.log"),
+            dir,
+            root,
+            dist,
+            bin,
+            tmp,
+            base_url,
+            env: Vec::new(),
+        };
+        lab.tools();
+        for (name, body) in STUBS {
+            lab.stub(name, body);
+        }
+        // A Debian 12 machine with systemd.
+        lab.write(
+            "etc/os-release",
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+        );
+        std::fs::create_dir_all(lab.root.join("run/systemd/system")).unwrap();
+        std::fs::create_dir_all(lab.root.join(format!("lib/modules/{KREL}/kernel"))).unwrap();
+        write_installers(&lab.dist, &lab.base_url).unwrap();
+        lab
+    }
+
+    fn tools(&self) {
+        for tool in TOOLS {
+            let real = which(tool).unwrap_or_else(|| {
+                panic!("the installer tests need `{tool}` on this host: apt-get install -y {tool}")
+            });
+            std::os::unix::fs::symlink(real, self.bin.join(tool)).unwrap();
+        }
+    }
+
+    fn stub(&self, name: &str, body: &str) {
+        let path = self.bin.join(name);
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(
+            &path,
+            format!("#!{}\n{STUB_LOG}\n{body}\n", bash().display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn read(&self, rel: &str) -> Option<String> {
+        std::fs::read(self.root.join(rel))
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Publishes one per-distro tarball with these modules, then the index.
+    fn publish(&self, modules: &[KernelModule]) {
+        write_tarball(&self.dist, DIST_NAME, "debian-12", "x86_64", modules).unwrap();
+        index::write_index(&self.dist).unwrap();
+    }
+
+    fn script(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dist.join(name)).unwrap()
+    }
+
+    fn run(&self, name: &str, args: &[&str]) -> Outcome {
+        self.pipe(&self.script(name), args)
+    }
+
+    /// `cat script | bash -s -- args` on the scratch machine.
+    fn pipe(&self, script: &[u8], args: &[&str]) -> Outcome {
+        let _ = std::fs::remove_file(&self.log);
+        let mut cmd = Command::new(bash());
+        cmd.arg("-s")
+            .arg("--")
+            .args(args)
+            .env_clear()
+            .env("PATH", &self.bin)
+            .env("TOA_ROOT", &self.root)
+            .env("TOA_STUB_LOG", &self.log)
+            .env("TOA_TEST_KREL", KREL)
+            .env("TMPDIR", &self.tmp)
+            .env("HOME", &self.dir)
+            .env("LC_ALL", "C")
+            .current_dir(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let script = script.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&script);
+        });
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        let calls = std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let tmp_left: Vec<_> = std::fs::read_dir(&self.tmp).unwrap().collect();
+        let outcome = Outcome {
+            ok: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            calls,
+        };
+        assert!(
+            tmp_left.is_empty(),
+            "temporary files left behind: {tmp_left:?}\n{}",
+            outcome.text()
+        );
+        outcome
+    }
+
+    fn cleanup(self) {
+        std::fs::remove_dir_all(&self.dir).unwrap();
+    }
+}
+
+fn standard_module() -> KernelModule {
+    KernelModule::new(KREL, "6.1.999-1", fake_ko(KREL, "SRC1"))
+}
+
+const MODULE_PATH: &str = "lib/modules/6.1.0-99-amd64/updates/toa.ko";
+const MODULES_LOAD: &str = "etc/modules-load.d/toa.conf";
+
+#[test]
+fn rendering_inlines_lib_and_fills_placeholders() {
+    for (name, source) in SCRIPTS {
+        let text = render(source, "https://downloads.example.com/toa/").unwrap();
+        assert!(!text.contains("@TOA_"), "{name}");
+        assert!(!text.contains(LIB_MARKER), "{name}");
+        assert!(text.contains("TOA_DEFAULT_BASE_URL='https://downloads.example.com/toa'"));
+        assert!(text.contains(&format!("TOA_VERSION='{VERSION}'")));
+        assert!(
+            text.contains("function verify_sha256 {"),
+            "{name} has lib.sh"
+        );
+        assert_eq!(
+            text.lines().last(),
+            Some("main \"$@\" || exit 1"),
+            "{name} runs nothing before its last line"
+        );
+    }
+    for bad in [
+        "ftp://x",
+        "https://",
+        "https://a b",
+        "https://x/'y",
+        "https://x/$(id)",
+        "example.com",
+    ] {
+        assert!(check_base_url(bad).is_err(), "{bad} accepted");
+    }
+    assert!(render("no marker\n", "https://x").is_err());
+}
+
+#[test]
+fn rendered_scripts_pass_shellcheck() {
+    let Some(shellcheck) = which("shellcheck") else {
+        panic!("shellcheck is not installed; install it with: sudo apt-get install -y shellcheck");
+    };
+    let dir = std::env::temp_dir().join(format!("toa-shellcheck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let written = write_installers(&dir, "https://downloads.example.com/toa").unwrap();
+    for path in written {
+        let out = Command::new(&shellcheck)
+            .args(["--shell=bash", "--severity=style"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shellcheck {}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn install_is_idempotent_and_uninstall_removes_everything() {
+    let lab = Lab::new("idempotent");
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+
+    let first = lab.run("install_toa.sh", &[]);
+    assert!(first.ok, "{}", first.text());
+    assert_eq!(
+        first.mutating(),
+        ["depmod -a", "modprobe toa"],
+        "{}",
+        first.text()
+    );
+    assert_eq!(
+        std::fs::read(lab.root.join(MODULE_PATH)).unwrap(),
+        fake_ko(KREL, "SRC1")
+    );
+    let conf = lab.read(MODULES_LOAD).unwrap();
+    assert_eq!(
+        conf.lines().filter(|l| *l == "toa").count(),
+        1,
+        "modules-load.d: {conf}"
+    );
+    assert!(lab.root.join("sys/module/toa").is_dir());
+    assert!(
+        first.stdout.contains("toa                    16384  0"),
+        "{}",
+        first.text()
+    );
+    assert!(
+        first.stdout.contains("syn_recv_sock_toa"),
+        "{}",
+        first.text()
+    );
+    assert!(first
+        .stdout
+        .contains("verified sha256 of Debian-12-x86_64.tar.gz"));
+    assert!(lab.read("etc/rc.local").is_none(), "no rc.local on systemd");
+
+    let installed = snapshot(&lab.root);
+    for round in 2..=3 {
+        let again = lab.run("install_toa.sh", &[]);
+        assert!(again.ok, "round {round}: {}", again.text());
+        assert_eq!(
+            again.mutating(),
+            Vec::<String>::new(),
+            "round {round}: {}",
+            again.text()
+        );
+        assert_eq!(
+            snapshot(&lab.root),
+            installed,
+            "round {round} changed files"
+        );
+        assert!(again.stdout.contains("already loaded"), "{}", again.text());
+    }
+
+    let removed = lab.run("install_toa.sh", &["--uninstall"]);
+    assert!(removed.ok, "{}", removed.text());
+    assert_eq!(
+        removed.mutating(),
+        ["rmmod toa", &format!("depmod -a {KREL}")],
+        "{}",
+        removed.text()
+    );
+    assert_eq!(
+        files(&snapshot(&lab.root)),
+        files(&before),
+        "{}",
+        removed.text()
+    );
+
+    let again = lab.run("install_toa.sh", &["--uninstall"]);
+    assert!(again.ok, "{}", again.text());
+    assert!(again.mutating().is_empty(), "{}", again.text());
+    assert!(again.stdout.contains("not installed"), "{}", again.text());
+    lab.cleanup();
+}
+
+#[test]
+fn rc_local_is_used_without_systemd_and_never_duplicated() {
+    let lab = Lab::new("rclocal");
+    lab.publish(&[standard_module()]);
+    std::fs::remove_dir_all(lab.root.join("run/systemd")).unwrap();
+    let legacy = format!("insmod /lib/modules/{KREL}/kernel/net/netfilter/ipvs/toa.ko");
+    let original = "#!/bin/sh -e\n# rc.local\nservice-start --foo\n\nexit 0\n";
+    lab.write(
+        "etc/rc.local",
+        &format!("#!/bin/sh -e\n# rc.local\nservice-start --foo\n{legacy}\n\nexit 0\n{legacy}\n"),
+    );
+    lab.write(
+        &format!("lib/modules/{KREL}/kernel/net/netfilter/ipvs/toa.ko"),
+        "old",
+    );
+
+    for round in 1..=3 {
+        let out = lab.run("install_toa.sh", &[]);
+        assert!(out.ok, "round {round}: {}", out.text());
+        let rc = lab.read("etc/rc.local").unwrap();
+        let ours: Vec<&str> = rc
+            .lines()
+            .filter(|l| l.starts_with("modprobe toa"))
+            .collect();
+        assert_eq!(ours.len(), 1, "round {round}: {rc}");
+        assert!(!rc.contains("insmod"), "legacy lines stay: {rc}");
+        assert!(
+            rc.ends_with(&format!("{}\nexit 0\n", ours[0])),
+            "our line goes before the final exit 0: {rc}"
+        );
+        assert!(rc.starts_with("#!/bin/sh -e\n# rc.local\nservice-start --foo\n"));
+        assert!(lab.read(MODULES_LOAD).is_none());
+    }
+    assert!(!lab
+        .root
+        .join(format!(
+            "lib/modules/{KREL}/kernel/net/netfilter/ipvs/toa.ko"
+        ))
+        .exists());
+
+    let out = lab.run("install_toa.sh", &["--uninstall"]);
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(lab.read("etc/rc.local").unwrap(), original);
+    assert!(!lab.root.join(MODULE_PATH).exists());
+    lab.cleanup();
+}
+
+#[test]
+fn rc_local_is_created_when_missing() {
+    let lab = Lab::new("rcnew");
+    lab.publish(&[standard_module()]);
+    std::fs::remove_dir_all(lab.root.join("run/systemd")).unwrap();
+    let out = lab.run("install_toa.sh", &[]);
+    assert!(out.ok, "{}", out.text());
+    let rc = lab.read("etc/rc.local").unwrap();
+    assert!(rc.starts_with("#!/bin/sh\nmodprobe toa"), "{rc}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(lab.root.join("etc/rc.local"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "rc.local must be executable");
+    lab.cleanup();
+}
+
+/// Asserts a refused run: failed, said why, called nothing that changes the
+/// machine and left its files as they were.
+fn assert_refused(lab: &Lab, out: &Outcome, before: &Tree, message: &str) {
+    assert!(!out.ok, "{}", out.text());
+    assert!(
+        out.stderr.contains(message),
+        "expected {message:?}\n{}",
+        out.text()
+    );
+    assert!(out.mutating().is_empty(), "{}", out.text());
+    assert_eq!(&snapshot(&lab.root), before, "{}", out.text());
+    assert!(
+        out.stderr.contains("nothing"),
+        "says nothing changed: {}",
+        out.text()
+    );
+}
+
+#[test]
+fn tarball_with_a_flipped_byte_is_refused() {
+    let lab = Lab::new("flipped");
+    lab.publish(&[standard_module()]);
+    let tarball = lab.dist.join(format!("{DIST_NAME}.tar.gz"));
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&tarball, bytes).unwrap();
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &[]);
+    assert_refused(
+        &lab,
+        &out,
+        &before,
+        "checksum mismatch for Debian-12-x86_64.tar.gz",
+    );
+    lab.cleanup();
+}
+
+#[test]
+fn module_for_another_kernel_is_refused_on_vermagic() {
+    let lab = Lab::new("vermagic");
+    lab.publish(&[KernelModule::new(
+        KREL,
+        "6.1.999-1",
+        fake_ko("6.1.0-98-amd64", "SRC1"),
+    )]);
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &[]);
+    assert_refused(
+        &lab,
+        &out,
+        &before,
+        &format!("built for kernel 6.1.0-98-amd64, but this machine runs {KREL}"),
+    );
+    lab.cleanup();
+}
+
+#[test]
+fn lockdown_is_detected_before_loading() {
+    let lab = Lab::new("lockdown");
+    lab.publish(&[standard_module()]);
+    lab.write(
+        "sys/kernel/security/lockdown",
+        "none [integrity] confidentiality\n",
+    );
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &[]);
+    assert_refused(&lab, &out, &before, "loads only signed modules");
+    assert!(out.stderr.contains("mokutil --import"), "{}", out.text());
+    assert!(out.stderr.contains("Secure Boot off"), "{}", out.text());
+
+    std::fs::remove_file(lab.root.join("sys/kernel/security/lockdown")).unwrap();
+    lab.stub("mokutil", "echo 'SecureBoot enabled'");
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &[]);
+    assert_refused(&lab, &out, &before, "Secure Boot is enabled");
+    lab.cleanup();
+}
+
+#[test]
+fn truncated_script_does_nothing() {
+    let lab = Lab::new("truncated");
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+    for name in ["install_toa.sh", "compile_install_toa.sh"] {
+        let script = lab.script(name);
+        // A cut inside the last line (`main "$@" || exit 1`) leaves a whole
+        // script; every cut before it must leave only definitions.
+        let last_line = script[..script.len() - 1]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .unwrap()
+            + 1;
+        let mut cuts: Vec<usize> = (1..64).map(|i| last_line * i / 64).collect();
+        cuts.push(script.len() / 2);
+        cuts.push(last_line);
+        for cut in cuts {
+            let out = lab.pipe(&script[..cut], &[]);
+            assert!(
+                out.calls.is_empty(),
+                "{name} cut at {cut} ran commands\n{}",
+                out.text()
+            );
+            assert_eq!(
+                snapshot(&lab.root),
+                before,
+                "{name} cut at {cut} changed files"
+            );
+            assert!(
+                !out.stdout.contains("toa:"),
+                "{name} cut at {cut}: {}",
+                out.text()
+            );
+        }
+    }
+    lab.cleanup();
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let lab = Lab::new("dryrun");
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+    let out = lab.run(
+        "install_toa.sh",
+        &["--dry-run", "--trusted-proxies", "10.0.0.0/8"],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert!(out.mutating().is_empty(), "{}", out.text());
+    assert_eq!(snapshot(&lab.root), before);
+    for action in [
+        "would run: modprobe toa",
+        "would run: depmod -a",
+        "would install toa.ko as",
+        "would write",
+        "modules-load.d/toa.conf",
+        "modprobe.d/toa.conf",
+        "nothing was changed",
+    ] {
+        assert!(
+            out.stdout.contains(action),
+            "{action:?} missing\n{}",
+            out.text()
+        );
+    }
+
+    // And on an installed machine, --dry-run --uninstall only says what it would remove.
+    assert!(lab.run("install_toa.sh", &[]).ok);
+    let installed = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &["--dry-run", "--uninstall"]);
+    assert!(out.ok, "{}", out.text());
+    assert!(out.mutating().is_empty(), "{}", out.text());
+    assert_eq!(snapshot(&lab.root), installed);
+    assert!(
+        out.stdout.contains("would run: rmmod toa"),
+        "{}",
+        out.text()
+    );
+    lab.cleanup();
+}
+
+#[test]
+fn no_prebuilt_module_names_the_kernel_and_the_compile_command() {
+    let lab = Lab::new("noprebuilt");
+    lab.publish(&[KernelModule::new(
+        "6.1.0-98-amd64",
+        "6.1.998-1",
+        fake_ko("6.1.0-98-amd64", "SRC0"),
+    )]);
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &[]);
+    assert!(!out.ok, "{}", out.text());
+    assert!(
+        out.stdout
+            .contains(&format!("there is no prebuilt toa.ko for kernel {KREL}")),
+        "{}",
+        out.text()
+    );
+    assert!(
+        out.stdout.contains("6.1.0-98-amd64"),
+        "lists the kernels there are"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "curl -fsSL {}/compile_install_toa.sh | sudo bash -s -- --base-url {}",
+            lab.base_url, lab.base_url
+        )),
+        "{}",
+        out.text()
+    );
+    assert!(out.mutating().is_empty());
+    assert_eq!(snapshot(&lab.root), before);
+    lab.cleanup();
+}
+
+#[test]
+fn missing_sha256sum_fails_closed() {
+    let lab = Lab::new("nosha");
+    lab.publish(&[standard_module()]);
+    std::fs::remove_file(lab.bin.join("sha256sum")).unwrap();
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &[]);
+    assert!(!out.ok, "{}", out.text());
+    assert!(out.stderr.contains("needs 'sha256sum'"), "{}", out.text());
+    assert!(out.mutating().is_empty());
+    assert_eq!(snapshot(&lab.root), before);
+    lab.cleanup();
+}
+
+#[test]
+fn newer_module_replaces_the_loaded_one() {
+    let lab = Lab::new("upgrade");
+    lab.publish(&[standard_module()]);
+    assert!(lab.run("install_toa.sh", &[]).ok);
+    lab.publish(&[KernelModule::new(KREL, "6.1.999-1", fake_ko(KREL, "SRC2"))]);
+    let out = lab.run("install_toa.sh", &[]);
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        out.mutating(),
+        ["rmmod toa", "depmod -a", "modprobe toa"],
+        "{}",
+        out.text()
+    );
+    assert_eq!(
+        lab.read("sys/module/toa/srcversion").unwrap().trim(),
+        "SRC2"
+    );
+    lab.cleanup();
+}
+
+#[test]
+fn refused_load_puts_the_previous_module_back_and_persists_nothing() {
+    let mut lab = Lab::new("loadfail");
+    lab.publish(&[standard_module()]);
+    lab.env.push(("TOA_TEST_MODPROBE_FAIL".into(), "1".into()));
+    let out = lab.run("install_toa.sh", &[]);
+    assert!(!out.ok, "{}", out.text());
+    assert!(out.stderr.contains("modprobe toa failed"), "{}", out.text());
+    assert!(out.stderr.contains("dmesg"), "{}", out.text());
+    assert!(
+        !lab.root.join(MODULE_PATH).exists(),
+        "the refused module is removed"
+    );
+    assert!(lab.read(MODULES_LOAD).is_none());
+    lab.cleanup();
+}
+
+#[test]
+fn trusted_proxies_go_to_modprobe_d() {
+    let lab = Lab::new("proxies");
+    lab.publish(&[standard_module()]);
+    let args = ["--trusted-proxies", "10.0.0.0/8,2001:db8::/32"];
+    let out = lab.run("install_toa.sh", &args);
+    assert!(out.ok, "{}", out.text());
+    let conf = lab.read("etc/modprobe.d/toa.conf").unwrap();
+    assert!(
+        conf.lines()
+            .any(|l| l == "options toa trusted_proxies=10.0.0.0/8,2001:db8::/32"),
+        "{conf}"
+    );
+    assert!(
+        out.stderr.contains("no trusted_proxies parameter yet"),
+        "{}",
+        out.text()
+    );
+    let installed = snapshot(&lab.root);
+    let again = lab.run("install_toa.sh", &args);
+    assert!(again.ok && again.mutating().is_empty(), "{}", again.text());
+    assert_eq!(snapshot(&lab.root), installed);
+
+    // A new list is written and the module reloaded to apply it.
+    let out = lab.run("install_toa.sh", &["--trusted-proxies=192.0.2.0/24"]);
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        out.mutating(),
+        ["rmmod toa", "modprobe toa"],
+        "{}",
+        out.text()
+    );
+
+    let bad = lab.run(
+        "install_toa.sh",
+        &["--trusted-proxies", "10.0.0.0/8; rm -rf /"],
+    );
+    assert!(!bad.ok && bad.stderr.contains("comma-separated list of CIDRs"));
+
+    assert!(lab.run("install_toa.sh", &["--uninstall"]).ok);
+    assert!(lab.read("etc/modprobe.d/toa.conf").is_none());
+    lab.cleanup();
+}
+
+#[test]
+fn version_and_help() {
+    let lab = Lab::new("version");
+    let out = lab.run("install_toa.sh", &["--version"]);
+    assert!(out.ok);
+    assert_eq!(out.stdout, format!("install_toa.sh (toa) {VERSION}\n"));
+    let out = lab.run("compile_install_toa.sh", &["--help"]);
+    assert!(
+        out.ok && out.stdout.contains("--trusted-proxies"),
+        "{}",
+        out.text()
+    );
+    let out = lab.run("install_toa.sh", &["--bogus"]);
+    assert!(!out.ok && out.stderr.contains("unknown option '--bogus'"));
+    assert!(out.calls.is_empty());
+    lab.cleanup();
+}
+
+/// A toa.tar.gz for the compile path (stand-in objects; the real build is
+/// proven in source.rs's chroot test).
+fn publish_source(lab: &Lab) {
+    let objects: Vec<PathBuf> = ["plain", "rethunk"]
+        .iter()
+        .map(|f| {
+            let p = lab.dir.join(format!("toa_core-x86_64-{f}.o"));
+            std::fs::write(&p, f).unwrap();
+            p
+        })
+        .collect();
+    crate::source::write_source_tarball(&lab.dist, &objects).unwrap();
+    index::write_index(&lab.dist).unwrap();
+}
+
+#[test]
+fn compile_installs_headers_builds_and_loads() {
+    let lab = Lab::new("compile");
+    publish_source(&lab);
+    let out = lab.run("compile_install_toa.sh", &[]);
+    assert!(out.ok, "{}", out.text());
+    let calls = out.mutating();
+    assert!(
+        calls.contains(&format!(
+            "apt-get install -y -q gcc make linux-headers-{KREL}"
+        )),
+        "{}",
+        out.text()
+    );
+    assert!(
+        calls.iter().any(|c| c.starts_with("make -C ")),
+        "{}",
+        out.text()
+    );
+    assert!(
+        calls.ends_with(&["depmod -a".to_string(), "modprobe toa".to_string()]),
+        "{}",
+        out.text()
+    );
+    assert!(out.stdout.contains("verified sha256 of toa.tar.gz"));
+    assert!(
+        out.stdout.contains("dkms is not installed"),
+        "{}",
+        out.text()
+    );
+    assert_eq!(
+        lab.read(MODULES_LOAD)
+            .unwrap()
+            .lines()
+            .filter(|l| *l == "toa")
+            .count(),
+        1
+    );
+
+    // Headers present now: a second run builds again but changes nothing.
+    let installed = snapshot(&lab.root);
+    let again = lab.run("compile_install_toa.sh", &[]);
+    assert!(again.ok, "{}", again.text());
+    let changed: Vec<String> = again
+        .mutating()
+        .into_iter()
+        .filter(|c| !c.starts_with("make -C "))
+        .collect();
+    assert!(changed.is_empty(), "{}", again.text());
+    assert_eq!(snapshot(&lab.root), installed);
+
+    // A damaged toa.tar.gz is refused.
+    let tarball = lab.dist.join("toa.tar.gz");
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    let end = bytes.len() - 3;
+    bytes[end] ^= 0x80;
+    std::fs::write(&tarball, bytes).unwrap();
+    let out = lab.run("compile_install_toa.sh", &[]);
+    assert!(
+        !out.ok && out.stderr.contains("checksum mismatch for toa.tar.gz"),
+        "{}",
+        out.text()
+    );
+    assert!(out.mutating().is_empty(), "{}", out.text());
+    lab.cleanup();
+}
+
+#[test]
+fn compile_registers_with_dkms_and_uninstall_removes_it() {
+    let lab = Lab::new("dkms");
+    publish_source(&lab);
+    lab.stub("dkms", DKMS_STUB);
+    lab.write(&format!("lib/modules/{KREL}/build/Makefile"), "");
+    let out = lab.run("compile_install_toa.sh", &[]);
+    assert!(out.ok, "{}", out.text());
+    let calls = out.mutating();
+    for want in [
+        format!("dkms add -m toa -v {VERSION}"),
+        format!("dkms build -m toa -v {VERSION} -k {KREL}"),
+        format!("dkms install -m toa -v {VERSION} -k {KREL}"),
+        "modprobe toa".to_string(),
+    ] {
+        assert!(calls.contains(&want), "{want} missing\n{}", out.text());
+    }
+    assert!(
+        !calls.iter().any(|c| c.starts_with("apt-get")),
+        "headers were there"
+    );
+    let conf = lab
+        .read(&format!("usr/src/toa-{VERSION}/dkms.conf"))
+        .unwrap();
+    assert!(conf.contains(&format!("PACKAGE_VERSION=\"{VERSION}\"")));
+    assert!(lab
+        .root
+        .join(format!(
+            "usr/src/toa-{VERSION}/rust/toa_core-x86_64-plain.o"
+        ))
+        .is_file());
+    assert!(lab
+        .root
+        .join(format!("lib/modules/{KREL}/updates/dkms/toa.ko"))
+        .is_file());
+    assert!(
+        !lab.root.join(MODULE_PATH).exists(),
+        "one toa.ko per kernel"
+    );
+    assert_eq!(
+        lab.read("sys/module/toa/srcversion").unwrap().trim(),
+        "DKMS"
+    );
+
+    let installed = snapshot(&lab.root);
+    let again = lab.run("compile_install_toa.sh", &[]);
+    assert!(again.ok, "{}", again.text());
+    let changed: Vec<String> = again
+        .mutating()
+        .into_iter()
+        .filter(|c| !c.starts_with("make -C "))
+        .collect();
+    assert!(changed.is_empty(), "{}", again.text());
+    assert_eq!(snapshot(&lab.root), installed);
+
+    let out = lab.run("install_toa.sh", &["--uninstall"]);
+    assert!(out.ok, "{}", out.text());
+    assert!(
+        out.mutating()
+            .contains(&format!("dkms remove -m toa -v {VERSION} --all")),
+        "{}",
+        out.text()
+    );
+    assert!(!lab.root.join(format!("usr/src/toa-{VERSION}")).exists());
+    assert!(!lab.root.join("sys/module/toa").exists());
+    assert!(lab.read(MODULES_LOAD).is_none());
+    lab.cleanup();
+}
