@@ -93,10 +93,11 @@ pub enum EntryKind {
 }
 
 /// Walk the file system tarball of `deb`, calling `visit(path, kind, reader)`
-/// for each entry. Paths are relative, without a leading `./` or `/`.
+/// for each entry until it returns `Ok(false)`. Paths are relative, without
+/// a leading `./` or `/`.
 pub fn for_each_entry(
     deb: &Path,
-    mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<()>,
+    mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<bool>,
 ) -> Result<()> {
     let file = File::open(deb).with_context(|| format!("opening {}", deb.display()))?;
     let (name, member) = ar_member(BufReader::with_capacity(1 << 20, file), deb, |n| {
@@ -125,7 +126,11 @@ pub fn for_each_entry(
             ),
             _ => EntryKind::Other,
         };
-        visit(&path, kind, &mut entry).with_context(|| format!("{} in {}", path, deb.display()))?;
+        let more = visit(&path, kind, &mut entry)
+            .with_context(|| format!("{} in {}", path, deb.display()))?;
+        if !more {
+            break;
+        }
     }
     Ok(())
 }
@@ -136,19 +141,20 @@ pub fn read_one(deb: &Path, candidates: &[&str]) -> Result<(String, Vec<u8>)> {
     let mut found = None;
     let mut links = Vec::new();
     for_each_entry(deb, |path, kind, reader| {
-        if found.is_some() || !candidates.contains(&path) {
-            return Ok(());
+        if !candidates.contains(&path) {
+            return Ok(true);
         }
         match kind {
             EntryKind::File => {
                 let mut bytes = Vec::new();
                 reader.read_to_end(&mut bytes)?;
                 found = Some((path.to_string(), bytes));
+                return Ok(false);
             }
             EntryKind::Symlink(target) => links.push(format!("{path} -> {target}")),
             _ => {}
         }
-        Ok(())
+        Ok(true)
     })?;
     found.with_context(|| {
         let mut msg = format!(
@@ -315,20 +321,20 @@ pub fn extract_modules(
         let mut seen_tree = false;
         for_each_entry(deb, |path, kind, reader| {
             let Some(rest) = roots.iter().find_map(|r| path.strip_prefix(r.as_str())) else {
-                return Ok(());
+                return Ok(true);
             };
             seen_tree = true;
             if first_pass && rest == "modules.builtin" && matches!(kind, EntryKind::File) {
                 let mut text = String::new();
                 reader.read_to_string(&mut text)?;
                 builtin.extend(text.lines().filter_map(module_name_of));
-                return Ok(());
+                return Ok(true);
             }
             if !matches!(kind, EntryKind::File) {
-                return Ok(());
+                return Ok(true);
             }
             let Some(name) = module_name_of(rest) else {
-                return Ok(());
+                return Ok(true);
             };
             if need.contains(&name) && !have.contains_key(&name) {
                 let mut raw = Vec::new();
@@ -337,7 +343,7 @@ pub fn extract_modules(
                 modinfo(&ko).with_context(|| format!("{path} is not a loadable module"))?;
                 have.insert(name, ko);
             }
-            Ok(())
+            Ok(true)
         })?;
         if !seen_tree {
             bail!("{} has no lib/modules/{release}/ tree", deb.display());

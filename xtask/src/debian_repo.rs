@@ -196,32 +196,57 @@ pub fn kernel_in(index: &Index, flavour: &str) -> Result<KernelPackages> {
         Some((op, v)) if op == "=" => v.clone(),
         _ => meta_stanza.version.clone(),
     };
-    let headers = dep.name.clone();
-    if index.newest(&headers).is_none() {
-        bail!(
-            "kernel headers package \"{headers}\" (from \"{meta}\") not found in {}",
-            index.where_()
-        );
-    }
+    kernel_release_in(index, &release, Some(&version))
+        .with_context(|| format!("newest kernel of {} (from \"{meta}\")", index.where_()))
+}
 
-    let unsigned = format!("linux-image-{release}-unsigned");
-    let binary = format!("linux-binary-{release}");
-    let modules = format!("linux-modules-{release}");
-    let (image, modules) = if let Some(s) = index.newest(&unsigned) {
-        (index.package_ref(s)?, None)
-    } else if let Some(s) = index.newest(&binary) {
-        let m = index.newest(&modules).with_context(|| {
-            format!(
-                "kernel modules package \"{modules}\" not found in {}",
-                index.where_()
-            )
-        })?;
-        (index.package_ref(s)?, Some(index.package_ref(m)?))
-    } else {
+/// The packages of kernel `release` (`uname -r`) in one index. `version`
+/// defaults to the headers package's version.
+///
+/// Image packages, by distribution layout:
+/// - `linux-image-<release>-unsigned`: vmlinuz and modules (Debian 11-13);
+/// - `linux-binary-<release>` + `linux-modules-<release>` (Debian sid);
+/// - `linux-image-unsigned-<release>` or `linux-image-<release>`, with
+///   `linux-modules-<release>` when it exists (Ubuntu).
+pub fn kernel_release_in(
+    index: &Index,
+    release: &str,
+    version: Option<&str>,
+) -> Result<KernelPackages> {
+    let headers = format!("linux-headers-{release}");
+    let Some(headers_stanza) = index.newest(&headers) else {
         bail!(
-            "kernel image for {release} not found in {}: looked for \"{unsigned}\" and \"{binary}\"",
+            "kernel headers package \"{headers}\" not found in {}",
             index.where_()
         );
+    };
+    let version = version.unwrap_or(&headers_stanza.version).to_string();
+    let modules_name = format!("linux-modules-{release}");
+    let candidates = [
+        (format!("linux-image-{release}-unsigned"), false),
+        (format!("linux-binary-{release}"), true),
+        (format!("linux-image-unsigned-{release}"), true),
+        (format!("linux-image-{release}"), true),
+    ];
+    let Some((stanza, split)) = candidates
+        .iter()
+        .find_map(|(name, split)| Some((index.newest(name)?, *split)))
+    else {
+        let names: Vec<String> = candidates.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        bail!(
+            "kernel image for {release} not found in {}: looked for {}",
+            index.where_(),
+            names.join(", ")
+        );
+    };
+    let image = index.package_ref(stanza)?;
+    let modules = match index.newest(&modules_name) {
+        Some(m) if split => Some(index.package_ref(m)?),
+        None if split && stanza.package.starts_with("linux-binary-") => bail!(
+            "kernel modules package \"{modules_name}\" not found in {}",
+            index.where_()
+        ),
+        _ => None,
     };
     for p in std::iter::once(&image).chain(modules.as_ref()) {
         if p.version != version {
@@ -232,12 +257,34 @@ pub fn kernel_in(index: &Index, flavour: &str) -> Result<KernelPackages> {
         }
     }
     Ok(KernelPackages {
-        release,
+        release: release.to_string(),
         version,
         image,
         modules,
         headers,
     })
+}
+
+/// The packages of kernel `release` (`uname -r`), searched in the distro's
+/// suite and then its extra suites (updates, security).
+pub fn kernel_for_release(distro: &Distro, release: &str) -> Result<KernelPackages> {
+    let repo = distro.debian()?;
+    let mut errors = Vec::new();
+    for suite in std::iter::once(&repo.suite).chain(&repo.extra_suites) {
+        let mut other = distro.clone();
+        if let crate::distro::Repo::Apt(r) = &mut other.repo {
+            r.suite = suite.clone();
+        }
+        match kernel_release_in(&*index(&other)?, release, None) {
+            Ok(k) => return Ok(k),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    bail!(
+        "{}: no packages for kernel {release}:\n  {}",
+        distro.name,
+        errors.join("\n  ")
+    )
 }
 
 /// Parse a `Packages` file (deb822 stanzas separated by blank lines).
@@ -525,10 +572,24 @@ pub fn gpgv_verify(file: &Path, keyring: &Path) -> Result<String> {
     String::from_utf8(out.stdout).context("verified InRelease is not UTF-8")
 }
 
-fn keyring() -> PathBuf {
-    std::env::var_os("TOA_DEBIAN_KEYRING")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/share/keyrings/debian-archive-keyring.gpg"))
+/// The keyring that signs `mirror`'s InRelease files (`TOA_APT_KEYRING` overrides),
+/// and the Debian package that installs it.
+fn keyring(mirror: &str) -> (PathBuf, &'static str) {
+    let (path, package) = if mirror.contains("ubuntu") {
+        (
+            "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
+            "ubuntu-keyring",
+        )
+    } else {
+        (
+            "/usr/share/keyrings/debian-archive-keyring.gpg",
+            "debian-archive-keyring",
+        )
+    };
+    match std::env::var_os("TOA_APT_KEYRING") {
+        Some(path) => (PathBuf::from(path), package),
+        None => (PathBuf::from(path), package),
+    }
 }
 
 fn have_gpgv() -> bool {
@@ -542,7 +603,7 @@ fn have_gpgv() -> bool {
 
 /// Fetch and check `InRelease`, returning its signed text.
 fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
-    let keyring = keyring();
+    let (keyring, keyring_package) = keyring(mirror);
     let verify = have_gpgv() && keyring.is_file();
     let mirror = if verify {
         mirror.to_string()
@@ -552,7 +613,7 @@ fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
             eprintln!(
                 "note: gpgv or {} is missing, so InRelease signatures are not checked; \
                  fetching InRelease over HTTPS instead (trust rests on the mirror's TLS certificate). \
-                 Install them with: apt-get install gpgv debian-archive-keyring",
+                 Install them with: apt-get install gpgv {keyring_package}",
                 keyring.display()
             )
         });
@@ -562,7 +623,14 @@ fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
         }
     };
     let url = format!("{mirror}/dists/{suite}/InRelease");
-    let rel = Path::new("debian").join(suite).join("InRelease");
+    // Kept apart by how they are trusted: a copy fetched over HTTPS without a
+    // signature check must never stand in for one that gpgv checks.
+    let name = if verify {
+        "InRelease"
+    } else {
+        "InRelease.https"
+    };
+    let rel = Path::new("debian").join(suite).join(name);
     let path = match crate::download::fetch_fresh(&url, &rel) {
         Ok(path) => path,
         Err(err) => {
@@ -626,12 +694,18 @@ pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::kernels::Kernel> {
             let release = name.strip_prefix("linux-headers-")?;
             let abi = release.strip_suffix(&suffix)?;
             // Skip other flavours sharing the suffix (`-rt-amd64`, `-cloud-amd64`).
-            (abi.starts_with(|c: char| c.is_ascii_digit()) && !abi.contains("-rt") && !abi.contains("-cloud"))
-                .then(|| (name, release))
+            (abi.starts_with(|c: char| c.is_ascii_digit())
+                && !abi.contains("-rt")
+                && !abi.contains("-cloud"))
+            .then(|| (name, release))
         })
         .filter_map(|(name, release)| {
             let stanza = index.newest(name)?;
-            Some(crate::kernels::Kernel { release: release.to_string(), version: stanza.version.clone(), uname_v: None })
+            Some(crate::kernels::Kernel {
+                release: release.to_string(),
+                version: stanza.version.clone(),
+                uname_v: None,
+            })
         })
         .collect();
     out.sort_by(|a, b| crate::kernels::release_cmp(&a.release, &b.release));
@@ -746,6 +820,39 @@ mod tests {
     }
 
     #[test]
+    fn kernel_by_release() {
+        let idx = index(BOOKWORM, "bookworm");
+        let k = kernel_release_in(&idx, "6.1.0-50-amd64", None).unwrap();
+        assert_eq!(k, kernel_in(&idx, "amd64").unwrap());
+        let err = kernel_release_in(&idx, "6.1.0-49-amd64", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"linux-headers-6.1.0-49-amd64\"") && err.contains("\"bookworm\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ubuntu_layout_is_image_plus_modules() {
+        let stanza = |name: &str| {
+            format!(
+                "Package: {name}\nVersion: 6.8.0-49.49\nFilename: pool/main/l/linux/{name}.deb\nSize: 10\nSHA256: {}\n\n",
+                "ab".repeat(32)
+            )
+        };
+        let text = ["linux-headers-6.8.0-49-generic", "linux-image-6.8.0-49-generic", "linux-modules-6.8.0-49-generic"]
+            .map(stanza)
+            .concat()
+            + "Package: linux-headers-generic\nVersion: 6.8.0-49.49\nDepends: linux-headers-6.8.0-49-generic\n";
+        let k = kernel_in(&index(&text, "noble"), "generic").unwrap();
+        assert_eq!(k.release, "6.8.0-49-generic");
+        assert_eq!(k.version, "6.8.0-49.49");
+        assert_eq!(k.image.name, "linux-image-6.8.0-49-generic");
+        assert_eq!(k.modules.unwrap().name, "linux-modules-6.8.0-49-generic");
+    }
+
+    #[test]
     fn multi_line_fields_and_newest_version() {
         let idx = index(BOOKWORM, "bookworm");
         let bb = idx.package("busybox-static").unwrap();
@@ -782,9 +889,10 @@ mod tests {
             .filter(|s| !s.contains("Package: linux-image-"))
             .collect::<Vec<_>>()
             .join("\n\n");
-        let err = kernel_in(&index(&no_image, "bookworm"), "amd64")
-            .unwrap_err()
-            .to_string();
+        let err = format!(
+            "{:#}",
+            kernel_in(&index(&no_image, "bookworm"), "amd64").unwrap_err()
+        );
         assert!(
             err.contains("linux-image-6.1.0-50-amd64-unsigned") && err.contains("bookworm"),
             "{err}"
@@ -871,7 +979,7 @@ mod tests {
 
     #[test]
     fn bad_signature_fails_closed() {
-        let keyring = keyring();
+        let (keyring, _) = keyring("http://deb.debian.org/debian");
         if !have_gpgv() || !keyring.is_file() {
             eprintln!("skipped: gpgv or {} missing", keyring.display());
             return;

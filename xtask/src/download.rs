@@ -138,10 +138,7 @@ fn download_to(url: &str, expected: Option<&Expected>, dest: &Path) -> Result<()
         match try_download(&client, url, expected, dest) {
             Ok(()) => return Ok(()),
             Err(Failure { error, retry }) if retry && attempt < ATTEMPTS => {
-                eprintln!(
-                    "GET {url}: {error:#}; retrying ({attempt}/{})",
-                    ATTEMPTS - 1
-                );
+                eprintln!("{error:#}; retrying ({attempt}/{})", ATTEMPTS - 1);
                 std::thread::sleep(Duration::from_secs(u64::from(attempt)));
                 attempt += 1;
             }

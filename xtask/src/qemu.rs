@@ -61,10 +61,14 @@ pub struct Boot {
     pub timeout: Duration,
     /// The serial console is written here as it arrives.
     pub console_log: PathBuf,
+    /// Give up early when QEMU prints nothing at all for this long (a
+    /// guest that never starts, as with KVM where it does not work).
+    pub silence_timeout: Option<Duration>,
     /// Extra QEMU arguments (e.g. `-icount shift=0,sleep=off`).
     pub extra_args: Vec<String>,
-    /// The emulator binary ([`QEMU`] unless `TOA_QEMU` names another).
-    pub qemu: PathBuf,
+    /// The emulator binary ([`QEMU`] unless `TOA_QEMU` names another); a
+    /// bare name is looked up on PATH.
+    pub qemu: std::ffi::OsString,
 }
 
 impl Boot {
@@ -78,10 +82,9 @@ impl Boot {
             accel: Accel::Tcg,
             timeout: Duration::from_secs(300),
             console_log: console_log.to_path_buf(),
+            silence_timeout: None,
             extra_args: Vec::new(),
-            qemu: std::env::var_os("TOA_QEMU")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(QEMU)),
+            qemu: std::env::var_os("TOA_QEMU").unwrap_or_else(|| QEMU.into()),
         }
     }
 
@@ -139,6 +142,8 @@ pub struct BootOutcome {
     pub console_log: PathBuf,
     /// QEMU was killed at the timeout.
     pub timed_out: bool,
+    /// QEMU was killed because it printed nothing within `silence_timeout`.
+    pub silent: bool,
     pub timeout: Duration,
     /// QEMU's exit code, if it exited by itself.
     pub exit_code: Option<i32>,
@@ -151,6 +156,13 @@ pub struct BootOutcome {
 impl BootOutcome {
     /// Why the boot did not end by itself, if it did not.
     pub fn failure(&self) -> Option<String> {
+        if self.silent {
+            return Some(format!(
+                "{QEMU} printed nothing in {} s and was stopped; console log: {}",
+                self.elapsed.as_secs(),
+                self.console_log.display()
+            ));
+        }
         if self.timed_out {
             return Some(format!(
                 "timed out after {} s; console log: {}",
@@ -174,7 +186,7 @@ impl BootOutcome {
 
 /// Boot, stream progress, and return the console once QEMU exits or the timeout kills it.
 pub fn boot(b: &Boot) -> Result<BootOutcome> {
-    if b.qemu == Path::new(QEMU) {
+    if b.qemu == QEMU {
         ensure_host_tool(QEMU, "qemu-system-x86")?;
     }
     if let Some(dir) = b.console_log.parent() {
@@ -196,7 +208,7 @@ pub fn boot(b: &Boot) -> Result<BootOutcome> {
             .stderr_to_stdout()
             .unchecked()
             .reader()
-            .with_context(|| format!("starting {}", b.qemu.display()))?,
+            .with_context(|| format!("starting {}", b.qemu.to_string_lossy()))?,
     );
 
     // Reader thread: raw console bytes -> channel of complete lines.
@@ -223,11 +235,20 @@ pub fn boot(b: &Boot) -> Result<BootOutcome> {
     let mut line_start = 0usize;
     let mut to_init = None;
     let mut timed_out = false;
+    let mut silent = false;
     let deadline = started + b.timeout;
     loop {
         let now = Instant::now();
         if now >= deadline {
             timed_out = true;
+            let _ = handle.kill();
+            break;
+        }
+        if console.is_empty()
+            && b.silence_timeout
+                .is_some_and(|limit| now - started >= limit)
+        {
+            silent = true;
             let _ = handle.kill();
             break;
         }
@@ -260,7 +281,7 @@ pub fn boot(b: &Boot) -> Result<BootOutcome> {
     log.flush()?;
     let elapsed = started.elapsed();
     spinner.finish();
-    let exit_code = if timed_out {
+    let exit_code = if timed_out || silent {
         None
     } else {
         match handle.try_wait() {
@@ -272,6 +293,7 @@ pub fn boot(b: &Boot) -> Result<BootOutcome> {
         console: String::from_utf8_lossy(&console).replace("\r\n", "\n"),
         console_log: b.console_log.clone(),
         timed_out,
+        silent,
         timeout: b.timeout,
         exit_code,
         elapsed,
@@ -411,6 +433,7 @@ mod tests {
             console: String::new(),
             console_log: "/x/console.log".into(),
             timed_out: true,
+            silent: false,
             timeout: Duration::from_secs(7),
             exit_code: None,
             elapsed: Duration::from_secs(7),
@@ -432,7 +455,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut b = Boot::new(Path::new("k"), Path::new("i"), &dir.join("console.log"));
-        b.qemu = fake;
+        b.qemu = fake.into();
         b.timeout = Duration::from_secs(2);
         let started = Instant::now();
         let outcome = boot(&b).unwrap();

@@ -60,16 +60,6 @@ pub fn run(args: Args) -> Result<()> {
         Some(path) => path,
         None => {
             let built = crate::build::build_distro(&distro)?;
-            let kernel = crate::debian_repo::newest_kernel(&distro)?;
-            if built.release != kernel.release {
-                bail!(
-                    "the module was built for kernel {} but the lab boots {} ({} {}); rebuild for the booted kernel",
-                    built.release,
-                    kernel.release,
-                    distro.name,
-                    kernel.version
-                );
-            }
             let out = vm_dir(&distro).join("toa.ko");
             extract_from_tarball(&built.tarball, &built.ko_in_tarball, &out)?;
             eprintln!(
@@ -77,12 +67,35 @@ pub fn run(args: Args) -> Result<()> {
                 built.ko_in_tarball,
                 built.tarball.display()
             );
+            // The lab boots the kernel the module says it is for; that must
+            // be the kernel the build reported.
+            let packed = module_release(&out)?;
+            if packed != built.release {
+                bail!(
+                    "the build reported kernel {} but {} in {} is for kernel {packed}",
+                    built.release,
+                    built.ko_in_tarball,
+                    built.tarball.display()
+                );
+            }
             out
         }
     };
     let report = run_lab(&distro, &module, &opts)?;
     report.print();
     report.check()
+}
+
+/// The kernel release a module was built for: the first word of its vermagic.
+pub fn module_release(ko: &Path) -> Result<String> {
+    let bytes = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+    let vermagic = crate::deb::modinfo_value(&bytes, "vermagic")
+        .with_context(|| format!("{} is not a kernel module", ko.display()))?
+        .with_context(|| format!("{} has no vermagic in .modinfo", ko.display()))?;
+    match vermagic.split_whitespace().next() {
+        Some(release) => Ok(release.to_string()),
+        None => bail!("{} has an empty vermagic", ko.display()),
+    }
 }
 
 /// `target/vm/<distro>/`: the initramfs, the console log, the module under test.
@@ -440,24 +453,31 @@ impl LabReport {
 /// module built for another kernel); a run that went wrong in the guest is
 /// an `Ok` report whose [`LabReport::check`] fails.
 pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<LabReport> {
-    let kernel = crate::debian_repo::newest_kernel(distro)?;
-    let ko =
-        std::fs::read(module_ko).with_context(|| format!("reading {}", module_ko.display()))?;
-    let vermagic = crate::deb::modinfo_value(&ko, "vermagic")
-        .with_context(|| format!("{} is not a kernel module", module_ko.display()))?
-        .unwrap_or_default();
-    let module_release = vermagic.split_whitespace().next().unwrap_or_default();
-    if module_release != kernel.release {
-        bail!(
-            "{} was built for kernel \"{module_release}\" (vermagic \"{vermagic}\") but {} boots {}",
-            module_ko.display(),
-            distro.name,
-            kernel.release
-        );
-    }
+    // Boot the kernel the module was built for (normally the suite's newest).
+    let release = module_release(module_ko)?;
+    let kernel = match crate::debian_repo::newest_kernel(distro) {
+        Ok(newest) if newest.release == release => newest,
+        _ => crate::debian_repo::kernel_for_release(distro, &release).with_context(|| {
+            format!(
+                "{} is for kernel {release}, which {} does not offer",
+                module_ko.display(),
+                distro.name
+            )
+        })?,
+    };
     let files = crate::deb::kernel_files(&kernel, &["tun"])?;
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
     let lab_program = crate::lab_programs::build_lab_program()?;
+    eprintln!(
+        "lab guest: kernel {}, preloading {}",
+        files.release,
+        files
+            .modules
+            .iter()
+            .filter_map(|m| m.file_name()?.to_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     let dir = vm_dir(distro);
     let initrd = dir.join("initramfs.cpio.gz");
@@ -477,7 +497,32 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     boot.timeout = opts.timeout;
     boot.append = opts.append.clone();
     boot.extra_args = opts.qemu_args.clone();
-    let outcome = crate::qemu::boot(&boot)?;
+    let mut outcome = if boot.accel == crate::qemu::Accel::Kvm {
+        // Where /dev/kvm opens but cannot run this guest (nested setups),
+        // QEMU aborts or the guest never prints: fall back to TCG.
+        boot.silence_timeout = Some(Duration::from_secs(30));
+        let outcome = crate::qemu::boot(&boot)?;
+        if outcome.to_init.is_none() && (outcome.silent || outcome.exit_code != Some(0)) {
+            let first = outcome
+                .console
+                .lines()
+                .next()
+                .unwrap_or("no output")
+                .to_string();
+            eprintln!("note: KVM did not boot the guest ({first}); retrying under TCG");
+            boot.accel = crate::qemu::Accel::Tcg;
+            boot.silence_timeout = None;
+            None
+        } else {
+            Some(outcome)
+        }
+    } else {
+        None
+    };
+    let outcome = match outcome.take() {
+        Some(outcome) => outcome,
+        None => crate::qemu::boot(&boot)?,
+    };
 
     let parsed = parse_console(&outcome.console);
     let mut problems = problems(&parsed, &kernel.release);
