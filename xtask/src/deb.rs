@@ -241,25 +241,19 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
             .unwrap_or("-"),
         wanted.join(" ")
     );
-    let stamp = dir.join("stamp");
-    let list = dir.join("modules.list");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_text.as_str()) {
-        let modules: Vec<PathBuf> = std::fs::read_to_string(&list)?
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| dir.join("modules").join(l))
-            .collect();
-        if dir.join("vmlinuz").is_file() && modules.iter().all(|m| m.is_file()) {
-            return Ok(KernelFiles {
-                release: kernel.release.clone(),
-                vmlinuz: dir.join("vmlinuz"),
-                modules,
-            });
-        }
+    if let Some(files) = cached_kernel_files(&dir, &kernel.release, &stamp_text) {
+        return Ok(files);
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("modules"))
-        .with_context(|| format!("creating {}", dir.display()))?;
+    // Extract into a private directory and move it into place, so a
+    // concurrent run never sees a half-written one.
+    let tmp = dir.with_file_name(format!(
+        ".{}.tmp-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("modules"))
+        .with_context(|| format!("creating {}", tmp.display()))?;
 
     let rel = &kernel.release;
     eprintln!("extracting vmlinuz {rel} from {}", kernel.image.file_name());
@@ -270,7 +264,7 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
     ];
     let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
     let (_, vmlinuz) = read_one(&image, &refs)?;
-    write_atomic(&dir.join("vmlinuz"), &vmlinuz)?;
+    write_atomic(&tmp.join("vmlinuz"), &vmlinuz)?;
 
     let (pkg, deb) = match (&kernel.modules, modules_deb) {
         (Some(p), Some(d)) => (p, d),
@@ -283,20 +277,42 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
     );
     let order = extract_modules(&deb, rel, wanted)
         .with_context(|| format!("modules of {} {} ({})", pkg.name, pkg.version, pkg.url))?;
-    let mut modules = Vec::new();
     let mut names = String::new();
     for (name, bytes) in order {
         let file = format!("{name}.ko");
-        write_atomic(&dir.join("modules").join(&file), &bytes)?;
-        modules.push(dir.join("modules").join(&file));
+        write_atomic(&tmp.join("modules").join(&file), &bytes)?;
         names.push_str(&file);
         names.push('\n');
     }
-    write_atomic(&list, names.as_bytes())?;
-    write_atomic(&stamp, stamp_text.as_bytes())?;
-    Ok(KernelFiles {
-        release: kernel.release.clone(),
-        vmlinuz: dir.join("vmlinuz"),
+    write_atomic(&tmp.join("modules.list"), names.as_bytes())?;
+    write_atomic(&tmp.join("stamp"), stamp_text.as_bytes())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(err) = std::fs::rename(&tmp, &dir) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another run may have put the same files there first.
+        return cached_kernel_files(&dir, &kernel.release, &stamp_text)
+            .with_context(|| format!("moving {} to {}: {err}", tmp.display(), dir.display()));
+    }
+    cached_kernel_files(&dir, &kernel.release, &stamp_text)
+        .with_context(|| format!("{} is incomplete after extraction", dir.display()))
+}
+
+/// The files of a completed extraction in `dir`, if its stamp matches.
+fn cached_kernel_files(dir: &Path, release: &str, stamp_text: &str) -> Option<KernelFiles> {
+    let stamp = std::fs::read_to_string(dir.join("stamp")).ok()?;
+    if stamp != stamp_text {
+        return None;
+    }
+    let modules: Vec<PathBuf> = std::fs::read_to_string(dir.join("modules.list"))
+        .ok()?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| dir.join("modules").join(l))
+        .collect();
+    let vmlinuz = dir.join("vmlinuz");
+    (vmlinuz.is_file() && modules.iter().all(|m| m.is_file())).then(|| KernelFiles {
+        release: release.to_string(),
+        vmlinuz,
         modules,
     })
 }
