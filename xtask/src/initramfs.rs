@@ -99,13 +99,14 @@ impl Archive {
     /// Write the archive in cpio newc format.
     pub fn write_cpio(&self, mut out: impl Write) -> std::io::Result<()> {
         let mut written = 0usize;
-        let mut ino = 1u32;
-        for (path, node) in &self.entries {
+        for (ino, (path, node)) in (1u32..).zip(&self.entries) {
             let (mode, data, rdev): (u32, &[u8], (u32, u32)) = match node {
-                Node::Dir { mode } => (0o040000 | mode, &[], (0, 0)),
-                Node::File { mode, data } => (0o100000 | mode, data, (0, 0)),
+                Node::Dir { mode } => (0o040000 | (mode & 0o7777), &[], (0, 0)),
+                Node::File { mode, data } => (0o100000 | (mode & 0o7777), data, (0, 0)),
                 Node::Symlink { target } => (0o120777, target.as_bytes(), (0, 0)),
-                Node::CharDev { mode, major, minor } => (0o020000 | mode, &[], (*major, *minor)),
+                Node::CharDev { mode, major, minor } => {
+                    (0o020000 | (mode & 0o7777), &[], (*major, *minor))
+                }
             };
             let nlink = if matches!(node, Node::Dir { .. }) {
                 2
@@ -113,7 +114,6 @@ impl Archive {
                 1
             };
             written += write_entry(&mut out, ino, mode, nlink, path, data, rdev)?;
-            ino += 1;
         }
         written += write_entry(&mut out, 0, 0, 1, "TRAILER!!!", &[], (0, 0))?;
         // Pad the archive to a 512-byte block as cpio(1) does.

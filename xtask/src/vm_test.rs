@@ -3,6 +3,12 @@
 //! The guest's /init (see `guest_init.sh`) reports on the serial console with
 //! `TOA-LAB ...` lines; [`parse_console`] turns them into a report and
 //! [`problems`] decides what fails the run.
+//!
+//! Files: `target/vm/<distro>/` holds the initramfs, `console.log` and the
+//! module under test; downloads and extracted kernels live in the cache
+//! (`TOA_CACHE_DIR`). Environment: `TOA_KVM=1` asks for KVM (as `--kvm`),
+//! `TOA_QEMU` names another emulator binary, `TOA_APT_KEYRING` another
+//! keyring for InRelease signatures.
 
 use crate::distro::Distro;
 use anyhow::{bail, Context, Result};
@@ -497,7 +503,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     boot.timeout = opts.timeout;
     boot.append = opts.append.clone();
     boot.extra_args = opts.qemu_args.clone();
-    let mut outcome = if boot.accel == crate::qemu::Accel::Kvm {
+    let kvm_outcome = if boot.accel == crate::qemu::Accel::Kvm {
         // Where /dev/kvm opens but cannot run this guest (nested setups),
         // QEMU aborts or the guest never prints: fall back to TCG.
         boot.silence_timeout = Some(Duration::from_secs(30));
@@ -519,7 +525,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     } else {
         None
     };
-    let outcome = match outcome.take() {
+    let outcome = match kvm_outcome {
         Some(outcome) => outcome,
         None => crate::qemu::boot(&boot)?,
     };
