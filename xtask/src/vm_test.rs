@@ -167,12 +167,17 @@ pub struct Parsed {
     pub taint: Option<u64>,
     /// The guest reached its poweroff.
     pub poweroff: bool,
+    /// Alarming kernel lines on the console itself once /init ran (an oops
+    /// raises the console log level, so it shows there even if the guest
+    /// never reaches its dmesg section).
+    pub console_alarms: Vec<String>,
 }
 
 /// Parse a serial console log.
 pub fn parse_console(console: &str) -> Parsed {
     let mut p = Parsed::default();
     let mut dmesg: Option<Vec<String>> = None;
+    let mut seen_init = false;
     for raw in console.lines() {
         let line = raw.trim_end_matches('\r');
         let marker = line
@@ -186,7 +191,15 @@ pub fn parse_console(console: &str) -> Parsed {
             }
             continue;
         }
-        let Some(rest) = marker else { continue };
+        let Some(rest) = marker else {
+            let alarming =
+                line.contains("Kernel panic") || DMESG_ALARMS.iter().any(|a| line.contains(a));
+            if seen_init && alarming {
+                p.console_alarms.push(line.trim().to_string());
+            }
+            continue;
+        };
+        seen_init = true;
         let (word, args) = rest.split_once(' ').unwrap_or((rest.trim_end(), ""));
         let args = args.trim();
         match word {
@@ -303,6 +316,15 @@ pub fn problems(p: &Parsed, expected_release: &str) -> Vec<String> {
             out.push(format!("the guest booted {k}, expected {expected_release}"))
         }
         Some(_) => {}
+    }
+    for line in p.console_alarms.iter().take(5) {
+        out.push(format!("console: {line}"));
+    }
+    if p.console_alarms.len() > 5 {
+        out.push(format!(
+            "console: ... and {} more alarming lines",
+            p.console_alarms.len() - 5
+        ));
     }
     for msg in &p.insmod_failed {
         out.push(format!("insmod failed: {msg}"));
@@ -557,6 +579,7 @@ mod tests {
     const OOPS: &str = include_str!("../tests/fixtures/console/oops.log");
     const TAINTED: &str = include_str!("../tests/fixtures/console/bad-taint.log");
     const NO_DONE: &str = include_str!("../tests/fixtures/console/no-done.log");
+    const PANIC: &str = include_str!("../tests/fixtures/console/panic.log");
     const RELEASE: &str = "6.1.0-50-amd64";
 
     #[test]
@@ -654,6 +677,34 @@ mod tests {
             "{problems:?}"
         );
         assert!(!p.poweroff);
+    }
+
+    #[test]
+    fn panic_on_the_console_is_reported() {
+        let p = parse_console(PANIC);
+        let problems = problems(&p, RELEASE);
+        assert_eq!(
+            problems[..3],
+            [
+                "console: [    3.402000] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+                "console: [    3.402100] Oops: 0000 [#1] PREEMPT SMP NOPTI",
+                "console: [    3.402300] Call Trace:",
+            ]
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|m| m.contains("Kernel panic - not syncing")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"no TOA-LAB DONE line: the lab program did not finish".to_string())
+        );
+        // Boot messages before /init are not the module's doing.
+        assert!(
+            !problems.iter().any(|m| m.contains("boot-time")),
+            "{problems:?}"
+        );
     }
 
     #[test]
