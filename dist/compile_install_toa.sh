@@ -188,7 +188,7 @@ function dkms_register {
         err "dkms add -m toa -v $TOA_VERSION failed" "its output is above; fix the cause and run this again"
     act dkms build -m toa -v "$TOA_VERSION" -k "$KREL" ||
         err "dkms build -m toa -v $TOA_VERSION -k $KREL failed although make succeeded" \
-            "see /var/lib/dkms/toa/$TOA_VERSION/build/make.log; fix the cause and run this again"
+            "its log is the make.log under /var/lib/dkms/toa/$TOA_VERSION/; fix the cause and run this again"
     if [ "$DRY_RUN" = 0 ]; then
         say "registered toa $TOA_VERSION with DKMS: kernel upgrades rebuild it"
     fi
@@ -229,6 +229,7 @@ function main {
         check_vermagic "$SRC/toa.ko"
     fi
     dkms_register
+    SAME_BY=build
     local ko="$SRC/toa.ko"
     if [ "$PLACE" = dkms ]; then
         ko=$DKMS_KO

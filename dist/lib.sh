@@ -43,6 +43,10 @@ SHA=""
 CHANGED=0
 PARAMS_CHANGED=0
 PLACE=copy
+# How an installed module is known to be the one at hand: "bytes" (prebuilt
+# modules are the same file) or "build" (a rebuild of the same source has the
+# same srcversion and vermagic, though not the same bytes).
+SAME_BY=bytes
 DKMS_UNCHANGED=0
 
 function say {
@@ -407,6 +411,18 @@ function loaded_is {
     [ -n "$want" ] && [ "$want" = "$have" ]
 }
 
+# same_build A B: both built from the same sources for the same kernel.
+function same_build {
+    [ -f "$1" ] && [ -f "$2" ] || return 1
+    local a b
+    a=$(modinfo -F srcversion "$1" 2>/dev/null)"/"$(modinfo -F vermagic "$1" 2>/dev/null) || return 1
+    b=$(modinfo -F srcversion "$2" 2>/dev/null)"/"$(modinfo -F vermagic "$2" 2>/dev/null) || return 1
+    case $a in
+        /* | */) return 1 ;;
+    esac
+    [ "$a" = "$b" ]
+}
+
 # check_vermagic KO: the module must be built for the running kernel.
 function check_vermagic {
     local vermagic
@@ -481,7 +497,7 @@ function unload_toa {
             "something still uses it: check 'lsmod | grep toa', stop that user, then run this again"
     fi
     if [ "$DRY_RUN" = 0 ]; then
-        say "unloaded the toa module that was loaded before"
+        say "unloaded toa (rmmod toa)"
     fi
 }
 
@@ -489,7 +505,7 @@ function unload_toa {
 function remove_legacy_module {
     remove_file "$ROOT/lib/modules/$KREL/$LEGACY_KO_REL" "the toa.ko of an earlier manual install"
     if [ "$CHANGED" = 1 ]; then
-        act depmod -a || err "depmod -a failed" "run 'depmod -a' by hand and check its output"
+        act depmod -a "$KREL" || err "depmod -a $KREL failed" "run 'depmod -a $KREL' by hand and check its output"
     fi
 }
 
@@ -497,7 +513,7 @@ function remove_legacy_module {
 function place_copy {
     if [ "$DRY_RUN" = 1 ]; then
         say "dry run: would install toa.ko as $2"
-        act depmod -a
+        act depmod -a "$KREL"
         return 0
     fi
     ensure mkdir -p "${2%/*}"
@@ -508,21 +524,29 @@ function place_copy {
     ensure chmod 644 "$2.toa-new"
     ensure mv -f "$2.toa-new" "$2"
     say "installed $2"
-    if ! depmod -a; then
-        err "depmod -a failed after installing $2" "run 'depmod -a' by hand and check its output, then run this again"
+    if ! depmod -a "$KREL"; then
+        restore_previous "$2"
+        err "depmod -a $KREL failed after installing $2, so the module was taken out again; nothing is loaded" \
+            "run 'depmod -a $KREL' by hand and check its output, then run this again"
     fi
+}
+
+# restore_previous DEST: undoes place_copy (the earlier file back, or none).
+function restore_previous {
+    if [ "$PLACE" != copy ] || [ "$DRY_RUN" = 1 ]; then
+        return 0
+    fi
+    if [ -f "$TMP_DIR/previous-toa.ko" ]; then
+        cp "$TMP_DIR/previous-toa.ko" "$1" && warn "put the previously installed $1 back"
+    else
+        rm -f "$1"
+    fi
+    depmod -a "$KREL" || warn "depmod -a $KREL failed; run it by hand"
 }
 
 # load_failed DEST: modprobe refused the module: undo the file change.
 function load_failed {
-    if [ "$PLACE" = copy ] && [ "$DRY_RUN" = 0 ]; then
-        if [ -f "$TMP_DIR/previous-toa.ko" ]; then
-            cp "$TMP_DIR/previous-toa.ko" "$1" && depmod -a
-            warn "put the previously installed $1 back"
-        else
-            rm -f "$1" && depmod -a
-        fi
-    fi
+    restore_previous "$1"
     err "modprobe toa failed: the kernel refused the module, so toa is not loaded" \
         "the reason is in the kernel log: run 'dmesg | tail' (Secure Boot, a missing symbol or a wrong option in $MODPROBE_CONF are the usual causes)" \
         "boot persistence was not written; fix the cause and run this again"
@@ -533,8 +557,10 @@ function load_failed {
 # same module is already installed and loaded with the same options.
 function load_module {
     local ko=$1 dest="$ROOT/lib/modules/$KREL/updates/toa.ko" need_place=1 need_load=1
-    if [ "$PLACE" = copy ] && same_file "$ko" "$dest"; then
-        need_place=0
+    if [ "$PLACE" = copy ]; then
+        if same_file "$ko" "$dest" || { [ "$SAME_BY" = build ] && same_build "$ko" "$dest"; }; then
+            need_place=0
+        fi
     fi
     if [ "$PLACE" = dkms ] && [ "$DKMS_UNCHANGED" = 1 ]; then
         need_place=0
@@ -612,6 +638,12 @@ function rc_local_drop {
         return 0
     fi
     grep -vxF "$RC_LINE" "$file" | grep -Ev "$LEGACY_RC_RE" >"$TMP_DIR/rc.local"
+    # The rc.local this script created holds nothing else: it goes as a whole.
+    printf '#!/bin/sh\nexit 0\n' >"$TMP_DIR/rc.local.created"
+    if same_file "$TMP_DIR/rc.local" "$TMP_DIR/rc.local.created" && [ ! -L "$file" ]; then
+        remove_file "$file" "the rc.local this installer created"
+        return 0
+    fi
     rewrite_in_place "$file" "$TMP_DIR/rc.local"
     if [ "$DRY_RUN" = 0 ]; then
         say "removed the toa lines from $file"
@@ -712,7 +744,7 @@ function dkms_install {
     if [ "$DRY_RUN" = 0 ]; then
         say "DKMS installed toa $TOA_VERSION for $KREL"
     fi
-    act depmod -a || err "depmod -a failed" "run 'depmod -a' by hand and check its output"
+    act depmod -a "$KREL" || err "depmod -a $KREL failed" "run 'depmod -a $KREL' by hand and check its output"
 }
 
 # ---------------------------------------------------------------- status and removal

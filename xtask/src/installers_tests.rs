@@ -140,7 +140,8 @@ if [ -d "$TOA_ROOT/sys/module/toa" ]; then echo "toa                    16384  0
         r#"dir=.
 while [ $# -gt 0 ]; do case $1 in -C) dir=$2; shift ;; esac; shift; done
 [ -f "$dir/Kbuild" ] || { echo "make: no Kbuild in $dir" >&2; exit 2; }
-printf '\177ELF stand-in\0name=toa\0version=v\0srcversion=BUILT\0vermagic=%s SMP preempt \0' "$TOA_TEST_KREL" >"$dir/toa.ko""#,
+# Like a real build, the bytes differ from build to build (the build path is in them).
+printf '\177ELF stand-in\0name=toa\0version=v\0srcversion=BUILT\0vermagic=%s SMP preempt \0built-in=%s\0' "$TOA_TEST_KREL" "$dir" >"$dir/toa.ko""#,
     ),
     (
         "apt-get",
@@ -529,7 +530,7 @@ fn install_is_idempotent_and_uninstall_removes_everything() {
     assert!(first.ok, "{}", first.text());
     assert_eq!(
         first.mutating(),
-        ["depmod -a", "modprobe toa"],
+        [&format!("depmod -a {KREL}"), "modprobe toa"],
         "{}",
         first.text()
     );
@@ -661,6 +662,12 @@ fn rc_local_is_created_when_missing() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o111, 0o111, "rc.local must be executable");
+    let out = lab.run("install_toa.sh", &["--uninstall"]);
+    assert!(out.ok, "{}", out.text());
+    assert!(
+        lab.read("etc/rc.local").is_none(),
+        "the rc.local it made goes"
+    );
     lab.cleanup();
 }
 
@@ -796,7 +803,7 @@ fn dry_run_changes_nothing() {
     assert_eq!(snapshot(&lab.root), before);
     for action in [
         "would run: modprobe toa",
-        "would run: depmod -a",
+        "would run: depmod -a 6.1.0-99-amd64",
         "would install toa.ko as",
         "would write",
         "modules-load.d/toa.conf",
@@ -860,6 +867,55 @@ fn no_prebuilt_module_names_the_kernel_and_the_compile_command() {
 }
 
 #[test]
+fn compile_option_builds_when_there_is_no_prebuilt_module() {
+    let lab = Lab::new("compileopt");
+    publish_source(&lab);
+    lab.publish(&[KernelModule::new(
+        "6.1.0-98-amd64",
+        "6.1.998-1",
+        fake_ko("6.1.0-98-amd64", "SRC0"),
+    )]);
+    lab.write(&format!("lib/modules/{KREL}/build/Makefile"), "");
+    let out = lab.run(
+        "install_toa.sh",
+        &["--compile", "--trusted-proxies", "10.0.0.0/8"],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert!(
+        out.stdout
+            .contains("verified sha256 of compile_install_toa.sh"),
+        "{}",
+        out.text()
+    );
+    assert!(out.mutating().iter().any(|c| c.starts_with("make -C ")));
+    assert!(
+        out.mutating().ends_with(&["modprobe toa".to_string()]),
+        "{}",
+        out.text()
+    );
+    assert!(lab
+        .read("etc/modprobe.d/toa.conf")
+        .unwrap()
+        .contains("trusted_proxies=10.0.0.0/8"));
+
+    // A compile script that does not match SHA256SUMS is not run.
+    assert!(lab.run("install_toa.sh", &["--uninstall"]).ok);
+    let path = lab.dist.join("compile_install_toa.sh");
+    let mut text = std::fs::read(&path).unwrap();
+    text.extend_from_slice(b"# altered\n");
+    std::fs::write(&path, text).unwrap();
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &["--compile"]);
+    assert_refused(
+        &lab,
+        &out,
+        &before,
+        "checksum mismatch for compile_install_toa.sh",
+    );
+    lab.cleanup();
+}
+
+#[test]
 fn missing_sha256sum_fails_closed() {
     let lab = Lab::new("nosha");
     lab.publish(&[standard_module()]);
@@ -883,7 +939,7 @@ fn newer_module_replaces_the_loaded_one() {
     assert!(out.ok, "{}", out.text());
     assert_eq!(
         out.mutating(),
-        ["rmmod toa", "depmod -a", "modprobe toa"],
+        ["rmmod toa", &format!("depmod -a {KREL}"), "modprobe toa"],
         "{}",
         out.text()
     );
@@ -1008,7 +1064,7 @@ fn compile_installs_headers_builds_and_loads() {
         out.text()
     );
     assert!(
-        calls.ends_with(&["depmod -a".to_string(), "modprobe toa".to_string()]),
+        calls.ends_with(&[format!("depmod -a {KREL}"), "modprobe toa".to_string()]),
         "{}",
         out.text()
     );
