@@ -283,7 +283,7 @@ function download {
     if check_cmd curl; then
         curl -fsSL --retry 3 --connect-timeout 20 -o "$2" "$1"
     else
-        wget -q -T 30 -O "$2" "$1"
+        wget -q -O "$2" "$1"
     fi
 }
 

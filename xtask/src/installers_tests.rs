@@ -357,10 +357,15 @@ impl Lab {
 
     fn tools(&self) {
         for tool in TOOLS {
-            let real = which(tool).unwrap_or_else(|| {
-                panic!("the installer tests need `{tool}` on this host: apt-get install -y {tool}")
-            });
-            std::os::unix::fs::symlink(real, self.bin.join(tool)).unwrap();
+            // The scripts take wget where there is no curl.
+            let (name, real) = match (*tool, which(tool)) {
+                (_, Some(real)) => (*tool, real),
+                ("curl", None) => ("wget", which("wget").expect("curl or wget")),
+                (_, None) => panic!(
+                    "the installer tests need `{tool}` on this host: apt-get install -y {tool}"
+                ),
+            };
+            std::os::unix::fs::symlink(real, self.bin.join(name)).unwrap();
         }
     }
 
@@ -912,6 +917,79 @@ fn compile_option_builds_when_there_is_no_prebuilt_module() {
         &before,
         "checksum mismatch for compile_install_toa.sh",
     );
+    lab.cleanup();
+}
+
+#[test]
+fn entry_is_chosen_by_release_then_distro_and_uname_v() {
+    let lab = Lab::new("choice");
+    // Two tarballs carry a module for the same release; an old CentOS has no
+    // os-release, only /etc/redhat-release.
+    write_tarball(
+        &lab.dist,
+        "CentOS-7.2-x86_64",
+        "centos-7.2",
+        "x86_64",
+        &[KernelModule::new(KREL, "1", fake_ko(KREL, "CENTOS"))],
+    )
+    .unwrap();
+    lab.publish(&[standard_module()]);
+    std::fs::remove_file(lab.root.join("etc/os-release")).unwrap();
+    lab.write(
+        "etc/redhat-release",
+        "CentOS Linux release 7.2.1511 (Core)\n",
+    );
+    let out = lab.run("install_toa.sh", &["--dry-run"]);
+    assert!(out.ok, "{}", out.text());
+    assert!(
+        out.stdout
+            .contains("this machine: CentOS Linux release 7.2.1511 (Core), kernel"),
+        "{}",
+        out.text()
+    );
+    assert!(
+        out.stdout
+            .contains("(centos-7.2) in CentOS-7.2-x86_64.tar.gz"),
+        "{}",
+        out.text()
+    );
+
+    // Debian by its old release file: the Debian tarball's entry.
+    std::fs::remove_file(lab.root.join("etc/redhat-release")).unwrap();
+    lab.write("etc/debian_version", "12.8\n");
+    let out = lab.run("install_toa.sh", &["--dry-run"]);
+    assert!(out.ok, "{}", out.text());
+    assert!(
+        out.stdout
+            .contains("(debian-12) in Debian-12-x86_64.tar.gz"),
+        "{}",
+        out.text()
+    );
+
+    // An entry that names a uname -v is only for that build of the kernel.
+    let index = std::fs::read_to_string(lab.dist.join("index.json")).unwrap();
+    std::fs::write(
+        lab.dist.join("index.json"),
+        index.replace("\"uname_v\":\"\"", "\"uname_v\":\"#2 SMP other build\""),
+    )
+    .unwrap();
+    let out = lab.run("install_toa.sh", &["--dry-run"]);
+    assert!(!out.ok, "{}", out.text());
+    assert!(
+        out.stdout.contains("there is no prebuilt toa.ko"),
+        "{}",
+        out.text()
+    );
+    std::fs::write(
+        lab.dist.join("index.json"),
+        index.replace(
+            "\"uname_v\":\"\"",
+            "\"uname_v\":\"#1 SMP PREEMPT_DYNAMIC Debian 6.1.999-1 (2025-01-01)\"",
+        ),
+    )
+    .unwrap();
+    let out = lab.run("install_toa.sh", &["--dry-run"]);
+    assert!(out.ok, "{}", out.text());
     lab.cleanup();
 }
 

@@ -67,7 +67,11 @@ fn entries(objects: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
         bail!("toa-kmod/kbuild has no Kbuild or Makefile");
     }
     for (name, path) in kbuild {
-        out.push((format!("{top}/{name}"), read(&path)?));
+        let mut data = read(&path)?;
+        if name == "Kbuild" {
+            data = with_version_default(&data);
+        }
+        out.push((format!("{top}/{name}"), data));
     }
     if objects.is_empty() {
         bail!("no Rust core objects to ship");
@@ -90,6 +94,21 @@ fn entries(objects: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
     out.push((format!("{top}/README.md"), render(README).into_bytes()));
     out.sort();
     Ok(out)
+}
+
+/// Kbuild's `TOA_VERSION ?= ...` default set to this version, so a plain
+/// `make` in the tarball stamps the module with the version it ships as.
+fn with_version_default(kbuild: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(kbuild);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("TOA_VERSION ?=") {
+            out.push_str(&format!("TOA_VERSION ?= {}\n", env!("CARGO_PKG_VERSION")));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out.into_bytes()
 }
 
 /// Writes `<dist_dir>/toa.tar.gz` from the kbuild sources and `objects`.
@@ -238,6 +257,16 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         )));
         assert!(!conf.contains('@'), "placeholders left in dkms.conf");
+        let kbuild = String::from_utf8(
+            crate::package::read_from_tarball(&a, &format!("{top}/Kbuild")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            kbuild
+                .lines()
+                .any(|l| l == format!("TOA_VERSION ?= {}", env!("CARGO_PKG_VERSION"))),
+            "{kbuild}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
