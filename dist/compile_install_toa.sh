@@ -210,8 +210,8 @@ function dkms_built_ko {
 
 function main {
     parse_args "$@"
-    need_common_tools
     need_root
+    need_common_tools
     make_tmp
     if [ "$UNINSTALL" = 1 ]; then
         uninstall

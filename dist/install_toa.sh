@@ -205,8 +205,8 @@ function install_prebuilt {
 
 function main {
     parse_args "$@"
-    need_common_tools
     need_root
+    need_common_tools
     make_tmp
     if [ "$UNINSTALL" = 1 ]; then
         uninstall

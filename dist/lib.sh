@@ -97,6 +97,14 @@ function act {
 }
 
 function need_common_tools {
+    # kmod's tools live in sbin, which `su` without `-` leaves out of PATH.
+    local dir
+    for dir in /usr/sbin /sbin; do
+        case ":$PATH:" in
+            *":$dir:"*) ;;
+            *) PATH=$PATH:$dir ;;
+        esac
+    done
     need_cmd uname coreutils
     need_cmd id coreutils
     need_cmd mktemp coreutils
