@@ -17,6 +17,7 @@ enum toa_counter {
 	TOA_IP6_ADDRESS_ALLOC,		/* records holding an IPv6 client, created */
 	TOA_IP6_ADDRESS_FREE,		/* ... and released */
 	TOA_OPTIONS_MALFORMED,		/* option area unwalkable: no TOA taken from it */
+	TOA_SYN_RECV_SOCK_UNTRUSTED,	/* TOA from a source outside trusted_proxies: ignored */
 	TOA_RECORD_ALLOC_FAILED,	/* no memory, or max_records reached */
 	TOA_SOCKOPT_LOOKUP,		/* dpvs-style getsockopt answered */
 	TOA_NR_COUNTERS
@@ -49,6 +50,11 @@ int toa_hooks_init(void);
 void toa_hooks_exit(void);
 /* Handler runs lost because every kretprobe instance was busy. */
 unsigned long toa_hooks_missed(void);
+
+/* trusted_proxies (toa_trust.c): true when `source` may carry a TOA. */
+bool toa_trusted(const struct toa_endpoint *source);
+void toa_trust_report(void);
+void toa_trust_exit(void);
 
 int toa_sockopt_init(void);
 void toa_sockopt_exit(void);

@@ -31,10 +31,29 @@ struct toa_endpoint {
 #define TOA_FMT_200_8		(1U << 3)
 #define TOA_FMT_ALL		0xfU
 
+/* One trusted network (trust.rs Cidr): address with host bits cleared. */
+struct toa_cidr {
+	__u8 family;		/* 4 or 6 */
+	__u8 prefix;		/* 0..32 or 0..128 */
+	__u8 addr[16];
+};
+
+/* toa_trusted_parse() errors; *err_offset points at the entry in fault. */
+#define TOA_TRUST_BAD_ADDRESS	(-1)
+#define TOA_TRUST_BAD_PREFIX	(-2)
+#define TOA_TRUST_HOST_BITS	(-3)
+#define TOA_TRUST_TOO_MANY	(-4)
+#define TOA_TRUST_EMPTY		(-5)
+
 int toa_scan_options(const __u8 *opts, size_t len, __u32 formats,
 		     struct toa_endpoint *out);
 int toa_rewrite_peer(__u16 sock_family, void *sa, int len, size_t cap,
 		     const struct toa_endpoint *client,
 		     const struct toa_endpoint *proxy);
+
+int toa_trusted_parse(const __u8 *text, size_t len, struct toa_cidr *out,
+		      size_t cap, size_t *err_offset);
+bool toa_trusted_match(const struct toa_cidr *cidrs, int n,
+		       const struct toa_endpoint *source);
 
 #endif

@@ -57,8 +57,13 @@ static void toa_handshake(struct sock *child, const struct sk_buff *skb)
 			toa_count(TOA_OPTIONS_MALFORMED);
 		return;
 	}
-	toa_count(TOA_SYN_RECV_SOCK_TOA);
 	toa_proxy_endpoint(skb, th, &proxy);
+	if (!toa_trusted(&proxy)) {
+		toa_count(TOA_SYN_RECV_SOCK_NO_TOA);
+		toa_count(TOA_SYN_RECV_SOCK_UNTRUSTED);
+		return;
+	}
+	toa_count(TOA_SYN_RECV_SOCK_TOA);
 	toa_table_insert(child, &client, &proxy);
 }
 

@@ -42,6 +42,7 @@ static int __init toa_init(void)
 
 	/* The Rust core reads and writes this layout (toa-kmod/src/ffi.rs). */
 	BUILD_BUG_ON(sizeof(struct toa_endpoint) != 20);
+	BUILD_BUG_ON(sizeof(struct toa_cidr) != 18);
 
 	err = toa_stats_init();
 	if (err)
@@ -55,6 +56,7 @@ static int __init toa_init(void)
 	err = toa_sockopt_init();
 	if (err)
 		goto out_hooks;
+	toa_trust_report();
 	pr_info("loaded: formats=%#x max_records=%u\n", toa_formats, max_records);
 	return 0;
 
@@ -65,6 +67,7 @@ out_table:
 out_stats:
 	toa_stats_exit();
 out:
+	toa_trust_exit();
 	pr_err("load failed: %d\n", err);
 	return err;
 }
@@ -75,6 +78,7 @@ static void __exit toa_exit(void)
 	toa_hooks_exit();
 	toa_table_exit();
 	toa_stats_exit();
+	toa_trust_exit();
 	pr_info("unloaded\n");
 }
 

@@ -16,6 +16,7 @@ static const char *const toa_counter_names[TOA_NR_COUNTERS] = {
 	[TOA_IP6_ADDRESS_ALLOC] = "ip6_address_alloc",
 	[TOA_IP6_ADDRESS_FREE] = "ip6_address_free",
 	[TOA_OPTIONS_MALFORMED] = "options_malformed",
+	[TOA_SYN_RECV_SOCK_UNTRUSTED] = "syn_recv_sock_untrusted",
 	[TOA_RECORD_ALLOC_FAILED] = "record_alloc_failed",
 	[TOA_SOCKOPT_LOOKUP] = "sockopt_lookup",
 };

@@ -5,6 +5,7 @@
 
 use crate::option::{self, ClientAddr, Formats, Scan};
 use crate::peer::{self, Endpoint, Verdict};
+use crate::trust::{self, Cidr, ParseError};
 
 /// An address and port as the glue stores it per socket (`struct toa_endpoint`).
 #[repr(C)]
@@ -123,6 +124,61 @@ pub unsafe extern "C" fn toa_rewrite_peer(
     }
 }
 
+pub const TOA_TRUST_BAD_ADDRESS: i32 = -1;
+pub const TOA_TRUST_BAD_PREFIX: i32 = -2;
+pub const TOA_TRUST_HOST_BITS: i32 = -3;
+pub const TOA_TRUST_TOO_MANY: i32 = -4;
+pub const TOA_TRUST_EMPTY: i32 = -5;
+
+/// Parses a `trusted_proxies` value into `out` (room for `cap` networks).
+///
+/// Returns how many networks were written (0: trust every source), or a
+/// negative `TOA_TRUST_*` code with `*err_offset` at the entry in fault.
+///
+/// # Safety
+/// `text` readable for `len` bytes; `out` writable for `cap` entries; `err_offset` writable.
+#[no_mangle]
+pub unsafe extern "C" fn toa_trusted_parse(
+    text: *const u8,
+    len: usize,
+    out: *mut Cidr,
+    cap: usize,
+    err_offset: *mut usize,
+) -> i32 {
+    if (text.is_null() && len != 0) || out.is_null() || err_offset.is_null() {
+        return TOA_TRUST_BAD_ADDRESS;
+    }
+    let text = if len == 0 { &[][..] } else { core::slice::from_raw_parts(text, len) };
+    let out = core::slice::from_raw_parts_mut(out, cap);
+    match trust::parse_list(text, out) {
+        Ok(n) => i32::try_from(n).unwrap_or(TOA_TRUST_TOO_MANY),
+        Err(e) => {
+            *err_offset = e.offset();
+            match e {
+                ParseError::BadAddress(_) => TOA_TRUST_BAD_ADDRESS,
+                ParseError::BadPrefix(_) => TOA_TRUST_BAD_PREFIX,
+                ParseError::HostBitsSet(_) => TOA_TRUST_HOST_BITS,
+                ParseError::TooMany(_) => TOA_TRUST_TOO_MANY,
+                ParseError::Empty(_) => TOA_TRUST_EMPTY,
+            }
+        }
+    }
+}
+
+/// Whether `source` (a handshake packet's source) is in the first `n` of `cidrs`.
+///
+/// # Safety
+/// `cidrs` readable for `n` entries; `source` readable.
+#[no_mangle]
+pub unsafe extern "C" fn toa_trusted_match(cidrs: *const Cidr, n: i32, source: *const ToaEndpoint) -> bool {
+    let Ok(n) = usize::try_from(n) else { return false };
+    if cidrs.is_null() || source.is_null() {
+        return false;
+    }
+    let Some(source) = (*source).to_endpoint() else { return false };
+    trust::contains(core::slice::from_raw_parts(cidrs, n), &source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +188,23 @@ mod tests {
         // struct toa_endpoint in kbuild/toa_core.h; the C side checks 20 too.
         assert_eq!(core::mem::size_of::<ToaEndpoint>(), 20);
         assert_eq!(core::mem::align_of::<ToaEndpoint>(), 1);
+    }
+
+    #[test]
+    fn test_trust_through_ffi() {
+        assert_eq!(core::mem::size_of::<Cidr>(), 18);
+        let mut cidrs = [Cidr::default(); 4];
+        let mut off = 0usize;
+        let text = b"10.0.0.0/8, fd00::2";
+        let n = unsafe { toa_trusted_parse(text.as_ptr(), text.len(), cidrs.as_mut_ptr(), 4, &mut off) };
+        assert_eq!(n, 2);
+        let proxy = ToaEndpoint { family: 4, kind: 0, port: [0, 80], addr: [10, 9, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
+        let direct = ToaEndpoint { addr: [11, 9, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..proxy };
+        assert!(unsafe { toa_trusted_match(cidrs.as_ptr(), n, &proxy) });
+        assert!(!unsafe { toa_trusted_match(cidrs.as_ptr(), n, &direct) });
+        let bad = b"10.0.0.0/8,10.0.0.1/8";
+        let n = unsafe { toa_trusted_parse(bad.as_ptr(), bad.len(), cidrs.as_mut_ptr(), 4, &mut off) };
+        assert_eq!((n, off), (TOA_TRUST_HOST_BITS, 11));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! * [`option`]: finds the TOA option among a TCP header's options.
 //! * [`peer`]: what `accept()`/`getpeername()` return for each listener/client family pair.
+//! * [`trust`]: the `trusted_proxies` list: parsing and matching handshake sources.
 //! * [`ffi`]: the C ABI the kbuild glue calls (see `kbuild/toa_core.h`).
 //!
 //! Built for the kernel as a `no_std` staticlib with `panic = "abort"`. Nothing here
@@ -16,6 +17,7 @@
 pub mod ffi;
 pub mod option;
 pub mod peer;
+pub mod trust;
 
 /// The object must never reach this: the audit fails a build whose object still
 /// names a panic routine. It exists because `no_std` staticlibs must provide one.

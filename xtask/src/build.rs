@@ -197,6 +197,8 @@ pub fn build(
         &distro.arch,
         &modules,
     )?;
+    // The manifest covers every tarball in dist/, this one included.
+    crate::index::write_index(&cache::dist_dir())?;
     if !failures.is_empty() {
         bail!(
             "{}: {} of {} kernel(s) failed ({}); the others are packed in {}",

@@ -51,9 +51,9 @@ impl Flavour {
     }
 }
 
-/// File name kbuild looks for.
+/// File name kbuild looks for (not `*.o`: kbuild's clean would delete it).
 pub fn object_name(arch: &str, flavour: Flavour) -> String {
-    format!("toa_core-{arch}-{}.o", flavour.name())
+    format!("toa_core-{arch}-{}.o_shipped", flavour.name())
 }
 
 /// Builds, rewrites and audits every flavour for x86_64 into `out_dir`.

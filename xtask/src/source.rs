@@ -181,7 +181,7 @@ mod tests {
         ["plain", "rethunk"]
             .iter()
             .map(|f| {
-                let p = dir.join(format!("toa_core-x86_64-{f}.o"));
+                let p = dir.join(format!("toa_core-x86_64-{f}.o_shipped"));
                 std::fs::write(&p, format!("object {f}")).unwrap();
                 p
             })
@@ -226,8 +226,8 @@ mod tests {
             format!("{top}/Makefile"),
             format!("{top}/compat.h"),
             format!("{top}/toa_main.c"),
-            format!("{top}/rust/toa_core-x86_64-plain.o"),
-            format!("{top}/rust/toa_core-x86_64-rethunk.o"),
+            format!("{top}/rust/toa_core-x86_64-plain.o_shipped"),
+            format!("{top}/rust/toa_core-x86_64-rethunk.o_shipped"),
             format!("{top}/rust-src/Cargo.toml"),
             format!("{top}/rust-src/src/lib.rs"),
             format!("{top}/dkms.conf"),
