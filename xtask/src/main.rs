@@ -7,6 +7,7 @@ mod audit;
 mod build;
 mod builder;
 mod cache;
+mod ci;
 mod deb;
 mod debian_repo;
 mod distro;
@@ -18,8 +19,10 @@ mod installers;
 mod kernels;
 mod kmod_object;
 mod lab_programs;
+mod merge;
 mod modcheck;
 mod package;
+mod plan;
 mod qemu;
 mod rpm_repo;
 mod source;
@@ -52,6 +55,12 @@ enum Command {
     Installers(installers::Args),
     /// Write the source tarball target/dist/toa.tar.gz (builds with gcc, make and kernel headers).
     Source(source::Args),
+    /// Generate the release workflow (.github/workflows/release.yml) from distros/; --check fails when it is stale.
+    Ci(ci::Args),
+    /// Print the release build matrix: every kernel of each release, in shards of N per build job.
+    Plan(plan::Args),
+    /// Merge tarball parts from sharded builds into one tarball per release, index.json and SHA256SUMS.
+    Merge(merge::Args),
 }
 
 fn main() -> Result<()> {
@@ -63,5 +72,8 @@ fn main() -> Result<()> {
         Command::Kernels(args) => kernels::run(args),
         Command::Installers(args) => installers::run(args),
         Command::Source(args) => source::run(args),
+        Command::Ci(args) => ci::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Merge(args) => merge::run(args),
     }
 }

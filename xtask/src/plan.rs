@@ -1,0 +1,292 @@
+//! `cargo xtask plan`: the release build matrix, as the CI plan job hands it to
+//! the build jobs.
+//!
+//! Every kernel of every release asked for (the same discovery as
+//! `cargo xtask kernels`) is cut into shards of at most `--shard-size` kernels
+//! of one release; each shard is one build job:
+//!
+//! ```text
+//! {"include":[
+//!   {"shard":"debian-11-001","distro":"debian-11","dist_name":"Debian-11-x86_64",
+//!    "kernels":"5.10.0-30-amd64=5.10.218-1 5.10.0-32-amd64=5.10.223-1","count":2},
+//!   ...]}
+//! ```
+//!
+//! `kernels` pins each kernel as `RELEASE=VERSION`, the form
+//! `cargo xtask build --kernel` takes, so a build job builds exactly what was
+//! planned without fetching the metadata again. Shards run oldest to newest.
+
+use crate::distro::Distro;
+use crate::kernels::{self, Kernel};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Kernels per build job unless asked otherwise.
+pub const DEFAULT_SHARD_SIZE: usize = 8;
+
+/// GitHub Actions runs at most this many jobs from one matrix.
+pub const MAX_JOBS: usize = 256;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Distro release to plan (repeatable). Default: every release under distros/.
+    #[arg(long = "distro", value_name = "NAME")]
+    pub distros: Vec<String>,
+    /// Kernels per build job.
+    #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, value_name = "N")]
+    pub shard_size: usize,
+    /// Only the N newest kernels of each release (cheap runs, e.g. pull requests).
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+    /// Append `matrix=<json>` to this file (a job's $GITHUB_OUTPUT) instead of
+    /// printing the matrix.
+    #[arg(long, value_name = "FILE")]
+    pub github_output: Option<PathBuf>,
+}
+
+/// The matrix: GitHub's `strategy.matrix` with one `include` row per job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Matrix {
+    pub include: Vec<Shard>,
+}
+
+/// One build job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shard {
+    /// `debian-11-001`: unique in the matrix; names the job's artifact (`part-<shard>`).
+    pub shard: String,
+    pub distro: String,
+    /// `Debian-11-x86_64`: the tarball the job writes is `<dist_name>.tar.gz`.
+    pub dist_name: String,
+    /// `RELEASE=VERSION` pins separated by single spaces.
+    pub kernels: String,
+    pub count: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let distros = if args.distros.is_empty() {
+        crate::distro::all()?
+    } else {
+        args.distros
+            .iter()
+            .map(|name| crate::distro::find(name))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut planned = Vec::new();
+    for distro in distros {
+        let all = kernels::discover(&distro)
+            .with_context(|| format!("listing the kernels of {}", distro.name))?;
+        let picked = match args.latest {
+            Some(n) => kernels::select(&distro, &all, &[], Some(n))?,
+            None => all,
+        };
+        planned.push((distro, picked));
+    }
+    let matrix = plan(&planned, args.shard_size)?;
+    for (distro, kernels) in &planned {
+        let shards = matrix
+            .include
+            .iter()
+            .filter(|s| s.distro == distro.name)
+            .count();
+        eprintln!(
+            "{}: {} kernel(s) in {shards} job(s)",
+            distro.name,
+            kernels.len()
+        );
+    }
+    eprintln!(
+        "{} build job(s) of at most {} kernel(s)",
+        matrix.include.len(),
+        args.shard_size
+    );
+    let json = serde_json::to_string(&matrix)?;
+    match args.github_output {
+        Some(path) => {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            writeln!(file, "matrix={json}")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => println!("{}", serde_json::to_string_pretty(&matrix)?),
+    }
+    Ok(())
+}
+
+/// Cuts each release's kernels (oldest first) into shards of at most
+/// `shard_size`.
+pub fn plan(releases: &[(Distro, Vec<Kernel>)], shard_size: usize) -> Result<Matrix> {
+    if shard_size == 0 {
+        bail!("--shard-size must be at least 1");
+    }
+    let mut include = Vec::new();
+    let mut total = 0;
+    for (distro, kernels) in releases {
+        check_value(&distro.name, "distro name", &distro.name)?;
+        let mut kernels = kernels.clone();
+        kernels.sort_by(|a, b| kernels::release_cmp(&a.release, &b.release));
+        kernels.dedup();
+        for k in &kernels {
+            check_value(&distro.name, "kernel release", &k.release)?;
+            check_value(&distro.name, "kernel version", &k.version)?;
+            if k.release.contains('=') {
+                bail!(
+                    "{}: kernel release {:?} contains '='",
+                    distro.name,
+                    k.release
+                );
+            }
+        }
+        total += kernels.len();
+        for (i, chunk) in kernels.chunks(shard_size).enumerate() {
+            include.push(Shard {
+                shard: format!("{}-{:03}", distro.name, i + 1),
+                distro: distro.name.clone(),
+                dist_name: distro.dist_name(),
+                kernels: chunk
+                    .iter()
+                    .map(|k| format!("{}={}", k.release, k.version))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                count: chunk.len(),
+            });
+        }
+    }
+    if include.is_empty() {
+        bail!("nothing to build: no release or no kernel was planned");
+    }
+    if include.len() > MAX_JOBS {
+        bail!(
+            "{total} kernels in shards of {shard_size} make {} build jobs, more than the {MAX_JOBS} one \
+             matrix may hold; use --shard-size {} or more",
+            include.len(),
+            total.div_ceil(MAX_JOBS)
+        );
+    }
+    Ok(Matrix { include })
+}
+
+/// Matrix values reach job names, artifact names and shell words: plain
+/// characters only.
+fn check_value(distro: &str, what: &str, value: &str) -> Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._+~-:=".contains(c);
+    if value.is_empty() || !value.chars().all(plain) {
+        bail!("{distro}: {what} {value:?} has characters a build matrix does not carry");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn distro(name: &str, tarball: &str) -> Distro {
+        let text = format!(
+            r#"
+name = "{name}"
+tarball = "{tarball}"
+family = "debian"
+arch = "x86_64"
+[repo]
+type = "apt"
+mirror = "http://deb.debian.org/debian"
+suite = "bookworm"
+flavour = "amd64"
+[builder]
+image = "debian:bookworm"
+prepare = []
+install_headers = "apt-get install -y linux-headers-{{release}}"
+kdir = "/usr/src/linux-headers-{{release}}"
+cc = "gcc-12"
+"#
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    fn kernel(release: &str, version: &str) -> Kernel {
+        Kernel {
+            release: release.into(),
+            version: version.into(),
+            uname_v: None,
+        }
+    }
+
+    fn kernels(n: usize) -> Vec<Kernel> {
+        (1..=n)
+            .map(|i| kernel(&format!("6.1.0-{i}-amd64"), &format!("6.1.{i}-1")))
+            .collect()
+    }
+
+    #[test]
+    fn shards_hold_at_most_n_kernels_of_one_release() {
+        let releases = [
+            (distro("debian-12", "Debian-12"), kernels(5)),
+            (distro("debian-11", "Debian-11"), kernels(1)),
+        ];
+        let m = plan(&releases, 2).unwrap();
+        let ids: Vec<&str> = m.include.iter().map(|s| s.shard.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "debian-12-001",
+                "debian-12-002",
+                "debian-12-003",
+                "debian-11-001"
+            ]
+        );
+        assert_eq!(
+            m.include[0].kernels,
+            "6.1.0-1-amd64=6.1.1-1 6.1.0-2-amd64=6.1.2-1"
+        );
+        assert_eq!(m.include[2].kernels, "6.1.0-5-amd64=6.1.5-1");
+        assert_eq!(m.include[2].count, 1);
+        assert_eq!(m.include[3].dist_name, "Debian-11-x86_64");
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.starts_with(r#"{"include":[{"shard":"debian-12-001","distro":"debian-12","dist_name":"Debian-12-x86_64","kernels":"#), "{json}");
+        assert!(!json.contains('\n'));
+    }
+
+    #[test]
+    fn kernels_are_ordered_oldest_first() {
+        let mut ks = kernels(10);
+        ks.reverse();
+        let m = plan(&[(distro("debian-12", "Debian-12"), ks)], 8).unwrap();
+        assert!(m.include[0].kernels.starts_with("6.1.0-1-amd64="));
+        assert!(m.include[1].kernels == "6.1.0-9-amd64=6.1.9-1 6.1.0-10-amd64=6.1.10-1");
+    }
+
+    #[test]
+    fn too_many_jobs_names_the_shard_size_that_fits() {
+        let err = plan(&[(distro("debian-12", "Debian-12"), kernels(600))], 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use --shard-size 3 or more"), "{err}");
+        assert_eq!(
+            plan(&[(distro("debian-12", "Debian-12"), kernels(600))], 3)
+                .unwrap()
+                .include
+                .len(),
+            200
+        );
+        assert!(plan(&[(distro("debian-12", "Debian-12"), kernels(1))], 0).is_err());
+        assert!(plan(&[(distro("debian-12", "Debian-12"), vec![])], 8).is_err());
+    }
+
+    #[test]
+    fn values_a_shell_word_cannot_carry_are_refused() {
+        for bad in ["6.1 0", "6.1$(x)", "a'b", ""] {
+            let err = plan(
+                &[(distro("debian-12", "Debian-12"), vec![kernel(bad, "1")])],
+                8,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("kernel release"), "{err}");
+        }
+    }
+}
