@@ -696,7 +696,7 @@ mod tests {
             !lines.iter().any(|l| l.contains("docker pull")),
             "{lines:?}"
         );
-        has(&lines, "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends linux-headers-6.1.0-50-amd64");
+        has(&lines, "apt-get update -q && INITRD=No DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends linux-headers-6.1.0-50-amd64");
         has(&lines, "CC=gcc-12");
     }
 
