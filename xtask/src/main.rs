@@ -27,6 +27,7 @@ mod qemu;
 mod rpm_repo;
 mod source;
 mod test;
+mod vm_install;
 mod vm_test;
 
 use anyhow::Result;
@@ -45,6 +46,8 @@ enum Command {
     Build(build::Args),
     /// Boot a distro kernel under QEMU with toa.ko and run the lab scenarios.
     VmTest(vm_test::Args),
+    /// Prove the installers in a Debian guest with a real root filesystem, booted on its own kernel.
+    VmInstallTest(vm_install::Args),
     /// The test suite: host unit tests, object audit checks, and the VM lab.
     Test(test::Args),
     /// List every kernel a distro release shipped (from its repository metadata).
@@ -67,6 +70,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Build(args) => build::run(args),
         Command::VmTest(args) => vm_test::run(args),
+        Command::VmInstallTest(args) => vm_install::run(args),
         Command::Test(args) => test::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Kernels(args) => kernels::run(args),

@@ -1,0 +1,413 @@
+#!/bin/bash
+# The install test inside the guest (`cargo xtask vm-install-test`).
+#
+# The host boots the guest once per stage, with this file and lab.env on a tar
+# disk and the stage on the kernel command line (toa_lab.stage=N). The disk
+# keeps its state between boots, and so does /var/lib/toa-lab, where this
+# script keeps the snapshots later stages compare with.
+#
+# Results go to the second serial port (/dev/ttyS1), which the host reads:
+#   TOA-INSTALL STAGE <n> kernel=<uname -r>
+#   TOA-INSTALL CHECK <n> <check> PASS|FAIL <detail>
+#   TOA-INSTALL OUT <case> <line>      what an installer run printed
+#   TOA-INSTALL END <n>
+# Progress goes to the console as TOA-LAB lines.
+set -u
+
+LAB=/run/toa-lab
+# BASE (the test server as the guest reaches it), RELEASE, DIST_NAME, WITH_DKMS.
+# shellcheck source=/dev/null
+. "$LAB/lab.env"
+STATE=/var/lib/toa-lab
+RESULTS=/dev/ttyS1
+KREL=$(uname -r)
+STAGE=$(sed -n 's/.*toa_lab\.stage=\([0-9]*\).*/\1/p' /proc/cmdline)
+DKMS_BIN=/usr/sbin/dkms
+DKMS_OFF=/usr/sbin/dkms.toa-lab-off
+mkdir -p "$STATE"
+
+function result {
+    printf 'TOA-INSTALL %s\n' "$*" >>"$RESULTS"
+}
+
+function progress {
+    printf 'TOA-LAB %s\n' "$*"
+}
+
+# Each check collects what is wrong in PROBLEMS; verdict reports it.
+PROBLEMS=()
+# expect WHAT COMMAND...: WHAT is what is wrong when COMMAND fails; @DIFF@ in
+# it stands for the difference COMMAND found.
+function expect {
+    local what=$1
+    shift
+    DIFF=""
+    if ! "$@"; then
+        PROBLEMS+=("${what//@DIFF@/$DIFF}")
+    fi
+}
+
+function verdict {
+    local name=$1 detail=$2 status=PASS
+    if [ ${#PROBLEMS[@]} -gt 0 ]; then
+        status=FAIL
+        local joined
+        joined=$(printf '%s; ' "${PROBLEMS[@]}")
+        detail="${joined%; } ($detail)"
+    fi
+    result "CHECK $STAGE $name $status $detail"
+    progress "$name: $status $detail"
+    PROBLEMS=()
+}
+
+# run_case NAME COMMAND: runs COMMAND (a shell line) with bash, sets RC and
+# OUT (stdout and stderr together) and reports every line of it.
+RC=0
+OUT=""
+function run_case {
+    local name=$1 cmd=$2 line
+    progress "$name: $cmd"
+    timeout 1200 bash -c "$cmd" >"$STATE/$name.out" 2>&1 </dev/null
+    RC=$?
+    OUT=$(cat "$STATE/$name.out")
+    result "OUT $name \$ $cmd"
+    while IFS= read -r line; do
+        result "OUT $name $line"
+    done <"$STATE/$name.out"
+    result "OUT $name (exit status $RC)"
+}
+
+function has {
+    grep -qF -- "$1" <<<"$OUT"
+}
+
+function lacks {
+    ! grep -qF -- "$1" <<<"$OUT"
+}
+
+function loaded {
+    [ -d /sys/module/toa ] && lsmod | grep -q '^toa '
+}
+
+function not_loaded {
+    ! [ -d /sys/module/toa ] && ! lsmod | grep -q '^toa '
+}
+
+function stats_readable {
+    [ -r /proc/net/toa_stats ] && grep -q '^syn_recv_sock_toa' /proc/net/toa_stats
+}
+
+function rc_is {
+    [ "$RC" = "$1" ]
+}
+
+function rc_not_zero {
+    [ "$RC" != 0 ]
+}
+
+# snapshot: everything an install touches, one sorted line per item, with
+# content hashes: module state, boot configuration, module files, DKMS.
+function snapshot {
+    local f
+    {
+        if [ -d /sys/module/toa ]; then
+            echo "loaded toa srcversion=$(cat /sys/module/toa/srcversion 2>/dev/null)"
+        fi
+        for f in /etc/modules /etc/modules-load.d/* /etc/modprobe.d/* /etc/rc.local /etc/rc.d/rc.local \
+            $(find /lib/modules -name 'toa.ko*' 2>/dev/null) \
+            $(find /usr/src /var/lib/dkms -maxdepth 1 -name 'toa*' 2>/dev/null); do
+            if [ -L "$f" ]; then
+                echo "link $f -> $(readlink "$f")"
+            elif [ -d "$f" ]; then
+                find "$f" \( -type f -o -type l \) -printf '%p\n' | while IFS= read -r g; do
+                    if [ -L "$g" ]; then
+                        echo "link $g -> $(readlink "$g")"
+                    else
+                        echo "file $g $(sha256sum <"$g" | cut -c1-64)"
+                    fi
+                done
+            elif [ -f "$f" ]; then
+                echo "file $f $(sha256sum <"$f" | cut -c1-64)"
+            fi
+        done
+        grep -H 'toa\.ko' /lib/modules/*/modules.dep 2>/dev/null | sed 's/^/dep /'
+    } | sort -u
+}
+
+# touched: modification time and inode of every file in the snapshot, to see
+# whether a run that should change nothing rewrote something all the same.
+function touched {
+    snapshot | awk '$1 == "file" { print $2 }' | while IFS= read -r f; do
+        stat -c '%n %Y %i' "$f"
+    done
+}
+
+function save {
+    snapshot >"$STATE/$1.snap"
+    touched >"$STATE/$1.touch"
+}
+
+# same_as NAME: the state now is the saved snapshot NAME (differences go to DIFF).
+DIFF=""
+function same_as {
+    DIFF=$(snapshot | diff "$STATE/$1.snap" - | grep '^[<>]' | head -n 6 | tr '\n' ' ')
+    [ -z "$DIFF" ]
+}
+
+function untouched_since {
+    DIFF=$(touched | diff "$STATE/$1.touch" - | grep '^[<>]' | head -n 6 | tr '\n' ' ')
+    [ -z "$DIFF" ]
+}
+
+# no_duplicate_lines: no file that can load or configure toa repeats a line.
+function no_duplicate_lines {
+    local f dup
+    for f in /etc/modules /etc/modules-load.d/* /etc/modprobe.d/* /etc/rc.local /etc/rc.d/rc.local; do
+        [ -f "$f" ] || continue
+        dup=$(grep -v '^[[:space:]]*\(#.*\)\{0,1\}$' "$f" | sort | uniq -d)
+        if [ -n "$dup" ]; then
+            DIFF="$f repeats: $dup"
+            return 1
+        fi
+    done
+}
+
+# boot_entries: how many places load toa at boot.
+function boot_entries {
+    local n=0 f
+    for f in /etc/modules /etc/modules-load.d/*.conf; do
+        [ -f "$f" ] || continue
+        n=$((n + $(grep -c '^[[:space:]]*toa[[:space:]]*$' "$f")))
+    done
+    for f in /etc/rc.local /etc/rc.d/rc.local; do
+        [ -f "$f" ] || continue
+        n=$((n + $(grep -c 'modprobe toa\|insmod .*toa\.ko' "$f")))
+    done
+    echo "$n"
+}
+
+function one_boot_entry {
+    [ "$(boot_entries)" = 1 ]
+}
+
+function no_boot_entry {
+    [ "$(boot_entries)" = 0 ]
+}
+
+function no_toa_module_file {
+    [ -z "$(find /lib/modules -name 'toa.ko*' 2>/dev/null)" ] && ! modprobe -n toa 2>/dev/null
+}
+
+function dkms_on {
+    if [ -e "$DKMS_OFF" ]; then mv "$DKMS_OFF" "$DKMS_BIN"; fi
+}
+
+# Without dkms on PATH, compile_install_toa.sh takes its plain (no DKMS) path.
+function dkms_off {
+    if [ -e "$DKMS_BIN" ]; then mv "$DKMS_BIN" "$DKMS_OFF"; fi
+}
+
+function dkms_installed {
+    dkms status -m toa -k "$KREL" 2>/dev/null | grep -q installed
+}
+
+function dkms_empty {
+    [ -z "$(dkms status -m toa 2>/dev/null)" ] && [ -z "$(find /usr/src -maxdepth 1 -name 'toa-*')" ]
+}
+
+# the installed prebuilt module is byte for byte the one index.json lists
+function installed_is_published {
+    local want have
+    want=$(grep "\"release\":\"$KREL\"" "$STATE/index.json" | sed -n 's/.*"ko_sha256":"\([0-9a-f]*\)".*/\1/p' | head -n 1)
+    have=$(sha256sum <"/lib/modules/$KREL/updates/toa.ko" | cut -c1-64)
+    [ -n "$want" ] && [ "$want" = "$have" ]
+}
+
+INSTALL="curl -fsSL $BASE/install_toa.sh | bash"
+COMPILE="curl -fsSL $BASE/compile_install_toa.sh | bash"
+
+# ---------------------------------------------------------------- stages
+
+# A fresh guest: what must be refused first, then the install.
+function stage_1 {
+    dkms_off
+    save pristine
+    expect "toa is loaded before any install" not_loaded
+    expect "boot configuration loads toa before any install" no_boot_entry
+    verdict pristine "nothing of toa on the fresh guest"
+
+    curl -fsS "$BASE/truncated/install_toa.sh" -o "$STATE/truncated.sh"
+    run_case truncated "curl -fsSL $BASE/truncated/install_toa.sh | bash"
+    expect "it printed toa: lines, so it ran" lacks "toa:"
+    expect "toa is loaded" not_loaded
+    expect "the system changed: @DIFF@" same_as pristine
+    verdict truncated "$(wc -c <"$STATE/truncated.sh") bytes piped to bash: exit $RC, nothing ran, nothing changed"
+
+    run_case corrupt_tarball "$INSTALL -s -- --base-url $BASE/corrupt"
+    expect "exit status 0" rc_not_zero
+    expect "no checksum message" has "checksum mismatch for $DIST_NAME.tar.gz"
+    expect "toa is loaded" not_loaded
+    expect "the system changed: @DIFF@" same_as pristine
+    verdict corrupt_tarball "exit $RC: $(grep -m1 -o 'checksum mismatch for [^:]*' <<<"$OUT")"
+
+    run_case other_kernel "$INSTALL -s -- --base-url $BASE/vermagic"
+    expect "exit status 0" rc_not_zero
+    expect "sha256 of the tarball not verified first" has "verified sha256 of $DIST_NAME.tar.gz"
+    expect "no vermagic refusal" has "but this machine runs $KREL: refusing to load it"
+    expect "toa is loaded" not_loaded
+    expect "the system changed: @DIFF@" same_as pristine
+    verdict other_kernel "exit $RC: $(grep -m1 -o 'this toa.ko was built for kernel [^ ]*' <<<"$OUT")"
+
+    run_case corrupt_source "$COMPILE -s -- --base-url $BASE/corrupt"
+    expect "exit status 0" rc_not_zero
+    expect "no checksum message" has "checksum mismatch for toa.tar.gz"
+    expect "toa is loaded" not_loaded
+    expect "the system changed: @DIFF@" same_as pristine
+    verdict corrupt_source "exit $RC: $(grep -m1 -o 'checksum mismatch for [^:]*' <<<"$OUT")"
+
+    curl -fsS "$BASE/index.json" -o "$STATE/index.json"
+    run_case install "$INSTALL"
+    expect "exit status $RC" rc_is 0
+    expect "toa is not loaded" loaded
+    expect "/proc/net/toa_stats is not readable" stats_readable
+    expect "no 'loaded toa' message" has "loaded toa"
+    expect "toa_stats not shown" has "/proc/net/toa_stats:"
+    expect "/etc/modules-load.d/toa.conf missing" test -f /etc/modules-load.d/toa.conf
+    expect "the installed toa.ko is not the published one" installed_is_published
+    expect "toa is loaded at boot from $(boot_entries) places" one_boot_entry
+    save installed
+    verdict install "exit 0, lsmod: $(lsmod | grep '^toa ' | tr -s ' '), toa_stats readable"
+}
+
+# After a reboot: loaded by itself; runs 2 and 3 change nothing; --uninstall.
+function stage_2 {
+    dkms_off
+    expect "toa is not loaded after the reboot" loaded
+    expect "/proc/net/toa_stats is not readable" stats_readable
+    expect "the state differs from right after the install: @DIFF@" same_as installed
+    verdict loaded_at_boot "lsmod: $(lsmod | grep '^toa ' | tr -s ' ')"
+
+    local run
+    for run in 2 3; do
+        run_case "install_run_$run" "$INSTALL"
+        expect "exit status $RC" rc_is 0
+        expect "toa is not loaded" loaded
+        expect "it did not say it was already installed" has "is already installed"
+        expect "it reloaded toa" has "already loaded; nothing to reload"
+        expect "files changed: @DIFF@" same_as installed
+        expect "files rewritten: @DIFF@" untouched_since installed
+        expect "duplicated lines: @DIFF@" no_duplicate_lines
+        expect "toa is loaded at boot from $(boot_entries) places" one_boot_entry
+        verdict "install_run_$run" "exit 0, no file changed or rewritten, one boot entry, no duplicated line"
+    done
+
+    run_case uninstall "$INSTALL -s -- --uninstall"
+    expect "exit status $RC" rc_is 0
+    expect "toa is still loaded" not_loaded
+    expect "a toa.ko is left or modprobe still finds one" no_toa_module_file
+    expect "boot configuration still loads toa" no_boot_entry
+    expect "the state is not the fresh guest's: @DIFF@" same_as pristine
+    verdict uninstall "exit 0: unloaded, module, files and boot configuration removed"
+}
+
+# After another reboot: still gone; then the compile path, without and with DKMS.
+function stage_3 {
+    dkms_off
+    expect "toa is loaded after uninstall and reboot" not_loaded
+    expect "the state is not the fresh guest's: @DIFF@" same_as pristine
+    verdict stays_uninstalled "not loaded after the reboot, nothing left"
+
+    local started=$SECONDS
+    run_case compile "$COMPILE"
+    expect "exit status $RC" rc_is 0
+    expect "toa is not loaded" loaded
+    expect "/proc/net/toa_stats is not readable" stats_readable
+    expect "it did not build" has "built toa.ko"
+    expect "it did not say DKMS is missing" has "dkms is not installed"
+    expect "/lib/modules/$KREL/updates/toa.ko missing" test -f "/lib/modules/$KREL/updates/toa.ko"
+    expect "toa is loaded at boot from $(boot_entries) places" one_boot_entry
+    save compiled
+    verdict compile "built from toa.tar.gz with make in $((SECONDS - started)) s and loaded, srcversion $(cat /sys/module/toa/srcversion 2>/dev/null)"
+
+    if [ "$WITH_DKMS" != 1 ]; then
+        return 0
+    fi
+    dkms_on
+    started=$SECONDS
+    run_case compile_dkms "$COMPILE"
+    expect "exit status $RC" rc_is 0
+    expect "toa is not loaded" loaded
+    expect "/proc/net/toa_stats is not readable" stats_readable
+    expect "not registered with DKMS" has "registered toa"
+    expect "dkms status does not show toa installed for $KREL" dkms_installed
+    expect "the plain updates/toa.ko is still there" test ! -e "/lib/modules/$KREL/updates/toa.ko"
+    expect "toa is loaded at boot from $(boot_entries) places" one_boot_entry
+    expect "duplicated lines: @DIFF@" no_duplicate_lines
+    save dkms
+    verdict compile_dkms "$((SECONDS - started)) s; $(dkms status -m toa 2>/dev/null | head -n 1)"
+}
+
+# DKMS's module after a reboot; a rerun changes nothing; --uninstall.
+function stage_4 {
+    dkms_on
+    expect "toa is not loaded after the reboot" loaded
+    expect "the state differs from right after the DKMS install: @DIFF@" same_as dkms
+    verdict dkms_loaded_at_boot "$(modinfo -n toa 2>/dev/null)"
+
+    run_case compile_dkms_again "$COMPILE"
+    expect "exit status $RC" rc_is 0
+    expect "toa is not loaded" loaded
+    expect "it did not see the DKMS registration" has "already registered with DKMS"
+    expect "files changed: @DIFF@" same_as dkms
+    expect "files rewritten: @DIFF@" untouched_since dkms
+    expect "duplicated lines: @DIFF@" no_duplicate_lines
+    verdict compile_dkms_again "exit 0, no file changed or rewritten"
+
+    run_case dkms_uninstall "$INSTALL -s -- --uninstall"
+    expect "exit status $RC" rc_is 0
+    expect "toa is still loaded" not_loaded
+    expect "DKMS still has toa" dkms_empty
+    expect "a toa.ko is left or modprobe still finds one" no_toa_module_file
+    expect "boot configuration still loads toa" no_boot_entry
+    expect "the state is not the fresh guest's: @DIFF@" same_as pristine
+    verdict dkms_uninstall "exit 0: DKMS registration, module and boot configuration removed"
+}
+
+function stage_5 {
+    expect "toa is loaded after uninstall and reboot" not_loaded
+    expect "the state is not the fresh guest's: @DIFF@" same_as pristine
+    verdict dkms_stays_uninstalled "not loaded after the reboot, nothing left"
+}
+
+# The guest reaches only the host's test server: an address on QEMU's user
+# network and no default route.
+function network {
+    local dev
+    modprobe virtio_net 2>/dev/null
+    for _ in $(seq 100); do
+        [ -e /sys/class/net/eth0 ] && break
+        sleep 0.2
+    done
+    dev=eth0
+    ip link set lo up
+    ip link set "$dev" up
+    ip addr add 10.0.2.15/24 dev "$dev" 2>/dev/null
+    for _ in $(seq 50); do
+        curl -fsS -o /dev/null --max-time 2 "$BASE/index.json" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+stty -F "$RESULTS" raw -echo 2>/dev/null
+result "STAGE $STAGE kernel=$KREL uptime=$(cut -d' ' -f1 /proc/uptime)"
+progress "stage $STAGE on $KREL"
+if ! network; then
+    result "CHECK $STAGE network FAIL the test server $BASE is not reachable"
+elif declare -F "stage_$STAGE" >/dev/null; then
+    "stage_$STAGE"
+else
+    result "CHECK $STAGE stage FAIL no stage '$STAGE' in this script"
+fi
+sync
+result "END $STAGE"
