@@ -13,7 +13,9 @@ const USAGE: &str = "\
 usage:
   toa-lab scenarios --expect module --module PATH [--module-param NAME=VALUE]...
                     [--step-timeout SECS] [--only NAME,...] [--trace]
+                    [--fuzz-connections N] [--fuzz-seed S]
   toa-lab scenarios --expect kernel [--step-timeout SECS] [--only NAME,...] [--trace]
+                    [--fuzz-connections N] [--fuzz-seed S]
   toa-lab craft --kind N --client IP:PORT
 
 scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
@@ -26,6 +28,8 @@ scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
   --step-timeout S  seconds to wait for each protocol step (default 3)
   --only A,B        run only these scenarios
   --trace           log every TCP segment on toa0 to stderr
+  --fuzz-connections N  connections of the malformed-options scenario (default 200)
+  --fuzz-seed S     seed of its option generator (default: a fresh one, printed)
 craft       print the bytes of a TOA option (hex)
 ";
 
@@ -76,9 +80,23 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
     let mut only = None;
     let mut trace = false;
     let mut module_params = Vec::new();
+    let mut fuzz_connections = scenarios::DEFAULT_FUZZ_CONNECTIONS;
+    let mut fuzz_seed = None;
     for (flag, value) in flag_pairs(args)? {
         match flag {
             "--trace" => trace = true,
+            "--fuzz-connections" => {
+                fuzz_connections = value
+                    .parse()
+                    .map_err(|_| lab_err!("--fuzz-connections wants a count, not {value:?}"))?
+            }
+            "--fuzz-seed" => {
+                fuzz_seed = Some(
+                    value
+                        .parse()
+                        .map_err(|_| lab_err!("--fuzz-seed wants a number, not {value:?}"))?,
+                )
+            }
             "--expect" => {
                 expect = Some(match value {
                     "module" => Expect::Module,
@@ -131,6 +149,8 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
         step_timeout,
         only,
         trace,
+        fuzz_connections,
+        fuzz_seed,
     })
 }
 
@@ -173,6 +193,20 @@ mod tests {
         assert!(o.only.is_none());
         assert!(!o.trace);
         assert!(o.module_params.is_empty());
+        assert_eq!(o.fuzz_connections, scenarios::DEFAULT_FUZZ_CONNECTIONS);
+        assert_eq!(o.fuzz_seed, None);
+    }
+
+    #[test]
+    fn test_parse_fuzz_flags() {
+        let o = parse_scenarios(&args(
+            "--expect kernel --fuzz-connections 10000 --fuzz-seed 123",
+        ))
+        .unwrap();
+        assert_eq!(o.fuzz_connections, 10000);
+        assert_eq!(o.fuzz_seed, Some(123));
+        assert!(parse_scenarios(&args("--expect kernel --fuzz-seed x")).is_err());
+        assert!(parse_scenarios(&args("--expect kernel --fuzz-connections -1")).is_err());
     }
 
     #[test]

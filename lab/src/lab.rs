@@ -2,23 +2,29 @@
 //! drives a whole proxied connection through both and checks what the
 //! application saw.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::error::{lab_err, Context, Result};
+use crate::oracle::{self, Verdict};
 use crate::origin::{self, Listener, Origin, Report};
 use crate::sockaddr::PeerName;
 use crate::stats::Ledger;
-use crate::tcp_client::TcpClient;
+use crate::tcp_client::{OptionPlan, TcpClient};
 use crate::toa_option::Toa;
+use crate::trust::Trusted;
 use crate::tun::{Addressing, Tun};
 
 pub const TUN_NAME: &str = "toa0";
 pub const ORIGIN_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const PROXY_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// A client reaching the origin directly, not through the proxy: the kernel
+/// routes its replies into toa0 like the proxy's (same subnet).
+pub const DIRECT_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 pub const ORIGIN_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 pub const PROXY_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+pub const DIRECT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
 pub const REQUEST: &[u8] = b"hello\n";
 
 /// What accept()/getpeername() are supposed to return.
@@ -36,34 +42,68 @@ pub enum ProxyFamily {
     V6,
 }
 
-/// One proxied connection: from which proxy address, to which listener,
-/// carrying which TOA (if any) in the handshake-completing ACK.
-#[derive(Clone, Copy, Debug)]
+/// Who sends the packets: the L4 proxy, or a client that reaches the origin
+/// directly (and forges a TOA, when it sends one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Proxy,
+    Direct,
+}
+
+/// One connection: from which address family and sender, to which
+/// listener, with which option bytes on which packet.
+#[derive(Clone, Debug)]
 pub struct ConnSpec {
     pub proxy: ProxyFamily,
+    pub source: Source,
     pub listener: Listener,
-    pub toa: Option<Toa>,
+    pub plan: OptionPlan,
 }
 
 impl ConnSpec {
+    /// From the proxy, with `toa` (if any) on the handshake ACK.
     pub fn new(proxy: ProxyFamily, listener: Listener, toa: Option<Toa>) -> Self {
         ConnSpec {
             proxy,
+            source: Source::Proxy,
             listener,
-            toa,
+            plan: OptionPlan::toa(toa.as_ref()),
+        }
+    }
+
+    /// The same connection sent by `source`.
+    pub fn from(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    pub fn source_ip(&self) -> IpAddr {
+        match (self.proxy, self.source) {
+            (ProxyFamily::V4, Source::Proxy) => PROXY_V4.into(),
+            (ProxyFamily::V4, Source::Direct) => DIRECT_V4.into(),
+            (ProxyFamily::V6, Source::Proxy) => PROXY_V6.into(),
+            (ProxyFamily::V6, Source::Direct) => DIRECT_V6.into(),
         }
     }
 }
 
 /// The address an application must see (DESIGN "What the application
-/// sees"): the TOA client when the module is active and an option was sent,
-/// otherwise the proxy; then shaped by the listener's family.
-pub fn expected_peer(spec: &ConnSpec, proxy_src: SocketAddr, expect: Expect) -> PeerName {
-    let shown = match (expect, spec.toa) {
-        (Expect::Module, Some(toa)) => toa.client,
-        _ => proxy_src,
+/// sees"): the TOA client when the module honours one, otherwise the
+/// packet's source; then shaped by the listener's family. An IPv4-mapped
+/// IPv6 client is an IPv4 client.
+pub fn expected_peer(listener: Listener, verdict: Verdict, source: SocketAddr) -> PeerName {
+    let shown = match verdict {
+        Verdict::Client { client, .. } => client,
+        Verdict::Kernel(_) => source,
     };
-    match (spec.listener, shown.ip()) {
+    let shown = match shown.ip() {
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), shown.port()),
+            None => shown,
+        },
+        IpAddr::V4(_) => shown,
+    };
+    match (listener, shown.ip()) {
         (Listener::V4, IpAddr::V4(_)) => PeerName::v4(shown),
         // An AF_INET listener handed an IPv6 client gets a sockaddr_in6.
         (Listener::V4, IpAddr::V6(_)) => PeerName::v6(shown),
@@ -76,7 +116,7 @@ pub fn expected_peer(spec: &ConnSpec, proxy_src: SocketAddr, expect: Expect) -> 
 }
 
 /// Ephemeral source ports for the simulated proxy. Each connection gets a new
-/// one so no 4-tuple meets a TIME_WAIT entry of an earlier connection.
+/// one so no 4-tuple meets a TIME_WAIT entry of a recent connection.
 struct Ports {
     next: Cell<u16>,
 }
@@ -113,6 +153,8 @@ impl Ports {
 pub struct Held<'t> {
     pub client: TcpClient<'t>,
     pub report: Report,
+    /// What the module was expected to decide at the handshake.
+    pub verdict: Verdict,
 }
 
 pub struct Lab {
@@ -120,8 +162,11 @@ pub struct Lab {
     pub origin: Origin,
     pub expect: Expect,
     pub step_timeout: Duration,
+    /// The `formats` parameter the module was loaded with.
+    pub formats: u32,
     ports: Ports,
     ledger: Cell<Ledger>,
+    trusted: RefCell<Trusted>,
 }
 
 impl Lab {
@@ -138,13 +183,25 @@ impl Lab {
             origin,
             expect,
             step_timeout,
+            formats: oracle::ALL_FORMATS,
             ports: Ports::new(),
             ledger: Cell::new(Ledger::default()),
+            trusted: RefCell::new(Trusted::everyone()),
         })
     }
 
     pub fn ledger(&self) -> Ledger {
         self.ledger.get()
+    }
+
+    /// The trusted list the module is believed to hold.
+    pub fn trusted(&self) -> Trusted {
+        self.trusted.borrow().clone()
+    }
+
+    /// Records that the module now holds `list` (after a successful write).
+    pub fn set_trusted_model(&self, list: Trusted) {
+        *self.trusted.borrow_mut() = list;
     }
 
     fn book(&self, update: impl FnOnce(&mut Ledger)) {
@@ -154,14 +211,24 @@ impl Lab {
     }
 
     fn endpoints(&self, spec: &ConnSpec) -> (SocketAddr, SocketAddr) {
-        let (proxy, origin): (IpAddr, IpAddr) = match spec.proxy {
-            ProxyFamily::V4 => (PROXY_V4.into(), ORIGIN_V4.into()),
-            ProxyFamily::V6 => (PROXY_V6.into(), ORIGIN_V6.into()),
+        let origin: IpAddr = match spec.proxy {
+            ProxyFamily::V4 => ORIGIN_V4.into(),
+            ProxyFamily::V6 => ORIGIN_V6.into(),
         };
         (
-            SocketAddr::new(proxy, self.ports.take()),
+            SocketAddr::new(spec.source_ip(), self.ports.take()),
             SocketAddr::new(origin, spec.listener.port()),
         )
+    }
+
+    /// What the module decides for `spec` (the kernel's answer when no
+    /// module is expected).
+    pub fn verdict(&self, spec: &ConnSpec) -> Verdict {
+        if self.expect == Expect::Kernel {
+            return Verdict::Kernel(oracle::Kept::NoToa);
+        }
+        let trusted = self.trusted.borrow().allows(spec.source_ip());
+        oracle::verdict(&spec.plan.ack, self.formats, trusted)
     }
 
     /// Handshake, request and reply; returns with both sides still open when
@@ -171,27 +238,13 @@ impl Lab {
         if stale > 0 {
             eprintln!("toa-lab: discarded {stale} stale origin report(s)");
         }
+        let verdict = self.verdict(spec);
         let (local, remote) = self.endpoints(spec);
-        let mut client = TcpClient::connect(
-            &self.tun,
-            local,
-            remote,
-            spec.toa.as_ref(),
-            self.step_timeout,
-        )
-        .context("handshake")?;
-        let toa = spec.toa.is_some();
-        self.book(|l| {
-            if toa {
-                l.handshakes_toa += 1;
-            } else {
-                l.handshakes_no_toa += 1;
-            }
-            if spec.toa.is_some_and(|t| t.carries_ipv6()) {
-                l.ipv6_toa += 1;
-            }
-        });
+        let mut client =
+            TcpClient::connect(&self.tun, local, remote, &spec.plan, self.step_timeout)
+                .context("handshake")?;
         client.send(REQUEST).context("sending the request")?;
+        self.book(|l| l.handshake(verdict));
         let reply = client.read_line().context("reading the reply")?;
         if reply != origin::REPLY {
             return Err(lab_err!(
@@ -204,30 +257,33 @@ impl Lab {
             "waiting for the origin to accept {local} -> {remote}"
         ))?;
         let calls = u64::from(report.accept.is_ok()) + u64::from(report.peername.is_ok());
-        self.book(|l| {
-            if toa {
-                l.getname_on_toa += calls;
-            } else {
-                l.getname_on_no_toa += calls;
-            }
-        });
-        Ok(Held { client, report })
+        self.book(|l| l.getnames(verdict, calls));
+        Ok(Held {
+            client,
+            report,
+            verdict,
+        })
     }
 
     /// A complete connection, closed on both sides; returns a description of
     /// what the application saw, or what differed from the expectation.
     pub fn exercise(&self, spec: &ConnSpec) -> Result<String> {
-        let Held { client, report } = self.open(spec)?;
+        let Held {
+            client,
+            report,
+            verdict,
+        } = self.open(spec)?;
         let local = client.local();
         client.close().context("closing")?;
-        self.verify(spec, local, &report)
+        self.verify(spec, verdict, local, &report)
     }
 
-    /// Checks one origin report against what `spec` implies.
+    /// Checks one origin report against what `spec` and `verdict` imply.
     pub fn verify(
         &self,
         spec: &ConnSpec,
-        proxy_src: SocketAddr,
+        verdict: Verdict,
+        source: SocketAddr,
         report: &Report,
     ) -> Result<String> {
         if report.listener != spec.listener {
@@ -247,7 +303,7 @@ impl Lab {
                 String::from_utf8_lossy(REQUEST)
             ));
         }
-        let want = expected_peer(spec, proxy_src, self.expect);
+        let want = expected_peer(spec.listener, verdict, source);
         let accept = report.accept.clone().map_err(|e| lab_err!("origin: {e}"))?;
         let peer = report
             .peername
@@ -255,7 +311,7 @@ impl Lab {
             .map_err(|e| lab_err!("origin: {e}"))?;
         if accept != want || peer != want {
             return Err(lab_err!(
-                "expected accept=getpeername=[{want}], saw accept=[{accept}] getpeername=[{peer}] (proxy {proxy_src})"
+                "expected accept=getpeername=[{want}], saw accept=[{accept}] getpeername=[{peer}] (sent from {source}, {verdict:?})"
             ));
         }
         Ok(format!("accept=getpeername=[{want}]"))
@@ -285,6 +341,15 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// What the application sees for `spec` from `src`, all sources trusted.
+    fn expected(spec: &ConnSpec, src: SocketAddr, expect: Expect) -> PeerName {
+        let verdict = match expect {
+            Expect::Kernel => Verdict::Kernel(oracle::Kept::NoToa),
+            Expect::Module => oracle::verdict(&spec.plan.ack, oracle::ALL_FORMATS, true),
+        };
+        expected_peer(spec.listener, verdict, src)
+    }
+
     #[test]
     fn test_expected_peer_module_table() {
         let m = Expect::Module;
@@ -296,7 +361,7 @@ mod tests {
             Some(("198.51.100.7:40001", KIND_TOA)),
         );
         assert_eq!(
-            expected_peer(&v4v4, p4, m),
+            expected(&v4v4, p4, m),
             PeerName::v4(sa("198.51.100.7:40001"))
         );
         let v6v6 = spec(
@@ -305,7 +370,7 @@ mod tests {
             Some(("[2001:db8::7]:40002", KIND_TOA)),
         );
         assert_eq!(
-            expected_peer(&v6v6, p6, m),
+            expected(&v6v6, p6, m),
             PeerName::v6(sa("[2001:db8::7]:40002"))
         );
         let v4v6 = spec(
@@ -314,7 +379,7 @@ mod tests {
             Some(("198.51.100.7:40003", KIND_TOA)),
         );
         assert_eq!(
-            expected_peer(&v4v6, p4, m),
+            expected(&v4v6, p4, m),
             PeerName::v6(sa("[::ffff:198.51.100.7]:40003"))
         );
         let v6v4 = spec(
@@ -322,7 +387,7 @@ mod tests {
             Listener::V4,
             Some(("[2001:db8::9]:40004", KIND_TOA)),
         );
-        let got = expected_peer(&v6v4, p4, m);
+        let got = expected(&v6v4, p4, m);
         assert_eq!(got, PeerName::v6(sa("[2001:db8::9]:40004")));
         assert_eq!(got.len, 28);
         let tencent = spec(
@@ -331,7 +396,7 @@ mod tests {
             Some(("203.0.113.5:40005", KIND_TOA_TENCENT)),
         );
         assert_eq!(
-            expected_peer(&tencent, p4, m),
+            expected(&tencent, p4, m),
             PeerName::v4(sa("203.0.113.5:40005"))
         );
     }
@@ -341,24 +406,64 @@ mod tests {
         let p4 = sa("10.0.0.2:30000");
         let p6 = sa("[fd00::2]:30001");
         let none = spec(ProxyFamily::V4, Listener::V4, None);
-        assert_eq!(expected_peer(&none, p4, Expect::Module), PeerName::v4(p4));
+        assert_eq!(expected(&none, p4, Expect::Module), PeerName::v4(p4));
         let with = spec(
             ProxyFamily::V4,
             Listener::V4,
             Some(("[2001:db8::9]:40004", KIND_TOA)),
         );
-        assert_eq!(expected_peer(&with, p4, Expect::Kernel), PeerName::v4(p4));
+        assert_eq!(expected(&with, p4, Expect::Kernel), PeerName::v4(p4));
         let mapped = spec(
             ProxyFamily::V4,
             Listener::V6,
             Some(("198.51.100.7:1", KIND_TOA)),
         );
         assert_eq!(
-            expected_peer(&mapped, p4, Expect::Kernel),
+            expected(&mapped, p4, Expect::Kernel),
             PeerName::v6(sa("[::ffff:10.0.0.2]:30000"))
         );
         let v6 = spec(ProxyFamily::V6, Listener::V6, None);
-        assert_eq!(expected_peer(&v6, p6, Expect::Module), PeerName::v6(p6));
+        assert_eq!(expected(&v6, p6, Expect::Module), PeerName::v6(p6));
+    }
+
+    #[test]
+    fn test_mapped_client_is_an_ipv4_client() {
+        let mapped = Verdict::Client {
+            client: sa("[::ffff:198.51.100.7]:40003"),
+            ipv6: true,
+        };
+        let p4 = sa("10.0.0.2:30000");
+        assert_eq!(
+            expected_peer(Listener::V4, mapped, p4),
+            PeerName::v4(sa("198.51.100.7:40003"))
+        );
+        assert_eq!(
+            expected_peer(Listener::V6, mapped, p4),
+            PeerName::v6(sa("[::ffff:198.51.100.7]:40003"))
+        );
+    }
+
+    #[test]
+    fn test_untrusted_source_keeps_its_own_address() {
+        let direct = spec(
+            ProxyFamily::V6,
+            Listener::V6,
+            Some(("[2001:db8::7]:40002", KIND_TOA)),
+        )
+        .from(Source::Direct);
+        assert_eq!(direct.source_ip(), IpAddr::from(DIRECT_V6));
+        let trusted = Trusted::parse("fd00::2").unwrap();
+        let verdict = oracle::verdict(
+            &direct.plan.ack,
+            oracle::ALL_FORMATS,
+            trusted.allows(direct.source_ip()),
+        );
+        assert_eq!(verdict, Verdict::Kernel(oracle::Kept::Untrusted));
+        let src = sa("[fd00::3]:30000");
+        assert_eq!(
+            expected_peer(direct.listener, verdict, src),
+            PeerName::v6(src)
+        );
     }
 
     #[test]

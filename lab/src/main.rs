@@ -6,16 +6,21 @@
 
 mod cli;
 mod error;
+mod kmsg;
 mod lab;
+mod malformed;
+mod oracle;
 mod origin;
 mod output;
 mod packet;
+mod rng;
 mod scenarios;
 mod sockaddr;
 mod stats;
 mod system;
 mod tcp_client;
 mod toa_option;
+mod trust;
 mod tun;
 
 fn main() {

@@ -49,6 +49,11 @@ pub fn stats(snapshot: &Snapshot) {
     emit(format!("{PREFIX} STATS {snapshot}"));
 }
 
+/// Where a long scenario has got to (the host shows it while it waits).
+pub fn progress(scenario: &str, what: &str) {
+    emit(format!("{PREFIX} PROGRESS {scenario} {}", one_line(what)));
+}
+
 pub fn done(pass: usize, fail: usize) {
     emit(format!("{PREFIX} DONE pass={pass} fail={fail}"));
 }

@@ -1,5 +1,8 @@
 //! The scenarios, in the order they run, and the loop that reports them.
 
+mod malformed;
+mod trusted;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,12 +14,15 @@ use crate::sockaddr::PeerName;
 use crate::stats::{self, Snapshot};
 use crate::system;
 use crate::toa_option::{Toa, KIND_TOA, KIND_TOA_TENCENT, KIND_TOA_V6_ALIBABA};
+use crate::trust::Trusted;
 
 /// Name under which `rmmod` knows the module.
-const MODULE_NAME: &str = "toa";
+pub const MODULE_NAME: &str = "toa";
 const NO_TOA_AFTER_TOA_ROUNDS: u16 = 20;
 /// Socket destruction (which frees IPv6 client records) may trail close().
-const STATS_SETTLE: Duration = Duration::from_secs(2);
+pub const STATS_SETTLE: Duration = Duration::from_secs(2);
+/// Malformed-option connections in a default run.
+pub const DEFAULT_FUZZ_CONNECTIONS: u64 = 200;
 
 pub struct Options {
     pub expect: Expect,
@@ -29,6 +35,10 @@ pub struct Options {
     pub only: Option<Vec<String>>,
     /// Log every TCP segment on the TUN device to stderr.
     pub trace: bool,
+    /// Connections of the malformed-options scenario.
+    pub fuzz_connections: u64,
+    /// Seed of its generator (a fresh one when not given).
+    pub fuzz_seed: Option<u64>,
 }
 
 /// State scenarios share beyond the lab itself.
@@ -39,6 +49,62 @@ struct Shared {
     stats_before: Option<std::result::Result<Snapshot, String>>,
     /// Set by the stats scenario for the STATS line.
     stats_after: Option<Snapshot>,
+    fuzz_connections: u64,
+    fuzz_seed: u64,
+}
+
+impl Shared {
+    /// The value of module parameter `name` at the first load, if given.
+    fn param(&self, name: &str) -> Option<&str> {
+        self.module_params
+            .iter()
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+    }
+}
+
+/// Runs `f` and checks that the counters moved exactly as the connections
+/// it made imply (module mode only).
+fn counted(lab: &Lab, f: impl FnOnce() -> Result<String>) -> Result<String> {
+    if lab.expect == Expect::Kernel {
+        return f();
+    }
+    // Records of connections closed by earlier scenarios may still be on
+    // their way out: start from a quiet module, or their frees land here.
+    let before = quiet_stats().context("counters before")?;
+    let booked = lab.ledger();
+    let detail = f()?;
+    let did = lab.ledger().since(&booked);
+    let after = settled_stats(&before)?;
+    let counted = stats::check(&before, &after, &did)
+        .map_err(|wrong| lab_err!("counters: {wrong} (connections did {did:?})"))?;
+    Ok(format!("{detail}; counters {counted}"))
+}
+
+/// Reads the counters once every IPv6 record ever made is freed (no
+/// connection is open between scenarios), or `STATS_SETTLE` has passed.
+fn quiet_stats() -> Result<Snapshot> {
+    let deadline = Instant::now() + STATS_SETTLE;
+    loop {
+        let now = stats::read()?;
+        if now.get("ip6_address_alloc") == now.get("ip6_address_free") || Instant::now() >= deadline
+        {
+            return Ok(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads the counters once IPv6 records made since `before` are all freed
+/// (or `STATS_SETTLE` has passed).
+fn settled_stats(before: &Snapshot) -> Result<Snapshot> {
+    let deadline = Instant::now() + STATS_SETTLE;
+    loop {
+        let after = stats::read()?;
+        if stats::ip6_balanced(before, &after) || Instant::now() >= deadline {
+            return Ok(after);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 type Run = fn(&Lab, &mut Shared) -> Result<String>;
@@ -67,8 +133,11 @@ pub const ALL: &[&str] = &[
     "no-toa-v4",
     "no-toa-v6",
     "no-toa-after-toa",
+    "trusted-proxies",
+    "malformed-options",
     "stats",
     "reload",
+    "trusted-proxies-insmod",
 ];
 
 fn scenarios() -> Vec<Scenario> {
@@ -157,6 +226,19 @@ fn scenarios() -> Vec<Scenario> {
             run: |lab, _| no_toa_after_toa(lab),
         },
         Scenario {
+            name: "trusted-proxies",
+            module_only: true,
+            run: |lab, _| counted(lab, || trusted::runtime(lab)),
+        },
+        Scenario {
+            name: "malformed-options",
+            module_only: false,
+            run: |lab, ctx| {
+                let (n, seed) = (ctx.fuzz_connections, ctx.fuzz_seed);
+                counted(lab, || malformed::run(lab, n, seed))
+            },
+        },
+        Scenario {
             name: "stats",
             module_only: true,
             run: check_stats,
@@ -165,6 +247,11 @@ fn scenarios() -> Vec<Scenario> {
             name: "reload",
             module_only: true,
             run: reload,
+        },
+        Scenario {
+            name: "trusted-proxies-insmod",
+            module_only: true,
+            run: |lab, ctx| trusted::at_load(lab, ctx),
         },
     ]
 }
@@ -203,14 +290,7 @@ fn check_stats(lab: &Lab, ctx: &mut Shared) -> Result<String> {
         None => return Err(lab_err!("no snapshot was taken before the scenarios")),
     };
     let ledger = lab.ledger();
-    let deadline = Instant::now() + STATS_SETTLE;
-    let after = loop {
-        let after = stats::read()?;
-        if stats::ip6_balanced(&before, &after) || Instant::now() >= deadline {
-            break after;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let after = settled_stats(&before)?;
     ctx.stats_after = Some(after.clone());
     stats::check(&before, &after, &ledger).map_err(|wrong| {
         lab_err!("{wrong} (scenarios did {ledger:?}; after waiting up to {STATS_SETTLE:?} for ip6 frees)")
@@ -232,8 +312,11 @@ fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
     lab.origin.set_hold(true);
     let opened = lab.open(&kept);
     lab.origin.set_hold(false);
-    let Held { client, mut report } =
-        opened.context("opening the connection kept across the reload")?;
+    let Held {
+        client,
+        mut report,
+        verdict,
+    } = opened.context("opening the connection kept across the reload")?;
     let proxy_src = client.local();
     let fd = report.held.take();
 
@@ -241,17 +324,13 @@ fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
         let fd = fd
             .as_ref()
             .ok_or_else(|| lab_err!("the origin did not keep the socket open"))?;
-        lab.verify(&kept, proxy_src, &report)
+        lab.verify(&kept, verdict, proxy_src, &report)
             .context("kept connection before rmmod")?;
         system::run("rmmod", &[MODULE_NAME])?;
         let seen = peer_of(fd).context("getpeername on the kept connection after rmmod");
         // Load again whatever getpeername said, so the guest is left with
         // the module it started with.
-        let path = module.to_string_lossy();
-        let insmod_args: Vec<&str> = std::iter::once(path.as_ref())
-            .chain(ctx.module_params.iter().map(String::as_str))
-            .collect();
-        system::run("insmod", &insmod_args)?;
+        system::insmod(&module, &ctx.module_params)?;
         let seen = seen?;
         let want = PeerName::v4(proxy_src);
         if seen != want {
@@ -290,7 +369,25 @@ pub fn run(opts: Options) -> i32 {
     };
     output::start(mode, &kernel_release());
 
-    let lab = match Lab::setup(opts.expect, opts.step_timeout, opts.trace) {
+    let mut ctx = Shared {
+        module: opts.module,
+        module_params: opts.module_params,
+        stats_before: None,
+        stats_after: None,
+        fuzz_connections: opts.fuzz_connections,
+        fuzz_seed: opts.fuzz_seed.unwrap_or_else(crate::rng::fresh_seed),
+    };
+    let lab = Lab::setup(opts.expect, opts.step_timeout, opts.trace).and_then(|mut lab| {
+        // The first load's parameters shape what the module does.
+        if let Some(list) = ctx.param("trusted_proxies") {
+            lab.set_trusted_model(Trusted::parse(list)?);
+        }
+        if let Some(f) = ctx.param("formats") {
+            lab.formats = parse_number(f).ok_or_else(|| lab_err!("formats={f} is not a number"))?;
+        }
+        Ok(lab)
+    });
+    let lab = match lab {
         Ok(lab) => lab,
         Err(e) => {
             output::result("setup", &Err(e.to_string()));
@@ -298,13 +395,8 @@ pub fn run(opts: Options) -> i32 {
             return 1;
         }
     };
-    let mut ctx = Shared {
-        module: opts.module,
-        module_params: opts.module_params,
-        stats_before: (opts.expect == Expect::Module)
-            .then(|| stats::read().map_err(|e| e.to_string())),
-        stats_after: None,
-    };
+    ctx.stats_before =
+        (opts.expect == Expect::Module).then(|| stats::read().map_err(|e| e.to_string()));
 
     let (mut pass, mut fail) = (0, 0);
     for scenario in scenarios() {
@@ -337,7 +429,15 @@ pub fn run(opts: Options) -> i32 {
     i32::from(fail > 0)
 }
 
-fn kernel_release() -> String {
+/// Decimal or 0x-hexadecimal, as kstrtouint(…, 0) reads module parameters.
+fn parse_number(text: &str) -> Option<u32> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+pub fn kernel_release() -> String {
     // SAFETY: uname fills a zeroed struct with NUL-terminated strings.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut u) } != 0 {
@@ -363,15 +463,33 @@ mod tests {
     }
 
     #[test]
-    fn test_reload_runs_last_and_stats_before_it() {
+    fn test_reloading_scenarios_run_after_stats() {
+        // rmmod resets the counters: whatever reloads must come after the
+        // stats check of everything before it.
         let list = scenarios();
-        assert_eq!(list.last().map(|s| s.name), Some("reload"));
-        assert_eq!(list[list.len() - 2].name, "stats");
+        let names: Vec<&str> = list.iter().map(|s| s.name).collect();
+        let stats = names.iter().position(|n| *n == "stats").unwrap();
+        assert_eq!(&names[stats + 1..], ["reload", "trusted-proxies-insmod"]);
         let module_only: Vec<&str> = list
             .iter()
             .filter(|s| s.module_only)
             .map(|s| s.name)
             .collect();
-        assert_eq!(module_only, ["stats", "reload"]);
+        assert_eq!(
+            module_only,
+            [
+                "trusted-proxies",
+                "stats",
+                "reload",
+                "trusted-proxies-insmod"
+            ]
+        );
+    }
+
+    #[test]
+    fn test_parse_number() {
+        assert_eq!(parse_number("0xf"), Some(15));
+        assert_eq!(parse_number("9"), Some(9));
+        assert_eq!(parse_number("x"), None);
     }
 }

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use crate::error::{lab_err, Context, Result};
+use crate::oracle::{Kept, Verdict};
 
 pub const PROC_PATH: &str = "/proc/net/toa_stats";
 
@@ -30,7 +31,6 @@ pub struct Counter {
 }
 
 impl Snapshot {
-    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<u64> {
         self.counter(name).map(|c| c.sum)
     }
@@ -98,32 +98,81 @@ pub fn parse(text: &str) -> Result<Snapshot> {
 /// What the scenarios did that the module must have counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
-    /// Handshakes whose completing ACK carried a recognised TOA.
+    /// Handshakes whose completing packet carried a TOA the module honours.
     pub handshakes_toa: u64,
+    /// Every other handshake (no TOA, malformed options, untrusted source).
     pub handshakes_no_toa: u64,
+    /// ... of which had an option area that cannot be walked.
+    pub malformed: u64,
+    /// ... of which carried a TOA from a source outside trusted_proxies.
+    pub untrusted: u64,
     /// accept()-with-address and getpeername() calls on TOA connections.
     pub getname_on_toa: u64,
     pub getname_on_no_toa: u64,
-    /// Connections whose TOA carried an IPv6 client address.
+    /// Connections whose honoured TOA carried an IPv6 client address.
     pub ipv6_toa: u64,
 }
 
 impl Ledger {
+    /// Books one completed handshake.
+    pub fn handshake(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Client { ipv6, .. } => {
+                self.handshakes_toa += 1;
+                self.ipv6_toa += u64::from(ipv6);
+            }
+            Verdict::Kernel(why) => {
+                self.handshakes_no_toa += 1;
+                match why {
+                    Kept::Malformed => self.malformed += 1,
+                    Kept::Untrusted => self.untrusted += 1,
+                    Kept::NoToa => {}
+                }
+            }
+        }
+    }
+
+    /// Books `calls` accept()/getpeername() calls on one connection.
+    pub fn getnames(&mut self, verdict: Verdict, calls: u64) {
+        match verdict {
+            Verdict::Client { .. } => self.getname_on_toa += calls,
+            Verdict::Kernel(_) => self.getname_on_no_toa += calls,
+        }
+    }
+
+    /// What happened since `earlier` (a copy taken before).
+    pub fn since(&self, earlier: &Ledger) -> Ledger {
+        Ledger {
+            handshakes_toa: self.handshakes_toa - earlier.handshakes_toa,
+            handshakes_no_toa: self.handshakes_no_toa - earlier.handshakes_no_toa,
+            malformed: self.malformed - earlier.malformed,
+            untrusted: self.untrusted - earlier.untrusted,
+            getname_on_toa: self.getname_on_toa - earlier.getname_on_toa,
+            getname_on_no_toa: self.getname_on_no_toa - earlier.getname_on_no_toa,
+            ipv6_toa: self.ipv6_toa - earlier.ipv6_toa,
+        }
+    }
+
     /// Counter deltas the ledger implies, for a module that works.
-    pub fn expected_deltas(&self) -> [(&'static str, u64); 7] {
+    pub fn expected_deltas(&self) -> [(&'static str, u64); 10] {
         [
             ("syn_recv_sock_toa", self.handshakes_toa),
             ("syn_recv_sock_no_toa", self.handshakes_no_toa),
+            ("options_malformed", self.malformed),
+            ("syn_recv_sock_untrusted", self.untrusted),
             ("getname_toa_ok", self.getname_on_toa),
             ("getname_toa_empty", self.getname_on_no_toa),
             ("getname_toa_mismatch", 0),
             ("ip6_address_alloc", self.ipv6_toa),
             ("ip6_address_free", self.ipv6_toa),
+            ("record_alloc_failed", 0),
         ]
     }
 }
 
-fn delta(before: &Snapshot, after: &Snapshot, name: &str) -> std::result::Result<i128, String> {
+/// How much counter `name` grew from `before` to `after` (it must have one
+/// value per CPU in both).
+pub fn delta(before: &Snapshot, after: &Snapshot, name: &str) -> std::result::Result<i128, String> {
     let (b, a) = match (before.counter(name), after.counter(name)) {
         (Some(b), Some(a)) => (b, a),
         (None, _) => return Err(format!("{name} missing before")),
@@ -186,7 +235,9 @@ getname_toa_mismatch:       0          0
 getname_toa_empty:          1          1
 ip6_address_alloc:          2          0
 ip6_address_free:           1          1
-untrusted_source:           0          0
+options_malformed:          0          0
+syn_recv_sock_untrusted:    0          0
+record_alloc_failed:        0          0
 kretprobe_missed     : 3
 ";
 
@@ -210,13 +261,13 @@ kretprobe_missed     : 3
         assert_eq!(s.get("syn_recv_sock_toa"), Some(7));
         assert_eq!(s.get("syn_recv_sock_no_toa"), Some(10));
         assert_eq!(s.get("ip6_address_alloc"), Some(2));
-        assert_eq!(s.get("untrusted_source"), Some(0));
+        assert_eq!(s.get("syn_recv_sock_untrusted"), Some(0));
         assert_eq!(
             s.get("kretprobe_missed"),
             Some(3),
             "a global counter has one value"
         );
-        assert_eq!(s.counters.len(), 9);
+        assert_eq!(s.counters.len(), 11);
         assert_eq!(
             s.counters[0].name, "syn_recv_sock_toa",
             "file order is kept"
@@ -258,9 +309,11 @@ kretprobe_missed     : 3
         let before = parse(SAMPLE).unwrap();
         let ledger = Ledger {
             handshakes_toa: 2,
-            handshakes_no_toa: 1,
+            handshakes_no_toa: 3,
+            malformed: 1,
+            untrusted: 1,
             getname_on_toa: 4,
-            getname_on_no_toa: 2,
+            getname_on_no_toa: 6,
             ipv6_toa: 1,
         };
         let mut after = before.clone();
@@ -270,6 +323,8 @@ kretprobe_missed     : 3
         }
         let ok = check(&before, &after, &ledger).unwrap();
         assert!(ok.contains("getname_toa_ok+4"), "{ok}");
+        assert!(ok.contains("options_malformed+1"), "{ok}");
+        assert!(ok.contains("syn_recv_sock_untrusted+1"), "{ok}");
         assert!(ip6_balanced(&before, &after));
     }
 
@@ -303,6 +358,31 @@ kretprobe_missed     : 3
         );
         assert!(err.contains("ip6_address_free missing before"), "{err}");
         assert!(!err.contains("getname_toa_ok"), "{err}");
+    }
+
+    #[test]
+    fn test_ledger_books_verdicts() {
+        use std::net::SocketAddr;
+        let client: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
+        let mut l = Ledger::default();
+        l.handshake(Verdict::Client { client, ipv6: true });
+        l.getnames(Verdict::Client { client, ipv6: true }, 2);
+        l.handshake(Verdict::Kernel(Kept::Malformed));
+        l.handshake(Verdict::Kernel(Kept::Untrusted));
+        l.handshake(Verdict::Kernel(Kept::NoToa));
+        l.getnames(Verdict::Kernel(Kept::NoToa), 2);
+        let want = Ledger {
+            handshakes_toa: 1,
+            handshakes_no_toa: 3,
+            malformed: 1,
+            untrusted: 1,
+            getname_on_toa: 2,
+            getname_on_no_toa: 2,
+            ipv6_toa: 1,
+        };
+        assert_eq!(l, want);
+        assert_eq!(l.since(&Ledger::default()), want);
+        assert_eq!(l.since(&l), Ledger::default());
     }
 
     #[test]

@@ -54,3 +54,35 @@ pub fn run(program: &str, args: &[&str]) -> Result<()> {
 pub fn write_sysctl(path: &str, value: &str) -> Result<()> {
     std::fs::write(path, value).context(format!("writing {value} to {path}"))
 }
+
+/// Reads a sysfs file (a module parameter), without the trailing newline.
+pub fn read_param(path: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path).context(format!("reading {path}"))?;
+    Ok(text.trim_end_matches('\n').to_string())
+}
+
+/// Writes a module parameter the way `echo value > path` does; the error is
+/// the raw one so callers can tell EINVAL from anything else.
+pub fn write_param(path: &str, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    // One write: sysfs hands each write to the parameter's setter.
+    f.write_all(format!("{value}\n").as_bytes())
+}
+
+/// `insmod module params...`.
+pub fn insmod(module: &Path, params: &[String]) -> Result<()> {
+    let path = module.to_string_lossy();
+    let args: Vec<&str> = std::iter::once(path.as_ref())
+        .chain(params.iter().map(String::as_str))
+        .collect();
+    run("insmod", &args)
+}
+
+/// Whether a module is loaded (its /sys/module directory exists).
+pub fn module_loaded(name: &str) -> bool {
+    Path::new("/sys/module")
+        .join(name)
+        .join("initstate")
+        .exists()
+}

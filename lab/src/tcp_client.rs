@@ -4,7 +4,9 @@
 //! Stop-and-wait with one segment in flight, no window scaling, timestamps or
 //! SACK (the SYN offers only MSS, so the kernel uses none of them). The point
 //! is full control over the packet that completes the handshake: that ACK
-//! carries the TOA option, exactly like a real proxy's.
+//! carries the TOA option, exactly like a real proxy's. An [`OptionPlan`] can
+//! put other option bytes on the SYN, that ACK, or the request segment, and
+//! can let the request itself complete the handshake.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,6 +15,31 @@ use crate::error::{lab_err, Result};
 use crate::packet::{self, flags, Received, Segment};
 use crate::toa_option::Toa;
 use crate::tun::Link;
+
+/// Option bytes a connection sends, by packet. Each area is padded with NOPs
+/// to whole 32-bit words when the packet is built.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OptionPlan {
+    /// After the MSS option on the SYN (at most 36 bytes).
+    pub syn: Vec<u8>,
+    /// On the packet that completes the handshake.
+    pub ack: Vec<u8>,
+    /// On the request segment, when it does not complete the handshake.
+    pub data: Vec<u8>,
+    /// No separate ACK: the request segment completes the handshake (and
+    /// carries `ack`).
+    pub ack_with_request: bool,
+}
+
+impl OptionPlan {
+    /// A proxy's usual shape: the TOA on the handshake ACK, if any.
+    pub fn toa(toa: Option<&Toa>) -> OptionPlan {
+        OptionPlan {
+            ack: toa.map(Toa::encode).unwrap_or_default(),
+            ..OptionPlan::default()
+        }
+    }
+}
 
 /// Retransmission timeout for our SYN, data and FIN. Loss cannot happen on a
 /// TUN, but a slow emulated guest may answer late; a retransmission is then
@@ -32,8 +59,12 @@ pub struct TcpClient<'t> {
     local: SocketAddr,
     remote: SocketAddr,
     step_timeout: Duration,
-    /// Option bytes for the handshake-completing ACK (TOA, or empty).
-    handshake_options: Vec<u8>,
+    /// Option bytes for each packet; `ack` goes on the handshake-completing one.
+    plan: OptionPlan,
+    /// The handshake still waits for the request segment to complete it.
+    ack_pending: bool,
+    /// The first request segment has gone out.
+    request_sent: bool,
     iss: u32,
     /// Peer's initial sequence number, to recognise a repeated SYN-ACK.
     irs: Option<u32>,
@@ -57,37 +88,51 @@ fn seq_le(a: u32, b: u32) -> bool {
     a == b || seq_lt(a, b)
 }
 
-/// An initial sequence number that differs between runs and connections;
-/// quality does not matter, only that the kernel sees no reuse pattern.
-fn initial_sequence(local: SocketAddr) -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = nanos ^ (u64::from(local.port()) << 32) ^ u64::from(std::process::id());
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (x ^ (x >> 31)) as u32
+/// An initial sequence number from a clock, as RFC 793 suggests: a port used
+/// again (long runs cycle through the port range) starts above where the
+/// previous connection on it ended, so the origin's TIME_WAIT socket for that
+/// 4-tuple accepts the new SYN instead of answering with an ACK. The clock
+/// ticks every 256 ns (2^31 ticks is over 9 minutes, far beyond TIME_WAIT);
+/// the start is random per run.
+fn initial_sequence() -> u32 {
+    use std::sync::OnceLock;
+    static START: OnceLock<(Instant, u32)> = OnceLock::new();
+    let (t0, base) = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut x = nanos ^ u64::from(std::process::id());
+        // splitmix64 finaliser
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (Instant::now(), (x ^ (x >> 31)) as u32)
+    });
+    let ticks = (t0.elapsed().as_nanos() / 256) as u32;
+    base.wrapping_add(ticks)
 }
 
 impl<'t> TcpClient<'t> {
-    /// Performs the three-way handshake; the final ACK carries `toa`.
+    /// Performs the three-way handshake with the options of `plan`; with
+    /// `plan.ack_with_request` it returns after the SYN-ACK and the first
+    /// `send` completes the handshake.
     pub fn connect(
         link: &'t dyn Link,
         local: SocketAddr,
         remote: SocketAddr,
-        toa: Option<&Toa>,
+        plan: &OptionPlan,
         step_timeout: Duration,
     ) -> Result<TcpClient<'t>> {
-        let iss = initial_sequence(local);
+        let iss = initial_sequence();
         let mut c = TcpClient {
             link,
             label: format!("{local} -> {remote}"),
             local,
             remote,
             step_timeout,
-            handshake_options: toa.map(Toa::encode).unwrap_or_default(),
+            plan: plan.clone(),
+            ack_pending: false,
+            request_sent: false,
             iss,
             irs: None,
             snd_una: iss,
@@ -102,7 +147,9 @@ impl<'t> TcpClient<'t> {
         };
         // Leave room for the IP and TCP headers within a 1500-byte MTU.
         let mss = if local.is_ipv4() { 1460 } else { 1440 };
-        let syn = c.build(iss, 0, flags::SYN, &packet::mss_option(mss), &[]);
+        let mut syn_options = packet::mss_option(mss).to_vec();
+        syn_options.extend_from_slice(&plan.syn);
+        let syn = c.build(iss, 0, flags::SYN, &syn_options, &[]);
         c.transmit_reliably(syn)?;
         c.pump_until("waiting for the SYN-ACK", |c| c.irs.is_some())?;
         Ok(c)
@@ -112,16 +159,25 @@ impl<'t> TcpClient<'t> {
         self.local
     }
 
-    /// Sends `data` in one segment; its ACK is awaited by the next step.
+    /// Sends `data` in one segment; its ACK is awaited by the next step. The
+    /// first segment carries the plan's request options (or, when it
+    /// completes the handshake, its ACK options).
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
         self.pump_until("waiting for earlier data to be acknowledged", |c| {
             c.all_acked()
         })?;
+        let options = match (self.request_sent, self.ack_pending) {
+            (false, true) => self.plan.ack.clone(),
+            (false, false) => self.plan.data.clone(),
+            (true, _) => Vec::new(),
+        };
+        self.request_sent = true;
+        self.ack_pending = false;
         let seg = self.build(
             self.snd_nxt,
             self.rcv_nxt,
             flags::PSH | flags::ACK,
-            &[],
+            &options,
             data,
         );
         self.snd_nxt = self.snd_nxt.wrapping_add(data.len() as u32);
@@ -162,6 +218,13 @@ impl<'t> TcpClient<'t> {
         self.pump_until("waiting for the FIN exchange", |c| {
             c.all_acked() && c.peer_fin
         })
+    }
+
+    /// Gives up on the connection at once: a RST, no FIN exchange.
+    pub fn abort(self) -> Result<()> {
+        let mut me = self;
+        let rst = me.build(me.snd_nxt, me.rcv_nxt, flags::RST | flags::ACK, &[], &[]);
+        me.link.send(&rst)
     }
 
     fn all_acked(&self) -> bool {
@@ -254,8 +317,12 @@ impl<'t> TcpClient<'t> {
                     self.rcv_nxt = seg.seq.wrapping_add(1);
                     self.snd_una = seg.ack;
                     self.in_flight = None;
-                    let options = self.handshake_options.clone();
-                    self.send_ack(&options)?;
+                    if self.plan.ack_with_request {
+                        self.ack_pending = true;
+                    } else {
+                        let options = self.plan.ack.clone();
+                        self.send_ack(&options)?;
+                    }
                 }
                 // Anything else before the SYN-ACK is stale; ignore it.
                 return Ok(());
@@ -263,13 +330,19 @@ impl<'t> TcpClient<'t> {
             Some(irs) if is_syn_ack => {
                 // The kernel did not see our ACK and repeats its SYN-ACK: the
                 // ACK that completes the handshake is this one, so it must
-                // carry the TOA again.
-                if seg.seq == irs {
+                // carry the TOA again. When the request completes the
+                // handshake, the request is what goes again.
+                if seg.seq == irs && self.plan.ack_with_request {
+                    if let Some(f) = &mut self.in_flight {
+                        self.link.send(&f.packet)?;
+                        f.sent_at = Instant::now();
+                    }
+                } else if seg.seq == irs {
                     let ack = self.build(
                         self.iss.wrapping_add(1),
                         irs.wrapping_add(1),
                         flags::ACK,
-                        &self.handshake_options.clone(),
+                        &self.plan.ack.clone(),
                         &[],
                     );
                     self.link.send(&ack)?;
@@ -411,7 +484,7 @@ mod tests {
             link,
             local(),
             remote(),
-            Some(&toa),
+            &OptionPlan::toa(Some(&toa)),
             Duration::from_millis(timeout_ms),
         )
     }
@@ -590,9 +663,71 @@ mod tests {
     }
 
     #[test]
-    fn test_initial_sequence_varies_by_port() {
-        let a = initial_sequence("10.0.0.2:1000".parse().unwrap());
-        let b = initial_sequence("10.0.0.2:1001".parse().unwrap());
-        assert_ne!(a, b);
+    fn test_initial_sequence_moves_forward() {
+        let a = initial_sequence();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = initial_sequence();
+        assert!(seq_lt(a, b), "{a} then {b}");
+        assert!(b.wrapping_sub(a) >= 2_000_000 / 256);
+    }
+
+    #[test]
+    fn test_plan_puts_options_on_syn_and_request() {
+        let link = ScriptedLink::new(origin_closing_with_reply(false, false));
+        let plan = OptionPlan {
+            syn: vec![254, 8, 0, 1, 10, 0, 0, 9],
+            ack: vec![],
+            data: vec![1, 1, 1, 0],
+            ack_with_request: false,
+        };
+        let mut c = TcpClient::connect(&link, local(), remote(), &plan, Duration::from_millis(500))
+            .unwrap();
+        c.send(b"hello\n").unwrap();
+        c.read_line().unwrap();
+        c.close().unwrap();
+        let sent = link.sent();
+        assert_eq!(sent[0].options[..4], packet::mss_option(1460));
+        assert_eq!(sent[0].options[4..], plan.syn[..]);
+        assert_eq!(sent[1].flags, flags::ACK);
+        assert!(sent[1].options.is_empty());
+        assert_eq!(sent[2].payload, b"hello\n");
+        assert_eq!(sent[2].options, plan.data);
+        assert!(sent[3..].iter().all(|s| s.options.is_empty()));
+    }
+
+    #[test]
+    fn test_request_can_complete_the_handshake() {
+        let link = ScriptedLink::new(origin_closing_with_reply(true, false));
+        let plan = OptionPlan {
+            ack: toa().encode(),
+            data: vec![9, 9, 9, 9],
+            ack_with_request: true,
+            ..OptionPlan::default()
+        };
+        let mut c = TcpClient::connect(&link, local(), remote(), &plan, Duration::from_millis(500))
+            .unwrap();
+        c.send(b"hello\n").unwrap();
+        assert_eq!(c.read_line().unwrap(), b"ok\n");
+        c.close().unwrap();
+        let sent = link.sent();
+        assert_eq!(sent[0].flags, flags::SYN);
+        let request = &sent[1];
+        assert_eq!(request.flags, flags::PSH | flags::ACK, "no pure ACK first");
+        assert_eq!(request.ack, IRS + 1);
+        assert_eq!(request.payload, b"hello\n");
+        assert_eq!(request.options, toa().encode());
+        assert!(
+            !sent.iter().any(|s| s.options == plan.data),
+            "the request carried the handshake options, not the data ones"
+        );
+    }
+
+    #[test]
+    fn test_abort_sends_rst() {
+        let link = ScriptedLink::new(origin_closing_with_reply(false, false));
+        let c = connect(&link, 500).unwrap();
+        c.abort().unwrap();
+        let last = link.sent().last().cloned().unwrap();
+        assert!(last.has(flags::RST));
     }
 }

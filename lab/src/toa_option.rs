@@ -38,6 +38,7 @@ impl Toa {
         }
     }
 
+    #[cfg(test)]
     pub fn carries_ipv6(&self) -> bool {
         self.client.is_ipv6()
     }

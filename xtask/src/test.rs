@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the project's test command (README, `.ci/run`).
 //!
 //! Host tests of every crate (parser, policy, audit, packaging, metadata, the
-//! proxy simulator against a real kernel in a namespace), the audit of the real
-//! Rust kernel objects, then the VM lab on each kernel asked for.
+//! proxy simulator against a real kernel in a namespace), the release workflow
+//! against distros/ (with actionlint), the audit of the real Rust kernel
+//! objects, then the VM lab on each kernel asked for.
 
 use anyhow::{bail, Context, Result};
 use std::time::Instant;
@@ -53,6 +54,10 @@ pub fn run(args: Args) -> Result<()> {
             .context("cargo test --workspace")?;
         Ok(())
     })?;
+    step(
+        "release workflow (ci --check --lint: drift, actionlint, shellcheck)".into(),
+        &mut crate::ci::check_all,
+    )?;
     step("audit of the Rust kernel objects".into(), &mut || {
         let objects =
             crate::kmod_object::build_all(&crate::cache::cache_dir().join("kmod-objects"))?;

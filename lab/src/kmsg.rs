@@ -1,0 +1,98 @@
+//! Kernel log lines written after a point in time, read from /dev/kmsg: how a
+//! scenario sees what the module said about a parameter it refused.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::error::{Context, Result};
+
+const KMSG: &str = "/dev/kmsg";
+
+/// Lines that must never appear once the module is loaded (the host checks
+/// the whole dmesg too; in-guest checks name the step that caused them).
+pub const ALARMS: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "BUG ",
+    "Oops",
+    "general protection",
+    "Call Trace",
+    "Objects remaining",
+    "use-after-free",
+];
+
+pub struct Cursor {
+    file: File,
+}
+
+impl Cursor {
+    /// Starts at the end of the log: only later messages are read.
+    pub fn at_end() -> Result<Cursor> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(KMSG)
+            .context(format!("opening {KMSG}"))?;
+        file.seek(SeekFrom::End(0))
+            .context(format!("seeking to the end of {KMSG}"))?;
+        Ok(Cursor { file })
+    }
+
+    /// Messages logged since the cursor was made (or last read).
+    pub fn read_new(&mut self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match self.file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Some(msg) = message(&buf[..n]) {
+                        out.push(msg);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                // A record overwritten before we read it: skip on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(e) => return Err(e).context(format!("reading {KMSG}")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The text of one record, `prio,seq,ts,flags;message\n key=value...`.
+fn message(record: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(record);
+    let (_, rest) = text.split_once(';')?;
+    Some(rest.lines().next().unwrap_or_default().to_string())
+}
+
+/// The first alarming line among `lines`, if any.
+pub fn first_alarm(lines: &[String]) -> Option<&String> {
+    lines.iter().find(|l| ALARMS.iter().any(|a| l.contains(a)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_record_text() {
+        assert_eq!(
+            message(b"3,1234,5678901,-;toa: trusted_proxies=x rejected\n SUBSYSTEM=x\n").as_deref(),
+            Some("toa: trusted_proxies=x rejected")
+        );
+        assert_eq!(message(b"garbage"), None);
+    }
+
+    #[test]
+    fn test_alarms() {
+        let lines = vec![
+            "toa: loaded".to_string(),
+            "WARNING: CPU: 1 PID: 7".to_string(),
+        ];
+        assert_eq!(first_alarm(&lines), Some(&lines[1]));
+        assert_eq!(first_alarm(&lines[..1]), None);
+    }
+}
