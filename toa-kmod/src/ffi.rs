@@ -148,7 +148,11 @@ pub unsafe extern "C" fn toa_trusted_parse(
     if (text.is_null() && len != 0) || out.is_null() || err_offset.is_null() {
         return TOA_TRUST_BAD_ADDRESS;
     }
-    let text = if len == 0 { &[][..] } else { core::slice::from_raw_parts(text, len) };
+    let text = if len == 0 {
+        &[][..]
+    } else {
+        core::slice::from_raw_parts(text, len)
+    };
     let out = core::slice::from_raw_parts_mut(out, cap);
     match trust::parse_list(text, out) {
         Ok(n) => i32::try_from(n).unwrap_or(TOA_TRUST_TOO_MANY),
@@ -170,12 +174,20 @@ pub unsafe extern "C" fn toa_trusted_parse(
 /// # Safety
 /// `cidrs` readable for `n` entries; `source` readable.
 #[no_mangle]
-pub unsafe extern "C" fn toa_trusted_match(cidrs: *const Cidr, n: i32, source: *const ToaEndpoint) -> bool {
-    let Ok(n) = usize::try_from(n) else { return false };
+pub unsafe extern "C" fn toa_trusted_match(
+    cidrs: *const Cidr,
+    n: i32,
+    source: *const ToaEndpoint,
+) -> bool {
+    let Ok(n) = usize::try_from(n) else {
+        return false;
+    };
     if cidrs.is_null() || source.is_null() {
         return false;
     }
-    let Some(source) = (*source).to_endpoint() else { return false };
+    let Some(source) = (*source).to_endpoint() else {
+        return false;
+    };
     trust::contains(core::slice::from_raw_parts(cidrs, n), &source)
 }
 
@@ -196,14 +208,25 @@ mod tests {
         let mut cidrs = [Cidr::default(); 4];
         let mut off = 0usize;
         let text = b"10.0.0.0/8, fd00::2";
-        let n = unsafe { toa_trusted_parse(text.as_ptr(), text.len(), cidrs.as_mut_ptr(), 4, &mut off) };
+        let n = unsafe {
+            toa_trusted_parse(text.as_ptr(), text.len(), cidrs.as_mut_ptr(), 4, &mut off)
+        };
         assert_eq!(n, 2);
-        let proxy = ToaEndpoint { family: 4, kind: 0, port: [0, 80], addr: [10, 9, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
-        let direct = ToaEndpoint { addr: [11, 9, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..proxy };
+        let proxy = ToaEndpoint {
+            family: 4,
+            kind: 0,
+            port: [0, 80],
+            addr: [10, 9, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let direct = ToaEndpoint {
+            addr: [11, 9, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..proxy
+        };
         assert!(unsafe { toa_trusted_match(cidrs.as_ptr(), n, &proxy) });
         assert!(!unsafe { toa_trusted_match(cidrs.as_ptr(), n, &direct) });
         let bad = b"10.0.0.0/8,10.0.0.1/8";
-        let n = unsafe { toa_trusted_parse(bad.as_ptr(), bad.len(), cidrs.as_mut_ptr(), 4, &mut off) };
+        let n =
+            unsafe { toa_trusted_parse(bad.as_ptr(), bad.len(), cidrs.as_mut_ptr(), 4, &mut off) };
         assert_eq!((n, off), (TOA_TRUST_HOST_BITS, 11));
     }
 

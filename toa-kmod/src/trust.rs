@@ -51,11 +51,18 @@ impl ParseError {
 /// address means that one host.
 fn parse_one(entry: &[u8], at: usize) -> Result<Cidr, ParseError> {
     let (addr_part, prefix_part) = match entry.iter().position(|b| *b == b'/') {
-        Some(slash) => (entry.get(..slash).unwrap_or_default(), Some(entry.get(slash + 1..).unwrap_or_default())),
+        Some(slash) => (
+            entry.get(..slash).unwrap_or_default(),
+            Some(entry.get(slash + 1..).unwrap_or_default()),
+        ),
         None => (entry, None),
     };
     let (family, addr, max) = if addr_part.contains(&b':') {
-        (6u8, parse_v6(addr_part).ok_or(ParseError::BadAddress(at))?, 128u8)
+        (
+            6u8,
+            parse_v6(addr_part).ok_or(ParseError::BadAddress(at))?,
+            128u8,
+        )
     } else {
         let v4 = parse_v4(addr_part).ok_or(ParseError::BadAddress(at))?;
         let mut a = [0u8; 16];
@@ -72,7 +79,11 @@ fn parse_one(entry: &[u8], at: usize) -> Result<Cidr, ParseError> {
     if masked(&addr, prefix) != addr {
         return Err(ParseError::HostBitsSet(at));
     }
-    Ok(Cidr { family, prefix, addr })
+    Ok(Cidr {
+        family,
+        prefix,
+        addr,
+    })
 }
 
 fn parse_decimal(digits: &[u8], max: u32) -> Option<u32> {
@@ -214,18 +225,29 @@ pub fn parse_list(text: &[u8], out: &mut [Cidr]) -> Result<usize, ParseError> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     s.get(start..end).unwrap_or_default()
 }
 
 /// Whether `source` (the handshake packet's source) lies in one of `cidrs`.
 pub fn contains(cidrs: &[Cidr], source: &Endpoint) -> bool {
     let (family, addr) = match source.addr {
-        ClientAddr::V4(a) => (4u8, [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        ClientAddr::V4(a) => (
+            4u8,
+            [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
         ClientAddr::V6(a) => (6u8, a),
     };
-    cidrs.iter().any(|c| c.family == family && masked(&addr, c.prefix) == c.addr)
+    cidrs
+        .iter()
+        .any(|c| c.family == family && masked(&addr, c.prefix) == c.addr)
 }
 
 #[cfg(test)]
@@ -261,7 +283,10 @@ mod tests {
         assert!(!contains(&list, &v6("fd00:0:0:1::2")));
         assert!(contains(&list, &v6("2001:db8::1")));
         // Endpoint folds an IPv4-mapped source to IPv4, so a v4 network matches it.
-        let mapped = Endpoint::new(1, ClientAddr::V6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 1, 1]));
+        let mapped = Endpoint::new(
+            1,
+            ClientAddr::V6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 1, 1]),
+        );
         assert!(contains(&list, &mapped));
         assert_eq!(parse("").unwrap().len(), 0);
         assert_eq!(parse(" \n").unwrap().len(), 0);
@@ -275,14 +300,25 @@ mod tests {
         assert_eq!(parse_v6(b"::1").unwrap()[15], 1);
         assert_eq!(parse_v6(b"1::").unwrap()[1], 1);
         assert_eq!(parse_v6(b"1:2:3:4:5:6:7:8").unwrap()[15], 8);
-        for bad in ["1:2:3:4:5:6:7", "1::2::3", "1:2:3:4:5:6:7:8:9", "12345::", "g::", ":1", "1:2:3:4:5:6:7::8"] {
+        for bad in [
+            "1:2:3:4:5:6:7",
+            "1::2::3",
+            "1:2:3:4:5:6:7:8:9",
+            "12345::",
+            "g::",
+            ":1",
+            "1:2:3:4:5:6:7::8",
+        ] {
             assert_eq!(parse_v6(bad.as_bytes()), None, "{bad}");
         }
     }
 
     #[test]
     fn test_errors_name_the_entry() {
-        assert_eq!(parse("10.0.0.0/8,10.0.0.256"), Err(ParseError::BadAddress(11)));
+        assert_eq!(
+            parse("10.0.0.0/8,10.0.0.256"),
+            Err(ParseError::BadAddress(11))
+        );
         assert_eq!(parse("10.0.0.0/33"), Err(ParseError::BadPrefix(0)));
         assert_eq!(parse("10.0.0.0/"), Err(ParseError::BadPrefix(0)));
         assert_eq!(parse("10.0.0.1/8"), Err(ParseError::HostBitsSet(0)));
@@ -290,6 +326,9 @@ mod tests {
         assert_eq!(parse("10.0.0.0/8,,1.1.1.1"), Err(ParseError::Empty(11)));
         assert_eq!(parse("010.0.0.0/8"), Err(ParseError::BadAddress(0)));
         assert_eq!(parse("10.0.0/8"), Err(ParseError::BadAddress(0)));
-        assert_eq!(parse("1.1.1.1,2.2.2.2,3.3.3.3,4.4.4.4,5.5.5.5,6.6.6.6,7.7.7.7,8.8.8.8,9.9.9.9"), Err(ParseError::TooMany(64)));
+        assert_eq!(
+            parse("1.1.1.1,2.2.2.2,3.3.3.3,4.4.4.4,5.5.5.5,6.6.6.6,7.7.7.7,8.8.8.8,9.9.9.9"),
+            Err(ParseError::TooMany(64))
+        );
     }
 }

@@ -6,40 +6,18 @@ use proptest::prelude::*;
 use toa_kmod::option::{scan, ClientAddr, Format, Formats, Scan};
 use toa_kmod::peer::{rewrite, Endpoint, Verdict, AF_INET, AF_INET6};
 
-/// A second walker written index-first, to cross-check `scan`.
+#[path = "../fuzz/src/check.rs"]
+#[allow(dead_code)]
+mod check;
+
+/// The fuzz target's index-first walker, to cross-check `scan`.
 fn reference(area: &[u8], formats: u32) -> Option<(u8, u8, Vec<u8>)> {
-    if area.len() > 40 {
-        return None;
-    }
-    let mut i = 0;
-    let mut found = None;
-    while i < area.len() {
-        match area[i] {
-            0 => break,
-            1 => i += 1,
-            kind => {
-                if i + 1 >= area.len() {
-                    return None;
-                }
-                let len = area[i + 1] as usize;
-                if len < 2 || i + len > area.len() {
-                    return None;
-                }
-                let enabled = match (kind, len) {
-                    (254, 8) => formats & 1 != 0,
-                    (254, 20) => formats & 2 != 0,
-                    (253, 20) => formats & 4 != 0,
-                    (200, 8) => formats & 8 != 0,
-                    _ => false,
-                };
-                if enabled && found.is_none() {
-                    found = Some((kind, len as u8, area[i + 2..i + len].to_vec()));
-                }
-                i += len;
-            }
+    match check::reference_scan(area, formats) {
+        check::Reference::Toa { kind, payload } => {
+            Some((kind, payload.len() as u8 + 2, payload.to_vec()))
         }
+        _ => None,
     }
-    found
 }
 
 fn option_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -60,7 +38,11 @@ fn option_bytes() -> impl Strategy<Value = Vec<u8>> {
 
 /// Valid option areas: a shuffle of ordinary options with one TOA somewhere.
 fn valid_area() -> impl Strategy<Value = (Vec<u8>, Format, u16, Vec<u8>)> {
-    let toa = (prop::sample::select(Format::ALL.to_vec()), any::<u16>(), any::<[u8; 16]>());
+    let toa = (
+        prop::sample::select(Format::ALL.to_vec()),
+        any::<u16>(),
+        any::<[u8; 16]>(),
+    );
     let filler = prop::collection::vec(
         prop_oneof![
             Just(vec![1u8]),
@@ -71,24 +53,27 @@ fn valid_area() -> impl Strategy<Value = (Vec<u8>, Format, u16, Vec<u8>)> {
         ],
         0..4,
     );
-    (toa, filler, any::<prop::sample::Index>()).prop_filter_map("fits in 40 bytes", |((format, port, addr), filler, at)| {
-        let mut toa = vec![format.kind(), format.len()];
-        toa.extend_from_slice(&port.to_be_bytes());
-        toa.extend_from_slice(&addr[..format.len() as usize - 4]);
-        let payload = toa[2..].to_vec();
-        let at = at.index(filler.len() + 1);
-        let mut area = Vec::new();
-        for (i, f) in filler.iter().enumerate() {
-            if i == at {
+    (toa, filler, any::<prop::sample::Index>()).prop_filter_map(
+        "fits in 40 bytes",
+        |((format, port, addr), filler, at)| {
+            let mut toa = vec![format.kind(), format.len()];
+            toa.extend_from_slice(&port.to_be_bytes());
+            toa.extend_from_slice(&addr[..format.len() as usize - 4]);
+            let payload = toa[2..].to_vec();
+            let at = at.index(filler.len() + 1);
+            let mut area = Vec::new();
+            for (i, f) in filler.iter().enumerate() {
+                if i == at {
+                    area.extend_from_slice(&toa);
+                }
+                area.extend_from_slice(f);
+            }
+            if at == filler.len() {
                 area.extend_from_slice(&toa);
             }
-            area.extend_from_slice(f);
-        }
-        if at == filler.len() {
-            area.extend_from_slice(&toa);
-        }
-        (area.len() <= 40).then_some((area, format, port, payload))
-    })
+            (area.len() <= 40).then_some((area, format, port, payload))
+        },
+    )
 }
 
 proptest! {

@@ -12,6 +12,7 @@ mod deb;
 mod debian_repo;
 mod distro;
 mod download;
+mod fuzz;
 mod host;
 mod index;
 mod initramfs;
@@ -58,6 +59,8 @@ enum Command {
     Installers(installers::Args),
     /// Write the source tarball target/dist/toa.tar.gz (builds with gcc, make and kernel headers).
     Source(source::Args),
+    /// Fuzz the Rust core through its C ABI with libFuzzer; findings land in toa-kmod/fuzz/regressions.
+    Fuzz(fuzz::Args),
     /// Generate the release workflow (.github/workflows/release.yml) from distros/; --check fails when it is stale.
     Ci(ci::Args),
     /// Print the release build matrix: every kernel of each release, in shards of N per build job.
@@ -76,6 +79,7 @@ fn main() -> Result<()> {
         Command::Kernels(args) => kernels::run(args),
         Command::Installers(args) => installers::run(args),
         Command::Source(args) => source::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Ci(args) => ci::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Merge(args) => merge::run(args),

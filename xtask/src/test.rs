@@ -58,6 +58,14 @@ pub fn run(args: Args) -> Result<()> {
         "release workflow (ci --check --lint: drift, actionlint, shellcheck)".into(),
         &mut crate::ci::check_all,
     )?;
+    step(
+        format!("fuzz the Rust core ({} s)", crate::fuzz::SMOKE_SECONDS),
+        &mut || {
+            let report = crate::fuzz::fuzz(crate::fuzz::SMOKE_SECONDS, false)?;
+            eprintln!("    {report}");
+            Ok(())
+        },
+    )?;
     step("audit of the Rust kernel objects".into(), &mut || {
         let objects =
             crate::kmod_object::build_all(&crate::cache::cache_dir().join("kmod-objects"))?;
