@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::{lab_err, Result};
 use crate::lab::Expect;
 use crate::scenarios::{self, Options};
+use crate::stress;
 use crate::toa_option::{self, Toa};
 
 const USAGE: &str = "\
@@ -16,6 +17,8 @@ usage:
                     [--fuzz-connections N] [--fuzz-seed S]
   toa-lab scenarios --expect kernel [--step-timeout SECS] [--only NAME,...] [--trace]
                     [--fuzz-connections N] [--fuzz-seed S]
+  toa-lab stress --module PATH [--cycles N] [--held N] [--threads N] [--churn N]
+                 [--step-timeout SECS]
   toa-lab craft --kind N --client IP:PORT
 
 scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
@@ -30,6 +33,10 @@ scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
   --trace           log every TCP segment on toa0 to stderr
   --fuzz-connections N  connections of the malformed-options scenario (default 200)
   --fuzz-seed S     seed of its option generator (default: a fresh one, printed)
+stress      with toa.ko loaded: rmmod/insmod cycles (default 50) while TOA
+            connections are made and --threads (4) threads call getpeername
+            on --held (16) open ones; then --churn (100000) short TOA
+            connections, after which every record must be freed
 craft       print the bytes of a TOA option (hex)
 ";
 
@@ -39,6 +46,7 @@ const EXIT_USAGE: i32 = 2;
 pub fn main(args: &[String]) -> i32 {
     let outcome = match args.first().map(String::as_str) {
         Some("scenarios") => parse_scenarios(&args[1..]).map(scenarios::run),
+        Some("stress") => parse_stress(&args[1..]).map(stress::run),
         Some("craft") => craft(&args[1..]).map(|()| 0),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -113,16 +121,7 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
                 }
                 module_params.push(value.to_string());
             }
-            "--step-timeout" => {
-                let secs: f64 = value
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .ok_or_else(|| {
-                        lab_err!("--step-timeout wants positive seconds, not {value:?}")
-                    })?;
-                step_timeout = Duration::from_secs_f64(secs);
-            }
+            "--step-timeout" => step_timeout = parse_step_timeout(value)?,
             "--only" => {
                 let names: Vec<String> = value.split(',').map(str::to_string).collect();
                 if let Some(bad) = names.iter().find(|n| !scenarios::ALL.contains(&n.as_str())) {
@@ -152,6 +151,49 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
         fuzz_connections,
         fuzz_seed,
     })
+}
+
+fn parse_step_timeout(value: &str) -> Result<Duration> {
+    value
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| lab_err!("--step-timeout wants positive seconds, not {value:?}"))
+}
+
+fn parse_count<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| lab_err!("{flag} wants a count, not {value:?}"))
+}
+
+fn parse_stress(args: &[String]) -> Result<stress::Options> {
+    let mut opts = stress::Options {
+        module: PathBuf::new(),
+        cycles: 50,
+        held: 16,
+        threads: 4,
+        churn: 100_000,
+        step_timeout: Duration::from_secs(3),
+    };
+    let mut module = None;
+    for (flag, value) in flag_pairs(args)? {
+        match flag {
+            "--module" => module = Some(PathBuf::from(value)),
+            "--cycles" => opts.cycles = parse_count(flag, value)?,
+            "--held" => opts.held = parse_count(flag, value)?,
+            "--threads" => opts.threads = parse_count(flag, value)?,
+            "--churn" => opts.churn = parse_count(flag, value)?,
+            "--step-timeout" => opts.step_timeout = parse_step_timeout(value)?,
+            other => return Err(lab_err!("unknown flag {other}")),
+        }
+    }
+    opts.module = module.ok_or_else(|| lab_err!("stress needs --module PATH"))?;
+    if opts.held == 0 || opts.threads == 0 {
+        return Err(lab_err!("--held and --threads must be at least 1"));
+    }
+    Ok(opts)
 }
 
 fn craft(args: &[String]) -> Result<()> {
@@ -251,5 +293,18 @@ mod tests {
     fn test_usage_errors_exit_2() {
         assert_eq!(main(&args("bogus")), EXIT_USAGE);
         assert_eq!(main(&args("craft --kind 254")), EXIT_USAGE);
+    }
+
+    #[test]
+    fn test_parse_stress() {
+        let o = parse_stress(&args("--module /m/toa.ko --cycles 60 --churn 10")).unwrap();
+        assert_eq!((o.cycles, o.held, o.threads, o.churn), (60, 16, 4, 10));
+        assert_eq!(o.module, PathBuf::from("/m/toa.ko"));
+        assert!(
+            parse_stress(&args("--cycles 5")).is_err(),
+            "module is required"
+        );
+        assert!(parse_stress(&args("--module m --threads 0")).is_err());
+        assert!(parse_stress(&args("--module m --churn many")).is_err());
     }
 }

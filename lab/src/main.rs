@@ -17,6 +17,7 @@ mod rng;
 mod scenarios;
 mod sockaddr;
 mod stats;
+mod stress;
 mod system;
 mod tcp_client;
 mod toa_option;

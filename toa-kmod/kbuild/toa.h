@@ -42,6 +42,8 @@ void toa_table_exit(void);
 void toa_table_insert(const struct sock *sk, const struct toa_endpoint *client,
 		      const struct toa_endpoint *proxy);
 void toa_table_remove(const struct sock *sk);
+/* Records allocated and not yet freed (the module's memory for them). */
+unsigned int toa_table_held(void);
 /* Under rcu_read_lock(): copies the record out; false if there is none. */
 bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
 		      struct toa_endpoint *proxy);

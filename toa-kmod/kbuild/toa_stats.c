@@ -40,6 +40,8 @@ static int toa_stats_show(struct seq_file *seq, void *v)
 	}
 	/* Not per CPU: a lost handler run means an answer was not rewritten. */
 	seq_printf(seq, "%-21s: %lu\n", "kretprobe_missed", toa_hooks_missed());
+	/* A gauge: records in memory now; back to 0 once TOA connections close. */
+	seq_printf(seq, "%-21s: %u\n", "records_live", toa_table_held());
 	return 0;
 }
 

@@ -12,7 +12,16 @@ mkdir -p /tmp /run
 mount -t tmpfs tmpfs /tmp
 # Kernel messages must not interleave with results: only emergencies reach
 # the console from here on (dmesg is printed in full at the end).
-echo 1 > /proc/sys/kernel/printk
+# toa_lab.printk=N on the kernel command line overrides it (stress runs want
+# lockup backtraces on the console).
+printk=1
+read -r cmdline < /proc/cmdline
+for word in $cmdline; do
+    case "$word" in
+        toa_lab.printk=*) printk="${word#toa_lab.printk=}" ;;
+    esac
+done
+echo "$printk" > /proc/sys/kernel/printk
 echo "TOA-LAB INIT"
 [ -e /dev/net/tun ] || { mkdir -p /dev/net; mknod /dev/net/tun c 10 200; }
 ip link set lo up
@@ -35,7 +44,17 @@ else
     echo "TOA-LAB INSMOD FAIL toa.ko: $out"
 fi
 
-/bin/toa-lab scenarios --expect module --module /lib/modules/toa.ko
+# What the lab runs: the scenarios, unless the host asked for something else
+# with toa_lab.args= on the kernel command line (commas stand for spaces).
+args="scenarios,--expect,module,--module,/lib/modules/toa.ko"
+for word in $cmdline; do
+    case "$word" in
+        toa_lab.args=*) args="${word#toa_lab.args=}" ;;
+    esac
+done
+# Word splitting of the list is the point here.
+# shellcheck disable=SC2046
+/bin/toa-lab $(echo "$args" | tr ',' ' ')
 echo "TOA-LAB EXIT $?"
 
 echo "TOA-LAB DMESG-BEGIN"

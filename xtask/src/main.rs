@@ -27,6 +27,7 @@ mod plan;
 mod qemu;
 mod rpm_repo;
 mod source;
+mod stress;
 mod test;
 mod vm_install;
 mod vm_test;
@@ -47,6 +48,8 @@ enum Command {
     Build(build::Args),
     /// Boot a distro kernel under QEMU with toa.ko and run the lab scenarios.
     VmTest(vm_test::Args),
+    /// toa.ko under load in an SMP guest: rmmod/insmod cycles amid connections and getpeername threads, then a churn.
+    Stress(stress::Args),
     /// Prove the installers in a Debian guest with a real root filesystem, booted on its own kernel.
     VmInstallTest(vm_install::Args),
     /// The test suite: host unit tests, object audit checks, and the VM lab.
@@ -74,6 +77,7 @@ fn main() -> Result<()> {
         Command::Build(args) => build::run(args),
         Command::VmTest(args) => vm_test::run(args),
         Command::VmInstallTest(args) => vm_install::run(args),
+        Command::Stress(args) => stress::run(args),
         Command::Test(args) => test::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Kernels(args) => kernels::run(args),

@@ -58,6 +58,11 @@ pub struct Boot {
     pub memory_mb: u32,
     pub cpus: u32,
     pub accel: Accel,
+    /// Run every vCPU in one TCG thread. Multi-threaded TCG can keep
+    /// executing a stale translation of code another vCPU just patched
+    /// (a kprobe's int3 being removed), which real CPUs never do; runs that
+    /// patch kernel text under load need the coherent single-thread mode.
+    pub tcg_single_thread: bool,
     pub timeout: Duration,
     /// The serial console is written here as it arrives.
     pub console_log: PathBuf,
@@ -80,6 +85,7 @@ impl Boot {
             memory_mb: 1024,
             cpus: 2,
             accel: Accel::Tcg,
+            tcg_single_thread: false,
             timeout: Duration::from_secs(300),
             console_log: console_log.to_path_buf(),
             silence_timeout: None,
@@ -101,13 +107,17 @@ impl Boot {
 
     /// QEMU's arguments.
     pub fn args(&self) -> Vec<String> {
+        let accel = match self.accel {
+            Accel::Tcg if self.tcg_single_thread => "tcg,thread=single",
+            other => other.name(),
+        };
         let mut args: Vec<String> = [
             "-machine",
             "q35",
             "-cpu",
             "max",
             "-accel",
-            self.accel.name(),
+            accel,
             "-m",
             &self.memory_mb.to_string(),
             "-smp",

@@ -42,6 +42,10 @@ pub struct LabOptions {
     pub append: String,
     /// Extra QEMU arguments (e.g. `-icount shift=0,sleep=off` for benchmarks).
     pub qemu_args: Vec<String>,
+    /// Virtual CPUs of the guest.
+    pub cpus: u32,
+    /// All vCPUs in one TCG thread (see [`crate::qemu::Boot::tcg_single_thread`]).
+    pub tcg_single_thread: bool,
 }
 
 impl Default for LabOptions {
@@ -51,6 +55,8 @@ impl Default for LabOptions {
             kvm: false,
             append: String::new(),
             qemu_args: Vec::new(),
+            cpus: 2,
+            tcg_single_thread: false,
         }
     }
 }
@@ -64,32 +70,36 @@ pub fn run(args: Args) -> Result<()> {
     };
     let module = match args.module {
         Some(path) => path,
-        None => {
-            let built = crate::build::build_distro(&distro)?;
-            let out = vm_dir(&distro).join("toa.ko");
-            extract_from_tarball(&built.tarball, &built.ko_in_tarball, &out)?;
-            eprintln!(
-                "module: {} from {}",
-                built.ko_in_tarball,
-                built.tarball.display()
-            );
-            // The lab boots the kernel the module says it is for; that must
-            // be the kernel the build reported.
-            let packed = module_release(&out)?;
-            if packed != built.release {
-                bail!(
-                    "the build reported kernel {} but {} in {} is for kernel {packed}",
-                    built.release,
-                    built.ko_in_tarball,
-                    built.tarball.display()
-                );
-            }
-            out
-        }
+        None => packed_module(&distro)?,
     };
     let report = run_lab(&distro, &module, &opts)?;
     report.print();
     report.check()
+}
+
+/// Builds and packs toa.ko for the distro's newest kernel, and copies the
+/// module out of the tarball (what operators install) into the VM directory.
+pub fn packed_module(distro: &Distro) -> Result<PathBuf> {
+    let built = crate::build::build_distro(distro)?;
+    let out = vm_dir(distro).join("toa.ko");
+    extract_from_tarball(&built.tarball, &built.ko_in_tarball, &out)?;
+    eprintln!(
+        "module: {} from {}",
+        built.ko_in_tarball,
+        built.tarball.display()
+    );
+    // The lab boots the kernel the module says it is for; that must be the
+    // kernel the build reported.
+    let packed = module_release(&out)?;
+    if packed != built.release {
+        bail!(
+            "the build reported kernel {} but {} in {} is for kernel {packed}",
+            built.release,
+            built.ko_in_tarball,
+            built.tarball.display()
+        );
+    }
+    Ok(out)
 }
 
 /// The kernel release a module was built for: the first word of its vermagic.
@@ -525,6 +535,8 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     boot.timeout = opts.timeout;
     boot.append = opts.append.clone();
     boot.extra_args = opts.qemu_args.clone();
+    boot.cpus = opts.cpus;
+    boot.tcg_single_thread = opts.tcg_single_thread;
     let kvm_outcome = if boot.accel == crate::qemu::Accel::Kvm {
         // Where /dev/kvm opens but cannot run this guest (nested setups),
         // QEMU aborts or the guest never prints: fall back to TCG.
