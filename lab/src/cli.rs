@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::error::{lab_err, Result};
 use crate::lab::Expect;
 use crate::scenarios::{self, Options};
-use crate::stress;
 use crate::toa_option::{self, Toa};
+use crate::{bench, stress};
 
 const USAGE: &str = "\
 usage:
@@ -19,6 +19,7 @@ usage:
                     [--fuzz-connections N] [--fuzz-seed S]
   toa-lab stress --module PATH [--cycles N] [--held N] [--threads N] [--churn N]
                  [--step-timeout SECS]
+  toa-lab bench --module PATH [--rounds N] [--window SECS]
   toa-lab craft --kind N --client IP:PORT
 
 scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
@@ -37,6 +38,10 @@ stress      with toa.ko loaded: rmmod/insmod cycles (default 50) while TOA
             connections are made and --threads (4) threads call getpeername
             on --held (16) open ones; then --churn (100000) short TOA
             connections, after which every record must be freed
+bench       the module's cost: loopback accept rate, getpeername rate on a
+            TOA and a plain connection, TOA connection rate, each with the
+            module unloaded and loaded, --rounds (5) times for --window (2) s;
+            then allocations per IPv4 TOA connection
 craft       print the bytes of a TOA option (hex)
 ";
 
@@ -47,6 +52,7 @@ pub fn main(args: &[String]) -> i32 {
     let outcome = match args.first().map(String::as_str) {
         Some("scenarios") => parse_scenarios(&args[1..]).map(scenarios::run),
         Some("stress") => parse_stress(&args[1..]).map(stress::run),
+        Some("bench") => parse_bench(&args[1..]).map(bench::run),
         Some("craft") => craft(&args[1..]).map(|()| 0),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -192,6 +198,29 @@ fn parse_stress(args: &[String]) -> Result<stress::Options> {
     opts.module = module.ok_or_else(|| lab_err!("stress needs --module PATH"))?;
     if opts.held == 0 || opts.threads == 0 {
         return Err(lab_err!("--held and --threads must be at least 1"));
+    }
+    Ok(opts)
+}
+
+fn parse_bench(args: &[String]) -> Result<bench::Options> {
+    let mut opts = bench::Options {
+        module: PathBuf::new(),
+        rounds: 5,
+        window: Duration::from_secs(2),
+        step_timeout: Duration::from_secs(3),
+    };
+    let mut module = None;
+    for (flag, value) in flag_pairs(args)? {
+        match flag {
+            "--module" => module = Some(PathBuf::from(value)),
+            "--rounds" => opts.rounds = parse_count(flag, value)?,
+            "--window" => opts.window = parse_step_timeout(value)?,
+            other => return Err(lab_err!("unknown flag {other}")),
+        }
+    }
+    opts.module = module.ok_or_else(|| lab_err!("bench needs --module PATH"))?;
+    if opts.rounds == 0 {
+        return Err(lab_err!("--rounds must be at least 1"));
     }
     Ok(opts)
 }

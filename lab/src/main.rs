@@ -4,6 +4,7 @@
 //! user space over a TUN device (so it controls the TOA option byte for
 //! byte), and the origin application that asks the kernel who its peer is.
 
+mod bench;
 mod cli;
 mod error;
 mod kmsg;

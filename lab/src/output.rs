@@ -54,6 +54,11 @@ pub fn progress(scenario: &str, what: &str) {
     emit(format!("{PREFIX} PROGRESS {scenario} {}", one_line(what)));
 }
 
+/// One benchmark figure set (`key=value ...`), for the host to aggregate.
+pub fn bench(fields: &str) {
+    emit(format!("{PREFIX} BENCH {}", one_line(fields)));
+}
+
 pub fn done(pass: usize, fail: usize) {
     emit(format!("{PREFIX} DONE pass={pass} fail={fail}"));
 }

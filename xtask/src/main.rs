@@ -4,6 +4,7 @@
 //! its own file with an `Args` struct and a `run`.
 
 mod audit;
+mod bench;
 mod build;
 mod builder;
 mod cache;
@@ -62,6 +63,8 @@ enum Command {
     Installers(installers::Args),
     /// Write the source tarball target/dist/toa.tar.gz (builds with gcc, make and kernel headers).
     Source(source::Args),
+    /// Measure what toa.ko costs a connection (one VM boot, unloaded vs loaded) and what a build costs.
+    Bench(bench::Args),
     /// Fuzz the Rust core through its C ABI with libFuzzer; findings land in toa-kmod/fuzz/regressions.
     Fuzz(fuzz::Args),
     /// Generate the release workflow (.github/workflows/release.yml) from distros/; --check fails when it is stale.
@@ -84,6 +87,7 @@ fn main() -> Result<()> {
         Command::Installers(args) => installers::run(args),
         Command::Source(args) => source::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Ci(args) => ci::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Merge(args) => merge::run(args),

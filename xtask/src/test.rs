@@ -75,6 +75,18 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     })?;
     if !args.no_vm {
+        step(
+            "benchmark smoke (bench --smoke: one short round)".into(),
+            &mut || {
+                crate::bench::run(crate::bench::Args {
+                    distro: "debian-12".into(),
+                    rounds: 1,
+                    window: 0.5,
+                    smoke: true,
+                    no_build_cost: true,
+                })
+            },
+        )?;
         for name in &distros {
             step(format!("VM lab on {name}"), &mut || {
                 crate::vm_test::run(crate::vm_test::Args {
@@ -82,6 +94,8 @@ pub fn run(args: Args) -> Result<()> {
                     timeout: 600,
                     kvm: false,
                     module: None,
+                    fuzz_connections: None,
+                    fuzz_seed: None,
                 })
             })?;
         }

@@ -30,6 +30,37 @@ pub struct Args {
     /// Load this toa.ko instead of building and packing one for the distro.
     #[arg(long)]
     pub module: Option<PathBuf>,
+    /// Connections of the malformed-options scenario (the lab's default is 200).
+    #[arg(long, value_name = "N")]
+    pub fuzz_connections: Option<u64>,
+    /// Seed of the malformed-option generator, to replay a failed run.
+    #[arg(long, value_name = "SEED")]
+    pub fuzz_seed: Option<u64>,
+}
+
+/// The guest's lab command (commas for spaces) when the defaults are not
+/// what was asked for.
+fn scenario_args(args: &Args) -> Option<String> {
+    if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() {
+        return None;
+    }
+    let mut words: Vec<String> = [
+        "scenarios",
+        "--expect",
+        "module",
+        "--module",
+        "/lib/modules/toa.ko",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(n) = args.fuzz_connections {
+        words.extend(["--fuzz-connections".into(), n.to_string()]);
+    }
+    if let Some(seed) = args.fuzz_seed {
+        words.extend(["--fuzz-seed".into(), seed.to_string()]);
+    }
+    Some(format!("toa_lab.args={}", words.join(",")))
 }
 
 /// How to run the lab.
@@ -66,6 +97,7 @@ pub fn run(args: Args) -> Result<()> {
     let opts = LabOptions {
         timeout: Duration::from_secs(args.timeout),
         kvm: args.kvm,
+        append: scenario_args(&args).unwrap_or_default(),
         ..LabOptions::default()
     };
     let module = match args.module {

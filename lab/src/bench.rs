@@ -1,0 +1,196 @@
+//! What toa.ko costs, measured in one boot (`toa-lab bench`).
+//!
+//! Each round measures every figure once with the module unloaded and once
+//! loaded, the order alternating between rounds so a slow drift of the guest
+//! does not favour either state. The host runs the guest under
+//! `qemu -icount`, where time advances per executed instruction: the rates
+//! are then repeatable, and a ratio between the two states is the module's
+//! cost in instructions. Results are `TOA-LAB BENCH ...` lines the host turns
+//! into medians and ratios.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::error::{lab_err, Context, Result};
+use crate::lab::{ConnSpec, Expect, Lab, ProxyFamily};
+use crate::origin::{self, Listener};
+use crate::output;
+use crate::scenarios::{kernel_release, MODULE_NAME};
+use crate::stats;
+use crate::system;
+use crate::toa_option::{Toa, KIND_TOA};
+
+pub struct Options {
+    pub module: PathBuf,
+    pub rounds: u32,
+    /// How long each figure is measured, per round and state.
+    pub window: Duration,
+    pub step_timeout: Duration,
+}
+
+/// IPv4 TOA connections held to count the module's allocations.
+const HELD_FOR_ALLOCS: u64 = 8;
+
+fn toa_spec(i: u64) -> ConnSpec {
+    let client = SocketAddr::from(([198, 51, 100, 9], 40_000 + (i % 20_000) as u16));
+    ConnSpec::new(
+        ProxyFamily::V4,
+        Listener::V4,
+        Some(Toa::new(KIND_TOA, client)),
+    )
+}
+
+pub fn run(opts: Options) -> i32 {
+    output::start("bench", &kernel_release());
+    let outcome = Lab::setup(Expect::Module, opts.step_timeout, false)
+        .and_then(|mut lab| measure(&mut lab, &opts));
+    let outcome = outcome.map_err(|e| e.to_string());
+    output::result("bench", &outcome);
+    let fail = usize::from(outcome.is_err());
+    output::done(1 - fail, fail);
+    i32::from(fail > 0)
+}
+
+fn set_loaded(module: &std::path::Path, loaded: bool) -> Result<()> {
+    match (system::module_loaded(MODULE_NAME), loaded) {
+        (false, true) => system::insmod(module, &[]),
+        (true, false) => system::run("rmmod", &[MODULE_NAME]),
+        _ => Ok(()),
+    }
+}
+
+fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
+    let mut connection = 0u64;
+    for round in 1..=opts.rounds {
+        let order = if round % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for loaded in order {
+            set_loaded(&opts.module, loaded)?;
+            // Connections are checked against what this state must show.
+            lab.expect = if loaded {
+                Expect::Module
+            } else {
+                Expect::Kernel
+            };
+            let accept = accept_rate(&listener, opts.window)?;
+            let (toa_getpeername, setup) = toa_figures(lab, opts.window, &mut connection)?;
+            let plain_getpeername = plain_getpeername_rate(&listener, opts.window)?;
+            output::bench(&format!(
+                "round={round} module={} accept_per_s={accept:.1} getpeername_toa_per_s={toa_getpeername:.1} getpeername_plain_per_s={plain_getpeername:.1} toa_setup_per_s={setup:.1}",
+                if loaded { "loaded" } else { "unloaded" },
+            ));
+        }
+    }
+    set_loaded(&opts.module, true)?;
+    lab.expect = Expect::Module;
+    let allocs = allocations_per_v4_toa(lab, &mut connection)?;
+    output::bench(&format!("allocs_per_v4_toa={allocs:.2}"));
+    Ok(format!(
+        "{} rounds of {:?} per figure and state; {allocs:.2} allocations per IPv4 TOA connection",
+        opts.rounds, opts.window
+    ))
+}
+
+/// Loopback connect + accept (with the peer's address, as servers do) +
+/// close, per second: what every connection pays, TOA or not.
+fn accept_rate(listener: &TcpListener, window: Duration) -> Result<f64> {
+    let target = listener.local_addr().context("loopback listener address")?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < window {
+        let client = TcpStream::connect(target).context("loopback connect")?;
+        let (server, _peer) = listener.accept().context("loopback accept")?;
+        drop(client);
+        drop(server);
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// getpeername() per second on an accepted loopback connection.
+fn plain_getpeername_rate(listener: &TcpListener, window: Duration) -> Result<f64> {
+    let client = TcpStream::connect(listener.local_addr().context("loopback listener address")?)
+        .context("loopback connect")?;
+    let (server, _) = listener.accept().context("loopback accept")?;
+    let rate = getpeername_rate(&server, window);
+    drop(client);
+    rate
+}
+
+fn getpeername_rate(socket: &impl AsFd, window: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < window {
+        for _ in 0..64 {
+            origin::getpeername(socket.as_fd()).map_err(|e| lab_err!("{e}"))?;
+        }
+        n += 64;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// getpeername() per second on a held TOA connection, and complete TOA
+/// connections (handshake through the simulator, request, reply, close) per
+/// second.
+fn toa_figures(lab: &Lab, window: Duration, connection: &mut u64) -> Result<(f64, f64)> {
+    lab.origin.set_hold(true);
+    let held = lab.open(&toa_spec(*connection));
+    lab.origin.set_hold(false);
+    *connection += 1;
+    let mut held = held.context("opening the held TOA connection")?;
+    let fd = held
+        .report
+        .held
+        .take()
+        .ok_or_else(|| lab_err!("the origin did not keep the TOA connection open"))?;
+    let getpeername = getpeername_rate(&fd, window)?;
+    drop(fd);
+    held.client
+        .close()
+        .context("closing the held TOA connection")?;
+
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < window {
+        lab.exercise(&toa_spec(*connection))
+            .context(format!("TOA connection {connection}"))?;
+        *connection += 1;
+        n += 1;
+    }
+    Ok((getpeername, n as f64 / start.elapsed().as_secs_f64()))
+}
+
+/// Records the module holds per open IPv4 TOA connection (`records_live`).
+fn allocations_per_v4_toa(lab: &Lab, connection: &mut u64) -> Result<f64> {
+    let live = || -> Result<u64> {
+        stats::read()?
+            .get("records_live")
+            .ok_or_else(|| lab_err!("toa_stats has no records_live line"))
+    };
+    let before = live()?;
+    let mut held = Vec::new();
+    lab.origin.set_hold(true);
+    let opened = (|| {
+        for _ in 0..HELD_FOR_ALLOCS {
+            let mut h = lab.open(&toa_spec(*connection))?;
+            *connection += 1;
+            let fd = h.report.held.take();
+            held.push((h.client, fd));
+        }
+        Ok::<(), crate::error::Error>(())
+    })();
+    lab.origin.set_hold(false);
+    opened?;
+    let during = live()?;
+    for (client, fd) in held {
+        drop(fd);
+        client.close()?;
+    }
+    Ok(during.saturating_sub(before) as f64 / HELD_FOR_ALLOCS as f64)
+}
