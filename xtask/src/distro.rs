@@ -268,8 +268,14 @@ mod tests {
     }
 
     fn load_str(name: &str, text: &str) -> Result<Distro> {
-        let dir =
-            std::env::temp_dir().join(format!("toa-distro-test-{}-{name}", std::process::id()));
+        // Tests run in parallel and several load the same name: one
+        // directory per call, or one test removes another's file.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "toa-distro-test-{}-{call}-{name}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, text).unwrap();
