@@ -13,22 +13,18 @@ const ALL_KERNELS: &[&str] = &["debian-11", "debian-12", "debian-13", "debian-un
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Distro release whose kernel the VM lab boots (repeatable). Default: debian-12.
+    /// Distro release whose kernel the VM lab boots (repeatable). Default: every
+    /// Debian kernel the lab can boot here: debian-11, -12, -13 and unstable.
     #[arg(long = "distro", value_name = "NAME")]
     pub distros: Vec<String>,
-    /// Run the VM lab on every Debian kernel: debian-11, -12, -13 and unstable.
-    #[arg(long, conflicts_with = "distros")]
-    pub all_kernels: bool,
     /// Host tests only: no module build, no VM.
     #[arg(long)]
     pub no_vm: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distros: Vec<String> = if args.all_kernels {
+    let distros: Vec<String> = if args.distros.is_empty() {
         ALL_KERNELS.iter().map(|s| s.to_string()).collect()
-    } else if args.distros.is_empty() {
-        vec!["debian-12".into()]
     } else {
         args.distros.clone()
     };
