@@ -608,7 +608,7 @@ mod tests {
         let builder = Builder::new(kind, &crate::distro::find(distro).unwrap());
         let mut steps = builder.prepare_steps().unwrap();
         steps.extend(builder.headers_steps(k));
-        steps.push(builder.build_step(k, Path::new("/work/src"), "0.1.0"));
+        steps.push(builder.build_step(k, Path::new("/home/maintainer/toa"), "0.1.0"));
         steps.iter().map(Step::shell_line).collect()
     }
 
@@ -636,7 +636,7 @@ mod tests {
         );
         has(&lines, "yum install -y kernel-devel-3.10.0-327.el7'");
         has(&lines, "docker commit toa-prep-centos-7.2-3.10.0-327.el7.x86_64 toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
-        has(&lines, "docker run --rm --network none -v /work/src:/build/toa -w /build/toa toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
+        has(&lines, "docker run --rm --network none -v /home/maintainer/toa:/build/toa -w /build/toa toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
         has(&lines, "make -C /usr/src/kernels/3.10.0-327.el7.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 modules");
     }
 
@@ -712,7 +712,7 @@ mod tests {
             build.starts_with("unshare --mount --fork /bin/sh -c"),
             "{build}"
         );
-        assert!(build.contains("mount --bind /work/src"), "{build}");
+        assert!(build.contains("mount --bind /home/maintainer/toa"), "{build}");
         assert!(build.contains("M=/build/toa"), "{build}");
     }
 
