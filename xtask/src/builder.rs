@@ -712,7 +712,10 @@ mod tests {
             build.starts_with("unshare --mount --fork /bin/sh -c"),
             "{build}"
         );
-        assert!(build.contains("mount --bind /home/maintainer/toa"), "{build}");
+        assert!(
+            build.contains("mount --bind /home/maintainer/toa"),
+            "{build}"
+        );
         assert!(build.contains("M=/build/toa"), "{build}");
     }
 
