@@ -34,7 +34,7 @@ MODULE_PARM_DESC(formats,
 static unsigned int max_records = 1U << 20;
 module_param(max_records, uint, 0444);
 MODULE_PARM_DESC(max_records,
-		 "Most connections that can carry a TOA record at once (default 1048576); beyond it the kernel's own address is returned and record_alloc_failed counts");
+		 "Most TOA records in memory at once, closed connections' included until their grace period ends (default 1048576); beyond it the kernel's own address is returned and record_alloc_failed counts");
 
 static int __init toa_init(void)
 {

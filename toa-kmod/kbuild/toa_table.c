@@ -34,9 +34,11 @@ struct toa_bucket {
 
 static struct toa_bucket *toa_buckets;
 static struct kmem_cache *toa_record_cache;
+/*
+ * Records in the slab, unlinked ones still waiting for their grace period
+ * included: what max_records bounds and what toa_stats shows as records_live.
+ */
 static atomic_t toa_records = ATOMIC_INIT(0);
-/* Records in the slab, including unlinked ones waiting for their grace period. */
-static atomic_t toa_records_held = ATOMIC_INIT(0);
 static unsigned int toa_max_records;
 
 static struct toa_bucket *toa_bucket_of(const struct sock *sk)
@@ -72,19 +74,18 @@ static void toa_record_free_rcu(struct rcu_head *head)
 	if (rec->client.family == 6)
 		toa_count(TOA_IP6_ADDRESS_FREE);
 	kmem_cache_free(toa_record_cache, rec);
-	atomic_dec(&toa_records_held);
+	atomic_dec(&toa_records);
 }
 
 unsigned int toa_table_held(void)
 {
-	return atomic_read(&toa_records_held);
+	return atomic_read(&toa_records);
 }
 
 /* Called with the bucket locked. */
 static void toa_record_unlink(struct toa_record *rec)
 {
 	hlist_del_rcu(&rec->node);
-	atomic_dec(&toa_records);
 	call_rcu(&rec->rcu, toa_record_free_rcu);
 }
 
@@ -106,7 +107,6 @@ void toa_table_insert(const struct sock *sk, const struct toa_endpoint *client,
 		toa_count(TOA_RECORD_ALLOC_FAILED);
 		return;
 	}
-	atomic_inc(&toa_records_held);
 	rec->sk = sk;
 	rec->client = *client;
 	rec->proxy = *proxy;
