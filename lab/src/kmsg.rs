@@ -9,19 +9,6 @@ use crate::error::{Context, Result};
 
 const KMSG: &str = "/dev/kmsg";
 
-/// Lines that must never appear once the module is loaded (the host checks
-/// the whole dmesg too; in-guest checks name the step that caused them).
-pub const ALARMS: &[&str] = &[
-    "WARNING:",
-    "BUG:",
-    "BUG ",
-    "Oops",
-    "general protection",
-    "Call Trace",
-    "Objects remaining",
-    "use-after-free",
-];
-
 pub struct Cursor {
     file: File,
 }
@@ -68,11 +55,6 @@ fn message(record: &[u8]) -> Option<String> {
     Some(rest.lines().next().unwrap_or_default().to_string())
 }
 
-/// The first alarming line among `lines`, if any.
-pub fn first_alarm(lines: &[String]) -> Option<&String> {
-    lines.iter().find(|l| ALARMS.iter().any(|a| l.contains(a)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,15 +66,5 @@ mod tests {
             Some("toa: trusted_proxies=x rejected")
         );
         assert_eq!(message(b"garbage"), None);
-    }
-
-    #[test]
-    fn test_alarms() {
-        let lines = vec![
-            "toa: loaded".to_string(),
-            "WARNING: CPU: 1 PID: 7".to_string(),
-        ];
-        assert_eq!(first_alarm(&lines), Some(&lines[1]));
-        assert_eq!(first_alarm(&lines[..1]), None);
     }
 }

@@ -108,6 +108,7 @@ pub enum Placement {
 }
 
 impl Placement {
+    #[cfg(test)]
     pub const ALL: [Placement; 4] = [
         Placement::Ack,
         Placement::AckWithRequest,

@@ -4,7 +4,7 @@ mod malformed;
 mod trusted;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{lab_err, Context, Result};
 use crate::lab::{peer_of, ConnSpec, Expect, Held, Lab, ProxyFamily};
@@ -83,28 +83,15 @@ fn counted(lab: &Lab, f: impl FnOnce() -> Result<String>) -> Result<String> {
 /// Reads the counters once every IPv6 record ever made is freed (no
 /// connection is open between scenarios), or `STATS_SETTLE` has passed.
 fn quiet_stats() -> Result<Snapshot> {
-    let deadline = Instant::now() + STATS_SETTLE;
-    loop {
-        let now = stats::read()?;
-        if now.get("ip6_address_alloc") == now.get("ip6_address_free") || Instant::now() >= deadline
-        {
-            return Ok(now);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stats::read_until(STATS_SETTLE, |s| {
+        s.get("ip6_address_alloc") == s.get("ip6_address_free")
+    })
 }
 
 /// Reads the counters once IPv6 records made since `before` are all freed
 /// (or `STATS_SETTLE` has passed).
 fn settled_stats(before: &Snapshot) -> Result<Snapshot> {
-    let deadline = Instant::now() + STATS_SETTLE;
-    loop {
-        let after = stats::read()?;
-        if stats::ip6_balanced(before, &after) || Instant::now() >= deadline {
-            return Ok(after);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stats::read_until(STATS_SETTLE, |after| stats::ip6_balanced(before, after))
 }
 
 type Run = fn(&Lab, &mut Shared) -> Result<String>;

@@ -213,6 +213,22 @@ pub fn check(
     }
 }
 
+/// Reads the counters until `settled` holds for them or `limit` has passed
+/// (sockets, and the records they free, may outlive close() a little).
+pub fn read_until(
+    limit: std::time::Duration,
+    settled: impl Fn(&Snapshot) -> bool,
+) -> Result<Snapshot> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let now = read()?;
+        if settled(&now) || std::time::Instant::now() >= deadline {
+            return Ok(now);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// IPv6 client addresses are freed when the socket is destroyed, which can
 /// trail close() slightly; the caller polls until this holds.
 pub fn ip6_balanced(before: &Snapshot, after: &Snapshot) -> bool {

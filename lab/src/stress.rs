@@ -12,7 +12,7 @@
 //!    many records as before (`records_live`), so its memory is back where
 //!    it started.
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,9 +53,8 @@ fn spec(i: u64) -> ConnSpec {
     let port = 30_000 + (i % 30_000) as u16;
     let host = (i % 250) as u8 + 1;
     let v4 = SocketAddr::from(([198, 51, 100, host], port));
-    let v6: SocketAddr = format!("[2001:db8::{:x}]:{port}", i % 0xfff0 + 1)
-        .parse()
-        .unwrap();
+    let host6 = (i % 0xfff0) as u16 + 1;
+    let v6 = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, host6), port));
     match i % 4 {
         0 => ConnSpec::new(ProxyFamily::V4, Listener::V4, Some(Toa::new(KIND_TOA, v4))),
         1 => ConnSpec::new(ProxyFamily::V6, Listener::V6, Some(Toa::new(KIND_TOA, v6))),
@@ -261,18 +260,13 @@ fn reload_under_load(lab: &Lab, opts: &Options) -> Result<String> {
     Ok(summary)
 }
 
-/// The counters once the module is idle again, or after `STATS_SETTLE`.
+/// The counters once the module is idle again (every IPv6 record freed and,
+/// if given, `want_records` records left), or after 3 × `STATS_SETTLE`.
 fn idle_stats(want_records: Option<u64>) -> Result<Snapshot> {
-    let deadline = Instant::now() + STATS_SETTLE * 3;
-    loop {
-        let s = stats::read()?;
-        let balanced = s.get("ip6_address_alloc") == s.get("ip6_address_free");
-        let records = want_records.is_none_or(|want| s.get("records_live") == Some(want));
-        if (balanced && records) || Instant::now() >= deadline {
-            return Ok(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stats::read_until(STATS_SETTLE * 3, |s| {
+        s.get("ip6_address_alloc") == s.get("ip6_address_free")
+            && want_records.is_none_or(|want| s.get("records_live") == Some(want))
+    })
 }
 
 fn churn(lab: &Lab, connections: u64) -> Result<String> {

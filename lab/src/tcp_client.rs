@@ -220,13 +220,6 @@ impl<'t> TcpClient<'t> {
         })
     }
 
-    /// Gives up on the connection at once: a RST, no FIN exchange.
-    pub fn abort(self) -> Result<()> {
-        let mut me = self;
-        let rst = me.build(me.snd_nxt, me.rcv_nxt, flags::RST | flags::ACK, &[], &[]);
-        me.link.send(&rst)
-    }
-
     fn all_acked(&self) -> bool {
         self.snd_una == self.snd_nxt
     }
@@ -720,14 +713,5 @@ mod tests {
             !sent.iter().any(|s| s.options == plan.data),
             "the request carried the handshake options, not the data ones"
         );
-    }
-
-    #[test]
-    fn test_abort_sends_rst() {
-        let link = ScriptedLink::new(origin_closing_with_reply(false, false));
-        let c = connect(&link, 500).unwrap();
-        c.abort().unwrap();
-        let last = link.sent().last().cloned().unwrap();
-        assert!(last.has(flags::RST));
     }
 }

@@ -116,7 +116,16 @@ fn write<T: Serialize>(dir: &std::path::Path, name: &str, value: &T, md: &str) -
 fn module_cost(distro: &crate::distro::Distro, rounds: u32, window: f64) -> Result<ModuleCost> {
     let module = crate::vm_test::packed_module(distro)?;
     let lab_args = format!(
-        "toa_lab.args=bench,--module,/lib/modules/toa.ko,--rounds,{rounds},--window,{window}"
+        "toa_lab.args={}",
+        crate::vm_test::guest_command(&[
+            "bench".to_string(),
+            "--module".into(),
+            crate::vm_test::GUEST_MODULE.into(),
+            "--rounds".into(),
+            rounds.to_string(),
+            "--window".into(),
+            window.to_string(),
+        ])
     );
     let opts = crate::vm_test::LabOptions {
         // Four figures, two states, a few seconds each, in instruction time.
@@ -281,18 +290,12 @@ fn build_cost(distro: &crate::distro::Distro) -> Result<BuildCost> {
         std::fs::remove_dir_all(&cache).with_context(|| format!("clearing {}", cache.display()))?;
     }
     let name = distro.name.as_str();
-    let cold_s = timed("cold build (empty cache)", || {
-        build_cmd(Some(&cache), name)
-            .run()
-            .map(drop)
-            .map_err(Into::into)
-    })?;
-    let warm_s = timed("warm rebuild of the same kernel", || {
-        build_cmd(Some(&cache), name)
-            .run()
-            .map(drop)
-            .map_err(Into::into)
-    })?;
+    let build_in_cache = || -> Result<()> {
+        build_cmd(Some(&cache), name).run()?;
+        Ok(())
+    };
+    let cold_s = timed("cold build (empty cache)", build_in_cache)?;
+    let warm_s = timed("warm rebuild of the same kernel", build_in_cache)?;
     timed("warming the four Debian releases' builders", || {
         matrix(MATRIX, 1)
     })?;

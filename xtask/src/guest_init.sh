@@ -12,13 +12,16 @@ mkdir -p /tmp /run
 mount -t tmpfs tmpfs /tmp
 # Kernel messages must not interleave with results: only emergencies reach
 # the console from here on (dmesg is printed in full at the end).
-# toa_lab.printk=N on the kernel command line overrides it (stress runs want
-# lockup backtraces on the console).
+# The host may change that and what the lab runs on the kernel command line:
+# toa_lab.printk=N (stress runs want lockup backtraces on the console) and
+# toa_lab.args=WORDS (commas stand for spaces; default: the scenarios).
 printk=1
+args="scenarios,--expect,module,--module,/lib/modules/toa.ko"
 read -r cmdline < /proc/cmdline
 for word in $cmdline; do
     case "$word" in
         toa_lab.printk=*) printk="${word#toa_lab.printk=}" ;;
+        toa_lab.args=*) args="${word#toa_lab.args=}" ;;
     esac
 done
 echo "$printk" > /proc/sys/kernel/printk
@@ -44,14 +47,6 @@ else
     echo "TOA-LAB INSMOD FAIL toa.ko: $out"
 fi
 
-# What the lab runs: the scenarios, unless the host asked for something else
-# with toa_lab.args= on the kernel command line (commas stand for spaces).
-args="scenarios,--expect,module,--module,/lib/modules/toa.ko"
-for word in $cmdline; do
-    case "$word" in
-        toa_lab.args=*) args="${word#toa_lab.args=}" ;;
-    esac
-done
 # Word splitting of the list is the point here.
 # shellcheck disable=SC2046
 /bin/toa-lab $(echo "$args" | tr ',' ' ')

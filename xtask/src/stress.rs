@@ -56,20 +56,19 @@ pub fn run(args: Args) -> Result<()> {
     report.check()
 }
 
-/// The guest's lab command line, commas for spaces (kernel command line).
+/// The guest's lab command line (see [`crate::vm_test::guest_command`]).
 fn lab_command(args: &Args) -> String {
-    [
+    crate::vm_test::guest_command(&[
         "stress".to_string(),
         "--module".into(),
-        "/lib/modules/toa.ko".into(),
+        crate::vm_test::GUEST_MODULE.into(),
         "--cycles".into(),
         args.cycles.to_string(),
         "--threads".into(),
         args.threads.to_string(),
         "--churn".into(),
         args.churn.to_string(),
-    ]
-    .join(",")
+    ])
 }
 
 #[cfg(test)]

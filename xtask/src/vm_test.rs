@@ -38,29 +38,34 @@ pub struct Args {
     pub fuzz_seed: Option<u64>,
 }
 
-/// The guest's lab command (commas for spaces) when the defaults are not
-/// what was asked for.
+/// Where the guest's /init finds the module under test.
+pub const GUEST_MODULE: &str = "/lib/modules/toa.ko";
+
+/// `toa-lab` arguments as the guest's /init takes them from `toa_lab.args=`
+/// on the kernel command line: commas stand for spaces.
+pub fn guest_command<S: AsRef<str>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The guest's lab command when the defaults are not what was asked for.
 fn scenario_args(args: &Args) -> Option<String> {
     if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() {
         return None;
     }
-    let mut words: Vec<String> = [
-        "scenarios",
-        "--expect",
-        "module",
-        "--module",
-        "/lib/modules/toa.ko",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut words: Vec<String> = ["scenarios", "--expect", "module", "--module", GUEST_MODULE]
+        .map(String::from)
+        .to_vec();
     if let Some(n) = args.fuzz_connections {
         words.extend(["--fuzz-connections".into(), n.to_string()]);
     }
     if let Some(seed) = args.fuzz_seed {
         words.extend(["--fuzz-seed".into(), seed.to_string()]);
     }
-    Some(format!("toa_lab.args={}", words.join(",")))
+    Some(format!("toa_lab.args={}", guest_command(&words)))
 }
 
 /// How to run the lab.
