@@ -90,6 +90,12 @@ fn set_list(lab: &Lab, list: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether the kernel log lines name a refused trusted_proxies value.
+fn rejection_logged(said: &[String]) -> bool {
+    said.iter()
+        .any(|l| l.contains("trusted_proxies") && l.contains("rejected"))
+}
+
 /// A write the module must refuse with EINVAL and a message naming the
 /// parameter, keeping `in_force`.
 fn refused_write(bad: &str, in_force: &str) -> Result<()> {
@@ -100,10 +106,7 @@ fn refused_write(bad: &str, in_force: &str) -> Result<()> {
         Err(e) => return Err(lab_err!("writing {bad:?} to {PARAM}: {e}, expected EINVAL")),
     }
     let said = log.read_new()?;
-    if !said
-        .iter()
-        .any(|l| l.contains("trusted_proxies") && l.contains("rejected"))
-    {
+    if !rejection_logged(&said) {
         return Err(lab_err!(
             "writing {bad:?} failed but the kernel said nothing about it: {said:?}"
         ));
@@ -194,10 +197,7 @@ pub fn at_load(lab: &Lab, ctx: &Shared) -> Result<String> {
                 ));
             }
             let said = log.read_new()?;
-            if !said
-                .iter()
-                .any(|l| l.contains("trusted_proxies") && l.contains("rejected"))
-            {
+            if !rejection_logged(&said) {
                 return Err(lab_err!(
                     "insmod trusted_proxies={bad} failed but the kernel said nothing about it: {said:?}"
                 ));
