@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::mem::{size_of, zeroed};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -72,6 +72,10 @@ struct Shared {
     hold: AtomicBool,
     /// Connections accepted whose report has not been sent yet.
     busy: AtomicUsize,
+    /// Bumped to make every thread close its listener and listen anew.
+    generation: AtomicU64,
+    /// Listeners opened again so far (one per thread per generation).
+    relistened: AtomicU64,
 }
 
 impl Origin {
@@ -95,6 +99,23 @@ impl Origin {
             shared,
             threads,
         })
+    }
+
+    /// Closes both listeners and opens them again, as restarting a service
+    /// does: toa.ko takes over listeners that listen() after it loaded.
+    pub fn relisten(&self, timeout: Duration) -> Result<()> {
+        let want = self.shared.relistened.load(Ordering::SeqCst) + self.threads.len() as u64;
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        while self.shared.relistened.load(Ordering::SeqCst) < want {
+            if Instant::now() > deadline {
+                return Err(lab_err!(
+                    "the origin did not open its listeners again within {timeout:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     /// While set, connections stay open and their sockets come back in the
@@ -284,12 +305,27 @@ fn accept_one(listener: &OwnedFd) -> Accepted {
 
 fn serve(
     which: Listener,
-    listener: OwnedFd,
+    mut listener: OwnedFd,
     reports: Sender<Report>,
     shared: &Shared,
     io_timeout: Duration,
 ) {
+    let mut generation = 0;
     while !shared.stop.load(Ordering::SeqCst) {
+        let now = shared.generation.load(Ordering::SeqCst);
+        if now != generation {
+            generation = now;
+            // The port is free again once the old listener is closed.
+            drop(listener);
+            listener = match listen(which) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    eprintln!("toa-lab: {}: listening again: {e}", which.name());
+                    return;
+                }
+            };
+            shared.relistened.fetch_add(1, Ordering::SeqCst);
+        }
         let report = match accept_one(&listener) {
             Accepted::Nothing => continue,
             Accepted::Failed(e) => Report {

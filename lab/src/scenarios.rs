@@ -318,6 +318,9 @@ fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
         // Load again whatever getpeername said, so the guest is left with
         // the module it started with.
         system::insmod(&module, &ctx.module_params)?;
+        // Listeners that predate the module keep the kernel's answer: the
+        // origin restarts them, as an operator restarts a service.
+        lab.origin.relisten(lab.step_timeout)?;
         let seen = seen?;
         let want = PeerName::v4(proxy_src);
         if seen != want {

@@ -25,8 +25,8 @@
 #include <linux/seq_file.h>
 #include <linux/ptrace.h>
 
-#if !defined(CONFIG_KPROBES) || !defined(CONFIG_KRETPROBES)
-#error "toa.ko hooks the kernel with kretprobes: CONFIG_KPROBES and CONFIG_KRETPROBES must be set"
+#if !defined(CONFIG_KPROBES)
+#error "toa.ko arms listeners from a kprobe on inet_listen: CONFIG_KPROBES must be set"
 #endif
 
 /* READ_ONCE/WRITE_ONCE arrived in 3.19 (RHEL 7 backported them later in 7.x). */
@@ -67,26 +67,89 @@
  * getname: 4.17 dropped the `int *uaddr_len` argument and returns the length.
  *   < 4.17: int getname(struct socket *, struct sockaddr *, int *uaddr_len, int peer)
  *  >= 4.17: int getname(struct socket *, struct sockaddr *, int peer)
+ * toa_call_getname() returns the length (or a negative errno) on both;
+ * toa_getname_return() turns such a result into what the caller expects.
  */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 17, 0)
-#define TOA_GETNAME_RETURNS_LEN 1
-#define toa_getname_peer(regs) ((int)toa_arg3(regs))
-#define toa_getname_lenp(regs) ((int *)NULL)
+#define TOA_GETNAME_PARAMS struct socket *sock, struct sockaddr *uaddr, int peer
+#define toa_call_getname(ops) ((ops)->getname(sock, uaddr, peer))
+#define toa_getname_return(n) (n)
 #else
-#define TOA_GETNAME_RETURNS_LEN 0
-#define toa_getname_peer(regs) ((int)toa_arg4(regs))
-#define toa_getname_lenp(regs) ((int *)toa_arg3(regs))
+#define TOA_GETNAME_PARAMS struct socket *sock, struct sockaddr *uaddr, int *uaddr_len, int peer
+#define toa_call_getname(ops)							\
+	({ int __err = (ops)->getname(sock, uaddr, uaddr_len, peer);		\
+	   __err < 0 ? __err : *uaddr_len; })
+#define toa_getname_return(n)							\
+	({ int __n = (n); __n < 0 ? __n : (*uaddr_len = __n, 0); })
 #endif
 
 /*
- * syn_recv_sock: 4.4 (lockless listeners) added `req_unhash` and `bool *own_req`
- * (arguments 5 and 6). A child we do not own is freed without ->destroy, so
- * nothing may be recorded for it. RHEL 7 stays on the 3.10 signature.
+ * syn_recv_sock: 4.4 (lockless listeners) made the listener const and added
+ * `req_unhash` and `bool *own_req`. A child we do not own is freed without
+ * ever being accepted, so nothing may be recorded for it. RHEL 7 stays on the
+ * 3.10 signature.
  */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 4, 0)
-#define toa_syn_recv_own_req(regs) ((bool *)toa_arg6(regs))
+#if defined(TOA_HAVE_OPT_CHILD_INIT)
+/* 7.0, and stable kernels it was backported to (Kbuild reads the header). */
+#define TOA_SYN_RECV_PARAMS const struct sock *sk, struct sk_buff *skb,	\
+	struct request_sock *req, struct dst_entry *dst,			\
+	struct request_sock *req_unhash, bool *own_req,				\
+	void (*opt_child_init)(struct sock *newsk, const struct sock *sk)
+#define TOA_SYN_RECV_ARGS sk, skb, req, dst, req_unhash, own_req, opt_child_init
+#define toa_own_req() (*own_req)
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(4, 4, 0)
+#define TOA_SYN_RECV_PARAMS const struct sock *sk, struct sk_buff *skb,	\
+	struct request_sock *req, struct dst_entry *dst,			\
+	struct request_sock *req_unhash, bool *own_req
+#define TOA_SYN_RECV_ARGS sk, skb, req, dst, req_unhash, own_req
+#define toa_own_req() (*own_req)
 #else
-#define toa_syn_recv_own_req(regs) ((bool *)NULL)
+#define TOA_SYN_RECV_PARAMS struct sock *sk, struct sk_buff *skb,		\
+	struct request_sock *req, struct dst_entry *dst
+#define TOA_SYN_RECV_ARGS sk, skb, req, dst
+#define toa_own_req() true
+#endif
+
+/* setsockopt: 5.9 passes the option value as a sockptr_t. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 9, 0)
+#define TOA_SETSOCKOPT_PARAMS struct socket *sock, int level, int optname,	\
+	sockptr_t optval, unsigned int optlen
+#else
+#define TOA_SETSOCKOPT_PARAMS struct socket *sock, int level, int optname,	\
+	char __user *optval, unsigned int optlen
+#endif
+#define TOA_SETSOCKOPT_ARGS sock, level, optname, optval, optlen
+
+/* 4.2 gave sock_create_kern() a network namespace. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 2, 0)
+#define toa_sock_create_kern(family, type, proto, res) \
+	sock_create_kern(&init_net, family, type, proto, res)
+#else
+#define toa_sock_create_kern(family, type, proto, res) \
+	sock_create_kern(family, type, proto, res)
+#endif
+
+/*
+ * Waiting out callers of the module's functions at unload (toa_hooks.c).
+ * toa_synchronize_atomic(): every CPU left any softirq, preempt- or
+ * BH-disabled region it was in (4.20 folded RCU-sched and RCU-bh into RCU).
+ * toa_synchronize_tasks(): every task that was preempted has since scheduled
+ * voluntarily, returned to user space or idled. Without preemption a task can
+ * be stopped between two instructions only by an interrupt, so the atomic
+ * wait covers it.
+ */
+#include <linux/rcupdate.h>
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 20, 0)
+#define toa_synchronize_atomic() synchronize_rcu()
+#else
+#define toa_synchronize_atomic() do { synchronize_sched(); synchronize_rcu(); } while (0)
+#endif
+#if defined(CONFIG_TASKS_RCU)
+#define toa_synchronize_tasks() synchronize_rcu_tasks()
+#elif defined(CONFIG_PREEMPT) || defined(CONFIG_PREEMPTION)
+#error "toa.ko unloads safely on a preemptible kernel only with CONFIG_TASKS_RCU"
+#else
+#define toa_synchronize_tasks() toa_synchronize_atomic()
 #endif
 
 /* proc_create_single() arrived in 4.18; before it, single_open() by hand. */

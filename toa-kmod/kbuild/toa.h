@@ -20,6 +20,12 @@ enum toa_counter {
 	TOA_SYN_RECV_SOCK_UNTRUSTED,	/* TOA from a source outside trusted_proxies: ignored */
 	TOA_RECORD_ALLOC_FAILED,	/* no memory, or max_records reached */
 	TOA_SOCKOPT_LOOKUP,		/* dpvs-style getsockopt answered */
+	TOA_SYN_RECV_SOCK_OTHER_PORT,	/* TOA on a listener outside `ports`: ignored */
+	TOA_GETNAME_KERNEL_SOCKET,	/* record on a socket without a file: kernel's answer */
+	TOA_GETNAME_TOA_UNFIT,		/* IPv6 client, AF_INET socket, caller's buffer not known to fit it */
+	TOA_LISTEN_ARMED,		/* listeners given the module's tables */
+	TOA_LISTEN_KERNEL_SOCKET,	/* kernel listeners: never armed */
+	TOA_LISTEN_FOREIGN_TABLE,	/* listeners whose tables another module replaced: not armed */
 	TOA_NR_COUNTERS
 };
 
@@ -36,22 +42,34 @@ static inline void toa_count(enum toa_counter c)
 int toa_stats_init(void);
 void toa_stats_exit(void);
 
-/* Per-socket records, keyed by the socket and dropped when it is destroyed. */
+/*
+ * Per-socket records (toa_table.c), keyed by the socket and removed by its own
+ * destructor, which the record chains in front of the kernel's.
+ */
 int toa_table_init(unsigned int max_records);
 void toa_table_exit(void);
-void toa_table_insert(const struct sock *sk, const struct toa_endpoint *client,
+void toa_table_insert(struct sock *sk, const struct toa_endpoint *client,
 		      const struct toa_endpoint *proxy);
-void toa_table_remove(const struct sock *sk);
+/* Unload: every socket with a record gets its own destructor back. */
+void toa_table_release_sockets(void);
 /* Records allocated and not yet freed (the module's memory for them). */
 unsigned int toa_table_held(void);
 /* Under rcu_read_lock(): copies the record out; false if there is none. */
 bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
 		      struct toa_endpoint *proxy);
 
+/* Hooks (toa_hooks.c). */
 int toa_hooks_init(void);
 void toa_hooks_exit(void);
-/* Handler runs lost because every kretprobe instance was busy. */
+/* Listener arming runs lost by the probe (must stay 0, see toa_hooks.c). */
 unsigned long toa_hooks_missed(void);
+/* Every function the kernel calls through a pointer counts itself in and out. */
+void toa_enter(void);
+void toa_leave(void);
+
+/* ports (toa_ports.c): true when a listener on local port `port` honours TOA. */
+bool toa_port_honoured(__u16 port);
+void toa_ports_exit(void);
 
 /* trusted_proxies (toa_trust.c): true when `source` may carry a TOA. */
 bool toa_trusted(const struct toa_endpoint *source);

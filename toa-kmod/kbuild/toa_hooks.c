@@ -1,31 +1,136 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Where toa.ko meets the TCP stack: kprobes only. No kernel function pointer is
- * replaced and no read-only page is written; every handler here is C.
+ * Where toa.ko meets the TCP stack: per-socket function tables.
  *
- *  tcp_v4_syn_recv_sock / tcp_v6_syn_recv_sock (return): the packet completing
- *     the handshake (the ACK; the SYN for Fast Open; SYN cookies too) is parsed
- *     and a record is kept for the new child socket.
- *  inet_getname / inet6_getname (return): accept() and getpeername() answers are
- *     rewritten from the record.
- *  tcp_v4_destroy_sock (entry): the record goes with its socket. IPv6 TCP
- *     sockets are destroyed through it as well.
+ * A listening TCP socket of a user-space process gets module-owned copies of
+ * its two tables when it calls listen():
+ *   sock->ops                  (struct proto_ops)  getname wrapped: what
+ *                              accept() and getpeername() answer;
+ *   inet_csk(sk)->icsk_af_ops  (inet_connection_sock_af_ops)  syn_recv_sock
+ *                              wrapped: the packet completing the handshake
+ *                              (the ACK; the SYN for Fast Open; SYN cookies
+ *                              too) is parsed and a record is made for the child.
+ * The kernel copies sock->ops to every socket accept() creates (do_accept,
+ * all versions); from 6.6 accept() even asks the *listener's* ops for the
+ * child's address. Either way both accept() and later getpeername() calls on
+ * a child reach toa_getname(). The first answer for a child without a record
+ * puts the kernel's own table back on it: it can never get one (records are
+ * made before the child can be accepted), so plain connections pay nothing
+ * after accept(). Sockets with the kernel's tables are never touched.
+ *
+ * Why nothing can be skipped (the seed's kretprobes could be, under load):
+ * every call through these tables is an ordinary indirect call the kernel
+ * makes itself. No instance pool, no recursion guard, no probe that a softirq
+ * on top of another probe would miss. The one probe left arms listeners:
+ * inet_listen runs only in process context from listen(), never inside
+ * another probe's handler, which is the only way a kprobe hit is dropped.
+ * A listener that was not armed (opened before the module loaded, owned by
+ * the kernel, or with tables another module replaced) makes no records: its
+ * connections get the kernel's answer from start to end, never a mix.
+ *
+ * Kernel sockets (no file: iSCSI target, ocfs2, NFS, DLM, ...) are never
+ * armed and never rewritten, and nothing is written past the length of the
+ * kernel's own answer unless the caller is known to hold a sockaddr_storage:
+ * do_accept() (peer == 2, only there) and the getpeername syscall (checked by
+ * the return address, once per call site).
+ *
+ * Unload with connections open and calls in flight, on every kernel from 3.10
+ * to 7.x: the copies are heap memory that is never freed. At unload their
+ * wrapped entries are set back to the kernel's functions, so every socket
+ * that still points at a copy sees exactly the kernel's table from then on
+ * and nothing has to be found or restored per socket. What remains is code:
+ * each wrapper counts itself in and out (per CPU), and toa_wait_callers()
+ * returns once the counts were equal before and unchanged after a wait for
+ * (a) every CPU to leave softirq/atomic sections (RCU; sched-RCU before 4.20)
+ * and (b) every preempted task to schedule voluntarily (RCU Tasks on
+ * preemptible kernels; implied by (a) without preemption). A caller that
+ * loaded a wrapper's address but was preempted before entering it holds up
+ * (b); one that entered shows in the counts; one that left has no further use
+ * of a wrapper except through another counted entry. Blocking accept() never
+ * runs module code while it sleeps: the copies keep the kernel's accept.
+ * 3.10 (RHEL 7) and 4.x-5.x Debian/Ubuntu kernels without CONFIG_PREEMPTION
+ * use (a) for both; 5.x-7.x preemptible and PREEMPT_RT kernels have RCU Tasks
+ * (compat.h refuses a preemptible kernel without it).
  */
+#include <linux/kmemleak.h>
+#include <linux/kallsyms.h>
 #include <linux/kprobes.h>
+#include <linux/net.h>
 #include <linux/socket.h>
 #include <linux/tcp.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/in6.h>
 #include <linux/if_ether.h>
+#include <linux/delay.h>
+#include <net/inet_connection_sock.h>
 #include <net/ipv6.h>
 #include "toa.h"
 
-/* --- handshake ---------------------------------------------------------- */
-
-struct toa_syn_recv_ctx {
-	struct sk_buff *skb;
-	bool *own_req;
+/* The kernel's tables of one address family and the module's copies of them. */
+struct toa_family {
+	const struct proto_ops *orig_ops;
+	const struct inet_connection_sock_af_ops *orig_af;
+	struct toa_tables *copy;
 };
+
+/* Never freed: sockets keep pointing here after the module is gone. */
+struct toa_tables {
+	struct proto_ops ops;
+	struct inet_connection_sock_af_ops af;
+};
+
+static struct toa_family toa_v4, toa_v6;
+static bool toa_going;
+
+/* --- counting callers in and out ------------------------------------------ */
+
+struct toa_calls {
+	unsigned long in, out;
+};
+static DEFINE_PER_CPU(struct toa_calls, toa_calls);
+
+void toa_enter(void)
+{
+	this_cpu_inc(toa_calls.in);
+}
+
+void toa_leave(void)
+{
+	this_cpu_inc(toa_calls.out);
+}
+
+static void toa_calls_sum(unsigned long *in, unsigned long *out)
+{
+	int cpu;
+
+	*in = *out = 0;
+	for_each_possible_cpu(cpu) {
+		*in += READ_ONCE(per_cpu_ptr(&toa_calls, cpu)->in);
+		*out += READ_ONCE(per_cpu_ptr(&toa_calls, cpu)->out);
+	}
+}
+
+/* See the top of this file for why this is enough on every kernel. */
+static void toa_wait_callers(void)
+{
+	unsigned long in, out, in2, out2;
+
+	for (;;) {
+		toa_calls_sum(&in, &out);
+		if (in != out) {
+			msleep(10);
+			continue;
+		}
+		toa_synchronize_atomic();
+		toa_synchronize_tasks();
+		toa_calls_sum(&in2, &out2);
+		if (in2 == in && out2 == out)
+			return;
+	}
+}
+
+/* --- handshake ---------------------------------------------------------- */
 
 static void toa_proxy_endpoint(const struct sk_buff *skb, const struct tcphdr *th,
 			       struct toa_endpoint *proxy)
@@ -41,7 +146,8 @@ static void toa_proxy_endpoint(const struct sk_buff *skb, const struct tcphdr *t
 	}
 }
 
-static void toa_handshake(struct sock *child, const struct sk_buff *skb)
+static void toa_handshake(const struct sock *listener, struct sock *child,
+			  const struct sk_buff *skb)
 {
 	const struct tcphdr *th = tcp_hdr(skb);
 	struct toa_endpoint client, proxy;
@@ -57,6 +163,11 @@ static void toa_handshake(struct sock *child, const struct sk_buff *skb)
 			toa_count(TOA_OPTIONS_MALFORMED);
 		return;
 	}
+	if (!toa_port_honoured(inet_sk(listener)->inet_num)) {
+		toa_count(TOA_SYN_RECV_SOCK_NO_TOA);
+		toa_count(TOA_SYN_RECV_SOCK_OTHER_PORT);
+		return;
+	}
 	toa_proxy_endpoint(skb, th, &proxy);
 	if (!toa_trusted(&proxy)) {
 		toa_count(TOA_SYN_RECV_SOCK_NO_TOA);
@@ -67,175 +178,301 @@ static void toa_handshake(struct sock *child, const struct sk_buff *skb)
 	toa_table_insert(child, &client, &proxy);
 }
 
-static int toa_syn_recv_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+static struct sock *toa_syn_recv(const struct toa_family *f, TOA_SYN_RECV_PARAMS)
 {
-	struct toa_syn_recv_ctx *ctx = (struct toa_syn_recv_ctx *)ri->data;
+	struct sock *child;
 
-	ctx->skb = (struct sk_buff *)toa_arg2(regs);
-	ctx->own_req = toa_syn_recv_own_req(regs);
-	return 0;
+	toa_enter();
+	child = f->orig_af->syn_recv_sock(TOA_SYN_RECV_ARGS);
+	if (child) {
+		/* The child was cloned from the listener: it takes the kernel's table. */
+		if (inet_csk(child)->icsk_af_ops == &f->copy->af)
+			inet_csk(child)->icsk_af_ops = f->orig_af;
+		/* A child another CPU won the race for is freed, never accepted. */
+		if (toa_own_req())
+			toa_handshake(sk, child, skb);
+	}
+	toa_leave();
+	return child;
 }
 
-/* IPv4 packets on an IPv6 listener go through tcp_v4_syn_recv_sock, probed too. */
-static int toa_syn_recv6_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+static struct sock *toa_syn_recv4(TOA_SYN_RECV_PARAMS)
 {
-	struct sk_buff *skb = (struct sk_buff *)toa_arg2(regs);
-
-	if (skb->protocol == htons(ETH_P_IP))
-		return 1;
-	return toa_syn_recv_entry(ri, regs);
+	return toa_syn_recv(&toa_v4, TOA_SYN_RECV_ARGS);
 }
 
-static int toa_syn_recv_return(struct kretprobe_instance *ri, struct pt_regs *regs)
+static struct sock *toa_syn_recv6(TOA_SYN_RECV_PARAMS)
 {
-	struct toa_syn_recv_ctx *ctx = (struct toa_syn_recv_ctx *)ri->data;
-	struct sock *child = (struct sock *)regs_return_value(regs);
-
-	/* A child another CPU won the race for is freed without ->destroy. */
-	if (!child || (ctx->own_req && !*ctx->own_req))
-		return 0;
-	toa_handshake(child, ctx->skb);
-	return 0;
+	return toa_syn_recv(&toa_v6, TOA_SYN_RECV_ARGS);
 }
 
 /* --- accept() / getpeername() -------------------------------------------- */
 
-struct toa_getname_ctx {
-	struct sock *sk;
-	struct sockaddr *uaddr;
-	int *lenp;
-};
-
-static int toa_getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+/*
+ * Names the getpeername syscall's body has had: sys_, SyS_, SYSC_, __sys_,
+ * __do_sys_, ...; newer kernels route it and io_uring through do_getsockname().
+ * All of them answer from a struct sockaddr_storage on their own stack.
+ */
+static bool toa_is_getpeername_symbol(const char *name)
 {
-	struct toa_getname_ctx *ctx = (struct toa_getname_ctx *)ri->data;
-	struct socket *sock = (struct socket *)toa_arg1(regs);
-	struct sock *sk = sock->sk;
+	static const char *const prefixes[] = {
+		"sys_", "SyS_", "SYSC_", "do_sys_", "se_sys_", "x64_sys_", "arm64_sys_",
+	};
+	size_t i, n;
 
-	/* getsockname() and non-TCP sockets are never touched: skip the return probe. */
-	if (!toa_getname_peer(regs) || !sk || sk->sk_protocol != IPPROTO_TCP)
-		return 1;
-	ctx->sk = sk;
-	ctx->uaddr = (struct sockaddr *)toa_arg2(regs);
-	ctx->lenp = toa_getname_lenp(regs);
-	return 0;
+	while (*name == '_')
+		name++;
+	n = strlen("do_getsockname");
+	if (!strncmp(name, "do_getsockname", n) && (name[n] == '\0' || name[n] == '.'))
+		return true;
+	for (i = 0; i < ARRAY_SIZE(prefixes); i++) {
+		n = strlen(prefixes[i]);
+		if (strncmp(name, prefixes[i], n))
+			continue;
+		name += n;
+		n = strlen("getpeername");
+		return !strncmp(name, "getpeername", n) && (name[n] == '\0' || name[n] == '.');
+	}
+	return false;
 }
 
-static int toa_getname_return(struct kretprobe_instance *ri, struct pt_regs *regs)
+/*
+ * True when the caller's buffer holds a sockaddr_storage: do_accept() asks with
+ * peer == 2 (nobody else does), getpeername() is recognised by the call site.
+ */
+static bool toa_caller_has_storage(int peer, unsigned long site)
 {
-	struct toa_getname_ctx *ctx = (struct toa_getname_ctx *)ri->data;
-	long ret = (long)regs_return_value(regs);
+	static unsigned long getpeername_site;
+	char name[KSYM_SYMBOL_LEN];
+
+	if (peer == 2)
+		return true;
+	if (site == READ_ONCE(getpeername_site))
+		return true;
+	sprint_symbol_no_offset(name, site);
+	if (!toa_is_getpeername_symbol(name))
+		return false;
+	WRITE_ONCE(getpeername_site, site);
+	return true;
+}
+
+/* Puts the kernel's table back on a socket that will never have a record. */
+static void toa_disarm(struct socket *sock, const struct toa_family *f)
+{
+	cmpxchg(&sock->ops, (const struct proto_ops *)&f->copy->ops, f->orig_ops);
+}
+
+/* The kernel's answer `n` (a length or an errno) becomes the client's. */
+static int toa_answer(const struct toa_family *f, struct socket *sock,
+		      struct sockaddr *uaddr, int n, int peer, unsigned long site)
+{
 	struct toa_endpoint client, proxy;
+	struct sock *sk = sock->sk;
+	size_t cap = n;
 	bool found;
-	int len, n;
+	int rewritten;
 
-	if (ret < 0)
-		return 0;
-	len = TOA_GETNAME_RETURNS_LEN ? (int)ret : *ctx->lenp;
-
+	if (n < 0 || !peer || !sk)
+		return n;
 	rcu_read_lock();
-	found = toa_table_lookup(ctx->sk, &client, &proxy);
+	found = toa_table_lookup(sk, &client, &proxy);
 	rcu_read_unlock();
 	if (!found) {
 		toa_count(TOA_GETNAME_TOA_EMPTY);
-		return 0;
+		toa_disarm(sock, f);
+		return n;
 	}
-	/* Callers of getname pass a struct sockaddr_storage. */
-	n = toa_rewrite_peer(ctx->sk->sk_family, ctx->uaddr, len,
-			     sizeof(struct sockaddr_storage), &client, &proxy);
-	if (n < 0) {
+	if (!sock->file) {
+		toa_count(TOA_GETNAME_KERNEL_SOCKET);
+		return n;
+	}
+	/* Only the AF_INET socket + IPv6 client case answers longer than the kernel. */
+	if (client.family == 6 && sk->sk_family == AF_INET) {
+		if (!toa_caller_has_storage(peer, site)) {
+			pr_info_once("IPv6 client on an AF_INET socket asked for by %pS: kernel's answer kept, its buffer is not known to hold a sockaddr_in6\n",
+				     (void *)site);
+			toa_count(TOA_GETNAME_TOA_UNFIT);
+			return n;
+		}
+		cap = sizeof(struct sockaddr_storage);
+	}
+	rewritten = toa_rewrite_peer(sk->sk_family, uaddr, n, cap, &client, &proxy);
+	if (rewritten < 0) {
 		toa_count(TOA_GETNAME_TOA_MISMATCH);
-		return 0;
+		return n;
 	}
-	if (TOA_GETNAME_RETURNS_LEN)
-		toa_set_return(regs, n);
-	else
-		*ctx->lenp = n;
 	toa_count(TOA_GETNAME_TOA_OK);
-	return 0;
+	return rewritten;
 }
 
-/* --- socket destruction -------------------------------------------------- */
-
-static int toa_destroy_pre(struct kprobe *kp, struct pt_regs *regs)
+static int toa_getname4(TOA_GETNAME_PARAMS)
 {
-	toa_table_remove((struct sock *)toa_arg1(regs));
+	int n;
+
+	toa_enter();
+	n = toa_call_getname(toa_v4.orig_ops);
+	n = toa_answer(&toa_v4, sock, uaddr, n, peer, _RET_IP_);
+	toa_leave();
+	return toa_getname_return(n);
+}
+
+static int toa_getname6(TOA_GETNAME_PARAMS)
+{
+	int n;
+
+	toa_enter();
+	n = toa_call_getname(toa_v6.orig_ops);
+	n = toa_answer(&toa_v6, sock, uaddr, n, peer, _RET_IP_);
+	toa_leave();
+	return toa_getname_return(n);
+}
+
+/*
+ * IPV6_ADDRFORM turns an IPv4-mapped AF_INET6 socket into an AF_INET one and
+ * gives it the kernel's IPv4 table: a socket with a record takes ours instead.
+ */
+static int toa_setsockopt6(TOA_SETSOCKOPT_PARAMS)
+{
+	struct toa_endpoint client, proxy;
+	bool found;
+	int err;
+
+	toa_enter();
+	err = toa_v6.orig_ops->setsockopt(TOA_SETSOCKOPT_ARGS);
+	if (!err && level == SOL_IPV6 && optname == IPV6_ADDRFORM && sock->sk &&
+	    !READ_ONCE(toa_going)) {
+		rcu_read_lock();
+		found = toa_table_lookup(sock->sk, &client, &proxy);
+		rcu_read_unlock();
+		if (found)
+			cmpxchg(&sock->ops, toa_v4.orig_ops,
+				(const struct proto_ops *)&toa_v4.copy->ops);
+	}
+	toa_leave();
+	return err;
+}
+
+/* --- arming listeners ---------------------------------------------------- */
+
+static void toa_arm(struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+	struct inet_connection_sock *icsk;
+	const struct toa_family *f;
+
+	if (!sk || sock->type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP)
+		return;
+	if (!sock->file) {
+		toa_count(TOA_LISTEN_KERNEL_SOCKET);
+		return;
+	}
+	f = sk->sk_family == AF_INET ? &toa_v4 : sk->sk_family == AF_INET6 ? &toa_v6 : NULL;
+	if (!f || !f->copy || READ_ONCE(toa_going))
+		return;
+	icsk = inet_csk(sk);
+	if (READ_ONCE(sock->ops) == &f->copy->ops)
+		return;
+	if (READ_ONCE(sock->ops) != f->orig_ops || READ_ONCE(icsk->icsk_af_ops) != f->orig_af) {
+		toa_count(TOA_LISTEN_FOREIGN_TABLE);
+		return;
+	}
+	/* Handshakes first: a record never exists on a socket whose answers are the kernel's. */
+	WRITE_ONCE(icsk->icsk_af_ops, &f->copy->af);
+	cmpxchg(&sock->ops, f->orig_ops, (const struct proto_ops *)&f->copy->ops);
+	toa_count(TOA_LISTEN_ARMED);
+}
+
+/* Before inet_listen() runs: no accept() can be waiting on the socket yet. */
+static int toa_listen_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	toa_arm((struct socket *)toa_arg1(regs));
 	return 0;
 }
 
-/* --- registration --------------------------------------------------------- */
-
-static struct kprobe toa_destroy_probe = {
-	.symbol_name = "tcp_v4_destroy_sock",
-	.pre_handler = toa_destroy_pre,
-};
-
-#define TOA_KRETPROBE(sym, entry, ret, ctx)				\
-	{								\
-		.kp = { .symbol_name = sym },				\
-		.entry_handler = entry,					\
-		.handler = ret,						\
-		.data_size = sizeof(struct ctx),			\
-	}
-
-enum { TOA_KRP_GETNAME, TOA_KRP_GETNAME6, TOA_KRP_SYN_RECV, TOA_KRP_SYN_RECV6, TOA_NR_KRP };
-
-/* Consumers before producers: getname is hooked before any record can exist. */
-static struct kretprobe toa_kretprobes[TOA_NR_KRP] = {
-	[TOA_KRP_GETNAME] = TOA_KRETPROBE("inet_getname", toa_getname_entry,
-					  toa_getname_return, toa_getname_ctx),
-	[TOA_KRP_GETNAME6] = TOA_KRETPROBE("inet6_getname", toa_getname_entry,
-					   toa_getname_return, toa_getname_ctx),
-	[TOA_KRP_SYN_RECV] = TOA_KRETPROBE("tcp_v4_syn_recv_sock", toa_syn_recv_entry,
-					   toa_syn_recv_return, toa_syn_recv_ctx),
-	[TOA_KRP_SYN_RECV6] = TOA_KRETPROBE("tcp_v6_syn_recv_sock", toa_syn_recv6_entry,
-					    toa_syn_recv_return, toa_syn_recv_ctx),
+static struct kprobe toa_listen_probe = {
+	.symbol_name = "inet_listen",
+	.pre_handler = toa_listen_pre,
 };
 
 unsigned long toa_hooks_missed(void)
 {
-	unsigned long missed = 0;
-	int i;
+	return toa_listen_probe.nmissed;
+}
 
-	for (i = 0; i < TOA_NR_KRP; i++)
-		missed += toa_kretprobes[i].nmissed;
-	return missed;
+/* --- the copies ----------------------------------------------------------- */
+
+/* The kernel's tables for `family`, read off a socket of its own. */
+static int toa_family_init(struct toa_family *f, int family)
+{
+	struct socket *sock;
+	int err;
+
+	err = toa_sock_create_kern(family, SOCK_STREAM, IPPROTO_TCP, &sock);
+	if (err)
+		return err;
+	f->orig_ops = sock->ops;
+	f->orig_af = inet_csk(sock->sk)->icsk_af_ops;
+	sock_release(sock);
+
+	f->copy = kmalloc(sizeof(*f->copy), GFP_KERNEL);
+	if (!f->copy)
+		return -ENOMEM;
+	/* Deliberately never freed (see the top of this file). */
+	kmemleak_not_leak(f->copy);
+	f->copy->ops = *f->orig_ops;
+	f->copy->af = *f->orig_af;
+	if (family == AF_INET) {
+		f->copy->ops.getname = toa_getname4;
+		f->copy->af.syn_recv_sock = toa_syn_recv4;
+	} else {
+		f->copy->ops.getname = toa_getname6;
+		f->copy->ops.setsockopt = toa_setsockopt6;
+		f->copy->af.syn_recv_sock = toa_syn_recv6;
+	}
+	return 0;
+}
+
+/* Sockets still pointing at the copy get exactly the kernel's table. */
+static void toa_family_restore(struct toa_family *f)
+{
+	if (!f->copy)
+		return;
+	WRITE_ONCE(f->copy->ops.getname, f->orig_ops->getname);
+	WRITE_ONCE(f->copy->ops.setsockopt, f->orig_ops->setsockopt);
+	WRITE_ONCE(f->copy->af.syn_recv_sock, f->orig_af->syn_recv_sock);
 }
 
 int toa_hooks_init(void)
 {
-	int i, err;
+	int err;
 
-	/* Records must never outlive their socket: the remover goes in first. */
-	err = register_kprobe(&toa_destroy_probe);
+	err = toa_family_init(&toa_v4, AF_INET);
 	if (err) {
-		pr_err("cannot probe %s: %d\n", toa_destroy_probe.symbol_name, err);
+		pr_err("cannot read the kernel's IPv4 TCP tables: %d\n", err);
 		return err;
 	}
-	for (i = 0; i < TOA_NR_KRP; i++) {
-		/* Each in-flight call holds an instance; getname may be preempted. */
-		toa_kretprobes[i].maxactive = max_t(int, 64, 8 * num_possible_cpus());
-		err = register_kretprobe(&toa_kretprobes[i]);
-		if (err) {
-			pr_err("cannot probe %s: %d\n", toa_kretprobes[i].kp.symbol_name, err);
-			goto unwind;
-		}
+	/* IPv6 may be disabled (ipv6.disable=1): IPv4 listeners still work. */
+	err = toa_family_init(&toa_v6, AF_INET6);
+	if (err) {
+		pr_info("IPv6 TCP unavailable (%d): IPv4 listeners only\n", err);
+		toa_v6.copy = NULL;
 	}
+	err = register_kprobe(&toa_listen_probe);
+	if (err) {
+		pr_err("cannot probe %s: %d\n", toa_listen_probe.symbol_name, err);
+		return err;
+	}
+	pr_info("listeners opened from now on honour TOA; ones already listening keep the kernel's answer until they listen again\n");
 	return 0;
-
-unwind:
-	while (--i >= 0)
-		unregister_kretprobe(&toa_kretprobes[i]);
-	unregister_kprobe(&toa_destroy_probe);
-	return err;
 }
 
 void toa_hooks_exit(void)
 {
-	int i;
-
-	/* Producers first; unregistering waits for running handlers to finish. */
-	for (i = TOA_NR_KRP - 1; i >= 0; i--)
-		unregister_kretprobe(&toa_kretprobes[i]);
-	unregister_kprobe(&toa_destroy_probe);
+	/* Waits for a running handler: no listener is armed after this. */
+	unregister_kprobe(&toa_listen_probe);
+	WRITE_ONCE(toa_going, true);
+	toa_family_restore(&toa_v4);
+	toa_family_restore(&toa_v6);
+	toa_table_release_sockets();
+	toa_wait_callers();
 }

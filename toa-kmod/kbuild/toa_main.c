@@ -67,6 +67,7 @@ out_table:
 out_stats:
 	toa_stats_exit();
 out:
+	toa_ports_exit();
 	toa_trust_exit();
 	pr_err("load failed: %d\n", err);
 	return err;
@@ -78,6 +79,7 @@ static void __exit toa_exit(void)
 	toa_hooks_exit();
 	toa_table_exit();
 	toa_stats_exit();
+	toa_ports_exit();
 	toa_trust_exit();
 	pr_info("unloaded\n");
 }

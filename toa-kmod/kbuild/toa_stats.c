@@ -19,6 +19,12 @@ static const char *const toa_counter_names[TOA_NR_COUNTERS] = {
 	[TOA_SYN_RECV_SOCK_UNTRUSTED] = "syn_recv_sock_untrusted",
 	[TOA_RECORD_ALLOC_FAILED] = "record_alloc_failed",
 	[TOA_SOCKOPT_LOOKUP] = "sockopt_lookup",
+	[TOA_SYN_RECV_SOCK_OTHER_PORT] = "syn_recv_sock_other_port",
+	[TOA_GETNAME_KERNEL_SOCKET] = "getname_kernel_socket",
+	[TOA_GETNAME_TOA_UNFIT] = "getname_toa_unfit",
+	[TOA_LISTEN_ARMED] = "listen_armed",
+	[TOA_LISTEN_KERNEL_SOCKET] = "listen_kernel_socket",
+	[TOA_LISTEN_FOREIGN_TABLE] = "listen_foreign_table",
 };
 
 /* The seed's layout: a header of online CPUs, then `name: v0 v1 ...`. */
@@ -26,22 +32,22 @@ static int toa_stats_show(struct seq_file *seq, void *v)
 {
 	int cpu, i;
 
-	seq_puts(seq, "                     ");
+	seq_puts(seq, "                         ");
 	for_each_online_cpu(cpu)
 		seq_printf(seq, " CPU%d", cpu);
 	seq_putc(seq, '\n');
 	for (i = 0; i < TOA_NR_COUNTERS; i++) {
-		seq_printf(seq, "%-21s", toa_counter_names[i]);
+		seq_printf(seq, "%-25s", toa_counter_names[i]);
 		seq_putc(seq, ':');
 		for_each_online_cpu(cpu)
 			seq_printf(seq, " %llu",
 				   (unsigned long long)per_cpu(toa_stats, cpu).v[i]);
 		seq_putc(seq, '\n');
 	}
-	/* Not per CPU: a lost handler run means an answer was not rewritten. */
-	seq_printf(seq, "%-21s: %lu\n", "kretprobe_missed", toa_hooks_missed());
+	/* Not per CPU: listener arming runs the probe lost; 0 by construction. */
+	seq_printf(seq, "%-25s: %lu\n", "kretprobe_missed", toa_hooks_missed());
 	/* A gauge: records in memory now; back to 0 once TOA connections close. */
-	seq_printf(seq, "%-21s: %u\n", "records_live", toa_table_held());
+	seq_printf(seq, "%-25s: %u\n", "records_live", toa_table_held());
 	return 0;
 }
 

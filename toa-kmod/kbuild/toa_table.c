@@ -3,18 +3,25 @@
  * Per-socket TOA records.
  *
  * Not sk_user_data: sockmap, reuseport groups and in-kernel users own that
- * pointer. Records live in a hash keyed by the socket's address and are removed
- * when the socket is destroyed; a record left behind would hand its client to
- * the next socket the slab places at the same address.
+ * pointer. Records live in a hash keyed by the socket's address.
+ *
+ * A record must never outlive its socket, or the next socket the slab places
+ * at that address would inherit its client. So the record is removed by the
+ * socket's own destructor: inserting a record chains toa_sk_destruct() in
+ * front of sk->sk_destruct (kept in the record), and the kernel calls it for
+ * every socket exactly once, before its memory is freed, whatever path the
+ * socket took (accepted or not, reset, timed out, listener closed). Nothing
+ * can skip it, unlike the probe on tcp_v4_destroy_sock it replaces.
  *
  * Readers (getname, from any context) walk a bucket under RCU without a lock;
- * writers (handshake in softirq, destroy in process or softirq context) take
- * the bucket's lock with BHs off. Records are freed after a grace period.
+ * writers (handshake in softirq, destructor in any context) take the bucket's
+ * lock with interrupts off. Records are freed after a grace period.
  */
 #include <linux/hash.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
 #include <linux/rculist.h>
+#include <net/inet_common.h>
 #include "toa.h"
 
 #define TOA_TABLE_BITS 16
@@ -22,7 +29,9 @@
 struct toa_record {
 	struct hlist_node node;
 	struct rcu_head rcu;
-	const struct sock *sk;
+	struct sock *sk;
+	/* The destructor the socket had before the record chained itself in. */
+	void (*destruct)(struct sock *sk);
 	struct toa_endpoint client;
 	struct toa_endpoint proxy;
 };
@@ -89,7 +98,9 @@ static void toa_record_unlink(struct toa_record *rec)
 	call_rcu(&rec->rcu, toa_record_free_rcu);
 }
 
-void toa_table_insert(const struct sock *sk, const struct toa_endpoint *client,
+void toa_sk_destruct(struct sock *sk);
+
+void toa_table_insert(struct sock *sk, const struct toa_endpoint *client,
 		      const struct toa_endpoint *proxy)
 {
 	struct toa_bucket *b = toa_bucket_of(sk);
@@ -114,34 +125,50 @@ void toa_table_insert(const struct sock *sk, const struct toa_endpoint *client,
 		toa_count(TOA_IP6_ADDRESS_ALLOC);
 
 	spin_lock_irqsave(&b->lock, flags);
-	/* A socket gets one record; a stale one for the same address goes. */
+	rec->destruct = sk->sk_destruct;
+	/* A socket gets one record: a second handshake replaces the first. */
 	hlist_for_each_entry(old, &b->head, node) {
 		if (old->sk == sk) {
+			rec->destruct = old->destruct;
 			toa_record_unlink(old);
 			break;
 		}
 	}
+	/*
+	 * The child is still locked by the handshake and unknown to anyone else:
+	 * no other destructor can be chained in between.
+	 */
+	sk->sk_destruct = toa_sk_destruct;
 	hlist_add_head_rcu(&rec->node, &b->head);
 	spin_unlock_irqrestore(&b->lock, flags);
 }
 
-void toa_table_remove(const struct sock *sk)
+/* Called by the kernel once, when the socket is freed. */
+void toa_sk_destruct(struct sock *sk)
 {
 	struct toa_bucket *b = toa_bucket_of(sk);
+	void (*destruct)(struct sock *sk) = NULL;
 	struct toa_record *rec;
 	unsigned long flags;
 
-	/* Most sockets never had a record: do not take the lock for them. */
-	if (hlist_empty(&b->head))
-		return;
+	toa_enter();
 	spin_lock_irqsave(&b->lock, flags);
 	hlist_for_each_entry(rec, &b->head, node) {
 		if (rec->sk == sk) {
+			destruct = rec->destruct;
 			toa_record_unlink(rec);
 			break;
 		}
 	}
 	spin_unlock_irqrestore(&b->lock, flags);
+	/*
+	 * Unload puts the destructor back before it removes any record, and
+	 * waits for running destructors in between: the record is always there.
+	 */
+	if (WARN_ON_ONCE(!destruct))
+		destruct = inet_sock_destruct;
+	destruct(sk);
+	toa_leave();
 }
 
 bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
@@ -160,7 +187,28 @@ bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
 	return false;
 }
 
-/* After the hooks are gone: nothing else can reach the table any more. */
+/*
+ * Unload, before waiting for callers: sockets with a record get their own
+ * destructor back. A destructor already running finds its record still here.
+ */
+void toa_table_release_sockets(void)
+{
+	struct toa_record *rec;
+	unsigned long flags;
+	unsigned int i;
+
+	for (i = 0; i < (1U << TOA_TABLE_BITS); i++) {
+		spin_lock_irqsave(&toa_buckets[i].lock, flags);
+		hlist_for_each_entry(rec, &toa_buckets[i].head, node) {
+			if (cmpxchg(&rec->sk->sk_destruct, toa_sk_destruct, rec->destruct) !=
+			    toa_sk_destruct)
+				pr_warn("a socket's destructor was replaced after toa's: left as is\n");
+		}
+		spin_unlock_irqrestore(&toa_buckets[i].lock, flags);
+	}
+}
+
+/* After the hooks are gone and every caller has left: nothing reaches the table. */
 void toa_table_exit(void)
 {
 	struct toa_record *rec;

@@ -204,6 +204,7 @@ pub fn at_load(lab: &Lab, ctx: &Shared) -> Result<String> {
             }
         }
         system::insmod(&module, &with_list(PROXIES))?;
+        lab.origin.relisten(lab.step_timeout)?;
         let now = system::read_param(PARAM)?;
         if now != PROXIES {
             return Err(lab_err!(
@@ -225,7 +226,8 @@ pub fn at_load(lab: &Lab, ctx: &Shared) -> Result<String> {
     // Back to the first load's parameters.
     let mut log = Cursor::at_end()?;
     let _ = system::run("rmmod", &[MODULE_NAME]);
-    let restored = system::insmod(&module, &ctx.module_params);
+    let restored = system::insmod(&module, &ctx.module_params)
+        .and_then(|()| lab.origin.relisten(lab.step_timeout));
     let first = ctx.param("trusted_proxies").unwrap_or("");
     lab.set_trusted_model(Trusted::parse(first)?);
     let detail = outcome?;
