@@ -62,7 +62,6 @@ fn set_loaded(module: &std::path::Path, loaded: bool) -> Result<()> {
 }
 
 fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
     let mut connection = 0u64;
     for round in 1..=opts.rounds {
         let order = if round % 2 == 1 {
@@ -72,6 +71,11 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
         };
         for loaded in order {
             set_loaded(&opts.module, loaded)?;
+            // toa.ko takes over listeners that listen() while it is loaded:
+            // every state gets listeners of its own, as a restarted service.
+            lab.origin.relisten(lab.step_timeout)?;
+            let listener =
+                TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
             // Connections are checked against what this state must show.
             lab.expect = if loaded {
                 Expect::Module
@@ -88,6 +92,7 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
         }
     }
     set_loaded(&opts.module, true)?;
+    lab.origin.relisten(lab.step_timeout)?;
     lab.expect = Expect::Module;
     let allocs = allocations_per_v4_toa(lab, &mut connection)?;
     output::bench(&format!("allocs_per_v4_toa={allocs:.2}"));

@@ -167,6 +167,8 @@ pub struct Lab {
     ports: Ports,
     ledger: Cell<Ledger>,
     trusted: RefCell<Trusted>,
+    /// Listener ports the module honours TOA on (`ports`); `None`: all.
+    honoured: RefCell<Option<Vec<u16>>>,
 }
 
 impl Lab {
@@ -187,6 +189,7 @@ impl Lab {
             ports: Ports::new(),
             ledger: Cell::new(Ledger::default()),
             trusted: RefCell::new(Trusted::everyone()),
+            honoured: RefCell::new(None),
         })
     }
 
@@ -202,6 +205,17 @@ impl Lab {
     /// Records that the module now holds `list` (after a successful write).
     pub fn set_trusted_model(&self, list: Trusted) {
         *self.trusted.borrow_mut() = list;
+    }
+
+    /// Records that the module now honours TOA on `ports` only (`None`: all).
+    pub fn set_ports_model(&self, ports: Option<Vec<u16>>) {
+        *self.honoured.borrow_mut() = ports;
+    }
+
+    /// Books `calls` more accept()/getpeername() calls on a connection that
+    /// got `verdict` (for scenarios that call getpeername themselves).
+    pub fn book_getnames(&self, verdict: Verdict, calls: u64) {
+        self.book(|l| l.getnames(verdict, calls));
     }
 
     fn book(&self, update: impl FnOnce(&mut Ledger)) {
@@ -228,7 +242,12 @@ impl Lab {
             return Verdict::Kernel(oracle::Kept::NoToa);
         }
         let trusted = self.trusted.borrow().allows(spec.source_ip());
-        oracle::verdict(&spec.plan.ack, self.formats, trusted)
+        let honoured = self
+            .honoured
+            .borrow()
+            .as_ref()
+            .is_none_or(|ports| ports.contains(&spec.listener.port()));
+        oracle::verdict(&spec.plan.ack, self.formats, honoured, trusted)
     }
 
     /// Handshake, request and reply; returns with both sides still open when
@@ -345,7 +364,7 @@ mod tests {
     fn expected(spec: &ConnSpec, src: SocketAddr, expect: Expect) -> PeerName {
         let verdict = match expect {
             Expect::Kernel => Verdict::Kernel(oracle::Kept::NoToa),
-            Expect::Module => oracle::verdict(&spec.plan.ack, oracle::ALL_FORMATS, true),
+            Expect::Module => oracle::verdict(&spec.plan.ack, oracle::ALL_FORMATS, true, true),
         };
         expected_peer(spec.listener, verdict, src)
     }
@@ -456,6 +475,7 @@ mod tests {
         let verdict = oracle::verdict(
             &direct.plan.ack,
             oracle::ALL_FORMATS,
+            true,
             trusted.allows(direct.source_ip()),
         );
         assert_eq!(verdict, Verdict::Kernel(oracle::Kept::Untrusted));

@@ -104,6 +104,8 @@ pub enum Kept {
     NoToa,
     Malformed,
     Untrusted,
+    /// A TOA to a listener whose port is outside the `ports` parameter.
+    OtherPort,
 }
 
 /// The module's decision for one handshake.
@@ -116,12 +118,15 @@ pub enum Verdict {
     Kernel(Kept),
 }
 
-/// Decision for a handshake whose completing packet carried `area`, from a
-/// source the trusted list does (`trusted`) or does not cover.
-pub fn verdict(area: &[u8], formats: u32, trusted: bool) -> Verdict {
+/// Decision for a handshake whose completing packet carried `area`, to a
+/// listener whose port `ports` does (`honoured`) or does not list, from a
+/// source the trusted list does (`trusted`) or does not cover. The module
+/// asks in this order: option area, port, source.
+pub fn verdict(area: &[u8], formats: u32, honoured: bool, trusted: bool) -> Verdict {
     match walk(area, formats) {
         Found::Malformed(_) => Verdict::Kernel(Kept::Malformed),
         Found::Nothing => Verdict::Kernel(Kept::NoToa),
+        Found::Toa { .. } if !honoured => Verdict::Kernel(Kept::OtherPort),
         Found::Toa { .. } if !trusted => Verdict::Kernel(Kept::Untrusted),
         Found::Toa { client, .. } => Verdict::Client {
             client,
@@ -340,26 +345,26 @@ mod tests {
     fn test_verdicts() {
         let client = "198.51.100.7:40001".parse().unwrap();
         assert_eq!(
-            verdict(&V4, ALL_FORMATS, true),
+            verdict(&V4, ALL_FORMATS, true, true),
             Verdict::Client {
                 client,
                 ipv6: false
             }
         );
         assert_eq!(
-            verdict(&V4, ALL_FORMATS, false),
+            verdict(&V4, ALL_FORMATS, true, false),
             Verdict::Kernel(Kept::Untrusted)
         );
         assert_eq!(
-            verdict(&[254, 0, 0, 0], ALL_FORMATS, false),
+            verdict(&[254, 0, 0, 0], ALL_FORMATS, true, false),
             Verdict::Kernel(Kept::Malformed)
         );
         assert_eq!(
-            verdict(&[], ALL_FORMATS, true),
+            verdict(&[], ALL_FORMATS, true, true),
             Verdict::Kernel(Kept::NoToa)
         );
         assert!(matches!(
-            verdict(&v6(254), ALL_FORMATS, true),
+            verdict(&v6(254), ALL_FORMATS, true, true),
             Verdict::Client { ipv6: true, .. }
         ));
     }

@@ -1,6 +1,8 @@
 //! The scenarios, in the order they run, and the loop that reports them.
 
 mod malformed;
+mod ports;
+mod storm;
 mod trusted;
 
 use std::path::PathBuf;
@@ -121,6 +123,8 @@ pub const ALL: &[&str] = &[
     "no-toa-v6",
     "no-toa-after-toa",
     "trusted-proxies",
+    "ports",
+    "getpeername-storm",
     "malformed-options",
     "stats",
     "reload",
@@ -216,6 +220,16 @@ fn scenarios() -> Vec<Scenario> {
             name: "trusted-proxies",
             module_only: true,
             run: |lab, _| counted(lab, || trusted::runtime(lab)),
+        },
+        Scenario {
+            name: "ports",
+            module_only: true,
+            run: |lab, _| counted(lab, || ports::runtime(lab)),
+        },
+        Scenario {
+            name: "getpeername-storm",
+            module_only: false,
+            run: |lab, _| counted(lab, || storm::run(lab)),
         },
         Scenario {
             name: "malformed-options",
@@ -469,6 +483,7 @@ mod tests {
             module_only,
             [
                 "trusted-proxies",
+                "ports",
                 "stats",
                 "reload",
                 "trusted-proxies-insmod"

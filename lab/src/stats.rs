@@ -106,6 +106,8 @@ pub struct Ledger {
     pub malformed: u64,
     /// ... of which carried a TOA from a source outside trusted_proxies.
     pub untrusted: u64,
+    /// ... of which carried a TOA to a listener outside `ports`.
+    pub other_port: u64,
     /// accept()-with-address and getpeername() calls on TOA connections.
     pub getname_on_toa: u64,
     pub getname_on_no_toa: u64,
@@ -126,6 +128,7 @@ impl Ledger {
                 match why {
                     Kept::Malformed => self.malformed += 1,
                     Kept::Untrusted => self.untrusted += 1,
+                    Kept::OtherPort => self.other_port += 1,
                     Kept::NoToa => {}
                 }
             }
@@ -150,6 +153,7 @@ impl Ledger {
             handshakes_no_toa: self.handshakes_no_toa - earlier.handshakes_no_toa,
             malformed: self.malformed - earlier.malformed,
             untrusted: self.untrusted - earlier.untrusted,
+            other_port: self.other_port - earlier.other_port,
             getname_on_toa: self.getname_on_toa - earlier.getname_on_toa,
             getname_on_no_toa: self.getname_on_no_toa - earlier.getname_on_no_toa,
             ipv6_toa: self.ipv6_toa - earlier.ipv6_toa,
@@ -157,12 +161,13 @@ impl Ledger {
     }
 
     /// Counter deltas the ledger implies, for a module that works.
-    pub fn expected_deltas(&self) -> [(&'static str, u64); 10] {
+    pub fn expected_deltas(&self) -> [(&'static str, u64); 11] {
         [
             ("syn_recv_sock_toa", self.handshakes_toa),
             ("syn_recv_sock_no_toa", self.handshakes_no_toa),
             ("options_malformed", self.malformed),
             ("syn_recv_sock_untrusted", self.untrusted),
+            ("syn_recv_sock_other_port", self.other_port),
             ("getname_toa_ok", self.getname_on_toa),
             ("getname_toa_empty", self.getname_on_no_toa),
             ("getname_toa_mismatch", 0),
@@ -256,6 +261,7 @@ ip6_address_alloc:          2          0
 ip6_address_free:           1          1
 options_malformed:          0          0
 syn_recv_sock_untrusted:    0          0
+syn_recv_sock_other_port:   0          0
 record_alloc_failed:        0          0
 kretprobe_missed     : 3
 ";
@@ -286,7 +292,7 @@ kretprobe_missed     : 3
             Some(3),
             "a global counter has one value"
         );
-        assert_eq!(s.counters.len(), 11);
+        assert_eq!(s.counters.len(), 12);
         assert_eq!(
             s.counters[0].name, "syn_recv_sock_toa",
             "file order is kept"
@@ -331,6 +337,7 @@ kretprobe_missed     : 3
             handshakes_no_toa: 3,
             malformed: 1,
             untrusted: 1,
+            other_port: 1,
             getname_on_toa: 4,
             getname_on_no_toa: 6,
             ipv6_toa: 1,
@@ -395,6 +402,7 @@ kretprobe_missed     : 3
             handshakes_no_toa: 3,
             malformed: 1,
             untrusted: 1,
+            other_port: 0,
             getname_on_toa: 2,
             getname_on_no_toa: 1,
             ipv6_toa: 1,

@@ -17,6 +17,7 @@ const CONNECTION_SCENARIOS: &[&str] = &[
     "no-toa-v4",
     "no-toa-v6",
     "no-toa-after-toa",
+    "getpeername-storm",
     "malformed-options",
 ];
 
@@ -91,6 +92,7 @@ fn kernel_mode_passes_every_scenario_in_a_fresh_netns() {
     assert!(result_of(&lines, "v4-on-v6-listener").contains("AF_INET6 [::ffff:10.0.0.2]:"));
     for module_only in [
         "trusted-proxies",
+        "ports",
         "stats",
         "reload",
         "trusted-proxies-insmod",
@@ -104,7 +106,7 @@ fn kernel_mode_passes_every_scenario_in_a_fresh_netns() {
     let fuzz = result_of(&lines, "malformed-options");
     assert!(fuzz.contains("connections=200 served=200"), "{fuzz}");
     assert_eq!(lines.len(), CONNECTION_SCENARIOS.len());
-    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=10 fail=0"));
+    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=11 fail=0"));
     assert!(out.status.success(), "exit status {:?}", out.status);
 }
 
@@ -150,6 +152,8 @@ fn module_mode_without_module_fails_toa_scenarios() {
     assert!(result_of(&lines, "stats").contains("/proc/net/toa_stats"));
     for scenario in [
         "trusted-proxies",
+        "ports",
+        "getpeername-storm",
         "malformed-options",
         "trusted-proxies-insmod",
     ] {
@@ -167,7 +171,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
         !reload.contains("closing"),
         "held connection must close cleanly: {reload}"
     );
-    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=12"));
+    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=14"));
     assert_eq!(out.status.code(), Some(1));
 }
 

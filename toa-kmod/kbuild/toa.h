@@ -46,10 +46,32 @@ void toa_stats_exit(void);
  * Per-socket records (toa_table.c), keyed by the socket and removed by its own
  * destructor, which the record chains in front of the kernel's.
  */
+struct toa_record {
+	struct hlist_node node;
+	struct rcu_head rcu;
+	struct sock *sk;
+	/* The destructor the socket had before the record chained itself in. */
+	void (*destruct)(struct sock *sk);
+	struct toa_endpoint client;
+	struct toa_endpoint proxy;
+	/*
+	 * The answer for the socket's family, worked out once at the handshake
+	 * so that getname only compares and copies: given when the kernel's own
+	 * answer has `answer_family` and names the proxy (`proxy_addr`, IPv4
+	 * mapped on AF_INET6). answer_len 0: work it out on each call.
+	 */
+	__u16 answer_family;
+	__u8 answer_len;
+	__u8 proxy_addr[16];
+	__u8 answer[28];
+};
+
 int toa_table_init(unsigned int max_records);
 void toa_table_exit(void);
 void toa_table_insert(struct sock *sk, const struct toa_endpoint *client,
 		      const struct toa_endpoint *proxy);
+/* Under rcu_read_lock(): the socket's record, valid until rcu_read_unlock(). */
+const struct toa_record *toa_table_find(const struct sock *sk);
 /* Unload: every socket with a record gets its own destructor back. */
 void toa_table_release_sockets(void);
 /* Records allocated and not yet freed (the module's memory for them). */

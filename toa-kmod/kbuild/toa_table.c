@@ -26,16 +26,6 @@
 
 #define TOA_TABLE_BITS 16
 
-struct toa_record {
-	struct hlist_node node;
-	struct rcu_head rcu;
-	struct sock *sk;
-	/* The destructor the socket had before the record chained itself in. */
-	void (*destruct)(struct sock *sk);
-	struct toa_endpoint client;
-	struct toa_endpoint proxy;
-};
-
 struct toa_bucket {
 	struct hlist_head head;
 	spinlock_t lock;
@@ -100,6 +90,48 @@ static void toa_record_unlink(struct toa_record *rec)
 
 void toa_sk_destruct(struct sock *sk);
 
+/* The kernel's answer on a `family` socket of this proxy, and ours instead. */
+static void toa_record_prepare(struct toa_record *rec, u16 family)
+{
+	union {
+		struct sockaddr_in v4;
+		struct sockaddr_in6 v6;
+		__u8 bytes[28];
+	} sa;
+	int len;
+
+	memset(&sa, 0, sizeof(sa));
+	memset(rec->proxy_addr, 0, sizeof(rec->proxy_addr));
+	rec->answer_len = 0;
+	if (family == AF_INET && rec->proxy.family == 4) {
+		memcpy(rec->proxy_addr, rec->proxy.addr, 4);
+		sa.v4.sin_family = AF_INET;
+		sa.v4.sin_port = rec->proxy.port;
+		memcpy(&sa.v4.sin_addr, rec->proxy.addr, 4);
+		len = sizeof(sa.v4);
+	} else if (family == AF_INET6) {
+		if (rec->proxy.family == 4) {
+			rec->proxy_addr[10] = 0xff;
+			rec->proxy_addr[11] = 0xff;
+			memcpy(&rec->proxy_addr[12], rec->proxy.addr, 4);
+		} else {
+			memcpy(rec->proxy_addr, rec->proxy.addr, 16);
+		}
+		sa.v6.sin6_family = AF_INET6;
+		sa.v6.sin6_port = rec->proxy.port;
+		memcpy(&sa.v6.sin6_addr, rec->proxy_addr, 16);
+		len = sizeof(sa.v6);
+	} else {
+		return;
+	}
+	len = toa_rewrite_peer(family, &sa, len, sizeof(sa), &rec->client, &rec->proxy);
+	if (len <= 0 || len > (int)sizeof(rec->answer))
+		return;
+	memcpy(rec->answer, sa.bytes, len);
+	rec->answer_family = family;
+	rec->answer_len = len;
+}
+
 void toa_table_insert(struct sock *sk, const struct toa_endpoint *client,
 		      const struct toa_endpoint *proxy)
 {
@@ -121,6 +153,7 @@ void toa_table_insert(struct sock *sk, const struct toa_endpoint *client,
 	rec->sk = sk;
 	rec->client = *client;
 	rec->proxy = *proxy;
+	toa_record_prepare(rec, sk->sk_family);
 	if (client->family == 6)
 		toa_count(TOA_IP6_ADDRESS_ALLOC);
 
@@ -171,20 +204,28 @@ void toa_sk_destruct(struct sock *sk)
 	toa_leave();
 }
 
-bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
-		      struct toa_endpoint *proxy)
+const struct toa_record *toa_table_find(const struct sock *sk)
 {
 	struct toa_bucket *b = toa_bucket_of(sk);
 	struct toa_record *rec;
 
 	hlist_for_each_entry_rcu(rec, &b->head, node) {
-		if (rec->sk == sk) {
-			*client = rec->client;
-			*proxy = rec->proxy;
-			return true;
-		}
+		if (rec->sk == sk)
+			return rec;
 	}
-	return false;
+	return NULL;
+}
+
+bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
+		      struct toa_endpoint *proxy)
+{
+	const struct toa_record *rec = toa_table_find(sk);
+
+	if (!rec)
+		return false;
+	*client = rec->client;
+	*proxy = rec->proxy;
+	return true;
 }
 
 /*

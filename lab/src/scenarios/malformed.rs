@@ -43,6 +43,7 @@ impl Tally {
             Verdict::Kernel(Kept::NoToa) => "no-toa",
             Verdict::Kernel(Kept::Malformed) => "malformed",
             Verdict::Kernel(Kept::Untrusted) => "untrusted",
+            Verdict::Kernel(Kept::OtherPort) => "other-port",
         };
         *self.by_verdict.entry(v).or_default() += 1;
         *self.by_shape.entry(case.shape.name()).or_default() += 1;
