@@ -73,12 +73,14 @@
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 17, 0)
 #define TOA_GETNAME_PARAMS struct socket *sock, struct sockaddr *uaddr, int peer
 #define toa_call_getname(ops) ((ops)->getname(sock, uaddr, peer))
+#define toa_call_getname_fn(fn) (fn(sock, uaddr, peer))
 #define toa_getname_return(n) (n)
 #else
 #define TOA_GETNAME_PARAMS struct socket *sock, struct sockaddr *uaddr, int *uaddr_len, int peer
-#define toa_call_getname(ops)							\
-	({ int __err = (ops)->getname(sock, uaddr, uaddr_len, peer);		\
+#define toa_call_getname_fn(fn)							\
+	({ int __err = fn(sock, uaddr, uaddr_len, peer);			\
 	   __err < 0 ? __err : *uaddr_len; })
+#define toa_call_getname(ops) toa_call_getname_fn((ops)->getname)
 #define toa_getname_return(n)							\
 	({ int __n = (n); __n < 0 ? __n : (*uaddr_len = __n, 0); })
 #endif
@@ -144,6 +146,19 @@
 #else
 #define toa_synchronize_atomic() do { synchronize_sched(); synchronize_rcu(); } while (0)
 #endif
+/*
+ * Readers of the record table on the getname path. Since 4.20 a region with
+ * preemption off is an RCU reader for call_rcu() and synchronize_rcu(), and
+ * costs an increment where rcu_read_lock() is a call (preemptible RCU).
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 20, 0)
+#define toa_read_lock() rcu_read_lock_sched_notrace()
+#define toa_read_unlock() rcu_read_unlock_sched_notrace()
+#else
+#define toa_read_lock() rcu_read_lock()
+#define toa_read_unlock() rcu_read_unlock()
+#endif
+
 #if defined(CONFIG_TASKS_RCU)
 #define toa_synchronize_tasks() synchronize_rcu_tasks()
 #elif defined(CONFIG_PREEMPT) || defined(CONFIG_PREEMPTION)

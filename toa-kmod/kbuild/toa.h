@@ -4,7 +4,10 @@
 #define TOA_H
 
 #include <linux/percpu.h>
+#include <linux/hash.h>
+#include <linux/rculist.h>
 #include <net/sock.h>
+#include <linux/in6.h>
 #include "toa_core.h"
 
 /* /proc/net/toa_stats rows, in display order. */
@@ -62,16 +65,38 @@ struct toa_record {
 	 */
 	__u16 answer_family;
 	__u8 answer_len;
-	__u8 proxy_addr[16];
-	__u8 answer[28];
+	struct in6_addr proxy_addr;
+	__u8 answer[28] __aligned(8);
 };
 
 int toa_table_init(unsigned int max_records);
 void toa_table_exit(void);
 void toa_table_insert(struct sock *sk, const struct toa_endpoint *client,
 		      const struct toa_endpoint *proxy);
-/* Under rcu_read_lock(): the socket's record, valid until rcu_read_unlock(). */
-const struct toa_record *toa_table_find(const struct sock *sk);
+#define TOA_TABLE_BITS 16
+
+struct toa_bucket {
+	struct hlist_head head;
+	spinlock_t lock;
+};
+extern struct toa_bucket *toa_buckets;
+
+static inline struct toa_bucket *toa_bucket_of(const struct sock *sk)
+{
+	return &toa_buckets[hash_ptr((void *)sk, TOA_TABLE_BITS)];
+}
+
+/* Under toa_read_lock(): the socket's record, valid until toa_read_unlock(). */
+static inline const struct toa_record *toa_table_find(const struct sock *sk)
+{
+	struct toa_record *rec;
+
+	hlist_for_each_entry_rcu(rec, &toa_bucket_of(sk)->head, node) {
+		if (rec->sk == sk)
+			return rec;
+	}
+	return NULL;
+}
 /* Unload: every socket with a record gets its own destructor back. */
 void toa_table_release_sockets(void);
 /* Records allocated and not yet freed (the module's memory for them). */
@@ -85,9 +110,25 @@ int toa_hooks_init(void);
 void toa_hooks_exit(void);
 /* Listener arming runs lost by the probe (must stay 0, see toa_hooks.c). */
 unsigned long toa_hooks_missed(void);
-/* Every function the kernel calls through a pointer counts itself in and out. */
-void toa_enter(void);
-void toa_leave(void);
+/*
+ * Every function the kernel calls through a pointer counts itself in and out
+ * (toa_hooks.c waits for the counts at unload). Inline: getname pays for
+ * every call it makes.
+ */
+struct toa_calls {
+	unsigned long in, out;
+};
+DECLARE_PER_CPU(struct toa_calls, toa_calls);
+
+static inline void toa_enter(void)
+{
+	this_cpu_inc(toa_calls.in);
+}
+
+static inline void toa_leave(void)
+{
+	this_cpu_inc(toa_calls.out);
+}
 
 /* ports (toa_ports.c): true when a listener on local port `port` honours TOA. */
 bool toa_port_honoured(__u16 port);

@@ -64,6 +64,7 @@
 #include <linux/if_ether.h>
 #include <linux/delay.h>
 #include <net/inet_connection_sock.h>
+#include <net/inet_common.h>
 #include <net/ipv6.h>
 #include "toa.h"
 
@@ -85,20 +86,7 @@ static bool toa_going;
 
 /* --- counting callers in and out ------------------------------------------ */
 
-struct toa_calls {
-	unsigned long in, out;
-};
-static DEFINE_PER_CPU(struct toa_calls, toa_calls);
-
-void toa_enter(void)
-{
-	this_cpu_inc(toa_calls.in);
-}
-
-void toa_leave(void)
-{
-	this_cpu_inc(toa_calls.out);
-}
+DEFINE_PER_CPU(struct toa_calls, toa_calls);
 
 static void toa_calls_sum(unsigned long *in, unsigned long *out)
 {
@@ -262,57 +250,56 @@ static void toa_disarm(struct socket *sock, const struct toa_family *f)
 	cmpxchg(&sock->ops, (const struct proto_ops *)&f->copy->ops, f->orig_ops);
 }
 
-/* Whether the kernel's answer names the proxy the record was made for. */
-static bool toa_names_proxy(const struct toa_record *rec, const struct sockaddr *uaddr)
+/*
+ * Whether the kernel's answer names the proxy the record was made for. Word
+ * compares and fixed-size copies: the kernel's memcmp walks bytes, and this
+ * runs on every call (it is what the getname budget is spent on).
+ */
+static __always_inline bool toa_names_proxy(const struct toa_record *rec,
+					    const struct sockaddr *uaddr)
 {
 	const struct sockaddr_in *sin = (const struct sockaddr_in *)uaddr;
 	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)uaddr;
 
 	if (uaddr->sa_family == AF_INET)
 		return sin->sin_port == rec->proxy.port &&
-		       !memcmp(&sin->sin_addr, rec->proxy_addr, 4);
+		       sin->sin_addr.s_addr == rec->proxy_addr.s6_addr32[0];
 	return sin6->sin6_port == rec->proxy.port &&
-	       !memcmp(&sin6->sin6_addr, rec->proxy_addr, 16);
+	       ipv6_addr_equal(&sin6->sin6_addr, &rec->proxy_addr);
 }
 
-/* The kernel's answer `n` (a length or an errno) becomes the client's. */
-static int toa_answer(const struct toa_family *f, struct socket *sock,
-		      struct sockaddr *uaddr, int n, int peer, unsigned long site)
+static __always_inline void toa_copy_answer(struct sockaddr *uaddr,
+					    const struct toa_record *rec)
 {
-	const struct toa_record *rec;
+	if (rec->answer_len == sizeof(struct sockaddr_in))
+		memcpy(uaddr, rec->answer, sizeof(struct sockaddr_in));
+	else
+		memcpy(uaddr, rec->answer, sizeof(struct sockaddr_in6));
+}
+
+/*
+ * The rare answers: a socket whose family changed since the handshake
+ * (IPV6_ADDRFORM), an answer that is not the recorded proxy, or an IPv6
+ * client on an AF_INET socket for a caller that may not have room for it.
+ * Out of line, so the common path carries no locals to zero or guard.
+ */
+static noinline int toa_answer_slow(struct sock *sk, struct sockaddr *uaddr, int n,
+				    int peer, unsigned long site)
+{
 	struct toa_endpoint client, proxy;
-	struct sock *sk = sock->sk;
+	const struct toa_record *rec;
 	size_t cap = n;
 	int rewritten;
 
-	if (n < 0 || !peer || !sk)
-		return n;
-	rcu_read_lock();
+	toa_read_lock();
 	rec = toa_table_find(sk);
-	if (!rec) {
-		rcu_read_unlock();
-		toa_count(TOA_GETNAME_TOA_EMPTY);
-		toa_disarm(sock, f);
-		return n;
+	if (rec) {
+		client = rec->client;
+		proxy = rec->proxy;
 	}
-	if (!sock->file) {
-		rcu_read_unlock();
-		toa_count(TOA_GETNAME_KERNEL_SOCKET);
+	toa_read_unlock();
+	if (!rec)
 		return n;
-	}
-	/* The common case: the answer was worked out at the handshake. */
-	if (likely(rec->answer_len && uaddr->sa_family == rec->answer_family &&
-		   toa_names_proxy(rec, uaddr) &&
-		   (rec->answer_len <= n || toa_caller_has_storage(peer, site)))) {
-		n = rec->answer_len;
-		memcpy(uaddr, rec->answer, n);
-		rcu_read_unlock();
-		toa_count(TOA_GETNAME_TOA_OK);
-		return n;
-	}
-	client = rec->client;
-	proxy = rec->proxy;
-	rcu_read_unlock();
 	/* Only the AF_INET socket + IPv6 client case answers longer than the kernel. */
 	if (client.family == 6 && sk->sk_family == AF_INET) {
 		if (!toa_caller_has_storage(peer, site)) {
@@ -332,12 +319,52 @@ static int toa_answer(const struct toa_family *f, struct socket *sock,
 	return rewritten;
 }
 
+/* The kernel's answer `n` (a length or an errno) becomes the client's. */
+static __always_inline int toa_answer(const struct toa_family *f, struct socket *sock,
+				      struct sockaddr *uaddr, int n, int peer,
+				      unsigned long site)
+{
+	const struct toa_record *rec;
+	struct sock *sk = sock->sk;
+
+	if (n < 0 || !peer || !sk)
+		return n;
+	toa_read_lock();
+	rec = toa_table_find(sk);
+	if (!rec) {
+		toa_read_unlock();
+		toa_count(TOA_GETNAME_TOA_EMPTY);
+		toa_disarm(sock, f);
+		return n;
+	}
+	if (!sock->file) {
+		toa_read_unlock();
+		toa_count(TOA_GETNAME_KERNEL_SOCKET);
+		return n;
+	}
+	/* The common case: the answer was worked out at the handshake. */
+	if (likely(rec->answer_len && uaddr->sa_family == rec->answer_family &&
+		   toa_names_proxy(rec, uaddr) && rec->answer_len <= n)) {
+		n = rec->answer_len;
+		toa_copy_answer(uaddr, rec);
+		toa_read_unlock();
+		toa_count(TOA_GETNAME_TOA_OK);
+		return n;
+	}
+	toa_read_unlock();
+	return toa_answer_slow(sk, uaddr, n, peer, site);
+}
+
 static int toa_getname4(TOA_GETNAME_PARAMS)
 {
 	int n;
 
 	toa_enter();
-	n = toa_call_getname(toa_v4.orig_ops);
+	/* A direct call where the table holds the usual function: no retpoline. */
+	if (likely(toa_v4.orig_ops->getname == inet_getname))
+		n = toa_call_getname_fn(inet_getname);
+	else
+		n = toa_call_getname(toa_v4.orig_ops);
 	n = toa_answer(&toa_v4, sock, uaddr, n, peer, _RET_IP_);
 	toa_leave();
 	return toa_getname_return(n);

@@ -24,14 +24,7 @@
 #include <net/inet_common.h>
 #include "toa.h"
 
-#define TOA_TABLE_BITS 16
-
-struct toa_bucket {
-	struct hlist_head head;
-	spinlock_t lock;
-};
-
-static struct toa_bucket *toa_buckets;
+struct toa_bucket *toa_buckets;
 static struct kmem_cache *toa_record_cache;
 /*
  * Records in the slab, unlinked ones still waiting for their grace period
@@ -39,11 +32,6 @@ static struct kmem_cache *toa_record_cache;
  */
 static atomic_t toa_records = ATOMIC_INIT(0);
 static unsigned int toa_max_records;
-
-static struct toa_bucket *toa_bucket_of(const struct sock *sk)
-{
-	return &toa_buckets[hash_ptr((void *)sk, TOA_TABLE_BITS)];
-}
 
 int toa_table_init(unsigned int max_records)
 {
@@ -101,25 +89,25 @@ static void toa_record_prepare(struct toa_record *rec, u16 family)
 	int len;
 
 	memset(&sa, 0, sizeof(sa));
-	memset(rec->proxy_addr, 0, sizeof(rec->proxy_addr));
+	memset(&rec->proxy_addr, 0, sizeof(rec->proxy_addr));
 	rec->answer_len = 0;
 	if (family == AF_INET && rec->proxy.family == 4) {
-		memcpy(rec->proxy_addr, rec->proxy.addr, 4);
+		memcpy(&rec->proxy_addr, rec->proxy.addr, 4);
 		sa.v4.sin_family = AF_INET;
 		sa.v4.sin_port = rec->proxy.port;
 		memcpy(&sa.v4.sin_addr, rec->proxy.addr, 4);
 		len = sizeof(sa.v4);
 	} else if (family == AF_INET6) {
 		if (rec->proxy.family == 4) {
-			rec->proxy_addr[10] = 0xff;
-			rec->proxy_addr[11] = 0xff;
-			memcpy(&rec->proxy_addr[12], rec->proxy.addr, 4);
+			rec->proxy_addr.s6_addr[10] = 0xff;
+			rec->proxy_addr.s6_addr[11] = 0xff;
+			memcpy(&rec->proxy_addr.s6_addr[12], rec->proxy.addr, 4);
 		} else {
-			memcpy(rec->proxy_addr, rec->proxy.addr, 16);
+			memcpy(&rec->proxy_addr, rec->proxy.addr, 16);
 		}
 		sa.v6.sin6_family = AF_INET6;
 		sa.v6.sin6_port = rec->proxy.port;
-		memcpy(&sa.v6.sin6_addr, rec->proxy_addr, 16);
+		sa.v6.sin6_addr = rec->proxy_addr;
 		len = sizeof(sa.v6);
 	} else {
 		return;
@@ -202,18 +190,6 @@ void toa_sk_destruct(struct sock *sk)
 		destruct = inet_sock_destruct;
 	destruct(sk);
 	toa_leave();
-}
-
-const struct toa_record *toa_table_find(const struct sock *sk)
-{
-	struct toa_bucket *b = toa_bucket_of(sk);
-	struct toa_record *rec;
-
-	hlist_for_each_entry_rcu(rec, &b->head, node) {
-		if (rec->sk == sk)
-			return rec;
-	}
-	return NULL;
 }
 
 bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
