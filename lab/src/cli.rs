@@ -17,7 +17,7 @@ usage:
                     [--fuzz-connections N] [--fuzz-seed S]
   toa-lab scenarios --expect kernel [--step-timeout SECS] [--only NAME,...] [--trace]
                     [--fuzz-connections N] [--fuzz-seed S]
-  toa-lab stress --module PATH [--cycles N] [--held N] [--threads N] [--churn N]
+  toa-lab stress --module PATH [--cycles N] [--held N] [--threads N] [--storm N] [--churn N]
                  [--step-timeout SECS]
   toa-lab bench --module PATH [--rounds N] [--window SECS]
   toa-lab craft --kind N --client IP:PORT
@@ -36,7 +36,8 @@ scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
   --fuzz-seed S     seed of its option generator (default: a fresh one, printed)
 stress      with toa.ko loaded: rmmod/insmod cycles (default 50) while TOA
             connections are made and --threads (4) threads call getpeername
-            on --held (16) open ones; then --churn (100000) short TOA
+            on --held (16) open ones and --storm (256) threads on one more;
+            then --churn (100000) short TOA
             connections, after which every record must be freed
 bench       the module's cost: loopback accept rate, getpeername rate on a
             TOA and a plain connection, TOA connection rate, each with the
@@ -180,6 +181,7 @@ fn parse_stress(args: &[String]) -> Result<stress::Options> {
         cycles: 50,
         held: 16,
         threads: 4,
+        storm: 256,
         churn: 100_000,
         step_timeout: Duration::from_secs(3),
     };
@@ -190,6 +192,7 @@ fn parse_stress(args: &[String]) -> Result<stress::Options> {
             "--cycles" => opts.cycles = parse_count(flag, value)?,
             "--held" => opts.held = parse_count(flag, value)?,
             "--threads" => opts.threads = parse_count(flag, value)?,
+            "--storm" => opts.storm = parse_count(flag, value)?,
             "--churn" => opts.churn = parse_count(flag, value)?,
             "--step-timeout" => opts.step_timeout = parse_step_timeout(value)?,
             other => return Err(lab_err!("unknown flag {other}")),
@@ -327,7 +330,10 @@ mod tests {
     #[test]
     fn test_parse_stress() {
         let o = parse_stress(&args("--module /m/toa.ko --cycles 60 --churn 10")).unwrap();
-        assert_eq!((o.cycles, o.held, o.threads, o.churn), (60, 16, 4, 10));
+        assert_eq!(
+            (o.cycles, o.held, o.threads, o.storm, o.churn),
+            (60, 16, 4, 256, 10)
+        );
         assert_eq!(o.module, PathBuf::from("/m/toa.ko"));
         assert!(
             parse_stress(&args("--cycles 5")).is_err(),

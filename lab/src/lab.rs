@@ -235,6 +235,15 @@ impl Lab {
         )
     }
 
+    /// The handshake of `spec`, to `port` of the origin instead of its
+    /// listener: for servers the origin does not run (the kernel's own).
+    pub fn connect_to(&self, spec: &ConnSpec, port: u16) -> Result<TcpClient<'_>> {
+        let (local, mut remote) = self.endpoints(spec);
+        remote.set_port(port);
+        TcpClient::connect(&self.tun, local, remote, &spec.plan, self.step_timeout)
+            .context("handshake")
+    }
+
     /// What the module decides for `spec` (the kernel's answer when no
     /// module is expected).
     pub fn verdict(&self, spec: &ConnSpec) -> Verdict {

@@ -1,5 +1,6 @@
 //! The scenarios, in the order they run, and the loop that reports them.
 
+mod kernel_socket;
 mod malformed;
 mod ports;
 mod storm;
@@ -125,6 +126,7 @@ pub const ALL: &[&str] = &[
     "trusted-proxies",
     "ports",
     "getpeername-storm",
+    "kernel-socket",
     "malformed-options",
     "stats",
     "reload",
@@ -230,6 +232,11 @@ fn scenarios() -> Vec<Scenario> {
             name: "getpeername-storm",
             module_only: false,
             run: |lab, _| counted(lab, || storm::run(lab)),
+        },
+        Scenario {
+            name: "kernel-socket",
+            module_only: true,
+            run: |lab, _| kernel_socket::run(lab),
         },
         Scenario {
             name: "malformed-options",
@@ -484,6 +491,7 @@ mod tests {
             [
                 "trusted-proxies",
                 "ports",
+                "kernel-socket",
                 "stats",
                 "reload",
                 "trusted-proxies-insmod"

@@ -1,11 +1,14 @@
 //! Stress for an SMP guest (`toa-lab stress`).
 //!
 //! 1. `reload-under-load`: while one thread unloads and loads toa.ko again
-//!    and again, the simulator keeps making TOA connections and several
-//!    threads call getpeername() in a loop on connections held open. Every
-//!    connection must be served and every answer must be either the client
-//!    (module loaded, record present) or the proxy (the kernel's own); the
-//!    host judges dmesg for oopses and warnings.
+//!    and again, the simulator keeps making TOA connections, several threads
+//!    call getpeername() in a loop on connections held open, and a storm of
+//!    hundreds more asks about one of them. Every connection must be served
+//!    and every answer must be either the client (module loaded, record
+//!    present) or the proxy (the kernel's own), and a thread that saw the
+//!    proxy on a connection never sees the client there again (a record
+//!    does not come back after rmmod); the host judges dmesg for oopses and
+//!    warnings.
 //! 2. `churn`: many short TOA connections (IPv4 and IPv6 formats in turn),
 //!    each checked exactly; afterwards every IPv6 record is freed
 //!    (`ip6_address_alloc` == `ip6_address_free`) and the module holds as
@@ -36,6 +39,8 @@ pub struct Options {
     /// Connections held open for the getpeername threads.
     pub held: usize,
     pub threads: usize,
+    /// Threads of the getpeername storm on one more held connection.
+    pub storm: usize,
     pub churn: u64,
     pub step_timeout: Duration,
 }
@@ -125,7 +130,8 @@ fn reload_under_load(lab: &Lab, opts: &Options) -> Result<String> {
     let mut watched: Vec<(OwnedFd, [PeerName; 2])> = Vec::new();
     lab.origin.set_hold(true);
     let opened = (|| {
-        for i in 0..opts.held as u64 {
+        // The last one is the storm's.
+    for i in 0..opts.held as u64 + 1 {
             let s = spec(i);
             let mut held = lab
                 .open(&s)
@@ -149,24 +155,39 @@ fn reload_under_load(lab: &Lab, opts: &Options) -> Result<String> {
     let calls = Arc::new(Calls::default());
     let watched = Arc::new(watched);
     let mut readers = Vec::new();
-    for t in 0..opts.threads {
+    let held = opts.held;
+    // Readers 0..threads walk the held connections; the storm's all ask
+    // about the last one.
+    for t in 0..opts.threads + opts.storm {
         let (stop, calls, watched) = (stop.clone(), calls.clone(), watched.clone());
         readers.push(std::thread::spawn(move || {
             let mut i = t;
+            let mut proxy_seen = vec![false; watched.len()];
             while !stop.load(Ordering::Relaxed) {
-                let (fd, [client, proxy]) = &watched[i % watched.len()];
+                let at = if t < held { i % held } else { held };
+                let (fd, [client, proxy]) = &watched[at];
                 i += 1;
-                match origin::getpeername(fd.as_fd()) {
-                    Ok(seen) if seen == *client => calls.client.fetch_add(1, Ordering::Relaxed),
-                    Ok(seen) if seen == *proxy => calls.proxy.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        let mut wrong = calls.wrong.lock().unwrap();
-                        if wrong.len() < 3 {
-                            wrong.push(format!("{other:?}, expected [{client}] or [{proxy}]"));
-                        }
-                        0
+                let wrong = match origin::getpeername(fd.as_fd()) {
+                    Ok(seen) if seen == *client && proxy_seen[at] => {
+                        Some(format!("[{client}] after the proxy on connection {at}"))
                     }
+                    Ok(seen) if seen == *client => {
+                        calls.client.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                    Ok(seen) if seen == *proxy => {
+                        proxy_seen[at] = true;
+                        calls.proxy.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                    other => Some(format!("{other:?}, expected [{client}] or [{proxy}]")),
                 };
+                if let Some(w) = wrong {
+                    let mut list = calls.wrong.lock().unwrap_or_else(|e| e.into_inner());
+                    if list.len() < 3 {
+                        list.push(w);
+                    }
+                }
             }
         }));
     }
@@ -237,9 +258,10 @@ fn reload_under_load(lab: &Lab, opts: &Options) -> Result<String> {
     let cycles = cycles?;
     let wrong = calls.wrong.lock().unwrap().clone();
     let summary = format!(
-        "{cycles} rmmod/insmod cycles in {secs:.1} s with {} getpeername threads on {} held connections: {} calls (client {}, proxy {}); {made} connections made meanwhile",
+        "{cycles} rmmod/insmod cycles in {secs:.1} s with {} getpeername threads on {} held connections and a storm of {} on one more: {} calls (client {}, proxy {}); {made} connections made meanwhile",
         opts.threads,
         opts.held,
+        opts.storm,
         calls.client.load(Ordering::Relaxed) + calls.proxy.load(Ordering::Relaxed),
         calls.client.load(Ordering::Relaxed),
         calls.proxy.load(Ordering::Relaxed),

@@ -93,6 +93,7 @@ fn kernel_mode_passes_every_scenario_in_a_fresh_netns() {
     for module_only in [
         "trusted-proxies",
         "ports",
+        "kernel-socket",
         "stats",
         "reload",
         "trusted-proxies-insmod",
@@ -154,6 +155,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
         "trusted-proxies",
         "ports",
         "getpeername-storm",
+        "kernel-socket",
         "malformed-options",
         "trusted-proxies-insmod",
     ] {
@@ -171,7 +173,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
         !reload.contains("closing"),
         "held connection must close cleanly: {reload}"
     );
-    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=14"));
+    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=15"));
     assert_eq!(out.status.code(), Some(1));
 }
 

@@ -48,9 +48,33 @@
  * (b); one that entered shows in the counts; one that left has no further use
  * of a wrapper except through another counted entry. Blocking accept() never
  * runs module code while it sleeps: the copies keep the kernel's accept.
- * 3.10 (RHEL 7) and 4.x-5.x Debian/Ubuntu kernels without CONFIG_PREEMPTION
- * use (a) for both; 5.x-7.x preemptible and PREEMPT_RT kernels have RCU Tasks
- * (compat.h refuses a preemptible kernel without it).
+ *
+ * Kernel by kernel (what differs, and why the argument above still holds):
+ *  3.10 (RHEL/CentOS 7): getname takes `int *uaddr_len` (compat.h wraps it);
+ *     syn_recv_sock has no own_req, a child it returns is always kept;
+ *     accept() copies the listener's ops to the child and asks the child's
+ *     ops for the address. Kernels are built without preemption: wait (a)
+ *     (sched-RCU) also ends every window between loading a table entry and
+ *     calling it. No RCU Tasks is needed.
+ *  4.x (Ubuntu 16.04-18.04, SLES 12/15, RHEL 8's 4.18): 4.4 adds own_req
+ *     (a child that lost the race is freed unaccepted: no record); 4.17
+ *     makes getname return the length. Still no preemption in distro
+ *     kernels; where CONFIG_PREEMPT is set, RCU Tasks exists (3.18+) and is
+ *     used. Before 4.20 RCU-sched and RCU are separate: both are waited for.
+ *  5.x (Debian 11, Ubuntu 20.04/22.04, RHEL 9): 5.8 runs cgroup getpeername
+ *     programs inside inet_getname, which the wrapper calls, so they still
+ *     run; 5.16 takes the socket lock there: the wrapper may sleep, which
+ *     is why it is counted in and out rather than covered by RCU alone.
+ *  6.x (Debian 12/13, Ubuntu 24.04): PREEMPT_DYNAMIC kernels are
+ *     preemptible: RCU Tasks (b) covers a caller preempted between loading
+ *     a wrapper's address and entering it. From 6.6 accept() takes the
+ *     listener's ops once and calls its getname for the child: the
+ *     listener's copy wraps getname, so the answer is rewritten there too.
+ *     PREEMPT_RT kernels sleep on spinlocks inside the wrappers: counted.
+ *  7.x: syn_recv_sock gains opt_child_init (also backported to stable
+ *     kernels; Kbuild reads the header); the syscalls and io_uring ask for
+ *     the peer through do_getsockname(), recognised as holding a
+ *     sockaddr_storage. Nothing else changes.
  */
 #include <linux/kmemleak.h>
 #include <linux/kallsyms.h>
@@ -408,8 +432,20 @@ static int toa_setsockopt6(TOA_SETSOCKOPT_PARAMS)
 
 /* --- arming listeners ---------------------------------------------------- */
 
+/*
+ * The kernel's own table, or a copy that an earlier load of this module left
+ * behind (restored at its unload: the same bytes). Anything else belongs to
+ * another module and is left alone.
+ */
+static bool toa_is_kernel_table(const void *table, const void *orig, size_t size)
+{
+	return table == orig || !memcmp(table, orig, size);
+}
+
 static void toa_arm(struct socket *sock)
 {
+	const struct inet_connection_sock_af_ops *af;
+	const struct proto_ops *ops;
 	struct sock *sk = sock->sk;
 	struct inet_connection_sock *icsk;
 	const struct toa_family *f;
@@ -426,13 +462,16 @@ static void toa_arm(struct socket *sock)
 	icsk = inet_csk(sk);
 	if (READ_ONCE(sock->ops) == &f->copy->ops)
 		return;
-	if (READ_ONCE(sock->ops) != f->orig_ops || READ_ONCE(icsk->icsk_af_ops) != f->orig_af) {
+	ops = READ_ONCE(sock->ops);
+	af = READ_ONCE(icsk->icsk_af_ops);
+	if (!toa_is_kernel_table(ops, f->orig_ops, sizeof(*ops)) ||
+	    !toa_is_kernel_table(af, f->orig_af, sizeof(*af))) {
 		toa_count(TOA_LISTEN_FOREIGN_TABLE);
 		return;
 	}
 	/* Handshakes first: a record never exists on a socket whose answers are the kernel's. */
 	WRITE_ONCE(icsk->icsk_af_ops, &f->copy->af);
-	cmpxchg(&sock->ops, f->orig_ops, (const struct proto_ops *)&f->copy->ops);
+	cmpxchg(&sock->ops, ops, (const struct proto_ops *)&f->copy->ops);
 	toa_count(TOA_LISTEN_ARMED);
 }
 
@@ -473,8 +512,9 @@ static int toa_family_init(struct toa_family *f, int family)
 		return -ENOMEM;
 	/* Deliberately never freed (see the top of this file). */
 	kmemleak_not_leak(f->copy);
-	f->copy->ops = *f->orig_ops;
-	f->copy->af = *f->orig_af;
+	/* Byte copies, padding included: a restored copy compares equal (toa_arm). */
+	memcpy(&f->copy->ops, f->orig_ops, sizeof(f->copy->ops));
+	memcpy(&f->copy->af, f->orig_af, sizeof(f->copy->af));
 	if (family == AF_INET) {
 		f->copy->ops.getname = toa_getname4;
 		f->copy->af.syn_recv_sock = toa_syn_recv4;

@@ -21,8 +21,8 @@
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
 #include <linux/rculist.h>
-#include <net/inet_common.h>
 #include "toa.h"
+#include <net/inet_common.h>
 
 struct toa_bucket *toa_buckets;
 static struct kmem_cache *toa_record_cache;

@@ -175,6 +175,8 @@ pub struct LabImage<'a> {
     pub toa_ko: &'a Path,
     /// The static lab program; becomes `/bin/toa-lab`.
     pub lab_program: &'a Path,
+    /// Test-only modules the lab loads itself, under `/lib/modules/`.
+    pub test_modules: &'a [PathBuf],
     /// `/init`; [`GUEST_INIT`] unless a caller needs another.
     pub init: &'a str,
 }
@@ -216,6 +218,13 @@ pub fn lab_archive(image: &LabImage) -> Result<Archive> {
     }
     a.file("lib/modules/preload", 0o644, preload);
     a.file_from("lib/modules/toa.ko", 0o644, image.toa_ko)?;
+    for module in image.test_modules {
+        let name = module
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("module path has no file name")?;
+        a.file_from(&format!("lib/modules/{name}"), 0o644, module)?;
+    }
     a.file_from("bin/toa-lab", 0o755, image.lab_program)?;
     Ok(a)
 }
@@ -367,6 +376,7 @@ mod tests {
             preload: &preload,
             toa_ko: &toa,
             lab_program: &lab,
+            test_modules: &[],
             init: GUEST_INIT,
         };
         let a = lab_archive(&image).unwrap();

@@ -20,6 +20,7 @@ mod initramfs;
 mod installers;
 mod kernels;
 mod kmod_object;
+mod lab_kmod;
 mod lab_programs;
 mod merge;
 mod modcheck;

@@ -24,6 +24,9 @@ pub struct Args {
     /// Threads calling getpeername() on held connections.
     #[arg(long, default_value_t = 4)]
     pub threads: u32,
+    /// Threads of the getpeername storm, all on one more held TOA connection.
+    #[arg(long, default_value_t = 256)]
+    pub storm: u32,
     /// Short TOA connections after the cycles.
     #[arg(long, default_value_t = 100_000)]
     pub churn: u64,
@@ -66,6 +69,8 @@ fn lab_command(args: &Args) -> String {
         args.cycles.to_string(),
         "--threads".into(),
         args.threads.to_string(),
+        "--storm".into(),
+        args.storm.to_string(),
         "--churn".into(),
         args.churn.to_string(),
     ])
@@ -82,6 +87,7 @@ mod tests {
             smp: 4,
             cycles: 50,
             threads: 4,
+            storm: 256,
             churn: 100_000,
             timeout: 60,
             kvm: false,
@@ -90,7 +96,7 @@ mod tests {
         assert!(!line.contains(' '));
         assert_eq!(
             line,
-            "stress,--module,/lib/modules/toa.ko,--cycles,50,--threads,4,--churn,100000"
+            "stress,--module,/lib/modules/toa.ko,--cycles,50,--threads,4,--storm,256,--churn,100000"
         );
     }
 }

@@ -543,6 +543,8 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let files = crate::deb::kernel_files(&kernel, &["tun"])?;
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
     let lab_program = crate::lab_programs::build_lab_program()?;
+    let kernel_listener = crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
+        .context("building the lab's in-kernel listener module")?;
     eprintln!(
         "lab guest: kernel {}, preloading {}",
         files.release,
@@ -562,6 +564,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
             preload: &files.modules,
             toa_ko: module_ko,
             lab_program: &lab_program,
+            test_modules: std::slice::from_ref(&kernel_listener),
             init: crate::initramfs::GUEST_INIT,
         },
         &initrd,
