@@ -225,7 +225,7 @@ pub fn find(name: &str) -> Result<Distro> {
         return Ok(d.clone());
     }
     let known: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
-    bail!(
+    crate::report::usage_bail!(
         "unknown distro \"{name}\"; known distros: {}",
         known.join(", ")
     )

@@ -61,11 +61,24 @@ pub fn fetch_in(
                 Ok(()) => return Ok(dest),
                 Err(err) => {
                     eprintln!(
-                        "cache entry {} is stale or corrupt ({err:#}); downloading it again",
+                        "cache entry {} is corrupt ({err:#}); removing it and downloading it again",
                         dest.display()
                     );
-                    std::fs::remove_file(&dest)
-                        .with_context(|| format!("removing {}", dest.display()))?;
+                    std::fs::remove_file(&dest).with_context(|| {
+                        format!(
+                            "cache entry {} is corrupt and could not be removed; delete it by hand",
+                            dest.display()
+                        )
+                    })?;
+                    return download_to(url, expected, &dest)
+                        .with_context(|| {
+                            format!(
+                                "cache entry {} was corrupt and is removed; downloading it again failed \
+                                 (the next run downloads it again)",
+                                dest.display()
+                            )
+                        })
+                        .map(|()| dest);
                 }
             },
         }
@@ -154,12 +167,10 @@ fn try_download(
     dest: &Path,
 ) -> std::result::Result<(), Failure> {
     let fail = |retry: bool, error: anyhow::Error| Failure { error, retry };
-    let mut response = client.get(url).send().map_err(|e| {
-        fail(
-            true,
-            anyhow::anyhow!("GET {url}: connection failed: {}", error_chain(&e)),
-        )
-    })?;
+    let mut response = client
+        .get(url)
+        .send()
+        .map_err(|e| fail(true, unreachable(url, &e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(fail(
@@ -293,6 +304,29 @@ fn progress_bar(url: &str, total: Option<u64>) -> ProgressBar {
     }
     bar.set_message(name.to_string());
     bar
+}
+
+/// A request that got no answer: names the host and what to check.
+fn unreachable(url: &str, err: &reqwest::Error) -> anyhow::Error {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| url.to_string());
+    let why = if err.is_timeout() {
+        "timed out".to_string()
+    } else {
+        error_chain(err)
+    };
+    anyhow::anyhow!(
+        "cannot reach {host} (GET {url}: connection failed: {why}); check the network and any \
+         proxy (http_proxy/https_proxy), or point the release at a reachable mirror in distros/"
+    )
 }
 
 /// An error and its sources on one line ("error sending request: connection refused").
@@ -474,14 +508,18 @@ mod tests {
         std::fs::remove_dir_all(&cache).unwrap();
     }
 
-    #[test]
-    fn connection_error_names_the_url() {
-        // Bind then drop: nothing listens on that port any more.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    /// A loopback port nothing listens on (bound, then dropped).
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
+            .port()
+    }
+
+    #[test]
+    fn connection_error_names_the_url() {
+        let port = closed_port();
         let cache = temp_cache("refused");
         let url = format!("http://127.0.0.1:{port}/x");
         let err = format!(
@@ -492,6 +530,39 @@ mod tests {
             err.contains(&url) && err.contains("connection failed"),
             "{err}"
         );
+        assert!(
+            err.starts_with(&format!("cannot reach 127.0.0.1:{port} ")),
+            "{err}"
+        );
+        assert!(err.contains("reachable mirror in distros/"), "{err}");
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_entry_that_cannot_be_fetched_again_is_named_and_removed() {
+        let port = closed_port();
+        let cache = temp_cache("corrupt-offline");
+        std::fs::create_dir_all(cache.join("x")).unwrap();
+        let entry = cache.join("x/f");
+        std::fs::write(&entry, b"the real c0ntent").unwrap();
+        let url = format!("http://127.0.0.1:{port}/f");
+        let err = fetch_in(
+            &cache,
+            &url,
+            Some(&expected(b"the real content")),
+            Path::new("x/f"),
+        )
+        .unwrap_err();
+        let text = crate::report::render(&err);
+        assert!(
+            text.starts_with(&format!(
+                "error: cache entry {} was corrupt and is removed; downloading it again failed",
+                entry.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("cannot reach 127.0.0.1"), "{text}");
+        assert!(!entry.exists());
         std::fs::remove_dir_all(&cache).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 //! against distros/ (with actionlint), the audit of the real Rust kernel
 //! objects, then the VM lab on each kernel asked for.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::time::Instant;
 
 /// Debian kernels the lab can boot on a development machine: 5.10, 6.1, 6.12, 7.x.
@@ -41,7 +41,6 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     };
 
-    step("toolchain targets".into(), &mut ensure_targets)?;
     step("host tests (cargo test --workspace)".into(), &mut || {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         duct::cmd!(cargo, "test", "--workspace", "--quiet")
@@ -102,34 +101,5 @@ pub fn run(args: Args) -> Result<()> {
         println!("{name:<50} {:>8.1}", took.as_secs_f64());
     }
     println!("test: ok");
-    Ok(())
-}
-
-/// rust-toolchain.toml lists the targets; a fresh machine gets them here.
-fn ensure_targets() -> Result<()> {
-    let installed = duct::cmd!("rustup", "target", "list", "--installed")
-        .dir(crate::cache::project_root())
-        .read()
-        .context("rustup target list (is rustup installed?)")?;
-    let missing: Vec<&str> = ["x86_64-unknown-none", "x86_64-unknown-linux-musl"]
-        .into_iter()
-        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("    installing rustup targets: {}", missing.join(" "));
-    duct::cmd!("rustup", "toolchain", "install")
-        .dir(crate::cache::project_root())
-        .run()?;
-    let installed = duct::cmd!("rustup", "target", "list", "--installed")
-        .dir(crate::cache::project_root())
-        .read()?;
-    if let Some(t) = missing
-        .iter()
-        .find(|t| !installed.lines().any(|l| l.trim() == **t))
-    {
-        bail!("rustup target {t} is still missing; run: rustup target add {t}");
-    }
     Ok(())
 }
