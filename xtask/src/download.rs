@@ -60,21 +60,17 @@ pub fn fetch_in(
             Some(exp) => match verify_file(&dest, exp) {
                 Ok(()) => return Ok(dest),
                 Err(err) => {
+                    // Not removed first: a good download replaces it atomically,
+                    // and until then later runs see (and name) it again.
                     eprintln!(
-                        "cache entry {} is corrupt ({err:#}); removing it and downloading it again",
+                        "cache entry {} is corrupt ({err:#}); downloading it again",
                         dest.display()
                     );
-                    std::fs::remove_file(&dest).with_context(|| {
-                        format!(
-                            "cache entry {} is corrupt and could not be removed; delete it by hand",
-                            dest.display()
-                        )
-                    })?;
                     return download_to(url, expected, &dest)
                         .with_context(|| {
                             format!(
-                                "cache entry {} was corrupt and is removed; downloading it again failed \
-                                 (the next run downloads it again)",
+                                "cache entry {} is corrupt and downloading it again failed; \
+                                 a later run replaces it once the download succeeds, or delete it",
                                 dest.display()
                             )
                         })
@@ -151,7 +147,11 @@ fn download_to(url: &str, expected: Option<&Expected>, dest: &Path) -> Result<()
         match try_download(&client, url, expected, dest) {
             Ok(()) => return Ok(()),
             Err(Failure { error, retry }) if retry && attempt < ATTEMPTS => {
-                eprintln!("{error:#}; retrying ({attempt}/{})", ATTEMPTS - 1);
+                eprintln!(
+                    "{}; retrying ({attempt}/{})",
+                    error.root_cause(),
+                    ATTEMPTS - 1
+                );
                 std::thread::sleep(Duration::from_secs(u64::from(attempt)));
                 attempt += 1;
             }
@@ -306,10 +306,12 @@ fn progress_bar(url: &str, total: Option<u64>) -> ProgressBar {
     bar
 }
 
-/// A request that got no answer: names the host and what to check.
+/// A request that got no answer: names the host (and the proxy, if one is
+/// set), the deepest cause and what to check.
 fn unreachable(url: &str, err: &reqwest::Error) -> anyhow::Error {
-    let host = reqwest::Url::parse(url)
-        .ok()
+    let parsed = reqwest::Url::parse(url).ok();
+    let host = parsed
+        .as_ref()
         .and_then(|u| {
             let host = u.host_str()?.to_string();
             Some(match u.port() {
@@ -318,30 +320,28 @@ fn unreachable(url: &str, err: &reqwest::Error) -> anyhow::Error {
             })
         })
         .unwrap_or_else(|| url.to_string());
+    let scheme = parsed.as_ref().map_or("http", |u| u.scheme());
+    let proxy = [format!("{scheme}_proxy"), "all_proxy".to_string()]
+        .into_iter()
+        .flat_map(|v| [v.to_uppercase(), v])
+        .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()));
+    let through = match &proxy {
+        Some(proxy) => format!(" through the proxy {proxy}"),
+        None => String::new(),
+    };
+    let mut why: &dyn std::error::Error = err;
+    while let Some(source) = why.source() {
+        why = source;
+    }
     let why = if err.is_timeout() {
         "timed out".to_string()
     } else {
-        error_chain(err)
+        why.to_string()
     };
-    anyhow::anyhow!(
-        "cannot reach {host} (GET {url}: connection failed: {why}); check the network and any \
-         proxy (http_proxy/https_proxy), or point the release at a reachable mirror in distros/"
-    )
-}
-
-/// An error and its sources on one line ("error sending request: connection refused").
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let msg = s.to_string();
-        if !text.contains(&msg) {
-            text.push_str(": ");
-            text.push_str(&msg);
-        }
-        source = s.source();
-    }
-    text
+    anyhow::anyhow!("GET {url}: connection failed: {why}").context(format!(
+        "cannot reach {host}{through}; check the network and the proxy settings \
+         (http_proxy, https_proxy), or point the release at a reachable mirror in distros/"
+    ))
 }
 
 #[cfg(test)]
@@ -531,7 +531,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.starts_with(&format!("cannot reach 127.0.0.1:{port} ")),
+            err.starts_with(&format!("cannot reach 127.0.0.1:{port}")),
             "{err}"
         );
         assert!(err.contains("reachable mirror in distros/"), "{err}");
@@ -539,7 +539,7 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_entry_that_cannot_be_fetched_again_is_named_and_removed() {
+    fn a_corrupt_entry_that_cannot_be_fetched_again_is_named() {
         let port = closed_port();
         let cache = temp_cache("corrupt-offline");
         std::fs::create_dir_all(cache.join("x")).unwrap();
@@ -556,13 +556,14 @@ mod tests {
         let text = crate::report::render(&err);
         assert!(
             text.starts_with(&format!(
-                "error: cache entry {} was corrupt and is removed; downloading it again failed",
+                "error: cache entry {} is corrupt and downloading it again failed; a later run \
+                 replaces it once the download succeeds, or delete it\n",
                 entry.display()
             )),
             "{text}"
         );
-        assert!(text.contains("cannot reach 127.0.0.1"), "{text}");
-        assert!(!entry.exists());
+        assert!(text.contains("caused by: cannot reach 127.0.0.1"), "{text}");
+        assert_eq!(std::fs::read(&entry).unwrap(), b"the real c0ntent");
         std::fs::remove_dir_all(&cache).unwrap();
     }
 }
