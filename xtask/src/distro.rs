@@ -259,7 +259,10 @@ mod tests {
 
     #[test]
     fn unknown_distro_lists_known_ones() {
-        let err = find("debian-99").unwrap_err().to_string();
+        let err = find("debian-99").unwrap_err();
+        // A usage error: exit status 2.
+        assert_eq!(crate::report::status(&err), 2);
+        let err = err.to_string();
         assert!(err.contains("unknown distro \"debian-99\""), "{err}");
         assert!(
             err.contains("debian-12") && err.contains("centos-7.2"),

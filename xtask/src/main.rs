@@ -42,6 +42,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Build, check, pack and prove toa.ko",
     after_help = "Each command first provides what it needs: the Rust targets and components of \
                   rust-toolchain.toml (rustup) and host tools (apt-get, as root).\n\

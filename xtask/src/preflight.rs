@@ -332,6 +332,27 @@ pub struct Plan {
     pub packages: Vec<&'static str>,
 }
 
+impl Plan {
+    /// `Rust targets a, b; host packages c (installed, yet its tool is not found)`.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.targets.is_empty() {
+            parts.push(format!("Rust targets {}", self.targets.join(", ")));
+        }
+        if !self.components.is_empty() {
+            parts.push(format!("Rust components {}", self.components.join(", ")));
+        }
+        if !self.packages.is_empty() {
+            parts.push(format!(
+                "host packages {} (installed, yet what they provide is not found: is another \
+                 version of the tool first on PATH?)",
+                self.packages.join(", ")
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
 /// What `needs` lacks on `machine`.
 pub fn plan(needs: &Needs, toolchain: &Toolchain, machine: &Machine) -> Plan {
     let mut plan = Plan::default();
@@ -472,7 +493,11 @@ pub fn ensure(command: &Command) -> Result<()> {
     if plan != Plan::default() {
         let left = self::plan(&needs, &toolchain, &Machine::this()?);
         if left != Plan::default() {
-            bail!("still missing after provisioning: {left:?}");
+            bail!(
+                "`{}`: still missing after provisioning: {}",
+                needs.command,
+                left.describe()
+            );
         }
     }
     Ok(())
