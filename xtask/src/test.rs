@@ -103,3 +103,43 @@ pub fn run(args: Args) -> Result<()> {
     println!("test: ok");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The README's set-up commands, in the order it gives them.
+    fn readme_setup_commands() -> Vec<String> {
+        let readme =
+            std::fs::read_to_string(crate::cache::project_root().join("README.md")).unwrap();
+        let setup = readme
+            .split("\n## ")
+            .find(|s| s.starts_with("Set up"))
+            .expect("README has a Set up section");
+        setup
+            .split("```sh\n")
+            .skip(1)
+            .flat_map(|block| block.split("```").next().unwrap().lines())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn readme_gives_two_commands() {
+        assert_eq!(
+            readme_setup_commands(),
+            ["cargo xtask build --distro debian-12", "cargo xtask test"]
+        );
+    }
+
+    /// CI proves the README: `.ci/run` runs its test command and provisions nothing.
+    #[test]
+    fn ci_runs_the_readme_test_command_and_nothing_else() {
+        let script = std::fs::read_to_string(crate::cache::project_root().join(".ci/run")).unwrap();
+        let commands: Vec<&str> = script
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter(|l| !l.starts_with("set ") && !l.starts_with("cd "))
+            .collect();
+        assert_eq!(commands, [readme_setup_commands()[1].as_str()]);
+    }
+}
