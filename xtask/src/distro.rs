@@ -225,7 +225,7 @@ pub fn find(name: &str) -> Result<Distro> {
         return Ok(d.clone());
     }
     let known: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
-    bail!(
+    crate::report::usage_bail!(
         "unknown distro \"{name}\"; known distros: {}",
         known.join(", ")
     )
@@ -259,7 +259,10 @@ mod tests {
 
     #[test]
     fn unknown_distro_lists_known_ones() {
-        let err = find("debian-99").unwrap_err().to_string();
+        let err = find("debian-99").unwrap_err();
+        // A usage error: exit status 2.
+        assert_eq!(crate::report::status(&err), 2);
+        let err = err.to_string();
         assert!(err.contains("unknown distro \"debian-99\""), "{err}");
         assert!(
             err.contains("debian-12") && err.contains("centos-7.2"),

@@ -60,12 +60,21 @@ pub fn fetch_in(
             Some(exp) => match verify_file(&dest, exp) {
                 Ok(()) => return Ok(dest),
                 Err(err) => {
+                    // Not removed first: a good download replaces it atomically,
+                    // and until then later runs see (and name) it again.
                     eprintln!(
-                        "cache entry {} is stale or corrupt ({err:#}); downloading it again",
+                        "cache entry {} is corrupt ({err:#}); downloading it again",
                         dest.display()
                     );
-                    std::fs::remove_file(&dest)
-                        .with_context(|| format!("removing {}", dest.display()))?;
+                    return download_to(url, expected, &dest)
+                        .with_context(|| {
+                            format!(
+                                "cache entry {} is corrupt and downloading it again failed; \
+                                 a later run replaces it once the download succeeds, or delete it",
+                                dest.display()
+                            )
+                        })
+                        .map(|()| dest);
                 }
             },
         }
@@ -138,7 +147,11 @@ fn download_to(url: &str, expected: Option<&Expected>, dest: &Path) -> Result<()
         match try_download(&client, url, expected, dest) {
             Ok(()) => return Ok(()),
             Err(Failure { error, retry }) if retry && attempt < ATTEMPTS => {
-                eprintln!("{error:#}; retrying ({attempt}/{})", ATTEMPTS - 1);
+                eprintln!(
+                    "{}; retrying ({attempt}/{})",
+                    error.root_cause(),
+                    ATTEMPTS - 1
+                );
                 std::thread::sleep(Duration::from_secs(u64::from(attempt)));
                 attempt += 1;
             }
@@ -154,12 +167,10 @@ fn try_download(
     dest: &Path,
 ) -> std::result::Result<(), Failure> {
     let fail = |retry: bool, error: anyhow::Error| Failure { error, retry };
-    let mut response = client.get(url).send().map_err(|e| {
-        fail(
-            true,
-            anyhow::anyhow!("GET {url}: connection failed: {}", error_chain(&e)),
-        )
-    })?;
+    let mut response = client
+        .get(url)
+        .send()
+        .map_err(|e| fail(true, unreachable(url, &e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(fail(
@@ -295,19 +306,42 @@ fn progress_bar(url: &str, total: Option<u64>) -> ProgressBar {
     bar
 }
 
-/// An error and its sources on one line ("error sending request: connection refused").
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let msg = s.to_string();
-        if !text.contains(&msg) {
-            text.push_str(": ");
-            text.push_str(&msg);
-        }
-        source = s.source();
+/// A request that got no answer: names the host (and the proxy, if one is
+/// set), the deepest cause and what to check.
+fn unreachable(url: &str, err: &reqwest::Error) -> anyhow::Error {
+    let parsed = reqwest::Url::parse(url).ok();
+    let host = parsed
+        .as_ref()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| url.to_string());
+    let scheme = parsed.as_ref().map_or("http", |u| u.scheme());
+    let proxy = [format!("{scheme}_proxy"), "all_proxy".to_string()]
+        .into_iter()
+        .flat_map(|v| [v.to_uppercase(), v])
+        .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()));
+    let through = match &proxy {
+        Some(proxy) => format!(" through the proxy {proxy}"),
+        None => String::new(),
+    };
+    let mut why: &dyn std::error::Error = err;
+    while let Some(source) = why.source() {
+        why = source;
     }
-    text
+    let why = if err.is_timeout() {
+        "timed out".to_string()
+    } else {
+        why.to_string()
+    };
+    anyhow::anyhow!("GET {url}: connection failed: {why}").context(format!(
+        "cannot reach {host}{through}; check the network and the proxy settings \
+         (http_proxy, https_proxy), or point the release at a reachable mirror in distros/"
+    ))
 }
 
 #[cfg(test)]
@@ -474,14 +508,18 @@ mod tests {
         std::fs::remove_dir_all(&cache).unwrap();
     }
 
-    #[test]
-    fn connection_error_names_the_url() {
-        // Bind then drop: nothing listens on that port any more.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    /// A loopback port nothing listens on (bound, then dropped).
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
+            .port()
+    }
+
+    #[test]
+    fn connection_error_names_the_url() {
+        let port = closed_port();
         let cache = temp_cache("refused");
         let url = format!("http://127.0.0.1:{port}/x");
         let err = format!(
@@ -492,6 +530,40 @@ mod tests {
             err.contains(&url) && err.contains("connection failed"),
             "{err}"
         );
+        assert!(
+            err.starts_with(&format!("cannot reach 127.0.0.1:{port}")),
+            "{err}"
+        );
+        assert!(err.contains("reachable mirror in distros/"), "{err}");
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_entry_that_cannot_be_fetched_again_is_named() {
+        let port = closed_port();
+        let cache = temp_cache("corrupt-offline");
+        std::fs::create_dir_all(cache.join("x")).unwrap();
+        let entry = cache.join("x/f");
+        std::fs::write(&entry, b"the real c0ntent").unwrap();
+        let url = format!("http://127.0.0.1:{port}/f");
+        let err = fetch_in(
+            &cache,
+            &url,
+            Some(&expected(b"the real content")),
+            Path::new("x/f"),
+        )
+        .unwrap_err();
+        let text = crate::report::render(&err);
+        assert!(
+            text.starts_with(&format!(
+                "error: cache entry {} is corrupt and downloading it again failed; a later run \
+                 replaces it once the download succeeds, or delete it\n",
+                entry.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("caused by: cannot reach 127.0.0.1"), "{text}");
+        assert_eq!(std::fs::read(&entry).unwrap(), b"the real c0ntent");
         std::fs::remove_dir_all(&cache).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 //! As root on a Debian-family host a missing tool is installed with apt-get;
 //! otherwise xtask stops and prints the one command that installs it.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -25,39 +25,27 @@ pub fn have(tool: &str) -> bool {
         .any(|dir| dir.join(tool).is_file())
 }
 
-/// Makes sure each `(tool, debian package)` is available.
+/// Makes sure each `(tool, debian package)` is available: as root with
+/// apt-get, otherwise an error with the command that installs them.
 pub fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = tools
-        .iter()
-        .filter(|(t, _)| !have(t))
-        .map(|(_, p)| *p)
-        .collect();
+    let mut missing: Vec<&str> = Vec::new();
+    for (_, package) in tools.iter().filter(|(t, _)| !have(t)) {
+        if !missing.contains(package) {
+            missing.push(package);
+        }
+    }
     if missing.is_empty() {
         return Ok(());
     }
-    let command = format!(
-        "apt-get install -y --no-install-recommends {}",
-        missing.join(" ")
-    );
     if !is_root() || !have("apt-get") {
-        bail!("missing host tools; install them with:\n    sudo {command}");
+        bail!(
+            "missing host tools; install them with:\n    sudo {}",
+            crate::preflight::apt_command(&missing)
+        );
     }
-    eprintln!("installing host tools: {}", missing.join(" "));
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(missing.iter().copied());
-    let install = || {
-        duct::cmd("apt-get", &args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout_null()
-            .run()
-    };
-    // A fresh machine may have no package lists yet.
-    if install().is_err() {
-        duct::cmd!("apt-get", "update", "-q")
-            .stdout_null()
-            .run()
-            .context("apt-get update")?;
-        install().with_context(|| format!("`{command}` failed"))?;
+    crate::preflight::apt_install(&missing, false)?;
+    if let Some((tool, package)) = tools.iter().find(|(t, _)| !have(t)) {
+        bail!("{tool} is still missing after installing {package}");
     }
     Ok(())
 }

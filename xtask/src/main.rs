@@ -26,7 +26,9 @@ mod merge;
 mod modcheck;
 mod package;
 mod plan;
+mod preflight;
 mod qemu;
+mod report;
 mod rpm_repo;
 mod source;
 mod stress;
@@ -36,9 +38,18 @@ mod vm_test;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, check, pack and prove toa.ko")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, check, pack and prove toa.ko",
+    after_help = "Each command first provides what it needs: the Rust targets and components of \
+                  rust-toolchain.toml (rustup) and host tools (apt-get, as root).\n\
+                  Exit status: 0 done, 1 failed, 2 usage error. TOA_BACKTRACE=1 adds a backtrace \
+                  to an error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,8 +87,15 @@ enum Command {
     Merge(merge::Args),
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    report::init();
+    report::exit(run(Cli::parse().command))
+}
+
+/// Provides what the command needs (preflight), then runs it.
+fn run(command: Command) -> Result<()> {
+    preflight::ensure(&command)?;
+    match command {
         Command::Build(args) => build::run(args),
         Command::VmTest(args) => vm_test::run(args),
         Command::VmInstallTest(args) => vm_install::run(args),

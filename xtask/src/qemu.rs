@@ -1,7 +1,7 @@
 //! Booting a kernel + initramfs under QEMU, with the serial console captured
 //! to a log file, streamed as progress, and bounded by a timeout.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -197,7 +197,7 @@ impl BootOutcome {
 /// Boot, stream progress, and return the console once QEMU exits or the timeout kills it.
 pub fn boot(b: &Boot) -> Result<BootOutcome> {
     if b.qemu == QEMU {
-        ensure_host_tool(QEMU, "qemu-system-x86")?;
+        crate::host::ensure_tools(&[(QEMU, "qemu-system-x86")])?;
     }
     if let Some(dir) = b.console_log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -347,57 +347,6 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
-}
-
-/// Is `cmd` on PATH?
-pub fn on_path(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(cmd))))
-        .unwrap_or(false)
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// Make sure host command `cmd` exists: as root, install Debian package
-/// `package` with apt-get; otherwise fail with the command to run.
-pub fn ensure_host_tool(cmd: &str, package: &str) -> Result<()> {
-    if on_path(cmd) {
-        return Ok(());
-    }
-    let install = format!("apt-get install -y --no-install-recommends {package}");
-    if !is_root() || !on_path("apt-get") {
-        bail!("{cmd} is not installed; install it with: sudo {install}");
-    }
-    eprintln!("{cmd} is missing; running: {install}");
-    let apt = |args: &[&str]| {
-        duct::cmd("apt-get", args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin_null()
-            .stdout_to_stderr()
-            .unchecked()
-            .run()
-            .map(|o| o.status.success())
-    };
-    let args = ["install", "-y", "--no-install-recommends", package];
-    if !apt(&args).unwrap_or(false) {
-        // Stale or missing package lists: refresh once and try again.
-        apt(&["update"]).context("running apt-get update")?;
-        if !apt(&args).context("running apt-get install")? {
-            bail!("{install} failed; {cmd} is needed");
-        }
-    }
-    if !on_path(cmd) {
-        bail!("{install} succeeded but {cmd} is still not on PATH");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

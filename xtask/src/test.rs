@@ -5,7 +5,7 @@
 //! against distros/ (with actionlint), the audit of the real Rust kernel
 //! objects, then the VM lab on each kernel asked for.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::time::Instant;
 
 /// Debian kernels the lab can boot on a development machine: 5.10, 6.1, 6.12, 7.x.
@@ -41,7 +41,6 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     };
 
-    step("toolchain targets".into(), &mut ensure_targets)?;
     step("host tests (cargo test --workspace)".into(), &mut || {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         duct::cmd!(cargo, "test", "--workspace", "--quiet")
@@ -105,31 +104,42 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// rust-toolchain.toml lists the targets; a fresh machine gets them here.
-fn ensure_targets() -> Result<()> {
-    let installed = duct::cmd!("rustup", "target", "list", "--installed")
-        .dir(crate::cache::project_root())
-        .read()
-        .context("rustup target list (is rustup installed?)")?;
-    let missing: Vec<&str> = ["x86_64-unknown-none", "x86_64-unknown-linux-musl"]
-        .into_iter()
-        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
+#[cfg(test)]
+mod tests {
+    /// The README's set-up commands, in the order it gives them.
+    fn readme_setup_commands() -> Vec<String> {
+        let readme =
+            std::fs::read_to_string(crate::cache::project_root().join("README.md")).unwrap();
+        let setup = readme
+            .split("\n## ")
+            .find(|s| s.starts_with("Set up"))
+            .expect("README has a Set up section");
+        setup
+            .split("```sh\n")
+            .skip(1)
+            .flat_map(|block| block.split("```").next().unwrap().lines())
+            .map(str::to_string)
+            .collect()
     }
-    eprintln!("    installing rustup targets: {}", missing.join(" "));
-    duct::cmd!("rustup", "toolchain", "install")
-        .dir(crate::cache::project_root())
-        .run()?;
-    let installed = duct::cmd!("rustup", "target", "list", "--installed")
-        .dir(crate::cache::project_root())
-        .read()?;
-    if let Some(t) = missing
-        .iter()
-        .find(|t| !installed.lines().any(|l| l.trim() == **t))
-    {
-        bail!("rustup target {t} is still missing; run: rustup target add {t}");
+
+    #[test]
+    fn readme_gives_two_commands() {
+        assert_eq!(
+            readme_setup_commands(),
+            ["cargo xtask build --distro debian-12", "cargo xtask test"]
+        );
     }
-    Ok(())
+
+    /// CI proves the README: `.ci/run` runs its test command and provisions nothing.
+    #[test]
+    fn ci_runs_the_readme_test_command_and_nothing_else() {
+        let script = std::fs::read_to_string(crate::cache::project_root().join(".ci/run")).unwrap();
+        let commands: Vec<&str> = script
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter(|l| !l.starts_with("set ") && !l.starts_with("cd "))
+            .collect();
+        assert_eq!(commands, [readme_setup_commands()[1].as_str()]);
+    }
 }
