@@ -27,6 +27,10 @@ pub struct Args {
     /// Threads of the getpeername storm, all on one more held TOA connection.
     #[arg(long, default_value_t = 256)]
     pub storm: u32,
+    /// Seconds the guest waits for each protocol step: hundreds of busy
+    /// threads on a few emulated CPUs leave the origin little time.
+    #[arg(long, default_value_t = 20)]
+    pub step_timeout: u32,
     /// Short TOA connections after the cycles.
     #[arg(long, default_value_t = 100_000)]
     pub churn: u64,
@@ -73,6 +77,8 @@ fn lab_command(args: &Args) -> String {
         args.storm.to_string(),
         "--churn".into(),
         args.churn.to_string(),
+        "--step-timeout".into(),
+        args.step_timeout.to_string(),
     ])
 }
 
@@ -88,6 +94,7 @@ mod tests {
             cycles: 50,
             threads: 4,
             storm: 256,
+            step_timeout: 20,
             churn: 100_000,
             timeout: 60,
             kvm: false,
@@ -96,7 +103,7 @@ mod tests {
         assert!(!line.contains(' '));
         assert_eq!(
             line,
-            "stress,--module,/lib/modules/toa.ko,--cycles,50,--threads,4,--storm,256,--churn,100000"
+            "stress,--module,/lib/modules/toa.ko,--cycles,50,--threads,4,--storm,256,--churn,100000,--step-timeout,20"
         );
     }
 }
