@@ -77,6 +77,8 @@
  *     sockaddr_storage. Nothing else changes.
  */
 #include <linux/kmemleak.h>
+/* KSYM_SYMBOL_LEN needs MODULE_NAME_LEN, which kallsyms.h lacks on 3.10-4.15. */
+#include <linux/module.h>
 #include <linux/kallsyms.h>
 #include <linux/kprobes.h>
 #include <linux/net.h>
