@@ -31,8 +31,9 @@
  * Kernel sockets (no file: iSCSI target, ocfs2, NFS, DLM, ...) are never
  * armed and never rewritten, and nothing is written past the length of the
  * kernel's own answer unless the caller is known to hold a sockaddr_storage:
- * do_accept() (peer == 2, only there) and the getpeername syscall (checked by
- * the return address, once per call site).
+ * callers asking with peer == 2 (do_accept(); SO_PEERNAME, into a char[128],
+ * later a sockaddr_storage) and the getpeername syscall (checked by the
+ * return address, once per call site).
  *
  * Unload with connections open and calls in flight, on every kernel from 3.10
  * to 7.x: the copies are heap memory that is never freed. At unload their
@@ -252,7 +253,8 @@ static bool toa_is_getpeername_symbol(const char *name)
 
 /*
  * True when the caller's buffer holds a sockaddr_storage: do_accept() asks with
- * peer == 2 (nobody else does), getpeername() is recognised by the call site.
+ * peer == 2, and so does SO_PEERNAME (into a char[128], a sockaddr_storage
+ * in newer kernels); getpeername() is recognised by the call site.
  */
 static bool toa_caller_has_storage(int peer, unsigned long site)
 {
