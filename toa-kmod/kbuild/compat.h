@@ -112,7 +112,10 @@
 #define toa_own_req() true
 #endif
 
-/* setsockopt: 5.9 passes the option value as a sockptr_t. */
+/*
+ * setsockopt: 5.9 passes the option value as a sockptr_t. RHEL 8.10 carries
+ * linux/sockptr.h, but its proto_ops.setsockopt still takes char __user *.
+ */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 9, 0)
 #define TOA_SETSOCKOPT_PARAMS struct socket *sock, int level, int optname,	\
 	sockptr_t optval, unsigned int optlen
