@@ -52,7 +52,9 @@
  *
  * Kernel by kernel (what differs, and why the argument above still holds):
  *  3.10 (RHEL/CentOS 7): getname takes `int *uaddr_len` (compat.h wraps it);
- *     syn_recv_sock has no own_req, a child it returns is always kept;
+ *     syn_recv_sock has no own_req: a child it returns is queued for
+ *     accept() unless the listener is closing (RHEL 7.9, like 4.4+, then
+ *     frees it unaccepted, its record with it through the destructor);
  *     accept() copies the listener's ops to the child and asks the child's
  *     ops for the address. Kernels are built without preemption: wait (a)
  *     (sched-RCU) also ends every window between loading a table entry and
