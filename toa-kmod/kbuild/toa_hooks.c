@@ -62,8 +62,12 @@
  *  4.x (Ubuntu 16.04-18.04, SLES 12/15, RHEL 8's 4.18): 4.4 adds own_req
  *     (a child that lost the race is freed unaccepted: no record); 4.17
  *     makes getname return the length. Still no preemption in distro
- *     kernels; where CONFIG_PREEMPT is set, RCU Tasks exists (3.18+) and is
- *     used. Before 4.20 RCU-sched and RCU are separate: both are waited for.
+ *     kernels but low-latency flavours; where CONFIG_PREEMPT is set, RCU
+ *     Tasks is used: it exists from 3.18, but before 4.14 only the RCU
+ *     torture test selects it, and compat.h refuses a preemptible kernel
+ *     without it (by 4.14 the function tracer selects it on CONFIG_PREEMPT).
+ *     Before 4.20 RCU-sched and RCU are separate: both are waited for
+ *     (RHEL 8 backported the consolidation: compat.h).
  *  5.x (Debian 11, Ubuntu 20.04/22.04, RHEL 9): 5.8 runs cgroup getpeername
  *     programs inside inet_getname, which the wrapper calls, so they still
  *     run; 5.16 takes the socket lock there: the wrapper may sleep, which
