@@ -112,7 +112,10 @@
 #define toa_own_req() true
 #endif
 
-/* setsockopt: 5.9 passes the option value as a sockptr_t. */
+/*
+ * setsockopt: 5.9 passes the option value as a sockptr_t. RHEL 8.10 carries
+ * linux/sockptr.h, but its proto_ops.setsockopt still takes char __user *.
+ */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 9, 0)
 #define TOA_SETSOCKOPT_PARAMS struct socket *sock, int level, int optname,	\
 	sockptr_t optval, unsigned int optlen
@@ -141,7 +144,14 @@
  * wait covers it.
  */
 #include <linux/rcupdate.h>
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 20, 0)
+/*
+ * RHEL 8 (4.18) backported the 4.20 consolidation: 8.0 keeps synchronize_sched()
+ * as a wrapper of synchronize_rcu(), 8.3 and later no longer declare it.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 20, 0) || TOA_RHEL_AT_LEAST(8, 0)
+#define TOA_RCU_CONSOLIDATED
+#endif
+#if defined(TOA_RCU_CONSOLIDATED)
 #define toa_synchronize_atomic() synchronize_rcu()
 #else
 #define toa_synchronize_atomic() do { synchronize_sched(); synchronize_rcu(); } while (0)
@@ -151,7 +161,7 @@
  * preemption off is an RCU reader for call_rcu() and synchronize_rcu(), and
  * costs an increment where rcu_read_lock() is a call (preemptible RCU).
  */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 20, 0)
+#if defined(TOA_RCU_CONSOLIDATED)
 #define toa_read_lock() rcu_read_lock_sched_notrace()
 #define toa_read_unlock() rcu_read_unlock_sched_notrace()
 #else

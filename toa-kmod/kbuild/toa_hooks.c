@@ -31,8 +31,9 @@
  * Kernel sockets (no file: iSCSI target, ocfs2, NFS, DLM, ...) are never
  * armed and never rewritten, and nothing is written past the length of the
  * kernel's own answer unless the caller is known to hold a sockaddr_storage:
- * do_accept() (peer == 2, only there) and the getpeername syscall (checked by
- * the return address, once per call site).
+ * callers asking with peer == 2 (do_accept(); SO_PEERNAME, into a char[128],
+ * later a sockaddr_storage) and the getpeername syscall (checked by the
+ * return address, once per call site).
  *
  * Unload with connections open and calls in flight, on every kernel from 3.10
  * to 7.x: the copies are heap memory that is never freed. At unload their
@@ -51,7 +52,9 @@
  *
  * Kernel by kernel (what differs, and why the argument above still holds):
  *  3.10 (RHEL/CentOS 7): getname takes `int *uaddr_len` (compat.h wraps it);
- *     syn_recv_sock has no own_req, a child it returns is always kept;
+ *     syn_recv_sock has no own_req: a child it returns is queued for
+ *     accept() unless the listener is closing (RHEL 7.9, like 4.4+, then
+ *     frees it unaccepted, its record with it through the destructor);
  *     accept() copies the listener's ops to the child and asks the child's
  *     ops for the address. Kernels are built without preemption: wait (a)
  *     (sched-RCU) also ends every window between loading a table entry and
@@ -59,8 +62,12 @@
  *  4.x (Ubuntu 16.04-18.04, SLES 12/15, RHEL 8's 4.18): 4.4 adds own_req
  *     (a child that lost the race is freed unaccepted: no record); 4.17
  *     makes getname return the length. Still no preemption in distro
- *     kernels; where CONFIG_PREEMPT is set, RCU Tasks exists (3.18+) and is
- *     used. Before 4.20 RCU-sched and RCU are separate: both are waited for.
+ *     kernels but low-latency flavours; where CONFIG_PREEMPT is set, RCU
+ *     Tasks is used: it exists from 3.18, but before 4.14 only the RCU
+ *     torture test selects it, and compat.h refuses a preemptible kernel
+ *     without it (by 4.14 the function tracer selects it on CONFIG_PREEMPT).
+ *     Before 4.20 RCU-sched and RCU are separate: both are waited for
+ *     (RHEL 8 backported the consolidation: compat.h).
  *  5.x (Debian 11, Ubuntu 20.04/22.04, RHEL 9): 5.8 runs cgroup getpeername
  *     programs inside inet_getname, which the wrapper calls, so they still
  *     run; 5.16 takes the socket lock there: the wrapper may sleep, which
@@ -77,6 +84,8 @@
  *     sockaddr_storage. Nothing else changes.
  */
 #include <linux/kmemleak.h>
+/* KSYM_SYMBOL_LEN needs MODULE_NAME_LEN, which kallsyms.h lacks on 3.10-4.15. */
+#include <linux/module.h>
 #include <linux/kallsyms.h>
 #include <linux/kprobes.h>
 #include <linux/net.h>
@@ -250,7 +259,8 @@ static bool toa_is_getpeername_symbol(const char *name)
 
 /*
  * True when the caller's buffer holds a sockaddr_storage: do_accept() asks with
- * peer == 2 (nobody else does), getpeername() is recognised by the call site.
+ * peer == 2, and so does SO_PEERNAME (into a char[128], a sockaddr_storage
+ * in newer kernels); getpeername() is recognised by the call site.
  */
 static bool toa_caller_has_storage(int peer, unsigned long site)
 {
