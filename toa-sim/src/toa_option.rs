@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::error::{lab_err, Result};
+use crate::error::{sim_err, Result};
 
 /// LVS/FULLNAT, dpvs, Huawei; used for both the IPv4 and IPv6 layouts.
 pub const KIND_TOA: u8 = 254;
@@ -73,7 +73,7 @@ impl fmt::Display for Toa {
 /// unusual kinds can be produced on purpose.
 pub fn parse_kind(text: &str) -> Result<u8> {
     text.parse::<u8>()
-        .map_err(|_| lab_err!("option kind {text:?} is not a number 0-255"))
+        .map_err(|_| sim_err!("option kind {text:?} is not a number 0-255"))
 }
 
 /// Lower-case hex, space separated, as fixtures in other tests are written.

@@ -1,10 +1,11 @@
-//! The lab's model of `trusted_proxies`: which packet sources may carry a TOA.
-//! Only lists the lab itself writes are parsed here; what the module must
-//! refuse is tested against the module, not modelled.
+//! A model of `trusted_proxies`: which packet sources may carry a TOA.
+//! Lists the lab writes and the lists a self-test reads back are parsed
+//! here; what the module must refuse is tested against the module, not
+//! modelled.
 
 use std::net::IpAddr;
 
-use crate::error::{lab_err, Result};
+use crate::error::{sim_err, Result};
 
 /// Sysfs file of the parameter.
 pub const PARAM: &str = "/sys/module/toa/parameters/trusted_proxies";
@@ -33,7 +34,7 @@ impl Trusted {
             let (addr, prefix) = entry.split_once('/').unwrap_or((entry, ""));
             let addr: IpAddr = addr
                 .parse()
-                .map_err(|_| lab_err!("{entry:?} is not an address"))?;
+                .map_err(|_| sim_err!("{entry:?} is not an address"))?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
             let prefix = if prefix.is_empty() {
                 max
@@ -42,7 +43,7 @@ impl Trusted {
                     .parse::<u8>()
                     .ok()
                     .filter(|p| *p <= max)
-                    .ok_or_else(|| lab_err!("{entry:?} has a bad prefix"))?
+                    .ok_or_else(|| sim_err!("{entry:?} has a bad prefix"))?
             };
             nets.push(Net { addr, prefix });
         }

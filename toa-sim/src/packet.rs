@@ -181,7 +181,7 @@ pub fn mss_option(mss: u16) -> [u8; 4] {
 /// Builds a full IP packet. `ip_id` only matters for IPv4.
 ///
 /// Panics if `src` and `dst` differ in family or the options exceed the 40
-/// bytes a TCP header can hold: both are programming errors in the lab.
+/// bytes a TCP header can hold: both are programming errors of the caller.
 pub fn build(seg: &Segment<'_>, ip_id: u16) -> Vec<u8> {
     let options = pad_options(seg.options);
     assert!(options.len() <= 40, "TCP options longer than 40 bytes");
