@@ -13,5 +13,6 @@ pub mod socket;
 pub mod system;
 pub mod tcp_client;
 pub mod toa_option;
+pub mod toa_stats;
 pub mod trust;
 pub mod tun;
