@@ -2,5 +2,5 @@
 //! as a line on the serial console, so a readable message is all a caller
 //! needs.
 
-pub use toa_sim::error::{Context, Error, Result};
 pub(crate) use toa_sim::error::sim_err as lab_err;
+pub use toa_sim::error::{Context, Error, Result};

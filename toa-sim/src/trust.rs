@@ -82,11 +82,15 @@ impl Trusted {
 fn host_in(net: &Net) -> IpAddr {
     match net.addr {
         IpAddr::V4(a) if net.prefix < 31 => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(net.prefix)).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(net.prefix))
+                .unwrap_or(0);
             IpAddr::V4((u32::from(a) & mask | 1).into())
         }
         IpAddr::V6(a) if net.prefix < 127 => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(net.prefix)).unwrap_or(0);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(net.prefix))
+                .unwrap_or(0);
             IpAddr::V6((u128::from(a) & mask | 1).into())
         }
         other => other,
