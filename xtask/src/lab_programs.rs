@@ -35,7 +35,7 @@ pub fn build_lab_program() -> Result<PathBuf> {
 }
 
 /// The guest has no dynamic loader: insist on a static executable.
-fn check_static(binary: &std::path::Path) -> Result<()> {
+pub fn check_static(binary: &std::path::Path) -> Result<()> {
     use object::Object;
     let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
     let file = object::File::parse(&*bytes)
