@@ -241,3 +241,28 @@ fn an_unprivileged_selftest_says_it_needs_root() {
         "no check ran: {said}"
     );
 }
+
+/// Against this machine's kernel without toa.ko: the TOA checks fail and
+/// say why, the plain ones pass, and nothing is left outside the namespace.
+#[test]
+fn selftest_without_the_module_fails_naming_the_checks() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !Path::new("/dev/net/tun").exists() || Path::new("/sys/module/toa").exists() {
+        eprintln!("skipped: needs root, /dev/net/tun and a kernel without toa.ko");
+        return;
+    }
+    let out = toa(&["selftest", "--step-timeout", "2"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    for check in ["v4-toa-on-inet", "v6-toa-on-inet6", "v4-toa-on-dual-stack"] {
+        assert!(said.contains(&format!("FAIL {check}: ")), "{check}: {said}");
+    }
+    assert!(said.contains("nothing rewrote it"), "{said}");
+    assert!(said.contains("PASS no-toa-v4: ") && said.contains("PASS no-toa-v6: "), "{said}");
+    let links = std::fs::read_dir("/sys/class/net").unwrap();
+    assert!(
+        !links.flatten().any(|l| l.file_name() == "toa-selftest"),
+        "the TUN device stayed behind in this namespace"
+    );
+}
