@@ -5,12 +5,13 @@
 //! `cargo xtask source` builds it beside toa.tar.gz (the release pipeline
 //! runs that before `cargo xtask installers`, which rewrites the index).
 
-use crate::{cache, index, lab_programs};
+use crate::{index, lab_programs};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Architectures the command ships for, with their Rust targets.
-const ARCHES: &[(&str, &str)] = &[("x86_64", lab_programs::TARGET)];
+/// Architectures the command ships for: those of the lab programs' target
+/// (`lab_programs::TARGET`).
+const ARCHES: &[&str] = &["x86_64"];
 
 /// `toa-<arch>`: the file name in target/dist and on the download server.
 pub fn file_name(arch: &str) -> String {
@@ -19,35 +20,14 @@ pub fn file_name(arch: &str) -> String {
 
 /// Whether `name` in target/dist is a build of the command.
 pub fn is_program(name: &str) -> bool {
-    ARCHES.iter().any(|(arch, _)| name == file_name(arch))
+    ARCHES.iter().any(|arch| name == file_name(arch))
 }
 
 /// Builds `toa` for every architecture into `dist_dir`; returns the files.
 pub fn build_into(dist_dir: &Path) -> Result<Vec<PathBuf>> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target_dir = cache::target_dir();
     let mut written = Vec::new();
-    for (arch, target) in ARCHES {
-        let profile = lab_programs::PROFILE;
-        duct::cmd!(
-            &cargo,
-            "build",
-            "--package",
-            "toa",
-            "--profile",
-            profile,
-            "--target",
-            target,
-            "--target-dir",
-            &target_dir
-        )
-        .dir(cache::project_root())
-        .run()
-        .with_context(|| {
-            format!("cargo build --package toa --profile {profile} --target {target} failed")
-        })?;
-        let built = target_dir.join(target).join(profile).join("toa");
-        lab_programs::check_static(&built)?;
+    for arch in ARCHES {
+        let built = lab_programs::build_static("toa")?;
         let bytes =
             std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
         let dest = dist_dir.join(file_name(arch));
@@ -56,6 +36,11 @@ pub fn build_into(dist_dir: &Path) -> Result<Vec<PathBuf>> {
         written.push(dest);
     }
     Ok(written)
+}
+
+/// The build for the lab guest.
+pub fn build_for_lab() -> Result<PathBuf> {
+    lab_programs::build_static("toa")
 }
 
 fn set_executable(path: &Path) -> Result<()> {
@@ -68,7 +53,7 @@ fn set_executable(path: &Path) -> Result<()> {
 /// `{"name":"toa","arch":"x86_64","file":"toa-x86_64","sha256":"…"}`.
 pub fn index_lines(dist_dir: &Path) -> Result<Vec<String>> {
     let mut lines = Vec::new();
-    for (arch, _) in ARCHES {
+    for arch in ARCHES {
         let file = file_name(arch);
         let path = dist_dir.join(&file);
         if path.is_file() {
