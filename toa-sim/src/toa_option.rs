@@ -30,7 +30,9 @@ impl Toa {
         Toa { kind, client }
     }
 
-    /// Length byte implied by the client address family.
+    /// Length byte implied by the client address family (an option is
+    /// never empty, so there is no `is_empty`).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         match self.client.ip() {
             IpAddr::V4(_) => LEN_V4,
