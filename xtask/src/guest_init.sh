@@ -75,6 +75,11 @@ if [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
     operator status 0 "mode:    toa.ko" /bin/toa status --sample 0.2
     operator stats-prometheus 0 "toa_syn_recv_sock_toa_total" /bin/toa stats --format prometheus
     operator selftest-module 0 "selftest: 5 passed, 0 failed" /bin/toa selftest
+    # With trust and ports narrowed, the self-test must pick a proxy inside
+    # trusted_proxies and listen on an allowed port, and still pass.
+    echo 10.9.0.0/16,fd00:9::/64 > /sys/module/toa/parameters/trusted_proxies
+    echo 443,8000-8099 > /sys/module/toa/parameters/ports
+    operator selftest-narrowed 0 "proxy 10.9.0.1 sends TOA" /bin/toa selftest
     rmmod toa
     operator selftest-no-module 1 "FAIL v4-toa-on-inet" /bin/toa selftest
     operator status-no-module 1 "no toa mode is active" /bin/toa status --sample 0.2
