@@ -31,6 +31,7 @@ Options:
   --trusted-proxies CIDRS   accept TOA only from these proxies, e.g. 10.0.0.0/8,2001:db8::/32
                             (written to $MODPROBE_CONF)
   --base-url URL            where toa.tar.gz and SHA256SUMS are (default $TOA_DEFAULT_BASE_URL)
+  --no-selftest             install the toa command but do not run 'toa selftest' after loading
   --version                 print the version
   --help                    print this help
 EOF
@@ -240,6 +241,7 @@ function main {
     write_trusted_proxies "$ko"
     load_module "$ko"
     persist
+    prove_install
     show_status
     if [ "$DRY_RUN" = 0 ]; then
         say "done: toa $TOA_VERSION is built, loaded, and will be loaded at every boot"

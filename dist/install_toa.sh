@@ -33,6 +33,7 @@ Options:
   --compile                 no prebuilt module for this kernel: build it here with
                             compile_install_toa.sh (installs gcc, make, kernel headers)
   --base-url URL            where index.json and the tarballs are (default $TOA_DEFAULT_BASE_URL)
+  --no-selftest             install the toa command but do not run 'toa selftest' after loading
   --version                 print the version
   --help                    print this help
 EOF
@@ -55,6 +56,7 @@ function run_compile {
     fetch "$BASE_URL/compile_install_toa.sh" "$TMP_DIR/compile_install_toa.sh" "compile_install_toa.sh"
     verify_sha256 "$TMP_DIR/compile_install_toa.sh" "$SUM" compile_install_toa.sh
     set -- --base-url "$BASE_URL"
+    [ "$NO_SELFTEST" = 0 ] || set -- "$@" --no-selftest
     if [ "$DRY_RUN" = 1 ]; then
         set -- "$@" --dry-run
     fi
@@ -195,6 +197,7 @@ function install_prebuilt {
     PLACE=copy
     load_module "$TMP_DIR/x/$ko"
     persist
+    prove_install
     show_status
     if [ "$DRY_RUN" = 0 ]; then
         say "done: toa $TOA_VERSION is loaded and will be loaded at every boot of kernel $KREL"

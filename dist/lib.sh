@@ -28,6 +28,7 @@ COMPILE=0
 BASE_URL=""
 TRUSTED_PROXIES=""
 TRUSTED_PROXIES_SET=0
+NO_SELFTEST=0
 
 # Filled in as the script runs.
 TMP_DIR=""
@@ -139,6 +140,7 @@ function parse_args {
     while [ $# -gt 0 ]; do
         case $1 in
             --dry-run) DRY_RUN=1 ;;
+            --no-selftest) NO_SELFTEST=1 ;;
             --uninstall) UNINSTALL=1 ;;
             --compile)
                 if [ "$PROG" != install_toa.sh ]; then
@@ -798,6 +800,8 @@ function uninstall {
             did=1
         fi
     done
+    remove_file "$ROOT$TOA_BIN" "the toa command"
+    [ "$CHANGED" = 0 ] || did=1
     rc=$(rc_local_path)
     if [ -f "$rc" ] && { grep -qxF "$RC_LINE" "$rc" || grep -Eq "$LEGACY_RC_RE" "$rc"; }; then
         rc_local_drop "$rc"
@@ -810,4 +814,71 @@ function uninstall {
     else
         say "toa is not installed on this machine; nothing to remove"
     fi
+}
+
+# ---------------------------------------------------------------- the toa command
+
+# The operator's command (toa status, toa stats, toa selftest).
+TOA_BIN=/usr/local/sbin/toa
+
+# install_toa_command: toa-<arch> from the base URL, checked against
+# SHA256SUMS, installed as $TOA_BIN. Returns 3 when the release has none
+# for this architecture; exits (err) on anything else that goes wrong.
+function install_toa_command {
+    local name="toa-$KARCH"
+    fetch "$BASE_URL/SHA256SUMS" "$TMP_DIR/SHA256SUMS" "the checksum list"
+    sums_lookup "$TMP_DIR/SHA256SUMS" "$name"
+    if [ -z "$SUM" ]; then
+        warn "$BASE_URL publishes no toa command for $KARCH ($name): it is not installed and the self-test is skipped"
+        return 3
+    fi
+    fetch "$BASE_URL/$name" "$TMP_DIR/$name" "the toa command ($name)"
+    verify_sha256 "$TMP_DIR/$name" "$SUM" "$name"
+    if same_file "$TMP_DIR/$name" "$ROOT$TOA_BIN"; then
+        say "the toa command $TOA_BIN is up to date"
+        return 0
+    fi
+    act mkdir -p "$ROOT${TOA_BIN%/*}" || err "could not create $ROOT${TOA_BIN%/*}"
+    act cp "$TMP_DIR/$name" "$ROOT$TOA_BIN" || err "could not write $ROOT$TOA_BIN"
+    act chmod 0755 "$ROOT$TOA_BIN" || err "could not make $ROOT$TOA_BIN executable"
+    say "installed the toa command as $TOA_BIN (toa status, toa stats, toa selftest)"
+}
+
+# prove_install: after the module is loaded and persisted, installs the toa
+# command and runs `toa selftest`, which proves on this kernel that
+# applications see the client a proxy names. Any failure undoes the whole
+# installation (module unloaded, files and boot configuration removed).
+function prove_install {
+    local status=0
+    # A subshell, so that a failed download comes back here to be undone.
+    ( install_toa_command ) || status=$?
+    if [ "$status" = 3 ]; then
+        return 0
+    elif [ "$status" != 0 ]; then
+        undo_install "the toa command could not be installed (see above)"
+    fi
+    if [ "$NO_SELFTEST" = 1 ]; then
+        say "--no-selftest: not running $TOA_BIN selftest"
+        return 0
+    fi
+    if [ "$DRY_RUN" = 1 ]; then
+        say "dry run: would run: $TOA_BIN selftest"
+        return 0
+    fi
+    say "proving toa on kernel $KREL: $TOA_BIN selftest"
+    if "$ROOT$TOA_BIN" selftest >"$TMP_DIR/selftest.out" 2>&1; then
+        sed 's/^/  /' "$TMP_DIR/selftest.out"
+        return 0
+    fi
+    sed 's/^/  /' "$TMP_DIR/selftest.out" >&2
+    undo_install "toa selftest failed: $(grep -m 1 -E '^(FAIL|toa:)' "$TMP_DIR/selftest.out" || tail -n 1 "$TMP_DIR/selftest.out")"
+}
+
+# undo_install REASON: uninstalls what this run installed, then fails.
+function undo_install {
+    warn "$1; undoing the installation"
+    uninstall
+    err "$1" "toa was unloaded and removed: this kernel does not show applications the client's address with it" \
+        "the self-test's lines are above; report them with 'uname -r' and your distribution" \
+        "to install anyway (not recommended), run this again with --no-selftest"
 }

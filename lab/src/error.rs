@@ -1,41 +1,6 @@
-//! One opaque error type: every failure in the lab ends up as a line on the
-//! serial console, so a readable message is all a caller needs.
+//! The simulator's error type, used by the whole lab: every failure ends up
+//! as a line on the serial console, so a readable message is all a caller
+//! needs.
 
-use std::fmt;
-
-#[derive(Debug)]
-pub struct Error(String);
-
-impl Error {
-    pub fn new(msg: impl Into<String>) -> Self {
-        Error(msg.into())
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-/// Prefixes an error with what was being attempted, so a timeout deep in the
-/// TCP code still says which scenario and which step it belonged to.
-pub trait Context<T> {
-    fn context(self, what: impl fmt::Display) -> Result<T>;
-}
-
-impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
-    fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.map_err(|e| Error(format!("{what}: {e}")))
-    }
-}
-
-/// Builds an `Error` with `format!` syntax.
-macro_rules! lab_err {
-    ($($arg:tt)*) => { $crate::error::Error::new(format!($($arg)*)) };
-}
-pub(crate) use lab_err;
+pub(crate) use toa_sim::error::sim_err as lab_err;
+pub use toa_sim::error::{Context, Error, Result};

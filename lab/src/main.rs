@@ -13,17 +13,14 @@ mod malformed;
 mod oracle;
 mod origin;
 mod output;
-mod packet;
 mod rng;
 mod scenarios;
-mod sockaddr;
 mod stats;
 mod stress;
-mod system;
-mod tcp_client;
-mod toa_option;
-mod trust;
-mod tun;
+
+// The simulator itself lives in the toa-sim library (shared with `toa
+// selftest`); its modules keep their names here.
+use toa_sim::{packet, sockaddr, socket, system, tcp_client, toa_option, trust, tun};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -6,9 +6,8 @@
 //! the socket for the module-reload check.
 
 use std::io::{Read, Write};
-use std::mem::{size_of, zeroed};
 use std::net::TcpStream;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -17,6 +16,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{lab_err, Result};
 use crate::sockaddr::PeerName;
+use crate::socket::{self, Accepted, ListenerFamily};
+
+/// Callers ask the origin module for it, where it used to live.
+pub use crate::socket::getpeername;
 
 pub const REPLY: &[u8] = b"ok\n";
 /// How often listener threads look at the stop flag.
@@ -162,145 +165,13 @@ impl Origin {
     }
 }
 
-fn last_error(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
-fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) -> std::result::Result<(), String> {
-    // SAFETY: plain setsockopt with a pointer to a live int.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &value as *const i32 as *const libc::c_void,
-            size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(last_error("setsockopt"))
-    } else {
-        Ok(())
-    }
-}
-
-/// A wildcard listener: the dual-stack one must be bound to `::` to see
-/// IPv4 clients at all, and the IPv4 one follows for symmetry.
+/// The listener of `which`, on its fixed port.
 fn listen(which: Listener) -> Result<OwnedFd> {
     let family = match which {
-        Listener::V4 => libc::AF_INET,
-        Listener::V6 => libc::AF_INET6,
+        Listener::V4 => ListenerFamily::V4,
+        Listener::V6 => ListenerFamily::DualStack,
     };
-    let ctx = |what: &str| lab_err!("{}: {}", which.name(), last_error(what));
-    // SAFETY: socket() returns a new descriptor or -1.
-    let raw = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if raw < 0 {
-        return Err(ctx("socket"));
-    }
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| lab_err!("{e}"))?;
-    // SAFETY (both arms): zeroed sockaddr structs are valid; bind reads
-    // exactly the length passed.
-    let rc = match which {
-        Listener::V4 => {
-            let mut sin: libc::sockaddr_in = unsafe { zeroed() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = which.port().to_be();
-            unsafe {
-                libc::bind(
-                    raw,
-                    &sin as *const _ as *const libc::sockaddr,
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-        }
-        Listener::V6 => {
-            set_int_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)
-                .map_err(|e| lab_err!("{}: IPV6_V6ONLY=0: {e}", which.name()))?;
-            let mut sin6: libc::sockaddr_in6 = unsafe { zeroed() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = which.port().to_be();
-            unsafe {
-                libc::bind(
-                    raw,
-                    &sin6 as *const _ as *const libc::sockaddr,
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        }
-    };
-    if rc < 0 {
-        return Err(ctx("bind"));
-    }
-    // SAFETY: listen on a bound socket we own.
-    if unsafe { libc::listen(raw, 64) } < 0 {
-        return Err(ctx("listen"));
-    }
-    Ok(fd)
-}
-
-/// getpeername() into a sockaddr_storage, reporting what the kernel wrote.
-pub fn getpeername(fd: BorrowedFd<'_>) -> std::result::Result<PeerName, String> {
-    // SAFETY: zeroed storage is valid; the kernel writes at most `len` bytes.
-    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getpeername(
-            fd.as_raw_fd(),
-            &mut ss as *mut _ as *mut libc::sockaddr,
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(last_error("getpeername"));
-    }
-    Ok(PeerName::from_storage(&ss, len))
-}
-
-enum Accepted {
-    Connection(OwnedFd, PeerName),
-    Nothing,
-    Failed(String),
-}
-
-fn accept_one(listener: &OwnedFd) -> Accepted {
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    if unsafe { libc::poll(&mut pfd, 1, ACCEPT_POLL.as_millis() as i32) } <= 0 {
-        return Accepted::Nothing;
-    }
-    // SAFETY: as in getpeername(); accept4 returns a new descriptor or -1.
-    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let raw = unsafe {
-        libc::accept4(
-            listener.as_raw_fd(),
-            &mut ss as *mut _ as *mut libc::sockaddr,
-            &mut len,
-            libc::SOCK_CLOEXEC,
-        )
-    };
-    if raw < 0 {
-        let err = std::io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EINTR) => Accepted::Nothing,
-            _ => Accepted::Failed(format!("accept: {err}")),
-        };
-    }
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    Accepted::Connection(fd, PeerName::from_storage(&ss, len))
+    socket::listen(family, which.port(), which.name())
 }
 
 fn serve(
@@ -326,7 +197,7 @@ fn serve(
             };
             shared.relistened.fetch_add(1, Ordering::SeqCst);
         }
-        let report = match accept_one(&listener) {
+        let report = match socket::accept(&listener, ACCEPT_POLL) {
             Accepted::Nothing => continue,
             Accepted::Failed(e) => Report {
                 listener: which,
@@ -338,7 +209,7 @@ fn serve(
             },
             Accepted::Connection(fd, accepted) => {
                 shared.busy.fetch_add(1, Ordering::SeqCst);
-                let peername = getpeername(fd.as_fd());
+                let peername = socket::getpeername(fd.as_fd());
                 let mut stream = TcpStream::from(fd);
                 let mut request = Vec::new();
                 let io_error = exchange(&mut stream, &mut request, io_timeout).err();

@@ -52,6 +52,39 @@ fi
 /bin/toa-lab $(echo "$args" | tr ',' ' ')
 echo "TOA-LAB EXIT $?"
 
+# operator NAME WANT-EXIT WANT-TEXT COMMAND...: runs the operator's `toa`
+# command, shows what it printed, and reports PASS when it exited WANT-EXIT
+# and said WANT-TEXT.
+operator() {
+    name=$1 want=$2 text=$3
+    shift 3
+    "$@" >/tmp/operator.out 2>&1
+    got=$?
+    sed "s/^/TOA-LAB OPERATOR-OUT $name: /" /tmp/operator.out
+    if [ "$got" = "$want" ] && grep -qF -- "$text" /tmp/operator.out; then
+        echo "TOA-LAB OPERATOR $name PASS exit $got"
+    else
+        echo "TOA-LAB OPERATOR $name FAIL exit $got, expected $want and \"$text\""
+    fi
+}
+
+# After the scenarios (not stress or bench runs): the operator's command on
+# this kernel. Its self-test passes with toa.ko loaded and fails, naming the
+# checks, once the module is gone.
+if [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
+    operator status 0 "mode:    toa.ko" /bin/toa status --sample 0.2
+    operator stats-prometheus 0 "toa_syn_recv_sock_toa_total" /bin/toa stats --format prometheus
+    operator selftest-module 0 "selftest: 5 passed, 0 failed" /bin/toa selftest
+    # With trust and ports narrowed, the self-test must pick a proxy inside
+    # trusted_proxies and listen on an allowed port, and still pass.
+    echo 10.9.0.0/16,fd00:9::/64 > /sys/module/toa/parameters/trusted_proxies
+    echo 443,8000-8099 > /sys/module/toa/parameters/ports
+    operator selftest-narrowed 0 "proxy 10.9.0.1 sends TOA" /bin/toa selftest
+    rmmod toa
+    operator selftest-no-module 1 "FAIL v4-toa-on-inet" /bin/toa selftest
+    operator status-no-module 1 "no toa mode is active" /bin/toa status --sample 0.2
+fi
+
 echo "TOA-LAB DMESG-BEGIN"
 dmesg
 echo "TOA-LAB DMESG-END"

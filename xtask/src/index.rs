@@ -115,7 +115,8 @@ impl Entry {
 /// tarballs, installers and source tarball found there.
 pub fn write_index(dist_dir: &Path) -> Result<()> {
     let entries = collect(dist_dir)?;
-    let index = render(env!("CARGO_PKG_VERSION"), &entries);
+    let mut index = render(env!("CARGO_PKG_VERSION"), &entries);
+    with_programs(&mut index, &crate::operator_cli::index_lines(dist_dir)?);
     write_atomic(&dist_dir.join(INDEX), index.as_bytes())?;
     let sums = sha256sums(dist_dir)?;
     write_atomic(&dist_dir.join(SUMS), sums.as_bytes())?;
@@ -132,6 +133,19 @@ pub fn render(toa_version: &str, entries: &[Entry]) -> String {
     }
     out.push_str("]}\n");
     out
+}
+
+/// Adds the operator command's builds to a rendered index as a `programs`
+/// list after `modules`, one entry a line (installers read modules by line);
+/// without builds the index stays as it was.
+fn with_programs(index: &mut String, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    if let Some(end) = index.strip_suffix("]}\n").map(str::len) {
+        index.truncate(end);
+        index.push_str(&format!("],\"programs\":[\n{}\n]}}\n", lines.join(",\n")));
+    }
 }
 
 /// Per-distro tarballs in `dist_dir`, by name.
@@ -212,7 +226,11 @@ pub fn collect(dist_dir: &Path) -> Result<Vec<Entry>> {
 
 /// Whether `name` (a file in target/dist) is published.
 fn ships(name: &str) -> bool {
-    !name.starts_with('.') && (name.ends_with(".tar.gz") || name.ends_with(".sh") || name == INDEX)
+    !name.starts_with('.')
+        && (name.ends_with(".tar.gz")
+            || name.ends_with(".sh")
+            || name == INDEX
+            || crate::operator_cli::is_program(name))
 }
 
 /// `sha256sum` lines for every file that ships, by name.

@@ -175,6 +175,10 @@ pub struct LabImage<'a> {
     pub toa_ko: &'a Path,
     /// The static lab program; becomes `/bin/toa-lab`.
     pub lab_program: &'a Path,
+    /// The operator's static `toa` command; becomes `/bin/toa`, which /init
+    /// proves after the scenarios (status, stats, selftest with and without
+    /// the module).
+    pub operator_cli: Option<&'a Path>,
     /// Test-only modules the lab loads itself, under `/lib/modules/`.
     pub test_modules: &'a [PathBuf],
     /// `/init`; [`GUEST_INIT`] unless a caller needs another.
@@ -226,6 +230,9 @@ pub fn lab_archive(image: &LabImage) -> Result<Archive> {
         a.file_from(&format!("lib/modules/{name}"), 0o644, module)?;
     }
     a.file_from("bin/toa-lab", 0o755, image.lab_program)?;
+    if let Some(toa) = image.operator_cli {
+        a.file_from("bin/toa", 0o755, toa)?;
+    }
     Ok(a)
 }
 
@@ -370,12 +377,14 @@ mod tests {
         let tun = write("tun.ko", "tun");
         let toa = write("toa.ko", "toa");
         let lab = write("toa-lab", "lab");
+        let operator = write("toa", "toa");
         let preload = [tun];
         let image = LabImage {
             busybox: &busybox,
             preload: &preload,
             toa_ko: &toa,
             lab_program: &lab,
+            operator_cli: Some(&operator),
             test_modules: &[],
             init: GUEST_INIT,
         };
@@ -387,6 +396,7 @@ mod tests {
             "bin/insmod",
             "bin/rmmod",
             "bin/toa-lab",
+            "bin/toa",
             "lib/modules/tun.ko",
             "lib/modules/toa.ko",
             "lib/modules/preload",

@@ -10,13 +10,19 @@ pub const PROFILE: &str = "lab";
 
 /// Build the `toa-lab` package and return its static binary.
 pub fn build_lab_program() -> Result<PathBuf> {
+    build_static("toa-lab")
+}
+
+/// Build `package` (whose binary has the same name) static for [`TARGET`]
+/// with the lab profile and return the binary.
+pub fn build_static(package: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = crate::cache::target_dir();
     duct::cmd!(
         &cargo,
         "build",
         "--package",
-        "toa-lab",
+        package,
         "--profile",
         PROFILE,
         "--target",
@@ -27,9 +33,9 @@ pub fn build_lab_program() -> Result<PathBuf> {
     .dir(crate::cache::project_root())
     .run()
     .with_context(|| {
-        format!("cargo build --package toa-lab --profile {PROFILE} --target {TARGET} failed")
+        format!("cargo build --package {package} --profile {PROFILE} --target {TARGET} failed")
     })?;
-    let binary = target_dir.join(TARGET).join(PROFILE).join("toa-lab");
+    let binary = target_dir.join(TARGET).join(PROFILE).join(package);
     check_static(&binary)?;
     Ok(binary)
 }

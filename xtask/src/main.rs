@@ -24,6 +24,7 @@ mod lab_kmod;
 mod lab_programs;
 mod merge;
 mod modcheck;
+mod operator_cli;
 mod package;
 mod plan;
 mod preflight;

@@ -26,8 +26,10 @@ pub fn run(_args: Args) -> Result<()> {
     let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let dist = cache::dist_dir();
     let tarball = write_source_tarball(&dist, &objects)?;
+    let programs = crate::operator_cli::build_into(&dist)?;
     index::write_index(&dist)?;
     println!("{}", tarball.display());
+    programs.iter().for_each(|p| println!("{}", p.display()));
     Ok(())
 }
 

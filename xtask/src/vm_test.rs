@@ -203,6 +203,9 @@ pub struct Parsed {
     pub insmod_ok: Vec<String>,
     pub insmod_failed: Vec<String>,
     pub results: Vec<ScenarioResult>,
+    /// `TOA-LAB OPERATOR name PASS|FAIL detail`: the operator's `toa`
+    /// command proven after the scenarios (see guest_init.sh).
+    pub operator: Vec<ScenarioResult>,
     /// The rest of the `TOA-LAB STATS` line(s).
     pub stats: Vec<String>,
     /// `(pass, fail)` of the DONE line.
@@ -257,7 +260,7 @@ pub fn parse_console(console: &str) -> Parsed {
                 _ if args == "FAIL" => p.insmod_failed.push(String::new()),
                 _ => {}
             },
-            "RESULT" => {
+            "RESULT" | "OPERATOR" => {
                 let mut parts = args.splitn(3, ' ');
                 let name = parts.next().unwrap_or_default().to_string();
                 let status = parts.next().unwrap_or_default();
@@ -268,7 +271,12 @@ pub fn parse_console(console: &str) -> Parsed {
                         .trim_end()
                         .to_string();
                 }
-                p.results.push(ScenarioResult {
+                let list = if word == "RESULT" {
+                    &mut p.results
+                } else {
+                    &mut p.operator
+                };
+                list.push(ScenarioResult {
                     name,
                     passed,
                     detail,
@@ -379,6 +387,12 @@ pub fn problems(p: &Parsed, expected_release: &str) -> Vec<String> {
     for r in p.results.iter().filter(|r| !r.passed) {
         out.push(format!("scenario {} failed: {}", r.name, r.detail));
     }
+    for r in p.operator.iter().filter(|r| !r.passed) {
+        out.push(format!(
+            "operator command check {} failed: {}",
+            r.name, r.detail
+        ));
+    }
     let passed = p.results.iter().filter(|r| r.passed).count() as u32;
     let failed = p.results.len() as u32 - passed;
     match p.done {
@@ -480,6 +494,10 @@ impl LabReport {
         for (name, result, detail) in &rows {
             println!("{name:width$}  {result:6}  {detail}");
         }
+        for r in &self.parsed.operator {
+            let result = if r.passed { "PASS" } else { "FAIL" };
+            println!("toa command: {} {result} {}", r.name, r.detail);
+        }
         for stats in &self.parsed.stats {
             println!("stats: {stats}");
         }
@@ -543,6 +561,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let files = crate::deb::kernel_files(&kernel, &["tun"])?;
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
     let lab_program = crate::lab_programs::build_lab_program()?;
+    let operator_cli = crate::operator_cli::build_for_lab()?;
     let kernel_listener = crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
         .context("building the lab's in-kernel listener module")?;
     eprintln!(
@@ -564,6 +583,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
             preload: &files.modules,
             toa_ko: module_ko,
             lab_program: &lab_program,
+            operator_cli: Some(&operator_cli),
             test_modules: std::slice::from_ref(&kernel_listener),
             init: crate::initramfs::GUEST_INIT,
         },
@@ -633,6 +653,26 @@ mod tests {
     const NO_DONE: &str = include_str!("../tests/fixtures/console/no-done.log");
     const PANIC: &str = include_str!("../tests/fixtures/console/panic.log");
     const RELEASE: &str = "6.1.0-50-amd64";
+
+    #[test]
+    fn operator_command_lines_are_their_own_list() {
+        let console = format!(
+            "{GOOD}TOA-LAB OPERATOR-OUT selftest-module: PASS v4-toa-on-inet: ...\n\
+             TOA-LAB OPERATOR selftest-module PASS exit 0\n\
+             TOA-LAB OPERATOR selftest-no-module FAIL exit 0, expected 1 and \"FAIL v4\"\n"
+        );
+        let p = parse_console(&console);
+        assert_eq!(p.results.len(), 3, "scenario results are unchanged");
+        assert_eq!(p.operator.len(), 2);
+        assert!(p.operator[0].passed);
+        let problems = problems(&p, RELEASE);
+        assert!(
+            problems
+                .iter()
+                .any(|m| m.starts_with("operator command check selftest-no-module failed")),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn good_run_has_no_problems() {

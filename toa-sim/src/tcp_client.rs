@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::error::{lab_err, Result};
+use crate::error::{sim_err, Result};
 use crate::packet::{self, flags, Received, Segment};
 use crate::toa_option::Toa;
 use crate::tun::Link;
@@ -190,7 +190,7 @@ impl<'t> TcpClient<'t> {
             (c.received.contains(&b'\n') && c.all_acked()) || c.peer_fin
         })?;
         if !self.received.contains(&b'\n') {
-            return Err(lab_err!(
+            return Err(sim_err!(
                 "{}: origin closed after sending {:?} without a full reply line",
                 self.label,
                 String::from_utf8_lossy(&self.received)
@@ -261,7 +261,7 @@ impl<'t> TcpClient<'t> {
         let deadline = Instant::now() + self.step_timeout;
         loop {
             if self.reset {
-                return Err(lab_err!(
+                return Err(sim_err!(
                     "{}: connection reset by the origin while {step}",
                     self.label
                 ));
@@ -279,7 +279,7 @@ impl<'t> TcpClient<'t> {
                 if bad > 0 {
                     msg.push_str(&format!(" ({bad} packets with bad checksums were dropped)"));
                 }
-                return Err(lab_err!("{msg}"));
+                return Err(sim_err!("{msg}"));
             }
             let mut wake = deadline;
             if let Some(f) = &mut self.in_flight {

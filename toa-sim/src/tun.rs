@@ -14,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::{lab_err, Context, Result};
+use crate::error::{sim_err, Context, Result};
 use crate::packet::{self, Received, Skip};
 use crate::system;
 
@@ -82,14 +82,14 @@ impl Tun {
             _pad: [0; 22],
         };
         if name.len() >= libc::IFNAMSIZ {
-            return Err(lab_err!("interface name {name:?} is too long"));
+            return Err(sim_err!("interface name {name:?} is too long"));
         }
         req.name[..name.len()].copy_from_slice(name.as_bytes());
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which
         // `IfReqFlags` matches in size and layout for the fields used.
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
         if rc < 0 {
-            return Err(lab_err!(
+            return Err(sim_err!(
                 "TUNSETIFF {name}: {}",
                 std::io::Error::last_os_error()
             ));
@@ -137,7 +137,7 @@ impl Tun {
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(lab_err!("poll on {}: {err}", self.name));
+                return Err(sim_err!("poll on {}: {err}", self.name));
             }
         }
     }
@@ -147,7 +147,7 @@ impl Link for Tun {
     fn send(&self, packet: &[u8]) -> Result<()> {
         if self.trace {
             if let Ok(seg) = packet::parse(packet) {
-                eprintln!("toa-lab trace > {seg}");
+                eprintln!("{} trace > {seg}", program_name());
             }
         }
         // One write is one packet on a TUN; a short write cannot happen.
@@ -182,8 +182,10 @@ impl Link for Tun {
             let parsed = packet::parse(&buf[..n]);
             if self.trace {
                 match &parsed {
-                    Ok(seg) => eprintln!("toa-lab trace < {seg}"),
-                    Err(skip) => eprintln!("toa-lab trace < {n} bytes skipped: {skip:?}"),
+                    Ok(seg) => eprintln!("{} trace < {seg}", program_name()),
+                    Err(skip) => {
+                        eprintln!("{} trace < {n} bytes skipped: {skip:?}", program_name())
+                    }
                 }
             }
             match parsed {
@@ -210,6 +212,16 @@ impl Link for Tun {
     }
 }
 
+/// The running program's name (`toa-lab`, `toa`), prefixed to trace lines.
+fn program_name() -> String {
+    std::env::args()
+        .next()
+        .as_deref()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "toa-sim".into())
+}
+
 /// A minimal initramfs has no udev, so the character device may be missing.
 fn ensure_tun_node() -> Result<()> {
     let node = Path::new(TUN_NODE);
@@ -227,7 +239,7 @@ fn ensure_tun_node() -> Result<()> {
         )
     };
     if rc < 0 {
-        return Err(lab_err!(
+        return Err(sim_err!(
             "mknod {TUN_NODE} c {TUN_MAJOR} {TUN_MINOR}: {}",
             std::io::Error::last_os_error()
         ));
@@ -241,7 +253,7 @@ fn wait_v6_usable(dev: &str, addr: &str, limit: Duration) -> Result<()> {
     const IFA_F_TENTATIVE: u32 = 0x40;
     let want: std::net::Ipv6Addr = addr
         .parse()
-        .map_err(|_| lab_err!("{addr:?} is not an IPv6 address"))?;
+        .map_err(|_| sim_err!("{addr:?} is not an IPv6 address"))?;
     let want_hex: String = want.octets().iter().map(|b| format!("{b:02x}")).collect();
     let deadline = Instant::now() + limit;
     let mut last_state = "absent".to_string();
@@ -259,7 +271,7 @@ fn wait_v6_usable(dev: &str, addr: &str, limit: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(lab_err!(
+    Err(sim_err!(
         "{addr} on {dev} is still {last_state} after {limit:?}"
     ))
 }

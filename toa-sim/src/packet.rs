@@ -1,16 +1,20 @@
 //! Building and parsing the IPv4/IPv6 + TCP packets that cross the TUN device.
 //!
-//! Only what the proxy simulator needs: no IP options, no extension headers,
-//! no fragments. Incoming packets the kernel sends (MLD, router
-//! solicitations, ...) parse to `None` and are ignored by the caller.
+//! Headers and checksums are etherparse's; this module keeps what the
+//! simulator decides: raw TCP option bytes (so any TOA, valid or not, can be
+//! sent), IPv4 identification and DF, and which packets it ignores. Only
+//! what the proxy simulator needs: no IP options, no extension headers, no
+//! fragments. Incoming packets the kernel sends (MLD, router solicitations,
+//! ...) parse to a [`Skip`] and are ignored by the caller.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use etherparse::{
+    IpNumber, Ipv4Header, Ipv4HeaderSlice, Ipv6Header, Ipv6HeaderSlice, TcpHeader, TcpHeaderSlice,
+};
+
 pub const IPPROTO_TCP: u8 = 6;
 
-const IPV4_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: usize = 40;
-const TCP_HEADER_LEN: usize = 20;
 const TTL: u8 = 64;
 
 /// TCP header flag bits (byte 13).
@@ -20,19 +24,6 @@ pub mod flags {
     pub const RST: u8 = 0x04;
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
-}
-
-/// Byte offsets inside the TCP header.
-mod field {
-    use std::ops::Range;
-    pub const SRC_PORT: Range<usize> = 0..2;
-    pub const DST_PORT: Range<usize> = 2..4;
-    pub const SEQ: Range<usize> = 4..8;
-    pub const ACK: Range<usize> = 8..12;
-    pub const DATA_OFFSET: usize = 12;
-    pub const FLAGS: usize = 13;
-    pub const WINDOW: Range<usize> = 14..16;
-    pub const CHECKSUM: Range<usize> = 16..18;
 }
 
 /// Option kinds used when we build a SYN.
@@ -113,54 +104,6 @@ impl std::fmt::Display for Received {
     }
 }
 
-/// One's-complement sum of 16-bit big-endian words, not yet folded.
-fn sum_words(data: &[u8], mut acc: u32) -> u32 {
-    let (pairs, last) = data.as_chunks::<2>();
-    for pair in pairs {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes(*pair)));
-    }
-    if let [last] = last {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// RFC 1071 Internet checksum of `data` (the checksum field must be zero,
-/// or included when verifying, in which case a valid packet gives 0).
-pub fn internet_checksum(data: &[u8]) -> u16 {
-    !fold(sum_words(data, 0))
-}
-
-fn pseudo_header_sum(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u32 {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let acc = sum_words(&s.octets(), 0);
-            let acc = sum_words(&d.octets(), acc);
-            acc + u32::from(IPPROTO_TCP) + tcp_len as u32
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let acc = sum_words(&s.octets(), 0);
-            let acc = sum_words(&d.octets(), acc);
-            // Upper-layer length is 32 bits in the IPv6 pseudo header.
-            let acc = sum_words(&(tcp_len as u32).to_be_bytes(), acc);
-            acc + u32::from(IPPROTO_TCP)
-        }
-        _ => panic!("pseudo header for mixed address families"),
-    }
-}
-
-/// Checksum of a TCP segment (header + payload) including the pseudo header.
-pub fn tcp_checksum(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> u16 {
-    !fold(sum_words(tcp, pseudo_header_sum(src, dst, tcp.len())))
-}
-
 /// Pads an options area with NOPs so the data offset stays a whole number of
 /// 32-bit words.
 pub fn pad_options(options: &[u8]) -> Vec<u8> {
@@ -178,62 +121,59 @@ pub fn mss_option(mss: u16) -> [u8; 4] {
     [OPT_MSS, 4, hi, lo]
 }
 
+/// The TCP header of `seg`, options set, checksum not yet computed.
+fn tcp_header(seg: &Segment<'_>) -> TcpHeader {
+    let mut tcp = TcpHeader::new(seg.src.port(), seg.dst.port(), seg.seq, seg.window);
+    tcp.acknowledgment_number = seg.ack;
+    tcp.fin = seg.flags & flags::FIN != 0;
+    tcp.syn = seg.flags & flags::SYN != 0;
+    tcp.rst = seg.flags & flags::RST != 0;
+    tcp.psh = seg.flags & flags::PSH != 0;
+    tcp.ack = seg.flags & flags::ACK != 0;
+    tcp.set_options_raw(&pad_options(seg.options))
+        .expect("TCP options longer than 40 bytes");
+    tcp
+}
+
 /// Builds a full IP packet. `ip_id` only matters for IPv4.
 ///
 /// Panics if `src` and `dst` differ in family or the options exceed the 40
-/// bytes a TCP header can hold: both are programming errors in the lab.
+/// bytes a TCP header can hold: both are programming errors of the caller.
 pub fn build(seg: &Segment<'_>, ip_id: u16) -> Vec<u8> {
-    let options = pad_options(seg.options);
-    assert!(options.len() <= 40, "TCP options longer than 40 bytes");
-    let tcp_len = TCP_HEADER_LEN + options.len() + seg.payload.len();
-
-    let mut tcp = vec![0u8; TCP_HEADER_LEN];
-    tcp[field::SRC_PORT].copy_from_slice(&seg.src.port().to_be_bytes());
-    tcp[field::DST_PORT].copy_from_slice(&seg.dst.port().to_be_bytes());
-    tcp[field::SEQ].copy_from_slice(&seg.seq.to_be_bytes());
-    tcp[field::ACK].copy_from_slice(&seg.ack.to_be_bytes());
-    tcp[field::DATA_OFFSET] = (((TCP_HEADER_LEN + options.len()) / 4) as u8) << 4;
-    tcp[field::FLAGS] = seg.flags;
-    tcp[field::WINDOW].copy_from_slice(&seg.window.to_be_bytes());
-    tcp.extend_from_slice(&options);
-    tcp.extend_from_slice(seg.payload);
-    let csum = tcp_checksum(seg.src.ip(), seg.dst.ip(), &tcp);
-    tcp[field::CHECKSUM].copy_from_slice(&csum.to_be_bytes());
-
-    let mut packet = match (seg.src.ip(), seg.dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => ipv4_header(s, d, tcp_len, ip_id),
-        (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_header(s, d, tcp_len),
+    let mut tcp = tcp_header(seg);
+    let tcp_len = tcp.header_len() + seg.payload.len();
+    // A segment on a 1500-byte TUN: every length below fits its field.
+    let too_big = "a TCP segment larger than an IP packet";
+    let mut packet = Vec::with_capacity(40 + tcp_len);
+    match (seg.src.ip(), seg.dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut ip =
+                Ipv4Header::new(tcp_len as u16, TTL, IpNumber::TCP, s.octets(), d.octets())
+                    .expect(too_big);
+            ip.identification = ip_id;
+            // DF: the kernel would otherwise be free to expect fragments.
+            ip.dont_fragment = true;
+            ip.header_checksum = ip.calc_header_checksum();
+            tcp.checksum = tcp.calc_checksum_ipv4(&ip, seg.payload).expect(too_big);
+            packet.extend_from_slice(&ip.to_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let ip = Ipv6Header {
+                payload_length: tcp_len as u16,
+                next_header: IpNumber::TCP,
+                hop_limit: TTL,
+                source: s.octets(),
+                destination: d.octets(),
+                ..Ipv6Header::default()
+            };
+            tcp.checksum = tcp.calc_checksum_ipv6(&ip, seg.payload).expect(too_big);
+            packet.extend_from_slice(&ip.to_bytes());
+        }
         _ => panic!("segment {} -> {} mixes address families", seg.src, seg.dst),
-    };
-    packet.extend_from_slice(&tcp);
+    }
+    packet.extend_from_slice(&tcp.to_bytes());
+    packet.extend_from_slice(seg.payload);
     packet
-}
-
-fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, id: u16) -> Vec<u8> {
-    let total = (IPV4_HEADER_LEN + payload_len) as u16;
-    let mut h = vec![0u8; IPV4_HEADER_LEN];
-    h[0] = 0x45; // version 4, IHL 5
-    h[2..4].copy_from_slice(&total.to_be_bytes());
-    h[4..6].copy_from_slice(&id.to_be_bytes());
-    h[6] = 0x40; // DF: the kernel would otherwise be free to expect fragments
-    h[8] = TTL;
-    h[9] = IPPROTO_TCP;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let csum = internet_checksum(&h);
-    h[10..12].copy_from_slice(&csum.to_be_bytes());
-    h
-}
-
-fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize) -> Vec<u8> {
-    let mut h = vec![0u8; IPV6_HEADER_LEN];
-    h[0] = 0x60;
-    h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
-    h[6] = IPPROTO_TCP;
-    h[7] = TTL;
-    h[8..24].copy_from_slice(&src.octets());
-    h[24..40].copy_from_slice(&dst.octets());
-    h
 }
 
 /// Why a packet read from the TUN was not handed to a connection.
@@ -251,83 +191,79 @@ pub enum Skip {
 /// packet was not one the kernel meant for us.
 pub fn parse(packet: &[u8]) -> Result<Received, Skip> {
     let version = packet.first().ok_or(Skip::Truncated)? >> 4;
-    let (src, dst, tcp) = match version {
+    let (src, dst, segment) = match version {
         4 => parse_ipv4(packet)?,
         6 => parse_ipv6(packet)?,
         _ => return Err(Skip::NotTcp),
     };
-    if tcp.len() < TCP_HEADER_LEN {
-        return Err(Skip::Truncated);
-    }
-    let data_offset = usize::from(tcp[field::DATA_OFFSET] >> 4) * 4;
-    if data_offset < TCP_HEADER_LEN || data_offset > tcp.len() {
-        return Err(Skip::Truncated);
-    }
-    if tcp_checksum(src, dst, tcp) != 0 {
+    // Too short for a header, or a data offset below 5 or past the end.
+    let tcp = TcpHeaderSlice::from_slice(segment).map_err(|_| Skip::Truncated)?;
+    let payload = &segment[tcp.slice().len()..];
+    let checksum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            tcp.calc_checksum_ipv4_raw(s.octets(), d.octets(), payload)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            tcp.calc_checksum_ipv6_raw(s.octets(), d.octets(), payload)
+        }
+        _ => unreachable!("one IP header has one family"),
+    };
+    if checksum.map_err(|_| Skip::Truncated)? != tcp.checksum() {
         return Err(Skip::BadChecksum);
     }
-    let be16 = |r: std::ops::Range<usize>| u16::from_be_bytes([tcp[r.start], tcp[r.start + 1]]);
-    let be32 = |r: std::ops::Range<usize>| {
-        u32::from_be_bytes([
-            tcp[r.start],
-            tcp[r.start + 1],
-            tcp[r.start + 2],
-            tcp[r.start + 3],
-        ])
-    };
+    let flag_bits = [
+        (tcp.fin(), flags::FIN),
+        (tcp.syn(), flags::SYN),
+        (tcp.rst(), flags::RST),
+        (tcp.psh(), flags::PSH),
+        (tcp.ack(), flags::ACK),
+        (tcp.urg(), 0x20),
+        (tcp.ece(), 0x40),
+        (tcp.cwr(), 0x80),
+    ];
     Ok(Received {
-        src: SocketAddr::new(src, be16(field::SRC_PORT)),
-        dst: SocketAddr::new(dst, be16(field::DST_PORT)),
-        seq: be32(field::SEQ),
-        ack: be32(field::ACK),
-        flags: tcp[field::FLAGS],
-        window: be16(field::WINDOW),
-        options: tcp[TCP_HEADER_LEN..data_offset].to_vec(),
-        payload: tcp[data_offset..].to_vec(),
+        src: SocketAddr::new(src, tcp.source_port()),
+        dst: SocketAddr::new(dst, tcp.destination_port()),
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        flags: flag_bits
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0, |f, (_, bit)| f | bit),
+        window: tcp.window_size(),
+        options: tcp.options().to_vec(),
+        payload: payload.to_vec(),
     })
 }
 
 fn parse_ipv4(p: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), Skip> {
-    if p.len() < IPV4_HEADER_LEN {
+    let ip = Ipv4HeaderSlice::from_slice(p).map_err(|_| Skip::Truncated)?;
+    let (header_len, total) = (ip.slice().len(), usize::from(ip.total_len()));
+    if total < header_len || total > p.len() {
         return Err(Skip::Truncated);
     }
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    if ihl < IPV4_HEADER_LEN || total < ihl || total > p.len() {
-        return Err(Skip::Truncated);
-    }
-    let more_fragments = p[6] & 0x20 != 0;
-    let frag_offset = u16::from_be_bytes([p[6] & 0x1f, p[7]]);
-    if p[9] != IPPROTO_TCP || more_fragments || frag_offset != 0 {
+    let fragment = ip.more_fragments() || ip.fragments_offset().value() != 0;
+    if ip.protocol() != IpNumber::TCP || fragment {
         return Err(Skip::NotTcp);
     }
-    if internet_checksum(&p[..ihl]) != 0 {
+    if ip.to_header().calc_header_checksum() != ip.header_checksum() {
         return Err(Skip::BadChecksum);
     }
-    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-    Ok((src.into(), dst.into(), &p[ihl..total]))
+    let (src, dst): (Ipv4Addr, Ipv4Addr) = (ip.source_addr(), ip.destination_addr());
+    Ok((src.into(), dst.into(), &p[header_len..total]))
 }
 
 fn parse_ipv6(p: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), Skip> {
-    if p.len() < IPV6_HEADER_LEN {
+    let ip = Ipv6HeaderSlice::from_slice(p).map_err(|_| Skip::Truncated)?;
+    let end = Ipv6Header::LEN + usize::from(ip.payload_length());
+    if end > p.len() {
         return Err(Skip::Truncated);
     }
-    let payload_len = usize::from(u16::from_be_bytes([p[4], p[5]]));
-    if IPV6_HEADER_LEN + payload_len > p.len() {
-        return Err(Skip::Truncated);
-    }
-    if p[6] != IPPROTO_TCP {
+    if ip.next_header() != IpNumber::TCP {
         return Err(Skip::NotTcp);
     }
-    let octets = |at: usize| -> [u8; 16] { p[at..at + 16].try_into().expect("16-byte slice") };
-    let src = Ipv6Addr::from(octets(8));
-    let dst = Ipv6Addr::from(octets(24));
-    Ok((
-        src.into(),
-        dst.into(),
-        &p[IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len],
-    ))
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = (ip.source_addr(), ip.destination_addr());
+    Ok((src.into(), dst.into(), &p[Ipv6Header::LEN..end]))
 }
 
 #[cfg(test)]
@@ -348,43 +284,43 @@ mod tests {
     }
 
     #[test]
-    fn test_checksum_rfc1071_example() {
-        // The worked example of RFC 1071 section 3: sum 0xddf2, checksum !0xddf2.
-        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(internet_checksum(&data), !0xddf2);
-    }
-
-    #[test]
-    fn test_checksum_odd_length() {
-        // An odd trailing byte is padded with a zero on the right.
-        assert_eq!(internet_checksum(&[0x12]), !0x1200);
-        assert_eq!(internet_checksum(&[0x12, 0x00]), !0x1200);
-    }
-
-    #[test]
     fn test_ipv4_header_checksum_known_packet() {
-        // A classic example header (Wikipedia "IPv4 header checksum").
+        // A classic example header (Wikipedia "IPv4 header checksum"): the
+        // checksum etherparse computes is the published one.
         let header = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
-        assert_eq!(internet_checksum(&header), 0xb861);
+        let ip = Ipv4HeaderSlice::from_slice(&header).unwrap();
+        assert_eq!(ip.to_header().calc_header_checksum(), 0xb861);
     }
 
     #[test]
     fn test_tcp_checksum_known_segment() {
         // SYN 10.0.0.2:40000 -> 10.0.0.1:8080 seq 1, MSS 1460; checksum
         // computed independently (python: sum of pseudo header + segment).
-        let mut tcp = [
-            0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0,
-            0x02, 0x04, 0x05, 0xb4,
-        ];
-        let src: IpAddr = "10.0.0.2".parse().unwrap();
-        let dst: IpAddr = "10.0.0.1".parse().unwrap();
-        let csum = tcp_checksum(src, dst, &tcp);
-        assert_eq!(csum, 0xc852);
-        tcp[16..18].copy_from_slice(&csum.to_be_bytes());
-        assert_eq!(tcp_checksum(src, dst, &tcp), 0);
+        let mss = mss_option(1460);
+        let mut s = seg("10.0.0.2:40000", "10.0.0.1:8080", &mss, b"");
+        (s.seq, s.ack, s.flags, s.window) = (1, 0, flags::SYN, 65535);
+        let packet = build(&s, 0);
+        assert_eq!(&packet[20 + 16..20 + 18], &[0xc8, 0x52]);
+        assert_eq!(
+            &packet[20..],
+            [
+                0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0xc8, 0x52,
+                0, 0, 0x02, 0x04, 0x05, 0xb4,
+            ],
+            "byte for byte the segment the hand-written builder produced"
+        );
+    }
+
+    #[test]
+    fn test_odd_length_payload_checksums_verify() {
+        // An odd trailing byte is padded with a zero for the checksum.
+        let s = seg("[fd00::2]:1", "[fd00::1]:2", &[], b"odd");
+        assert_eq!(parse(&build(&s, 0)).unwrap().payload, b"odd");
+        let s = seg("10.0.0.2:1", "10.0.0.1:2", &[], b"odd");
+        assert_eq!(parse(&build(&s, 0)).unwrap().payload, b"odd");
     }
 
     #[test]
@@ -402,7 +338,7 @@ mod tests {
         let packet = build(&s, 7);
         assert_eq!(packet.len(), 20 + 20 + 8 + 6);
         assert_eq!(packet[0], 0x45);
-        assert_eq!(internet_checksum(&packet[..20]), 0, "IPv4 header checksum");
+        assert_eq!(&packet[4..8], &[0, 7, 0x40, 0], "id 7, DF");
         assert_eq!(
             packet[20 + 12] >> 4,
             7,

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::error::{lab_err, Result};
+use crate::error::{sim_err, Result};
 
 /// LVS/FULLNAT, dpvs, Huawei; used for both the IPv4 and IPv6 layouts.
 pub const KIND_TOA: u8 = 254;
@@ -30,7 +30,9 @@ impl Toa {
         Toa { kind, client }
     }
 
-    /// Length byte implied by the client address family.
+    /// Length byte implied by the client address family (an option is
+    /// never empty, so there is no `is_empty`).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         match self.client.ip() {
             IpAddr::V4(_) => LEN_V4,
@@ -73,7 +75,7 @@ impl fmt::Display for Toa {
 /// unusual kinds can be produced on purpose.
 pub fn parse_kind(text: &str) -> Result<u8> {
     text.parse::<u8>()
-        .map_err(|_| lab_err!("option kind {text:?} is not a number 0-255"))
+        .map_err(|_| sim_err!("option kind {text:?} is not a number 0-255"))
 }
 
 /// Lower-case hex, space separated, as fixtures in other tests are written.

@@ -1,4 +1,4 @@
-//! Running the few system tools the lab needs (`ip`, `rmmod`, `insmod`) and
+//! Running the few system tools the simulator and the lab need (`ip`, `rmmod`, `insmod`) and
 //! writing sysctls.
 //!
 //! A guest's init often starts us with no PATH at all, and musl's fallback
@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::{lab_err, Context, Result};
+use crate::error::{sim_err, Context, Result};
 
 const FALLBACK_DIRS: &[&str] = &["/sbin", "/usr/sbin", "/bin", "/usr/bin"];
 
@@ -22,7 +22,7 @@ pub fn find_program(name: &str) -> Result<PathBuf> {
         .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| lab_err!("`{name}` not found in PATH or {}", FALLBACK_DIRS.join(":")))
+        .ok_or_else(|| sim_err!("`{name}` not found in PATH or {}", FALLBACK_DIRS.join(":")))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -48,7 +48,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<()> {
     if said.is_empty() {
         said = String::from_utf8_lossy(&out.stdout).trim().to_string();
     }
-    Err(lab_err!("{shown} failed ({}): {said}", out.status))
+    Err(sim_err!("{shown} failed ({}): {said}", out.status))
 }
 
 pub fn write_sysctl(path: &str, value: &str) -> Result<()> {

@@ -1,0 +1,195 @@
+//! The module's counters: reading /proc/net/toa_stats with a message an
+//! operator can act on, what each counter means, and rates between samples.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use toa_sim::toa_stats::{self, Snapshot};
+
+use crate::host::Host;
+
+pub const PROC_PATH: &str = toa_stats::PROC_PATH;
+
+/// Rows that are a level, not a count: they go down as well as up.
+const GAUGES: &[&str] = &["records_live"];
+
+/// What each counter counts, as the README's table says it; also the HELP
+/// text of the Prometheus output.
+const MEANINGS: &[(&str, &str)] = &[
+    ("syn_recv_sock_toa", "Handshakes whose completing packet carried a TOA (a record was made)."),
+    ("syn_recv_sock_no_toa", "Handshakes without a TOA that was honoured."),
+    ("getname_toa_ok", "accept()/getpeername() answers rewritten to the client."),
+    ("getname_toa_mismatch", "Answers left alone: a record existed but the kernel's answer was not the proxy it was made for."),
+    ("getname_toa_empty", "Connections accepted without a record."),
+    ("ip6_address_alloc", "Records holding an IPv6 client created."),
+    ("ip6_address_free", "Records holding an IPv6 client released; equals ip6_address_alloc once those connections closed."),
+    ("options_malformed", "Option areas that could not be walked: no TOA taken, connection unaffected."),
+    ("syn_recv_sock_untrusted", "TOA from a source outside trusted_proxies: ignored."),
+    ("record_alloc_failed", "No memory or max_records reached: the kernel's answer stood."),
+    ("sockopt_lookup", "dpvs-style getsockopt lookups answered."),
+    ("syn_recv_sock_other_port", "TOA to a listener outside ports: ignored."),
+    ("getname_kernel_socket", "A record on a socket that belongs to no process: the kernel's answer."),
+    ("getname_toa_unfit", "IPv6 client on an AF_INET socket asked by kernel code with a short buffer: the kernel's answer."),
+    ("listen_armed", "Listeners taken over at listen()."),
+    ("listen_kernel_socket", "Kernel listeners left alone."),
+    ("listen_foreign_table", "Listeners whose tables another module had replaced: left alone, no client addresses on them."),
+    ("kretprobe_missed", "Runs of the listener-arming probe the kernel skipped; 0 by construction."),
+    ("records_live", "Records in memory now (a gauge): 0 once every TOA connection has closed."),
+];
+
+pub fn meaning(name: &str) -> String {
+    MEANINGS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or_else(|| format!("toa.ko counter {name}."), |(_, m)| m.to_string())
+}
+
+pub fn is_gauge(name: &str) -> bool {
+    GAUGES.contains(&name)
+}
+
+/// One reading of the counters and when it was taken.
+pub struct Sample {
+    pub snapshot: Snapshot,
+    pub at: Instant,
+}
+
+/// Reads the counters; a missing file means the module is not loaded, which
+/// is said in so many words.
+pub fn read(host: &Host) -> Result<Sample> {
+    let path = host.path(PROC_PATH);
+    if !path.exists() {
+        bail!(
+            "{PROC_PATH} does not exist: toa.ko is not loaded, so there are no counters \
+             (install it with install_toa.sh or compile_install_toa.sh; `toa status` says more)"
+        );
+    }
+    let snapshot = toa_stats::read_from(&path)?;
+    Ok(Sample {
+        snapshot,
+        at: Instant::now(),
+    })
+}
+
+/// A counter's total now and, given an earlier sample, its change per second.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub name: String,
+    pub gauge: bool,
+    pub total: u64,
+    pub per_second: Option<f64>,
+}
+
+/// Rows in file order; rates only when `earlier` is given and some time
+/// passed (a counter that went down, e.g. after a reload, has no rate).
+pub fn rows(now: &Sample, earlier: Option<&Sample>) -> Vec<Row> {
+    let secs = earlier
+        .map(|e| now.at.saturating_duration_since(e.at))
+        .filter(|d| *d > Duration::ZERO)
+        .map(|d| d.as_secs_f64());
+    now.snapshot
+        .counters
+        .iter()
+        .map(|c| {
+            let per_second = match (earlier, secs) {
+                (Some(e), Some(secs)) => e
+                    .snapshot
+                    .get(&c.name)
+                    .filter(|before| *before <= c.sum)
+                    .map(|before| (c.sum - before) as f64 / secs),
+                _ => None,
+            };
+            Row {
+                name: c.name.clone(),
+                gauge: is_gauge(&c.name),
+                total: c.sum,
+                per_second,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub mod fixtures {
+    /// /proc/net/toa_stats as the module prints it on a 2-CPU machine.
+    pub const TWO_CPUS: &str = "                          CPU0 CPU1
+syn_recv_sock_toa        : 3 4
+syn_recv_sock_no_toa     : 0 10
+getname_toa_ok           : 6 8
+getname_toa_mismatch     : 0 0
+getname_toa_empty        : 1 1
+ip6_address_alloc        : 2 0
+ip6_address_free         : 1 1
+options_malformed        : 0 0
+syn_recv_sock_untrusted  : 0 0
+record_alloc_failed      : 0 0
+sockopt_lookup           : 0 0
+syn_recv_sock_other_port : 0 0
+getname_kernel_socket    : 0 0
+getname_toa_unfit        : 0 0
+listen_armed             : 2 0
+listen_kernel_socket     : 0 0
+listen_foreign_table     : 0 0
+kretprobe_missed         : 0
+records_live             : 0
+";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, at: Instant) -> Sample {
+        Sample {
+            snapshot: toa_stats::parse(text).unwrap(),
+            at,
+        }
+    }
+
+    #[test]
+    fn totals_sum_the_cpus_and_keep_file_order() {
+        let now = sample(fixtures::TWO_CPUS, Instant::now());
+        let rows = rows(&now, None);
+        assert_eq!(rows.len(), 19);
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].total),
+            ("syn_recv_sock_toa", 7)
+        );
+        assert_eq!(rows[0].per_second, None);
+        let live = rows.iter().find(|r| r.name == "records_live").unwrap();
+        assert!(live.gauge);
+        assert!(!rows[0].gauge);
+    }
+
+    #[test]
+    fn rates_are_per_second_and_absent_for_counters_that_went_down() {
+        let t0 = Instant::now();
+        let before = sample("CPU0 CPU1\na: 1 1\nb: 9 0\n", t0);
+        let after = sample(
+            "CPU0 CPU1\na: 6 6\nb: 1 0\nc: 4 0\n",
+            t0 + Duration::from_secs(2),
+        );
+        let rows = rows(&after, Some(&before));
+        assert_eq!(rows[0].per_second, Some(5.0));
+        assert_eq!(rows[1].per_second, None, "b went down");
+        assert_eq!(rows[2].per_second, None, "c is new");
+    }
+
+    #[test]
+    fn every_counter_of_the_module_has_a_meaning() {
+        let snap = toa_stats::parse(fixtures::TWO_CPUS).unwrap();
+        for c in &snap.counters {
+            assert!(MEANINGS.iter().any(|(n, _)| *n == c.name), "{}", c.name);
+        }
+        assert_eq!(meaning("new_one"), "toa.ko counter new_one.");
+    }
+
+    #[test]
+    fn a_missing_file_says_the_module_is_not_loaded() {
+        let empty = std::env::temp_dir().join(format!("toa-counters-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        let err = read(&Host::new(empty.clone())).err().unwrap().to_string();
+        assert!(err.contains("toa.ko is not loaded"), "{err}");
+        std::fs::remove_dir_all(empty).unwrap();
+    }
+}

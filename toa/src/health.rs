@@ -1,0 +1,456 @@
+//! Health lines: each says what was seen, why it matters and what to do.
+//! Pure functions of what `status` read, so every rule is tested on fixtures.
+
+use std::fmt;
+
+use toa_sim::toa_stats::Snapshot;
+
+use crate::kmod::{Installed, Loaded};
+use crate::mode::Mode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    /// Works, but something deserves the operator's attention.
+    Warn,
+    /// Some clients are (or will be) shown the proxy's address.
+    Fail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub text: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        write!(f, "{tag} {}", self.text)
+    }
+}
+
+fn finding(level: Level, text: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        text: text.into(),
+    }
+}
+
+/// Everything `assess` judges.
+pub struct Observed<'a> {
+    pub mode: &'a Mode,
+    /// `uname -r`.
+    pub release: &'a str,
+    /// The toa.ko under /lib/modules/<release>, if any.
+    pub installed: Option<&'a Installed>,
+    /// Two readings of the counters, `window_secs` apart (module loaded).
+    pub first: Option<&'a Snapshot>,
+    pub second: Option<&'a Snapshot>,
+    pub window_secs: f64,
+    /// TCP sockets allocated now, all namespaces (/proc/net/sockstat `alloc`).
+    pub tcp_sockets: Option<u64>,
+}
+
+pub fn assess(o: &Observed<'_>) -> Vec<Finding> {
+    let Mode::Kmod(loaded) = o.mode else {
+        return vec![finding(
+            Level::Fail,
+            "no toa mode is active: applications see the proxy's address, not the client's; \
+             install toa.ko with install_toa.sh (or compile_install_toa.sh)",
+        )];
+    };
+    let mut out = vec![finding(Level::Ok, "toa.ko is loaded")];
+    out.extend(kernel_match(loaded, o.release, o.installed));
+    out.extend(trust(loaded));
+    match (o.first, o.second) {
+        (Some(first), Some(second)) => out.extend(counters(
+            first,
+            second,
+            o.window_secs,
+            loaded,
+            o.tcp_sockets,
+        )),
+        _ => out.push(finding(
+            Level::Fail,
+            "toa.ko is loaded but /proc/net/toa_stats cannot be read: the module is not the one \
+             this command knows, or it is half loaded",
+        )),
+    }
+    out
+}
+
+fn kernel_match(loaded: &Loaded, release: &str, installed: Option<&Installed>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if loaded.forced() {
+        out.push(finding(
+            Level::Fail,
+            format!(
+                "toa.ko was loaded by force (taint {:?}): it was built for another kernel than \
+                 {release}, and a module built for another kernel can crash this one; unload it \
+                 and install the one built for {release}",
+                loaded.taint
+            ),
+        ));
+    }
+    match installed {
+        None => out.push(finding(
+            Level::Warn,
+            format!(
+                "no toa.ko under /lib/modules/{release}: the running module will not load again \
+                 after a reboot (install_toa.sh puts it in updates/ and loads it at boot)"
+            ),
+        )),
+        Some(i) => match i.built_for() {
+            Some(built) if built != release => out.push(finding(
+                Level::Fail,
+                format!(
+                    "{} was built for kernel {built}, but this is {release}: it will not load at \
+                     the next boot; install the toa.ko built for {release}",
+                    i.path
+                ),
+            )),
+            None => out.push(finding(
+                Level::Warn,
+                format!("{} has no vermagic: it is not a kernel module", i.path),
+            )),
+            Some(_) if i.srcversion.is_some() && i.srcversion != loaded.srcversion => {
+                out.push(finding(
+                    Level::Warn,
+                    format!(
+                        "{} (srcversion {}) is not the running toa.ko (srcversion {}): the next \
+                         boot loads a different build",
+                        i.path,
+                        i.srcversion.as_deref().unwrap_or("?"),
+                        loaded.srcversion.as_deref().unwrap_or("?")
+                    ),
+                ))
+            }
+            Some(_) => out.push(finding(
+                Level::Ok,
+                format!("{} is built for this kernel ({release})", i.path),
+            )),
+        },
+    }
+    out
+}
+
+fn trust(loaded: &Loaded) -> Vec<Finding> {
+    let empty = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+    if empty(&loaded.trusted_proxies) {
+        vec![finding(
+            Level::Warn,
+            "trusted_proxies is empty: any host that can reach this origin may claim any client \
+             address; set it to your proxies' networks, e.g. \
+             echo 10.0.0.0/8 > /sys/module/toa/parameters/trusted_proxies",
+        )]
+    } else {
+        vec![finding(
+            Level::Ok,
+            format!(
+                "only {} may set a client address",
+                loaded.trusted_proxies.as_deref().unwrap_or_default()
+            ),
+        )]
+    }
+}
+
+fn counters(
+    first: &Snapshot,
+    second: &Snapshot,
+    window_secs: f64,
+    loaded: &Loaded,
+    tcp_sockets: Option<u64>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let now = |name: &str| second.get(name).unwrap_or(0);
+    let grew = |name: &str| now(name).saturating_sub(first.get(name).unwrap_or(0));
+    let window = format!("{window_secs:.0} s");
+
+    let missed = now("kretprobe_missed");
+    if missed > 0 {
+        out.push(finding(
+            Level::Fail,
+            format!(
+                "kretprobe_missed is {missed}: the kernel skipped arming that many listeners, whose \
+                 clients see the proxy; restart those services (they arm at listen())"
+            ),
+        ));
+    }
+    let foreign = now("listen_foreign_table");
+    if foreign > 0 {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "listen_foreign_table is {foreign}: another module had replaced those listeners' \
+                 tables, so toa left them alone and their clients see the proxy"
+            ),
+        ));
+    }
+    let mismatch = grew("getname_toa_mismatch");
+    if mismatch > 0 {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "getname_toa_mismatch grew by {mismatch} in {window}: answers on TOA connections \
+                 were not the proxy the record was made for and were left alone (a socket whose \
+                 peer changed, or another module rewriting addresses)"
+            ),
+        ));
+    }
+    let failed = grew("record_alloc_failed");
+    if failed > 0 {
+        out.push(finding(
+            Level::Fail,
+            format!(
+                "record_alloc_failed grew by {failed} in {window}: clients were shown the proxy for \
+                 lack of memory or because max_records ({}) is reached",
+                loaded.max_records.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    out.extend(records(first, second, loaded, tcp_sockets));
+    if out.iter().all(|f| f.level == Level::Ok) {
+        out.push(finding(
+            Level::Ok,
+            format!(
+                "counters: {} TOA handshakes, {} rewritten answers so far; nothing was skipped or lost",
+                now("syn_recv_sock_toa"),
+                now("getname_toa_ok")
+            ),
+        ));
+    }
+    out
+}
+
+/// records_live is a gauge: open TOA connections hold records, so any value
+/// can be right. It is wrong only above what could hold one: more records
+/// than TCP sockets exist (both readings, so a connection closing in
+/// between cannot fool it), or more than were ever made.
+fn records(
+    first: &Snapshot,
+    second: &Snapshot,
+    loaded: &Loaded,
+    tcp_sockets: Option<u64>,
+) -> Option<Finding> {
+    let live_first = first.get("records_live")?;
+    let live = second.get("records_live")?;
+    let steady = live_first.min(live);
+    let made = second.get("syn_recv_sock_toa").unwrap_or(0);
+    if steady > made {
+        return Some(finding(
+            Level::Fail,
+            format!(
+                "records_live is {live} but only {made} TOA handshakes were ever counted: records \
+                 are not returned; reload toa.ko when convenient and report this"
+            ),
+        ));
+    }
+    if let Some(sockets) = tcp_sockets.filter(|s| steady > *s) {
+        return Some(finding(
+            Level::Fail,
+            format!(
+                "records_live stays at {steady} while only {sockets} TCP sockets exist: records \
+                 outlive their connections (a leak); reload toa.ko when convenient and report this"
+            ),
+        ));
+    }
+    let limit = loaded
+        .max_records
+        .as_deref()
+        .and_then(|m| m.parse::<u64>().ok());
+    if let Some(limit) = limit.filter(|l| live >= *l) {
+        return Some(finding(
+            Level::Warn,
+            format!("records_live is at max_records ({limit}): new TOA connections get the proxy"),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::fixtures::TWO_CPUS;
+    use toa_sim::toa_stats::parse;
+
+    fn loaded() -> Loaded {
+        Loaded {
+            version: Some("0.1.0".into()),
+            srcversion: Some("ABC".into()),
+            taint: "OE".into(),
+            trusted_proxies: Some("10.0.0.0/8".into()),
+            ports: Some(String::new()),
+            formats: Some("15".into()),
+            max_records: Some("1048576".into()),
+        }
+    }
+
+    fn installed(vermagic: &str, srcversion: &str) -> Installed {
+        Installed {
+            path: "/lib/modules/6.1.0-50-amd64/updates/toa.ko".into(),
+            vermagic: Some(vermagic.into()),
+            srcversion: Some(srcversion.into()),
+        }
+    }
+
+    /// The fixture with `changes` applied as `name: value` rows.
+    fn stats(changes: &[(&str, &str)]) -> Snapshot {
+        let text: String = TWO_CPUS
+            .lines()
+            .map(|line| {
+                let name = line.split(':').next().unwrap().trim();
+                match changes.iter().find(|(n, _)| *n == name) {
+                    Some((n, v)) => format!("{n}: {v}\n"),
+                    None => format!("{line}\n"),
+                }
+            })
+            .collect();
+        parse(&text).unwrap()
+    }
+
+    fn judge(mode: &Mode, inst: Option<&Installed>, a: &Snapshot, b: &Snapshot) -> Vec<Finding> {
+        assess(&Observed {
+            mode,
+            release: "6.1.0-50-amd64",
+            installed: inst,
+            first: Some(a),
+            second: Some(b),
+            window_secs: 1.0,
+            tcp_sockets: Some(100),
+        })
+    }
+
+    fn worst(findings: &[Finding]) -> Level {
+        findings.iter().map(|f| f.level).max().unwrap()
+    }
+
+    fn text_of(findings: &[Finding], level: Level) -> String {
+        findings
+            .iter()
+            .filter(|f| f.level == level)
+            .map(|f| f.text.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_quiet_healthy_module_is_ok() {
+        let s = stats(&[]);
+        let inst = installed("6.1.0-50-amd64 SMP mod_unload", "ABC");
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        assert!(text_of(&f, Level::Ok).contains("7 TOA handshakes, 14 rewritten"));
+    }
+
+    #[test]
+    fn no_module_is_a_failure() {
+        let f = assess(&Observed {
+            mode: &Mode::None,
+            release: "6.1.0-50-amd64",
+            installed: None,
+            first: None,
+            second: None,
+            window_secs: 1.0,
+            tcp_sockets: None,
+        });
+        assert_eq!(worst(&f), Level::Fail);
+        assert!(f[0].text.contains("no toa mode is active"));
+    }
+
+    #[test]
+    fn empty_trusted_proxies_warns() {
+        let mut l = loaded();
+        l.trusted_proxies = Some(String::new());
+        let s = stats(&[]);
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let f = judge(&Mode::Kmod(l), Some(&inst), &s, &s);
+        assert_eq!(worst(&f), Level::Warn);
+        assert!(text_of(&f, Level::Warn).contains("trusted_proxies is empty"));
+    }
+
+    #[test]
+    fn a_module_for_another_kernel_fails() {
+        let s = stats(&[]);
+        let other = installed("6.1.0-49-amd64 SMP", "ABC");
+        let f = judge(&Mode::Kmod(loaded()), Some(&other), &s, &s);
+        assert!(
+            text_of(&f, Level::Fail).contains("built for kernel 6.1.0-49-amd64"),
+            "{f:?}"
+        );
+        let mut forced = loaded();
+        forced.taint = "FOE".into();
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let f = judge(&Mode::Kmod(forced), Some(&inst), &s, &s);
+        assert!(
+            text_of(&f, Level::Fail).contains("loaded by force"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn growing_mismatch_warns_but_an_old_total_does_not() {
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let old = stats(&[("getname_toa_mismatch", "5 0")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &old, &old);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        let more = stats(&[("getname_toa_mismatch", "5 3")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &old, &more);
+        assert!(
+            text_of(&f, Level::Warn).contains("getname_toa_mismatch grew by 3"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn missed_probes_and_foreign_tables_are_named() {
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let s = stats(&[("kretprobe_missed", "2"), ("listen_foreign_table", "1 0")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
+        assert!(text_of(&f, Level::Fail).contains("kretprobe_missed is 2"));
+        assert!(text_of(&f, Level::Warn).contains("listen_foreign_table is 1"));
+    }
+
+    #[test]
+    fn live_records_are_judged_as_a_gauge() {
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        // Open connections hold records: fine.
+        let open = stats(&[("records_live", "5")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &open, &open);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        // Dropping to 0 in the second reading: connections closed, fine.
+        let closed = stats(&[("records_live", "0")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &open, &closed);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        // More than were ever made, or than TCP sockets exist: a leak.
+        let leak = stats(&[("records_live", "8")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &leak, &leak);
+        assert!(
+            text_of(&f, Level::Fail).contains("only 7 TOA handshakes"),
+            "{f:?}"
+        );
+        let many = stats(&[("syn_recv_sock_toa", "500 0"), ("records_live", "150")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &many, &many);
+        assert!(
+            text_of(&f, Level::Fail).contains("only 100 TCP sockets"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn missing_install_and_other_build_warn() {
+        let s = stats(&[]);
+        let f = judge(&Mode::Kmod(loaded()), None, &s, &s);
+        assert!(text_of(&f, Level::Warn).contains("will not load again after a reboot"));
+        let other_build = installed("6.1.0-50-amd64 SMP", "XYZ");
+        let f = judge(&Mode::Kmod(loaded()), Some(&other_build), &s, &s);
+        assert!(
+            text_of(&f, Level::Warn).contains("is not the running toa.ko"),
+            "{f:?}"
+        );
+    }
+}
