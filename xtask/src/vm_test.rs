@@ -92,7 +92,11 @@ impl Default for LabOptions {
             append: String::new(),
             qemu_args: Vec::new(),
             cpus: 2,
-            tcg_single_thread: false,
+            // The kernel patches its own text at run time (static keys on
+            // the first packet, kprobes, module loads); multi-threaded TCG
+            // was seen executing a stale int3 from such a patch (an oops in
+            // inet_ehashfn on 6.12). One TCG thread is coherent.
+            tcg_single_thread: true,
         }
     }
 }
