@@ -208,7 +208,7 @@ pub fn parse(packet: &[u8]) -> Result<Received, Skip> {
         }
         _ => unreachable!("one IP header has one family"),
     };
-    if checksum.map_err(|_| Skip::Truncated)? != tcp.checksum() {
+    if !same_checksum(checksum.map_err(|_| Skip::Truncated)?, tcp.checksum()) {
         return Err(Skip::BadChecksum);
     }
     let flag_bits = [
@@ -234,6 +234,14 @@ pub fn parse(packet: &[u8]) -> Result<Received, Skip> {
         options: tcp.options().to_vec(),
         payload: payload.to_vec(),
     })
+}
+
+/// One's complement has two zeros: the kernel's skb_checksum_help() writes a
+/// computed 0 as 0xffff (CSUM_MANGLED_0), and both verify on the wire.
+fn same_checksum(computed: u16, in_header: u16) -> bool {
+    computed == in_header
+        || (computed == 0 && in_header == 0xffff)
+        || (computed == 0xffff && in_header == 0)
 }
 
 fn parse_ipv4(p: &[u8]) -> Result<(IpAddr, IpAddr, &[u8]), Skip> {
@@ -377,6 +385,15 @@ mod tests {
         s.flags = flags::SYN;
         s.payload = b"";
         assert_eq!(parse(&build(&s, 0)).unwrap().seq_len(), 1);
+    }
+
+    #[test]
+    fn test_both_zeros_of_ones_complement_verify() {
+        assert!(same_checksum(0, 0xffff));
+        assert!(same_checksum(0xffff, 0));
+        assert!(same_checksum(0x1234, 0x1234));
+        assert!(!same_checksum(0x1234, 0x1235));
+        assert!(!same_checksum(0, 1));
     }
 
     #[test]
