@@ -597,11 +597,7 @@ mod tests {
     use super::*;
 
     fn kernel(release: &str, version: &str) -> Kernel {
-        Kernel {
-            release: release.into(),
-            version: version.into(),
-            uname_v: None,
-        }
+        Kernel::pinned(release, version)
     }
 
     fn plan(distro: &str, kind: BackendKind, k: &Kernel) -> Vec<String> {

@@ -45,15 +45,72 @@ pub enum Repo {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AptRepo {
-    /// Archive root, e.g. `http://deb.debian.org/debian`.
+    /// The release's own archive root, e.g. `http://deb.debian.org/debian`:
+    /// the builder's rootfs and the lab's userland come from it.
     pub mirror: String,
-    /// Suite (codename) whose `Packages` index lists the kernels.
+    /// The release's own suite (codename) in `mirror`.
     pub suite: String,
-    /// Further suites with kernels of the same release (updates, security).
-    #[serde(default)]
-    pub extra_suites: Vec<String>,
-    /// Kernel flavour: `amd64` gives `linux-image-<abi>-amd64`, `generic` for Ubuntu.
-    pub flavour: String,
+    /// Every archive whose suites hold kernels of the release: the release
+    /// suite, updates, security (under another root for Debian), backports.
+    pub archives: Vec<AptArchive>,
+    /// Kernel flavours users run: `amd64` gives `linux-headers-<abi>-amd64`.
+    /// The first is the default install's: its `linux-image-<flavour>`
+    /// metapackage picks the kernel a tarball's top-level toa.ko is for.
+    pub flavours: Vec<String>,
+}
+
+/// One archive root and the suites of the release it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptArchive {
+    /// Archive root: `http://deb.debian.org/debian-security`.
+    pub mirror: String,
+    /// Suites under `dists/`: `bookworm-security`. A suite ending in
+    /// `-backports` is opt-in: its kernels are built, but a default install
+    /// does not upgrade to them.
+    pub suites: Vec<String>,
+}
+
+/// One suite of one archive: where one `Packages` index lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptSuite {
+    pub mirror: String,
+    pub suite: String,
+}
+
+impl AptSuite {
+    /// Whether an updated default install follows this suite (backports are opt-in).
+    pub fn followed_by_default(&self) -> bool {
+        !self.suite.ends_with("-backports")
+    }
+}
+
+impl AptRepo {
+    /// Every suite of every archive, in the order of the file.
+    pub fn suites(&self) -> Vec<AptSuite> {
+        self.archives
+            .iter()
+            .flat_map(|a| {
+                a.suites.iter().map(|s| AptSuite {
+                    mirror: a.mirror.trim_end_matches('/').to_string(),
+                    suite: s.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The flavour of a default install (`amd64`, `generic`).
+    pub fn default_flavour(&self) -> &str {
+        self.flavours.first().map_or("", String::as_str)
+    }
+
+    /// The release's own suite, as an [`AptSuite`].
+    pub fn home(&self) -> AptSuite {
+        AptSuite {
+            mirror: self.mirror.trim_end_matches('/').to_string(),
+            suite: self.suite.clone(),
+        }
+    }
 }
 
 /// The Debian-family repository description the archive code reads.
@@ -164,6 +221,18 @@ impl Distro {
                 "{here}: a {family:?} release cannot use repo type {}",
                 repo.kind()
             ),
+        }
+        if let Repo::Apt(apt) = &self.repo {
+            if apt.flavours.is_empty() || apt.flavours.iter().any(|f| f.is_empty()) {
+                bail!("{here}: repo.flavours must name at least one kernel flavour");
+            }
+            if !apt.suites().contains(&apt.home()) {
+                bail!(
+                    "{here}: the release suite \"{}\" of {} must be one of repo.archives' suites",
+                    apt.suite,
+                    apt.mirror
+                );
+            }
         }
         if self.builder.bootstrap.is_some() && !matches!(self.repo, Repo::Apt(_)) {
             bail!("{here}: bootstrap = \"debootstrap\" needs an apt repo");
@@ -293,7 +362,8 @@ arch = "x86_64"
 type = "apt"
 mirror = "http://deb.debian.org/debian"
 suite = "bookworm"
-flavour = "amd64"
+flavours = ["amd64"]
+archives = [{ mirror = "http://deb.debian.org/debian", suites = ["bookworm"] }]
 [builder]
 image = "debian:bookworm"
 prepare = ["apt-get update"]

@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 /// One kernel of a release.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Kernel {
     /// As `uname -r` prints it: `6.1.0-50-amd64`, `3.10.0-327.el7.x86_64`.
     pub release: String,
@@ -24,6 +24,25 @@ pub struct Kernel {
     pub version: String,
     /// `uname -v`, where one release string covers several builds.
     pub uname_v: Option<String>,
+    /// Where the metadata lists it: a suite (`bookworm-security`) or a
+    /// repository URL; empty for a kernel pinned on the command line.
+    #[serde(default)]
+    pub suite: String,
+    /// Its flavour (`amd64`, `cloud-amd64`, `generic`, `aws`); empty where the
+    /// release has one kind of kernel.
+    #[serde(default)]
+    pub flavour: String,
+}
+
+impl Kernel {
+    /// A kernel named on the command line as `RELEASE=VERSION`.
+    pub fn pinned(release: &str, version: &str) -> Kernel {
+        Kernel {
+            release: release.into(),
+            version: version.into(),
+            ..Kernel::default()
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -31,13 +50,46 @@ pub fn run(args: Args) -> Result<()> {
     let kernels = discover(&distro)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&kernels)?);
-    } else {
-        for k in &kernels {
-            println!("{:<40} {}", k.release, k.version);
-        }
-        eprintln!("{}: {} kernel(s)", distro.name, kernels.len());
+        return Ok(());
     }
+    println!(
+        "{:<34} {:<24} {:<20} {}",
+        "RELEASE", "VERSION", "SUITE", "FLAVOUR"
+    );
+    for k in &kernels {
+        println!(
+            "{:<34} {:<24} {:<20} {}",
+            k.release,
+            k.version,
+            or_dash(&k.suite),
+            or_dash(&k.flavour)
+        );
+    }
+    let mut flavours: Vec<&str> = kernels.iter().map(|k| k.flavour.as_str()).collect();
+    flavours.sort_unstable();
+    flavours.dedup();
+    let counts: Vec<String> = flavours
+        .iter()
+        .map(|f| {
+            let n = kernels.iter().filter(|k| k.flavour == *f).count();
+            format!("{n} {}", or_dash(f))
+        })
+        .collect();
+    eprintln!(
+        "{}: {} kernel(s) ({})",
+        distro.name,
+        kernels.len(),
+        counts.join(", ")
+    );
     Ok(())
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
 }
 
 /// Every kernel of `distro`, oldest first.
@@ -56,7 +108,8 @@ pub fn discover(distro: &Distro) -> Result<Vec<Kernel>> {
 
 /// The kernels `wanted` (by release) among `all`, or an error naming the
 /// unknown ones and what is available. `RELEASE=VERSION` pins a kernel the
-/// metadata does not list (or when it cannot be fetched).
+/// metadata does not list (or when it cannot be fetched). With nothing
+/// wanted: the `latest` N, or every kernel.
 pub fn select(
     distro: &Distro,
     all: &[Kernel],
@@ -67,11 +120,7 @@ pub fn select(
     let mut unknown = Vec::new();
     for w in wanted {
         if let Some((release, version)) = w.split_once('=') {
-            out.push(Kernel {
-                release: release.into(),
-                version: version.into(),
-                uname_v: None,
-            });
+            out.push(Kernel::pinned(release, version));
         } else if let Some(k) = all.iter().find(|k| &k.release == w) {
             out.push(k.clone());
         } else {
@@ -95,7 +144,7 @@ pub fn select(
         );
     }
     if wanted.is_empty() {
-        let n = latest.unwrap_or(1).min(all.len());
+        let n = latest.unwrap_or(all.len()).min(all.len());
         out.extend_from_slice(&all[all.len() - n..]);
     }
     Ok(out)
@@ -119,11 +168,7 @@ mod tests {
     use super::*;
 
     fn k(release: &str) -> Kernel {
-        Kernel {
-            release: release.into(),
-            version: "1".into(),
-            uname_v: None,
-        }
+        Kernel::pinned(release, "1")
     }
 
     #[test]
@@ -154,8 +199,9 @@ mod tests {
             k("3.10.0-327.3.1.el7.x86_64"),
             k("3.10.0-327.4.4.el7.x86_64"),
         ];
+        assert_eq!(select(&d, &all, &[], None).unwrap(), all);
         assert_eq!(
-            select(&d, &all, &[], None).unwrap(),
+            select(&d, &all, &[], Some(1)).unwrap(),
             [k("3.10.0-327.4.4.el7.x86_64")]
         );
         assert_eq!(select(&d, &all, &[], Some(2)).unwrap().len(), 2);

@@ -196,7 +196,8 @@ arch = "x86_64"
 type = "apt"
 mirror = "http://deb.debian.org/debian"
 suite = "bookworm"
-flavour = "amd64"
+flavours = ["amd64"]
+archives = [{{ mirror = "http://deb.debian.org/debian", suites = ["bookworm"] }}]
 [builder]
 image = "debian:bookworm"
 prepare = []
@@ -209,11 +210,7 @@ cc = "gcc-12"
     }
 
     fn kernel(release: &str, version: &str) -> Kernel {
-        Kernel {
-            release: release.into(),
-            version: version.into(),
-            uname_v: None,
-        }
+        Kernel::pinned(release, version)
     }
 
     fn kernels(n: usize) -> Vec<Kernel> {

@@ -157,7 +157,7 @@ pub fn kernel_of(family: Family, p: &RpmPackage) -> Result<Kernel> {
     Ok(Kernel {
         release,
         version,
-        uname_v: None,
+        ..Kernel::default()
     })
 }
 
@@ -224,7 +224,10 @@ pub fn kernels(
         let xml = String::from_utf8(xml).with_context(|| format!("{url} is not UTF-8"))?;
         for p in parse_primary(&xml, &repo.headers_package)? {
             if p.arch == arch || (p.arch == "noarch" && family == Family::Suse) {
-                let k = kernel_of(family, &p)?;
+                let k = Kernel {
+                    suite: base.to_string(),
+                    ..kernel_of(family, &p)?
+                };
                 if !out.iter().any(|o| o.release == k.release) {
                     out.push(k);
                 }

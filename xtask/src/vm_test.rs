@@ -530,7 +530,7 @@ impl LabReport {
 pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<LabReport> {
     // Boot the kernel the module was built for (normally the suite's newest).
     let release = module_release(module_ko)?;
-    let kernel = match crate::debian_repo::newest_kernel(distro) {
+    let kernel = match crate::debian_repo::default_kernel(distro) {
         Ok(newest) if newest.release == release => newest,
         _ => crate::debian_repo::kernel_for_release(distro, &release).with_context(|| {
             format!(
