@@ -18,19 +18,19 @@ pub struct Args {
     pub distro: String,
     /// Kernel release to build for, as `uname -r` prints it (repeatable). `RELEASE=VERSION`
     /// names one with its headers package version, for kernels the metadata does not list.
-    /// Default: the newest kernel of the release.
+    /// Default: every kernel of the release (all suites, all flavours; see `cargo xtask kernels`).
     #[arg(long = "kernel", value_name = "RELEASE")]
     pub kernels: Vec<String>,
-    /// Build the N newest kernels of the release.
+    /// Build only the N newest kernels of the release.
     #[arg(long, value_name = "N", conflicts_with = "kernels")]
     pub latest: Option<usize>,
     /// Builder backend. Default: a running docker or podman engine, else a chroot
     /// (Debian family only).
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-    /// Kernels built at the same time.
-    #[arg(short = 'j', long = "jobs", default_value_t = 1, value_name = "N")]
-    pub jobs: usize,
+    /// Kernels prepared and built at the same time. Default: the number of CPUs.
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
     /// Print the commands every step would run (cached steps included) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -38,9 +38,10 @@ pub struct Args {
 
 /// What a build produced for one distro release.
 pub struct Built {
-    /// `uname -r` of the newest kernel built, e.g. `6.1.0-50-amd64`.
+    /// `uname -r` of the top-level toa.ko's kernel: the default install's
+    /// (e.g. `6.1.0-57-amd64`), or the newest built where that is unknown.
     pub release: String,
-    /// Package version of that kernel, e.g. `6.1.176-1`.
+    /// Package version of that kernel, e.g. `6.1.192-3`.
     pub kernel_version: String,
     /// The packed tarball, `target/dist/Debian-12-x86_64.tar.gz`.
     pub tarball: PathBuf,
@@ -52,23 +53,33 @@ pub struct Built {
 
 pub fn run(args: Args) -> Result<()> {
     let distro = crate::distro::find(&args.distro)?;
-    let kernels = pick_kernels(&distro, &args)?;
     if args.dry_run {
-        let kind = args
-            .backend
-            .map_or_else(|| builder::select(None, &distro), Ok)?;
-        print_plan(&Builder::new(kind, &distro), &kernels);
-        return Ok(());
+        return dry_run(&distro, &args);
     }
-    let built = build(&distro, &kernels, args.backend, args.jobs)?;
+    let kernels = pick_kernels(&distro, &args)?;
+    let default = kernels::default_kernel(&distro)
+        .with_context(|| format!("{}: which kernel the top-level toa.ko is for", distro.name))?;
+    let jobs = args.jobs.unwrap_or_else(default_jobs);
+    let built = build(&distro, &kernels, default.as_ref(), args.backend, jobs)?;
     for m in &built.modules {
         println!(
             "built toa.ko for {} (kernel package {})",
             m.release, m.kernel_version
         );
     }
-    println!("  {} : {}", built.tarball.display(), built.ko_in_tarball);
+    println!(
+        "  {} : {} ({})",
+        built.tarball.display(),
+        built.ko_in_tarball,
+        built.release
+    );
     Ok(())
+}
+
+/// One build per CPU: a build is one compiler at a time, and preparing a
+/// kernel's headers waits on the network as much as on the disk.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn pick_kernels(distro: &Distro, args: &Args) -> Result<Vec<Kernel>> {
@@ -79,6 +90,26 @@ fn pick_kernels(distro: &Distro, args: &Args) -> Result<Vec<Kernel>> {
         kernels::discover(distro)?
     };
     kernels::select(distro, &all, &args.kernels, args.latest)
+}
+
+/// Prints every command a build would run. Kernels named with `--kernel`
+/// need no repository metadata: their package versions come from the
+/// recipe where it can derive them; what it cannot is said.
+fn dry_run(distro: &Distro, args: &Args) -> Result<()> {
+    let kernels = if args.kernels.is_empty() {
+        pick_kernels(distro, args)?
+    } else {
+        let (kernels, notes) = kernels::from_recipe(distro, &args.kernels)?;
+        for note in &notes {
+            println!("# note: {note}");
+        }
+        kernels
+    };
+    let kind = args
+        .backend
+        .map_or_else(|| builder::select(None, distro), Ok)?;
+    print_plan(&Builder::new(kind, distro), &kernels);
+    Ok(())
 }
 
 fn print_plan(builder: &Builder, kernels: &[Kernel]) {
@@ -98,10 +129,38 @@ fn print_plan(builder: &Builder, kernels: &[Kernel]) {
     }
 }
 
-/// Build, check and pack toa.ko for the newest kernel of `distro`.
+/// Build, check and pack toa.ko for the kernel a default install of `distro`
+/// runs after updates (the newest, where the family has no metapackage):
+/// what the VM lab boots and the installers' tests install.
 pub fn build_distro(distro: &Distro) -> Result<Built> {
-    let kernels = pick_kernels(distro, &Args::default())?;
-    build(distro, &kernels, None, 1)
+    let all = kernels::discover(distro)?;
+    let default = kernels::default_kernel(distro)?;
+    let kernel = match &default {
+        Some(d) => all
+            .iter()
+            .find(|k| k.release == d.release)
+            .with_context(|| {
+                format!(
+                    "{}: {} depends on kernel {}, which lists no headers package",
+                    distro.name, d.from, d.release
+                )
+            })?
+            .clone(),
+        None => all.last().context("no kernels")?.clone(),
+    };
+    build_kernel(distro, &kernel)
+}
+
+/// Build, check and pack toa.ko for one kernel of `distro`.
+pub fn build_kernel(distro: &Distro, kernel: &Kernel) -> Result<Built> {
+    let default = kernels::default_kernel(distro)?;
+    build(
+        distro,
+        std::slice::from_ref(kernel),
+        default.as_ref(),
+        None,
+        1,
+    )
 }
 
 /// Where one kernel's sources and build results live on the host.
@@ -113,10 +172,12 @@ fn work_dir(distro: &Distro, kernel: &Kernel) -> PathBuf {
 }
 
 /// Builds every kernel (a failure on one does not stop the others), packs the
-/// ones that succeeded, and fails if any did not.
+/// ones that succeeded (`default`'s module at the top level), and fails if any
+/// did not.
 pub fn build(
     distro: &Distro,
     kernels: &[Kernel],
+    default: Option<&package::DefaultKernel>,
     backend: Option<BackendKind>,
     jobs: usize,
 ) -> Result<Built> {
@@ -134,23 +195,29 @@ pub fn build(
     );
     overall.set_prefix(format!("{} ({})", distro.name, kind_name(kind)));
 
-    // Environments first, one at a time: they share one package database.
     let prep = multi.add(builder::spinner("prepare"));
     builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &prep)?;
+    // A chroot's kernels share one package database: their headers go in
+    // one at a time. Container images are apart: each build job makes its own.
+    let shared_root = kind == BackendKind::Chroot;
     let mut ready = Vec::new();
     let mut failed: Vec<(String, anyhow::Error)> = Vec::new();
-    for k in kernels {
-        match builder.execute(
-            &builder.headers_steps(k),
-            &logs.join(format!("{}.log", k.release)),
-            &prep,
-        ) {
-            Ok(()) => ready.push(k.clone()),
-            Err(e) => {
-                overall.inc(1);
-                failed.push((k.release.clone(), e));
+    if shared_root {
+        for k in kernels {
+            match builder.execute(
+                &builder.headers_steps(k),
+                &logs.join(format!("{}.log", k.release)),
+                &prep,
+            ) {
+                Ok(()) => ready.push(k.clone()),
+                Err(e) => {
+                    overall.inc(1);
+                    failed.push((k.release.clone(), e));
+                }
             }
         }
+    } else {
+        ready = kernels.to_vec();
     }
     prep.finish_and_clear();
 
@@ -165,7 +232,12 @@ pub fn build(
                 };
                 let bar = multi.add(builder::spinner(&k.release));
                 let log = logs.join(format!("{}.log", k.release));
-                match build_one(&builder, &k, &objects, &log, &bar) {
+                let headers = if shared_root {
+                    Ok(())
+                } else {
+                    builder.execute(&builder.headers_steps(&k), &log, &bar)
+                };
+                match headers.and_then(|()| build_one(&builder, &k, &objects, &log, &bar)) {
                     Ok(m) => results.lock().unwrap().push(m),
                     Err(e) => failures.lock().unwrap().push((k.release.clone(), e)),
                 }
@@ -178,24 +250,26 @@ pub fn build(
 
     let mut modules = results.into_inner().unwrap();
     modules.sort_by(|a, b| kernels::release_cmp(&a.release, &b.release));
-    let failures = failures.into_inner().unwrap();
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by(|a, b| kernels::release_cmp(&a.0, &b.0));
     for (release, err) in &failures {
         eprintln!("FAILED {release}: {err:#}");
     }
-    let Some(newest) = modules.last().cloned() else {
+    if modules.is_empty() {
         bail!(
             "{}: no kernel built ({} failed)",
             distro.name,
             failures.len()
         );
-    };
+    }
     let dist_name = distro.dist_name();
-    let tarball = package::write_tarball(
+    let tarball = package::write_tarball_with_default(
         &cache::dist_dir(),
         &dist_name,
         &distro.name,
         &distro.arch,
         &modules,
+        default,
     )?;
     // The manifest covers every tarball in dist/, this one included.
     crate::index::write_index(&cache::dist_dir())?;
@@ -213,9 +287,14 @@ pub fn build(
             tarball.display()
         );
     }
+    let top = default
+        .and_then(|d| modules.iter().find(|m| m.release == d.release))
+        .or(modules.last())
+        .expect("modules is not empty")
+        .clone();
     Ok(Built {
-        release: newest.release.clone(),
-        kernel_version: newest.kernel_version.clone(),
+        release: top.release,
+        kernel_version: top.kernel_version,
         tarball,
         ko_in_tarball: format!("{dist_name}/toa.ko"),
         modules,

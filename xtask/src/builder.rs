@@ -382,14 +382,46 @@ impl Builder {
         ]
     }
 
+    /// A shell command that lists every suite of the release besides its own
+    /// (updates, security, backports) in the builder's apt sources, so any
+    /// kernel of the release can be installed by name.
+    fn apt_sources(&self) -> Option<String> {
+        let Repo::Apt(repo) = &self.distro.repo else {
+            return None;
+        };
+        let home = repo.home();
+        let lines: Vec<String> = repo
+            .suites()
+            .into_iter()
+            .filter(|s| *s != home)
+            .map(|s| format!("deb {} {} main", s.mirror, s.suite))
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "printf '%s\\n' {} > /etc/apt/sources.list.d/toa-release-suites.list",
+            lines
+                .iter()
+                .map(|l| shell_quote(l))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
+    }
+
     /// Steps that install one kernel's headers: once per kernel.
     pub fn headers_steps(&self, kernel: &Kernel) -> Vec<Step> {
         let install = self.render(&self.distro.builder.install_headers, kernel);
+        // The base's package lists may predate this kernel: update them first.
+        let update = match self.apt_sources() {
+            Some(sources) => format!("{sources} && apt-get update -q"),
+            None => "apt-get update -q".to_string(),
+        };
         let kdir = self.render(&self.distro.builder.kdir, kernel);
         match self.kind {
             BackendKind::Chroot => {
                 let root = self.rootfs();
-                let script = format!("mount -t proc proc /proc && apt-get update -q && {install}");
+                let script = format!("mount -t proc proc /proc && {update} && {install}");
                 vec![Step::new(
                     format!("install headers for {}", kernel.release),
                     self.chroot_argv(&root, None, &script),
@@ -403,8 +435,7 @@ impl Builder {
                     kernel.release.replace('+', "_")
                 );
                 let script = match self.distro.repo {
-                    // The base image's package lists may predate this kernel.
-                    Repo::Apt(_) => format!("apt-get update -q && {install}"),
+                    Repo::Apt(_) => format!("{update} && {install}"),
                     Repo::RpmMd(_) => install,
                 };
                 self.commit_steps(

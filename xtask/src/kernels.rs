@@ -106,6 +106,19 @@ pub fn discover(distro: &Distro) -> Result<Vec<Kernel>> {
     Ok(kernels)
 }
 
+/// The kernel a default install of the release runs after updates, and the
+/// metapackage that says so; `None` where the family has no such metapackage
+/// (the RHEL family and SUSE install the newest kernel: it stands in).
+pub fn default_kernel(distro: &Distro) -> Result<Option<crate::package::DefaultKernel>> {
+    match &distro.repo {
+        Repo::Apt(repo) => Ok(Some(crate::package::DefaultKernel {
+            release: crate::debian_repo::default_release(distro)?,
+            from: format!("linux-image-{}", repo.default_flavour()),
+        })),
+        Repo::RpmMd(_) => Ok(None),
+    }
+}
+
 /// The kernels `wanted` (by release) among `all`, or an error naming the
 /// unknown ones and what is available. `RELEASE=VERSION` pins a kernel the
 /// metadata does not list (or when it cannot be fetched). With nothing
@@ -150,6 +163,80 @@ pub fn select(
     Ok(out)
 }
 
+/// The kernels named on the command line, without repository metadata (a dry
+/// run offline): `RELEASE=VERSION` as given; a bare release gets what the
+/// release's recipe lets xtask derive. Returns the kernels and one note per
+/// value that could not be derived (or was assumed).
+pub fn from_recipe(distro: &Distro, wanted: &[String]) -> Result<(Vec<Kernel>, Vec<String>)> {
+    let uses_version = [&distro.builder.install_headers, &distro.builder.kdir]
+        .iter()
+        .any(|t| t.contains("{version}"));
+    let mut kernels = Vec::new();
+    let mut notes = Vec::new();
+    for w in wanted {
+        if let Some((release, version)) = w.split_once('=') {
+            kernels.push(Kernel::pinned(release, version));
+            continue;
+        }
+        let (release, version, note) = derive(distro, w);
+        if let Some(note) = note {
+            notes.push(note);
+        }
+        match version {
+            Some(version) => kernels.push(Kernel::pinned(&release, &version)),
+            None if !uses_version => {
+                notes.push(format!(
+                    "{release}: its headers package version is not derivable offline; \
+                     {}'s recipe names packages by release, so no command needs it",
+                    distro.name
+                ));
+                kernels.push(Kernel::pinned(&release, ""));
+            }
+            None => bail!(
+                "{}: cannot derive the package version of kernel {release} offline; \
+                 name it as {release}=VERSION",
+                distro.name
+            ),
+        }
+    }
+    Ok((kernels, notes))
+}
+
+/// `(release, version, note)` for a bare `--kernel` value.
+fn derive(distro: &Distro, value: &str) -> (String, Option<String>, Option<String>) {
+    use crate::distro::Family;
+    match distro.family {
+        // Packages are named by release (`linux-headers-<release>`).
+        Family::Debian => (value.to_string(), None, None),
+        // kernel-devel-<version>; `uname -r` is <version>.<arch>.
+        Family::Rhel => {
+            let suffix = format!(".{}", distro.arch);
+            match value.strip_suffix(&suffix) {
+                Some(version) => (value.to_string(), Some(version.to_string()), None),
+                None => (
+                    format!("{value}{suffix}"),
+                    Some(value.to_string()),
+                    Some(format!(
+                        "{value}: taken as package version {value}, kernel release {value}{suffix} (uname -r)"
+                    )),
+                ),
+            }
+        }
+        // kernel-default-devel <ver>-<rel>.<rebuild>; `uname -r` drops the
+        // rebuild counter and adds the flavour.
+        Family::Suse => {
+            let base = value.strip_suffix("-default").unwrap_or(value);
+            let release = format!("{base}-default");
+            let version = format!("{base}.1");
+            let note = format!(
+                "{release}: the package's rebuild counter is not part of uname -r; \
+                 assumed version {version} (name it as {release}=VERSION if it is another)"
+            );
+            (release, Some(version), Some(note))
+        }
+    }
+}
+
 /// Orders kernel releases by their numeric parts (`3.10.0-327.3.1` after `3.10.0-327`).
 pub fn release_cmp(a: &str, b: &str) -> Ordering {
     let parts = |s: &str| -> Vec<(u64, String)> {
@@ -169,6 +256,37 @@ mod tests {
 
     fn k(release: &str) -> Kernel {
         Kernel::pinned(release, "1")
+    }
+
+    #[test]
+    fn dry_run_kernels_come_from_the_recipe() {
+        let centos = crate::distro::find("centos-7.2").unwrap();
+        let (ks, notes) = from_recipe(&centos, &["3.10.0-327.el7".into()]).unwrap();
+        assert_eq!(
+            ks,
+            [Kernel::pinned("3.10.0-327.el7.x86_64", "3.10.0-327.el7")]
+        );
+        assert!(notes[0].contains("3.10.0-327.el7.x86_64"), "{notes:?}");
+        let (ks, notes) = from_recipe(&centos, &["3.10.0-327.el7.x86_64".into()]).unwrap();
+        assert_eq!(ks[0].version, "3.10.0-327.el7");
+        assert!(notes.is_empty());
+
+        let ubuntu = crate::distro::find("ubuntu-22.04").unwrap();
+        let (ks, notes) = from_recipe(&ubuntu, &["5.15.0-91-generic".into()]).unwrap();
+        assert_eq!(ks[0].release, "5.15.0-91-generic");
+        assert!(notes[0].contains("no command needs it"), "{notes:?}");
+
+        let sles = crate::distro::find("sles-12-sp5").unwrap();
+        let (ks, notes) = from_recipe(&sles, &["4.12.14-122.37-default".into()]).unwrap();
+        assert_eq!(
+            ks,
+            [Kernel::pinned("4.12.14-122.37-default", "4.12.14-122.37.1")]
+        );
+        assert!(notes[0].contains("rebuild counter"), "{notes:?}");
+        let (ks, notes) =
+            from_recipe(&sles, &["4.12.14-122.37-default=4.12.14-122.37.2".into()]).unwrap();
+        assert_eq!(ks[0].version, "4.12.14-122.37.2");
+        assert!(notes.is_empty());
     }
 
     #[test]
