@@ -108,7 +108,11 @@ fn dry_run(distro: &Distro, args: &Args) -> Result<()> {
     let kind = args
         .backend
         .map_or_else(|| builder::select(None, distro), Ok)?;
-    print_plan(&Builder::new(kind, distro), &kernels);
+    let mut builder = Builder::new(kind, distro);
+    if let Some((tag, _)) = builder.headers_set_steps(&kernels) {
+        builder.use_set_image(&kernels, &tag);
+    }
+    print_plan(&builder, &kernels);
     Ok(())
 }
 
@@ -120,9 +124,17 @@ fn print_plan(builder: &Builder, kernels: &[Kernel]) {
     for step in builder.prepare_steps().unwrap_or_default() {
         println!("# {}\n{}", step.what, step.shell_line());
     }
-    for k in kernels {
-        for step in builder.headers_steps(k) {
+    let set = builder.headers_set_steps(kernels);
+    if let Some((_, steps)) = &set {
+        for step in steps {
             println!("# {}\n{}", step.what, step.shell_line());
+        }
+    }
+    for k in kernels {
+        if set.is_none() {
+            for step in builder.headers_steps(k) {
+                println!("# {}\n{}", step.what, step.shell_line());
+            }
         }
         let step = builder.build_step(k, &work_dir(&builder.distro, k), env!("CARGO_PKG_VERSION"));
         println!("# {}\n{}", step.what, step.shell_line());
@@ -182,7 +194,7 @@ pub fn build(
     jobs: usize,
 ) -> Result<Built> {
     let kind = builder::select(backend, distro)?;
-    let builder = Builder::new(kind, distro);
+    let mut builder = Builder::new(kind, distro);
     builder.ensure_host()?;
     let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let logs = cache::target_dir().join("build-logs").join(&distro.name);
@@ -198,7 +210,22 @@ pub fn build(
     let prep = multi.add(builder::spinner("prepare"));
     builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &prep)?;
     // A chroot's kernels share one package database: their headers go in
-    // one at a time. Container images are apart: each build job makes its own.
+    // one at a time. With a container engine, one image takes every kernel's
+    // headers; should that fail, each build job makes its own kernel's image.
+    let mut headers_ready = kind == BackendKind::Chroot;
+    if let Some((tag, steps)) = builder.headers_set_steps(kernels) {
+        match builder.execute(&steps, &logs.join("headers.log"), &prep) {
+            Ok(()) => {
+                builder.use_set_image(kernels, &tag);
+                headers_ready = true;
+            }
+            Err(e) => eprintln!(
+                "warning: one image for all {} kernels failed ({e:#}); one image per kernel instead",
+                kernels.len()
+            ),
+        }
+    }
+    let builder = builder;
     let shared_root = kind == BackendKind::Chroot;
     let mut ready = Vec::new();
     let mut failed: Vec<(String, anyhow::Error)> = Vec::new();
@@ -232,7 +259,7 @@ pub fn build(
                 };
                 let bar = multi.add(builder::spinner(&k.release));
                 let log = logs.join(format!("{}.log", k.release));
-                let headers = if shared_root {
+                let headers = if headers_ready {
                     Ok(())
                 } else {
                     builder.execute(&builder.headers_steps(&k), &log, &bar)

@@ -159,6 +159,8 @@ pub struct Builder {
     pub kind: BackendKind,
     pub distro: Distro,
     base: PathBuf,
+    /// Kernels whose headers are in a shared image (see [`Builder::headers_set_steps`]).
+    set_image: std::collections::HashMap<String, String>,
 }
 
 impl Builder {
@@ -170,6 +172,7 @@ impl Builder {
             kind,
             distro: distro.clone(),
             base,
+            set_image: Default::default(),
         }
     }
 
@@ -179,6 +182,64 @@ impl Builder {
 
     fn base_tag(&self) -> String {
         format!("toa-builder/{}:base", self.distro.name)
+    }
+
+    /// The image a kernel is built in: its set's, or its own.
+    fn kernel_image(&self, kernel: &Kernel) -> String {
+        self.set_image
+            .get(&kernel.release)
+            .cloned()
+            .unwrap_or_else(|| self.kernel_tag(kernel))
+    }
+
+    /// The image holding the headers of every kernel of `kernels`, named by
+    /// the set: the same set of kernels finds it again.
+    fn set_tag(&self, kernels: &[Kernel]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut releases: Vec<&str> = kernels.iter().map(|k| k.release.as_str()).collect();
+        releases.sort_unstable();
+        releases.dedup();
+        let digest = hex::encode(Sha256::digest(releases.join("\n")));
+        format!("toa-builder/{}:set-{}", self.distro.name, &digest[..16])
+    }
+
+    /// With a container engine and more than one kernel: the steps that make
+    /// one image with every kernel's headers (one container, one package-list
+    /// update, one commit), and its tag. Headers packages of one release share
+    /// most of their files, so this is far cheaper than an image per kernel.
+    pub fn headers_set_steps(&self, kernels: &[Kernel]) -> Option<(String, Vec<Step>)> {
+        if self.kind == BackendKind::Chroot || kernels.len() < 2 {
+            return None;
+        }
+        let tag = self.set_tag(kernels);
+        let installs: Vec<String> = kernels
+            .iter()
+            .map(|k| self.render(&self.distro.builder.install_headers, k))
+            .collect();
+        let script = match self.distro.repo {
+            Repo::Apt(_) => format!("{} && {}", self.apt_update(), installs.join(" && ")),
+            Repo::RpmMd(_) => installs.join(" && "),
+        };
+        let container = format!(
+            "toa-prep-{}-{}",
+            self.distro.name,
+            tag.rsplit(':').next().unwrap_or_default()
+        );
+        let steps = self.commit_steps(
+            &container,
+            &self.base_tag(),
+            &script,
+            &tag,
+            &format!("install headers for {} kernels", kernels.len()),
+        );
+        Some((tag, steps))
+    }
+
+    /// Build `kernels` in the image `tag` (made by [`Builder::headers_set_steps`]).
+    pub fn use_set_image(&mut self, kernels: &[Kernel], tag: &str) {
+        for k in kernels {
+            self.set_image.insert(k.release.clone(), tag.to_string());
+        }
     }
 
     fn kernel_tag(&self, kernel: &Kernel) -> String {
@@ -409,14 +470,19 @@ impl Builder {
         ))
     }
 
+    /// Every suite of the release in the apt sources, then fresh package
+    /// lists: the base's may predate the kernel.
+    fn apt_update(&self) -> String {
+        match self.apt_sources() {
+            Some(sources) => format!("{sources} && apt-get update -q"),
+            None => "apt-get update -q".to_string(),
+        }
+    }
+
     /// Steps that install one kernel's headers: once per kernel.
     pub fn headers_steps(&self, kernel: &Kernel) -> Vec<Step> {
         let install = self.render(&self.distro.builder.install_headers, kernel);
-        // The base's package lists may predate this kernel: update them first.
-        let update = match self.apt_sources() {
-            Some(sources) => format!("{sources} && apt-get update -q"),
-            None => "apt-get update -q".to_string(),
-        };
+        let update = self.apt_update();
         let kdir = self.render(&self.distro.builder.kdir, kernel);
         match self.kind {
             BackendKind::Chroot => {
@@ -476,7 +542,7 @@ impl Builder {
                         &volume,
                         "-w",
                         SRC_INSIDE,
-                        &self.kernel_tag(kernel),
+                        &self.kernel_image(kernel),
                         "/bin/sh",
                         "-c",
                         &make,

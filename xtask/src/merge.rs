@@ -362,17 +362,14 @@ fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
                 Some(_) => {}
             }
         }
+        // Parts of a release published earlier may name an older default:
+        // the metapackage only moves on, so the newest kernel named wins.
         if let Some(d) = &part.default {
-            match &default {
-                Some(seen) if seen != d => bail!(
-                    "{} names {} ({}) as the default kernel but another part names {} ({})",
-                    part.path.display(),
-                    d.release,
-                    d.from,
-                    seen.release,
-                    seen.from
-                ),
-                _ => default = Some(d.clone()),
+            let newer = default.as_ref().is_none_or(|seen| {
+                kernels::release_cmp(&d.release, &seen.release) == std::cmp::Ordering::Greater
+            });
+            if newer {
+                default = Some(d.clone());
             }
         }
         if first.is_none() {
