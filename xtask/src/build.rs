@@ -143,11 +143,25 @@ fn print_plan(builder: &Builder, kernels: &[Kernel]) {
 
 /// Build, check and pack toa.ko for the kernel a default install of `distro`
 /// runs after updates (the newest, where the family has no metapackage):
-/// what the VM lab boots and the installers' tests install.
+/// what the VM lab boots and the installers' tests install. Packed apart
+/// from target/dist (see [`lab_dist_dir`]), so a release's full tarball there
+/// stays whole.
 pub fn build_distro(distro: &Distro) -> Result<Built> {
+    build_for_lab(distro, None)
+}
+
+/// Where the lab's own tarballs go: `target/lab-dist`.
+pub fn lab_dist_dir() -> PathBuf {
+    cache::target_dir().join("lab-dist")
+}
+
+/// [`build_distro`], plus kernel `also` of the release when given (a
+/// flavour or a backport the lab boots on demand): the tarball holds both,
+/// its top-level toa.ko the default kernel's.
+pub fn build_for_lab(distro: &Distro, also: Option<&str>) -> Result<Built> {
     let all = kernels::discover(distro)?;
     let default = kernels::default_kernel(distro)?;
-    let kernel = match &default {
+    let default_kernel = match &default {
         Some(d) => all
             .iter()
             .find(|k| k.release == d.release)
@@ -160,18 +174,17 @@ pub fn build_distro(distro: &Distro) -> Result<Built> {
             .clone(),
         None => all.last().context("no kernels")?.clone(),
     };
-    build_kernel(distro, &kernel)
-}
-
-/// Build, check and pack toa.ko for one kernel of `distro`.
-pub fn build_kernel(distro: &Distro, kernel: &Kernel) -> Result<Built> {
-    let default = kernels::default_kernel(distro)?;
-    build(
+    let mut picked = vec![default_kernel];
+    if let Some(release) = also.filter(|r| *r != picked[0].release) {
+        picked.extend(kernels::select(distro, &all, &[release.to_string()], None)?);
+    }
+    build_into(
         distro,
-        std::slice::from_ref(kernel),
+        &picked,
         default.as_ref(),
         None,
-        1,
+        default_jobs(),
+        &lab_dist_dir(),
     )
 }
 
@@ -184,14 +197,26 @@ fn work_dir(distro: &Distro, kernel: &Kernel) -> PathBuf {
 }
 
 /// Builds every kernel (a failure on one does not stop the others), packs the
-/// ones that succeeded (`default`'s module at the top level), and fails if any
-/// did not.
+/// ones that succeeded into target/dist (`default`'s module at the top level),
+/// and fails if any did not.
 pub fn build(
     distro: &Distro,
     kernels: &[Kernel],
     default: Option<&package::DefaultKernel>,
     backend: Option<BackendKind>,
     jobs: usize,
+) -> Result<Built> {
+    build_into(distro, kernels, default, backend, jobs, &cache::dist_dir())
+}
+
+/// [`build`], packing into `dist_dir`.
+fn build_into(
+    distro: &Distro,
+    kernels: &[Kernel],
+    default: Option<&package::DefaultKernel>,
+    backend: Option<BackendKind>,
+    jobs: usize,
+    dist_dir: &Path,
 ) -> Result<Built> {
     let kind = builder::select(backend, distro)?;
     let mut builder = Builder::new(kind, distro);
@@ -291,7 +316,7 @@ pub fn build(
     }
     let dist_name = distro.dist_name();
     let tarball = package::write_tarball_with_default(
-        &cache::dist_dir(),
+        dist_dir,
         &dist_name,
         &distro.name,
         &distro.arch,
@@ -299,7 +324,7 @@ pub fn build(
         default,
     )?;
     // The manifest covers every tarball in dist/, this one included.
-    crate::index::write_index(&cache::dist_dir())?;
+    crate::index::write_index(dist_dir)?;
     if !failures.is_empty() {
         bail!(
             "{}: {} of {} kernel(s) failed ({}); the others are packed in {}",

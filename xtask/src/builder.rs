@@ -212,13 +212,10 @@ impl Builder {
             return None;
         }
         let tag = self.set_tag(kernels);
-        let installs: Vec<String> = kernels
-            .iter()
-            .map(|k| self.render(&self.distro.builder.install_headers, k))
-            .collect();
+        let install = self.install_all(kernels);
         let script = match self.distro.repo {
-            Repo::Apt(_) => format!("{} && {}", self.apt_update(), installs.join(" && ")),
-            Repo::RpmMd(_) => installs.join(" && "),
+            Repo::Apt(_) => format!("{} && {install}", self.apt_update()),
+            Repo::RpmMd(_) => install,
         };
         let container = format!(
             "toa-prep-{}-{}",
@@ -233,6 +230,27 @@ impl Builder {
             &format!("install headers for {} kernels", kernels.len()),
         );
         Some((tag, steps))
+    }
+
+    /// One `install_headers` command for all `kernels`: each word of the
+    /// recipe that names the kernel (`linux-headers-{release}`, `{cc}`) is
+    /// repeated for every kernel, so the package manager resolves, downloads
+    /// and unpacks them in one run.
+    fn install_all(&self, kernels: &[Kernel]) -> String {
+        let mut words: Vec<String> = Vec::new();
+        for word in self.distro.builder.install_headers.split_whitespace() {
+            if word.contains('{') {
+                for k in kernels {
+                    let w = self.render(word, k);
+                    if !words.contains(&w) {
+                        words.push(w);
+                    }
+                }
+            } else {
+                words.push(word.to_string());
+            }
+        }
+        words.join(" ")
     }
 
     /// Build `kernels` in the image `tag` (made by [`Builder::headers_set_steps`]).
@@ -472,10 +490,13 @@ impl Builder {
 
     /// Every suite of the release in the apt sources, then fresh package
     /// lists: the base's may predate the kernel.
+    /// dpkg skips its fsyncs: a builder is rebuilt, never repaired, and
+    /// headers packages are tens of thousands of small files.
     fn apt_update(&self) -> String {
+        let fast = "echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/toa-unsafe-io";
         match self.apt_sources() {
-            Some(sources) => format!("{sources} && apt-get update -q"),
-            None => "apt-get update -q".to_string(),
+            Some(sources) => format!("{fast} && {sources} && apt-get update -q"),
+            None => format!("{fast} && apt-get update -q"),
         }
     }
 
