@@ -123,6 +123,59 @@ pub struct RpmRepo {
     pub baseurls: Vec<String>,
     /// The package whose versions are the kernels: `kernel-devel`, `kernel-default-devel`.
     pub headers_package: String,
+    /// Credentials the repositories demand (SLES: SUSE Customer Center).
+    pub credentials: Option<Credentials>,
+}
+
+/// Credentials a maintainer must supply for a release's repositories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// The environment variable naming the credentials file, a zypp
+    /// credentials file (`username=...` and `password=...` lines).
+    pub env: String,
+    /// What to supply and where to get it: the message when it is missing.
+    pub help: String,
+}
+
+impl Credentials {
+    /// `(username, password)` from the file `env` names, or an error that
+    /// says what to supply.
+    pub fn read(&self, distro: &str) -> Result<(String, String)> {
+        let missing = || {
+            format!(
+                "{distro}: its repositories need credentials: {}; set {} to that file",
+                self.help, self.env
+            )
+        };
+        let Some(path) = std::env::var_os(&self.env) else {
+            bail!("{}", missing());
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{} ({}): {}",
+                self.env,
+                Path::new(&path).display(),
+                missing()
+            )
+        })?;
+        let field = |key: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        match (field("username"), field("password")) {
+            (Some(user), Some(password)) => Ok((user, password)),
+            _ => bail!(
+                "{} ({}) has no username= and password= lines: {}",
+                self.env,
+                Path::new(&path).display(),
+                missing()
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -427,6 +480,41 @@ cc = "gcc-12"
             .unwrap_err()
         );
         assert!(err.contains("unknown variant `gentoo`"), "{err}");
+    }
+
+    #[test]
+    fn missing_credentials_say_what_to_supply() {
+        let sles = find("sles-12-sp5").unwrap();
+        let Repo::RpmMd(repo) = &sles.repo else {
+            panic!("sles-12-sp5 is rpm-md")
+        };
+        let c = repo
+            .credentials
+            .clone()
+            .expect("SLES declares its credentials");
+        let c = Credentials {
+            env: format!("TOA_TEST_CREDENTIALS_{}", std::process::id()),
+            ..c
+        };
+        let err = c.read("sles-12-sp5").unwrap_err().to_string();
+        assert!(
+            err.contains("SUSE Customer Center") && err.contains(&c.env),
+            "{err}"
+        );
+        let dir = std::env::temp_dir().join(format!("toa-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("SCCcredentials");
+        std::fs::write(&file, "username=SCC_0123\npassword=secret\n").unwrap();
+        std::env::set_var(&c.env, &file);
+        assert_eq!(
+            c.read("sles-12-sp5").unwrap(),
+            ("SCC_0123".to_string(), "secret".to_string())
+        );
+        std::fs::write(&file, "username=SCC_0123\n").unwrap();
+        let err = c.read("sles-12-sp5").unwrap_err().to_string();
+        assert!(err.contains("no username= and password="), "{err}");
+        std::env::remove_var(&c.env);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
