@@ -123,16 +123,17 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => plan(&planned, args.shard_size)?,
     };
-    for (distro, kernels) in &planned {
-        let shards = matrix
+    for (distro, _) in &planned {
+        let shards: Vec<&Shard> = matrix
             .include
             .iter()
             .filter(|s| s.distro == distro.name)
-            .count();
+            .collect();
         eprintln!(
-            "{}: {} kernel(s) in {shards} job(s)",
+            "{}: {} kernel(s) in {} job(s)",
             distro.name,
-            kernels.len()
+            shards.iter().map(|s| s.count).sum::<usize>(),
+            shards.len()
         );
     }
     eprintln!(
