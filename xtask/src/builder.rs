@@ -23,6 +23,10 @@ use std::time::Duration;
 /// Packages a debootstrap rootfs gets besides what `prepare` installs.
 const BOOTSTRAP_PACKAGES: &[&str] = &["gcc", "make", "libc6-dev", "kmod", "ca-certificates"];
 
+/// KBUILD_BUILD_TIMESTAMP for every build (modules embed no date; see
+/// [`Builder::make_line`]).
+const REPRODUCIBLE_TIMESTAMP: &str = "1970-01-01";
+
 /// Where the sources are seen inside every builder.
 pub const SRC_INSIDE: &str = "/build/toa";
 
@@ -280,14 +284,18 @@ impl Builder {
     /// The kbuild command for one kernel, with the compiler check in front: a
     /// kernel whose config names another compiler fails loudly instead of
     /// producing a module built with the wrong one. The kernel's Module.symvers
-    /// is copied out for the host-side checks.
+    /// is copied out for the host-side checks. A set KBUILD_BUILD_TIMESTAMP is
+    /// kbuild's "reproducible build" switch: without it, 6.x kernels run the
+    /// module's BTF step as `pahole -j`, whose threads order the output
+    /// differently from run to run (6.12 modules differed between two builds).
     pub fn make_line(&self, kernel: &Kernel, toa_version: &str) -> String {
         let kdir = self.render(&self.distro.builder.kdir, kernel);
         let cc = self.distro.builder.cc_for(&kernel.release);
         format!(
             "cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\([^ ]*\\).*/\\1/p' {kdir}/.config); \
              case \"$cc_text\" in ''|*{cc}) ;; *) echo \"kernel {} was built with $cc_text, not {cc}\" >&2; exit 3;; esac; \
-             make -C {kdir} M={SRC_INSIDE} CC={cc} TOA_VERSION={toa_version} modules && \
+             make -C {kdir} M={SRC_INSIDE} CC={cc} TOA_VERSION={toa_version} \
+             KBUILD_BUILD_TIMESTAMP={REPRODUCIBLE_TIMESTAMP} modules && \
              cp {kdir}/Module.symvers {SRC_INSIDE}/{KERNEL_SYMVERS}",
             kernel.release
         )
@@ -751,7 +759,7 @@ mod tests {
         has(&lines, "yum install -y kernel-devel-3.10.0-327.el7'");
         has(&lines, "docker commit toa-prep-centos-7.2-3.10.0-327.el7.x86_64 toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
         has(&lines, "docker run --rm --network none -v /home/maintainer/toa:/build/toa -w /build/toa toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
-        has(&lines, "make -C /usr/src/kernels/3.10.0-327.el7.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 modules");
+        has(&lines, "make -C /usr/src/kernels/3.10.0-327.el7.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 KBUILD_BUILD_TIMESTAMP=1970-01-01 modules");
     }
 
     #[test]
