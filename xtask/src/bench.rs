@@ -246,11 +246,12 @@ fn timed(what: &str, f: impl FnOnce() -> Result<()>) -> Result<f64> {
 /// The Debian releases whose kernels make the build matrix (5.10 to 7.x).
 const MATRIX: &[&str] = &["debian-11", "debian-12", "debian-13", "debian-unstable"];
 
-/// `cargo xtask build --distro D` as a child process; with `cache`, in that
+/// `cargo xtask build --distro D --latest 1` as a child process; with `cache`, in that
 /// cache directory instead of the developer's.
 fn build_cmd(cache: Option<&std::path::Path>, distro: &str) -> duct::Expression {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec!["xtask", "build", "--distro", distro];
+    // One kernel (the newest): `build` alone builds the whole release.
+    let mut args = vec!["xtask", "build", "--distro", distro, "--latest", "1"];
     if cache.is_some() {
         // The chroot builder keeps its rootfs in the cache directory, so an
         // empty cache is a really cold start (a container engine would keep

@@ -18,19 +18,19 @@ pub struct Args {
     pub distro: String,
     /// Kernel release to build for, as `uname -r` prints it (repeatable). `RELEASE=VERSION`
     /// names one with its headers package version, for kernels the metadata does not list.
-    /// Default: the newest kernel of the release.
+    /// Default: every kernel of the release (all suites, all flavours; see `cargo xtask kernels`).
     #[arg(long = "kernel", value_name = "RELEASE")]
     pub kernels: Vec<String>,
-    /// Build the N newest kernels of the release.
+    /// Build only the N newest kernels of the release.
     #[arg(long, value_name = "N", conflicts_with = "kernels")]
     pub latest: Option<usize>,
     /// Builder backend. Default: a running docker or podman engine, else a chroot
     /// (Debian family only).
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-    /// Kernels built at the same time.
-    #[arg(short = 'j', long = "jobs", default_value_t = 1, value_name = "N")]
-    pub jobs: usize,
+    /// Kernels prepared and built at the same time. Default: the number of CPUs.
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub jobs: Option<usize>,
     /// Print the commands every step would run (cached steps included) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -38,9 +38,10 @@ pub struct Args {
 
 /// What a build produced for one distro release.
 pub struct Built {
-    /// `uname -r` of the newest kernel built, e.g. `6.1.0-50-amd64`.
+    /// `uname -r` of the top-level toa.ko's kernel: the default install's
+    /// (e.g. `6.1.0-57-amd64`), or the newest built where that is unknown.
     pub release: String,
-    /// Package version of that kernel, e.g. `6.1.176-1`.
+    /// Package version of that kernel, e.g. `6.1.192-3`.
     pub kernel_version: String,
     /// The packed tarball, `target/dist/Debian-12-x86_64.tar.gz`.
     pub tarball: PathBuf,
@@ -52,23 +53,33 @@ pub struct Built {
 
 pub fn run(args: Args) -> Result<()> {
     let distro = crate::distro::find(&args.distro)?;
-    let kernels = pick_kernels(&distro, &args)?;
     if args.dry_run {
-        let kind = args
-            .backend
-            .map_or_else(|| builder::select(None, &distro), Ok)?;
-        print_plan(&Builder::new(kind, &distro), &kernels);
-        return Ok(());
+        return dry_run(&distro, &args);
     }
-    let built = build(&distro, &kernels, args.backend, args.jobs)?;
+    let kernels = pick_kernels(&distro, &args)?;
+    let default = kernels::default_kernel(&distro)
+        .with_context(|| format!("{}: which kernel the top-level toa.ko is for", distro.name))?;
+    let jobs = args.jobs.unwrap_or_else(default_jobs);
+    let built = build(&distro, &kernels, default.as_ref(), args.backend, jobs)?;
     for m in &built.modules {
         println!(
             "built toa.ko for {} (kernel package {})",
             m.release, m.kernel_version
         );
     }
-    println!("  {} : {}", built.tarball.display(), built.ko_in_tarball);
+    println!(
+        "  {} : {} ({})",
+        built.tarball.display(),
+        built.ko_in_tarball,
+        built.release
+    );
     Ok(())
+}
+
+/// One build per CPU: a build is one compiler at a time, and preparing a
+/// kernel's headers waits on the network as much as on the disk.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn pick_kernels(distro: &Distro, args: &Args) -> Result<Vec<Kernel>> {
@@ -81,6 +92,30 @@ fn pick_kernels(distro: &Distro, args: &Args) -> Result<Vec<Kernel>> {
     kernels::select(distro, &all, &args.kernels, args.latest)
 }
 
+/// Prints every command a build would run. Kernels named with `--kernel`
+/// need no repository metadata: their package versions come from the
+/// recipe where it can derive them; what it cannot is said.
+fn dry_run(distro: &Distro, args: &Args) -> Result<()> {
+    let kernels = if args.kernels.is_empty() {
+        pick_kernels(distro, args)?
+    } else {
+        let (kernels, notes) = kernels::from_recipe(distro, &args.kernels)?;
+        for note in &notes {
+            println!("# note: {note}");
+        }
+        kernels
+    };
+    let kind = args
+        .backend
+        .map_or_else(|| builder::select(None, distro), Ok)?;
+    let mut builder = Builder::new(kind, distro);
+    if let Some((tag, _)) = builder.headers_set_steps(&kernels) {
+        builder.use_set_image(&kernels, &tag);
+    }
+    print_plan(&builder, &kernels);
+    Ok(())
+}
+
 fn print_plan(builder: &Builder, kernels: &[Kernel]) {
     println!(
         "# backend: {:?}; steps whose result is cached are skipped at run time",
@@ -89,19 +124,68 @@ fn print_plan(builder: &Builder, kernels: &[Kernel]) {
     for step in builder.prepare_steps().unwrap_or_default() {
         println!("# {}\n{}", step.what, step.shell_line());
     }
-    for k in kernels {
-        for step in builder.headers_steps(k) {
+    let set = builder.headers_set_steps(kernels);
+    if let Some((_, steps)) = &set {
+        for step in steps {
             println!("# {}\n{}", step.what, step.shell_line());
+        }
+    }
+    for k in kernels {
+        if set.is_none() {
+            for step in builder.headers_steps(k) {
+                println!("# {}\n{}", step.what, step.shell_line());
+            }
         }
         let step = builder.build_step(k, &work_dir(&builder.distro, k), env!("CARGO_PKG_VERSION"));
         println!("# {}\n{}", step.what, step.shell_line());
     }
 }
 
-/// Build, check and pack toa.ko for the newest kernel of `distro`.
+/// Build, check and pack toa.ko for the kernel a default install of `distro`
+/// runs after updates (the newest, where the family has no metapackage):
+/// what the VM lab boots and the installers' tests install. Packed apart
+/// from target/dist (see [`lab_dist_dir`]), so a release's full tarball there
+/// stays whole.
 pub fn build_distro(distro: &Distro) -> Result<Built> {
-    let kernels = pick_kernels(distro, &Args::default())?;
-    build(distro, &kernels, None, 1)
+    build_for_lab(distro, None)
+}
+
+/// Where the lab's own tarballs go: `target/lab-dist`.
+pub fn lab_dist_dir() -> PathBuf {
+    cache::target_dir().join("lab-dist")
+}
+
+/// [`build_distro`], plus kernel `also` of the release when given (a
+/// flavour or a backport the lab boots on demand): the tarball holds both,
+/// its top-level toa.ko the default kernel's.
+pub fn build_for_lab(distro: &Distro, also: Option<&str>) -> Result<Built> {
+    let all = kernels::discover(distro)?;
+    let default = kernels::default_kernel(distro)?;
+    let default_kernel = match &default {
+        Some(d) => all
+            .iter()
+            .find(|k| k.release == d.release)
+            .with_context(|| {
+                format!(
+                    "{}: {} depends on kernel {}, which lists no headers package",
+                    distro.name, d.from, d.release
+                )
+            })?
+            .clone(),
+        None => all.last().context("no kernels")?.clone(),
+    };
+    let mut picked = vec![default_kernel];
+    if let Some(release) = also.filter(|r| *r != picked[0].release) {
+        picked.extend(kernels::select(distro, &all, &[release.to_string()], None)?);
+    }
+    build_into(
+        distro,
+        &picked,
+        default.as_ref(),
+        None,
+        default_jobs(),
+        &lab_dist_dir(),
+    )
 }
 
 /// Where one kernel's sources and build results live on the host.
@@ -113,15 +197,29 @@ fn work_dir(distro: &Distro, kernel: &Kernel) -> PathBuf {
 }
 
 /// Builds every kernel (a failure on one does not stop the others), packs the
-/// ones that succeeded, and fails if any did not.
+/// ones that succeeded into target/dist (`default`'s module at the top level),
+/// and fails if any did not.
 pub fn build(
     distro: &Distro,
     kernels: &[Kernel],
+    default: Option<&package::DefaultKernel>,
     backend: Option<BackendKind>,
     jobs: usize,
 ) -> Result<Built> {
+    build_into(distro, kernels, default, backend, jobs, &cache::dist_dir())
+}
+
+/// [`build`], packing into `dist_dir`.
+fn build_into(
+    distro: &Distro,
+    kernels: &[Kernel],
+    default: Option<&package::DefaultKernel>,
+    backend: Option<BackendKind>,
+    jobs: usize,
+    dist_dir: &Path,
+) -> Result<Built> {
     let kind = builder::select(backend, distro)?;
-    let builder = Builder::new(kind, distro);
+    let mut builder = Builder::new(kind, distro);
     builder.ensure_host()?;
     let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let logs = cache::target_dir().join("build-logs").join(&distro.name);
@@ -134,23 +232,44 @@ pub fn build(
     );
     overall.set_prefix(format!("{} ({})", distro.name, kind_name(kind)));
 
-    // Environments first, one at a time: they share one package database.
     let prep = multi.add(builder::spinner("prepare"));
     builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &prep)?;
+    // A chroot's kernels share one package database: their headers go in
+    // one at a time. With a container engine, one image takes every kernel's
+    // headers; should that fail, each build job makes its own kernel's image.
+    let mut headers_ready = kind == BackendKind::Chroot;
+    if let Some((tag, steps)) = builder.headers_set_steps(kernels) {
+        match builder.execute(&steps, &logs.join("headers.log"), &prep) {
+            Ok(()) => {
+                builder.use_set_image(kernels, &tag);
+                headers_ready = true;
+            }
+            Err(e) => eprintln!(
+                "warning: one image for all {} kernels failed ({e:#}); one image per kernel instead",
+                kernels.len()
+            ),
+        }
+    }
+    let builder = builder;
+    let shared_root = kind == BackendKind::Chroot;
     let mut ready = Vec::new();
     let mut failed: Vec<(String, anyhow::Error)> = Vec::new();
-    for k in kernels {
-        match builder.execute(
-            &builder.headers_steps(k),
-            &logs.join(format!("{}.log", k.release)),
-            &prep,
-        ) {
-            Ok(()) => ready.push(k.clone()),
-            Err(e) => {
-                overall.inc(1);
-                failed.push((k.release.clone(), e));
+    if shared_root {
+        for k in kernels {
+            match builder.execute(
+                &builder.headers_steps(k),
+                &logs.join(format!("{}.log", k.release)),
+                &prep,
+            ) {
+                Ok(()) => ready.push(k.clone()),
+                Err(e) => {
+                    overall.inc(1);
+                    failed.push((k.release.clone(), e));
+                }
             }
         }
+    } else {
+        ready = kernels.to_vec();
     }
     prep.finish_and_clear();
 
@@ -165,7 +284,12 @@ pub fn build(
                 };
                 let bar = multi.add(builder::spinner(&k.release));
                 let log = logs.join(format!("{}.log", k.release));
-                match build_one(&builder, &k, &objects, &log, &bar) {
+                let headers = if headers_ready {
+                    Ok(())
+                } else {
+                    builder.execute(&builder.headers_steps(&k), &log, &bar)
+                };
+                match headers.and_then(|()| build_one(&builder, &k, &objects, &log, &bar)) {
                     Ok(m) => results.lock().unwrap().push(m),
                     Err(e) => failures.lock().unwrap().push((k.release.clone(), e)),
                 }
@@ -178,27 +302,29 @@ pub fn build(
 
     let mut modules = results.into_inner().unwrap();
     modules.sort_by(|a, b| kernels::release_cmp(&a.release, &b.release));
-    let failures = failures.into_inner().unwrap();
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by(|a, b| kernels::release_cmp(&a.0, &b.0));
     for (release, err) in &failures {
         eprintln!("FAILED {release}: {err:#}");
     }
-    let Some(newest) = modules.last().cloned() else {
+    if modules.is_empty() {
         bail!(
             "{}: no kernel built ({} failed)",
             distro.name,
             failures.len()
         );
-    };
+    }
     let dist_name = distro.dist_name();
-    let tarball = package::write_tarball(
-        &cache::dist_dir(),
+    let tarball = package::write_tarball_with_default(
+        dist_dir,
         &dist_name,
         &distro.name,
         &distro.arch,
         &modules,
+        default,
     )?;
     // The manifest covers every tarball in dist/, this one included.
-    crate::index::write_index(&cache::dist_dir())?;
+    crate::index::write_index(dist_dir)?;
     if !failures.is_empty() {
         bail!(
             "{}: {} of {} kernel(s) failed ({}); the others are packed in {}",
@@ -213,9 +339,14 @@ pub fn build(
             tarball.display()
         );
     }
+    let top = default
+        .and_then(|d| modules.iter().find(|m| m.release == d.release))
+        .or(modules.last())
+        .expect("modules is not empty")
+        .clone();
     Ok(Built {
-        release: newest.release.clone(),
-        kernel_version: newest.kernel_version.clone(),
+        release: top.release,
+        kernel_version: top.kernel_version,
         tarball,
         ko_in_tarball: format!("{dist_name}/toa.ko"),
         modules,

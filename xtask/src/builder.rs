@@ -23,6 +23,10 @@ use std::time::Duration;
 /// Packages a debootstrap rootfs gets besides what `prepare` installs.
 const BOOTSTRAP_PACKAGES: &[&str] = &["gcc", "make", "libc6-dev", "kmod", "ca-certificates"];
 
+/// KBUILD_BUILD_TIMESTAMP for every build (modules embed no date; see
+/// [`Builder::make_line`]).
+const REPRODUCIBLE_TIMESTAMP: &str = "1970-01-01";
+
 /// Where the sources are seen inside every builder.
 pub const SRC_INSIDE: &str = "/build/toa";
 
@@ -159,6 +163,8 @@ pub struct Builder {
     pub kind: BackendKind,
     pub distro: Distro,
     base: PathBuf,
+    /// Kernels whose headers are in a shared image (see [`Builder::headers_set_steps`]).
+    set_image: std::collections::HashMap<String, String>,
 }
 
 impl Builder {
@@ -170,6 +176,7 @@ impl Builder {
             kind,
             distro: distro.clone(),
             base,
+            set_image: Default::default(),
         }
     }
 
@@ -179,6 +186,82 @@ impl Builder {
 
     fn base_tag(&self) -> String {
         format!("toa-builder/{}:base", self.distro.name)
+    }
+
+    /// The image a kernel is built in: its set's, or its own.
+    fn kernel_image(&self, kernel: &Kernel) -> String {
+        self.set_image
+            .get(&kernel.release)
+            .cloned()
+            .unwrap_or_else(|| self.kernel_tag(kernel))
+    }
+
+    /// The image holding the headers of every kernel of `kernels`, named by
+    /// the set: the same set of kernels finds it again.
+    fn set_tag(&self, kernels: &[Kernel]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut releases: Vec<&str> = kernels.iter().map(|k| k.release.as_str()).collect();
+        releases.sort_unstable();
+        releases.dedup();
+        let digest = hex::encode(Sha256::digest(releases.join("\n")));
+        format!("toa-builder/{}:set-{}", self.distro.name, &digest[..16])
+    }
+
+    /// With a container engine and more than one kernel: the steps that make
+    /// one image with every kernel's headers (one container, one package-list
+    /// update, one commit), and its tag. Headers packages of one release share
+    /// most of their files, so this is far cheaper than an image per kernel.
+    pub fn headers_set_steps(&self, kernels: &[Kernel]) -> Option<(String, Vec<Step>)> {
+        if self.kind == BackendKind::Chroot || kernels.len() < 2 {
+            return None;
+        }
+        let tag = self.set_tag(kernels);
+        let install = self.install_all(kernels);
+        let script = match self.distro.repo {
+            Repo::Apt(_) => format!("{} && {install}", self.apt_update()),
+            Repo::RpmMd(_) => install,
+        };
+        let container = format!(
+            "toa-prep-{}-{}",
+            self.distro.name,
+            tag.rsplit(':').next().unwrap_or_default()
+        );
+        let steps = self.commit_steps(
+            &container,
+            &self.base_tag(),
+            &script,
+            &tag,
+            &format!("install headers for {} kernels", kernels.len()),
+        );
+        Some((tag, steps))
+    }
+
+    /// One `install_headers` command for all `kernels`: each word of the
+    /// recipe that names the kernel (`linux-headers-{release}`, `{cc}`) is
+    /// repeated for every kernel, so the package manager resolves, downloads
+    /// and unpacks them in one run.
+    fn install_all(&self, kernels: &[Kernel]) -> String {
+        let mut words: Vec<String> = Vec::new();
+        for word in self.distro.builder.install_headers.split_whitespace() {
+            if word.contains('{') {
+                for k in kernels {
+                    let w = self.render(word, k);
+                    if !words.contains(&w) {
+                        words.push(w);
+                    }
+                }
+            } else {
+                words.push(word.to_string());
+            }
+        }
+        words.join(" ")
+    }
+
+    /// Build `kernels` in the image `tag` (made by [`Builder::headers_set_steps`]).
+    pub fn use_set_image(&mut self, kernels: &[Kernel], tag: &str) {
+        for k in kernels {
+            self.set_image.insert(k.release.clone(), tag.to_string());
+        }
     }
 
     fn kernel_tag(&self, kernel: &Kernel) -> String {
@@ -201,14 +284,18 @@ impl Builder {
     /// The kbuild command for one kernel, with the compiler check in front: a
     /// kernel whose config names another compiler fails loudly instead of
     /// producing a module built with the wrong one. The kernel's Module.symvers
-    /// is copied out for the host-side checks.
+    /// is copied out for the host-side checks. A set KBUILD_BUILD_TIMESTAMP is
+    /// kbuild's "reproducible build" switch: without it, 6.x kernels run the
+    /// module's BTF step as `pahole -j`, whose threads order the output
+    /// differently from run to run (6.12 modules differed between two builds).
     pub fn make_line(&self, kernel: &Kernel, toa_version: &str) -> String {
         let kdir = self.render(&self.distro.builder.kdir, kernel);
         let cc = self.distro.builder.cc_for(&kernel.release);
         format!(
             "cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\([^ ]*\\).*/\\1/p' {kdir}/.config); \
              case \"$cc_text\" in ''|*{cc}) ;; *) echo \"kernel {} was built with $cc_text, not {cc}\" >&2; exit 3;; esac; \
-             make -C {kdir} M={SRC_INSIDE} CC={cc} TOA_VERSION={toa_version} modules && \
+             make -C {kdir} M={SRC_INSIDE} CC={cc} TOA_VERSION={toa_version} \
+             KBUILD_BUILD_TIMESTAMP={REPRODUCIBLE_TIMESTAMP} modules && \
              cp {kdir}/Module.symvers {SRC_INSIDE}/{KERNEL_SYMVERS}",
             kernel.release
         )
@@ -382,14 +469,54 @@ impl Builder {
         ]
     }
 
+    /// A shell command that lists every suite of the release besides its own
+    /// (updates, security, backports) in the builder's apt sources, so any
+    /// kernel of the release can be installed by name.
+    fn apt_sources(&self) -> Option<String> {
+        let Repo::Apt(repo) = &self.distro.repo else {
+            return None;
+        };
+        let home = repo.home();
+        let lines: Vec<String> = repo
+            .suites()
+            .into_iter()
+            .filter(|s| *s != home)
+            .map(|s| format!("deb {} {} main", s.mirror, s.suite))
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "printf '%s\\n' {} > /etc/apt/sources.list.d/toa-release-suites.list",
+            lines
+                .iter()
+                .map(|l| shell_quote(l))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
+    }
+
+    /// Every suite of the release in the apt sources, then fresh package
+    /// lists: the base's may predate the kernel.
+    /// dpkg skips its fsyncs: a builder is rebuilt, never repaired, and
+    /// headers packages are tens of thousands of small files.
+    fn apt_update(&self) -> String {
+        let fast = "echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/toa-unsafe-io";
+        match self.apt_sources() {
+            Some(sources) => format!("{fast} && {sources} && apt-get update -q"),
+            None => format!("{fast} && apt-get update -q"),
+        }
+    }
+
     /// Steps that install one kernel's headers: once per kernel.
     pub fn headers_steps(&self, kernel: &Kernel) -> Vec<Step> {
         let install = self.render(&self.distro.builder.install_headers, kernel);
+        let update = self.apt_update();
         let kdir = self.render(&self.distro.builder.kdir, kernel);
         match self.kind {
             BackendKind::Chroot => {
                 let root = self.rootfs();
-                let script = format!("mount -t proc proc /proc && apt-get update -q && {install}");
+                let script = format!("mount -t proc proc /proc && {update} && {install}");
                 vec![Step::new(
                     format!("install headers for {}", kernel.release),
                     self.chroot_argv(&root, None, &script),
@@ -403,8 +530,7 @@ impl Builder {
                     kernel.release.replace('+', "_")
                 );
                 let script = match self.distro.repo {
-                    // The base image's package lists may predate this kernel.
-                    Repo::Apt(_) => format!("apt-get update -q && {install}"),
+                    Repo::Apt(_) => format!("{update} && {install}"),
                     Repo::RpmMd(_) => install,
                 };
                 self.commit_steps(
@@ -445,7 +571,7 @@ impl Builder {
                         &volume,
                         "-w",
                         SRC_INSIDE,
-                        &self.kernel_tag(kernel),
+                        &self.kernel_image(kernel),
                         "/bin/sh",
                         "-c",
                         &make,
@@ -597,11 +723,7 @@ mod tests {
     use super::*;
 
     fn kernel(release: &str, version: &str) -> Kernel {
-        Kernel {
-            release: release.into(),
-            version: version.into(),
-            uname_v: None,
-        }
+        Kernel::pinned(release, version)
     }
 
     fn plan(distro: &str, kind: BackendKind, k: &Kernel) -> Vec<String> {
@@ -637,7 +759,7 @@ mod tests {
         has(&lines, "yum install -y kernel-devel-3.10.0-327.el7'");
         has(&lines, "docker commit toa-prep-centos-7.2-3.10.0-327.el7.x86_64 toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
         has(&lines, "docker run --rm --network none -v /home/maintainer/toa:/build/toa -w /build/toa toa-builder/centos-7.2:3.10.0-327.el7.x86_64");
-        has(&lines, "make -C /usr/src/kernels/3.10.0-327.el7.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 modules");
+        has(&lines, "make -C /usr/src/kernels/3.10.0-327.el7.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 KBUILD_BUILD_TIMESTAMP=1970-01-01 modules");
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Release {
 fn vm_lab_boots(d: &Distro) -> bool {
     d.family == Family::Debian
         && d.arch == "x86_64"
-        && matches!(&d.repo, Repo::Apt(r) if r.flavour == "amd64")
+        && matches!(&d.repo, Repo::Apt(r) if r.default_flavour() == "amd64")
 }
 
 /// Generator settings that are not in distros/.

@@ -12,7 +12,6 @@ use crate::distro::Distro;
 use anyhow::{bail, Context, Result};
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -66,11 +65,59 @@ pub struct KernelPackages {
     pub headers: String,
 }
 
-/// The newest kernel of the distro's suite: the one `linux-headers-<flavour>` depends on.
-pub fn newest_kernel(distro: &Distro) -> Result<KernelPackages> {
+/// The kernel a default install of the release runs after updates: the one
+/// the newest `linux-image-<default flavour>` of the suites it follows
+/// depends on (backports are opt-in and do not count).
+pub fn default_kernel(distro: &Distro) -> Result<KernelPackages> {
+    let release = default_release(distro)?;
+    kernel_for_release(distro, &release)
+}
+
+/// `uname -r` of [`default_kernel`], from the metadata alone.
+pub fn default_release(distro: &Distro) -> Result<String> {
     let repo = distro.debian()?;
-    let index = index(distro)?;
-    kernel_in(&index, &repo.flavour)
+    let mut indices = Vec::new();
+    for suite in repo.suites().iter().filter(|s| s.followed_by_default()) {
+        indices.push(index_of(distro, suite)?);
+    }
+    default_release_in(&indices, repo.default_flavour())
+        .with_context(|| format!("{}: the default install's kernel", distro.name))
+}
+
+/// [`default_release`] on parsed indices.
+pub fn default_release_in(indices: &[Arc<Index>], flavour: &str) -> Result<String> {
+    let meta = format!("linux-image-{flavour}");
+    let newest = indices
+        .iter()
+        .filter_map(|index| Some((index, index.newest(&meta)?)))
+        .max_by(|a, b| version_cmp(&a.1.version, &b.1.version));
+    let Some((index, stanza)) = newest else {
+        let wheres: Vec<String> = indices.iter().map(|i| i.where_()).collect();
+        bail!("metapackage \"{meta}\" not found in {}", wheres.join(", "));
+    };
+    let suffix = format!("-{flavour}");
+    let dep = parse_depends(&stanza.depends)
+        .into_iter()
+        .flatten()
+        .map(|d| d.name)
+        .find(|name| {
+            name.strip_prefix("linux-image-").is_some_and(|r| {
+                r.starts_with(|c: char| c.is_ascii_digit())
+                    && r.trim_end_matches("-unsigned").ends_with(&suffix)
+            })
+        })
+        .with_context(|| {
+            format!(
+                "\"{meta}\" {} in {} depends on no linux-image-<release>{suffix} (Depends: {})",
+                stanza.version,
+                index.where_(),
+                stanza.depends
+            )
+        })?;
+    Ok(dep
+        .trim_start_matches("linux-image-")
+        .trim_end_matches("-unsigned")
+        .to_string())
 }
 
 /// The newest version of package `name` in the distro's suite.
@@ -167,7 +214,9 @@ impl Index {
     }
 }
 
-/// Kernel discovery on a parsed index (see [`newest_kernel`]).
+/// The newest kernel of one parsed index, by its `linux-headers-<flavour>`
+/// metapackage (the fixtures' view; releases use [`default_kernel`]).
+#[cfg(test)]
 pub fn kernel_in(index: &Index, flavour: &str) -> Result<KernelPackages> {
     let meta = format!("linux-headers-{flavour}");
     let Some(meta_stanza) = index.newest(&meta) else {
@@ -265,17 +314,13 @@ pub fn kernel_release_in(
     })
 }
 
-/// The packages of kernel `release` (`uname -r`), searched in the distro's
-/// suite and then its extra suites (updates, security).
+/// The packages of kernel `release` (`uname -r`), searched in every suite of
+/// the release (its own first, then updates, security, backports).
 pub fn kernel_for_release(distro: &Distro, release: &str) -> Result<KernelPackages> {
     let repo = distro.debian()?;
     let mut errors = Vec::new();
-    for suite in std::iter::once(&repo.suite).chain(&repo.extra_suites) {
-        let mut other = distro.clone();
-        if let crate::distro::Repo::Apt(r) = &mut other.repo {
-            r.suite = suite.clone();
-        }
-        match kernel_release_in(&*index(&other)?, release, None) {
+    for suite in repo.suites() {
+        match kernel_release_in(&*index_of(distro, &suite)?, release, None) {
             Ok(k) => return Ok(k),
             Err(e) => errors.push(format!("{e:#}")),
         }
@@ -664,40 +709,43 @@ fn arch_of(distro: &Distro) -> Result<&'static str> {
     }
 }
 
-/// Every kernel of the distro's suite with headers for its flavour, oldest first:
-/// each `linux-headers-<release>-<flavour>` package (the meta-package excluded).
+/// Every kernel of the release: each versioned `linux-headers-<abi>-<flavour>`
+/// package of every flavour in every suite, oldest first. A release found in
+/// several suites is listed once, from the first suite that has it.
 pub fn kernels(distro: &Distro) -> Result<Vec<crate::kernels::Kernel>> {
     let repo = distro.debian()?;
-    let mut out = kernels_in(&*index(distro)?, &repo.flavour);
-    // Updates and security suites carry the same release's newer kernels.
-    for suite in &repo.extra_suites {
-        let mut other = distro.clone();
-        if let crate::distro::Repo::Apt(r) = &mut other.repo {
-            r.suite = suite.clone();
-        }
-        for k in kernels_in(&*index(&other)?, &repo.flavour) {
-            if !out.iter().any(|o| o.release == k.release) {
-                out.push(k);
+    let mut found = Vec::new();
+    for suite in repo.suites() {
+        found.push(index_of(distro, &suite)?);
+    }
+    Ok(kernels_of(&found, &repo.flavours))
+}
+
+/// [`kernels`] on parsed indices.
+pub fn kernels_of(indices: &[Arc<Index>], flavours: &[String]) -> Vec<crate::kernels::Kernel> {
+    let mut out: Vec<crate::kernels::Kernel> = Vec::new();
+    for index in indices {
+        for flavour in flavours {
+            for k in kernels_in(index, flavour) {
+                if !out.iter().any(|o| o.release == k.release) {
+                    out.push(k);
+                }
             }
         }
     }
     out.sort_by(|a, b| crate::kernels::release_cmp(&a.release, &b.release));
-    Ok(out)
+    out
 }
 
+/// The kernels of one flavour in one index.
 pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::kernels::Kernel> {
-    let suffix = format!("-{flavour}");
     let mut out: Vec<crate::kernels::Kernel> = index
         .by_name
         .keys()
         .filter_map(|name| {
             let release = name.strip_prefix("linux-headers-")?;
-            let abi = release.strip_suffix(&suffix)?;
-            // Skip other flavours sharing the suffix (`-rt-amd64`, `-cloud-amd64`).
-            (abi.starts_with(|c: char| c.is_ascii_digit())
-                && !abi.contains("-rt")
-                && !abi.contains("-cloud"))
-            .then(|| (name, release))
+            is_versioned_abi(release.strip_suffix(flavour)?.strip_suffix('-')?)
+                .then_some((name, release))
         })
         .filter_map(|(name, release)| {
             let stanza = index.newest(name)?;
@@ -705,6 +753,8 @@ pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::kernels::Kernel> {
                 release: release.to_string(),
                 version: stanza.version.clone(),
                 uname_v: None,
+                suite: index.suite.clone(),
+                flavour: flavour.to_string(),
             })
         })
         .collect();
@@ -712,18 +762,34 @@ pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::kernels::Kernel> {
     out
 }
 
-/// The suite's index, fetched and parsed once per process.
+/// `6.1.0-57`, `6.12.117+deb12`, `5.15.0-91`: a kernel's ABI. Not a
+/// metapackage's series (`6.12`) and not the ABI of another flavour that
+/// shares the suffix (`6.1.0-57-cloud` of `cloud-amd64` under `amd64`).
+fn is_versioned_abi(abi: &str) -> bool {
+    let numbers = abi
+        .split(|c: char| !c.is_ascii_digit())
+        .take_while(|p| !p.is_empty())
+        .count();
+    let last = abi.rsplit('-').next().unwrap_or(abi);
+    numbers >= 3 && abi.split('.').count() >= 3 && last.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// The release's own suite's index, fetched and parsed once per process.
 pub fn index(distro: &Distro) -> Result<Arc<Index>> {
+    index_of(distro, &distro.debian()?.home())
+}
+
+/// One suite's index, fetched and parsed once per process.
+pub fn index_of(distro: &Distro, suite: &crate::distro::AptSuite) -> Result<Arc<Index>> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<Index>>>> = OnceLock::new();
-    let repo = distro.debian()?;
     let arch = arch_of(distro)?;
-    let mirror = repo.mirror.trim_end_matches('/');
-    let key = format!("{mirror} {} {arch}", repo.suite);
+    let mirror = suite.mirror.trim_end_matches('/');
+    let key = format!("{mirror} {} {arch}", suite.suite);
     let cache = CACHE.get_or_init(Default::default);
     if let Some(index) = cache.lock().unwrap().get(&key) {
         return Ok(index.clone());
     }
-    let index = Arc::new(load_index(mirror, &repo.suite, arch)?);
+    let index = Arc::new(load_index(mirror, &suite.suite, arch)?);
     cache.lock().unwrap().insert(key, index.clone());
     Ok(index)
 }
@@ -731,16 +797,20 @@ pub fn index(distro: &Distro) -> Result<Arc<Index>> {
 fn load_index(mirror: &str, suite: &str, arch: &str) -> Result<Index> {
     let release = parse_release(&fetch_release(mirror, suite)?)
         .with_context(|| format!("InRelease of suite \"{suite}\" from {mirror}"))?;
-    let rel_path = format!("main/binary-{arch}/Packages.gz");
-    let Some((sha256, size)) = release.sha256.get(&rel_path).cloned() else {
-        bail!("InRelease of suite \"{suite}\" from {mirror} lists no {rel_path}");
+    // Suites offer .xz, .gz or both (bookworm-updates has no .gz).
+    let Some((ext, (sha256, size))) = ["xz", "gz"].into_iter().find_map(|ext| {
+        let path = format!("main/binary-{arch}/Packages.{ext}");
+        Some((ext, release.sha256.get(&path)?.clone()))
+    }) else {
+        bail!("InRelease of suite \"{suite}\" from {mirror} lists no main/binary-{arch}/Packages.xz or .gz");
     };
+    let rel_path = format!("main/binary-{arch}/Packages.{ext}");
     let expected = crate::download::Expected {
         sha256: sha256.clone(),
         size,
     };
     let dir = Path::new("debian").join(suite);
-    let name = format!("Packages-{arch}-{}.gz", &sha256[..16.min(sha256.len())]);
+    let name = format!("Packages-{arch}-{}.{ext}", &sha256[..16.min(sha256.len())]);
     let plain = format!("{mirror}/dists/{suite}/{rel_path}");
     let path = if release.acquire_by_hash {
         let by_hash = format!("{mirror}/dists/{suite}/main/binary-{arch}/by-hash/SHA256/{sha256}");
@@ -750,14 +820,13 @@ fn load_index(mirror: &str, suite: &str, arch: &str) -> Result<Index> {
         crate::download::fetch(&plain, Some(expected), dir.join(&name))?
     };
     prune_old_indices(&path, arch);
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&path)?)
-        .read_to_string(&mut text)
-        .with_context(|| format!("decompressing {}", path.display()))?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(crate::deb::decompress(&name, &bytes)?)
+        .with_context(|| format!("{plain} is not UTF-8"))?;
     Index::from_packages(mirror, suite, &text).with_context(|| format!("parsing {plain}"))
 }
 
-/// Remove superseded `Packages-<arch>-*.gz` beside `current`.
+/// Remove superseded `Packages-<arch>-*` beside `current`.
 fn prune_old_indices(current: &Path, arch: &str) {
     let (Some(dir), Some(keep)) = (current.parent(), current.file_name()) else {
         return;
@@ -767,7 +836,7 @@ fn prune_old_indices(current: &Path, arch: &str) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let s = name.to_string_lossy();
-            if name != keep && s.starts_with(&prefix) && s.ends_with(".gz") {
+            if name != keep && s.starts_with(&prefix) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -784,6 +853,126 @@ mod tests {
 
     fn index(text: &str, suite: &str) -> Index {
         Index::from_packages("http://deb.debian.org/debian/", suite, text).unwrap()
+    }
+
+    /// A `Packages` stanza of a headers or image package.
+    fn stanza(name: &str, version: &str, depends: &str) -> String {
+        format!(
+            "Package: {name}\nVersion: {version}\nDepends: {depends}\nFilename: pool/main/l/linux/{name}.deb\nSize: 10\nSHA256: {}\n\n",
+            "ab".repeat(32)
+        )
+    }
+
+    /// bookworm, bookworm-security and bookworm-backports as they look: three
+    /// flavours, versionless series metapackages, a newer backport.
+    fn bookworm_suites() -> Vec<Arc<Index>> {
+        let suite = |suite: &str, abis: &[(&str, &str)], meta: (&str, &str)| {
+            let mut text = String::new();
+            for (abi, version) in abis {
+                for flavour in ["amd64", "cloud-amd64", "rt-amd64"] {
+                    text += &stanza(&format!("linux-headers-{abi}-{flavour}"), version, "");
+                }
+            }
+            for flavour in ["amd64", "cloud-amd64", "rt-amd64"] {
+                let (abi, version) = meta;
+                text += &stanza(
+                    &format!("linux-image-{flavour}"),
+                    version,
+                    &format!("linux-image-{abi}-{flavour} (= {version})"),
+                );
+                // The series metapackage: not a kernel of its own.
+                text += &stanza(&format!("linux-headers-6.12-{flavour}"), version, "");
+            }
+            Arc::new(Index::from_packages("http://deb.debian.org/debian", suite, &text).unwrap())
+        };
+        vec![
+            suite(
+                "bookworm",
+                &[("6.1.0-47", "6.1.170-3"), ("6.1.0-50", "6.1.176-1")],
+                ("6.1.0-50", "6.1.176-1"),
+            ),
+            suite(
+                "bookworm-security",
+                &[
+                    ("6.1.0-57", "6.1.192-3"),
+                    ("6.12.117+deb12", "6.12.117-1~deb12u1"),
+                ],
+                ("6.1.0-57", "6.1.192-3"),
+            ),
+            suite(
+                "bookworm-backports",
+                &[
+                    ("6.12.95+deb12", "6.12.95-1~bpo12+1"),
+                    ("6.1.0-50", "6.1.176-1"),
+                ],
+                ("6.12.95+deb12", "6.12.95-1~bpo12+1"),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_suite_and_flavour_is_listed_once() {
+        let flavours: Vec<String> = ["amd64", "cloud-amd64", "rt-amd64"]
+            .map(String::from)
+            .to_vec();
+        let kernels = kernels_of(&bookworm_suites(), &flavours);
+        // 5 ABIs (6.1.0-50 is in two suites) in 3 flavours; no `6.12-<flavour>`.
+        assert_eq!(kernels.len(), 15, "{kernels:#?}");
+        let k = |release: &str| kernels.iter().find(|k| k.release == release).unwrap();
+        assert_eq!(k("6.1.0-50-amd64").suite, "bookworm");
+        assert_eq!(k("6.1.0-57-cloud-amd64").suite, "bookworm-security");
+        assert_eq!(k("6.1.0-57-cloud-amd64").flavour, "cloud-amd64");
+        assert_eq!(k("6.12.95+deb12-rt-amd64").suite, "bookworm-backports");
+        assert_eq!(k("6.12.95+deb12-rt-amd64").flavour, "rt-amd64");
+        assert!(kernels.iter().all(|k| !k.release.starts_with("6.12-")));
+        // The amd64 flavour does not swallow cloud-amd64 and rt-amd64.
+        assert_eq!(kernels.iter().filter(|k| k.flavour == "amd64").count(), 5);
+    }
+
+    #[test]
+    fn the_default_kernel_is_the_updated_metapackage_not_a_backport() {
+        let suites = bookworm_suites();
+        let followed: Vec<Arc<Index>> = suites
+            .iter()
+            .filter(|i| !i.suite.ends_with("-backports"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            default_release_in(&followed, "amd64").unwrap(),
+            "6.1.0-57-amd64"
+        );
+        assert_eq!(
+            default_release_in(&followed, "cloud-amd64").unwrap(),
+            "6.1.0-57-cloud-amd64"
+        );
+        // Backports counted, the newer series would win: which is why they are not.
+        assert_eq!(
+            default_release_in(&suites, "amd64").unwrap(),
+            "6.12.95+deb12-amd64"
+        );
+        let err = default_release_in(&followed, "arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux-image-arm64") && err.contains("bookworm-security"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn versioned_abis() {
+        for good in [
+            "6.1.0-57",
+            "6.12.117+deb12",
+            "5.15.0-91",
+            "7.2.13+deb14",
+            "6.1.0-0.deb11.52",
+        ] {
+            assert!(is_versioned_abi(good), "{good}");
+        }
+        for bad in ["6.12", "6.1.0-57-cloud", "6.1.0-57-rt", "", "cloud"] {
+            assert!(!is_versioned_abi(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -994,15 +1183,109 @@ mod tests {
     }
 }
 
+/// The kernel count of a release against the archive itself (network: the
+/// Debian archive): the indices are read here with no code of this crate, the
+/// suites and flavours written out by hand, and the count must be the one
+/// `cargo xtask kernels` finds.
+#[cfg(test)]
+mod archive_count {
+    use std::collections::BTreeSet;
+    use std::io::Read;
+
+    /// Versioned `linux-headers-<abi>-<flavour>` names in one suite.
+    fn headers_in(url: &str) -> BTreeSet<String> {
+        let bytes = reqwest::blocking::get(url)
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.bytes())
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let mut text = String::new();
+        liblzma::read::XzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("Package: linux-headers-"))
+            .filter(|name| {
+                let abi = ["-cloud-amd64", "-rt-amd64", "-amd64"]
+                    .iter()
+                    .find_map(|f| name.strip_suffix(f));
+                // `6.1.0-57`, `6.12.117+deb12`; not the `6.12` series metapackage.
+                abi.is_some_and(|abi| {
+                    abi.split('.').count() >= 3
+                        && abi.starts_with(|c: char| c.is_ascii_digit())
+                        && !abi.ends_with("-cloud")
+                        && !abi.ends_with("-rt")
+                })
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn count(suites: &[&str]) -> usize {
+        let mut all = BTreeSet::new();
+        for suite in suites {
+            let root = if suite.ends_with("-security") {
+                "http://deb.debian.org/debian-security"
+            } else {
+                "http://deb.debian.org/debian"
+            };
+            all.extend(headers_in(&format!(
+                "{root}/dists/{suite}/main/binary-amd64/Packages.xz"
+            )));
+        }
+        all.len()
+    }
+
+    #[test]
+    fn debian_12_lists_every_kernel_of_the_archive() {
+        let want = count(&[
+            "bookworm",
+            "bookworm-updates",
+            "bookworm-security",
+            "bookworm-backports",
+        ]);
+        let distro = crate::distro::find("debian-12").unwrap();
+        let got = crate::kernels::discover(&distro).unwrap();
+        assert_eq!(got.len(), want, "{got:#?}");
+        // 39 on 2026-12-01; the archive only grows within a release's life.
+        assert!(want >= 39, "{want}");
+    }
+
+    #[test]
+    #[ignore = "downloads the indices of four releases"]
+    fn live_every_debian_release_lists_every_kernel_of_the_archive() {
+        for (name, suites) in [
+            (
+                "debian-11",
+                &["bullseye", "bullseye-updates", "bullseye-security"][..],
+            ),
+            (
+                "debian-13",
+                &[
+                    "trixie",
+                    "trixie-updates",
+                    "trixie-security",
+                    "trixie-backports",
+                ],
+            ),
+            ("debian-unstable", &["sid"]),
+        ] {
+            let distro = crate::distro::find(name).unwrap();
+            let got = crate::kernels::discover(&distro).unwrap().len();
+            assert_eq!(got, count(suites), "{name}");
+            eprintln!("{name}: {got} kernels");
+        }
+    }
+}
+
 /// Against the real archive (network): `cargo test -p xtask -- --ignored live_`.
 #[cfg(test)]
 mod live {
     #[test]
     #[ignore = "needs the Debian archive"]
-    fn live_newest_kernels() {
+    fn live_default_kernels() {
         for name in ["debian-11", "debian-12", "debian-13", "debian-unstable"] {
             let distro = crate::distro::find(name).unwrap();
-            let k = super::newest_kernel(&distro).unwrap();
+            let k = super::default_kernel(&distro).unwrap();
             let bb = super::package(&distro, "busybox-static").unwrap();
             eprintln!(
                 "{name}: {} {} image={} modules={:?} busybox={}",

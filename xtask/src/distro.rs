@@ -45,15 +45,72 @@ pub enum Repo {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AptRepo {
-    /// Archive root, e.g. `http://deb.debian.org/debian`.
+    /// The release's own archive root, e.g. `http://deb.debian.org/debian`:
+    /// the builder's rootfs and the lab's userland come from it.
     pub mirror: String,
-    /// Suite (codename) whose `Packages` index lists the kernels.
+    /// The release's own suite (codename) in `mirror`.
     pub suite: String,
-    /// Further suites with kernels of the same release (updates, security).
-    #[serde(default)]
-    pub extra_suites: Vec<String>,
-    /// Kernel flavour: `amd64` gives `linux-image-<abi>-amd64`, `generic` for Ubuntu.
-    pub flavour: String,
+    /// Every archive whose suites hold kernels of the release: the release
+    /// suite, updates, security (under another root for Debian), backports.
+    pub archives: Vec<AptArchive>,
+    /// Kernel flavours users run: `amd64` gives `linux-headers-<abi>-amd64`.
+    /// The first is the default install's: its `linux-image-<flavour>`
+    /// metapackage picks the kernel a tarball's top-level toa.ko is for.
+    pub flavours: Vec<String>,
+}
+
+/// One archive root and the suites of the release it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptArchive {
+    /// Archive root: `http://deb.debian.org/debian-security`.
+    pub mirror: String,
+    /// Suites under `dists/`: `bookworm-security`. A suite ending in
+    /// `-backports` is opt-in: its kernels are built, but a default install
+    /// does not upgrade to them.
+    pub suites: Vec<String>,
+}
+
+/// One suite of one archive: where one `Packages` index lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptSuite {
+    pub mirror: String,
+    pub suite: String,
+}
+
+impl AptSuite {
+    /// Whether an updated default install follows this suite (backports are opt-in).
+    pub fn followed_by_default(&self) -> bool {
+        !self.suite.ends_with("-backports")
+    }
+}
+
+impl AptRepo {
+    /// Every suite of every archive, in the order of the file.
+    pub fn suites(&self) -> Vec<AptSuite> {
+        self.archives
+            .iter()
+            .flat_map(|a| {
+                a.suites.iter().map(|s| AptSuite {
+                    mirror: a.mirror.trim_end_matches('/').to_string(),
+                    suite: s.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The flavour of a default install (`amd64`, `generic`).
+    pub fn default_flavour(&self) -> &str {
+        self.flavours.first().map_or("", String::as_str)
+    }
+
+    /// The release's own suite, as an [`AptSuite`].
+    pub fn home(&self) -> AptSuite {
+        AptSuite {
+            mirror: self.mirror.trim_end_matches('/').to_string(),
+            suite: self.suite.clone(),
+        }
+    }
 }
 
 /// The Debian-family repository description the archive code reads.
@@ -66,6 +123,59 @@ pub struct RpmRepo {
     pub baseurls: Vec<String>,
     /// The package whose versions are the kernels: `kernel-devel`, `kernel-default-devel`.
     pub headers_package: String,
+    /// Credentials the repositories demand (SLES: SUSE Customer Center).
+    pub credentials: Option<Credentials>,
+}
+
+/// Credentials a maintainer must supply for a release's repositories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// The environment variable naming the credentials file, a zypp
+    /// credentials file (`username=...` and `password=...` lines).
+    pub env: String,
+    /// What to supply and where to get it: the message when it is missing.
+    pub help: String,
+}
+
+impl Credentials {
+    /// `(username, password)` from the file `env` names, or an error that
+    /// says what to supply.
+    pub fn read(&self, distro: &str) -> Result<(String, String)> {
+        let missing = || {
+            format!(
+                "{distro}: its repositories need credentials: {}; set {} to that file",
+                self.help, self.env
+            )
+        };
+        let Some(path) = std::env::var_os(&self.env) else {
+            bail!("{}", missing());
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{} ({}): {}",
+                self.env,
+                Path::new(&path).display(),
+                missing()
+            )
+        })?;
+        let field = |key: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        match (field("username"), field("password")) {
+            (Some(user), Some(password)) => Ok((user, password)),
+            _ => bail!(
+                "{} ({}) has no username= and password= lines: {}",
+                self.env,
+                Path::new(&path).display(),
+                missing()
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,6 +274,18 @@ impl Distro {
                 "{here}: a {family:?} release cannot use repo type {}",
                 repo.kind()
             ),
+        }
+        if let Repo::Apt(apt) = &self.repo {
+            if apt.flavours.is_empty() || apt.flavours.iter().any(|f| f.is_empty()) {
+                bail!("{here}: repo.flavours must name at least one kernel flavour");
+            }
+            if !apt.suites().contains(&apt.home()) {
+                bail!(
+                    "{here}: the release suite \"{}\" of {} must be one of repo.archives' suites",
+                    apt.suite,
+                    apt.mirror
+                );
+            }
         }
         if self.builder.bootstrap.is_some() && !matches!(self.repo, Repo::Apt(_)) {
             bail!("{here}: bootstrap = \"debootstrap\" needs an apt repo");
@@ -296,7 +418,8 @@ arch = "x86_64"
 type = "apt"
 mirror = "http://deb.debian.org/debian"
 suite = "bookworm"
-flavour = "amd64"
+flavours = ["amd64"]
+archives = [{ mirror = "http://deb.debian.org/debian", suites = ["bookworm"] }]
 [builder]
 image = "debian:bookworm"
 prepare = ["apt-get update"]
@@ -360,6 +483,41 @@ cc = "gcc-12"
             .unwrap_err()
         );
         assert!(err.contains("unknown variant `gentoo`"), "{err}");
+    }
+
+    #[test]
+    fn missing_credentials_say_what_to_supply() {
+        let sles = find("sles-12-sp5").unwrap();
+        let Repo::RpmMd(repo) = &sles.repo else {
+            panic!("sles-12-sp5 is rpm-md")
+        };
+        let c = repo
+            .credentials
+            .clone()
+            .expect("SLES declares its credentials");
+        let c = Credentials {
+            env: format!("TOA_TEST_CREDENTIALS_{}", std::process::id()),
+            ..c
+        };
+        let err = c.read("sles-12-sp5").unwrap_err().to_string();
+        assert!(
+            err.contains("SUSE Customer Center") && err.contains(&c.env),
+            "{err}"
+        );
+        let dir = std::env::temp_dir().join(format!("toa-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("SCCcredentials");
+        std::fs::write(&file, "username=SCC_0123\npassword=secret\n").unwrap();
+        std::env::set_var(&c.env, &file);
+        assert_eq!(
+            c.read("sles-12-sp5").unwrap(),
+            ("SCC_0123".to_string(), "secret".to_string())
+        );
+        std::fs::write(&file, "username=SCC_0123\n").unwrap();
+        let err = c.read("sles-12-sp5").unwrap_err().to_string();
+        assert!(err.contains("no username= and password="), "{err}");
+        std::env::remove_var(&c.env);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -167,6 +167,8 @@ fn try_download(
     dest: &Path,
 ) -> std::result::Result<(), Failure> {
     let fail = |retry: bool, error: anyhow::Error| Failure { error, retry };
+    // Credentials in a URL go out as basic auth, never into a message.
+    let shown = redact(url);
     let mut response = client
         .get(url)
         .send()
@@ -175,7 +177,7 @@ fn try_download(
     if !status.is_success() {
         return Err(fail(
             status.is_server_error(),
-            anyhow::anyhow!("GET {url}: HTTP {status}"),
+            anyhow::anyhow!("GET {shown}: HTTP {status}"),
         ));
     }
     let total = expected
@@ -187,7 +189,7 @@ fn try_download(
         let mut out = File::create(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))
             .map_err(|e| fail(false, e))?;
-        let bar = progress_bar(url, total);
+        let bar = progress_bar(&shown, total);
         let mut hasher = Sha256::new();
         let mut got: u64 = 0;
         let mut buf = vec![0u8; 1 << 16];
@@ -200,7 +202,7 @@ fn try_download(
                     bar.abandon();
                     return Err(fail(
                         true,
-                        anyhow::anyhow!("GET {url}: transfer failed after {got} bytes: {e}"),
+                        anyhow::anyhow!("GET {shown}: transfer failed after {got} bytes: {e}"),
                     ));
                 }
             };
@@ -216,7 +218,7 @@ fn try_download(
                     return Err(fail(
                         false,
                         anyhow::anyhow!(
-                            "GET {url}: size mismatch: expected {} bytes, got more",
+                            "GET {shown}: size mismatch: expected {} bytes, got more",
                             exp.size
                         ),
                     ));
@@ -229,7 +231,7 @@ fn try_download(
                 return Err(fail(
                     false,
                     anyhow::anyhow!(
-                        "GET {url}: size mismatch: expected {} bytes, got {got}",
+                        "GET {shown}: size mismatch: expected {} bytes, got {got}",
                         exp.size
                     ),
                 ));
@@ -239,7 +241,7 @@ fn try_download(
                 return Err(fail(
                     false,
                     anyhow::anyhow!(
-                        "GET {url}: sha256 mismatch: expected {}, got {sha}",
+                        "GET {shown}: sha256 mismatch: expected {}, got {sha}",
                         exp.sha256
                     ),
                 ));
@@ -248,7 +250,9 @@ fn try_download(
             if got != len {
                 return Err(fail(
                     true,
-                    anyhow::anyhow!("GET {url}: truncated: Content-Length {len}, got {got} bytes"),
+                    anyhow::anyhow!(
+                        "GET {shown}: truncated: Content-Length {len}, got {got} bytes"
+                    ),
                 ));
             }
         }
@@ -277,6 +281,18 @@ fn temp_path(dest: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     dest.with_file_name(format!(".{name}.part-{}-{n}", std::process::id()))
+}
+
+/// `url` without the user and password it may carry.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn progress_bar(url: &str, total: Option<u64>) -> ProgressBar {
@@ -338,7 +354,9 @@ fn unreachable(url: &str, err: &reqwest::Error) -> anyhow::Error {
     } else {
         why.to_string()
     };
-    anyhow::anyhow!("GET {url}: connection failed: {why}").context(format!(
+    // Credentials in a URL go out as basic auth, never into a message.
+    let shown = redact(url);
+    anyhow::anyhow!("GET {shown}: connection failed: {why}").context(format!(
         "cannot reach {host}{through}; check the network and the proxy settings \
          (http_proxy, https_proxy), or point the release at a reachable mirror in distros/"
     ))

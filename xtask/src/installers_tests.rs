@@ -1411,3 +1411,81 @@ fn compile_install_runs_the_selftest_and_rolls_back_on_failure() {
     assert!(!lab.root.join(TOA_COMMAND).exists(), "{}", out.text());
     lab.cleanup();
 }
+
+/// The three Debian flavours of one ABI, each with its own module.
+fn flavour_modules(flavours: &[&str]) -> Vec<KernelModule> {
+    flavours
+        .iter()
+        .map(|f| {
+            let release = format!("6.1.0-99-{f}");
+            KernelModule::new(&release, "6.1.999-1", fake_ko(&release, f))
+        })
+        .collect()
+}
+
+#[test]
+fn the_module_of_the_running_flavour_is_installed() {
+    for flavour in ["cloud-amd64", "rt-amd64", "amd64"] {
+        let mut lab = Lab::new(&format!("flavour-{flavour}"));
+        lab.publish(&flavour_modules(&["amd64", "cloud-amd64", "rt-amd64"]));
+        let krel = format!("6.1.0-99-{flavour}");
+        lab.env.push(("TOA_TEST_KREL".into(), krel.clone()));
+        std::fs::create_dir_all(lab.root.join(format!("lib/modules/{krel}/kernel"))).unwrap();
+        let out = lab.run("install_toa.sh", &[]);
+        assert!(out.ok, "{flavour}: {}", out.text());
+        assert_eq!(
+            std::fs::read(lab.root.join(format!("lib/modules/{krel}/updates/toa.ko"))).unwrap(),
+            fake_ko(&krel, flavour),
+            "{flavour}: the module of exactly this kernel"
+        );
+        lab.cleanup();
+    }
+}
+
+#[test]
+fn no_prebuilt_for_this_flavour_lists_the_distro_kernels_that_have_one() {
+    let mut lab = Lab::new("flavour-missing");
+    // Another release's kernels are not offered as this one's.
+    write_tarball(
+        &lab.dist,
+        "Debian-11-x86_64",
+        "debian-11",
+        "x86_64",
+        &[KernelModule::new(
+            "5.10.0-99-rt-amd64",
+            "5.10.999-1",
+            fake_ko("5.10.0-99-rt-amd64", "B"),
+        )],
+    )
+    .unwrap();
+    lab.publish(&flavour_modules(&["amd64", "cloud-amd64"]));
+    let krel = "6.1.0-99-rt-amd64";
+    lab.env.push(("TOA_TEST_KREL".into(), krel.into()));
+    std::fs::create_dir_all(lab.root.join(format!("lib/modules/{krel}/kernel"))).unwrap();
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &[]);
+    assert!(!out.ok, "{}", out.text());
+    assert!(
+        out.stdout
+            .contains(&format!("there is no prebuilt toa.ko for kernel {krel}")),
+        "{}",
+        out.text()
+    );
+    assert!(
+        out.stdout.contains(
+            "prebuilt modules for debian-12 exist for kernels: 6.1.0-99-amd64, 6.1.0-99-cloud-amd64"
+        ),
+        "{}",
+        out.text()
+    );
+    assert!(
+        out.stderr
+            .contains("compile_install_toa.sh | sudo bash -s -- --base-url"),
+        "{}",
+        out.text()
+    );
+    assert!(!out.stdout.contains("5.10.0-99"), "{}", out.text());
+    assert!(out.mutating().is_empty());
+    assert_eq!(snapshot(&lab.root), before);
+    lab.cleanup();
+}

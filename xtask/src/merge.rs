@@ -65,8 +65,14 @@ pub fn merge(parts: &[PathBuf], out: &Path) -> Result<Vec<Merged>> {
     for (name, tarballs) in &groups {
         let stem = name.trim_end_matches(".tar.gz");
         let release = merge_release(stem, tarballs)?;
-        let tarball =
-            package::write_tarball(out, stem, &release.distro, &release.arch, &release.modules)?;
+        let tarball = package::write_tarball_with_default(
+            out,
+            stem,
+            &release.distro,
+            &release.arch,
+            &release.modules,
+            release.default.as_ref(),
+        )?;
         merged.push(Merged {
             tarball,
             kernels: release.modules.len(),
@@ -154,6 +160,9 @@ struct Metadata {
     arch: String,
     toa_version: String,
     default_release: String,
+    /// Set when a metapackage chose `default_release` (see `package`).
+    #[serde(default)]
+    default_from: Option<String>,
     modules: Vec<ModuleMeta>,
 }
 
@@ -172,6 +181,8 @@ struct Part {
     distro: String,
     arch: String,
     toa_version: String,
+    /// The metapackage's kernel, where the part's build knew it.
+    default: Option<package::DefaultKernel>,
     modules: Vec<KernelModule>,
 }
 
@@ -272,6 +283,10 @@ fn read_part(path: &Path, stem: &str) -> Result<Part> {
         distro: meta.distro,
         arch: meta.arch,
         toa_version: meta.toa_version,
+        default: meta.default_from.map(|from| package::DefaultKernel {
+            release: meta.default_release,
+            from,
+        }),
         modules,
     })
 }
@@ -281,12 +296,15 @@ fn read_part(path: &Path, stem: &str) -> Result<Part> {
 struct Release {
     distro: String,
     arch: String,
+    /// The metapackage's kernel: the top-level toa.ko (else the newest).
+    default: Option<package::DefaultKernel>,
     modules: Vec<KernelModule>,
 }
 
 fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
     let ours = env!("CARGO_PKG_VERSION");
     let mut first: Option<Part> = None;
+    let mut default: Option<package::DefaultKernel> = None;
     // release -> (module, the part it came from)
     let mut modules: BTreeMap<String, (KernelModule, PathBuf)> = BTreeMap::new();
     for path in tarballs {
@@ -344,6 +362,16 @@ fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
                 Some(_) => {}
             }
         }
+        // Parts of a release published earlier may name an older default:
+        // the metapackage only moves on, so the newest kernel named wins.
+        if let Some(d) = &part.default {
+            let newer = default.as_ref().is_none_or(|seen| {
+                kernels::release_cmp(&d.release, &seen.release) == std::cmp::Ordering::Greater
+            });
+            if newer {
+                default = Some(d.clone());
+            }
+        }
         if first.is_none() {
             first = Some(part);
         }
@@ -356,6 +384,7 @@ fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
     Ok(Release {
         distro: first.distro,
         arch: first.arch,
+        default,
         modules,
     })
 }
@@ -665,7 +694,7 @@ mod tests {
         let tarball = format!("{}.tar.gz", distro.dist_name());
         let build_into = |name: &str, kernels: &[kernels::Kernel]| -> PathBuf {
             let _ = std::fs::remove_file(dist.join(&tarball));
-            crate::build::build(&distro, kernels, None, 1).unwrap();
+            crate::build::build(&distro, kernels, None, None, 1).unwrap();
             let to = dir.join(name);
             std::fs::create_dir_all(&to).unwrap();
             std::fs::copy(dist.join(&tarball), to.join(&tarball)).unwrap();

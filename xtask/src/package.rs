@@ -1,5 +1,7 @@
 //! Per-distro tarballs: `<Name>-<arch>.tar.gz` holding `<Name>-<arch>/toa.ko`
-//! (the newest kernel's, so `tar -zxvf ...; cd ...; insmod toa.ko` works) and
+//! (the module of the kernel a default install of the release runs after
+//! updates, or the newest kernel's where that is unknown, so
+//! `tar -zxvf ...; cd ...; insmod toa.ko` works) and
 //! `<Name>-<arch>/<kernel release>/toa.ko` for every kernel built.
 //!
 //! Same inputs, same bytes: entries sorted, fixed owner, mode and mtime, and a
@@ -38,10 +40,24 @@ struct Metadata<'a> {
     arch: &'a str,
     toa_version: &'a str,
     default_release: &'a str,
+    /// The metapackage that chose `default_release` (`linux-image-amd64`);
+    /// absent when the newest kernel stood in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_from: Option<&'a str>,
     modules: &'a [KernelModule],
 }
 
-/// Writes `<dist_dir>/<dist_name>.tar.gz`; `modules` newest last.
+/// The kernel whose module is a tarball's top-level toa.ko.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultKernel {
+    /// `uname -r`: `6.1.0-57-amd64`.
+    pub release: String,
+    /// What chose it: the metapackage, `linux-image-amd64`.
+    pub from: String,
+}
+
+/// Writes `<dist_dir>/<dist_name>.tar.gz`; `modules` newest last; the newest
+/// is the top-level toa.ko.
 pub fn write_tarball(
     dist_dir: &Path,
     dist_name: &str,
@@ -49,16 +65,32 @@ pub fn write_tarball(
     arch: &str,
     modules: &[KernelModule],
 ) -> Result<PathBuf> {
+    write_tarball_with_default(dist_dir, dist_name, distro, arch, modules, None)
+}
+
+/// [`write_tarball`] whose top-level toa.ko is `default`'s module when it is
+/// among `modules` (the newest's otherwise).
+pub fn write_tarball_with_default(
+    dist_dir: &Path,
+    dist_name: &str,
+    distro: &str,
+    arch: &str,
+    modules: &[KernelModule],
+    default: Option<&DefaultKernel>,
+) -> Result<PathBuf> {
     let newest = modules.last().context("no modules to pack")?;
+    let chosen = default.and_then(|d| Some((modules.iter().find(|m| m.release == d.release)?, d)));
+    let top = chosen.map_or(newest, |(m, _)| m);
     let metadata = serde_json::to_vec_pretty(&Metadata {
         distro,
         arch,
         toa_version: env!("CARGO_PKG_VERSION"),
-        default_release: &newest.release,
+        default_release: &top.release,
+        default_from: chosen.map(|(_, d)| d.from.as_str()),
         modules,
     })?;
     let mut entries: Vec<(String, &[u8], u32)> = vec![
-        (format!("{dist_name}/toa.ko"), &newest.ko, 0o644),
+        (format!("{dist_name}/toa.ko"), &top.ko, 0o644),
         (format!("{dist_name}/metadata.json"), &metadata, 0o644),
     ];
     for m in modules {
@@ -161,6 +193,54 @@ mod tests {
             .unwrap()
             .contains("\"default_release\": \"6.1.0-2-amd64\""));
         assert!(read_from_tarball(&a, "Debian-12-x86_64/nope").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_default_kernel_is_the_top_level_module() {
+        let dir = std::env::temp_dir().join(format!("toa-pack-default-{}", std::process::id()));
+        let modules = [
+            KernelModule::new("6.1.0-57-amd64", "6.1.192-3", b"default".to_vec()),
+            KernelModule::new("6.12.95+deb12-amd64", "6.12.95-1", b"backport".to_vec()),
+        ];
+        let default = DefaultKernel {
+            release: "6.1.0-57-amd64".into(),
+            from: "linux-image-amd64".into(),
+        };
+        let write = |d: Option<&DefaultKernel>| {
+            write_tarball_with_default(&dir, "Debian-12-x86_64", "debian-12", "x86_64", &modules, d)
+                .unwrap()
+        };
+        let a = write(Some(&default));
+        assert_eq!(
+            read_from_tarball(&a, "Debian-12-x86_64/toa.ko").unwrap(),
+            b"default"
+        );
+        let meta =
+            String::from_utf8(read_from_tarball(&a, "Debian-12-x86_64/metadata.json").unwrap())
+                .unwrap();
+        assert!(
+            meta.contains("\"default_release\": \"6.1.0-57-amd64\""),
+            "{meta}"
+        );
+        assert!(
+            meta.contains("\"default_from\": \"linux-image-amd64\""),
+            "{meta}"
+        );
+        // Not built (a narrowed build): the newest stands in, and says so.
+        let other = DefaultKernel {
+            release: "6.1.0-58-amd64".into(),
+            ..default.clone()
+        };
+        let b = write(Some(&other));
+        assert_eq!(
+            read_from_tarball(&b, "Debian-12-x86_64/toa.ko").unwrap(),
+            b"backport"
+        );
+        let meta =
+            String::from_utf8(read_from_tarball(&b, "Debian-12-x86_64/metadata.json").unwrap())
+                .unwrap();
+        assert!(!meta.contains("default_from"), "{meta}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,6 +15,11 @@
 //! `kernels` pins each kernel as `RELEASE=VERSION`, the form
 //! `cargo xtask build --kernel` takes, so a build job builds exactly what was
 //! planned without fetching the metadata again. Shards run oldest to newest.
+//!
+//! `--missing-from FILE|URL` plans only the kernels a published `index.json`
+//! has no module for (the scheduled run that keeps a release up with the
+//! archive); with none missing the matrix is empty and `count=0` tells the
+//! workflow to stop there.
 
 use crate::distro::Distro;
 use crate::kernels::{self, Kernel};
@@ -40,8 +45,12 @@ pub struct Args {
     /// Only the N newest kernels of each release (cheap runs, e.g. pull requests).
     #[arg(long, value_name = "N")]
     pub latest: Option<usize>,
-    /// Append `matrix=<json>` to this file (a job's $GITHUB_OUTPUT) instead of
-    /// printing the matrix.
+    /// Plan only the kernels this published index.json (a file, or an http(s)
+    /// URL such as the latest release's) holds no module for.
+    #[arg(long, value_name = "FILE|URL")]
+    pub missing_from: Option<String>,
+    /// Append `matrix=<json>` and `count=<jobs>` to this file (a job's
+    /// $GITHUB_OUTPUT) instead of printing the matrix.
     #[arg(long, value_name = "FILE")]
     pub github_output: Option<PathBuf>,
 }
@@ -76,6 +85,14 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut planned = Vec::new();
     for distro in distros {
+        // A release whose repositories need credentials nobody supplied here
+        // (SLES in CI) is left out of the matrix, saying what it needs.
+        if let crate::distro::Repo::RpmMd(repo) = &distro.repo {
+            if let Some(Err(e)) = repo.credentials.as_ref().map(|c| c.read(&distro.name)) {
+                eprintln!("warning: not planned: {e:#}");
+                continue;
+            }
+        }
         let all = kernels::discover(&distro)
             .with_context(|| format!("listing the kernels of {}", distro.name))?;
         let picked = match args.latest {
@@ -84,17 +101,39 @@ pub fn run(args: Args) -> Result<()> {
         };
         planned.push((distro, picked));
     }
-    let matrix = plan(&planned, args.shard_size)?;
-    for (distro, kernels) in &planned {
-        let shards = matrix
+    let matrix = match &args.missing_from {
+        Some(source) => {
+            let published = published(source)?;
+            let missing = missing(&planned, &published);
+            let total: usize = missing.iter().map(|(_, k)| k.len()).sum();
+            eprintln!(
+                "{source}: {} module(s) published; {total} kernel(s) missing",
+                published.len()
+            );
+            for (distro, kernels) in &missing {
+                for k in kernels {
+                    eprintln!("missing: {} {}", distro.name, k.release);
+                }
+            }
+            if total == 0 {
+                Matrix { include: vec![] }
+            } else {
+                plan(&missing, args.shard_size)?
+            }
+        }
+        None => plan(&planned, args.shard_size)?,
+    };
+    for (distro, _) in &planned {
+        let shards: Vec<&Shard> = matrix
             .include
             .iter()
             .filter(|s| s.distro == distro.name)
-            .count();
+            .collect();
         eprintln!(
-            "{}: {} kernel(s) in {shards} job(s)",
+            "{}: {} kernel(s) in {} job(s)",
             distro.name,
-            kernels.len()
+            shards.iter().map(|s| s.count).sum::<usize>(),
+            shards.len()
         );
     }
     eprintln!(
@@ -110,12 +149,77 @@ pub fn run(args: Args) -> Result<()> {
                 .create(true)
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            writeln!(file, "matrix={json}")
+            writeln!(file, "matrix={json}\ncount={}", matrix.include.len())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         None => println!("{}", serde_json::to_string_pretty(&matrix)?),
     }
     Ok(())
+}
+
+/// `(distro, release)` of every module a published index.json lists.
+pub type Published = std::collections::BTreeSet<(String, String)>;
+
+/// The modules of the index.json at `source` (a file or an http(s) URL).
+pub fn published(source: &str) -> Result<Published> {
+    let text = if source.starts_with("http://") || source.starts_with("https://") {
+        reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()?
+            .get(source)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+            .with_context(|| format!("downloading {source}"))?
+    } else {
+        std::fs::read_to_string(source).with_context(|| format!("reading {source}"))?
+    };
+    parse_published(&text).with_context(|| format!("{source} is not a release's index.json"))
+}
+
+/// [`published`] on the text of an index.json.
+pub fn parse_published(text: &str) -> Result<Published> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        format: u32,
+        modules: Vec<Module>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Module {
+        distro: String,
+        release: String,
+    }
+    let index: Index = serde_json::from_str(text)?;
+    if index.format != 1 {
+        bail!(
+            "index.json format {} (this xtask reads format 1)",
+            index.format
+        );
+    }
+    Ok(index
+        .modules
+        .into_iter()
+        .map(|m| (m.distro, m.release))
+        .collect())
+}
+
+/// The kernels of each release that `published` has no module for.
+pub fn missing(
+    planned: &[(Distro, Vec<Kernel>)],
+    published: &Published,
+) -> Vec<(Distro, Vec<Kernel>)> {
+    planned
+        .iter()
+        .map(|(distro, kernels)| {
+            let missing = kernels
+                .iter()
+                .filter(|k| !published.contains(&(distro.name.clone(), k.release.clone())))
+                .cloned()
+                .collect();
+            (distro.clone(), missing)
+        })
+        .filter(|(_, kernels): &(Distro, Vec<Kernel>)| !kernels.is_empty())
+        .collect()
 }
 
 /// Cuts each release's kernels (oldest first) into shards of at most
@@ -196,7 +300,8 @@ arch = "x86_64"
 type = "apt"
 mirror = "http://deb.debian.org/debian"
 suite = "bookworm"
-flavour = "amd64"
+flavours = ["amd64"]
+archives = [{{ mirror = "http://deb.debian.org/debian", suites = ["bookworm"] }}]
 [builder]
 image = "debian:bookworm"
 prepare = []
@@ -209,11 +314,7 @@ cc = "gcc-12"
     }
 
     fn kernel(release: &str, version: &str) -> Kernel {
-        Kernel {
-            release: release.into(),
-            version: version.into(),
-            uname_v: None,
-        }
+        Kernel::pinned(release, version)
     }
 
     fn kernels(n: usize) -> Vec<Kernel> {
@@ -275,6 +376,79 @@ cc = "gcc-12"
         );
         assert!(plan(&[(distro("debian-12", "Debian-12"), kernels(1))], 0).is_err());
         assert!(plan(&[(distro("debian-12", "Debian-12"), vec![])], 8).is_err());
+    }
+
+    /// An index.json as `index::render` writes it.
+    fn index_json(modules: &[(&str, &str)]) -> String {
+        let entries: Vec<crate::index::Entry> = modules
+            .iter()
+            .map(|(distro, release)| crate::index::Entry {
+                release: release.to_string(),
+                arch: "x86_64".into(),
+                uname_v: String::new(),
+                distro: distro.to_string(),
+                tarball: "Debian-12-x86_64.tar.gz".into(),
+                tarball_sha256: "a".repeat(64),
+                ko: format!("Debian-12-x86_64/{release}/toa.ko"),
+                ko_sha256: "b".repeat(64),
+            })
+            .collect();
+        crate::index::render("0.1.0", &entries)
+    }
+
+    #[test]
+    fn missing_from_plans_only_the_kernels_an_index_lacks() {
+        let all = kernels(5);
+        let releases = [(distro("debian-12", "Debian-12"), all.clone())];
+        // Published: all but 6.1.0-3 (and a kernel of another release with its name).
+        let published = parse_published(&index_json(&[
+            ("debian-12", "6.1.0-1-amd64"),
+            ("debian-12", "6.1.0-2-amd64"),
+            ("debian-11", "6.1.0-3-amd64"),
+            ("debian-12", "6.1.0-4-amd64"),
+            ("debian-12", "6.1.0-5-amd64"),
+        ]))
+        .unwrap();
+        let missing = missing(&releases, &published);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].1, [kernel("6.1.0-3-amd64", "6.1.3-1")]);
+        let m = plan(&missing, 8).unwrap();
+        assert_eq!(m.include.len(), 1);
+        assert_eq!(m.include[0].kernels, "6.1.0-3-amd64=6.1.3-1");
+
+        // Everything published: nothing to plan.
+        let all_published: Vec<(&str, String)> = all
+            .iter()
+            .map(|k| ("debian-12", k.release.clone()))
+            .collect();
+        let refs: Vec<(&str, &str)> = all_published
+            .iter()
+            .map(|(d, r)| (*d, r.as_str()))
+            .collect();
+        let published = parse_published(&index_json(&refs)).unwrap();
+        assert!(super::missing(&releases, &published).is_empty());
+
+        // An empty release index: every kernel.
+        let published = parse_published(&index_json(&[])).unwrap();
+        assert_eq!(super::missing(&releases, &published)[0].1.len(), 5);
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_index_is_refused() {
+        assert!(parse_published("{}").is_err());
+        assert!(parse_published(r#"{"format":2,"modules":[]}"#).is_err());
+        let dir = std::env::temp_dir().join(format!("toa-plan-missing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("index.json");
+        std::fs::write(&file, index_json(&[("debian-12", "6.1.0-1-amd64")])).unwrap();
+        let got = published(file.to_str().unwrap()).unwrap();
+        assert!(got.contains(&("debian-12".to_string(), "6.1.0-1-amd64".to_string())));
+        let err = format!(
+            "{:#}",
+            published(dir.join("nope").to_str().unwrap()).unwrap_err()
+        );
+        assert!(err.contains("reading"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

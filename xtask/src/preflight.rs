@@ -699,7 +699,7 @@ mod tests {
             kernels: vec![],
             latest: None,
             backend: None,
-            jobs: 1,
+            jobs: Some(1),
             dry_run: false,
         }));
         let plan = plan(&needs, &project_toolchain(), &machine);
@@ -737,7 +737,7 @@ mod tests {
             kernels: vec![],
             latest: None,
             backend: None,
-            jobs: 1,
+            jobs: Some(1),
             dry_run: true,
         });
         let needs = needs(&dry);

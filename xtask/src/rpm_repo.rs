@@ -157,7 +157,7 @@ pub fn kernel_of(family: Family, p: &RpmPackage) -> Result<Kernel> {
     Ok(Kernel {
         release,
         version,
-        uname_v: None,
+        ..Kernel::default()
     })
 }
 
@@ -176,6 +176,16 @@ fn url_key(url: &str) -> String {
         .collect()
 }
 
+/// `base` with a user and password, which the HTTP client sends as basic auth
+/// (and the download messages leave out).
+fn with_userinfo(base: &str, user: &str, password: &str) -> Result<String> {
+    let mut url = reqwest::Url::parse(base).with_context(|| format!("{base} is not a URL"))?;
+    if url.set_username(user).is_err() || url.set_password(Some(password)).is_err() {
+        bail!("{base}: cannot carry credentials");
+    }
+    Ok(url.to_string().trim_end_matches('/').to_string())
+}
+
 /// Every kernel of the release across its repositories, oldest first.
 pub fn kernels(
     distro_name: &str,
@@ -183,19 +193,27 @@ pub fn kernels(
     arch: &str,
     repo: &RpmRepo,
 ) -> Result<Vec<Kernel>> {
+    let credentials = match &repo.credentials {
+        Some(c) => Some(c.read(distro_name)?),
+        None => None,
+    };
     let mut out: Vec<Kernel> = Vec::new();
     for base in &repo.baseurls {
         let base = base.trim_end_matches('/');
+        let authed = match &credentials {
+            Some((user, password)) => with_userinfo(base, user, password)?,
+            None => base.to_string(),
+        };
         let cache = Path::new("rpm").join(distro_name).join(url_key(base));
         let repomd_path = crate::download::fetch_fresh(
-            &format!("{base}/repodata/repomd.xml"),
+            &format!("{authed}/repodata/repomd.xml"),
             cache.join("repomd.xml"),
         )
         .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
         let repomd = std::fs::read_to_string(&repomd_path)?;
         let primary =
             parse_repomd(&repomd).with_context(|| format!("{base}/repodata/repomd.xml"))?;
-        let url = format!("{base}/{}", primary.href);
+        let url = format!("{authed}/{}", primary.href);
         let file_name = primary
             .href
             .rsplit('/')
@@ -213,7 +231,7 @@ pub fn kernels(
                 let got = crate::download::sha256_file(&path)?;
                 if &got != sha256 {
                     let _ = std::fs::remove_file(&path);
-                    bail!("{url}: sha256 {got} does not match repomd.xml's {sha256}");
+                    bail!("{}: sha256 {got} does not match repomd.xml's {sha256}", crate::download::redact(&url));
                 }
                 path
             }
@@ -221,10 +239,14 @@ pub fn kernels(
         };
         let bytes = std::fs::read(&path)?;
         let xml = crate::deb::decompress(&file_name, &bytes)?;
-        let xml = String::from_utf8(xml).with_context(|| format!("{url} is not UTF-8"))?;
+        let xml = String::from_utf8(xml)
+            .with_context(|| format!("{} is not UTF-8", crate::download::redact(&url)))?;
         for p in parse_primary(&xml, &repo.headers_package)? {
             if p.arch == arch || (p.arch == "noarch" && family == Family::Suse) {
-                let k = kernel_of(family, &p)?;
+                let k = Kernel {
+                    suite: base.to_string(),
+                    ..kernel_of(family, &p)?
+                };
                 if !out.iter().any(|o| o.release == k.release) {
                     out.push(k);
                 }

@@ -8,13 +8,22 @@
 use anyhow::{Context, Result};
 use std::time::Instant;
 
-/// Debian kernels the lab can boot on a development machine: 5.10, 6.1, 6.12, 7.x.
-const ALL_KERNELS: &[&str] = &["debian-11", "debian-12", "debian-13", "debian-unstable"];
+/// What the VM lab boots by default: the kernel a default install of each
+/// Debian release runs after updates (5.10, 6.1, 6.12, 7.x), plus the same
+/// Debian 12 kernel in the cloud-amd64 and rt-amd64 flavours.
+const LAB: &[(&str, Option<&str>)] = &[
+    ("debian-11", None),
+    ("debian-12", None),
+    ("debian-12", Some("cloud-amd64")),
+    ("debian-12", Some("rt-amd64")),
+    ("debian-13", None),
+    ("debian-unstable", None),
+];
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Distro release whose kernel the VM lab boots (repeatable). Default: every
-    /// Debian kernel the lab can boot here: debian-11, -12, -13 and unstable.
+    /// Distro release whose default kernel the VM lab boots (repeatable). Default:
+    /// debian-11, -12, -13 and unstable, plus Debian 12's cloud-amd64 and rt-amd64.
     #[arg(long = "distro", value_name = "NAME")]
     pub distros: Vec<String>,
     /// Host tests only: no module build, no VM.
@@ -23,13 +32,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distros: Vec<String> = if args.distros.is_empty() {
-        ALL_KERNELS.iter().map(|s| s.to_string()).collect()
+    let lab: Vec<(String, Option<String>)> = if args.distros.is_empty() {
+        LAB.iter()
+            .map(|(d, f)| (d.to_string(), f.map(String::from)))
+            .collect()
     } else {
-        args.distros.clone()
+        args.distros.iter().map(|d| (d.clone(), None)).collect()
     };
     // Unknown names fail before anything slow starts.
-    for name in &distros {
+    for (name, _) in &lab {
         crate::distro::find(name)?;
     }
     let mut summary: Vec<(String, std::time::Duration)> = Vec::new();
@@ -82,10 +93,16 @@ pub fn run(args: Args) -> Result<()> {
                 })
             },
         )?;
-        for name in &distros {
-            step(format!("VM lab on {name}"), &mut || {
+        for (name, flavour) in &lab {
+            let what = match flavour {
+                Some(f) => format!("VM lab on {name} ({f})"),
+                None => format!("VM lab on {name}"),
+            };
+            step(what, &mut || {
                 crate::vm_test::run(crate::vm_test::Args {
                     distro: name.clone(),
+                    kernel: None,
+                    flavour: flavour.clone(),
                     timeout: 600,
                     kvm: false,
                     module: None,

@@ -18,9 +18,18 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Distro release whose kernel to boot (see distros/).
+    /// Distro release whose kernel to boot (see distros/). Default kernel: the one
+    /// a default install runs after updates (its linux-image-<flavour> metapackage's).
     #[arg(long, default_value = "debian-12")]
     pub distro: String,
+    /// Boot this kernel of the release instead, as `uname -r` prints it (any
+    /// suite or flavour `cargo xtask kernels` lists, e.g. an rt-amd64 one).
+    #[arg(long, value_name = "RELEASE", conflicts_with = "flavour")]
+    pub kernel: Option<String>,
+    /// Boot the default kernel's ABI in this flavour instead (`cloud-amd64`,
+    /// `rt-amd64`).
+    #[arg(long, value_name = "FLAVOUR")]
+    pub flavour: Option<String>,
     /// Kill the guest after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -109,17 +118,62 @@ pub fn run(args: Args) -> Result<()> {
         append: scenario_args(&args).unwrap_or_default(),
         ..LabOptions::default()
     };
-    let module = match args.module {
-        Some(path) => path,
-        None => packed_module(&distro)?,
+    let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
+        (Some(path), _) => path,
+        (None, None) => packed_module(&distro)?,
+        (None, Some(release)) => packed_module_of(&distro, &release)?,
     };
     let report = run_lab(&distro, &module, &opts)?;
     report.print();
     report.check()
 }
 
-/// Builds and packs toa.ko for the distro's newest kernel, and copies the
-/// module out of the tarball (what operators install) into the VM directory.
+/// The kernel `--kernel` or `--flavour` names, if any.
+fn kernel_asked(distro: &Distro, args: &Args) -> Result<Option<String>> {
+    if let Some(release) = &args.kernel {
+        return Ok(Some(release.clone()));
+    }
+    let Some(flavour) = &args.flavour else {
+        return Ok(None);
+    };
+    let repo = distro
+        .debian()
+        .context("--flavour picks among a Debian-family release's flavours")?;
+    if !repo.flavours.contains(flavour) {
+        bail!(
+            "{}: no flavour \"{flavour}\"; its flavours: {}",
+            distro.name,
+            repo.flavours.join(", ")
+        );
+    }
+    let default = crate::debian_repo::default_release(distro)?;
+    let abi = default
+        .strip_suffix(repo.default_flavour())
+        .with_context(|| format!("{default} does not end in -{}", repo.default_flavour()))?;
+    Ok(Some(format!("{abi}{flavour}")))
+}
+
+/// Builds and packs toa.ko for the default kernel and `release`, and copies
+/// `release`'s module out of the tarball into the VM directory.
+pub fn packed_module_of(distro: &Distro, release: &str) -> Result<PathBuf> {
+    let built = crate::build::build_for_lab(distro, Some(release))?;
+    let member = format!("{}/{release}/toa.ko", distro.dist_name());
+    let out = vm_dir(distro).join("toa.ko");
+    extract_from_tarball(&built.tarball, &member, &out)?;
+    eprintln!("module: {member} from {}", built.tarball.display());
+    let packed = module_release(&out)?;
+    if packed != release {
+        bail!(
+            "{member} in {} is for kernel {packed}",
+            built.tarball.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Builds and packs toa.ko for the distro's default kernel, and copies the
+/// top-level module out of the tarball (what operators install) into the VM
+/// directory.
 pub fn packed_module(distro: &Distro) -> Result<PathBuf> {
     let built = crate::build::build_distro(distro)?;
     let out = vm_dir(distro).join("toa.ko");
@@ -552,7 +606,7 @@ impl LabReport {
 pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<LabReport> {
     // Boot the kernel the module was built for (normally the suite's newest).
     let release = module_release(module_ko)?;
-    let kernel = match crate::debian_repo::newest_kernel(distro) {
+    let kernel = match crate::debian_repo::default_kernel(distro) {
         Ok(newest) if newest.release == release => newest,
         _ => crate::debian_repo::kernel_for_release(distro, &release).with_context(|| {
             format!(

@@ -57,13 +57,28 @@ fn recipe(distro: &Distro, release: &str) -> Result<String> {
         hash.update([0]);
     }
     Ok(format!(
-        "mirror {}\nsuite {}\nrelease {release}\npackages {}\nmore {}\nheadroom {HEADROOM_MB}\nfiles {}\n",
+        "mirror {}\nsuite {}\nsources {}\nrelease {release}\npackages {}\nmore {}\nheadroom {HEADROOM_MB}\nfiles {}\n",
         repo.mirror,
         repo.suite,
+        release_suites(distro)?.replace('\n', "; "),
         BOOTSTRAP_PACKAGES.join(","),
         MORE_PACKAGES.join(","),
         hex::encode(hash.finalize())
     ))
+}
+
+/// apt sources for the release's other suites (updates, security,
+/// backports): the guest installs a kernel from whichever has it, as an
+/// updated install would.
+fn release_suites(distro: &Distro) -> Result<String> {
+    let repo = distro.debian()?;
+    let home = repo.home();
+    Ok(repo
+        .suites()
+        .into_iter()
+        .filter(|s| *s != home)
+        .map(|s| format!("deb {} {} main\n", s.mirror, s.suite))
+        .collect())
 }
 
 pub fn image_dir(distro: &Distro, release: &str) -> PathBuf {
@@ -145,6 +160,11 @@ pub fn ensure(distro: &Distro, release: &str) -> Result<GuestImage> {
             0o644,
         )?;
         write_mode(&rootfs.join("root/toa-lab-configure.sh"), CONFIGURE, 0o755)?;
+        write_mode(
+            &rootfs.join("etc/apt/sources.list.d/toa-release-suites.list"),
+            &release_suites(distro)?,
+            0o644,
+        )?;
         let script = format!(
             "mount -t proc proc /proc && RELEASE={release} PACKAGES='{}' /bin/sh /root/toa-lab-configure.sh",
             MORE_PACKAGES.join(" ")
