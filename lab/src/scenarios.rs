@@ -1,5 +1,6 @@
 //! The scenarios, in the order they run, and the loop that reports them.
 
+mod bpf;
 mod kernel_socket;
 mod malformed;
 mod ports;
@@ -42,6 +43,8 @@ pub struct Options {
     pub fuzz_connections: u64,
     /// Seed of its generator (a fresh one when not given).
     pub fuzz_seed: Option<u64>,
+    /// The eBPF mode's loader (`toa-bpf-lab`), run by the eBPF-only scenarios.
+    pub loader: PathBuf,
 }
 
 /// State scenarios share beyond the lab itself.
@@ -68,7 +71,7 @@ impl Shared {
 /// Runs `f` and checks that the counters moved exactly as the connections
 /// it made imply (module mode only).
 fn counted(lab: &Lab, f: impl FnOnce() -> Result<String>) -> Result<String> {
-    if lab.expect == Expect::Kernel {
+    if lab.expect != Expect::Module {
         return f();
     }
     // Records of connections closed by earlier scenarios may still be on
@@ -112,6 +115,8 @@ fn toa(kind: u8, client: &str) -> Option<Toa> {
         client.parse().expect("scenario addresses are valid"),
     ))
 }
+
+pub use bpf::NAMES as BPF_ONLY;
 
 pub const ALL: &[&str] = &[
     "v4-254-8",
@@ -377,6 +382,7 @@ pub fn run(opts: Options) -> i32 {
     let mode = match opts.expect {
         Expect::Module => "module",
         Expect::Kernel => "kernel",
+        Expect::Bpf => "bpf",
     };
     output::start(mode, &kernel_release());
 
@@ -416,8 +422,8 @@ pub fn run(opts: Options) -> i32 {
                 continue;
             }
         }
-        if scenario.module_only && opts.expect == Expect::Kernel {
-            output::skip(scenario.name, "needs the module (--expect kernel)");
+        if scenario.module_only && opts.expect != Expect::Module {
+            output::skip(scenario.name, "needs the module");
             continue;
         }
         let outcome = (scenario.run)(&lab, &mut ctx).map_err(|e| e.to_string());
@@ -432,6 +438,25 @@ pub fn run(opts: Options) -> i32 {
         output::result(scenario.name, &outcome);
         if let Some(after) = ctx.stats_after.take() {
             output::stats(&after);
+        }
+    }
+    if opts.expect == Expect::Bpf {
+        for (name, run) in bpf::SCENARIOS {
+            if opts
+                .only
+                .as_ref()
+                .is_some_and(|o| !o.iter().any(|n| n == name))
+            {
+                continue;
+            }
+            let outcome = run(&lab, &opts.loader).map_err(|e| e.to_string());
+            if outcome.is_ok() {
+                pass += 1;
+            } else {
+                fail += 1;
+                lab.origin.settle(opts.step_timeout * 2);
+            }
+            output::result(name, &outcome);
         }
     }
     let Lab { origin, .. } = lab;

@@ -119,25 +119,49 @@ static __always_inline void count(__u32 which)
 
 enum scan { SCAN_NONE, SCAN_FOUND, SCAN_MALFORMED };
 
+/* No TOA seen yet; offsets are masked to 0..63, so this is out of range. */
+#define NO_TOA 0xff
+
+static __always_inline int is_toa(__u32 kind, __u32 len, __u32 formats)
+{
+	__u32 bit = 0;
+
+	if (kind == 254 && len == 8)
+		bit = 0x1;
+	else if (kind == 254 && len == 20)
+		bit = 0x2;
+	else if (kind == 253 && len == 20)
+		bit = 0x4;
+	else if (kind == 200 && len == 8)
+		bit = 0x8;
+	return (bit & formats) != 0;
+}
+
 /*
  * The option walk of toa-kmod/src/option.rs, on packet memory: the first enabled
  * TOA wins, EOL ends the walk, and the whole area is checked even after a TOA
  * was found (an area the kernel would give up on is not trusted either).
  * Every step advances by at least one byte of at most 40: 40 steps suffice.
+ *
+ * For the verifier: offsets are masked to 0..63 at the top of each step, so the
+ * states of different paths (NOP, an option of unknown length, a TOA whose
+ * length a branch made known) converge and are pruned instead of multiplying;
+ * packet bounds are then proven against skb_data_end. The TOA is decoded after
+ * the loop from its offset alone.
  */
 static __always_inline enum scan scan(__u8 *area, __u8 *end, __u32 area_len,
 				      __u32 formats, struct client *out)
 {
-	__u32 at = 0;
-	int found = 0;
+	__u32 at = 0, toa_at = NO_TOA;
 
 	for (int step = 0; step < MAX_AREA; step++) {
-		if (at >= area_len || at >= MAX_AREA)
+		if (at >= area_len)
 			break;
+		at &= 63;
 		__u8 *p = area + at;
 		if (p + 1 > end)
 			return SCAN_MALFORMED;
-		__u8 kind = p[0];
+		__u32 kind = p[0];
 		if (kind == 0)
 			break;
 		if (kind == 1) {
@@ -147,41 +171,32 @@ static __always_inline enum scan scan(__u8 *area, __u8 *end, __u32 area_len,
 		if (at + 1 >= area_len || p + 2 > end)
 			return SCAN_MALFORMED;
 		__u32 len = p[1];
-		if (len < 2)
+		if (len < 2 || at + len > area_len)
 			return SCAN_MALFORMED;
-		if (at + len > area_len)
-			return SCAN_MALFORMED;
-		if (!found) {
-			__u32 bit = 0;
-
-			if (kind == 254 && len == 8)
-				bit = 0x1;
-			else if (kind == 254 && len == 20)
-				bit = 0x2;
-			else if (kind == 253 && len == 20)
-				bit = 0x4;
-			else if (kind == 200 && len == 8)
-				bit = 0x8;
-			if (bit & formats) {
-				if (len == 8) {
-					if (p + 8 > end)
-						return SCAN_MALFORMED;
-					out->family = AF_INET;
-					out->port = p[2] | (p[3] << 8);
-					__builtin_memcpy(&out->addr[0], p + 4, 4);
-				} else {
-					if (p + 20 > end)
-						return SCAN_MALFORMED;
-					out->family = AF_INET6;
-					out->port = p[2] | (p[3] << 8);
-					__builtin_memcpy(out->addr, p + 4, 16);
-				}
-				found = 1;
-			}
-		}
+		if (toa_at == NO_TOA && is_toa(kind, len, formats))
+			toa_at = at;
 		at += len;
 	}
-	return found ? SCAN_FOUND : SCAN_NONE;
+	if (toa_at == NO_TOA)
+		return SCAN_NONE;
+
+	__u8 *p = area + (toa_at & 63);
+	if (p + 2 > end)
+		return SCAN_MALFORMED;
+	if (p[1] == 8) {
+		if (p + 8 > end)
+			return SCAN_MALFORMED;
+		out->family = AF_INET;
+		out->port = p[2] | (p[3] << 8);
+		__builtin_memcpy(&out->addr[0], p + 4, 4);
+	} else {
+		if (p + 20 > end)
+			return SCAN_MALFORMED;
+		out->family = AF_INET6;
+		out->port = p[2] | (p[3] << 8);
+		__builtin_memcpy(out->addr, p + 4, 16);
+	}
+	return SCAN_FOUND;
 }
 
 static __always_inline int port_honoured(struct settings *s, __u32 port)

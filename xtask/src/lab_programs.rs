@@ -10,13 +10,25 @@ pub const PROFILE: &str = "lab";
 
 /// Build the `toa-lab` package and return its static binary.
 pub fn build_lab_program() -> Result<PathBuf> {
+    build_static("toa-lab", "toa-lab")
+}
+
+/// Build the eBPF mode's test loader (`toa-bpf-lab` of `toa-bpf`; its build
+/// script compiles the BPF programs with clang).
+pub fn build_bpf_loader() -> Result<PathBuf> {
+    build_static("toa-bpf", "toa-bpf-lab")
+}
+
+fn build_static(package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = crate::cache::target_dir();
     duct::cmd!(
         &cargo,
         "build",
         "--package",
-        "toa-lab",
+        package,
+        "--bin",
+        bin,
         "--profile",
         PROFILE,
         "--target",
@@ -27,9 +39,9 @@ pub fn build_lab_program() -> Result<PathBuf> {
     .dir(crate::cache::project_root())
     .run()
     .with_context(|| {
-        format!("cargo build --package toa-lab --profile {PROFILE} --target {TARGET} failed")
+        format!("cargo build --package {package} --profile {PROFILE} --target {TARGET} failed")
     })?;
-    let binary = target_dir.join(TARGET).join(PROFILE).join("toa-lab");
+    let binary = target_dir.join(TARGET).join(PROFILE).join(bin);
     check_static(&binary)?;
     Ok(binary)
 }

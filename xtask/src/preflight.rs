@@ -66,7 +66,11 @@ const HOST_TESTS: &[Tool] = &[
     command!("unshare" from "util-linux"),
     command!("ip" from "iproute2"),
     command!("shellcheck" from "shellcheck"),
+    BPF_COMPILER,
 ];
+
+/// toa-bpf's build script compiles the BPF programs with clang.
+const BPF_COMPILER: Tool = command!("clang" from "clang");
 
 /// Reading a release's repository: InRelease signatures.
 const REPOSITORY: &[Tool] = &[
@@ -91,7 +95,10 @@ const BUILDER: &[Tool] = &[
 ];
 
 /// Booting a kernel.
-const VM: &[Tool] = &[command!("qemu-system-x86_64" from "qemu-system-x86")];
+const VM: &[Tool] = &[
+    command!("qemu-system-x86_64" from "qemu-system-x86"),
+    BPF_COMPILER,
+];
 
 /// The guest image of vm-install-test: an ext4 disk.
 const GUEST_IMAGE: &[Tool] = &[command!("mkfs.ext4" from "e2fsprogs")];

@@ -91,6 +91,7 @@ pub fn run(args: Args) -> Result<()> {
                     module: None,
                     fuzz_connections: None,
                     fuzz_seed: None,
+                    mode: crate::vm_test::Mode::Kmod,
                 })
             })?;
         }

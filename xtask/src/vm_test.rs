@@ -36,6 +36,17 @@ pub struct Args {
     /// Seed of the malformed-option generator, to replay a failed run.
     #[arg(long, value_name = "SEED")]
     pub fuzz_seed: Option<u64>,
+    /// `bpf`: no toa.ko; the guest loads the eBPF mode and the lab expects
+    /// its semantics (the module still selects the kernel to boot).
+    #[arg(long, value_enum, default_value_t = Mode::Kmod)]
+    pub mode: Mode,
+}
+
+/// Which implementation the guest runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Kmod,
+    Bpf,
 }
 
 /// Where the guest's /init finds the module under test.
@@ -53,19 +64,24 @@ pub fn guest_command<S: AsRef<str>>(words: &[S]) -> String {
 
 /// The guest's lab command when the defaults are not what was asked for.
 fn scenario_args(args: &Args) -> Option<String> {
-    if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() {
+    let bpf = args.mode == Mode::Bpf;
+    if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() && !bpf {
         return None;
     }
     let mut words: Vec<String> = ["scenarios", "--expect", "module", "--module", GUEST_MODULE]
         .map(String::from)
         .to_vec();
+    if bpf {
+        words = ["scenarios", "--expect", "bpf"].map(String::from).to_vec();
+    }
     if let Some(n) = args.fuzz_connections {
         words.extend(["--fuzz-connections".into(), n.to_string()]);
     }
     if let Some(seed) = args.fuzz_seed {
         words.extend(["--fuzz-seed".into(), seed.to_string()]);
     }
-    Some(format!("toa_lab.args={}", guest_command(&words)))
+    let kmod = if bpf { "toa_lab.kmod=0 " } else { "" };
+    Some(format!("{kmod}toa_lab.args={}", guest_command(&words)))
 }
 
 /// How to run the lab.
@@ -543,6 +559,11 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let files = crate::deb::kernel_files(&kernel, &["tun"])?;
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
     let lab_program = crate::lab_programs::build_lab_program()?;
+    let bpf_loader = if opts.append.contains("toa_lab.kmod=0") {
+        Some(crate::lab_programs::build_bpf_loader()?)
+    } else {
+        None
+    };
     let kernel_listener = crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
         .context("building the lab's in-kernel listener module")?;
     eprintln!(
@@ -566,6 +587,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
             lab_program: &lab_program,
             test_modules: std::slice::from_ref(&kernel_listener),
             init: crate::initramfs::GUEST_INIT,
+            bpf_loader: bpf_loader.as_deref(),
         },
         &initrd,
     )?;
