@@ -324,6 +324,16 @@ mod tests {
     }
 
     #[test]
+    fn test_parse_bpf_mode() {
+        let o = parse_scenarios(&args("--expect bpf --only bpf-ports,v4-254-8")).unwrap();
+        assert_eq!(o.expect, Expect::Bpf);
+        assert_eq!(o.loader, PathBuf::from(DEFAULT_LOADER));
+        assert_eq!(o.only.unwrap(), ["bpf-ports", "v4-254-8"]);
+        let o = parse_scenarios(&args("--expect bpf --loader /x/load")).unwrap();
+        assert_eq!(o.loader, PathBuf::from("/x/load"));
+    }
+
+    #[test]
     fn test_parse_errors() {
         assert!(parse_scenarios(&args("")).is_err(), "--expect missing");
         assert!(

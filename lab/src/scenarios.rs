@@ -310,6 +310,21 @@ fn check_stats(lab: &Lab, ctx: &mut Shared) -> Result<String> {
     })
 }
 
+/// Opens `spec` with the origin keeping its socket (returned beside the
+/// connection) open across what the caller does next (`across`).
+fn open_kept<'l>(
+    lab: &'l Lab,
+    spec: &ConnSpec,
+    across: &str,
+) -> Result<(Held<'l>, Option<std::os::fd::OwnedFd>)> {
+    lab.origin.set_hold(true);
+    let opened = lab.open(spec);
+    lab.origin.set_hold(false);
+    let mut held = opened.context(format!("opening the connection kept across {across}"))?;
+    let fd = held.report.held.take();
+    Ok((held, fd))
+}
+
 /// Unloading with a TOA connection open must be safe and hand that socket
 /// back to the kernel's own answers; loading again must work at once.
 fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
@@ -322,16 +337,15 @@ fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
         Listener::V4,
         toa(KIND_TOA, "198.51.100.7:40006"),
     );
-    lab.origin.set_hold(true);
-    let opened = lab.open(&kept);
-    lab.origin.set_hold(false);
-    let Held {
-        client,
-        mut report,
-        verdict,
-    } = opened.context("opening the connection kept across the reload")?;
+    let (
+        Held {
+            client,
+            report,
+            verdict,
+        },
+        fd,
+    ) = open_kept(lab, &kept, "the reload")?;
     let proxy_src = client.local();
-    let fd = report.held.take();
 
     let outcome = (|| {
         let fd = fd

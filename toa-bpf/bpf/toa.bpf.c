@@ -195,6 +195,14 @@ static __always_inline enum scan scan(__u8 *area, __u8 *end, __u32 area_len,
 		out->family = AF_INET6;
 		out->port = p[2] | (p[3] << 8);
 		__builtin_memcpy(out->addr, p + 4, 16);
+		/* ::ffff:a.b.c.d is an IPv4 client (the module shows it so): an
+		 * AF_INET socket can show it, an AF_INET6 one maps it back. */
+		if (out->addr[0] == 0 && out->addr[1] == 0 &&
+		    out->addr[2] == __builtin_bswap32(0xffff)) {
+			out->family = AF_INET;
+			out->addr[0] = out->addr[3];
+			out->addr[3] = 0;
+		}
 	}
 	return SCAN_FOUND;
 }

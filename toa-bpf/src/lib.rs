@@ -10,6 +10,7 @@
 //! ```
 
 mod counters;
+mod link;
 mod loader;
 mod maps;
 mod settings;

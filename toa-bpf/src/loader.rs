@@ -193,23 +193,23 @@ fn write_settings(settings: &mut Map, v4: &mut Map, v6: &mut Map, s: &Settings) 
     array
         .set(0, SettingsValue::encode(s), 0)
         .context("writing the settings map")?;
-    let same = |a: &[u8], pa: u32, b: &[u8], pb: u32| a == b && pa == pb;
-    let stale4: Vec<_> = v4.keys().filter_map(|k| k.ok()).collect();
-    for k in stale4 {
-        if !want4
+    remove_stale(&mut v4, &want4).context("removing a trusted IPv4 proxy")?;
+    remove_stale(&mut v6, &want6).context("removing a trusted IPv6 proxy")?;
+    Ok(())
+}
+
+/// Removes the trie's entries that `want` does not hold.
+fn remove_stale<K: aya::Pod + PartialEq>(
+    trie: &mut LpmTrie<&mut MapData, K, u8>,
+    want: &[Key<K>],
+) -> Result<()> {
+    let have: Vec<Key<K>> = trie.keys().filter_map(|k| k.ok()).collect();
+    for k in have {
+        let kept = want
             .iter()
-            .any(|w| same(&w.data(), w.prefix_len(), &k.data(), k.prefix_len()))
-        {
-            v4.remove(&k).context("removing a trusted IPv4 proxy")?;
-        }
-    }
-    let stale6: Vec<_> = v6.keys().filter_map(|k| k.ok()).collect();
-    for k in stale6 {
-        if !want6
-            .iter()
-            .any(|w| same(&w.data(), w.prefix_len(), &k.data(), k.prefix_len()))
-        {
-            v6.remove(&k).context("removing a trusted IPv6 proxy")?;
+            .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+        if !kept {
+            trie.remove(&k)?;
         }
     }
     Ok(())
@@ -253,6 +253,15 @@ fn remove_pins() -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
+    // Unpinning alone releases a link later (after an RCU grace period, from a
+    // work queue): detach first, so that when unload returns no program runs.
+    for (name, _) in PROGRAMS {
+        let path = link_pin(name);
+        if path.exists() {
+            crate::link::detach_pinned(&path)
+                .with_context(|| format!("detaching {}", path.display()))?;
+        }
+    }
     // Links first: programs stop running before their maps are unpinned.
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort_by_key(|p| {

@@ -657,6 +657,29 @@ mod tests {
     const RELEASE: &str = "6.1.0-50-amd64";
 
     #[test]
+    fn test_bpf_mode_skips_the_module() {
+        let mut args = Args {
+            distro: "debian-12".into(),
+            timeout: 300,
+            kvm: false,
+            module: None,
+            fuzz_connections: None,
+            fuzz_seed: None,
+            mode: Mode::Kmod,
+        };
+        assert_eq!(
+            scenario_args(&args),
+            None,
+            "module mode keeps the guest's default"
+        );
+        args.mode = Mode::Bpf;
+        assert_eq!(
+            scenario_args(&args).unwrap(),
+            "toa_lab.kmod=0 toa_lab.args=scenarios,--expect,bpf"
+        );
+    }
+
+    #[test]
     fn good_run_has_no_problems() {
         let p = parse_console(GOOD);
         assert_eq!(p.kernel.as_deref(), Some(RELEASE));

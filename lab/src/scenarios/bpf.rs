@@ -110,16 +110,15 @@ fn ports(lab: &Lab, path: &Path) -> Result<String> {
 /// again, so do new connections; loading again covers new ones at once.
 fn unload_open(lab: &Lab, path: &Path) -> Result<String> {
     let kept = ConnSpec::new(ProxyFamily::V4, Listener::V4, toa("198.51.100.7:40306"));
-    lab.origin.set_hold(true);
-    let opened = lab.open(&kept);
-    lab.origin.set_hold(false);
-    let Held {
-        client,
-        mut report,
-        verdict,
-    } = opened.context("opening the connection kept across the unload")?;
+    let (
+        Held {
+            client,
+            report,
+            verdict,
+        },
+        fd,
+    ) = super::open_kept(lab, &kept, "the unload")?;
     let proxy_src = client.local();
-    let fd = report.held.take();
     let outcome = (|| {
         let fd = fd
             .as_ref()
