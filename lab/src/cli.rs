@@ -20,7 +20,7 @@ usage:
   toa-lab scenarios --expect bpf [--loader PATH] [--step-timeout SECS] [--only NAME,...]
   toa-lab stress --module PATH [--cycles N] [--held N] [--threads N] [--storm N] [--churn N]
                  [--step-timeout SECS]
-  toa-lab bench --module PATH [--rounds N] [--window SECS]
+  toa-lab bench --module PATH [--rounds N] [--window SECS] [--loader PATH]
   toa-lab craft --kind N --client IP:PORT
 
 scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
@@ -47,7 +47,8 @@ stress      with toa.ko loaded: rmmod/insmod cycles (default 50) while TOA
 bench       the module's cost: loopback accept rate, getpeername rate on a
             TOA and a plain connection, TOA connection rate, each with the
             module unloaded and loaded, --rounds (5) times for --window (2) s;
-            then allocations per IPv4 TOA connection
+            then allocations per IPv4 TOA connection; with --loader,
+            the eBPF mode is measured as a third state (module=bpf)
 craft       print the bytes of a TOA option (hex)
 ";
 
@@ -227,6 +228,7 @@ fn parse_bench(args: &[String]) -> Result<bench::Options> {
         rounds: 5,
         window: Duration::from_secs(2),
         step_timeout: Duration::from_secs(3),
+        loader: None,
     };
     let mut module = None;
     for (flag, value) in flag_pairs(args)? {
@@ -234,6 +236,7 @@ fn parse_bench(args: &[String]) -> Result<bench::Options> {
             "--module" => module = Some(PathBuf::from(value)),
             "--rounds" => opts.rounds = parse_count(flag, value)?,
             "--window" => opts.window = parse_step_timeout(value)?,
+            "--loader" => opts.loader = Some(PathBuf::from(value)),
             other => return Err(lab_err!("unknown flag {other}")),
         }
     }

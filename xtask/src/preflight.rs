@@ -651,6 +651,7 @@ mod tests {
                     "util-linux",
                     "iproute2",
                     "shellcheck",
+                    "clang",
                     "python3-venv",
                     "gpgv",
                     "debian-archive-keyring",
@@ -692,9 +693,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`cargo xtask test --no-vm` needs what this machine lacks:\n  \
-             host packages cpio, util-linux, iproute2, shellcheck, python3-venv: run as root and \
-             xtask installs them, or install them with:\n    \
-             sudo apt-get install -y --no-install-recommends cpio util-linux iproute2 shellcheck python3-venv"
+             host packages cpio, util-linux, iproute2, shellcheck, clang, python3-venv: run as \
+             root and xtask installs them, or install them with:\n    \
+             sudo apt-get install -y --no-install-recommends cpio util-linux iproute2 shellcheck \
+             clang python3-venv"
         );
     }
 

@@ -98,6 +98,8 @@ pub struct LabOptions {
     pub cpus: u32,
     /// All vCPUs in one TCG thread (see [`crate::qemu::Boot::tcg_single_thread`]).
     pub tcg_single_thread: bool,
+    /// Put the eBPF mode's loader into the guest (`/bin/toa-bpf-lab`).
+    pub bpf_loader: bool,
 }
 
 impl Default for LabOptions {
@@ -109,6 +111,7 @@ impl Default for LabOptions {
             qemu_args: Vec::new(),
             cpus: 2,
             tcg_single_thread: false,
+            bpf_loader: false,
         }
     }
 }
@@ -119,6 +122,7 @@ pub fn run(args: Args) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         kvm: args.kvm,
         append: scenario_args(&args).unwrap_or_default(),
+        bpf_loader: args.mode == Mode::Bpf,
         ..LabOptions::default()
     };
     let module = match args.module {
@@ -559,7 +563,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let files = crate::deb::kernel_files(&kernel, &["tun"])?;
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
     let lab_program = crate::lab_programs::build_lab_program()?;
-    let bpf_loader = if opts.append.contains("toa_lab.kmod=0") {
+    let bpf_loader = if opts.bpf_loader {
         Some(crate::lab_programs::build_bpf_loader()?)
     } else {
         None
