@@ -82,18 +82,25 @@ pub fn run(args: Args) -> Result<()> {
                 })
             },
         )?;
+        // Each kernel in both modes: toa.ko, then the eBPF mode (no module).
         for name in &distros {
-            step(format!("VM lab on {name}"), &mut || {
-                crate::vm_test::run(crate::vm_test::Args {
-                    distro: name.clone(),
-                    timeout: 600,
-                    kvm: false,
-                    module: None,
-                    fuzz_connections: None,
-                    fuzz_seed: None,
-                    mode: crate::vm_test::Mode::Kmod,
-                })
-            })?;
+            for mode in [crate::vm_test::Mode::Kmod, crate::vm_test::Mode::Bpf] {
+                let what = match mode {
+                    crate::vm_test::Mode::Kmod => "",
+                    crate::vm_test::Mode::Bpf => " (eBPF mode)",
+                };
+                step(format!("VM lab on {name}{what}"), &mut || {
+                    crate::vm_test::run(crate::vm_test::Args {
+                        distro: name.clone(),
+                        timeout: 600,
+                        kvm: false,
+                        module: None,
+                        fuzz_connections: None,
+                        fuzz_seed: None,
+                        mode,
+                    })
+                })?;
+            }
         }
     }
 
