@@ -310,19 +310,47 @@ fn check_stats(lab: &Lab, ctx: &mut Shared) -> Result<String> {
     })
 }
 
-/// Opens `spec` with the origin keeping its socket (returned beside the
-/// connection) open across what the caller does next (`across`).
-fn open_kept<'l>(
-    lab: &'l Lab,
-    spec: &ConnSpec,
-    across: &str,
-) -> Result<(Held<'l>, Option<std::os::fd::OwnedFd>)> {
+/// A TOA connection the origin keeps open across what a scenario does next.
+struct Kept<'l> {
+    client: crate::tcp_client::TcpClient<'l>,
+    /// The origin's socket.
+    fd: std::os::fd::OwnedFd,
+    /// The proxy's end: what the kernel's own answer shows.
+    proxy_src: std::net::SocketAddr,
+}
+
+/// Opens `spec` with the origin keeping its socket and checks what it showed
+/// before `across` (a failed check closes the connection).
+fn open_kept<'l>(lab: &'l Lab, spec: &ConnSpec, across: &str) -> Result<Kept<'l>> {
     lab.origin.set_hold(true);
     let opened = lab.open(spec);
     lab.origin.set_hold(false);
-    let mut held = opened.context(format!("opening the connection kept across {across}"))?;
-    let fd = held.report.held.take();
-    Ok((held, fd))
+    let Held {
+        client,
+        mut report,
+        verdict,
+    } = opened.context(format!("opening the connection kept across {across}"))?;
+    let proxy_src = client.local();
+    let checked = report
+        .held
+        .take()
+        .ok_or_else(|| lab_err!("the origin did not keep the socket open"))
+        .and_then(|fd| {
+            lab.verify(spec, verdict, proxy_src, &report)
+                .context(format!("kept connection before {across}"))?;
+            Ok(fd)
+        });
+    match checked {
+        Ok(fd) => Ok(Kept {
+            client,
+            fd,
+            proxy_src,
+        }),
+        Err(e) => {
+            let _ = client.close();
+            Err(e)
+        }
+    }
 }
 
 /// Unloading with a TOA connection open must be safe and hand that socket
@@ -337,24 +365,15 @@ fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
         Listener::V4,
         toa(KIND_TOA, "198.51.100.7:40006"),
     );
-    let (
-        Held {
-            client,
-            report,
-            verdict,
-        },
+    let Kept {
+        client,
         fd,
-    ) = open_kept(lab, &kept, "the reload")?;
-    let proxy_src = client.local();
+        proxy_src,
+    } = open_kept(lab, &kept, "rmmod")?;
 
     let outcome = (|| {
-        let fd = fd
-            .as_ref()
-            .ok_or_else(|| lab_err!("the origin did not keep the socket open"))?;
-        lab.verify(&kept, verdict, proxy_src, &report)
-            .context("kept connection before rmmod")?;
         system::run("rmmod", &[MODULE_NAME])?;
-        let seen = peer_of(fd).context("getpeername on the kept connection after rmmod");
+        let seen = peer_of(&fd).context("getpeername on the kept connection after rmmod");
         // Load again whatever getpeername said, so the guest is left with
         // the module it started with.
         system::insmod(&module, &ctx.module_params)?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::error::{lab_err, Context, Result};
-use crate::lab::{peer_of, ConnSpec, Held, Lab, ProxyFamily};
+use crate::lab::{peer_of, ConnSpec, Lab, ProxyFamily};
 use crate::oracle::{Kept, Verdict};
 use crate::origin::Listener;
 use crate::sockaddr::PeerName;
@@ -110,21 +110,12 @@ fn ports(lab: &Lab, path: &Path) -> Result<String> {
 /// again, so do new connections; loading again covers new ones at once.
 fn unload_open(lab: &Lab, path: &Path) -> Result<String> {
     let kept = ConnSpec::new(ProxyFamily::V4, Listener::V4, toa("198.51.100.7:40306"));
-    let (
-        Held {
-            client,
-            report,
-            verdict,
-        },
+    let super::Kept {
+        client,
         fd,
-    ) = super::open_kept(lab, &kept, "the unload")?;
-    let proxy_src = client.local();
+        proxy_src,
+    } = super::open_kept(lab, &kept, "unload")?;
     let outcome = (|| {
-        let fd = fd
-            .as_ref()
-            .ok_or_else(|| lab_err!("the origin did not keep the socket open"))?;
-        lab.verify(&kept, verdict, proxy_src, &report)
-            .context("kept connection before unload")?;
         let status = loader(path, &["status"])?;
         let toa_count = status
             .lines()
@@ -135,7 +126,7 @@ fn unload_open(lab: &Lab, path: &Path) -> Result<String> {
             return Err(lab_err!("status shows no TOA handshake counted: {status}"));
         }
         loader(path, &["unload"])?;
-        let seen = peer_of(fd).context("getpeername on the kept connection after unload");
+        let seen = peer_of(&fd).context("getpeername on the kept connection after unload");
         let after = ConnSpec::new(ProxyFamily::V4, Listener::V4, toa("198.51.100.7:40307"));
         let unloaded = lab.open(&after).and_then(|h| {
             let local = h.client.local();
