@@ -28,6 +28,27 @@ pub struct Options {
     /// How long each figure is measured, per round and state.
     pub window: Duration,
     pub step_timeout: Duration,
+    /// The eBPF mode's loader: measured as a third state when given.
+    pub loader: Option<PathBuf>,
+}
+
+/// What rewrites peer names while a figure is measured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Unloaded,
+    Module,
+    Bpf,
+}
+
+impl State {
+    /// The `module=` word of the BENCH line.
+    fn word(self) -> &'static str {
+        match self {
+            State::Unloaded => "unloaded",
+            State::Module => "loaded",
+            State::Bpf => "bpf",
+        }
+    }
 }
 
 /// IPv4 TOA connections held to count the module's allocations.
@@ -61,37 +82,55 @@ fn set_loaded(module: &std::path::Path, loaded: bool) -> Result<()> {
     }
 }
 
+/// One state at a time: the module and the eBPF mode never run together.
+fn set_state(opts: &Options, state: State) -> Result<()> {
+    if let Some(loader) = &opts.loader {
+        if state != State::Bpf {
+            let shown = loader.to_string_lossy();
+            system::run(&shown, &["unload"])?;
+        }
+    }
+    set_loaded(&opts.module, state == State::Module)?;
+    if state == State::Bpf {
+        let loader = opts.loader.as_ref().expect("Bpf only with a loader");
+        system::run(&loader.to_string_lossy(), &["load"])?;
+    }
+    Ok(())
+}
+
 fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
     let mut connection = 0u64;
+    let mut states = vec![State::Unloaded, State::Module];
+    if opts.loader.is_some() {
+        states.push(State::Bpf);
+    }
     for round in 1..=opts.rounds {
-        let order = if round % 2 == 1 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for loaded in order {
-            set_loaded(&opts.module, loaded)?;
+        // Rotate the order, so a slow drift of the guest favours no state.
+        let mut order = states.clone();
+        order.rotate_left((round as usize - 1) % states.len());
+        for state in order {
+            set_state(opts, state)?;
             // toa.ko takes over listeners that listen() while it is loaded:
             // every state gets listeners of its own, as a restarted service.
             lab.origin.relisten(lab.step_timeout)?;
             let listener =
                 TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
             // Connections are checked against what this state must show.
-            lab.expect = if loaded {
-                Expect::Module
-            } else {
-                Expect::Kernel
+            lab.expect = match state {
+                State::Unloaded => Expect::Kernel,
+                State::Module => Expect::Module,
+                State::Bpf => Expect::Bpf,
             };
             let accept = accept_rate(&listener, opts.window)?;
             let (toa_getpeername, setup) = toa_figures(lab, opts.window, &mut connection)?;
             let plain_getpeername = plain_getpeername_rate(&listener, opts.window)?;
             output::bench(&format!(
                 "round={round} module={} accept_per_s={accept:.1} getpeername_toa_per_s={toa_getpeername:.1} getpeername_plain_per_s={plain_getpeername:.1} toa_setup_per_s={setup:.1}",
-                if loaded { "loaded" } else { "unloaded" },
+                state.word(),
             ));
         }
     }
-    set_loaded(&opts.module, true)?;
+    set_state(opts, State::Module)?;
     lab.origin.relisten(lab.step_timeout)?;
     lab.expect = Expect::Module;
     let allocs = allocations_per_v4_toa(lab, &mut connection)?;

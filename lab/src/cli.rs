@@ -17,9 +17,10 @@ usage:
                     [--fuzz-connections N] [--fuzz-seed S]
   toa-lab scenarios --expect kernel [--step-timeout SECS] [--only NAME,...] [--trace]
                     [--fuzz-connections N] [--fuzz-seed S]
+  toa-lab scenarios --expect bpf [--loader PATH] [--step-timeout SECS] [--only NAME,...]
   toa-lab stress --module PATH [--cycles N] [--held N] [--threads N] [--storm N] [--churn N]
                  [--step-timeout SECS]
-  toa-lab bench --module PATH [--rounds N] [--window SECS]
+  toa-lab bench --module PATH [--rounds N] [--window SECS] [--loader PATH]
   toa-lab craft --kind N --client IP:PORT
 
 scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
@@ -27,6 +28,10 @@ scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
             print TOA-LAB RESULT/STATS/DONE lines; needs root.
   --expect module   toa.ko is loaded: TOA connections must show the client
   --expect kernel   no module: every connection must show the proxy
+  --expect bpf      the eBPF mode is attached (no module): as module, but an
+                    IPv6 client on an AF_INET listener shows the proxy; then
+                    the eBPF-only scenarios (settings reloads, unload)
+  --loader PATH     the eBPF mode's loader (default /bin/toa-bpf-lab)
   --module PATH     toa.ko to insmod again in the reload scenario
   --module-param P  NAME=VALUE passed to that insmod (repeatable)
   --step-timeout S  seconds to wait for each protocol step (default 3)
@@ -42,9 +47,13 @@ stress      with toa.ko loaded: rmmod/insmod cycles (default 50) while TOA
 bench       the module's cost: loopback accept rate, getpeername rate on a
             TOA and a plain connection, TOA connection rate, each with the
             module unloaded and loaded, --rounds (5) times for --window (2) s;
-            then allocations per IPv4 TOA connection
+            then allocations per IPv4 TOA connection; with --loader,
+            the eBPF mode is measured as a third state (module=bpf)
 craft       print the bytes of a TOA option (hex)
 ";
+
+/// Where the lab guest keeps the eBPF mode's loader.
+const DEFAULT_LOADER: &str = "/bin/toa-bpf-lab";
 
 /// Exit status for a command line we cannot act on.
 const EXIT_USAGE: i32 = 2;
@@ -97,6 +106,7 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
     let mut module_params = Vec::new();
     let mut fuzz_connections = scenarios::DEFAULT_FUZZ_CONNECTIONS;
     let mut fuzz_seed = None;
+    let mut loader = PathBuf::from(DEFAULT_LOADER);
     for (flag, value) in flag_pairs(args)? {
         match flag {
             "--trace" => trace = true,
@@ -116,12 +126,16 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
                 expect = Some(match value {
                     "module" => Expect::Module,
                     "kernel" => Expect::Kernel,
+                    "bpf" => Expect::Bpf,
                     other => {
-                        return Err(lab_err!("--expect must be module or kernel, not {other:?}"))
+                        return Err(lab_err!(
+                            "--expect must be module, kernel or bpf, not {other:?}"
+                        ))
                     }
                 })
             }
             "--module" => module = Some(PathBuf::from(value)),
+            "--loader" => loader = PathBuf::from(value),
             "--module-param" => {
                 if !value.contains('=') {
                     return Err(lab_err!("--module-param wants NAME=VALUE, not {value:?}"));
@@ -131,7 +145,9 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
             "--step-timeout" => step_timeout = parse_step_timeout(value)?,
             "--only" => {
                 let names: Vec<String> = value.split(',').map(str::to_string).collect();
-                if let Some(bad) = names.iter().find(|n| !scenarios::ALL.contains(&n.as_str())) {
+                let known =
+                    |n: &str| scenarios::ALL.contains(&n) || scenarios::BPF_ONLY.contains(&n);
+                if let Some(bad) = names.iter().find(|n| !known(n)) {
                     return Err(lab_err!(
                         "unknown scenario {bad:?}; known: {}",
                         scenarios::ALL.join(",")
@@ -157,6 +173,7 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
         trace,
         fuzz_connections,
         fuzz_seed,
+        loader,
     })
 }
 
@@ -211,6 +228,7 @@ fn parse_bench(args: &[String]) -> Result<bench::Options> {
         rounds: 5,
         window: Duration::from_secs(2),
         step_timeout: Duration::from_secs(3),
+        loader: None,
     };
     let mut module = None;
     for (flag, value) in flag_pairs(args)? {
@@ -218,6 +236,7 @@ fn parse_bench(args: &[String]) -> Result<bench::Options> {
             "--module" => module = Some(PathBuf::from(value)),
             "--rounds" => opts.rounds = parse_count(flag, value)?,
             "--window" => opts.window = parse_step_timeout(value)?,
+            "--loader" => opts.loader = Some(PathBuf::from(value)),
             other => return Err(lab_err!("unknown flag {other}")),
         }
     }
@@ -305,6 +324,16 @@ mod tests {
         assert!(
             parse_scenarios(&args("--expect module --module m --module-param novalue")).is_err()
         );
+    }
+
+    #[test]
+    fn test_parse_bpf_mode() {
+        let o = parse_scenarios(&args("--expect bpf --only bpf-ports,v4-254-8")).unwrap();
+        assert_eq!(o.expect, Expect::Bpf);
+        assert_eq!(o.loader, PathBuf::from(DEFAULT_LOADER));
+        assert_eq!(o.only.unwrap(), ["bpf-ports", "v4-254-8"]);
+        let o = parse_scenarios(&args("--expect bpf --loader /x/load")).unwrap();
+        assert_eq!(o.loader, PathBuf::from("/x/load"));
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum Expect {
     Module,
     /// No module: every connection shows the proxy, TOA or not.
     Kernel,
+    /// The eBPF mode is attached: as the module, except that an IPv6 client
+    /// behind an AF_INET listener keeps the proxy (a getpeername program
+    /// cannot change the answer's family).
+    Bpf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +260,17 @@ impl Lab {
             .borrow()
             .as_ref()
             .is_none_or(|ports| ports.contains(&spec.listener.port()));
-        oracle::verdict(&spec.plan.ack, self.formats, honoured, trusted)
+        let verdict = oracle::verdict(&spec.plan.ack, self.formats, honoured, trusted);
+        match verdict {
+            Verdict::Client { client, .. }
+                if self.expect == Expect::Bpf
+                    && spec.listener == Listener::V4
+                    && matches!(client.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none()) =>
+            {
+                Verdict::Kernel(oracle::Kept::NoToa)
+            }
+            other => other,
+        }
     }
 
     /// Handshake, request and reply; returns with both sides still open when
@@ -373,7 +387,9 @@ mod tests {
     fn expected(spec: &ConnSpec, src: SocketAddr, expect: Expect) -> PeerName {
         let verdict = match expect {
             Expect::Kernel => Verdict::Kernel(oracle::Kept::NoToa),
-            Expect::Module => oracle::verdict(&spec.plan.ack, oracle::ALL_FORMATS, true, true),
+            Expect::Module | Expect::Bpf => {
+                oracle::verdict(&spec.plan.ack, oracle::ALL_FORMATS, true, true)
+            }
         };
         expected_peer(spec.listener, verdict, src)
     }

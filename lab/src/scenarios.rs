@@ -1,5 +1,6 @@
 //! The scenarios, in the order they run, and the loop that reports them.
 
+mod bpf;
 mod kernel_socket;
 mod malformed;
 mod ports;
@@ -42,6 +43,8 @@ pub struct Options {
     pub fuzz_connections: u64,
     /// Seed of its generator (a fresh one when not given).
     pub fuzz_seed: Option<u64>,
+    /// The eBPF mode's loader (`toa-bpf-lab`), run by the eBPF-only scenarios.
+    pub loader: PathBuf,
 }
 
 /// State scenarios share beyond the lab itself.
@@ -68,7 +71,7 @@ impl Shared {
 /// Runs `f` and checks that the counters moved exactly as the connections
 /// it made imply (module mode only).
 fn counted(lab: &Lab, f: impl FnOnce() -> Result<String>) -> Result<String> {
-    if lab.expect == Expect::Kernel {
+    if lab.expect != Expect::Module {
         return f();
     }
     // Records of connections closed by earlier scenarios may still be on
@@ -112,6 +115,8 @@ fn toa(kind: u8, client: &str) -> Option<Toa> {
         client.parse().expect("scenario addresses are valid"),
     ))
 }
+
+pub use bpf::NAMES as BPF_ONLY;
 
 pub const ALL: &[&str] = &[
     "v4-254-8",
@@ -305,6 +310,49 @@ fn check_stats(lab: &Lab, ctx: &mut Shared) -> Result<String> {
     })
 }
 
+/// A TOA connection the origin keeps open across what a scenario does next.
+struct Kept<'l> {
+    client: crate::tcp_client::TcpClient<'l>,
+    /// The origin's socket.
+    fd: std::os::fd::OwnedFd,
+    /// The proxy's end: what the kernel's own answer shows.
+    proxy_src: std::net::SocketAddr,
+}
+
+/// Opens `spec` with the origin keeping its socket and checks what it showed
+/// before `across` (a failed check closes the connection).
+fn open_kept<'l>(lab: &'l Lab, spec: &ConnSpec, across: &str) -> Result<Kept<'l>> {
+    lab.origin.set_hold(true);
+    let opened = lab.open(spec);
+    lab.origin.set_hold(false);
+    let Held {
+        client,
+        mut report,
+        verdict,
+    } = opened.context(format!("opening the connection kept across {across}"))?;
+    let proxy_src = client.local();
+    let checked = report
+        .held
+        .take()
+        .ok_or_else(|| lab_err!("the origin did not keep the socket open"))
+        .and_then(|fd| {
+            lab.verify(spec, verdict, proxy_src, &report)
+                .context(format!("kept connection before {across}"))?;
+            Ok(fd)
+        });
+    match checked {
+        Ok(fd) => Ok(Kept {
+            client,
+            fd,
+            proxy_src,
+        }),
+        Err(e) => {
+            let _ = client.close();
+            Err(e)
+        }
+    }
+}
+
 /// Unloading with a TOA connection open must be safe and hand that socket
 /// back to the kernel's own answers; loading again must work at once.
 fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
@@ -317,25 +365,15 @@ fn reload(lab: &Lab, ctx: &mut Shared) -> Result<String> {
         Listener::V4,
         toa(KIND_TOA, "198.51.100.7:40006"),
     );
-    lab.origin.set_hold(true);
-    let opened = lab.open(&kept);
-    lab.origin.set_hold(false);
-    let Held {
+    let Kept {
         client,
-        mut report,
-        verdict,
-    } = opened.context("opening the connection kept across the reload")?;
-    let proxy_src = client.local();
-    let fd = report.held.take();
+        fd,
+        proxy_src,
+    } = open_kept(lab, &kept, "rmmod")?;
 
     let outcome = (|| {
-        let fd = fd
-            .as_ref()
-            .ok_or_else(|| lab_err!("the origin did not keep the socket open"))?;
-        lab.verify(&kept, verdict, proxy_src, &report)
-            .context("kept connection before rmmod")?;
         system::run("rmmod", &[MODULE_NAME])?;
-        let seen = peer_of(fd).context("getpeername on the kept connection after rmmod");
+        let seen = peer_of(&fd).context("getpeername on the kept connection after rmmod");
         // Load again whatever getpeername said, so the guest is left with
         // the module it started with.
         system::insmod(&module, &ctx.module_params)?;
@@ -377,6 +415,7 @@ pub fn run(opts: Options) -> i32 {
     let mode = match opts.expect {
         Expect::Module => "module",
         Expect::Kernel => "kernel",
+        Expect::Bpf => "bpf",
     };
     output::start(mode, &kernel_release());
 
@@ -416,8 +455,8 @@ pub fn run(opts: Options) -> i32 {
                 continue;
             }
         }
-        if scenario.module_only && opts.expect == Expect::Kernel {
-            output::skip(scenario.name, "needs the module (--expect kernel)");
+        if scenario.module_only && opts.expect != Expect::Module {
+            output::skip(scenario.name, "needs the module");
             continue;
         }
         let outcome = (scenario.run)(&lab, &mut ctx).map_err(|e| e.to_string());
@@ -432,6 +471,25 @@ pub fn run(opts: Options) -> i32 {
         output::result(scenario.name, &outcome);
         if let Some(after) = ctx.stats_after.take() {
             output::stats(&after);
+        }
+    }
+    if opts.expect == Expect::Bpf {
+        for (name, run) in bpf::SCENARIOS {
+            if opts
+                .only
+                .as_ref()
+                .is_some_and(|o| !o.iter().any(|n| n == name))
+            {
+                continue;
+            }
+            let outcome = run(&lab, &opts.loader).map_err(|e| e.to_string());
+            if outcome.is_ok() {
+                pass += 1;
+            } else {
+                fail += 1;
+                lab.origin.settle(opts.step_timeout * 2);
+            }
+            output::result(name, &outcome);
         }
     }
     let Lab { origin, .. } = lab;

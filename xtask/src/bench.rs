@@ -58,6 +58,11 @@ pub struct Figure {
     pub ratio: f64,
     pub unloaded: Vec<f64>,
     pub loaded: Vec<f64>,
+    /// The eBPF mode (`module=bpf` lines), when the guest measured it.
+    pub bpf_median: Option<f64>,
+    /// bpf / unloaded.
+    pub bpf_ratio: Option<f64>,
+    pub bpf: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,14 +130,18 @@ fn module_cost(distro: &crate::distro::Distro, rounds: u32, window: f64) -> Resu
             rounds.to_string(),
             "--window".into(),
             window.to_string(),
+            // The eBPF mode as a third state of the same boot.
+            "--loader".into(),
+            "/bin/toa-bpf-lab".into(),
         ])
     );
     let opts = crate::vm_test::LabOptions {
-        // Four figures, two states, a few seconds each, in instruction time.
+        // Four figures, three states, a few seconds each, in instruction time.
         timeout: Duration::from_secs(600 + u64::from(rounds) * (window as u64 + 1) * 60),
         append: lab_args,
         qemu_args: vec!["-icount".into(), "shift=0,sleep=off".into()],
         cpus: 1,
+        bpf_loader: true,
         ..crate::vm_test::LabOptions::default()
     };
     let report = crate::vm_test::run_lab(distro, &module, &opts)?;
@@ -153,7 +162,8 @@ fn module_cost(distro: &crate::distro::Distro, rounds: u32, window: f64) -> Resu
 
 /// Medians and ratios from the guest's `TOA-LAB BENCH` lines.
 pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
-    let mut samples: BTreeMap<(&str, bool), Vec<f64>> = BTreeMap::new();
+    // Keyed by figure and state: "unloaded", "loaded" (toa.ko) or "bpf".
+    let mut samples: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     let mut allocs = None;
     for line in console.lines() {
         let Some(rest) = line.split("TOA-LAB BENCH ").nth(1) else {
@@ -167,10 +177,9 @@ pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
             allocs = Some(a.parse().context("allocs_per_v4_toa")?);
             continue;
         }
-        let loaded = match fields.get("module") {
-            Some(&"loaded") => true,
-            Some(&"unloaded") => false,
-            _ => bail!("a BENCH line without module=loaded|unloaded: {rest}"),
+        let state = match fields.get("module") {
+            Some(&s @ ("loaded" | "unloaded" | "bpf")) => s,
+            _ => bail!("a BENCH line without module=loaded|unloaded|bpf: {rest}"),
         };
         for (name, _) in FIGURES {
             let v: f64 = fields
@@ -178,16 +187,20 @@ pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
                 .with_context(|| format!("BENCH line without {name}: {rest}"))?
                 .parse()
                 .with_context(|| format!("{name} in {rest}"))?;
-            samples.entry((name, loaded)).or_default().push(v);
+            samples.entry((name, state)).or_default().push(v);
         }
     }
     let mut figures = Vec::new();
     for (name, _) in FIGURES {
-        let (Some(off), Some(on)) = (samples.get(&(name, false)), samples.get(&(name, true)))
-        else {
+        let (Some(off), Some(on)) = (
+            samples.get(&(name, "unloaded")),
+            samples.get(&(name, "loaded")),
+        ) else {
             bail!("the guest reported no {name} for both states");
         };
         let (m_off, m_on) = (median(off), median(on));
+        let bpf = samples.get(&(name, "bpf")).cloned().unwrap_or_default();
+        let m_bpf = (!bpf.is_empty()).then(|| median(&bpf));
         figures.push(Figure {
             name: name.to_string(),
             unloaded_median: m_off,
@@ -195,6 +208,9 @@ pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
             ratio: if m_off > 0.0 { m_on / m_off } else { f64::NAN },
             unloaded: off.clone(),
             loaded: on.clone(),
+            bpf_median: m_bpf,
+            bpf_ratio: m_bpf.map(|m| if m_off > 0.0 { m / m_off } else { f64::NAN }),
+            bpf,
         });
     }
     Ok((figures, allocs))
@@ -225,6 +241,12 @@ fn module_markdown(c: &ModuleCost) -> String {
             "| {label} | {:.0} | {:.0} | {:.3} |\n",
             f.unloaded_median, f.loaded_median, f.ratio
         ));
+        if let (Some(m), Some(r)) = (f.bpf_median, f.bpf_ratio) {
+            md.push_str(&format!(
+                "| {label}, eBPF mode | {:.0} | {m:.0} | {r:.3} |\n",
+                f.unloaded_median
+            ));
+        }
     }
     if let Some(a) = c.allocations_per_ipv4_toa_connection {
         md.push_str(&format!(
@@ -354,6 +376,22 @@ TOA-LAB RESULT bench PASS 2 rounds
         assert_eq!(accept.loaded_median, 98.0);
         assert!((accept.ratio - 98.0 / 101.0).abs() < 1e-9);
         assert_eq!(figures.len(), FIGURES.len());
+    }
+
+    #[test]
+    fn the_ebpf_state_gets_its_own_ratio() {
+        let with_bpf = format!(
+            "{CONSOLE}\nTOA-LAB BENCH round=1 module=bpf accept_per_s=100.0 getpeername_toa_per_s=800.0 getpeername_plain_per_s=850.0 toa_setup_per_s=50.0\n"
+        );
+        let (figures, _) = aggregate(&with_bpf).unwrap();
+        let toa = figures
+            .iter()
+            .find(|f| f.name == "getpeername_toa_per_s")
+            .unwrap();
+        assert_eq!(toa.bpf_median, Some(800.0));
+        assert_eq!(toa.bpf_ratio, Some(800.0 / 1005.0));
+        let (plain, _) = aggregate(CONSOLE).unwrap();
+        assert!(plain.iter().all(|f| f.bpf_median.is_none()));
     }
 
     #[test]

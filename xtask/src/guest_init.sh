@@ -15,13 +15,16 @@ mount -t tmpfs tmpfs /tmp
 # The host may change that and what the lab runs on the kernel command line:
 # toa_lab.printk=N (stress runs want lockup backtraces on the console) and
 # toa_lab.args=WORDS (commas stand for spaces; default: the scenarios).
+# toa_lab.kmod=0 loads the eBPF mode (/bin/toa-bpf-lab) instead of toa.ko.
 printk=1
+kmod=1
 args="scenarios,--expect,module,--module,/lib/modules/toa.ko"
 read -r cmdline < /proc/cmdline
 for word in $cmdline; do
     case "$word" in
         toa_lab.printk=*) printk="${word#toa_lab.printk=}" ;;
         toa_lab.args=*) args="${word#toa_lab.args=}" ;;
+        toa_lab.kmod=*) kmod="${word#toa_lab.kmod=}" ;;
     esac
 done
 echo "$printk" > /proc/sys/kernel/printk
@@ -41,7 +44,16 @@ echo "TOA-LAB KERNEL $(uname -r)"
 
 # Everything dmesg says after this mark is checked for warnings and oopses.
 echo "TOA-LAB MARK before toa.ko" > /dev/kmsg
-if out=$(insmod /lib/modules/toa.ko 2>&1); then
+if [ "$kmod" = 0 ]; then
+    # The eBPF mode attaches at the cgroup v2 root and pins in bpffs.
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+    if out=$(/bin/toa-bpf-lab load 2>&1); then
+        echo "TOA-LAB INSMOD OK toa-bpf: $out"
+    else
+        echo "TOA-LAB INSMOD FAIL toa-bpf: $out"
+    fi
+elif out=$(insmod /lib/modules/toa.ko 2>&1); then
     echo "TOA-LAB INSMOD OK toa.ko"
 else
     echo "TOA-LAB INSMOD FAIL toa.ko: $out"
@@ -68,10 +80,10 @@ operator() {
     fi
 }
 
-# After the scenarios (not stress or bench runs): the operator's command on
-# this kernel. Its self-test passes with toa.ko loaded and fails, naming the
-# checks, once the module is gone.
-if [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
+# After the scenarios with toa.ko (not stress or bench runs, not the eBPF
+# mode): the operator's command on this kernel. Its self-test passes with
+# toa.ko loaded and fails, naming the checks, once the module is gone.
+if [ -x /bin/toa ] && [ "$kmod" != 0 ] && [ "${args%%,*}" = scenarios ]; then
     operator status 0 "mode:    toa.ko" /bin/toa status --sample 0.2
     operator stats-prometheus 0 "toa_syn_recv_sock_toa_total" /bin/toa stats --format prometheus
     operator selftest-module 0 "selftest: 5 passed, 0 failed" /bin/toa selftest

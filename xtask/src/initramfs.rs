@@ -183,6 +183,8 @@ pub struct LabImage<'a> {
     pub test_modules: &'a [PathBuf],
     /// `/init`; [`GUEST_INIT`] unless a caller needs another.
     pub init: &'a str,
+    /// The eBPF mode's static loader; becomes `/bin/toa-bpf-lab`.
+    pub bpf_loader: Option<&'a Path>,
 }
 
 /// The lab archive: busybox and its applets, /init, modules, the lab program.
@@ -232,6 +234,9 @@ pub fn lab_archive(image: &LabImage) -> Result<Archive> {
     a.file_from("bin/toa-lab", 0o755, image.lab_program)?;
     if let Some(toa) = image.operator_cli {
         a.file_from("bin/toa", 0o755, toa)?;
+    }
+    if let Some(loader) = image.bpf_loader {
+        a.file_from("bin/toa-bpf-lab", 0o755, loader)?;
     }
     Ok(a)
 }
@@ -387,6 +392,7 @@ mod tests {
             operator_cli: Some(&operator),
             test_modules: &[],
             init: GUEST_INIT,
+            bpf_loader: None,
         };
         let a = lab_archive(&image).unwrap();
         for path in [

@@ -10,12 +10,18 @@ pub const PROFILE: &str = "lab";
 
 /// Build the `toa-lab` package and return its static binary.
 pub fn build_lab_program() -> Result<PathBuf> {
-    build_static("toa-lab")
+    build_static("toa-lab", "toa-lab")
 }
 
-/// Build `package` (whose binary has the same name) static for [`TARGET`]
-/// with the lab profile and return the binary.
-pub fn build_static(package: &str) -> Result<PathBuf> {
+/// Build the eBPF mode's test loader (`toa-bpf-lab` of `toa-bpf`; its build
+/// script compiles the BPF programs with clang).
+pub fn build_bpf_loader() -> Result<PathBuf> {
+    build_static("toa-bpf", "toa-bpf-lab")
+}
+
+/// Build binary `bin` of `package` static for [`TARGET`] with the lab
+/// profile and return it.
+pub fn build_static(package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = crate::cache::target_dir();
     duct::cmd!(
@@ -23,6 +29,8 @@ pub fn build_static(package: &str) -> Result<PathBuf> {
         "build",
         "--package",
         package,
+        "--bin",
+        bin,
         "--profile",
         PROFILE,
         "--target",
@@ -35,7 +43,7 @@ pub fn build_static(package: &str) -> Result<PathBuf> {
     .with_context(|| {
         format!("cargo build --package {package} --profile {PROFILE} --target {TARGET} failed")
     })?;
-    let binary = target_dir.join(TARGET).join(PROFILE).join(package);
+    let binary = target_dir.join(TARGET).join(PROFILE).join(bin);
     check_static(&binary)?;
     Ok(binary)
 }

@@ -27,7 +27,7 @@ pub fn is_program(name: &str) -> bool {
 pub fn build_into(dist_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for arch in ARCHES {
-        let built = lab_programs::build_static("toa")?;
+        let built = lab_programs::build_static("toa", "toa")?;
         let bytes =
             std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
         let dest = dist_dir.join(file_name(arch));
@@ -40,7 +40,7 @@ pub fn build_into(dist_dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The build for the lab guest.
 pub fn build_for_lab() -> Result<PathBuf> {
-    lab_programs::build_static("toa")
+    lab_programs::build_static("toa", "toa")
 }
 
 fn set_executable(path: &Path) -> Result<()> {

@@ -66,7 +66,11 @@ const HOST_TESTS: &[Tool] = &[
     command!("unshare" from "util-linux"),
     command!("ip" from "iproute2"),
     command!("shellcheck" from "shellcheck"),
+    BPF_COMPILER,
 ];
+
+/// toa-bpf's build script compiles the BPF programs with clang.
+const BPF_COMPILER: Tool = command!("clang" from "clang");
 
 /// Reading a release's repository: InRelease signatures.
 const REPOSITORY: &[Tool] = &[
@@ -91,7 +95,10 @@ const BUILDER: &[Tool] = &[
 ];
 
 /// Booting a kernel.
-const VM: &[Tool] = &[command!("qemu-system-x86_64" from "qemu-system-x86")];
+const VM: &[Tool] = &[
+    command!("qemu-system-x86_64" from "qemu-system-x86"),
+    BPF_COMPILER,
+];
 
 /// The guest image of vm-install-test: an ext4 disk.
 const GUEST_IMAGE: &[Tool] = &[command!("mkfs.ext4" from "e2fsprogs")];
@@ -644,6 +651,7 @@ mod tests {
                     "util-linux",
                     "iproute2",
                     "shellcheck",
+                    "clang",
                     "python3-venv",
                     "gpgv",
                     "debian-archive-keyring",
@@ -685,9 +693,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`cargo xtask test --no-vm` needs what this machine lacks:\n  \
-             host packages cpio, util-linux, iproute2, shellcheck, python3-venv: run as root and \
-             xtask installs them, or install them with:\n    \
-             sudo apt-get install -y --no-install-recommends cpio util-linux iproute2 shellcheck python3-venv"
+             host packages cpio, util-linux, iproute2, shellcheck, clang, python3-venv: run as \
+             root and xtask installs them, or install them with:\n    \
+             sudo apt-get install -y --no-install-recommends cpio util-linux iproute2 shellcheck \
+             clang python3-venv"
         );
     }
 

@@ -93,23 +93,34 @@ pub fn run(args: Args) -> Result<()> {
                 })
             },
         )?;
+        // Each kernel with toa.ko; the default kernels also in the eBPF mode.
         for (name, flavour) in &lab {
-            let what = match flavour {
-                Some(f) => format!("VM lab on {name} ({f})"),
-                None => format!("VM lab on {name}"),
+            let modes: &[crate::vm_test::Mode] = match flavour {
+                None => &[crate::vm_test::Mode::Kmod, crate::vm_test::Mode::Bpf],
+                Some(_) => &[crate::vm_test::Mode::Kmod],
             };
-            step(what, &mut || {
-                crate::vm_test::run(crate::vm_test::Args {
-                    distro: name.clone(),
-                    kernel: None,
-                    flavour: flavour.clone(),
-                    timeout: 600,
-                    kvm: false,
-                    module: None,
-                    fuzz_connections: None,
-                    fuzz_seed: None,
-                })
-            })?;
+            for &mode in modes {
+                let mut what = format!("VM lab on {name}");
+                if let Some(f) = flavour {
+                    what.push_str(&format!(" ({f})"));
+                }
+                if mode == crate::vm_test::Mode::Bpf {
+                    what.push_str(" (eBPF mode)");
+                }
+                step(what, &mut || {
+                    crate::vm_test::run(crate::vm_test::Args {
+                        distro: name.clone(),
+                        kernel: None,
+                        flavour: flavour.clone(),
+                        timeout: 600,
+                        kvm: false,
+                        module: None,
+                        fuzz_connections: None,
+                        fuzz_seed: None,
+                        mode,
+                    })
+                })?;
+            }
         }
     }
 

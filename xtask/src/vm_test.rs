@@ -45,6 +45,17 @@ pub struct Args {
     /// Seed of the malformed-option generator, to replay a failed run.
     #[arg(long, value_name = "SEED")]
     pub fuzz_seed: Option<u64>,
+    /// `bpf`: no toa.ko; the guest loads the eBPF mode and the lab expects
+    /// its semantics (the module still selects the kernel to boot).
+    #[arg(long, value_enum, default_value_t = Mode::Kmod)]
+    pub mode: Mode,
+}
+
+/// Which implementation the guest runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Kmod,
+    Bpf,
 }
 
 /// Where the guest's /init finds the module under test.
@@ -62,19 +73,24 @@ pub fn guest_command<S: AsRef<str>>(words: &[S]) -> String {
 
 /// The guest's lab command when the defaults are not what was asked for.
 fn scenario_args(args: &Args) -> Option<String> {
-    if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() {
+    let bpf = args.mode == Mode::Bpf;
+    if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() && !bpf {
         return None;
     }
     let mut words: Vec<String> = ["scenarios", "--expect", "module", "--module", GUEST_MODULE]
         .map(String::from)
         .to_vec();
+    if bpf {
+        words = ["scenarios", "--expect", "bpf"].map(String::from).to_vec();
+    }
     if let Some(n) = args.fuzz_connections {
         words.extend(["--fuzz-connections".into(), n.to_string()]);
     }
     if let Some(seed) = args.fuzz_seed {
         words.extend(["--fuzz-seed".into(), seed.to_string()]);
     }
-    Some(format!("toa_lab.args={}", guest_command(&words)))
+    let kmod = if bpf { "toa_lab.kmod=0 " } else { "" };
+    Some(format!("{kmod}toa_lab.args={}", guest_command(&words)))
 }
 
 /// How to run the lab.
@@ -91,6 +107,8 @@ pub struct LabOptions {
     pub cpus: u32,
     /// All vCPUs in one TCG thread (see [`crate::qemu::Boot::tcg_single_thread`]).
     pub tcg_single_thread: bool,
+    /// Put the eBPF mode's loader into the guest (`/bin/toa-bpf-lab`).
+    pub bpf_loader: bool,
 }
 
 impl Default for LabOptions {
@@ -106,6 +124,7 @@ impl Default for LabOptions {
             // was seen executing a stale int3 from such a patch (an oops in
             // inet_ehashfn on 6.12). One TCG thread is coherent.
             tcg_single_thread: true,
+            bpf_loader: false,
         }
     }
 }
@@ -116,6 +135,7 @@ pub fn run(args: Args) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         kvm: args.kvm,
         append: scenario_args(&args).unwrap_or_default(),
+        bpf_loader: args.mode == Mode::Bpf,
         ..LabOptions::default()
     };
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
@@ -620,6 +640,11 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
     let lab_program = crate::lab_programs::build_lab_program()?;
     let operator_cli = crate::operator_cli::build_for_lab()?;
+    let bpf_loader = if opts.bpf_loader {
+        Some(crate::lab_programs::build_bpf_loader()?)
+    } else {
+        None
+    };
     let kernel_listener = crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
         .context("building the lab's in-kernel listener module")?;
     eprintln!(
@@ -644,6 +669,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
             operator_cli: Some(&operator_cli),
             test_modules: std::slice::from_ref(&kernel_listener),
             init: crate::initramfs::GUEST_INIT,
+            bpf_loader: bpf_loader.as_deref(),
         },
         &initrd,
     )?;
@@ -729,6 +755,31 @@ mod tests {
                 .iter()
                 .any(|m| m.starts_with("operator command check selftest-no-module failed")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn test_bpf_mode_skips_the_module() {
+        let mut args = Args {
+            distro: "debian-12".into(),
+            kernel: None,
+            flavour: None,
+            timeout: 300,
+            kvm: false,
+            module: None,
+            fuzz_connections: None,
+            fuzz_seed: None,
+            mode: Mode::Kmod,
+        };
+        assert_eq!(
+            scenario_args(&args),
+            None,
+            "module mode keeps the guest's default"
+        );
+        args.mode = Mode::Bpf;
+        assert_eq!(
+            scenario_args(&args).unwrap(),
+            "toa_lab.kmod=0 toa_lab.args=scenarios,--expect,bpf"
         );
     }
 

@@ -36,7 +36,7 @@ fn toa(kind: u8, client: &str) -> Option<Toa> {
 /// Proxy and direct connections of each family pair, each with a TOA, plus
 /// a direct one without; every outcome follows the lab's model of the list.
 /// Returns how many showed the TOA client and how many the sender.
-fn probe(lab: &Lab, step: &str) -> Result<(usize, usize)> {
+pub(super) fn probe(lab: &Lab, step: &str) -> Result<(usize, usize)> {
     use Listener as L;
     use ProxyFamily as P;
     let specs = [

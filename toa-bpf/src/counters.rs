@@ -1,0 +1,17 @@
+//! Names of the per-CPU counters, in the order of `enum counter` in
+//! bpf/toa.bpf.c. Where toa.ko has a counter of the same meaning, the name is
+//! the module's, so dashboards read both modes alike.
+
+pub const COUNTERS: [&str; 7] = [
+    "syn_recv_sock_toa",
+    "syn_recv_sock_no_toa",
+    "options_malformed",
+    "syn_recv_sock_untrusted",
+    "syn_recv_sock_other_port",
+    "getname_toa_ok",
+    // toa.ko's getname_toa_empty is not kept: counting every answer on a
+    // plain socket would cost each getpeername() a map update.
+    // An IPv6 client behind an AF_INET listener: a getpeername program cannot
+    // change the family of the answer, so the proxy's address stays.
+    "getname_family_kept",
+];

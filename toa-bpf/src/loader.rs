@@ -1,0 +1,312 @@
+//! Load, update, report and unload the pinned programs.
+//!
+//! Everything lives under [`PIN_DIR`]: the maps (by their names in the object),
+//! the programs (`prog_*`) and the cgroup links (`link_*`). Pinned links keep the
+//! programs attached after this process exits; removing the link pins detaches
+//! them. The links are pinned last, so their presence means a complete load.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::programs::links::FdLink;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps};
+use aya::Ebpf;
+
+use crate::counters::COUNTERS;
+use crate::maps::{self, SettingsValue};
+use crate::settings::{Cidr, Settings};
+use crate::system;
+
+pub const PIN_DIR: &str = "/sys/fs/bpf/toa";
+
+/// The programs: (name in the object, what the kernel must offer for it).
+const SOCKOPS: (&str, &str) = (
+    "toa_sockops",
+    "sock_ops access to the handshake packet (skb_data, Linux 5.10) and socket storage (5.3)",
+);
+const GETPEERNAME4: (&str, &str) = (
+    "toa_getpeername4",
+    "cgroup getpeername hooks (Linux 5.8) with socket storage (5.10)",
+);
+const GETPEERNAME6: (&str, &str) = (
+    "toa_getpeername6",
+    "cgroup getpeername hooks (Linux 5.8) with socket storage (5.10)",
+);
+const PROGRAMS: [(&str, &str); 3] = [SOCKOPS, GETPEERNAME4, GETPEERNAME6];
+
+/// What `load` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// Programs loaded, attached at the cgroup v2 root and pinned.
+    Attached,
+    /// Already attached: the settings were written into the pinned maps.
+    Updated,
+}
+
+/// What `status` reports of a loaded eBPF mode.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub settings: Settings,
+    /// Counter name and its sum over all CPUs, in [`COUNTERS`] order.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+fn pin(name: &str) -> PathBuf {
+    Path::new(PIN_DIR).join(name)
+}
+
+fn link_pin(program: &str) -> PathBuf {
+    pin(&format!("link_{program}"))
+}
+
+fn is_loaded() -> bool {
+    PROGRAMS.iter().all(|(p, _)| link_pin(p).exists())
+}
+
+/// Loads and attaches the programs with `settings`, or, when they are already
+/// attached, writes `settings` into the pinned maps (no detach, no gap).
+pub fn load(settings: &Settings) -> Result<Loaded> {
+    system::require_root()?;
+    system::require_no_module()?;
+    system::ensure_bpffs()?;
+    if is_loaded() {
+        let mut m = PinnedMaps::open()?;
+        write_settings(
+            &mut m.settings,
+            &mut m.trusted_v4,
+            &mut m.trusted_v6,
+            settings,
+        )?;
+        return Ok(Loaded::Updated);
+    }
+    // A load that stopped half way leaves pins without links: start over.
+    remove_pins()?;
+    let cgroup = system::cgroup2_root()?;
+    attach_fresh(settings, &cgroup).inspect_err(|_| {
+        let _ = remove_pins();
+    })?;
+    Ok(Loaded::Attached)
+}
+
+fn attach_fresh(settings: &Settings, cgroup: &Path) -> Result<()> {
+    let mut ebpf = Ebpf::load(crate::OBJECT).map_err(|e| {
+        anyhow!(
+            "the kernel refused the eBPF mode's maps: {e}. They need BTF-described socket \
+             storage (BPF_MAP_TYPE_SK_STORAGE) and LPM tries; on this kernel use toa.ko"
+        )
+    })?;
+    std::fs::create_dir_all(PIN_DIR).with_context(|| format!("creating {PIN_DIR}"))?;
+    let mut take = |name: &str| {
+        ebpf.take_map(name)
+            .with_context(|| format!("map {name} missing from the BPF object"))
+    };
+    let mut settings_map = take(maps::SETTINGS)?;
+    let mut v4 = take(maps::TRUSTED_V4)?;
+    let mut v6 = take(maps::TRUSTED_V6)?;
+    let others = [take(maps::COUNTERS)?, take(maps::CLIENTS)?];
+    write_settings(&mut settings_map, &mut v4, &mut v6, settings)?;
+    for (map, name) in [&settings_map, &v4, &v6, &others[0], &others[1]]
+        .into_iter()
+        .zip(maps::ALL)
+    {
+        map.pin(pin(name))
+            .with_context(|| format!("pinning map {name}"))?;
+    }
+
+    let file = File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
+    let (name, needs) = SOCKOPS;
+    let prog: &mut SockOps = program(&mut ebpf, name)?;
+    prog.load().map_err(|e| refused(name, needs, e))?;
+    let id = prog
+        .attach(&file, CgroupAttachMode::Single)
+        .map_err(|e| refused(name, needs, e))?;
+    let link = FdLink::try_from(prog.take_link(id)?)?;
+    prog.pin(pin(&format!("prog_{name}")))?;
+    let mut links = vec![(name, link)];
+    // The hook (getpeername4/6) comes from each program's section name.
+    for (name, needs) in [GETPEERNAME4, GETPEERNAME6] {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+        prog.load().map_err(|e| refused(name, needs, e))?;
+        // Cgroup links take no flags: they always allow other programs beside them.
+        let id = prog
+            .attach(&file, CgroupAttachMode::Single)
+            .map_err(|e| refused(name, needs, e))?;
+        links.push((name, FdLink::try_from(prog.take_link(id)?)?));
+        prog.pin(pin(&format!("prog_{name}")))?;
+    }
+    for (name, link) in links {
+        link.pin(link_pin(name))
+            .with_context(|| format!("pinning the link of {name}"))?;
+    }
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let p = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the BPF object"))?;
+    Ok(p.try_into()?)
+}
+
+/// A refusal by the kernel, with what the program needs and where to go instead.
+fn refused(name: &str, needs: &str, e: ProgramError) -> anyhow::Error {
+    let detail = match &e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("{io_error}; verifier log (end):\n{}", tail.join("\n"))
+        }
+        other => other.to_string(),
+    };
+    anyhow!(
+        "this kernel does not support the eBPF mode: it refused {name}, which needs {needs}: \
+         {detail}\nUse toa.ko on this kernel."
+    )
+}
+
+/// Writes `s` into the maps. Trusted entries are added before the settings
+/// switch to them and stale ones removed after, so no connection sees an
+/// empty list in between.
+fn write_settings(settings: &mut Map, v4: &mut Map, v6: &mut Map, s: &Settings) -> Result<()> {
+    let mut v4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(v4)?;
+    let mut v6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(v6)?;
+    let want4: Vec<Key<[u8; 4]>> = s.trusted_proxies.iter().filter_map(maps::v4_key).collect();
+    let want6: Vec<Key<[u8; 16]>> = s.trusted_proxies.iter().filter_map(maps::v6_key).collect();
+    for k in &want4 {
+        v4.insert(k, 1, 0).context("adding a trusted IPv4 proxy")?;
+    }
+    for k in &want6 {
+        v6.insert(k, 1, 0).context("adding a trusted IPv6 proxy")?;
+    }
+    let mut array: Array<_, SettingsValue> = Array::try_from(settings)?;
+    array
+        .set(0, SettingsValue::encode(s), 0)
+        .context("writing the settings map")?;
+    remove_stale(&mut v4, &want4).context("removing a trusted IPv4 proxy")?;
+    remove_stale(&mut v6, &want6).context("removing a trusted IPv6 proxy")?;
+    Ok(())
+}
+
+/// Removes the trie's entries that `want` does not hold.
+fn remove_stale<K: aya::Pod + PartialEq>(
+    trie: &mut LpmTrie<&mut MapData, K, u8>,
+    want: &[Key<K>],
+) -> Result<()> {
+    let have: Vec<Key<K>> = trie.keys().filter_map(|k| k.ok()).collect();
+    for k in have {
+        let kept = want
+            .iter()
+            .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+        if !kept {
+            trie.remove(&k)?;
+        }
+    }
+    Ok(())
+}
+
+struct PinnedMaps {
+    settings: Map,
+    trusted_v4: Map,
+    trusted_v6: Map,
+    counters: Map,
+}
+
+impl PinnedMaps {
+    fn open() -> Result<PinnedMaps> {
+        let open = |name: &str| -> Result<Map> {
+            let data = MapData::from_pin(pin(name))
+                .with_context(|| format!("opening the pinned map {}", pin(name).display()))?;
+            Ok(Map::from_map_data(data)?)
+        };
+        Ok(PinnedMaps {
+            settings: open(maps::SETTINGS)?,
+            trusted_v4: open(maps::TRUSTED_V4)?,
+            trusted_v6: open(maps::TRUSTED_V6)?,
+            counters: open(maps::COUNTERS)?,
+        })
+    }
+}
+
+/// Detaches and forgets everything: removing the link pins detaches the
+/// programs (open connections then get the kernel's answers again); the maps
+/// and socket storage go when their last reference does.
+pub fn unload() -> Result<bool> {
+    system::require_root()?;
+    let was = Path::new(PIN_DIR).exists();
+    remove_pins()?;
+    Ok(was)
+}
+
+fn remove_pins() -> Result<()> {
+    let dir = Path::new(PIN_DIR);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    // Unpinning alone releases a link later (after an RCU grace period, from a
+    // work queue): detach first, so that when unload returns no program runs.
+    for (name, _) in PROGRAMS {
+        let path = link_pin(name);
+        if path.exists() {
+            crate::link::detach_pinned(&path)
+                .with_context(|| format!("detaching {}", path.display()))?;
+        }
+    }
+    // Links first: programs stop running before their maps are unpinned.
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    });
+    for p in paths {
+        std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+/// The settings and summed counters of the loaded eBPF mode; `None` when it
+/// is not loaded.
+pub fn status() -> Result<Option<Status>> {
+    if !is_loaded() {
+        return Ok(None);
+    }
+    let m = PinnedMaps::open()?;
+    let array: Array<_, SettingsValue> = Array::try_from(&m.settings)?;
+    let mut settings = array
+        .get(&0, 0)
+        .context("reading the settings map")?
+        .decode();
+    let v4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(&m.trusted_v4)?;
+    for k in v4.keys().filter_map(|k| k.ok()) {
+        settings.trusted_proxies.push(Cidr {
+            addr: IpAddr::from(k.data()),
+            prefix: k.prefix_len() as u8,
+        });
+    }
+    let v6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(&m.trusted_v6)?;
+    for k in v6.keys().filter_map(|k| k.ok()) {
+        settings.trusted_proxies.push(Cidr {
+            addr: IpAddr::from(k.data()),
+            prefix: k.prefix_len() as u8,
+        });
+    }
+    let per_cpu: PerCpuArray<_, u64> = PerCpuArray::try_from(&m.counters)?;
+    let mut counters = Vec::new();
+    for (i, name) in COUNTERS.iter().enumerate() {
+        let values = per_cpu
+            .get(&(i as u32), 0)
+            .with_context(|| format!("reading counter {name}"))?;
+        counters.push((*name, values.iter().sum()));
+    }
+    Ok(Some(Status { settings, counters }))
+}
