@@ -3,6 +3,7 @@
 mod bpf;
 mod kernel_socket;
 mod malformed;
+mod params;
 mod ports;
 mod storm;
 mod trusted;

@@ -135,7 +135,7 @@ fn reload_under_load(lab: &Lab, opts: &Options) -> Result<String> {
     lab.origin.set_hold(true);
     let opened = (|| {
         // The last one is the storm's.
-    for i in 0..opts.held as u64 + 1 {
+        for i in 0..opts.held as u64 + 1 {
             let s = spec(i);
             let mut held = lab
                 .open(&s)

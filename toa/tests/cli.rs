@@ -259,7 +259,10 @@ fn selftest_without_the_module_fails_naming_the_checks() {
         assert!(said.contains(&format!("FAIL {check}: ")), "{check}: {said}");
     }
     assert!(said.contains("nothing rewrote it"), "{said}");
-    assert!(said.contains("PASS no-toa-v4: ") && said.contains("PASS no-toa-v6: "), "{said}");
+    assert!(
+        said.contains("PASS no-toa-v4: ") && said.contains("PASS no-toa-v6: "),
+        "{said}"
+    );
     let links = std::fs::read_dir("/sys/class/net").unwrap();
     assert!(
         !links.flatten().any(|l| l.file_name() == "toa-selftest"),

@@ -187,6 +187,16 @@ pub struct LabImage<'a> {
     pub bpf_loader: Option<&'a Path>,
 }
 
+/// Puts `module` under `lib/modules/` by its file name, which it returns.
+fn add_module<'p>(a: &mut Archive, module: &'p Path) -> Result<&'p str> {
+    let name = module
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("module path has no file name")?;
+    a.file_from(&format!("lib/modules/{name}"), 0o644, module)?;
+    Ok(name)
+}
+
 /// The lab archive: busybox and its applets, /init, modules, the lab program.
 pub fn lab_archive(image: &LabImage) -> Result<Archive> {
     let mut a = Archive::new();
@@ -212,24 +222,16 @@ pub fn lab_archive(image: &LabImage) -> Result<Archive> {
     a.symlink("sbin", "bin");
     a.file("init", 0o755, image.init);
     a.file("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n");
+    // Preloaded modules are listed in load order; test modules the lab loads itself.
     let mut preload = String::new();
     for module in image.preload {
-        let name = module
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("module path has no file name")?;
-        a.file_from(&format!("lib/modules/{name}"), 0o644, module)?;
-        preload.push_str(name);
+        preload.push_str(add_module(&mut a, module)?);
         preload.push('\n');
     }
     a.file("lib/modules/preload", 0o644, preload);
     a.file_from("lib/modules/toa.ko", 0o644, image.toa_ko)?;
     for module in image.test_modules {
-        let name = module
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("module path has no file name")?;
-        a.file_from(&format!("lib/modules/{name}"), 0o644, module)?;
+        add_module(&mut a, module)?;
     }
     a.file_from("bin/toa-lab", 0o755, image.lab_program)?;
     if let Some(toa) = image.operator_cli {

@@ -20,7 +20,9 @@ pub fn build_kernel_listener(distro: &Distro, release: &str) -> Result<PathBuf> 
     let kind = builder::select(None, distro)?;
     let builder = Builder::new(kind, distro);
     builder.ensure_host()?;
-    let logs = crate::cache::target_dir().join("build-logs").join(&distro.name);
+    let logs = crate::cache::target_dir()
+        .join("build-logs")
+        .join(&distro.name);
     let log = logs.join(format!("lab-kmod-{release}.log"));
     let bar = builder::spinner("lab kmod");
     builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &bar)?;
@@ -34,7 +36,10 @@ pub fn build_kernel_listener(distro: &Distro, release: &str) -> Result<PathBuf> 
     let root = crate::cache::project_root();
     for (from, name) in [
         (root.join("lab/kmod/Kbuild"), "Kbuild"),
-        (root.join("lab/kmod/toa_kernel_listener.c"), "toa_kernel_listener.c"),
+        (
+            root.join("lab/kmod/toa_kernel_listener.c"),
+            "toa_kernel_listener.c",
+        ),
         // The module speaks every kernel's dialect through toa.ko's compat.h.
         (root.join("toa-kmod/kbuild/compat.h"), "compat.h"),
     ] {

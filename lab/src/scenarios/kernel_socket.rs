@@ -60,18 +60,23 @@ pub fn run(lab: &Lab) -> Result<String> {
                 break text.trim_end().to_string();
             }
             if Instant::now() > deadline {
-                return Err(lab_err!("the kernel listener accepted nothing: {PROC} reads {text:?}"));
+                return Err(lab_err!(
+                    "the kernel listener accepted nothing: {PROC} reads {text:?}"
+                ));
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        conn.close().context("closing the connection to the kernel listener")?;
+        conn.close()
+            .context("closing the connection to the kernel listener")?;
         let want = format!(
             "accepted=1 peer={}:{} len=16 guards=intact",
             source.ip(),
             source.port()
         );
         if seen != want {
-            return Err(lab_err!("the kernel listener saw [{seen}], expected [{want}]"));
+            return Err(lab_err!(
+                "the kernel listener saw [{seen}], expected [{want}]"
+            ));
         }
         let after = stats::read()?;
         let wrong: Vec<String> = STILL

@@ -47,51 +47,37 @@ fn set(lab: &Lab, list: &str, model: Option<Vec<u16>>) -> Result<()> {
     Ok(())
 }
 
-fn refused(bad: &str, in_force: &str) -> Result<()> {
-    let mut log = Cursor::at_end()?;
-    match system::write_param(PARAM, bad) {
-        Ok(()) => return Err(lab_err!("writing {bad:?} to {PARAM} was accepted")),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(e) => return Err(lab_err!("writing {bad:?} to {PARAM}: {e}, expected EINVAL")),
-    }
-    let said = log.read_new()?;
-    if !said.iter().any(|l| l.contains("ports") && l.contains("rejected")) {
-        return Err(lab_err!(
-            "writing {bad:?} failed but the kernel said nothing about it: {said:?}"
-        ));
-    }
-    let now = system::read_param(PARAM)?;
-    if now != in_force {
-        return Err(lab_err!(
-            "after the refused {bad:?}, {PARAM} reads {now:?} instead of {in_force:?}"
-        ));
-    }
-    Ok(())
-}
-
 pub fn runtime(lab: &Lab) -> Result<String> {
     let start = system::read_param(PARAM)?;
     if !start.is_empty() {
-        return Err(lab_err!("{PARAM} reads {start:?}, expected it empty at load"));
+        return Err(lab_err!(
+            "{PARAM} reads {start:?}, expected it empty at load"
+        ));
     }
     let outcome = (|| {
         let v6_port = Listener::V6.port();
         let only_v6 = v6_port.to_string();
         set(lab, &only_v6, Some(vec![v6_port]))?;
         if probe(lab, &format!("ports={only_v6}"))? != 1 {
-            return Err(lab_err!("with ports={only_v6} one listener should show the client"));
+            return Err(lab_err!(
+                "with ports={only_v6} one listener should show the client"
+            ));
         }
         let range = format!("{}-{},9000", Listener::V4.port() - 1, Listener::V4.port());
         set(lab, &range, Some(vec![Listener::V4.port()]))?;
         if probe(lab, &format!("ports={range}"))? != 1 {
-            return Err(lab_err!("with ports={range} one listener should show the client"));
+            return Err(lab_err!(
+                "with ports={range} one listener should show the client"
+            ));
         }
         for bad in INVALID {
-            refused(bad, &range)?;
+            super::params::refused_write(PARAM, "ports", bad, &range)?;
         }
         set(lab, "", None)?;
         if probe(lab, "ports cleared")? != 2 {
-            return Err(lab_err!("with ports cleared both listeners should show the client"));
+            return Err(lab_err!(
+                "with ports cleared both listeners should show the client"
+            ));
         }
         Ok(format!(
             "ports={only_v6}: TOA to :{} kept the proxy; ports={range}: TOA to :{v6_port} kept the proxy; {} invalid lists refused with EINVAL and a kernel message; cleared: both listeners honour TOA",

@@ -45,8 +45,13 @@ pub fn run(lab: &Lab) -> Result<String> {
         let began = Instant::now();
         let threads: Vec<_> = (0..THREADS)
             .map(|_| {
-                let (fd, start, right, wrong, want) =
-                    (fd.clone(), start.clone(), right.clone(), wrong.clone(), want.clone());
+                let (fd, start, right, wrong, want) = (
+                    fd.clone(),
+                    start.clone(),
+                    right.clone(),
+                    wrong.clone(),
+                    want,
+                );
                 std::thread::spawn(move || {
                     start.wait();
                     for _ in 0..CALLS_PER_THREAD {

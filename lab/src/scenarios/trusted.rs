@@ -96,30 +96,6 @@ fn rejection_logged(said: &[String]) -> bool {
         .any(|l| l.contains("trusted_proxies") && l.contains("rejected"))
 }
 
-/// A write the module must refuse with EINVAL and a message naming the
-/// parameter, keeping `in_force`.
-fn refused_write(bad: &str, in_force: &str) -> Result<()> {
-    let mut log = Cursor::at_end()?;
-    match system::write_param(PARAM, bad) {
-        Ok(()) => return Err(lab_err!("writing {bad:?} to {PARAM} was accepted")),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-        Err(e) => return Err(lab_err!("writing {bad:?} to {PARAM}: {e}, expected EINVAL")),
-    }
-    let said = log.read_new()?;
-    if !rejection_logged(&said) {
-        return Err(lab_err!(
-            "writing {bad:?} failed but the kernel said nothing about it: {said:?}"
-        ));
-    }
-    let now = system::read_param(PARAM)?;
-    if now != in_force {
-        return Err(lab_err!(
-            "after the refused {bad:?}, {PARAM} reads {now:?} instead of {in_force:?}"
-        ));
-    }
-    Ok(())
-}
-
 /// The run-time scenario: set, use, change, refuse, clear.
 pub fn runtime(lab: &Lab) -> Result<String> {
     let start = system::read_param(PARAM)?;
@@ -139,7 +115,7 @@ pub fn runtime(lab: &Lab) -> Result<String> {
         set_list(lab, SUBNET_V4)?;
         let (c2, s2) = probe(lab, &format!("trusted_proxies={SUBNET_V4}"))?;
         for bad in INVALID {
-            refused_write(bad, SUBNET_V4)?;
+            super::params::refused_write(PARAM, "trusted_proxies", bad, SUBNET_V4)?;
         }
         let (c3, s3) = probe(lab, "after the refused writes")?;
         if (c3, s3) != (c2, s2) {
