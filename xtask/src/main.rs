@@ -3,6 +3,7 @@
 //! This file only declares modules and dispatches; each subcommand lives in
 //! its own file with an `Args` struct and a `run`.
 
+mod arch;
 mod audit;
 mod bench;
 mod build;

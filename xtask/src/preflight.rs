@@ -643,9 +643,10 @@ mod tests {
             Plan {
                 targets: vec![
                     "x86_64-unknown-none".into(),
-                    "x86_64-unknown-linux-musl".into()
+                    "x86_64-unknown-linux-musl".into(),
+                    "aarch64-unknown-linux-musl".into()
                 ],
-                components: vec!["rustfmt".into(), "clippy".into()],
+                components: vec!["rustfmt".into(), "clippy".into(), "rust-src".into()],
                 packages: vec![
                     "cpio",
                     "util-linux",
@@ -716,10 +717,11 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`cargo xtask build` needs what this machine lacks:\n  \
-             Rust targets x86_64-unknown-none, x86_64-unknown-linux-musl (rust-toolchain.toml): \
+             Rust targets x86_64-unknown-none, x86_64-unknown-linux-musl, \
+             aarch64-unknown-linux-musl (rust-toolchain.toml): \
              rustup is not installed, so xtask cannot add them; install rustup (https://rustup.rs) \
              or add them to this Rust installation\n  \
-             Rust components rustfmt, clippy (rust-toolchain.toml): rustup is not installed, so \
+             Rust components rustfmt, clippy, rust-src (rust-toolchain.toml): rustup is not installed, so \
              xtask cannot add them; install rustup (https://rustup.rs) or add them to this Rust \
              installation\n  \
              host packages gpgv, debian-archive-keyring, debootstrap, util-linux, ca-certificates \
@@ -739,6 +741,7 @@ mod tests {
         machine.rust.components.extend([
             "rustfmt-x86_64-unknown-linux-gnu".into(),
             "clippy-x86_64-unknown-linux-gnu".into(),
+            "rust-src".into(),
         ]);
         // A dry run and the commands that only read files need no host tools.
         let dry = Command::Build(crate::build::Args {
