@@ -55,14 +55,35 @@ const ALLOWED_AARCH64_RELOCATIONS: &[(u32, &str)] = &[
     (elf::R_AARCH64_PREL16, "R_AARCH64_PREL16"),
     (elf::R_AARCH64_LD_PREL_LO19, "R_AARCH64_LD_PREL_LO19"),
     (elf::R_AARCH64_ADR_PREL_LO21, "R_AARCH64_ADR_PREL_LO21"),
-    (elf::R_AARCH64_ADR_PREL_PG_HI21, "R_AARCH64_ADR_PREL_PG_HI21"),
-    (elf::R_AARCH64_ADR_PREL_PG_HI21_NC, "R_AARCH64_ADR_PREL_PG_HI21_NC"),
+    (
+        elf::R_AARCH64_ADR_PREL_PG_HI21,
+        "R_AARCH64_ADR_PREL_PG_HI21",
+    ),
+    (
+        elf::R_AARCH64_ADR_PREL_PG_HI21_NC,
+        "R_AARCH64_ADR_PREL_PG_HI21_NC",
+    ),
     (elf::R_AARCH64_ADD_ABS_LO12_NC, "R_AARCH64_ADD_ABS_LO12_NC"),
-    (elf::R_AARCH64_LDST8_ABS_LO12_NC, "R_AARCH64_LDST8_ABS_LO12_NC"),
-    (elf::R_AARCH64_LDST16_ABS_LO12_NC, "R_AARCH64_LDST16_ABS_LO12_NC"),
-    (elf::R_AARCH64_LDST32_ABS_LO12_NC, "R_AARCH64_LDST32_ABS_LO12_NC"),
-    (elf::R_AARCH64_LDST64_ABS_LO12_NC, "R_AARCH64_LDST64_ABS_LO12_NC"),
-    (elf::R_AARCH64_LDST128_ABS_LO12_NC, "R_AARCH64_LDST128_ABS_LO12_NC"),
+    (
+        elf::R_AARCH64_LDST8_ABS_LO12_NC,
+        "R_AARCH64_LDST8_ABS_LO12_NC",
+    ),
+    (
+        elf::R_AARCH64_LDST16_ABS_LO12_NC,
+        "R_AARCH64_LDST16_ABS_LO12_NC",
+    ),
+    (
+        elf::R_AARCH64_LDST32_ABS_LO12_NC,
+        "R_AARCH64_LDST32_ABS_LO12_NC",
+    ),
+    (
+        elf::R_AARCH64_LDST64_ABS_LO12_NC,
+        "R_AARCH64_LDST64_ABS_LO12_NC",
+    ),
+    (
+        elf::R_AARCH64_LDST128_ABS_LO12_NC,
+        "R_AARCH64_LDST128_ABS_LO12_NC",
+    ),
     (elf::R_AARCH64_TSTBR14, "R_AARCH64_TSTBR14"),
     (elf::R_AARCH64_CONDBR19, "R_AARCH64_CONDBR19"),
     (elf::R_AARCH64_JUMP26, "R_AARCH64_JUMP26"),
@@ -190,14 +211,15 @@ fn aarch64_relocation_name(r_type: u32) -> &'static str {
 /// "data processing, scalar FP and Advanced SIMD" class (op0 = x111) and the
 /// SIMD&FP loads and stores (op0 = x1x0 with V, bit 26, set).
 fn first_fp_simd(code: &[u8]) -> Option<usize> {
-    code.chunks_exact(4).position(|w| {
-        let insn = u32::from_le_bytes(w.try_into().expect("4 bytes"));
-        let op0 = (insn >> 25) & 0xf;
-        let fp_data = op0 & 0b0111 == 0b0111;
-        let fp_load_store = op0 & 0b0101 == 0b0100 && insn & (1 << 26) != 0;
-        fp_data || fp_load_store
-    })
-    .map(|i| i * 4)
+    code.chunks_exact(4)
+        .position(|w| {
+            let insn = u32::from_le_bytes(w.try_into().expect("4 bytes"));
+            let op0 = (insn >> 25) & 0xf;
+            let fp_data = op0 & 0b0111 == 0b0111;
+            let fp_load_store = op0 & 0b0101 == 0b0100 && insn & (1 << 26) != 0;
+            fp_data || fp_load_store
+        })
+        .map(|i| i * 4)
 }
 
 /// Rewrites every `R_X86_64_PLT32` into `R_X86_64_PC32` in place; returns how many.
@@ -392,7 +414,11 @@ mod tests {
             assert!(err.contains("FP/SIMD instruction at .text+0x4"), "{err}");
         }
         // Integer loads, stores and arithmetic are not FP: ldr x0, [sp]; str w1, [x0]; add x0, x0, #1.
-        for insn in [[0xe0, 0x03, 0x40, 0xf9], [0x01, 0x00, 0x00, 0xb9], [0x00, 0x04, 0x00, 0x91]] {
+        for insn in [
+            [0xe0, 0x03, 0x40, 0xf9],
+            [0x01, 0x00, 0x00, 0xb9],
+            [0x00, 0x04, 0x00, 0x91],
+        ] {
             assert_eq!(first_fp_simd(&insn), None, "{insn:x?}");
         }
     }

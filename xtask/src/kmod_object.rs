@@ -117,9 +117,11 @@ fn build(arch: Arch, flavour: Flavour, out_dir: &Path) -> Result<PathBuf> {
     let target_dir = match arch {
         // The x86_64 cache keeps the path it always had.
         Arch::X86_64 => crate::cache::target_dir().join("kmod").join(flavour.name()),
-        Arch::Aarch64 => crate::cache::target_dir()
-            .join("kmod")
-            .join(format!("{}-{}", arch.name(), flavour.name())),
+        Arch::Aarch64 => crate::cache::target_dir().join("kmod").join(format!(
+            "{}-{}",
+            arch.name(),
+            flavour.name()
+        )),
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut argv: Vec<String> = [
@@ -157,7 +159,10 @@ fn build(arch: Arch, flavour: Flavour, out_dir: &Path) -> Result<PathBuf> {
         // -Zfunction-return and -Zbuild-std are not stable yet; the kernel's
         // own Rust build relies on the first too.
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_ENCODED_RUSTFLAGS", flavour.rustflags(arch).join("\x1f"))
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            flavour.rustflags(arch).join("\x1f"),
+        )
         .env_remove("RUSTFLAGS")
         .stderr_capture()
         .unchecked()

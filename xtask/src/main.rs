@@ -13,6 +13,7 @@ mod ci;
 mod deb;
 mod debian_repo;
 mod distro;
+mod distro_arch;
 mod download;
 mod fuzz;
 mod host;

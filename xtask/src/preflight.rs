@@ -477,11 +477,24 @@ fn distros(command: &Command) -> Vec<&str> {
     }
 }
 
+/// The release and architecture a command names with `--arch`.
+fn distro_arch(command: &Command) -> Option<(&str, crate::arch::Arch)> {
+    match command {
+        Command::Build(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
+        Command::Kernels(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
+        Command::VmTest(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
+        _ => None,
+    }
+}
+
 /// Provides what `command` needs on this machine, once its distro names are
 /// known to be right (a typo installs nothing).
 pub fn ensure(command: &Command) -> Result<()> {
     for name in distros(command) {
         crate::distro::find(name)?;
+    }
+    if let Some((name, arch)) = distro_arch(command) {
+        crate::distro::find_for(name, Some(arch))?;
     }
     let needs = needs(command);
     if !needs.rust && needs.tools.is_empty() {
@@ -706,6 +719,7 @@ mod tests {
         let machine = bare(false, false, vec![]);
         let needs = needs(&Command::Build(crate::build::Args {
             distro: "debian-12".into(),
+            arch: None,
             kernels: vec![],
             latest: None,
             backend: None,
@@ -746,6 +760,7 @@ mod tests {
         // A dry run and the commands that only read files need no host tools.
         let dry = Command::Build(crate::build::Args {
             distro: "debian-12".into(),
+            arch: None,
             kernels: vec![],
             latest: None,
             backend: None,

@@ -110,6 +110,7 @@ pub fn run(args: Args) -> Result<()> {
                 step(what, &mut || {
                     crate::vm_test::run(crate::vm_test::Args {
                         distro: name.clone(),
+                        arch: None,
                         kernel: None,
                         flavour: flavour.clone(),
                         timeout: 600,
