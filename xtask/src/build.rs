@@ -388,6 +388,8 @@ fn build_one(
     let ko = src.join("toa.ko");
     modcheck::check(&ko, &k.release, &src.join(builder::KERNEL_SYMVERS))?;
     let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
+    modcheck::check_arch(&bytes, builder.distro.arch_kind())
+        .with_context(|| format!("{} failed its checks", ko.display()))?;
     Ok(KernelModule::new(&k.release, &k.version, bytes))
 }
 
