@@ -100,6 +100,9 @@ const VM: &[Tool] = &[
     BPF_COMPILER,
 ];
 
+/// Booting an arm64 kernel (`--arch aarch64`, and the test command's arm64 run).
+const VM_AARCH64: &[Tool] = &[command!("qemu-system-aarch64" from "qemu-system-arm")];
+
 /// The guest image of vm-install-test: an ext4 disk.
 const GUEST_IMAGE: &[Tool] = &[command!("mkfs.ext4" from "e2fsprogs")];
 
@@ -162,7 +165,11 @@ pub fn needs(command: &Command) -> Needs {
             .tools(LINT)
             .tools(REPOSITORY)
             .tools(BUILDER)
-            .tools(VM),
+            .tools(VM)
+            .tools(VM_AARCH64),
+        Command::VmTest(args) if args.arch == Some(crate::arch::Arch::Aarch64) => {
+            Needs::vm("vm-test", args.module.is_none()).tools(VM_AARCH64)
+        }
         Command::VmTest(args) => Needs::vm("vm-test", args.module.is_none()),
         Command::Stress(_) => Needs::vm("stress", true),
         Command::Bench(_) => Needs::vm("bench", true),
@@ -672,6 +679,7 @@ mod tests {
                     "debootstrap",
                     "ca-certificates",
                     "qemu-system-x86",
+                    "qemu-system-arm",
                 ],
             }
         );
