@@ -7,6 +7,10 @@
 //! relocation type. `R_X86_64_PLT32` means the same as PC32 for a symbol
 //! defined in the module or the kernel, so [`rewrite_plt32`] turns it into PC32
 //! first, as newer kernels' loaders do themselves.
+//!
+//! aarch64 objects are held to the arm64 loader's list (no GOT relocations:
+//! it refuses `R_AARCH64_ADR_GOT_PAGE`), and their code must not touch the
+//! FP/SIMD registers, which the kernel does not save for its own code.
 
 use anyhow::{bail, Context, Result};
 use object::elf;
@@ -39,6 +43,53 @@ const ALLOWED_RELOCATIONS: &[(u32, &str)] = &[
     (elf::R_X86_64_32S, "R_X86_64_32S"),
 ];
 
+/// Relocation types the arm64 module loader applies (`apply_relocate_add`,
+/// the same set from 3.10 to 7.x).
+const ALLOWED_AARCH64_RELOCATIONS: &[(u32, &str)] = &[
+    (elf::R_AARCH64_NONE, "R_AARCH64_NONE"),
+    (elf::R_AARCH64_ABS64, "R_AARCH64_ABS64"),
+    (elf::R_AARCH64_ABS32, "R_AARCH64_ABS32"),
+    (elf::R_AARCH64_ABS16, "R_AARCH64_ABS16"),
+    (elf::R_AARCH64_PREL64, "R_AARCH64_PREL64"),
+    (elf::R_AARCH64_PREL32, "R_AARCH64_PREL32"),
+    (elf::R_AARCH64_PREL16, "R_AARCH64_PREL16"),
+    (elf::R_AARCH64_LD_PREL_LO19, "R_AARCH64_LD_PREL_LO19"),
+    (elf::R_AARCH64_ADR_PREL_LO21, "R_AARCH64_ADR_PREL_LO21"),
+    (
+        elf::R_AARCH64_ADR_PREL_PG_HI21,
+        "R_AARCH64_ADR_PREL_PG_HI21",
+    ),
+    (
+        elf::R_AARCH64_ADR_PREL_PG_HI21_NC,
+        "R_AARCH64_ADR_PREL_PG_HI21_NC",
+    ),
+    (elf::R_AARCH64_ADD_ABS_LO12_NC, "R_AARCH64_ADD_ABS_LO12_NC"),
+    (
+        elf::R_AARCH64_LDST8_ABS_LO12_NC,
+        "R_AARCH64_LDST8_ABS_LO12_NC",
+    ),
+    (
+        elf::R_AARCH64_LDST16_ABS_LO12_NC,
+        "R_AARCH64_LDST16_ABS_LO12_NC",
+    ),
+    (
+        elf::R_AARCH64_LDST32_ABS_LO12_NC,
+        "R_AARCH64_LDST32_ABS_LO12_NC",
+    ),
+    (
+        elf::R_AARCH64_LDST64_ABS_LO12_NC,
+        "R_AARCH64_LDST64_ABS_LO12_NC",
+    ),
+    (
+        elf::R_AARCH64_LDST128_ABS_LO12_NC,
+        "R_AARCH64_LDST128_ABS_LO12_NC",
+    ),
+    (elf::R_AARCH64_TSTBR14, "R_AARCH64_TSTBR14"),
+    (elf::R_AARCH64_CONDBR19, "R_AARCH64_CONDBR19"),
+    (elf::R_AARCH64_JUMP26, "R_AARCH64_JUMP26"),
+    (elf::R_AARCH64_CALL26, "R_AARCH64_CALL26"),
+];
+
 /// Symbol name fragments that only appear when a panic or unwind path survived.
 const PANIC_MARKERS: &[&str] = &[
     "panic",
@@ -56,11 +107,17 @@ pub fn audit_file(path: &Path, allowed_undefined: &[&str]) -> Result<()> {
 pub fn audit(bytes: &[u8], allowed_undefined: &[&str]) -> Result<()> {
     let file = object::File::parse(bytes).context("not an object file")?;
     let mut problems = Vec::new();
-    if file.architecture() != object::Architecture::X86_64
-        || file.kind() != object::ObjectKind::Relocatable
+    let allowed_relocations = match file.architecture() {
+        object::Architecture::Aarch64 => ALLOWED_AARCH64_RELOCATIONS,
+        _ => ALLOWED_RELOCATIONS,
+    };
+    if !matches!(
+        file.architecture(),
+        object::Architecture::X86_64 | object::Architecture::Aarch64
+    ) || file.kind() != object::ObjectKind::Relocatable
     {
         problems.push(format!(
-            "expected an x86_64 relocatable object, found {:?} {:?}",
+            "expected an x86_64 or aarch64 relocatable object, found {:?} {:?}",
             file.architecture(),
             file.kind()
         ));
@@ -95,11 +152,23 @@ pub fn audit(bytes: &[u8], allowed_undefined: &[&str]) -> Result<()> {
             let RelocationFlags::Elf { r_type } = reloc.flags() else {
                 continue;
             };
-            if !ALLOWED_RELOCATIONS.iter().any(|(t, _)| *t == r_type) {
-                problems.push(format!(
-                    "relocation type {} ({}) at {section_name}+{offset:#x}: old module loaders reject it",
-                    r_type,
+            if !allowed_relocations.iter().any(|(t, _)| *t == r_type) {
+                let name = if file.architecture() == object::Architecture::Aarch64 {
+                    aarch64_relocation_name(r_type)
+                } else {
                     relocation_name(r_type)
+                };
+                problems.push(format!(
+                    "relocation type {r_type} ({name}) at {section_name}+{offset:#x}: old module loaders reject it"
+                ));
+            }
+        }
+        if file.architecture() == object::Architecture::Aarch64
+            && section.kind() == object::SectionKind::Text
+        {
+            if let Some(at) = first_fp_simd(section.data().unwrap_or_default()) {
+                problems.push(format!(
+                    "FP/SIMD instruction at {section_name}+{at:#x}: kernel code may use general registers only"
                 ));
             }
         }
@@ -124,6 +193,33 @@ fn relocation_name(r_type: u32) -> &'static str {
             .find(|(t, _)| *t == r_type)
             .map_or("unknown", |(_, n)| n),
     }
+}
+
+fn aarch64_relocation_name(r_type: u32) -> &'static str {
+    match r_type {
+        elf::R_AARCH64_ADR_GOT_PAGE => "R_AARCH64_ADR_GOT_PAGE",
+        elf::R_AARCH64_LD64_GOT_LO12_NC => "R_AARCH64_LD64_GOT_LO12_NC",
+        elf::R_AARCH64_TLSLE_ADD_TPREL_HI12 => "R_AARCH64_TLSLE_ADD_TPREL_HI12",
+        _ => ALLOWED_AARCH64_RELOCATIONS
+            .iter()
+            .find(|(t, _)| *t == r_type)
+            .map_or("unknown", |(_, n)| n),
+    }
+}
+
+/// Offset of the first A64 instruction that uses FP/SIMD registers: the
+/// "data processing, scalar FP and Advanced SIMD" class (op0 = x111) and the
+/// SIMD&FP loads and stores (op0 = x1x0 with V, bit 26, set).
+fn first_fp_simd(code: &[u8]) -> Option<usize> {
+    code.chunks_exact(4)
+        .position(|w| {
+            let insn = u32::from_le_bytes(w.try_into().expect("4 bytes"));
+            let op0 = (insn >> 25) & 0xf;
+            let fp_data = op0 & 0b0111 == 0b0111;
+            let fp_load_store = op0 & 0b0101 == 0b0100 && insn & (1 << 26) != 0;
+            fp_data || fp_load_store
+        })
+        .map(|i| i * 4)
 }
 
 /// Rewrites every `R_X86_64_PLT32` into `R_X86_64_PC32` in place; returns how many.
@@ -261,6 +357,70 @@ mod tests {
         let bytes = object_with("helper", true, elf::R_X86_64_GOTPCREL);
         let err = audit(&bytes, &[]).unwrap_err().to_string();
         assert!(err.contains("R_X86_64_GOTPCREL"), "{err}");
+    }
+
+    /// A relocatable aarch64 object: `f` is `code`, with one relocation of
+    /// type `r_type` against a defined `helper` at offset 0.
+    fn aarch64_object(code: &[u8], r_type: u32) -> Vec<u8> {
+        let mut obj = WObject::new(BinaryFormat::Elf, Architecture::Aarch64, Endianness::Little);
+        let text = obj.section_id(StandardSection::Text);
+        let offset = obj.append_section_data(text, code, 16);
+        let helper = obj.add_symbol(Symbol {
+            name: b"helper".to_vec(),
+            value: offset,
+            size: code.len() as u64,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(text),
+            flags: SymbolFlags::None,
+        });
+        obj.add_relocation(
+            text,
+            Relocation {
+                offset,
+                symbol: helper,
+                addend: 0,
+                flags: RelocationFlags::Elf { r_type },
+            },
+        )
+        .unwrap();
+        obj.write().unwrap()
+    }
+
+    /// `bl helper; ret`
+    const A64_CALL_RET: [u8; 8] = [0x00, 0x00, 0x00, 0x94, 0xc0, 0x03, 0x5f, 0xd6];
+
+    #[test]
+    fn aarch64_object_with_a_call_passes() {
+        audit(&aarch64_object(&A64_CALL_RET, elf::R_AARCH64_CALL26), &[]).unwrap();
+    }
+
+    #[test]
+    fn aarch64_got_relocation_fails() {
+        let bytes = aarch64_object(&A64_CALL_RET, elf::R_AARCH64_ADR_GOT_PAGE);
+        let err = audit(&bytes, &[]).unwrap_err().to_string();
+        assert!(err.contains("R_AARCH64_ADR_GOT_PAGE"), "{err}");
+    }
+
+    #[test]
+    fn aarch64_fp_simd_fails() {
+        // fmov d0, x1 (FP data processing), then str q0, [sp] (SIMD&FP store).
+        for insn in [[0x20, 0x00, 0x67, 0x9e], [0xe0, 0x03, 0x80, 0x3d]] {
+            let mut code = A64_CALL_RET.to_vec();
+            code.splice(4..4, insn);
+            let bytes = aarch64_object(&code, elf::R_AARCH64_CALL26);
+            let err = audit(&bytes, &[]).unwrap_err().to_string();
+            assert!(err.contains("FP/SIMD instruction at .text+0x4"), "{err}");
+        }
+        // Integer loads, stores and arithmetic are not FP: ldr x0, [sp]; str w1, [x0]; add x0, x0, #1.
+        for insn in [
+            [0xe0, 0x03, 0x40, 0xf9],
+            [0x01, 0x00, 0x00, 0xb9],
+            [0x00, 0x04, 0x00, 0x91],
+        ] {
+            assert_eq!(first_fp_simd(&insn), None, "{insn:x?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@ pub struct Args {
     /// Distro release to build for (a file stem under distros/, e.g. debian-12, centos-7.2).
     #[arg(long, default_value = "debian-12")]
     pub distro: String,
+    /// Kernel architecture, as `uname -m` prints it: aarch64 cross-builds
+    /// arm64 kernels into `<Tarball>-aarch64.tar.gz`. Default: x86_64 (or the
+    /// release's only one).
+    #[arg(long, value_enum)]
+    pub arch: Option<crate::arch::Arch>,
     /// Kernel release to build for, as `uname -r` prints it (repeatable). `RELEASE=VERSION`
     /// names one with its headers package version, for kernels the metadata does not list.
     /// Default: every kernel of the release (all suites, all flavours; see `cargo xtask kernels`).
@@ -52,7 +57,7 @@ pub struct Built {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distro = crate::distro::find(&args.distro)?;
+    let distro = crate::distro::find_for(&args.distro, args.arch)?;
     if args.dry_run {
         return dry_run(&distro, &args);
     }
@@ -383,6 +388,8 @@ fn build_one(
     let ko = src.join("toa.ko");
     modcheck::check(&ko, &k.release, &src.join(builder::KERNEL_SYMVERS))?;
     let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
+    modcheck::check_arch(&bytes, builder.distro.arch_kind())
+        .with_context(|| format!("{} failed its checks", ko.display()))?;
     Ok(KernelModule::new(&k.release, &k.version, bytes))
 }
 

@@ -291,10 +291,18 @@ impl Builder {
     pub fn make_line(&self, kernel: &Kernel, toa_version: &str) -> String {
         let kdir = self.render(&self.distro.builder.kdir, kernel);
         let cc = self.distro.builder.cc_for(&kernel.release);
+        // Cross: the same compiler version, as the cross toolchain names it.
+        let make_cc = match &self.distro.builder.cross_compile {
+            Some(prefix) => format!(
+                "ARCH={} CROSS_COMPILE={prefix} CC={prefix}{cc}",
+                self.distro.arch_kind().kbuild()
+            ),
+            None => format!("CC={cc}"),
+        };
         format!(
             "cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\([^ ]*\\).*/\\1/p' {kdir}/.config); \
              case \"$cc_text\" in ''|*{cc}) ;; *) echo \"kernel {} was built with $cc_text, not {cc}\" >&2; exit 3;; esac; \
-             make -C {kdir} M={SRC_INSIDE} CC={cc} TOA_VERSION={toa_version} \
+             make -C {kdir} M={SRC_INSIDE} {make_cc} TOA_VERSION={toa_version} \
              KBUILD_BUILD_TIMESTAMP={REPRODUCIBLE_TIMESTAMP} modules && \
              cp {kdir}/Module.symvers {SRC_INSIDE}/{KERNEL_SYMVERS}",
             kernel.release

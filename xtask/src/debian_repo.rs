@@ -699,12 +699,12 @@ fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
 }
 
 fn arch_of(distro: &Distro) -> Result<&'static str> {
-    match distro.arch.as_str() {
-        "x86_64" => Ok("amd64"),
-        "aarch64" => Ok("arm64"),
-        other => bail!(
-            "{}: no Debian architecture known for \"{other}\"",
-            distro.name
+    match crate::arch::Arch::from_name(&distro.arch) {
+        Some(arch) => Ok(arch.debian()),
+        None => bail!(
+            "{}: no Debian architecture known for \"{}\"",
+            distro.name,
+            distro.arch
         ),
     }
 }

@@ -1,6 +1,7 @@
 //! Distro releases as described by `distros/*.toml`: identity, where the
 //! release lists its kernels, and how its builder environment is made.
 
+use crate::arch::Arch;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,12 @@ pub struct Distro {
     pub tarball: String,
     /// Package family: decides package names and how kernel releases are spelled.
     pub family: Family,
-    /// Kernel architecture as `uname -m` prints it.
+    /// Kernel architecture as `uname -m` prints it: the one this value
+    /// describes (a file may list several: `arch = ["x86_64", "aarch64"]`).
     pub arch: String,
+    /// Every architecture the file lists, the default (x86_64) first.
+    #[serde(skip)]
+    pub arches: Vec<String>,
     /// Where the release's kernel header packages are listed.
     pub repo: Repo,
     /// The release's own build environment.
@@ -196,6 +201,10 @@ pub struct BuilderSpec {
     pub compilers: Vec<CompilerRule>,
     /// How to make the rootfs without a container engine, where possible.
     pub bootstrap: Option<Bootstrap>,
+    /// `CROSS_COMPILE` prefix when the kernels are of another architecture
+    /// than the builder (`aarch64-linux-gnu-`): kbuild then gets `ARCH=` and
+    /// `CC=<prefix><cc>`, and `cc` stays the name the kernel config records.
+    pub cross_compile: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +244,11 @@ impl Distro {
     /// `Debian-12-x86_64`: the directory inside the tarball and the tarball's stem.
     pub fn dist_name(&self) -> String {
         format!("{}-{}", self.tarball, self.arch)
+    }
+
+    /// [`Distro::arch`] as an [`Arch`] (validated when the file was loaded).
+    pub fn arch_kind(&self) -> Arch {
+        Arch::from_name(&self.arch).unwrap_or(Arch::X86_64)
     }
 
     pub fn debian(&self) -> Result<&DebianRepo> {
@@ -331,20 +345,38 @@ pub fn all() -> Result<Vec<Distro>> {
     Ok(out)
 }
 
+/// The release in `path`, for its default architecture.
 pub fn load_file(path: &Path) -> Result<Distro> {
+    load_file_for(path, None)
+}
+
+/// The release in `path` for `arch` (None: its default, x86_64 where listed).
+pub fn load_file_for(path: &Path, arch: Option<Arch>) -> Result<Distro> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let distro: Distro =
+    let mut table: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let arches = crate::distro_arch::specialise(&mut table, arch, path)?;
+    let mut distro: Distro = table
+        .try_into()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    distro.arches = arches;
     distro.validate(path)?;
     Ok(distro)
 }
 
-/// The distro called `name`, or an error that lists the known ones.
+/// The distro called `name` for its default architecture, or an error that
+/// lists the known ones.
 pub fn find(name: &str) -> Result<Distro> {
+    find_for(name, None)
+}
+
+/// The distro called `name` for `arch` (None: its default); a usage error
+/// names the known distros, or the architectures the release has.
+pub fn find_for(name: &str, arch: Option<Arch>) -> Result<Distro> {
     let all = all()?;
-    if let Some(d) = all.iter().find(|d| d.name == name) {
-        return Ok(d.clone());
+    if all.iter().any(|d| d.name == name) {
+        return load_file_for(&distros_dir().join(format!("{name}.toml")), arch);
     }
     let known: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
     crate::report::usage_bail!(

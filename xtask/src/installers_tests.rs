@@ -90,7 +90,7 @@ const STUBS: &[(&str, &str)] = &[
         "uname",
         r#"case ${1:-} in
     -r) echo "$TOA_TEST_KREL" ;;
-    -m) echo x86_64 ;;
+    -m) echo "${TOA_TEST_ARCH:-x86_64}" ;;
     -v) echo '#1 SMP PREEMPT_DYNAMIC Debian 6.1.999-1 (2025-01-01)' ;;
     *) echo Linux ;;
 esac"#,
@@ -1488,4 +1488,50 @@ fn no_prebuilt_for_this_flavour_lists_the_distro_kernels_that_have_one() {
     assert!(out.mutating().is_empty());
     assert_eq!(snapshot(&lab.root), before);
     lab.cleanup();
+}
+
+/// An arm64 machine (`uname -m` says aarch64) takes the module of the
+/// release's aarch64 tarball, even where the x86_64 tarball lists the same
+/// kernel release string; an x86_64 machine takes the other one.
+#[test]
+fn the_module_of_the_machines_architecture_is_picked() {
+    let krel = "6.1.0-99-arm64";
+    for (arch, tarball) in [
+        ("aarch64", "Debian-12-aarch64"),
+        ("x86_64", "Debian-12-x86_64"),
+    ] {
+        let mut lab = Lab::new(&format!("arch-{arch}"));
+        for (a, t) in [
+            ("x86_64", "Debian-12-x86_64"),
+            ("aarch64", "Debian-12-aarch64"),
+        ] {
+            let module = KernelModule::new(krel, "6.1.999-1", fake_ko(krel, a));
+            write_tarball(&lab.dist, t, "debian-12", a, &[module]).unwrap();
+        }
+        index::write_index(&lab.dist).unwrap();
+        lab.env.push(("TOA_TEST_KREL".into(), krel.into()));
+        lab.env.push(("TOA_TEST_ARCH".into(), arch.into()));
+        std::fs::create_dir_all(lab.root.join(format!("lib/modules/{krel}/kernel"))).unwrap();
+        let before = snapshot(&lab.root);
+        let out = lab.run("install_toa.sh", &["--dry-run"]);
+        assert!(out.ok, "{arch}: {}", out.text());
+        assert!(
+            out.stdout.contains(&format!(
+                "found toa.ko for {krel} (debian-12) in {tarball}.tar.gz"
+            )),
+            "{arch}: {}",
+            out.text()
+        );
+        assert!(out.mutating().is_empty(), "{arch}: {}", out.text());
+        assert_eq!(snapshot(&lab.root), before);
+
+        let out = lab.run("install_toa.sh", &[]);
+        assert!(out.ok, "{arch}: {}", out.text());
+        assert_eq!(
+            std::fs::read(lab.root.join(format!("lib/modules/{krel}/updates/toa.ko"))).unwrap(),
+            fake_ko(krel, arch),
+            "{arch}: the module of this architecture"
+        );
+        lab.cleanup();
+    }
 }

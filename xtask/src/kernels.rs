@@ -10,6 +10,10 @@ pub struct Args {
     /// Distro release (a file stem under distros/).
     #[arg(long)]
     pub distro: String,
+    /// Kernel architecture, as `uname -m` prints it. Default: x86_64 (or the
+    /// release's only one).
+    #[arg(long, value_enum)]
+    pub arch: Option<crate::arch::Arch>,
     /// Print JSON (one object per kernel) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -46,7 +50,7 @@ impl Kernel {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distro = crate::distro::find(&args.distro)?;
+    let distro = crate::distro::find_for(&args.distro, args.arch)?;
     let kernels = discover(&distro)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&kernels)?);

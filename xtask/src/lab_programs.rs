@@ -1,24 +1,24 @@
 //! The programs that run inside the VM lab guest, built as static binaries.
 
+use crate::arch::Arch;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
-/// Target of the guest programs: static, no libc needed in the initramfs.
-pub const TARGET: &str = "x86_64-unknown-linux-musl";
 /// Cargo profile of the guest programs (workspace Cargo.toml).
 pub const PROFILE: &str = "lab";
 
 /// Build the `toa-lab` package and return its static binary.
-pub fn build_lab_program() -> Result<PathBuf> {
-    build_static("toa-lab", "toa-lab")
+pub fn build_lab_program(arch: Arch) -> Result<PathBuf> {
+    build_static("toa-lab", "toa-lab", arch)
 }
 
-/// Build binary `bin` of `package` static for [`TARGET`] with the lab
-/// profile and return it.
-pub fn build_static(package: &str, bin: &str) -> Result<PathBuf> {
+/// Build binary `bin` of `package` static for `arch` (its musl target) with
+/// the lab profile and return it.
+pub fn build_static(package: &str, bin: &str, arch: Arch) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = crate::cache::target_dir();
-    duct::cmd!(
+    let target = arch.musl_target();
+    let mut cmd = duct::cmd!(
         &cargo,
         "build",
         "--package",
@@ -28,22 +28,26 @@ pub fn build_static(package: &str, bin: &str) -> Result<PathBuf> {
         "--profile",
         PROFILE,
         "--target",
-        TARGET,
+        target,
         "--target-dir",
         &target_dir
     )
-    .dir(crate::cache::project_root())
-    .run()
-    .with_context(|| {
-        format!("cargo build --package {package} --profile {PROFILE} --target {TARGET} failed")
+    .dir(crate::cache::project_root());
+    if arch == Arch::Aarch64 {
+        // The host's `cc` cannot link aarch64; rustup's lld can, with the
+        // target's self-contained musl CRT objects and libc.
+        cmd = cmd.env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld");
+    }
+    cmd.run().with_context(|| {
+        format!("cargo build --package {package} --profile {PROFILE} --target {target} failed")
     })?;
-    let binary = target_dir.join(TARGET).join(PROFILE).join(bin);
-    check_static(&binary)?;
+    let binary = target_dir.join(target).join(PROFILE).join(bin);
+    check_static(&binary, arch)?;
     Ok(binary)
 }
 
 /// The guest has no dynamic loader: insist on a static executable.
-fn check_static(binary: &std::path::Path) -> Result<()> {
+fn check_static(binary: &std::path::Path, arch: Arch) -> Result<()> {
     use object::Object;
     let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
     let file = object::File::parse(&*bytes)
@@ -54,8 +58,12 @@ fn check_static(binary: &std::path::Path) -> Result<()> {
             binary.display()
         );
     }
-    if file.architecture() != object::Architecture::X86_64 {
-        bail!("{} is not an x86-64 binary", binary.display());
+    let want = match arch {
+        Arch::X86_64 => object::Architecture::X86_64,
+        Arch::Aarch64 => object::Architecture::Aarch64,
+    };
+    if file.architecture() != want {
+        bail!("{} is not an {} binary", binary.display(), arch.name());
     }
     Ok(())
 }
@@ -71,7 +79,9 @@ mod tests {
             target_env = "gnu",
             target_arch = "x86_64"
         )) {
-            let err = super::check_static(&me).unwrap_err().to_string();
+            let err = super::check_static(&me, crate::arch::Arch::X86_64)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("dynamically linked"), "{err}");
         }
     }

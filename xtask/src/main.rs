@@ -3,6 +3,7 @@
 //! This file only declares modules and dispatches; each subcommand lives in
 //! its own file with an `Args` struct and a `run`.
 
+mod arch;
 mod audit;
 mod bench;
 mod build;
@@ -12,6 +13,7 @@ mod ci;
 mod deb;
 mod debian_repo;
 mod distro;
+mod distro_arch;
 mod download;
 mod fuzz;
 mod host;

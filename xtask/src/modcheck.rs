@@ -77,9 +77,40 @@ pub fn check_bytes(ko: &[u8], release: &str, exported: &HashSet<String>) -> Resu
     }
 }
 
+/// The module's ELF machine must be the kernel's architecture: a cross build
+/// that silently fell back to the host compiler would still pass vermagic.
+pub fn check_arch(ko: &[u8], arch: crate::arch::Arch) -> Result<()> {
+    let file = object::File::parse(ko).context("not an ELF module")?;
+    let want = match arch {
+        crate::arch::Arch::X86_64 => object::Architecture::X86_64,
+        crate::arch::Arch::Aarch64 => object::Architecture::Aarch64,
+    };
+    if file.architecture() != want {
+        bail!(
+            "the module is {:?} code, not {}",
+            file.architecture(),
+            arch.name()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_module_of_another_architecture_is_refused() {
+        // This test binary is an x86_64 ELF, as a module built by the host gcc would be.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        if cfg!(target_arch = "x86_64") {
+            check_arch(&me, crate::arch::Arch::X86_64).unwrap();
+            let err = check_arch(&me, crate::arch::Arch::Aarch64)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, "the module is X86_64 code, not aarch64");
+        }
+    }
 
     #[test]
     fn symvers_names() {

@@ -5,13 +5,13 @@
 //! `cargo xtask source` builds it beside toa.tar.gz (the release pipeline
 //! runs that before `cargo xtask installers`, which rewrites the index).
 
+use crate::arch::Arch;
 use crate::{index, lab_programs};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Architectures the command ships for: those of the lab programs' target
-/// (`lab_programs::TARGET`).
-const ARCHES: &[&str] = &["x86_64"];
+/// Architectures the command ships for.
+const ARCHES: &[Arch] = &Arch::ALL;
 
 /// `toa-<arch>`: the file name in target/dist and on the download server.
 pub fn file_name(arch: &str) -> String {
@@ -20,17 +20,17 @@ pub fn file_name(arch: &str) -> String {
 
 /// Whether `name` in target/dist is a build of the command.
 pub fn is_program(name: &str) -> bool {
-    ARCHES.iter().any(|arch| name == file_name(arch))
+    ARCHES.iter().any(|arch| name == file_name(arch.name()))
 }
 
 /// Builds `toa` for every architecture into `dist_dir`; returns the files.
 pub fn build_into(dist_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for arch in ARCHES {
-        let built = lab_programs::build_static("toa", "toa")?;
+        let built = lab_programs::build_static("toa", "toa", *arch)?;
         let bytes =
             std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
-        let dest = dist_dir.join(file_name(arch));
+        let dest = dist_dir.join(file_name(arch.name()));
         index::write_atomic(&dest, &bytes)?;
         set_executable(&dest)?;
         written.push(dest);
@@ -39,8 +39,8 @@ pub fn build_into(dist_dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The build for the lab guest.
-pub fn build_for_lab() -> Result<PathBuf> {
-    lab_programs::build_static("toa", "toa")
+pub fn build_for_lab(arch: Arch) -> Result<PathBuf> {
+    lab_programs::build_static("toa", "toa", arch)
 }
 
 fn set_executable(path: &Path) -> Result<()> {
@@ -53,7 +53,7 @@ fn set_executable(path: &Path) -> Result<()> {
 /// `{"name":"toa","arch":"x86_64","file":"toa-x86_64","sha256":"…"}`.
 pub fn index_lines(dist_dir: &Path) -> Result<Vec<String>> {
     let mut lines = Vec::new();
-    for arch in ARCHES {
+    for arch in ARCHES.iter().map(|a| a.name()) {
         let file = file_name(arch);
         let path = dist_dir.join(&file);
         if path.is_file() {
@@ -73,6 +73,7 @@ mod tests {
     #[test]
     fn only_known_architectures_are_programs() {
         assert!(is_program("toa-x86_64"));
+        assert!(is_program("toa-aarch64"));
         assert!(!is_program("toa-x86_64.tar.gz"));
         assert!(!is_program("toa.tar.gz"));
         assert!(!is_program("toa-riscv"));

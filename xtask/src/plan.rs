@@ -36,7 +36,8 @@ pub const MAX_JOBS: usize = 256;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Distro release to plan (repeatable). Default: every release under distros/.
+    /// Distro release to plan (repeatable), with every architecture its file
+    /// lists. Default: every release under distros/.
     #[arg(long = "distro", value_name = "NAME")]
     pub distros: Vec<String>,
     /// Kernels per build job.
@@ -67,6 +68,8 @@ pub struct Shard {
     /// `debian-11-001`: unique in the matrix; names the job's artifact (`part-<shard>`).
     pub shard: String,
     pub distro: String,
+    /// `x86_64`, `aarch64`: what the job passes to `cargo xtask build --arch`.
+    pub arch: String,
     /// `Debian-11-x86_64`: the tarball the job writes is `<dist_name>.tar.gz`.
     pub dist_name: String,
     /// `RELEASE=VERSION` pins separated by single spaces.
@@ -75,7 +78,7 @@ pub struct Shard {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distros = if args.distros.is_empty() {
+    let releases = if args.distros.is_empty() {
         crate::distro::all()?
     } else {
         args.distros
@@ -83,6 +86,18 @@ pub fn run(args: Args) -> Result<()> {
             .map(|name| crate::distro::find(name))
             .collect::<Result<Vec<_>>>()?
     };
+    // Each release once per architecture its file lists.
+    let mut distros = Vec::new();
+    for release in releases {
+        for arch in &release.arches {
+            match crate::arch::Arch::from_name(arch) {
+                Some(a) if *arch != release.arch => {
+                    distros.push(crate::distro::find_for(&release.name, Some(a))?)
+                }
+                _ => distros.push(release.clone()),
+            }
+        }
+    }
     let mut planned = Vec::new();
     for distro in distros {
         // A release whose repositories need credentials nobody supplied here
@@ -127,11 +142,12 @@ pub fn run(args: Args) -> Result<()> {
         let shards: Vec<&Shard> = matrix
             .include
             .iter()
-            .filter(|s| s.distro == distro.name)
+            .filter(|s| s.distro == distro.name && s.arch == distro.arch)
             .collect();
         eprintln!(
-            "{}: {} kernel(s) in {} job(s)",
+            "{} ({}): {} kernel(s) in {} job(s)",
             distro.name,
+            distro.arch,
             shards.iter().map(|s| s.count).sum::<usize>(),
             shards.len()
         );
@@ -247,10 +263,16 @@ pub fn plan(releases: &[(Distro, Vec<Kernel>)], shard_size: usize) -> Result<Mat
             }
         }
         total += kernels.len();
+        // x86_64 shards keep the names they always had.
+        let stem = match distro.arch.as_str() {
+            "x86_64" => distro.name.clone(),
+            arch => format!("{}-{arch}", distro.name),
+        };
         for (i, chunk) in kernels.chunks(shard_size).enumerate() {
             include.push(Shard {
-                shard: format!("{}-{:03}", distro.name, i + 1),
+                shard: format!("{stem}-{:03}", i + 1),
                 distro: distro.name.clone(),
+                arch: distro.arch.clone(),
                 dist_name: distro.dist_name(),
                 kernels: chunk
                     .iter()
@@ -348,8 +370,31 @@ cc = "gcc-12"
         assert_eq!(m.include[2].count, 1);
         assert_eq!(m.include[3].dist_name, "Debian-11-x86_64");
         let json = serde_json::to_string(&m).unwrap();
-        assert!(json.starts_with(r#"{"include":[{"shard":"debian-12-001","distro":"debian-12","dist_name":"Debian-12-x86_64","kernels":"#), "{json}");
+        assert!(json.starts_with(r#"{"include":[{"shard":"debian-12-001","distro":"debian-12","arch":"x86_64","dist_name":"Debian-12-x86_64","kernels":"#), "{json}");
         assert!(!json.contains('\n'));
+    }
+
+    #[test]
+    fn an_arm64_release_has_its_own_shards_and_tarball() {
+        let mut arm = distro("debian-12", "Debian-12");
+        arm.arch = "aarch64".into();
+        let releases = [
+            (distro("debian-12", "Debian-12"), kernels(1)),
+            (arm, vec![kernel("6.1.0-1-arm64", "6.1.1-1")]),
+        ];
+        let m = plan(&releases, 8).unwrap();
+        let rows: Vec<(&str, &str, &str)> = m
+            .include
+            .iter()
+            .map(|s| (s.shard.as_str(), s.arch.as_str(), s.dist_name.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("debian-12-001", "x86_64", "Debian-12-x86_64"),
+                ("debian-12-aarch64-001", "aarch64", "Debian-12-aarch64"),
+            ]
+        );
     }
 
     #[test]

@@ -100,6 +100,9 @@ const VM: &[Tool] = &[
     BPF_COMPILER,
 ];
 
+/// Booting an arm64 kernel (`--arch aarch64`, and the test command's arm64 run).
+const VM_AARCH64: &[Tool] = &[command!("qemu-system-aarch64" from "qemu-system-arm")];
+
 /// The guest image of vm-install-test: an ext4 disk.
 const GUEST_IMAGE: &[Tool] = &[command!("mkfs.ext4" from "e2fsprogs")];
 
@@ -162,7 +165,11 @@ pub fn needs(command: &Command) -> Needs {
             .tools(LINT)
             .tools(REPOSITORY)
             .tools(BUILDER)
-            .tools(VM),
+            .tools(VM)
+            .tools(VM_AARCH64),
+        Command::VmTest(args) if args.arch == Some(crate::arch::Arch::Aarch64) => {
+            Needs::vm("vm-test", args.module.is_none()).tools(VM_AARCH64)
+        }
         Command::VmTest(args) => Needs::vm("vm-test", args.module.is_none()),
         Command::Stress(_) => Needs::vm("stress", true),
         Command::Bench(_) => Needs::vm("bench", true),
@@ -478,11 +485,24 @@ fn distros(command: &Command) -> Vec<&str> {
     }
 }
 
+/// The release and architecture a command names with `--arch`.
+fn distro_arch(command: &Command) -> Option<(&str, crate::arch::Arch)> {
+    match command {
+        Command::Build(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
+        Command::Kernels(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
+        Command::VmTest(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
+        _ => None,
+    }
+}
+
 /// Provides what `command` needs on this machine, once its distro names are
 /// known to be right (a typo installs nothing).
 pub fn ensure(command: &Command) -> Result<()> {
     for name in distros(command) {
         crate::distro::find(name)?;
+    }
+    if let Some((name, arch)) = distro_arch(command) {
+        crate::distro::find_for(name, Some(arch))?;
     }
     let needs = needs(command);
     if !needs.rust && needs.tools.is_empty() {
@@ -644,9 +664,10 @@ mod tests {
             Plan {
                 targets: vec![
                     "x86_64-unknown-none".into(),
-                    "x86_64-unknown-linux-musl".into()
+                    "x86_64-unknown-linux-musl".into(),
+                    "aarch64-unknown-linux-musl".into()
                 ],
-                components: vec!["rustfmt".into(), "clippy".into()],
+                components: vec!["rustfmt".into(), "clippy".into(), "rust-src".into()],
                 packages: vec![
                     "cpio",
                     "util-linux",
@@ -659,6 +680,7 @@ mod tests {
                     "debootstrap",
                     "ca-certificates",
                     "qemu-system-x86",
+                    "qemu-system-arm",
                 ],
             }
         );
@@ -706,6 +728,7 @@ mod tests {
         let machine = bare(false, false, vec![]);
         let needs = needs(&Command::Build(crate::build::Args {
             distro: "debian-12".into(),
+            arch: None,
             kernels: vec![],
             latest: None,
             backend: None,
@@ -717,10 +740,11 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`cargo xtask build` needs what this machine lacks:\n  \
-             Rust targets x86_64-unknown-none, x86_64-unknown-linux-musl (rust-toolchain.toml): \
+             Rust targets x86_64-unknown-none, x86_64-unknown-linux-musl, \
+             aarch64-unknown-linux-musl (rust-toolchain.toml): \
              rustup is not installed, so xtask cannot add them; install rustup (https://rustup.rs) \
              or add them to this Rust installation\n  \
-             Rust components rustfmt, clippy (rust-toolchain.toml): rustup is not installed, so \
+             Rust components rustfmt, clippy, rust-src (rust-toolchain.toml): rustup is not installed, so \
              xtask cannot add them; install rustup (https://rustup.rs) or add them to this Rust \
              installation\n  \
              host packages gpgv, debian-archive-keyring, debootstrap, util-linux, ca-certificates \
@@ -740,10 +764,12 @@ mod tests {
         machine.rust.components.extend([
             "rustfmt-x86_64-unknown-linux-gnu".into(),
             "clippy-x86_64-unknown-linux-gnu".into(),
+            "rust-src".into(),
         ]);
         // A dry run and the commands that only read files need no host tools.
         let dry = Command::Build(crate::build::Args {
             distro: "debian-12".into(),
+            arch: None,
             kernels: vec![],
             latest: None,
             backend: None,

@@ -9,7 +9,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::arch::Arch;
+
 pub const QEMU: &str = "qemu-system-x86_64";
+/// The emulator of arm64 guests (Debian package qemu-system-arm).
+pub const QEMU_AARCH64: &str = "qemu-system-aarch64";
 
 /// How QEMU executes guest code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +30,14 @@ impl Accel {
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
         }
+    }
+}
+
+/// The emulator binary of `arch` guests.
+pub fn emulator(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => QEMU,
+        Arch::Aarch64 => QEMU_AARCH64,
     }
 }
 
@@ -74,6 +86,8 @@ pub struct Boot {
     /// The emulator binary ([`QEMU`] unless `TOA_QEMU` names another); a
     /// bare name is looked up on PATH.
     pub qemu: std::ffi::OsString,
+    /// The guest's architecture (see [`Boot::set_arch`]).
+    pub arch: Arch,
 }
 
 impl Boot {
@@ -91,13 +105,29 @@ impl Boot {
             silence_timeout: None,
             extra_args: Vec::new(),
             qemu: std::env::var_os("TOA_QEMU").unwrap_or_else(|| QEMU.into()),
+            arch: Arch::X86_64,
+        }
+    }
+
+    /// Boots an `arch` guest: its emulator (unless `TOA_QEMU` names one),
+    /// machine and console. arm64 runs on `-M virt`, whose console is the
+    /// PL011 UART (ttyAMA0); `pauth-impdef=on` makes TCG's pointer
+    /// authentication cheap (~1.6 s to the shell instead of 6.6 s).
+    pub fn set_arch(&mut self, arch: Arch) {
+        self.arch = arch;
+        if std::env::var_os("TOA_QEMU").is_none() {
+            self.qemu = emulator(arch).into();
         }
     }
 
     /// The kernel command line.
     pub fn cmdline(&self) -> String {
         // panic=-1 + oops=panic + -no-reboot: an oops ends the run at once.
-        let mut line = "console=ttyS0 panic=-1 oops=panic rdinit=/init".to_string();
+        let console = match self.arch {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        };
+        let mut line = format!("console={console} panic=-1 oops=panic rdinit=/init");
         if !self.append.trim().is_empty() {
             line.push(' ');
             line.push_str(self.append.trim());
@@ -111,11 +141,15 @@ impl Boot {
             Accel::Tcg if self.tcg_single_thread => "tcg,thread=single",
             other => other.name(),
         };
+        let (machine, cpu) = match self.arch {
+            Arch::X86_64 => ("q35", "max"),
+            Arch::Aarch64 => ("virt", "max,pauth-impdef=on"),
+        };
         let mut args: Vec<String> = [
             "-machine",
-            "q35",
+            machine,
             "-cpu",
-            "max",
+            cpu,
             "-accel",
             accel,
             "-m",
@@ -168,7 +202,7 @@ impl BootOutcome {
     pub fn failure(&self) -> Option<String> {
         if self.silent {
             return Some(format!(
-                "{QEMU} printed nothing in {} s and was stopped; console log: {}",
+                "QEMU printed nothing in {} s and was stopped; console log: {}",
                 self.elapsed.as_secs(),
                 self.console_log.display()
             ));
@@ -183,11 +217,11 @@ impl BootOutcome {
         match self.exit_code {
             Some(0) => None,
             Some(code) => Some(format!(
-                "{QEMU} exited with status {code}; console log: {}",
+                "QEMU exited with status {code}; console log: {}",
                 self.console_log.display()
             )),
             None => Some(format!(
-                "{QEMU} was killed by a signal; console log: {}",
+                "QEMU was killed by a signal; console log: {}",
                 self.console_log.display()
             )),
         }
@@ -199,6 +233,9 @@ pub fn boot(b: &Boot) -> Result<BootOutcome> {
     if b.qemu == QEMU {
         crate::host::ensure_tools(&[(QEMU, "qemu-system-x86")])?;
     }
+    if b.qemu == QEMU_AARCH64 {
+        crate::host::ensure_tools(&[(QEMU_AARCH64, "qemu-system-arm")])?;
+    }
     if let Some(dir) = b.console_log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -207,7 +244,7 @@ pub fn boot(b: &Boot) -> Result<BootOutcome> {
     eprintln!(
         "booting {} under {} ({}; timeout {} s)",
         b.kernel.display(),
-        QEMU,
+        b.qemu.to_string_lossy(),
         b.accel.name(),
         b.timeout.as_secs()
     );
@@ -377,6 +414,25 @@ mod tests {
             append,
             "console=ttyS0 panic=-1 oops=panic rdinit=/init quiet"
         );
+    }
+
+    #[test]
+    fn an_arm64_guest_boots_on_virt_with_the_pl011_console() {
+        let mut b = Boot::new(
+            Path::new("/k/vmlinuz"),
+            Path::new("/k/initrd.gz"),
+            Path::new("/k/console.log"),
+        );
+        b.set_arch(Arch::Aarch64);
+        if std::env::var_os("TOA_QEMU").is_none() {
+            assert_eq!(b.qemu, QEMU_AARCH64);
+        }
+        let joined = b.args().join(" ");
+        assert!(
+            joined.contains("-machine virt -cpu max,pauth-impdef=on -accel tcg"),
+            "{joined}"
+        );
+        assert!(b.cmdline().starts_with("console=ttyAMA0 "), "{joined}");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct Args {
     /// a default install runs after updates (its linux-image-<flavour> metapackage's).
     #[arg(long, default_value = "debian-12")]
     pub distro: String,
+    /// Kernel architecture, as `uname -m` prints it: aarch64 boots the release's
+    /// arm64 kernel under qemu-system-aarch64 -M virt (TCG). Default: x86_64.
+    #[arg(long, value_enum)]
+    pub arch: Option<crate::arch::Arch>,
     /// Boot this kernel of the release instead, as `uname -r` prints it (any
     /// suite or flavour `cargo xtask kernels` lists, e.g. an rt-amd64 one).
     #[arg(long, value_name = "RELEASE", conflicts_with = "flavour")]
@@ -127,7 +131,7 @@ impl Default for LabOptions {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distro = crate::distro::find(&args.distro)?;
+    let distro = crate::distro::find_for(&args.distro, args.arch)?;
     let opts = LabOptions {
         timeout: Duration::from_secs(args.timeout),
         kvm: args.kvm,
@@ -225,9 +229,14 @@ pub fn module_release(ko: &Path) -> Result<String> {
     }
 }
 
-/// `target/vm/<distro>/`: the initramfs, the console log, the module under test.
+/// `target/vm/<distro>/` (`<distro>-aarch64/` for another architecture than
+/// x86_64): the initramfs, the console log, the module under test.
 pub fn vm_dir(distro: &Distro) -> PathBuf {
-    crate::cache::target_dir().join("vm").join(&distro.name)
+    let dir = crate::cache::target_dir().join("vm");
+    match distro.arch_kind() {
+        crate::arch::Arch::X86_64 => dir.join(&distro.name),
+        arch => dir.join(format!("{}-{}", distro.name, arch.name())),
+    }
 }
 
 /// Copy `member` of the gzip'd tarball `tarball` to `out`.
@@ -643,8 +652,9 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     };
     let files = crate::deb::kernel_files(&kernel, &["tun"])?;
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
-    let lab_program = crate::lab_programs::build_lab_program()?;
-    let operator_cli = crate::operator_cli::build_for_lab()?;
+    let arch = distro.arch_kind();
+    let lab_program = crate::lab_programs::build_lab_program(arch)?;
+    let operator_cli = crate::operator_cli::build_for_lab(arch)?;
     let kernel_listener = crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
         .context("building the lab's in-kernel listener module")?;
     eprintln!(
@@ -674,6 +684,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     )?;
 
     let mut boot = crate::qemu::Boot::new(&files.vmlinuz, &initrd, &dir.join("console.log"));
+    boot.set_arch(arch);
     boot.accel = crate::qemu::choose_accel(opts.kvm);
     boot.timeout = opts.timeout;
     boot.append = opts.append.clone();
@@ -778,6 +789,7 @@ mod tests {
     fn test_bpf_mode_skips_the_module() {
         let mut args = Args {
             distro: "debian-12".into(),
+            arch: None,
             kernel: None,
             flavour: None,
             timeout: 300,

@@ -1,0 +1,190 @@
+//! The architecture dimension of `distros/*.toml`. A release file may list
+//! several architectures; everything else in it is shared unless given per
+//! architecture:
+//!
+//! ```toml
+//! arch = ["x86_64", "aarch64"]
+//! [repo]
+//! flavours = { x86_64 = ["amd64", "cloud-amd64"], aarch64 = ["arm64"] }
+//! [builder.aarch64]           # keys that replace [builder]'s for aarch64
+//! cross_compile = "aarch64-linux-gnu-"
+//! ```
+//!
+//! [`specialise`] turns such a file into the single-architecture shape the
+//! rest of xtask reads (`arch = "aarch64"`, `flavours = [...]`).
+
+use crate::arch::Arch;
+use anyhow::{bail, Result};
+use std::path::Path;
+use toml::{Table, Value};
+
+/// Rewrites `table` for `arch` (None: the default, x86_64 where listed, else
+/// the first) and returns every architecture the file lists, in its order.
+pub fn specialise(table: &mut Table, arch: Option<Arch>, file: &Path) -> Result<Vec<String>> {
+    let here = file.display();
+    let listed: Vec<String> = match table.get("arch") {
+        Some(Value::String(one)) => vec![one.clone()],
+        Some(Value::Array(many)) => many
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => bail!("{here}: arch lists {other}, not a name"),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => bail!("{here}: arch must be a name or a list of names, not {other}"),
+        None => bail!("{here}: missing field `arch`"),
+    };
+    if listed.is_empty() {
+        bail!("{here}: arch lists no architecture");
+    }
+    for name in &listed {
+        if Arch::from_name(name).is_none() {
+            bail!("{here}: arch \"{name}\" is not one of {}", Arch::names());
+        }
+    }
+    let chosen = match arch {
+        Some(a) if listed.iter().any(|l| l == a.name()) => a.name().to_string(),
+        Some(a) => {
+            let name = file.file_stem().unwrap_or_default().to_string_lossy();
+            crate::report::usage_bail!(
+                "{name} is not built for {}; its architectures: {}",
+                a.name(),
+                listed.join(", ")
+            )
+        }
+        None if listed.iter().any(|l| l == "x86_64") => "x86_64".to_string(),
+        None => listed[0].clone(),
+    };
+    table.insert("arch".into(), Value::String(chosen.clone()));
+
+    if let Some(Value::Table(repo)) = table.get_mut("repo") {
+        if let Some(Value::Table(by_arch)) = repo.get("flavours") {
+            let Some(list) = by_arch.get(&chosen).cloned() else {
+                bail!("{here}: repo.flavours lists no {chosen} flavours");
+            };
+            for key in by_arch.keys() {
+                if !listed.contains(key) {
+                    bail!("{here}: repo.flavours has {key}, which arch does not list");
+                }
+            }
+            repo.insert("flavours".into(), list);
+        }
+    }
+
+    if let Some(Value::Table(builder)) = table.get_mut("builder") {
+        let mut overrides = None;
+        for a in Arch::ALL {
+            match builder.remove(a.name()) {
+                Some(Value::Table(t)) if a.name() == chosen => overrides = Some(t),
+                Some(Value::Table(_)) if !listed.iter().any(|l| l == a.name()) => {
+                    bail!(
+                        "{here}: builder.{} is given, but arch does not list it",
+                        a.name()
+                    )
+                }
+                Some(Value::Table(_)) | None => {}
+                Some(other) => bail!("{here}: builder.{} must be a table, not {other}", a.name()),
+            }
+        }
+        for (key, value) in overrides.unwrap_or_default() {
+            builder.insert(key, value);
+        }
+    }
+    Ok(listed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: &str = r#"
+arch = ["x86_64", "aarch64"]
+[repo]
+flavours = { x86_64 = ["amd64", "rt-amd64"], aarch64 = ["arm64"] }
+[builder]
+cc = "gcc-12"
+install_headers = "apt-get install linux-headers-{release}"
+[builder.aarch64]
+cross_compile = "aarch64-linux-gnu-"
+install_headers = "cross {release}"
+"#;
+
+    fn specialised(text: &str, arch: Option<Arch>) -> Result<(Table, Vec<String>)> {
+        let mut table: Table = toml::from_str(text).unwrap();
+        let arches = specialise(&mut table, arch, Path::new("distros/debian-x.toml"))?;
+        Ok((table, arches))
+    }
+
+    #[test]
+    fn the_default_is_x86_64_with_its_own_flavours_and_builder() {
+        let (t, arches) = specialised(TWO, None).unwrap();
+        assert_eq!(arches, ["x86_64", "aarch64"]);
+        assert_eq!(t["arch"].as_str(), Some("x86_64"));
+        assert_eq!(
+            t["repo"]["flavours"],
+            Value::Array(vec!["amd64".into(), "rt-amd64".into()])
+        );
+        let b = t["builder"].as_table().unwrap();
+        assert!(!b.contains_key("aarch64") && !b.contains_key("cross_compile"));
+        assert_eq!(
+            b["install_headers"].as_str(),
+            Some("apt-get install linux-headers-{release}")
+        );
+    }
+
+    #[test]
+    fn aarch64_takes_its_flavours_and_builder_keys() {
+        let (t, _) = specialised(TWO, Some(Arch::Aarch64)).unwrap();
+        assert_eq!(t["arch"].as_str(), Some("aarch64"));
+        assert_eq!(t["repo"]["flavours"], Value::Array(vec!["arm64".into()]));
+        let b = t["builder"].as_table().unwrap();
+        assert_eq!(b["cross_compile"].as_str(), Some("aarch64-linux-gnu-"));
+        assert_eq!(b["install_headers"].as_str(), Some("cross {release}"));
+        assert_eq!(b["cc"].as_str(), Some("gcc-12"));
+    }
+
+    #[test]
+    fn a_single_arch_file_is_unchanged() {
+        let text = "arch = \"x86_64\"\n[repo]\nflavours = [\"amd64\"]\n";
+        let (t, arches) = specialised(text, None).unwrap();
+        assert_eq!(arches, ["x86_64"]);
+        assert_eq!(t["repo"]["flavours"], Value::Array(vec!["amd64".into()]));
+        let (_, arches) = specialised(text, Some(Arch::X86_64)).unwrap();
+        assert_eq!(arches, ["x86_64"]);
+    }
+
+    #[test]
+    fn an_arch_the_release_lacks_is_a_usage_error() {
+        let err = specialised("arch = \"x86_64\"\n", Some(Arch::Aarch64)).unwrap_err();
+        assert_eq!(crate::report::status(&err), 2);
+        assert_eq!(
+            err.to_string(),
+            "debian-x is not built for aarch64; its architectures: x86_64"
+        );
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let err = specialised("arch = [\"x86_64\", \"riscv64\"]\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("arch \"riscv64\" is not one of x86_64, aarch64"),
+            "{err}"
+        );
+        let err = specialised(
+            &TWO.replace(", aarch64 = [\"arm64\"]", ""),
+            Some(Arch::Aarch64),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("repo.flavours lists no aarch64 flavours"),
+            "{err}"
+        );
+        let err = specialised(&TWO.replace("\"x86_64\", \"aarch64\"", "\"x86_64\""), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("which arch does not list"), "{err}");
+    }
+}
