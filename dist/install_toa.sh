@@ -379,7 +379,8 @@ function install_bpf {
     elif ! bpf_load; then
         sed 's/^/  /' "$TMP_DIR/bpf-load.out" >&2
         local why
-        why=$(grep -m 1 -v '^[[:space:]]*$' "$TMP_DIR/bpf-load.out") || why="(no message)"
+        why=$(grep -m 1 -i 'error' "$TMP_DIR/bpf-load.out") ||
+            why=$(grep -m 1 -v '^[[:space:]]*$' "$TMP_DIR/bpf-load.out") || why="(no message)"
         if [ "$fallback" = 1 ]; then
             warn "this kernel does not take the eBPF mode: $why"
             say "undoing the eBPF mode's installation"

@@ -60,6 +60,9 @@ const TOOLS: &[&str] = &[
     "find",
     "head",
     "sha256sum",
+    "ln",
+    "ls",
+    "rmdir",
 ];
 
 /// A toa.ko stand-in: just the `.modinfo` strings the modinfo stub reads.

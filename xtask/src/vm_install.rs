@@ -799,6 +799,7 @@ TOA-INSTALL CHECK 1 truncated PASS 9000 bytes piped to bash: exit 2, nothing ran
 TOA-INSTALL CHECK 1 corrupt_tarball PASS exit 1: checksum mismatch for Debian-12-x86_64.tar.gz\r
 TOA-INSTALL CHECK 1 other_kernel FAIL no vermagic refusal (exit 0)\r
 TOA-INSTALL CHECK 1 corrupt_source PASS exit 1\r
+TOA-INSTALL CHECK 1 selftest_rollback PASS exit 1: toa selftest failed: FAIL v4-toa-on-inet\r
 TOA-INSTALL CHECK 1 install PASS exit 0\r
 TOA-INSTALL END 1\r
 ";
@@ -809,7 +810,7 @@ TOA-INSTALL END 1\r
         assert_eq!(r.stage, Some(1));
         assert_eq!(r.kernel.as_deref(), Some("6.1.0-50-amd64"));
         assert_eq!(r.uptime.as_deref(), Some("21.37"));
-        assert_eq!(r.checks.len(), 6);
+        assert_eq!(r.checks.len(), 7);
         assert_eq!(r.checks[1].name, "truncated");
         assert!(r.checks[1].passed);
         assert_eq!(
