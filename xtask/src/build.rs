@@ -426,11 +426,7 @@ fn compile(
     bar: &ProgressBar,
 ) -> Result<PathBuf> {
     let _ = std::fs::remove_file(log);
-    sync_sources(
-        &cache::project_root().join("toa-kmod/kbuild"),
-        objects,
-        src,
-    )?;
+    sync_sources(&cache::project_root().join("toa-kmod/kbuild"), objects, src)?;
     builder.execute(
         &[builder.build_step(k, src, env!("CARGO_PKG_VERSION"))],
         log,

@@ -1619,7 +1619,10 @@ fn bpf_mode_installs_unit_and_settings_reruns_change_nothing_uninstall_removes_a
         "10.0.0.0/8\n",
         "the loader got the unit's settings"
     );
-    assert!(!lab.root.join(MODULE_PATH).exists(), "no module in the eBPF mode");
+    assert!(
+        !lab.root.join(MODULE_PATH).exists(),
+        "no module in the eBPF mode"
+    );
     assert!(lab.read(MODULES_LOAD).is_none());
     assert!(lab.root.join(TOA_COMMAND).is_file());
 
@@ -1687,7 +1690,8 @@ fn one_mode_at_a_time() {
     let bpf = lab.run("install_toa.sh", &["--mode", "bpf"]);
     assert!(bpf.ok, "{}", bpf.text());
     assert!(
-        bpf.stdout.contains("toa.ko is installed here; removing it first"),
+        bpf.stdout
+            .contains("toa.ko is installed here; removing it first"),
         "{}",
         bpf.text()
     );
@@ -1704,7 +1708,8 @@ fn one_mode_at_a_time() {
     let back = lab.run("install_toa.sh", &["--mode", "kmod"]);
     assert!(back.ok, "{}", back.text());
     assert!(
-        back.stdout.contains("the eBPF mode is installed here; removing it first"),
+        back.stdout
+            .contains("the eBPF mode is installed here; removing it first"),
         "{}",
         back.text()
     );
@@ -1908,7 +1913,13 @@ fn bpf_dry_run_changes_nothing() {
     let before = snapshot(&lab.root);
     let out = lab.run(
         "install_toa.sh",
-        &["--mode", "bpf", "--dry-run", "--trusted-proxies", "10.0.0.0/8"],
+        &[
+            "--mode",
+            "bpf",
+            "--dry-run",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+        ],
     );
     assert!(out.ok, "{}", out.text());
     assert!(out.mutating().is_empty(), "{}", out.text());
@@ -1928,15 +1939,39 @@ fn bpf_dry_run_changes_nothing() {
 fn mode_arguments_are_checked() {
     let lab = Lab::new("mode-args");
     for (script, args, message) in [
-        ("install_toa.sh", &["--mode", "ebpf"][..], "--mode takes auto, kmod or bpf, not 'ebpf'"),
-        ("install_toa.sh", &["--mode"][..], "--mode needs one of auto, kmod, bpf"),
-        ("install_toa.sh", &["--mode=bpf", "--uninstall"][..], "it takes no --mode"),
-        ("install_toa.sh", &["--mode", "bpf", "--compile"][..], "--compile builds toa.ko"),
-        ("compile_install_toa.sh", &["--mode", "bpf"][..], "install_toa.sh | sudo bash -s -- --mode bpf"),
+        (
+            "install_toa.sh",
+            &["--mode", "ebpf"][..],
+            "--mode takes auto, kmod or bpf, not 'ebpf'",
+        ),
+        (
+            "install_toa.sh",
+            &["--mode"][..],
+            "--mode needs one of auto, kmod, bpf",
+        ),
+        (
+            "install_toa.sh",
+            &["--mode=bpf", "--uninstall"][..],
+            "it takes no --mode",
+        ),
+        (
+            "install_toa.sh",
+            &["--mode", "bpf", "--compile"][..],
+            "--compile builds toa.ko",
+        ),
+        (
+            "compile_install_toa.sh",
+            &["--mode", "bpf"][..],
+            "install_toa.sh | sudo bash -s -- --mode bpf",
+        ),
     ] {
         let out = lab.run(script, args);
         assert!(!out.ok, "{script} {args:?}: {}", out.text());
-        assert!(out.stderr.contains(message), "{script} {args:?}: {}", out.text());
+        assert!(
+            out.stderr.contains(message),
+            "{script} {args:?}: {}",
+            out.text()
+        );
         assert!(out.mutating().is_empty(), "{}", out.text());
     }
     lab.cleanup();

@@ -139,7 +139,8 @@ mod tests {
         obj.write().unwrap()
     }
 
-    const INFO: &[u8] = b"license=GPL\0vermagic=6.1.0-9-amd64 SMP \0name=toa\0version=1\0description=d\0";
+    const INFO: &[u8] =
+        b"license=GPL\0vermagic=6.1.0-9-amd64 SMP \0name=toa\0version=1\0description=d\0";
 
     #[test]
     fn a_test_build_is_never_a_release() {
@@ -153,6 +154,9 @@ mod tests {
         assert!(err.to_string().contains("never be packed"), "{err}");
         check_module(&test, "6.1.0-9-amd64", &none, Some("no-rewrite")).unwrap();
         let err = check_module(&release, "6.1.0-9-amd64", &none, Some("no-rewrite")).unwrap_err();
-        assert!(err.to_string().contains("=(nothing), expected no-rewrite"), "{err}");
+        assert!(
+            err.to_string().contains("=(nothing), expected no-rewrite"),
+            "{err}"
+        );
     }
 }
