@@ -28,7 +28,8 @@ pub struct Options {
     /// How long each figure is measured, per round and state.
     pub window: Duration,
     pub step_timeout: Duration,
-    /// The eBPF mode's loader: measured as a third state when given.
+    /// The operator's `toa` command: with it, the eBPF mode (`toa bpf load`)
+    /// is measured as a third state.
     pub loader: Option<PathBuf>,
 }
 
@@ -87,13 +88,13 @@ fn set_state(opts: &Options, state: State) -> Result<()> {
     if let Some(loader) = &opts.loader {
         if state != State::Bpf {
             let shown = loader.to_string_lossy();
-            system::run(&shown, &["unload"])?;
+            system::run(&shown, &["bpf", "unload"])?;
         }
     }
     set_loaded(&opts.module, state == State::Module)?;
     if state == State::Bpf {
         let loader = opts.loader.as_ref().expect("Bpf only with a loader");
-        system::run(&loader.to_string_lossy(), &["load"])?;
+        system::run(&loader.to_string_lossy(), &["bpf", "load"])?;
     }
     Ok(())
 }

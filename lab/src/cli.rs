@@ -17,10 +17,10 @@ usage:
                     [--fuzz-connections N] [--fuzz-seed S]
   toa-lab scenarios --expect kernel [--step-timeout SECS] [--only NAME,...] [--trace]
                     [--fuzz-connections N] [--fuzz-seed S]
-  toa-lab scenarios --expect bpf [--loader PATH] [--step-timeout SECS] [--only NAME,...]
+  toa-lab scenarios --expect bpf [--toa PATH] [--step-timeout SECS] [--only NAME,...]
   toa-lab stress --module PATH [--cycles N] [--held N] [--threads N] [--storm N] [--churn N]
                  [--step-timeout SECS]
-  toa-lab bench --module PATH [--rounds N] [--window SECS] [--loader PATH]
+  toa-lab bench --module PATH [--rounds N] [--window SECS] [--toa PATH]
   toa-lab craft --kind N --client IP:PORT
 
 scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
@@ -31,7 +31,8 @@ scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
   --expect bpf      the eBPF mode is attached (no module): as module, but an
                     IPv6 client on an AF_INET listener shows the proxy; then
                     the eBPF-only scenarios (settings reloads, unload)
-  --loader PATH     the eBPF mode's loader (default /bin/toa-bpf-lab)
+  --toa PATH        the operator's toa command, whose `toa bpf load|unload`
+                    the eBPF-only scenarios run (default /bin/toa)
   --module PATH     toa.ko to insmod again in the reload scenario
   --module-param P  NAME=VALUE passed to that insmod (repeatable)
   --step-timeout S  seconds to wait for each protocol step (default 3)
@@ -47,13 +48,13 @@ stress      with toa.ko loaded: rmmod/insmod cycles (default 50) while TOA
 bench       the module's cost: loopback accept rate, getpeername rate on a
             TOA and a plain connection, TOA connection rate, each with the
             module unloaded and loaded, --rounds (5) times for --window (2) s;
-            then allocations per IPv4 TOA connection; with --loader,
+            then allocations per IPv4 TOA connection; with --toa,
             the eBPF mode is measured as a third state (module=bpf)
 craft       print the bytes of a TOA option (hex)
 ";
 
-/// Where the lab guest keeps the eBPF mode's loader.
-const DEFAULT_LOADER: &str = "/bin/toa-bpf-lab";
+/// Where the lab guest keeps the operator's toa command (`toa bpf load`).
+const DEFAULT_TOA: &str = "/bin/toa";
 
 /// Exit status for a command line we cannot act on.
 const EXIT_USAGE: i32 = 2;
@@ -106,7 +107,7 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
     let mut module_params = Vec::new();
     let mut fuzz_connections = scenarios::DEFAULT_FUZZ_CONNECTIONS;
     let mut fuzz_seed = None;
-    let mut loader = PathBuf::from(DEFAULT_LOADER);
+    let mut loader = PathBuf::from(DEFAULT_TOA);
     for (flag, value) in flag_pairs(args)? {
         match flag {
             "--trace" => trace = true,
@@ -135,7 +136,7 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
                 })
             }
             "--module" => module = Some(PathBuf::from(value)),
-            "--loader" => loader = PathBuf::from(value),
+            "--toa" => loader = PathBuf::from(value),
             "--module-param" => {
                 if !value.contains('=') {
                     return Err(lab_err!("--module-param wants NAME=VALUE, not {value:?}"));
@@ -236,7 +237,7 @@ fn parse_bench(args: &[String]) -> Result<bench::Options> {
             "--module" => module = Some(PathBuf::from(value)),
             "--rounds" => opts.rounds = parse_count(flag, value)?,
             "--window" => opts.window = parse_step_timeout(value)?,
-            "--loader" => opts.loader = Some(PathBuf::from(value)),
+            "--toa" => opts.loader = Some(PathBuf::from(value)),
             other => return Err(lab_err!("unknown flag {other}")),
         }
     }
@@ -330,9 +331,9 @@ mod tests {
     fn test_parse_bpf_mode() {
         let o = parse_scenarios(&args("--expect bpf --only bpf-ports,v4-254-8")).unwrap();
         assert_eq!(o.expect, Expect::Bpf);
-        assert_eq!(o.loader, PathBuf::from(DEFAULT_LOADER));
+        assert_eq!(o.loader, PathBuf::from(DEFAULT_TOA));
         assert_eq!(o.only.unwrap(), ["bpf-ports", "v4-254-8"]);
-        let o = parse_scenarios(&args("--expect bpf --loader /x/load")).unwrap();
+        let o = parse_scenarios(&args("--expect bpf --toa /x/load")).unwrap();
         assert_eq!(o.loader, PathBuf::from("/x/load"));
     }
 

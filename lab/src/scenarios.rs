@@ -6,6 +6,7 @@ mod malformed;
 mod params;
 mod ports;
 mod storm;
+mod syn_cookies;
 mod trusted;
 
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ pub struct Options {
     pub fuzz_connections: u64,
     /// Seed of its generator (a fresh one when not given).
     pub fuzz_seed: Option<u64>,
-    /// The eBPF mode's loader (`toa-bpf-lab`), run by the eBPF-only scenarios.
+    /// The operator's `toa` command: the eBPF-only scenarios run `toa bpf load|unload`.
     pub loader: PathBuf,
 }
 
@@ -129,6 +130,7 @@ pub const ALL: &[&str] = &[
     "no-toa-v4",
     "no-toa-v6",
     "no-toa-after-toa",
+    "syn-cookies",
     "trusted-proxies",
     "ports",
     "getpeername-storm",
@@ -223,6 +225,11 @@ fn scenarios() -> Vec<Scenario> {
             name: "no-toa-after-toa",
             module_only: false,
             run: |lab, _| no_toa_after_toa(lab),
+        },
+        Scenario {
+            name: "syn-cookies",
+            module_only: false,
+            run: |lab, _| counted(lab, || syn_cookies::run(lab)),
         },
         Scenario {
             name: "trusted-proxies",

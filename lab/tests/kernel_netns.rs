@@ -17,6 +17,7 @@ const CONNECTION_SCENARIOS: &[&str] = &[
     "no-toa-v4",
     "no-toa-v6",
     "no-toa-after-toa",
+    "syn-cookies",
     "getpeername-storm",
     "malformed-options",
 ];
@@ -103,11 +104,14 @@ fn kernel_mode_passes_every_scenario_in_a_fresh_netns() {
             "{stdout}"
         );
     }
+    // The cookie path really ran: the kernel counted the cookies it checked.
+    let cookies = result_of(&lines, "syn-cookies");
+    assert!(cookies.contains("3 cookies sent, 3 accepted"), "{cookies}");
     // Every malformed-option connection is served by a stock kernel.
     let fuzz = result_of(&lines, "malformed-options");
     assert!(fuzz.contains("connections=200 served=200"), "{fuzz}");
     assert_eq!(lines.len(), CONNECTION_SCENARIOS.len());
-    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=11 fail=0"));
+    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=12 fail=0"));
     assert!(out.status.success(), "exit status {:?}", out.status);
 }
 
@@ -152,6 +156,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
     assert!(result_of(&lines, "no-toa-after-toa").starts_with("FAIL round 1, TOA connection"));
     assert!(result_of(&lines, "stats").contains("/proc/net/toa_stats"));
     for scenario in [
+        "syn-cookies",
         "trusted-proxies",
         "ports",
         "getpeername-storm",
@@ -173,7 +178,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
         !reload.contains("closing"),
         "held connection must close cleanly: {reload}"
     );
-    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=15"));
+    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=16"));
     assert_eq!(out.status.code(), Some(1));
 }
 

@@ -17,8 +17,8 @@ mod settings;
 mod system;
 
 pub use counters::COUNTERS;
-pub use loader::{load, status, unload, Loaded, Status, PIN_DIR};
-pub use settings::{Cidr, Settings};
+pub use loader::{load, pinned, status, unload, Loaded, Status, PIN_DIR};
+pub use settings::{Cidr, Settings, ALL_FORMATS};
 
 /// The compiled BPF object (built from bpf/toa.bpf.c by build.rs).
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/toa.bpf.o"));

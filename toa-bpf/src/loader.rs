@@ -53,6 +53,8 @@ pub struct Status {
     pub settings: Settings,
     /// Counter name and its sum over all CPUs, in [`COUNTERS`] order.
     pub counters: Vec<(&'static str, u64)>,
+    /// How many CPUs the per-CPU counters were summed over.
+    pub cpus: usize,
 }
 
 fn pin(name: &str) -> PathBuf {
@@ -65,6 +67,20 @@ fn link_pin(program: &str) -> PathBuf {
 
 fn is_loaded() -> bool {
     PROGRAMS.iter().all(|(p, _)| link_pin(p).exists())
+}
+
+/// Whether the eBPF mode is attached (every link pinned), read without BPF
+/// system calls. Err with `PermissionDenied` when the bpffs cannot be looked
+/// into (it is root's alone on most systems).
+pub fn pinned() -> std::io::Result<bool> {
+    for (name, _) in PROGRAMS {
+        match std::fs::symlink_metadata(link_pin(name)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Loads and attaches the programs with `settings`, or, when they are already
@@ -302,11 +318,17 @@ pub fn status() -> Result<Option<Status>> {
     }
     let per_cpu: PerCpuArray<_, u64> = PerCpuArray::try_from(&m.counters)?;
     let mut counters = Vec::new();
+    let mut cpus = 0;
     for (i, name) in COUNTERS.iter().enumerate() {
         let values = per_cpu
             .get(&(i as u32), 0)
             .with_context(|| format!("reading counter {name}"))?;
+        cpus = values.len();
         counters.push((*name, values.iter().sum()));
     }
-    Ok(Some(Status { settings, counters }))
+    Ok(Some(Status {
+        settings,
+        counters,
+        cpus,
+    }))
 }

@@ -1,5 +1,7 @@
-//! The module's counters: reading /proc/net/toa_stats with a message an
-//! operator can act on, what each counter means, and rates between samples.
+//! The counters of the active mode: /proc/net/toa_stats for toa.ko, the
+//! pinned per-CPU map for the eBPF mode (same names where the meaning is the
+//! same), read with a message an operator can act on; what each counter
+//! means, and rates between samples.
 
 use std::time::{Duration, Instant};
 
@@ -7,8 +9,11 @@ use anyhow::{bail, Result};
 use toa_sim::toa_stats::{self, Snapshot};
 
 use crate::host::Host;
+use crate::mode::Mode;
 
 pub const PROC_PATH: &str = toa_stats::PROC_PATH;
+/// Where the eBPF mode's counters are (a per-CPU array map).
+pub const BPF_SOURCE: &str = "/sys/fs/bpf/toa/toa_counters";
 
 /// Rows that are a level, not a count: they go down as well as up.
 const GAUGES: &[&str] = &["records_live"];
@@ -35,6 +40,7 @@ const MEANINGS: &[(&str, &str)] = &[
     ("listen_foreign_table", "Listeners whose tables another module had replaced: left alone, no client addresses on them."),
     ("kretprobe_missed", "Runs of the listener-arming probe the kernel skipped; 0 by construction."),
     ("records_live", "Records in memory now (a gauge): 0 once every TOA connection has closed."),
+    ("getname_family_kept", "eBPF mode: IPv6 clients behind an AF_INET listener, shown the proxy (a getpeername program cannot change the family)."),
 ];
 
 pub fn meaning(name: &str) -> String {
@@ -52,23 +58,36 @@ pub fn is_gauge(name: &str) -> bool {
 pub struct Sample {
     pub snapshot: Snapshot,
     pub at: Instant,
+    /// Where they were read.
+    pub source: &'static str,
 }
 
-/// Reads the counters; a missing file means the module is not loaded, which
-/// is said in so many words.
-pub fn read(host: &Host) -> Result<Sample> {
-    let path = host.path(PROC_PATH);
-    if !path.exists() {
-        bail!(
-            "{PROC_PATH} does not exist: toa.ko is not loaded, so there are no counters \
-             (install it with install_toa.sh or compile_install_toa.sh; `toa status` says more)"
-        );
-    }
-    let snapshot = toa_stats::read_from(&path)?;
+/// Reads the counters of `mode`; with no mode active, says so in so many words.
+pub fn read(host: &Host, mode: &Mode) -> Result<Sample> {
+    let (snapshot, source) = match mode {
+        Mode::Kmod(_) | Mode::None => (read_module(host)?, PROC_PATH),
+        Mode::Bpf(_) => match crate::bpf::detect(host)? {
+            Some(active) => (active.counters, BPF_SOURCE),
+            None => bail!("the eBPF mode was unloaded while its counters were being read"),
+        },
+    };
     Ok(Sample {
         snapshot,
         at: Instant::now(),
+        source,
     })
+}
+
+fn read_module(host: &Host) -> Result<Snapshot> {
+    let path = host.path(PROC_PATH);
+    if !path.exists() {
+        bail!(
+            "{PROC_PATH} does not exist: toa.ko is not loaded and the eBPF mode is not active, \
+             so there are no counters (install toa with install_toa.sh or \
+             compile_install_toa.sh, or run `toa bpf load`; `toa status` says more)"
+        );
+    }
+    Ok(toa_stats::read_from(&path)?)
 }
 
 /// A counter's total now and, given an earlier sample, its change per second.
@@ -143,6 +162,7 @@ mod tests {
         Sample {
             snapshot: toa_stats::parse(text).unwrap(),
             at,
+            source: PROC_PATH,
         }
     }
 
@@ -188,7 +208,10 @@ mod tests {
     fn a_missing_file_says_the_module_is_not_loaded() {
         let empty = std::env::temp_dir().join(format!("toa-counters-{}", std::process::id()));
         std::fs::create_dir_all(&empty).unwrap();
-        let err = read(&Host::new(empty.clone())).err().unwrap().to_string();
+        let err = read(&Host::new(empty.clone()), &Mode::None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("toa.ko is not loaded"), "{err}");
         std::fs::remove_dir_all(empty).unwrap();
     }

@@ -5,6 +5,7 @@ use std::fmt;
 
 use toa_sim::toa_stats::Snapshot;
 
+use crate::bpf::Active;
 use crate::kmod::{Installed, Loaded};
 use crate::mode::Mode;
 
@@ -54,19 +55,39 @@ pub struct Observed<'a> {
     pub window_secs: f64,
     /// TCP sockets allocated now, all namespaces (/proc/net/sockstat `alloc`).
     pub tcp_sockets: Option<u64>,
+    /// toa.ko is loaded and the eBPF mode's pins exist as well.
+    pub bpf_pinned_too: bool,
 }
 
 pub fn assess(o: &Observed<'_>) -> Vec<Finding> {
-    let Mode::Kmod(loaded) = o.mode else {
-        return vec![finding(
-            Level::Fail,
-            "no toa mode is active: applications see the proxy's address, not the client's; \
-             install toa.ko with install_toa.sh (or compile_install_toa.sh)",
-        )];
+    let loaded = match o.mode {
+        Mode::Kmod(loaded) => loaded,
+        Mode::Bpf(active) => return bpf(active, o),
+        Mode::None => {
+            return vec![finding(
+                Level::Fail,
+                "no toa mode is active: applications see the proxy's address, not the client's; \
+                 install toa with install_toa.sh (or compile_install_toa.sh), or on kernels \
+                 >= 5.10 run `toa bpf load`",
+            )]
+        }
     };
     let mut out = vec![finding(Level::Ok, "toa.ko is loaded")];
+    if o.bpf_pinned_too {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "the eBPF mode is attached too ({}): toa.ko was loaded after it; keep one mode \
+                 (`toa bpf unload`, or unload toa.ko)",
+                toa_bpf::PIN_DIR
+            ),
+        ));
+    }
     out.extend(kernel_match(loaded, o.release, o.installed));
-    out.extend(trust(loaded));
+    out.extend(trust(
+        loaded.trusted_proxies.as_deref(),
+        "echo 10.0.0.0/8 > /sys/module/toa/parameters/trusted_proxies",
+    ));
     match (o.first, o.second) {
         (Some(first), Some(second)) => out.extend(counters(
             first,
@@ -139,24 +160,69 @@ fn kernel_match(loaded: &Loaded, release: &str, installed: Option<&Installed>) -
     out
 }
 
-fn trust(loaded: &Loaded) -> Vec<Finding> {
-    let empty = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
-    if empty(&loaded.trusted_proxies) {
-        vec![finding(
+/// `how`: the command that sets the list in this mode.
+fn trust(trusted_proxies: Option<&str>, how: &str) -> Vec<Finding> {
+    match trusted_proxies.map(str::trim) {
+        None | Some("") => vec![finding(
             Level::Warn,
-            "trusted_proxies is empty: any host that can reach this origin may claim any client \
-             address; set it to your proxies' networks, e.g. \
-             echo 10.0.0.0/8 > /sys/module/toa/parameters/trusted_proxies",
-        )]
+            format!(
+                "trusted_proxies is empty: any host that can reach this origin may claim any \
+                 client address; set it to your proxies' networks, e.g. {how}"
+            ),
+        )],
+        Some(list) => vec![finding(
+            Level::Ok,
+            format!("only {list} may set a client address"),
+        )],
+    }
+}
+
+/// The eBPF mode: attached, its trust list, and what its counters show.
+fn bpf(active: &Active, o: &Observed<'_>) -> Vec<Finding> {
+    let mut out = vec![finding(
+        Level::Ok,
+        format!(
+            "the eBPF mode is attached at the cgroup v2 root ({}); connections accepted \
+             before it was loaded keep the proxy's address",
+            toa_bpf::PIN_DIR
+        ),
+    )];
+    out.extend(trust(
+        Some(&active.trusted_proxies),
+        "toa bpf load --trusted-proxies 10.0.0.0/8 (updates it in place)",
+    ));
+    let (Some(first), Some(second)) = (o.first, o.second) else {
+        out.push(finding(
+            Level::Fail,
+            "the eBPF mode's counters cannot be read: its pinned maps are damaged or belong to \
+             another version; run `toa bpf load` again",
+        ));
+        return out;
+    };
+    let now = |name: &str| second.get(name).unwrap_or(0);
+    let grew = |name: &str| now(name).saturating_sub(first.get(name).unwrap_or(0));
+    let kept = grew("getname_family_kept");
+    if kept > 0 {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "getname_family_kept grew by {kept} in {:.0} s: IPv6 clients reached AF_INET \
+                 listeners and were shown the proxy (the eBPF mode cannot change an answer's \
+                 family); listen on AF_INET6 (dual-stack), or use toa.ko",
+                o.window_secs
+            ),
+        ));
     } else {
-        vec![finding(
+        out.push(finding(
             Level::Ok,
             format!(
-                "only {} may set a client address",
-                loaded.trusted_proxies.as_deref().unwrap_or_default()
+                "counters: {} TOA handshakes, {} rewritten answers so far",
+                now("syn_recv_sock_toa"),
+                now("getname_toa_ok")
             ),
-        )]
+        ));
     }
+    out
 }
 
 fn counters(
@@ -322,7 +388,73 @@ mod tests {
             second: Some(b),
             window_secs: 1.0,
             tcp_sockets: Some(100),
+            bpf_pinned_too: false,
         })
+    }
+
+    fn active(trusted: &str) -> Active {
+        Active {
+            trusted_proxies: trusted.into(),
+            ports: String::new(),
+            formats: 0xf,
+            counters: parse("CPU0\nsyn_recv_sock_toa: 0\n").unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_attached_bpf_mode_is_ok_and_warns_about_an_empty_trust_list() {
+        let a = parse(
+            "CPU0 CPU1\nsyn_recv_sock_toa: 2 3\ngetname_toa_ok: 4 4\ngetname_family_kept: 1 0\n",
+        )
+        .unwrap();
+        let f = judge(&Mode::Bpf(active("10.0.0.0/8")), None, &a, &a);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        assert!(text_of(&f, Level::Ok).contains("5 TOA handshakes, 8 rewritten"));
+        let f = judge(&Mode::Bpf(active("")), None, &a, &a);
+        assert_eq!(worst(&f), Level::Warn, "{f:?}");
+        assert!(text_of(&f, Level::Warn).contains("toa bpf load --trusted-proxies"));
+    }
+
+    #[test]
+    fn bpf_ipv6_clients_on_ipv4_listeners_are_a_warning() {
+        let a = parse("CPU0\ngetname_family_kept: 1\n").unwrap();
+        let b = parse("CPU0\ngetname_family_kept: 4\n").unwrap();
+        let f = judge(&Mode::Bpf(active("10.0.0.0/8")), None, &a, &b);
+        assert_eq!(worst(&f), Level::Warn, "{f:?}");
+        assert!(text_of(&f, Level::Warn).contains("getname_family_kept grew by 3"));
+    }
+
+    #[test]
+    fn bpf_counters_that_cannot_be_read_fail() {
+        let f = assess(&Observed {
+            mode: &Mode::Bpf(active("10.0.0.0/8")),
+            release: "6.1.0-50-amd64",
+            installed: None,
+            first: None,
+            second: None,
+            window_secs: 1.0,
+            tcp_sockets: None,
+            bpf_pinned_too: false,
+        });
+        assert_eq!(worst(&f), Level::Fail, "{f:?}");
+    }
+
+    #[test]
+    fn both_modes_at_once_are_a_warning() {
+        let s = stats(&[]);
+        let inst = installed("6.1.0-50-amd64 SMP mod_unload", "ABC");
+        let f = assess(&Observed {
+            mode: &Mode::Kmod(loaded()),
+            release: "6.1.0-50-amd64",
+            installed: Some(&inst),
+            first: Some(&s),
+            second: Some(&s),
+            window_secs: 1.0,
+            tcp_sockets: Some(100),
+            bpf_pinned_too: true,
+        });
+        assert_eq!(worst(&f), Level::Warn, "{f:?}");
+        assert!(text_of(&f, Level::Warn).contains("toa bpf unload"));
     }
 
     fn worst(findings: &[Finding]) -> Level {
@@ -357,6 +489,7 @@ mod tests {
             second: None,
             window_secs: 1.0,
             tcp_sockets: None,
+            bpf_pinned_too: false,
         });
         assert_eq!(worst(&f), Level::Fail);
         assert!(f[0].text.contains("no toa mode is active"));

@@ -3,6 +3,7 @@
 //! `main` parses and dispatches; one module per subcommand, each an `Args`
 //! struct with a `run` that returns the exit status.
 
+mod bpf;
 mod counters;
 mod health;
 mod host;
@@ -48,6 +49,7 @@ enum Command {
     Status(status::Args),
     Stats(stats::Args),
     Selftest(selftest::Args),
+    Bpf(bpf::Args),
 }
 
 /// Exit status of a run whose answer is "not healthy", "a check failed", or
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(&host, &args),
         Command::Stats(args) => stats::run(&host, &args),
         Command::Selftest(args) => selftest::run(&host, &args),
+        Command::Bpf(args) => bpf::run(&args),
     };
     match outcome {
         Ok(code) => code,

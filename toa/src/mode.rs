@@ -1,11 +1,10 @@
-//! Which way toa is active on this machine.
-//!
-//! Today that is toa.ko or nothing. The eBPF mode adds its own variant and
-//! detector here (its pinned links under /sys/fs/bpf); `status`, `stats`
-//! and `selftest` ask this module and nothing else which mode is active.
+//! Which way toa is active on this machine: toa.ko, the eBPF mode, or
+//! nothing. `status`, `stats` and `selftest` ask this module and nothing
+//! else which mode is active.
 
 use anyhow::Result;
 
+use crate::bpf::{self, Active};
 use crate::host::Host;
 use crate::kmod::{self, Loaded};
 
@@ -13,14 +12,22 @@ use crate::kmod::{self, Loaded};
 pub enum Mode {
     /// toa.ko is loaded.
     Kmod(Loaded),
+    /// The eBPF programs are attached (pinned under /sys/fs/bpf/toa).
+    Bpf(Active),
     /// Nothing rewrites addresses: applications see the proxy.
     None,
 }
 
 impl Mode {
+    /// toa.ko first: `toa bpf load` refuses while it is loaded, so the two
+    /// are together only when toa.ko was loaded afterwards, and then its
+    /// answers are the ones applications get first.
     pub fn detect(host: &Host) -> Result<Mode> {
         if let Some(loaded) = kmod::loaded(host)? {
             return Ok(Mode::Kmod(loaded));
+        }
+        if let Some(active) = bpf::detect(host)? {
+            return Ok(Mode::Bpf(active));
         }
         Ok(Mode::None)
     }
@@ -33,7 +40,14 @@ impl Mode {
                 l.version.as_deref().unwrap_or("(no version)"),
                 l.srcversion.as_deref().unwrap_or("?")
             ),
-            Mode::None => "none: toa.ko is not loaded, applications see the proxy's address".into(),
+            Mode::Bpf(_) => format!(
+                "eBPF (toa {}, programs attached at the cgroup v2 root, pinned under {})",
+                env!("CARGO_PKG_VERSION"),
+                toa_bpf::PIN_DIR
+            ),
+            Mode::None => "none: neither toa.ko nor the eBPF mode is active, applications see the \
+                 proxy's address"
+                .into(),
         }
     }
 }

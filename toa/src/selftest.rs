@@ -31,8 +31,8 @@ use plan::{Check, Plan, Settings};
 /// (IPv4 254/8 to an AF_INET listener, IPv6 254/20 to an AF_INET6 listener,
 /// IPv4 to a dual-stack listener, and no TOA), and checks what the
 /// listeners' accept() and getpeername() return. Proxy addresses, the
-/// listener port and the TOA layouts are chosen so that the module's
-/// trusted_proxies, ports and formats allow them.
+/// listener port and the TOA layouts are chosen so that the active mode's
+/// trusted_proxies, ports and formats allow them (toa.ko or the eBPF mode).
 ///
 /// One line per check; exit 0 only when every check passed. Needs root
 /// (CAP_SYS_ADMIN and CAP_NET_ADMIN) and /dev/net/tun.
@@ -53,14 +53,11 @@ pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
     if !host.is_live() {
         bail!("selftest proves the running kernel; it cannot run against a copy (--root)");
     }
+    // First, so that an unprivileged run is told it needs root before anything else.
+    enter_private_network()?;
     let mode = Mode::detect(host)?;
     println!("mode: {}", mode.describe());
-    let loaded = match &mode {
-        Mode::Kmod(l) => Some(l),
-        Mode::None => None,
-    };
-    let plan = plan::plan(&Settings::of(loaded)?)?;
-    enter_private_network()?;
+    let plan = plan::plan(&Settings::of(&mode)?)?;
     let tun = Tun::create(TUN_NAME, args.trace)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("creating the TUN device (is the tun module available?)")?;

@@ -8,9 +8,11 @@ use anyhow::Result;
 
 use crate::counters::{self, Row};
 use crate::host::Host;
+use crate::mode::Mode;
 
-/// Print toa.ko's counters (/proc/net/toa_stats) summed over CPUs, with
-/// their rates per second.
+/// Print the counters of the active mode summed over CPUs, with their rates
+/// per second: toa.ko's /proc/net/toa_stats, or the eBPF mode's pinned map
+/// (same names where the meaning is the same).
 ///
 /// Rates come from two readings --interval seconds apart (--watch: between
 /// consecutive reports). For Prometheus, write to a file of node_exporter's
@@ -62,17 +64,19 @@ fn parse_non_negative(text: &str) -> std::result::Result<f64, String> {
 }
 
 pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
-    let mut earlier = counters::read(host)?;
+    let mode = Mode::detect(host)?;
+    let mut earlier = counters::read(host, &mode)?;
     if let Some(every) = args.watch {
         loop {
             std::thread::sleep(Duration::from_secs_f64(every));
-            let now = counters::read(host)?;
+            let now = counters::read(host, &mode)?;
             print!(
                 "{}",
                 render(
                     args.format,
                     &counters::rows(&now, Some(&earlier)),
-                    now.snapshot.cpus
+                    now.snapshot.cpus,
+                    now.source
                 )
             );
             earlier = now;
@@ -82,17 +86,20 @@ pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
         counters::rows(&earlier, None)
     } else {
         std::thread::sleep(Duration::from_secs_f64(args.interval));
-        let now = counters::read(host)?;
+        let now = counters::read(host, &mode)?;
         counters::rows(&now, Some(&earlier))
     };
-    print!("{}", render(args.format, &rows, earlier.snapshot.cpus));
+    print!(
+        "{}",
+        render(args.format, &rows, earlier.snapshot.cpus, earlier.source)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(format: Format, rows: &[Row], cpus: usize) -> String {
+fn render(format: Format, rows: &[Row], cpus: usize, source: &str) -> String {
     match format {
         Format::Table => table(rows, cpus),
-        Format::Json => json(rows, cpus),
+        Format::Json => json(rows, cpus, source),
         Format::Prometheus => prometheus(rows),
     }
 }
@@ -113,7 +120,7 @@ pub fn table(rows: &[Row], cpus: usize) -> String {
     out
 }
 
-pub fn json(rows: &[Row], cpus: usize) -> String {
+pub fn json(rows: &[Row], cpus: usize, source: &str) -> String {
     let counters: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -125,8 +132,7 @@ pub fn json(rows: &[Row], cpus: usize) -> String {
             })
         })
         .collect();
-    let doc =
-        serde_json::json!({ "source": counters::PROC_PATH, "cpus": cpus, "counters": counters });
+    let doc = serde_json::json!({ "source": source, "cpus": cpus, "counters": counters });
     format!("{doc}\n")
 }
 
@@ -162,6 +168,7 @@ mod tests {
         let now = Sample {
             snapshot: toa_sim::toa_stats::parse(text).unwrap(),
             at: Instant::now(),
+            source: counters::PROC_PATH,
         };
         counters::rows(&now, None)
     }
@@ -212,7 +219,8 @@ mod tests {
     fn json_has_totals_kinds_and_rates() {
         let mut rows = rows_of(TWO_CPUS);
         rows[0].per_second = Some(2.5);
-        let v: serde_json::Value = serde_json::from_str(&json(&rows, 2)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&json(&rows, 2, counters::PROC_PATH)).unwrap();
         assert_eq!(v["cpus"], 2);
         assert_eq!(v["counters"][0]["name"], "syn_recv_sock_toa");
         assert_eq!(v["counters"][0]["total"], 7);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::bpf::Active;
 use crate::counters::{self, Sample};
 use crate::health::{self, Level, Observed};
 use crate::host::Host;
@@ -35,11 +36,15 @@ pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
     println!("kernel:  {release}");
     let installed = kmod::installed(host, &release)?;
     let (mut first, mut second) = (None, None);
-    if let Mode::Kmod(loaded) = &mode {
-        print_settings(loaded);
-        if let Ok(a) = counters::read(host) {
+    match &mode {
+        Mode::Kmod(loaded) => print_settings(loaded),
+        Mode::Bpf(active) => print_bpf_settings(active),
+        Mode::None => {}
+    }
+    if mode != Mode::None {
+        if let Ok(a) = counters::read(host, &mode) {
             std::thread::sleep(Duration::from_secs_f64(args.sample));
-            let b = counters::read(host)?;
+            let b = counters::read(host, &mode)?;
             print_counters(&b, &a);
             (first, second) = (Some(a), Some(b));
         }
@@ -52,6 +57,7 @@ pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
         second: second.as_ref().map(|s| &s.snapshot),
         window_secs: args.sample,
         tcp_sockets: tcp_sockets(host),
+        bpf_pinned_too: matches!(mode, Mode::Kmod(_)) && crate::bpf::pinned(host),
     });
     println!("health:");
     for f in &findings {
@@ -94,6 +100,36 @@ fn print_settings(l: &Loaded) {
         format_names(l.formats_mask())
     );
     println!("  max_records     = {}", shown(&l.max_records, "?"));
+}
+
+fn print_bpf_settings(a: &Active) {
+    let shown = |v: &str, empty: &str| {
+        if v.is_empty() {
+            empty.to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    println!(
+        "settings ({}/toa_settings, toa_trusted_v4/v6):",
+        toa_bpf::PIN_DIR
+    );
+    println!(
+        "  trusted_proxies = {}",
+        shown(
+            &a.trusted_proxies,
+            "(empty: any source may set a client address)"
+        )
+    );
+    println!(
+        "  ports           = {}",
+        shown(&a.ports, "(empty: listeners on every port)")
+    );
+    println!(
+        "  formats         = {:#x} ({})",
+        a.formats,
+        format_names(a.formats)
+    );
 }
 
 /// The TOA layouts a `formats` mask accepts (DESIGN "Wire formats").

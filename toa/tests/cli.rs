@@ -269,3 +269,74 @@ fn selftest_without_the_module_fails_naming_the_checks() {
         "the TUN device stayed behind in this namespace"
     );
 }
+
+/// Runs toa as nobody (when the tests run as root) with extra environment.
+fn unprivileged(args: &[&str], env: &[(&str, &str)]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).envs(env.iter().copied());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    cmd.output().expect("running toa")
+}
+
+#[test]
+fn bpf_settings_are_checked_before_anything_is_loaded() {
+    for (args, said) in [
+        (&["bpf", "load", "--formats", "0x10"][..], "outside 0xf"),
+        (&["bpf", "load", "--formats", "all"][..], "not a number"),
+        (
+            &["bpf", "load", "--trusted-proxies", "10.0.0.0/33"][..],
+            "prefix length",
+        ),
+        (&["bpf", "load", "--ports", "90-80"][..], "backwards"),
+        (&["bpf", "reload"][..], "unrecognized subcommand"),
+    ] {
+        let out = unprivileged(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(said), "{args:?}: {}", text(&out));
+    }
+    // The environment a systemd unit passes is checked the same way.
+    let out = unprivileged(&["bpf", "load"], &[("TOA_PORTS", "0")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("1..=65535"), "{}", text(&out));
+}
+
+#[test]
+fn bpf_load_and_unload_need_root() {
+    for args in [&["bpf", "load"][..], &["bpf", "unload"][..]] {
+        let out = unprivileged(args, &[("TOA_TRUSTED_PROXIES", "10.0.0.0/8")]);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("the eBPF mode needs root"),
+            "{args:?}: {said}"
+        );
+        assert!(!said.contains("panicked"), "{said}");
+    }
+}
+
+#[test]
+fn bpf_help_states_the_limits() {
+    let out = toa(&["bpf", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    for word in [
+        "cgroup v2 root",
+        "/sys/fs/bpf/toa",
+        "AF_INET listener",
+        "Fast Open",
+    ] {
+        assert!(text(&out).contains(word), "{word}: {}", text(&out));
+    }
+    let out = toa(&["bpf", "load", "--help"]);
+    for word in [
+        "TOA_TRUSTED_PROXIES",
+        "TOA_FORMATS",
+        "TOA_PORTS",
+        "toa.ko is loaded",
+    ] {
+        assert!(text(&out).contains(word), "{word}: {}", text(&out));
+    }
+}

@@ -131,8 +131,8 @@ fn module_cost(distro: &crate::distro::Distro, rounds: u32, window: f64) -> Resu
             "--window".into(),
             window.to_string(),
             // The eBPF mode as a third state of the same boot.
-            "--loader".into(),
-            "/bin/toa-bpf-lab".into(),
+            "--toa".into(),
+            "/bin/toa".into(),
         ])
     );
     let opts = crate::vm_test::LabOptions {
@@ -141,7 +141,6 @@ fn module_cost(distro: &crate::distro::Distro, rounds: u32, window: f64) -> Resu
         append: lab_args,
         qemu_args: vec!["-icount".into(), "shift=0,sleep=off".into()],
         cpus: 1,
-        bpf_loader: true,
         ..crate::vm_test::LabOptions::default()
     };
     let report = crate::vm_test::run_lab(distro, &module, &opts)?;

@@ -15,7 +15,7 @@ mount -t tmpfs tmpfs /tmp
 # The host may change that and what the lab runs on the kernel command line:
 # toa_lab.printk=N (stress runs want lockup backtraces on the console) and
 # toa_lab.args=WORDS (commas stand for spaces; default: the scenarios).
-# toa_lab.kmod=0 loads the eBPF mode (/bin/toa-bpf-lab) instead of toa.ko.
+# toa_lab.kmod=0 loads the eBPF mode (/bin/toa bpf load) instead of toa.ko.
 printk=1
 kmod=1
 args="scenarios,--expect,module,--module,/lib/modules/toa.ko"
@@ -48,10 +48,10 @@ if [ "$kmod" = 0 ]; then
     # The eBPF mode attaches at the cgroup v2 root and pins in bpffs.
     mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
     mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-    if out=$(/bin/toa-bpf-lab load 2>&1); then
-        echo "TOA-LAB INSMOD OK toa-bpf: $out"
+    if out=$(/bin/toa bpf load 2>&1); then
+        echo "TOA-LAB INSMOD OK toa bpf load: $(echo "$out" | head -n 1)"
     else
-        echo "TOA-LAB INSMOD FAIL toa-bpf: $out"
+        echo "TOA-LAB INSMOD FAIL toa bpf load: $out"
     fi
 elif out=$(insmod /lib/modules/toa.ko 2>&1); then
     echo "TOA-LAB INSMOD OK toa.ko"
@@ -80,21 +80,38 @@ operator() {
     fi
 }
 
-# After the scenarios with toa.ko (not stress or bench runs, not the eBPF
-# mode): the operator's command on this kernel. Its self-test passes with
-# toa.ko loaded and fails, naming the checks, once the module is gone.
+# After the scenarios (not stress or bench runs): the operator's command on
+# this kernel, in the mode the run used. Its self-test passes with the mode
+# active (also with trust and ports narrowed: it must pick a proxy inside
+# trusted_proxies and an allowed port) and fails, naming the checks, once the
+# mode is gone. The number of checks is printed, so none can go missing.
+narrowed_trust=10.9.0.0/16,fd00:9::/64
+narrowed_ports=443,8000-8099
 if [ -x /bin/toa ] && [ "$kmod" != 0 ] && [ "${args%%,*}" = scenarios ]; then
+    echo "TOA-LAB OPERATOR-CHECKS 8"
     operator status 0 "mode:    toa.ko" /bin/toa status --sample 0.2
     operator stats-prometheus 0 "toa_syn_recv_sock_toa_total" /bin/toa stats --format prometheus
     operator selftest-module 0 "selftest: 5 passed, 0 failed" /bin/toa selftest
-    # With trust and ports narrowed, the self-test must pick a proxy inside
-    # trusted_proxies and listen on an allowed port, and still pass.
-    echo 10.9.0.0/16,fd00:9::/64 > /sys/module/toa/parameters/trusted_proxies
-    echo 443,8000-8099 > /sys/module/toa/parameters/ports
+    operator bpf-refused-beside-module 1 "toa.ko is loaded" /bin/toa bpf load
+    echo "$narrowed_trust" > /sys/module/toa/parameters/trusted_proxies
+    echo "$narrowed_ports" > /sys/module/toa/parameters/ports
     operator selftest-narrowed 0 "proxy 10.9.0.1 sends TOA" /bin/toa selftest
     rmmod toa
     operator selftest-no-module 1 "FAIL v4-toa-on-inet" /bin/toa selftest
     operator status-no-module 1 "no toa mode is active" /bin/toa status --sample 0.2
+    operator stats-no-module 1 "toa.ko is not loaded" /bin/toa stats
+elif [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
+    echo "TOA-LAB OPERATOR-CHECKS 9"
+    operator status 0 "mode:    eBPF" /bin/toa status --sample 0.2
+    operator stats-prometheus 0 "toa_getname_family_kept_total" /bin/toa stats --format prometheus
+    operator selftest-bpf 0 "selftest: 5 passed, 0 failed" /bin/toa selftest
+    operator bpf-load-again 0 "settings updated in place" \
+        /bin/toa bpf load --trusted-proxies "$narrowed_trust" --ports "$narrowed_ports"
+    operator status-narrowed 0 "only 10.9.0.0/16,fd00:9::/64 may set" /bin/toa status --sample 0.2
+    operator selftest-narrowed 0 "proxy 10.9.0.1 sends TOA" /bin/toa selftest
+    operator bpf-unload 0 "eBPF mode detached" /bin/toa bpf unload
+    operator selftest-unloaded 1 "FAIL v4-toa-on-inet" /bin/toa selftest
+    operator status-unloaded 1 "no toa mode is active" /bin/toa status --sample 0.2
 fi
 
 echo "TOA-LAB DMESG-BEGIN"

@@ -183,8 +183,6 @@ pub struct LabImage<'a> {
     pub test_modules: &'a [PathBuf],
     /// `/init`; [`GUEST_INIT`] unless a caller needs another.
     pub init: &'a str,
-    /// The eBPF mode's static loader; becomes `/bin/toa-bpf-lab`.
-    pub bpf_loader: Option<&'a Path>,
 }
 
 /// Puts `module` under `lib/modules/` by its file name, which it returns.
@@ -236,9 +234,6 @@ pub fn lab_archive(image: &LabImage) -> Result<Archive> {
     a.file_from("bin/toa-lab", 0o755, image.lab_program)?;
     if let Some(toa) = image.operator_cli {
         a.file_from("bin/toa", 0o755, toa)?;
-    }
-    if let Some(loader) = image.bpf_loader {
-        a.file_from("bin/toa-bpf-lab", 0o755, loader)?;
     }
     Ok(a)
 }
@@ -394,7 +389,6 @@ mod tests {
             operator_cli: Some(&operator),
             test_modules: &[],
             init: GUEST_INIT,
-            bpf_loader: None,
         };
         let a = lab_archive(&image).unwrap();
         for path in [

@@ -13,12 +13,6 @@ pub fn build_lab_program() -> Result<PathBuf> {
     build_static("toa-lab", "toa-lab")
 }
 
-/// Build the eBPF mode's test loader (`toa-bpf-lab` of `toa-bpf`; its build
-/// script compiles the BPF programs with clang).
-pub fn build_bpf_loader() -> Result<PathBuf> {
-    build_static("toa-bpf", "toa-bpf-lab")
-}
-
 /// Build binary `bin` of `package` static for [`TARGET`] with the lab
 /// profile and return it.
 pub fn build_static(package: &str, bin: &str) -> Result<PathBuf> {

@@ -170,7 +170,8 @@ pub fn needs(command: &Command) -> Needs {
         Command::Kernels(_) => Needs::new("kernels").tools(REPOSITORY),
         Command::Plan(_) => Needs::new("plan").tools(REPOSITORY),
         Command::Ci(args) if args.lint => Needs::new("ci --check --lint").tools(LINT),
-        Command::Source(_) => Needs::new("source").rust(),
+        // The toa command embeds the eBPF programs, which clang compiles.
+        Command::Source(_) => Needs::new("source").rust().tools(&[BPF_COMPILER]),
         Command::Fuzz(_) => Needs::new("fuzz").rust(),
         Command::Ci(_) | Command::Audit(_) | Command::Installers(_) | Command::Merge(_) => {
             Needs::default()

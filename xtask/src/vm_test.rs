@@ -107,8 +107,6 @@ pub struct LabOptions {
     pub cpus: u32,
     /// All vCPUs in one TCG thread (see [`crate::qemu::Boot::tcg_single_thread`]).
     pub tcg_single_thread: bool,
-    /// Put the eBPF mode's loader into the guest (`/bin/toa-bpf-lab`).
-    pub bpf_loader: bool,
 }
 
 impl Default for LabOptions {
@@ -124,7 +122,6 @@ impl Default for LabOptions {
             // was seen executing a stale int3 from such a patch (an oops in
             // inet_ehashfn on 6.12). One TCG thread is coherent.
             tcg_single_thread: true,
-            bpf_loader: false,
         }
     }
 }
@@ -135,7 +132,6 @@ pub fn run(args: Args) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         kvm: args.kvm,
         append: scenario_args(&args).unwrap_or_default(),
-        bpf_loader: args.mode == Mode::Bpf,
         ..LabOptions::default()
     };
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
@@ -284,6 +280,8 @@ pub struct Parsed {
     /// `TOA-LAB OPERATOR name PASS|FAIL detail`: the operator's `toa`
     /// command proven after the scenarios (see guest_init.sh).
     pub operator: Vec<ScenarioResult>,
+    /// `TOA-LAB OPERATOR-CHECKS n`: how many operator checks follow.
+    pub operator_expected: Option<usize>,
     /// The rest of the `TOA-LAB STATS` line(s).
     pub stats: Vec<String>,
     /// `(pass, fail)` of the DONE line.
@@ -360,6 +358,7 @@ pub fn parse_console(console: &str) -> Parsed {
                     detail,
                 });
             }
+            "OPERATOR-CHECKS" => p.operator_expected = args.parse().ok(),
             "STATS" => p.stats.push(args.to_string()),
             "DONE" => {
                 let field = |key: &str| {
@@ -469,6 +468,12 @@ pub fn problems(p: &Parsed, expected_release: &str) -> Vec<String> {
         out.push(format!(
             "operator command check {} failed: {}",
             r.name, r.detail
+        ));
+    }
+    if let Some(want) = p.operator_expected.filter(|n| *n != p.operator.len()) {
+        out.push(format!(
+            "{want} operator command checks were announced but {} reported",
+            p.operator.len()
         ));
     }
     let passed = p.results.iter().filter(|r| r.passed).count() as u32;
@@ -640,11 +645,6 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
     let lab_program = crate::lab_programs::build_lab_program()?;
     let operator_cli = crate::operator_cli::build_for_lab()?;
-    let bpf_loader = if opts.bpf_loader {
-        Some(crate::lab_programs::build_bpf_loader()?)
-    } else {
-        None
-    };
     let kernel_listener = crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
         .context("building the lab's in-kernel listener module")?;
     eprintln!(
@@ -669,7 +669,6 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
             operator_cli: Some(&operator_cli),
             test_modules: std::slice::from_ref(&kernel_listener),
             init: crate::initramfs::GUEST_INIT,
-            bpf_loader: bpf_loader.as_deref(),
         },
         &initrd,
     )?;
@@ -754,6 +753,23 @@ mod tests {
             problems
                 .iter()
                 .any(|m| m.starts_with("operator command check selftest-no-module failed")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn operator_checks_that_go_missing_are_a_problem() {
+        let console = format!(
+            "{GOOD}TOA-LAB OPERATOR-CHECKS 2\n\
+             TOA-LAB OPERATOR status PASS exit 0\n"
+        );
+        let p = parse_console(&console);
+        assert_eq!(p.operator_expected, Some(2));
+        let problems = problems(&p, RELEASE);
+        assert!(
+            problems
+                .iter()
+                .any(|m| m == "2 operator command checks were announced but 1 reported"),
             "{problems:?}"
         );
     }

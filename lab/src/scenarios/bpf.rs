@@ -25,7 +25,7 @@ pub const SCENARIOS: [(&str, Run); 3] = [
     ("bpf-unload-open", unload_open),
 ];
 
-/// Runs the loader; its output goes into the error when it fails.
+/// Runs the operator's `toa` command; its output goes into the error when it fails.
 fn loader(path: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(path)
         .args(args)
@@ -45,13 +45,21 @@ fn loader(path: &Path, args: &[&str]) -> Result<String> {
     Ok(text)
 }
 
+/// A counter's total in `toa stats` table output.
+fn counter(table: &str, name: &str) -> Option<u64> {
+    table.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+    })
+}
+
 fn toa(client: &str) -> Option<Toa> {
     Some(Toa::new(KIND_TOA, client.parse().expect("valid address")))
 }
 
 /// Back to the defaults the run started with, whatever the scenario did.
 fn restore(lab: &Lab, path: &Path) -> Result<()> {
-    loader(path, &["load"])?;
+    loader(path, &["bpf", "load"])?;
     lab.set_trusted_model(Trusted::everyone());
     lab.set_ports_model(None);
     Ok(())
@@ -59,11 +67,11 @@ fn restore(lab: &Lab, path: &Path) -> Result<()> {
 
 fn trusted_proxies(lab: &Lab, path: &Path) -> Result<String> {
     let outcome = (|| {
-        loader(path, &["load", "--trusted-proxies", PROXIES])?;
+        loader(path, &["bpf", "load", "--trusted-proxies", PROXIES])?;
         lab.set_trusted_model(Trusted::parse(PROXIES)?);
         let (c1, s1) = probe(lab, &format!("trusted {PROXIES}"))?;
         let none = "192.0.2.0/24,2001:db8:ffff::/48";
-        loader(path, &["load", "--trusted-proxies", none])?;
+        loader(path, &["bpf", "load", "--trusted-proxies", none])?;
         lab.set_trusted_model(Trusted::parse(none)?);
         let (c2, s2) = probe(lab, &format!("trusted {none}"))?;
         if c1 == 0 || s1 == 0 || c2 != 0 {
@@ -82,7 +90,7 @@ fn trusted_proxies(lab: &Lab, path: &Path) -> Result<String> {
 fn ports(lab: &Lab, path: &Path) -> Result<String> {
     let outcome = (|| {
         let only = Listener::V6.port();
-        loader(path, &["load", "--ports", &only.to_string()])?;
+        loader(path, &["bpf", "load", "--ports", &only.to_string()])?;
         lab.set_ports_model(Some(vec![only]));
         let other = lab
             .exercise(&ConnSpec::new(
@@ -116,16 +124,12 @@ fn unload_open(lab: &Lab, path: &Path) -> Result<String> {
         proxy_src,
     } = super::open_kept(lab, &kept, "unload")?;
     let outcome = (|| {
-        let status = loader(path, &["status"])?;
-        let toa_count = status
-            .lines()
-            .find_map(|l| l.strip_prefix("syn_recv_sock_toa: "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let status = loader(path, &["stats", "--interval", "0"])?;
+        let toa_count = counter(&status, "syn_recv_sock_toa").unwrap_or(0);
         if toa_count == 0 {
             return Err(lab_err!("status shows no TOA handshake counted: {status}"));
         }
-        loader(path, &["unload"])?;
+        loader(path, &["bpf", "unload"])?;
         let seen = peer_of(&fd).context("getpeername on the kept connection after unload");
         let after = ConnSpec::new(ProxyFamily::V4, Listener::V4, toa("198.51.100.7:40307"));
         let unloaded = lab.open(&after).and_then(|h| {
@@ -133,7 +137,7 @@ fn unload_open(lab: &Lab, path: &Path) -> Result<String> {
             h.client.close().context("closing")?;
             lab.verify(&after, Verdict::Kernel(Kept::NoToa), local, &h.report)
         });
-        loader(path, &["load"])?;
+        loader(path, &["bpf", "load"])?;
         let seen = seen?;
         let want = PeerName::v4(proxy_src);
         if seen != want {
@@ -154,4 +158,19 @@ fn unload_open(lab: &Lab, path: &Path) -> Result<String> {
     let detail = outcome?;
     closed?;
     Ok(detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_from_the_stats_table() {
+        let table = "counter                            total   per second   (sum over 2 CPUs)\n\
+                     syn_recv_sock_toa                      7            -\n\
+                     syn_recv_sock_no_toa                  12            -\n";
+        assert_eq!(counter(table, "syn_recv_sock_toa"), Some(7));
+        assert_eq!(counter(table, "syn_recv_sock"), None);
+        assert_eq!(counter("", "syn_recv_sock_toa"), None);
+    }
 }

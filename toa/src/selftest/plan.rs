@@ -11,7 +11,7 @@ use toa_sim::socket::ListenerFamily;
 use toa_sim::toa_option::{Toa, KIND_TOA, KIND_TOA_TENCENT, KIND_TOA_V6_ALIBABA};
 use toa_sim::trust::Trusted;
 
-use crate::kmod::Loaded;
+use crate::mode::Mode;
 
 /// Benchmarking ranges (RFC 2544, RFC 5180): never routed, so they cannot
 /// be mistaken for a real peer.
@@ -29,8 +29,8 @@ const DEFAULT_PORT: u16 = 8080;
 /// The proxy's first source port; each check takes the next.
 const FIRST_PROXY_PORT: u16 = 40001;
 
-/// The settings the module runs with (its defaults when not loaded: the
-/// self-test then shows that nothing rewrites).
+/// The settings the active mode runs with (toa.ko's defaults when none is
+/// active: the self-test then shows that nothing rewrites).
 pub struct Settings {
     pub trusted: Trusted,
     pub ports: String,
@@ -38,22 +38,29 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn of(loaded: Option<&Loaded>) -> Result<Settings> {
-        let Some(l) = loaded else {
-            return Ok(Settings {
-                trusted: Trusted::everyone(),
-                ports: String::new(),
-                formats: 0xf,
-            });
+    pub fn of(mode: &Mode) -> Result<Settings> {
+        let (trusted, ports, formats) = match mode {
+            Mode::None => {
+                return Ok(Settings {
+                    trusted: Trusted::everyone(),
+                    ports: String::new(),
+                    formats: 0xf,
+                })
+            }
+            Mode::Kmod(l) => (
+                l.trusted_proxies.clone().unwrap_or_default(),
+                l.ports.clone().unwrap_or_default(),
+                l.formats_mask(),
+            ),
+            Mode::Bpf(a) => (a.trusted_proxies.clone(), a.ports.clone(), a.formats),
         };
-        let text = l.trusted_proxies.clone().unwrap_or_default();
-        let trusted = Trusted::parse(&text)
+        let parsed = Trusted::parse(&trusted)
             .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("reading trusted_proxies {text:?}"))?;
+            .with_context(|| format!("reading trusted_proxies {trusted:?}"))?;
         Ok(Settings {
-            trusted,
-            ports: l.ports.clone().unwrap_or_default(),
-            formats: l.formats_mask(),
+            trusted: parsed,
+            ports,
+            formats,
         })
     }
 }

@@ -1,0 +1,272 @@
+//! `toa bpf load|unload`: the module-free mode (kernels >= 5.10), and what
+//! the other subcommands need to know of it when it is active.
+//!
+//! The programs and the loader are the `toa-bpf` library; this file is the
+//! operator's side of it: flags (and the environment a systemd unit passes),
+//! what a load did, and the pinned state as plain data that `status`,
+//! `stats`, `health` and `selftest` read like the module's.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use toa_sim::toa_stats::{Counter, Snapshot};
+
+use crate::host::Host;
+
+/// The module-free mode: eBPF programs do toa.ko's job (kernels >= 5.10).
+///
+/// A sock_ops program reads the TOA of the packet that completes each
+/// handshake and keeps the client with the socket; cgroup getpeername
+/// programs make accept() and getpeername() return it. They are attached at
+/// the cgroup v2 root (every process on the machine) and pinned under
+/// /sys/fs/bpf/toa, so they stay after this command exits; `toa status`,
+/// `toa stats` and `toa selftest` work in this mode as with toa.ko.
+///
+/// Limits: an IPv6 client behind an AF_INET listener keeps the proxy's
+/// address (counted as getname_family_kept; dual-stack AF_INET6 listeners
+/// see it); TCP Fast Open connections and connections established before
+/// the load are not rewritten.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand, Debug)]
+enum Action {
+    Load(LoadArgs),
+    Unload(UnloadArgs),
+}
+
+/// Load and attach the programs, or, when they are attached already, write
+/// the new settings into their maps in place (no detach, no gap).
+///
+/// Refused while toa.ko is loaded (one mode at a time). Mounts the BPF
+/// filesystem and finds (or mounts) the cgroup v2 root when needed. When the
+/// kernel refuses the programs, says which feature it lacks: use toa.ko
+/// there. Each setting can also come from the environment (TOA_TRUSTED_PROXIES,
+/// TOA_FORMATS, TOA_PORTS), which is how a systemd unit's EnvironmentFile
+/// passes them.
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// Proxies allowed to set a client address, as CIDRs: 10.0.0.0/8,2001:db8::/32.
+    /// Empty: any source may (toa.ko's default; not for origins reachable by others).
+    #[arg(long, value_name = "CIDRS", env = "TOA_TRUSTED_PROXIES", default_value = "",
+          value_parser = parse_trusted)]
+    trusted_proxies: String,
+    /// TOA layouts honoured, toa.ko's bitmask: 0x1 254/8 IPv4, 0x2 254/20 IPv6,
+    /// 0x4 253/20 IPv6, 0x8 200/8 IPv4.
+    #[arg(long, value_name = "MASK", env = "TOA_FORMATS", default_value = "0xf",
+          value_parser = parse_formats)]
+    formats: u32,
+    /// Listener ports whose connections honour TOA: 80,443,8000-8099. Empty: every port.
+    #[arg(long, value_name = "LIST", env = "TOA_PORTS", default_value = "",
+          value_parser = parse_ports)]
+    ports: String,
+}
+
+/// Detach the programs and remove every pin under /sys/fs/bpf/toa.
+///
+/// Open connections get the kernel's answer (the proxy's address) from then
+/// on. Succeeds when nothing was loaded.
+#[derive(clap::Args, Debug)]
+struct UnloadArgs {}
+
+fn parse_trusted(text: &str) -> Result<String, String> {
+    toa_bpf::Settings::parse(text, toa_bpf::ALL_FORMATS, "")
+        .map(|s| s.trusted_text())
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn parse_ports(text: &str) -> Result<String, String> {
+    toa_bpf::Settings::parse("", toa_bpf::ALL_FORMATS, text)
+        .map(|s| s.ports_text())
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// A mask in decimal or 0x-hex, with no bit outside the four layouts.
+pub fn parse_formats(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let mask = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => t.parse(),
+    }
+    .map_err(|_| format!("{text:?} is not a number (decimal or 0x-hex)"))?;
+    if mask & !toa_bpf::ALL_FORMATS != 0 {
+        return Err(format!(
+            "{mask:#x} has bits outside {:#x} (the four TOA layouts)",
+            toa_bpf::ALL_FORMATS
+        ));
+    }
+    Ok(mask)
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    match &args.action {
+        Action::Load(a) => load(a),
+        Action::Unload(_) => unload(),
+    }
+}
+
+fn load(a: &LoadArgs) -> Result<ExitCode> {
+    let settings = toa_bpf::Settings::parse(&a.trusted_proxies, a.formats, &a.ports)?;
+    let done = toa_bpf::load(&settings)?;
+    match done {
+        toa_bpf::Loaded::Attached => println!(
+            "toa: eBPF mode attached at the cgroup v2 root, pinned under {}",
+            toa_bpf::PIN_DIR
+        ),
+        toa_bpf::Loaded::Updated => println!(
+            "toa: eBPF mode was attached already: settings updated in place (nothing detached)"
+        ),
+    }
+    let trusted = settings.trusted_text();
+    let ports = settings.ports_text();
+    println!(
+        "  trusted_proxies = {}",
+        if trusted.is_empty() {
+            "(empty: any source may set a client address)"
+        } else {
+            &trusted
+        }
+    );
+    println!(
+        "  ports           = {}",
+        if ports.is_empty() {
+            "(empty: listeners on every port)"
+        } else {
+            &ports
+        }
+    );
+    println!(
+        "  formats         = {:#x} ({})",
+        settings.formats,
+        crate::status::format_names(settings.formats)
+    );
+    if done == toa_bpf::Loaded::Attached {
+        println!("  connections established before now keep the proxy's address");
+    }
+    if trusted.is_empty() {
+        eprintln!(
+            "toa: warning: no --trusted-proxies: any host that can reach this origin may claim \
+             any client address"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unload() -> Result<ExitCode> {
+    if toa_bpf::unload()? {
+        println!(
+            "toa: eBPF mode detached; {} removed; open connections now see the proxy's address",
+            toa_bpf::PIN_DIR
+        );
+    } else {
+        println!("toa: the eBPF mode was not loaded; nothing to remove");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The attached eBPF mode as the other subcommands read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Active {
+    /// toa.ko's syntax; empty: any source.
+    pub trusted_proxies: String,
+    pub ports: String,
+    pub formats: u32,
+    /// The counters summed over CPUs, in the module's file order.
+    pub counters: Snapshot,
+}
+
+impl Active {
+    fn of(s: toa_bpf::Status) -> Active {
+        Active {
+            trusted_proxies: s.settings.trusted_text(),
+            ports: s.settings.ports_text(),
+            formats: s.settings.formats,
+            counters: Snapshot {
+                cpus: s.cpus,
+                counters: s
+                    .counters
+                    .into_iter()
+                    .map(|(name, sum)| Counter {
+                        name: name.to_string(),
+                        sum,
+                        values: s.cpus,
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// The eBPF mode if it is attached. Only this machine's own state can be
+/// read (pinned maps need BPF system calls): under `--root` it is never seen.
+pub fn detect(host: &Host) -> Result<Option<Active>> {
+    if !host.is_live() {
+        return Ok(None);
+    }
+    match toa_bpf::pinned() {
+        Ok(false) => return Ok(None),
+        Ok(true) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot look into {} without root, so whether the eBPF mode is active is unknown; \
+             run this as root",
+            toa_bpf::PIN_DIR
+        ),
+        Err(e) => return Err(e).with_context(|| format!("looking into {}", toa_bpf::PIN_DIR)),
+    }
+    let status = toa_bpf::status().with_context(|| {
+        format!(
+            "reading the eBPF mode's pinned maps under {} (needs root)",
+            toa_bpf::PIN_DIR
+        )
+    })?;
+    Ok(status.map(Active::of))
+}
+
+/// Whether the eBPF mode's pins exist (false when they cannot be looked at).
+pub fn pinned(host: &Host) -> bool {
+    host.is_live() && toa_bpf::pinned().unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_take_decimal_or_hex_and_no_unknown_bit() {
+        assert_eq!(parse_formats("0xf"), Ok(0xf));
+        assert_eq!(parse_formats("9"), Ok(9));
+        assert_eq!(parse_formats("0X2"), Ok(2));
+        assert!(parse_formats("0x10").unwrap_err().contains("outside 0xf"));
+        assert!(parse_formats("").unwrap_err().contains("not a number"));
+        assert!(parse_formats("all").is_err());
+    }
+
+    #[test]
+    fn lists_are_checked_and_normalised() {
+        assert_eq!(
+            parse_trusted("10.0.0.0/8, 192.0.2.1").as_deref(),
+            Ok("10.0.0.0/8,192.0.2.1/32")
+        );
+        assert!(parse_trusted("10.0.0.0/33").is_err());
+        assert_eq!(parse_ports("80, 8000-8099").as_deref(), Ok("80,8000-8099"));
+        assert!(parse_ports("90-80").unwrap_err().contains("backwards"));
+    }
+
+    #[test]
+    fn status_becomes_a_snapshot_in_counter_order() {
+        let a = Active::of(toa_bpf::Status {
+            settings: toa_bpf::Settings::parse("10.0.0.0/8", 0x3, "443").unwrap(),
+            counters: vec![("syn_recv_sock_toa", 5), ("getname_toa_ok", 9)],
+            cpus: 2,
+        });
+        assert_eq!(a.trusted_proxies, "10.0.0.0/8");
+        assert_eq!(a.ports, "443");
+        assert_eq!(a.formats, 3);
+        assert_eq!(a.counters.cpus, 2);
+        assert_eq!(a.counters.get("getname_toa_ok"), Some(9));
+    }
+}
