@@ -26,8 +26,8 @@
 //! installer's self-test must refuse it) and `truncated/install_toa.sh` (the
 //! first half of the script).
 //!
-//! Files: `target/vm-install/<distro>/` holds the run: disk copy, served
-//! files, console and result logs.
+//! Files: `target/vm-install/<distro>/` (`<distro>-bpf/` with `--mode bpf`)
+//! holds the run: disk copy, served files, console and result logs.
 
 mod image;
 mod server;
@@ -202,7 +202,7 @@ pub fn run(args: Args) -> Result<()> {
     let image = image::ensure(&distro, &release)?;
     let prepared = started.elapsed();
 
-    let dir = run_dir(&distro);
+    let dir = run_dir(&distro, args.mode);
     eprintln!("vm-install-test: run directory {}", dir.display());
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -284,9 +284,14 @@ pub fn run(args: Args) -> Result<()> {
     summary.check(&dir)
 }
 
-/// `target/vm-install/<distro>/`.
-pub fn run_dir(distro: &Distro) -> PathBuf {
-    cache::target_dir().join("vm-install").join(&distro.name)
+/// `target/vm-install/<distro>/` (`<distro>-bpf/` for `--mode bpf`, so
+/// both can run at once).
+pub fn run_dir(distro: &Distro, mode: Mode) -> PathBuf {
+    let name = match mode {
+        Mode::Kmod => distro.name.clone(),
+        Mode::Bpf => format!("{}-bpf", distro.name),
+    };
+    cache::target_dir().join("vm-install").join(name)
 }
 
 fn lab_env(base: &str, release: &str, dist_name: &str, with_dkms: bool, mode: Mode) -> String {
