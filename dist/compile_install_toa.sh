@@ -31,6 +31,8 @@ Options:
   --trusted-proxies CIDRS   accept TOA only from these proxies, e.g. 10.0.0.0/8,2001:db8::/32
                             (written to $MODPROBE_CONF)
   --base-url URL            where toa.tar.gz and SHA256SUMS are (default $TOA_DEFAULT_BASE_URL)
+  --mode kmod               what this script installs: toa.ko (an installed eBPF mode is
+                            removed first); for the eBPF mode use install_toa.sh --mode bpf
   --no-selftest             install the toa command but do not run 'toa selftest' after loading
   --version                 print the version
   --help                    print this help
@@ -238,6 +240,7 @@ function main {
     if [ "$DRY_RUN" = 0 ]; then
         check_module_signing "$ko"
     fi
+    leave_bpf_mode
     write_trusted_proxies "$ko"
     load_module "$ko"
     persist

@@ -1,12 +1,15 @@
 #!/bin/bash
-# install_toa.sh: installs toa.ko, the kernel module that makes accept() and
-# getpeername() return the real client address an L4 proxy put in a TCP option.
+# install_toa.sh: makes accept() and getpeername() return the real client
+# address an L4 proxy put in a TCP option: with toa.ko, the kernel module, or
+# with the eBPF mode (kernels >= 5.10, no module).
 #
 #   curl -fsSL @TOA_BASE_URL@/install_toa.sh | sudo bash
 #   curl -fsSL @TOA_BASE_URL@/install_toa.sh | sudo bash -s -- --help
 #
-# It picks the prebuilt module for the running kernel from index.json, checks
-# its sha256 and vermagic, loads it, installs it and keeps it loaded at boot.
+# toa.ko: it picks the prebuilt module for the running kernel from index.json,
+# checks its sha256 and vermagic, loads it, installs it and keeps it loaded at
+# boot. The eBPF mode: it installs the toa command, attaches with
+# `toa bpf load` and enables a systemd unit that attaches again at boot.
 # Nothing runs until the last line, so a download cut short does nothing.
 
 set -u
@@ -16,20 +19,30 @@ PROG=install_toa.sh
 
 function usage {
     cat <<EOF
-$PROG $TOA_VERSION: install toa.ko for the running kernel
+$PROG $TOA_VERSION: install toa for the running kernel (toa.ko or the eBPF mode)
 
 Usage: curl -fsSL $TOA_DEFAULT_BASE_URL/$PROG | sudo bash -s -- [OPTIONS]
 
-Downloads the prebuilt toa.ko for this kernel ($TOA_DEFAULT_BASE_URL/index.json),
-verifies its sha256 and vermagic, loads it, installs it under
-/lib/modules/\$(uname -r)/updates/ and loads it at every boot
+toa.ko (--mode kmod): downloads the prebuilt toa.ko for this kernel
+($TOA_DEFAULT_BASE_URL/index.json), verifies its sha256 and vermagic, loads it,
+installs it under /lib/modules/\$(uname -r)/updates/ and loads it at every boot
 ($MODULES_LOAD_CONF with systemd, rc.local otherwise).
+The eBPF mode (--mode bpf, kernels >= 5.10 with systemd): installs the toa
+command as $TOA_BIN, attaches with 'toa bpf load', writes its settings to
+$BPF_ENV and enables $BPF_UNIT_PATH, which attaches again at boot.
+Either way it runs 'toa selftest' and undoes everything if that fails. Only
+one mode is ever active: installing one removes the other.
 
 Options:
+  --mode auto|kmod|bpf      auto (the default): the mode installed already; else toa.ko when a
+                            prebuilt module matches and this kernel loads unsigned modules
+                            (no Secure Boot, lockdown or modules_disabled); else the eBPF mode
+                            when the kernel accepts it; else the offer to build toa.ko here
   --dry-run                 print every action, change nothing
-  --uninstall               unload toa and remove its files and boot configuration
+  --uninstall               remove toa whichever mode is installed: unload or detach it, remove
+                            its files, unit and boot configuration, and the toa command
   --trusted-proxies CIDRS   accept TOA only from these proxies, e.g. 10.0.0.0/8,2001:db8::/32
-                            (written to $MODPROBE_CONF)
+                            (written to $MODPROBE_CONF, or $BPF_ENV in the eBPF mode)
   --compile                 no prebuilt module for this kernel: build it here with
                             compile_install_toa.sh (installs gcc, make, kernel headers)
   --base-url URL            where index.json and the tarballs are (default $TOA_DEFAULT_BASE_URL)
@@ -188,6 +201,7 @@ function install_prebuilt {
     check_vermagic "$TMP_DIR/x/$ko"
     check_module_signing "$TMP_DIR/x/$ko"
 
+    leave_bpf_mode
     # A module DKMS built earlier (compile_install_toa.sh) would shadow this one.
     if check_cmd dkms && [ -n "$(dkms_versions)" ]; then
         say "toa is registered with DKMS (by compile_install_toa.sh); removing that so the prebuilt module is the only toa.ko"
@@ -206,6 +220,235 @@ function install_prebuilt {
     fi
 }
 
+# ---------------------------------------------------------------- the eBPF mode
+
+# bpf_unit_text: the unit that restores the eBPF mode at boot
+# (dist/toa-bpf.service, put here when the scripts are rendered).
+function bpf_unit_text {
+    cat <<'TOA_UNIT'
+@TOA_BPF_UNIT@
+TOA_UNIT
+}
+
+# bpf_possible: the eBPF mode can be tried here; sets WHY_NOT when not.
+WHY_NOT=""
+function bpf_possible {
+    WHY_NOT=""
+    if ! kernel_at_least 5 10; then
+        WHY_NOT="the eBPF mode needs kernel 5.10 or newer, and this machine runs $KREL"
+    elif [ ! -d "$ROOT/run/systemd/system" ]; then
+        WHY_NOT="the eBPF mode needs systemd, whose unit attaches it again at every boot, and this machine does not run systemd"
+    fi
+    [ -z "$WHY_NOT" ]
+}
+
+# kernel_at_least MAJOR MINOR: the running kernel is MAJOR.MINOR or newer.
+function kernel_at_least {
+    local major minor
+    major=${KREL%%.*}
+    minor=${KREL#*.}
+    minor=${minor%%[!0-9]*}
+    case $major.$minor in
+        .* | *. | *[!0-9.]*) return 1 ;;
+    esac
+    [ "$major" -gt "$1" ] || { [ "$major" = "$1" ] && [ "$minor" -ge "$2" ]; }
+}
+
+# write_bpf_env: --trusted-proxies goes to $BPF_ENV, which the unit reads;
+# without it an existing file is kept as it is. Sets BPF_CHANGED=1 on a change.
+BPF_CHANGED=0
+function write_bpf_env {
+    local text="# toa eBPF mode settings, read by $BPF_UNIT_PATH (toa bpf load)
+# (written by $PROG --mode bpf; undo: install_toa.sh --uninstall)"
+    if [ "$TRUSTED_PROXIES_SET" = 1 ]; then
+        text="$text
+TOA_TRUSTED_PROXIES=$TRUSTED_PROXIES"
+    elif [ -f "$ROOT$BPF_ENV" ]; then
+        say "keeping the eBPF mode's settings in $BPF_ENV"
+        return 0
+    else
+        text="$text
+# No TOA_TRUSTED_PROXIES: TOA from any source is honoured (--trusted-proxies limits it)."
+    fi
+    put_file "$ROOT$BPF_ENV" "$text"
+    if [ "$CHANGED" = 1 ]; then
+        BPF_CHANGED=1
+        if [ "$DRY_RUN" = 0 ]; then
+            say "wrote the eBPF mode's settings to $BPF_ENV${TRUSTED_PROXIES:+: trusted proxies $TRUSTED_PROXIES}"
+        fi
+    fi
+}
+
+# bpf_env_vars: the TOA_*=VALUE lines of $BPF_ENV, as the unit passes them.
+BPF_VARS=()
+function bpf_env_vars {
+    local line
+    BPF_VARS=()
+    [ -f "$ROOT$BPF_ENV" ] || return 0
+    while IFS= read -r line; do
+        case $line in
+            TOA_[A-Z_]*=*) BPF_VARS+=("$line") ;;
+        esac
+    done <"$ROOT$BPF_ENV"
+}
+
+# install_bpf_unit: the unit written and enabled (BPF_CHANGED=1 on a change).
+function install_bpf_unit {
+    put_file "$ROOT$BPF_UNIT_PATH" "$(bpf_unit_text)"
+    if [ "$CHANGED" = 1 ]; then
+        BPF_CHANGED=1
+        act systemctl daemon-reload || err "systemctl daemon-reload failed after writing $BPF_UNIT_PATH" \
+            "run 'systemctl daemon-reload' by hand and check its output, then run this again"
+        if [ "$DRY_RUN" = 0 ]; then
+            say "wrote $BPF_UNIT_PATH"
+        fi
+    fi
+    if systemctl is-enabled --quiet "$BPF_UNIT" 2>/dev/null; then
+        say "$BPF_UNIT is enabled: it attaches the eBPF mode at every boot"
+        return 0
+    fi
+    BPF_CHANGED=1
+    act systemctl enable --quiet "$BPF_UNIT" ||
+        err "systemctl enable $BPF_UNIT failed, so the eBPF mode would not come back after a reboot" \
+            "its message is above; fix the cause and run this again"
+    if [ "$DRY_RUN" = 0 ]; then
+        say "enabled $BPF_UNIT: it attaches the eBPF mode at every boot, before the network is up"
+    fi
+}
+
+# bpf_load: `toa bpf load` with the unit's settings. Returns non-zero when
+# the kernel (or anything else) refused, its message in $TMP_DIR/bpf-load.out.
+function bpf_load {
+    bpf_env_vars
+    if [ "$DRY_RUN" = 1 ] && [ "$TRUSTED_PROXIES_SET" = 1 ]; then
+        BPF_VARS=("TOA_TRUSTED_PROXIES=$TRUSTED_PROXIES")
+    fi
+    if [ "$DRY_RUN" = 1 ]; then
+        say "dry run: would run: env ${BPF_VARS[*]} $TOA_BIN bpf load"
+        return 0
+    fi
+    if ! env ${BPF_VARS[@]+"${BPF_VARS[@]}"} "$ROOT$TOA_BIN" bpf load >"$TMP_DIR/bpf-load.out" 2>&1; then
+        return 1
+    fi
+    sed 's/^/  /' "$TMP_DIR/bpf-load.out"
+    say "attached the eBPF mode ($TOA_BIN bpf load)"
+}
+
+# install_bpf: the eBPF mode, start to end. With --mode auto (FALLBACK=1) a
+# kernel that refuses the programs is not an error: everything this did is
+# undone and it returns 1, so that the caller tries the next way.
+function install_bpf {
+    local fallback=${1:-0} status=0 before=""
+    if ! bpf_possible; then
+        if [ "$fallback" = 1 ]; then
+            say "not the eBPF mode: $WHY_NOT"
+            return 1
+        fi
+        err "$WHY_NOT; nothing was changed" "use toa.ko instead: run this again with --mode kmod (or without --mode)"
+    fi
+    say "installing the eBPF mode (no kernel module) for kernel $KREL"
+    if [ -f "$ROOT$TOA_BIN" ]; then
+        sha256_of "$ROOT$TOA_BIN"
+        before=$SHA
+    fi
+    # A subshell, so that what it fails on is reported here.
+    ( install_toa_command ) || status=$?
+    if [ "$status" = 3 ] && [ "$fallback" = 1 ]; then
+        say "not the eBPF mode: $BASE_URL has no toa command for $KARCH to load it"
+        return 1
+    elif [ "$status" = 3 ]; then
+        err "the eBPF mode is loaded by the toa command, and $BASE_URL has none for $KARCH; nothing was changed" \
+            "use toa.ko instead: run this again with --mode kmod"
+    elif [ "$status" != 0 ]; then
+        exit "$status"
+    fi
+    # Another toa command may load the programs differently: load again.
+    if [ "$DRY_RUN" = 0 ]; then
+        sha256_of "$ROOT$TOA_BIN"
+        [ "$SHA" = "$before" ] || BPF_CHANGED=1
+    fi
+    if kmod_mode_installed; then
+        say "toa.ko is installed here; removing it first, so that only the eBPF mode is active"
+        remove_kmod_mode
+        BPF_CHANGED=1
+    fi
+    write_bpf_env
+    install_bpf_unit
+    if [ "$BPF_CHANGED" = 0 ] && [ -d "$ROOT$BPF_PINS" ]; then
+        say "the eBPF mode is attached with these settings already; nothing to reload"
+    elif ! bpf_load; then
+        sed 's/^/  /' "$TMP_DIR/bpf-load.out" >&2
+        local why
+        why=$(grep -m 1 -i 'error' "$TMP_DIR/bpf-load.out") ||
+            why=$(grep -m 1 -v '^[[:space:]]*$' "$TMP_DIR/bpf-load.out") || why="(no message)"
+        if [ "$fallback" = 1 ]; then
+            warn "this kernel does not take the eBPF mode: $why"
+            say "undoing the eBPF mode's installation"
+            uninstall >/dev/null
+            return 1
+        fi
+        undo_install "toa bpf load failed: $why"
+    fi
+    run_selftest
+    show_bpf_status
+    if [ "$DRY_RUN" = 0 ]; then
+        say "done: the eBPF mode is attached and $BPF_UNIT attaches it at every boot"
+        say "connections accepted before it was attached keep the proxy's address; restart services that were running to cover all"
+        say "to remove toa: curl -fsSL $BASE_URL/$PROG | sudo bash -s -- --uninstall"
+    fi
+}
+
+function show_bpf_status {
+    if [ "$DRY_RUN" = 1 ]; then
+        say "dry run: nothing was changed"
+        return 0
+    fi
+    say "$TOA_BIN status:"
+    "$ROOT$TOA_BIN" status || warn "toa status reports a problem (above)"
+}
+
+# modules_loadable: a prebuilt module can be loaded here; sets WHY_NOT when not.
+function modules_loadable {
+    WHY_NOT=""
+    if modules_disabled; then
+        WHY_NOT="this kernel loads no more modules (kernel.modules_disabled=1)"
+        return 1
+    fi
+    module_signing_reasons
+    if [ -n "$REASONS" ]; then
+        WHY_NOT="this kernel loads only signed modules ($REASONS)"
+        return 1
+    fi
+}
+
+# main_auto: the mode installed already, else the best way this machine has.
+function main_auto {
+    if bpf_mode_installed; then
+        say "the eBPF mode is installed here; keeping it (--mode kmod switches to toa.ko)"
+        install_bpf
+        return
+    fi
+    if [ -n "$ENTRY" ] && modules_loadable; then
+        say "mode: toa.ko (a prebuilt module matches kernel $KREL)"
+        install_prebuilt
+        return
+    fi
+    if [ -n "$ENTRY" ]; then
+        say "the prebuilt toa.ko is not used: $WHY_NOT; trying the eBPF mode"
+    else
+        say "no prebuilt toa.ko for kernel $KREL; trying the eBPF mode"
+    fi
+    if install_bpf 1; then
+        return
+    fi
+    if [ -n "$ENTRY" ]; then
+        # Explains signing, or loads a signed module.
+        install_prebuilt
+    else
+        no_prebuilt
+    fi
+}
+
 function main {
     parse_args "$@"
     need_root
@@ -218,8 +461,16 @@ function main {
     detect_system
     say "this machine: $OS_NAME, kernel $KREL, $KARCH"
     warn_plain_http
+    if [ "$MODE" = bpf ]; then
+        install_bpf
+        return
+    fi
     fetch "$BASE_URL/index.json" "$TMP_DIR/index.json" "the module index"
     find_prebuilt
+    if [ "$MODE" = auto ] && [ "$COMPILE" = 0 ]; then
+        main_auto
+        return
+    fi
     if [ -z "$ENTRY" ]; then
         no_prebuilt
         return

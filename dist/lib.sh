@@ -20,6 +20,11 @@ MODPROBE_CONF=/etc/modprobe.d/toa.conf
 LEGACY_KO_REL=kernel/net/netfilter/ipvs/toa.ko
 LEGACY_RC_RE='^[[:space:]]*insmod[[:space:]]+/lib/modules/[^[:space:]]+/toa\.ko[[:space:]]*$'
 EFI_SECURE_BOOT_VAR=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+# The eBPF mode: its settings, the unit that restores it at boot, its pins.
+BPF_ENV=/etc/toa/bpf.env
+BPF_UNIT=toa-bpf.service
+BPF_UNIT_PATH=/etc/systemd/system/toa-bpf.service
+BPF_PINS=/sys/fs/bpf/toa
 
 # Options.
 DRY_RUN=0
@@ -29,6 +34,9 @@ BASE_URL=""
 TRUSTED_PROXIES=""
 TRUSTED_PROXIES_SET=0
 NO_SELFTEST=0
+# auto, kmod or bpf (--mode); MODE_SET=1 when given.
+MODE=auto
+MODE_SET=0
 
 # Filled in as the script runs.
 TMP_DIR=""
@@ -162,6 +170,16 @@ function parse_args {
                 shift
                 ;;
             --base-url=*) BASE_URL=${1#--base-url=} ;;
+            --mode)
+                [ $# -ge 2 ] || err "--mode needs one of auto, kmod, bpf"
+                MODE=$2
+                MODE_SET=1
+                shift
+                ;;
+            --mode=*)
+                MODE=${1#--mode=}
+                MODE_SET=1
+                ;;
             --trusted-proxies)
                 [ $# -ge 2 ] || err "--trusted-proxies needs a list of CIDRs, e.g. --trusted-proxies 10.0.0.0/8,2001:db8::/32"
                 TRUSTED_PROXIES=$2
@@ -178,6 +196,20 @@ function parse_args {
     done
     if [ "$COMPILE" = 1 ] && [ "$UNINSTALL" = 1 ]; then
         err "--compile and --uninstall do not go together" "see $PROG --help"
+    fi
+    case $MODE in
+        auto | kmod | bpf) ;;
+        *) err "--mode takes auto, kmod or bpf, not '$MODE'" "see $PROG --help" ;;
+    esac
+    if [ "$MODE_SET" = 1 ] && [ "$UNINSTALL" = 1 ]; then
+        err "--uninstall removes whichever mode is installed; it takes no --mode" "nothing was changed"
+    fi
+    if [ "$COMPILE" = 1 ] && [ "$MODE" = bpf ]; then
+        err "--compile builds toa.ko; the eBPF mode (--mode bpf) needs no build" "choose one of them"
+    fi
+    if [ "$PROG" = compile_install_toa.sh ] && [ "$MODE" = bpf ]; then
+        err "compile_install_toa.sh builds toa.ko; the eBPF mode needs no build: nothing was changed" \
+            "install the eBPF mode with: curl -fsSL $TOA_DEFAULT_BASE_URL/install_toa.sh | sudo bash -s -- --mode bpf"
     fi
     if [ -z "$BASE_URL" ]; then
         BASE_URL=$TOA_DEFAULT_BASE_URL
@@ -461,7 +493,10 @@ function module_is_signed {
 
 # check_module_signing KO: stops before loading when the kernel only accepts
 # signed modules and KO is not signed.
-function check_module_signing {
+# module_signing_reasons: sets REASONS to why this kernel loads only signed
+# modules (lockdown, module.sig_enforce, Secure Boot); empty when it loads any.
+REASONS=""
+function module_signing_reasons {
     local reasons="" lockdown enforce state
     if [ -r "$ROOT/sys/kernel/security/lockdown" ]; then
         lockdown=$(cat "$ROOT/sys/kernel/security/lockdown" 2>/dev/null) || lockdown=""
@@ -484,6 +519,18 @@ function check_module_signing {
             reasons="${reasons:+$reasons; }Secure Boot is enabled"
         fi
     fi
+    REASONS=$reasons
+}
+
+# modules_disabled: kernel.modules_disabled=1, no module loads until reboot.
+function modules_disabled {
+    [ "$(cat "$ROOT/proc/sys/kernel/modules_disabled" 2>/dev/null)" = 1 ]
+}
+
+function check_module_signing {
+    local reasons
+    module_signing_reasons
+    reasons=$REASONS
     if [ -z "$reasons" ]; then
         return 0
     fi
@@ -776,7 +823,10 @@ function show_status {
     fi
 }
 
-function uninstall {
+# remove_kmod_mode: toa.ko unloaded, its files, DKMS registration and boot
+# configuration removed. Sets DID=1 when there was something to remove.
+DID=0
+function remove_kmod_mode {
     local did=0 f rel rc
     if loaded_toa; then
         unload_toa
@@ -800,17 +850,88 @@ function uninstall {
             did=1
         fi
     done
-    remove_file "$ROOT$TOA_BIN" "the toa command"
-    [ "$CHANGED" = 0 ] || did=1
     rc=$(rc_local_path)
     if [ -f "$rc" ] && { grep -qxF "$RC_LINE" "$rc" || grep -Eq "$LEGACY_RC_RE" "$rc"; }; then
         rc_local_drop "$rc"
         did=1
     fi
+    [ "$did" = 0 ] || DID=1
+}
+
+# kmod_mode_installed: toa.ko is loaded, or installed for this kernel, or
+# loaded at boot.
+function kmod_mode_installed {
+    loaded_toa || [ -f "$ROOT/lib/modules/$KREL/updates/toa.ko" ] || [ -f "$ROOT$MODULES_LOAD_CONF" ] ||
+        { check_cmd dkms && [ -n "$(dkms_versions)" ]; }
+}
+
+# bpf_mode_installed: the eBPF mode is attached, or set up to be at boot.
+function bpf_mode_installed {
+    [ -d "$ROOT$BPF_PINS" ] || [ -f "$ROOT$BPF_UNIT_PATH" ] || [ -f "$ROOT$BPF_ENV" ]
+}
+
+# remove_bpf_mode: the eBPF mode detached (its pins removed), its unit
+# disabled and removed, its settings removed. Sets DID=1 when there was
+# something to remove.
+function remove_bpf_mode {
+    local f
+    if [ -f "$ROOT$BPF_UNIT_PATH" ]; then
+        if check_cmd systemctl; then
+            # Stopping runs the unit's ExecStop (toa bpf unload).
+            act systemctl disable --now "$BPF_UNIT" >/dev/null 2>&1 ||
+                warn "systemctl disable --now $BPF_UNIT failed; removing the unit all the same"
+        fi
+        for f in "$ROOT"/etc/systemd/system/*.wants/"$BPF_UNIT"; do
+            if [ -L "$f" ] || [ -e "$f" ]; then
+                act rm -f "$f" || err "could not remove $f" "remove it by hand, then run this again"
+            fi
+        done
+        remove_file "$ROOT$BPF_UNIT_PATH" "the unit that loads the eBPF mode at boot"
+        if check_cmd systemctl && [ -d "$ROOT/run/systemd/system" ]; then
+            act systemctl daemon-reload || warn "systemctl daemon-reload failed; run it by hand"
+        fi
+        DID=1
+    fi
+    if [ -d "$ROOT$BPF_PINS" ]; then
+        if [ -x "$ROOT$TOA_BIN" ]; then
+            act "$ROOT$TOA_BIN" bpf unload ||
+                err "'$TOA_BIN bpf unload' failed, so the eBPF mode is still attached" \
+                    "its message is above; fix the cause and run this again"
+        else
+            # The pinned links hold the programs attached: unpinned, they detach.
+            act rm -rf "$ROOT$BPF_PINS" || err "could not remove $ROOT$BPF_PINS" "remove it by hand, then run this again"
+        fi
+        if [ "$DRY_RUN" = 0 ]; then
+            say "detached the eBPF mode (toa bpf unload)"
+        fi
+        DID=1
+    fi
+    remove_file "$ROOT$BPF_ENV" "the eBPF mode's settings"
+    [ "$CHANGED" = 0 ] || DID=1
+    if [ -d "$ROOT${BPF_ENV%/*}" ] && [ -z "$(ls -A "$ROOT${BPF_ENV%/*}")" ]; then
+        act rmdir "$ROOT${BPF_ENV%/*}" || warn "could not remove the empty $ROOT${BPF_ENV%/*}"
+    fi
+}
+
+# leave_bpf_mode: before toa.ko goes in, the eBPF mode goes (never both).
+function leave_bpf_mode {
+    if bpf_mode_installed; then
+        say "the eBPF mode is installed here; removing it first, so that only toa.ko is active"
+        remove_bpf_mode
+    fi
+}
+
+# uninstall: either mode, and the toa command.
+function uninstall {
+    DID=0
+    remove_bpf_mode
+    remove_kmod_mode
+    remove_file "$ROOT$TOA_BIN" "the toa command"
+    [ "$CHANGED" = 0 ] || DID=1
     if [ "$DRY_RUN" = 1 ]; then
         say "dry run: nothing was changed"
-    elif [ "$did" = 1 ]; then
-        say "toa is uninstalled: module unloaded, files and boot configuration removed"
+    elif [ "$DID" = 1 ]; then
+        say "toa is uninstalled: module unloaded or eBPF mode detached, files and boot configuration removed"
     else
         say "toa is not installed on this machine; nothing to remove"
     fi
@@ -857,6 +978,12 @@ function prove_install {
     elif [ "$status" != 0 ]; then
         undo_install "the toa command could not be installed (see above)"
     fi
+    run_selftest
+}
+
+# run_selftest: `toa selftest` on this kernel; a failure undoes the whole
+# installation.
+function run_selftest {
     if [ "$NO_SELFTEST" = 1 ]; then
         say "--no-selftest: not running $TOA_BIN selftest"
         return 0
@@ -878,7 +1005,7 @@ function prove_install {
 function undo_install {
     warn "$1; undoing the installation"
     uninstall
-    err "$1" "toa was unloaded and removed: this kernel does not show applications the client's address with it" \
+    err "$1" "toa was unloaded or detached, and removed: this kernel does not show applications the client's address with it" \
         "the self-test's lines are above; report them with 'uname -r' and your distribution" \
         "to install anyway (not recommended), run this again with --no-selftest"
 }

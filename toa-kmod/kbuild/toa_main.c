@@ -91,3 +91,7 @@ MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("TCP Option Address: accept()/getpeername() return the client an L4 proxy put in a TCP option");
 MODULE_AUTHOR("toa developers");
 MODULE_VERSION(TOA_VERSION);
+#ifdef TOA_TEST_NO_REWRITE
+/* Never a release: `modinfo -F toa_test_build toa.ko` says what it lacks. */
+MODULE_INFO(toa_test_build, "no-rewrite");
+#endif

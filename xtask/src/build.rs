@@ -373,24 +373,73 @@ fn build_one(
     log: &Path,
     bar: &ProgressBar,
 ) -> Result<KernelModule> {
-    let _ = std::fs::remove_file(log);
     let src = work_dir(&builder.distro, k);
-    sync_sources(
-        &cache::project_root().join("toa-kmod/kbuild"),
-        objects,
-        &src,
-    )?;
-    builder.execute(
-        &[builder.build_step(k, &src, env!("CARGO_PKG_VERSION"))],
-        log,
-        bar,
-    )?;
-    let ko = src.join("toa.ko");
+    let ko = compile(builder, k, objects, &src, log, bar)?;
     modcheck::check(&ko, &k.release, &src.join(builder::KERNEL_SYMVERS))?;
     let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
     modcheck::check_arch(&bytes, builder.distro.arch_kind())
         .with_context(|| format!("{} failed its checks", ko.display()))?;
     Ok(KernelModule::new(&k.release, &k.version, bytes))
+}
+
+/// The modinfo mark of a test-only build: `toa_test_build=<this>`.
+pub const NO_REWRITE_MARK: &str = "no-rewrite";
+
+/// A test-only toa.ko for kernel `release` of `distro` (one the lab builds
+/// with [`build_distro`]): built by the same builder with
+/// `TOA_TEST_NO_REWRITE=1`, so it loads and records but never rewrites an
+/// answer, and checked to carry `toa_test_build=no-rewrite` in its modinfo.
+/// Built in its own directory, so the release build's objects stay as they are.
+pub fn build_test_module(distro: &Distro, release: &str) -> Result<KernelModule> {
+    let all = kernels::discover(distro)?;
+    let k = all
+        .iter()
+        .find(|k| k.release == release)
+        .with_context(|| format!("{}: no kernel {release}", distro.name))?;
+    let kind = builder::select(None, distro)?;
+    let mut builder = Builder::new(kind, distro);
+    builder.make_vars = vec!["TOA_TEST_NO_REWRITE=1".to_string()];
+    builder.ensure_host()?;
+    let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
+    let log = cache::target_dir()
+        .join("build-logs")
+        .join(&distro.name)
+        .join(format!("{release}-{NO_REWRITE_MARK}.log"));
+    let bar = builder::spinner(&format!("{release} ({NO_REWRITE_MARK}, test only)"));
+    let src = work_dir(distro, k).with_file_name(format!("{release}-{NO_REWRITE_MARK}"));
+    let built = builder
+        .execute(&builder.prepare_steps()?, &log, &bar)
+        .and_then(|()| builder.execute(&builder.headers_steps(k), &log, &bar))
+        .and_then(|()| compile(&builder, k, &objects, &src, &log, &bar));
+    bar.finish_and_clear();
+    let ko = built?;
+    modcheck::check_test_build(
+        &ko,
+        &k.release,
+        &src.join(builder::KERNEL_SYMVERS),
+        NO_REWRITE_MARK,
+    )?;
+    let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
+    Ok(KernelModule::new(&k.release, &k.version, bytes))
+}
+
+/// Runs kbuild for `k` in `src` (sources synced first); returns toa.ko's path.
+fn compile(
+    builder: &Builder,
+    k: &Kernel,
+    objects: &[PathBuf],
+    src: &Path,
+    log: &Path,
+    bar: &ProgressBar,
+) -> Result<PathBuf> {
+    let _ = std::fs::remove_file(log);
+    sync_sources(&cache::project_root().join("toa-kmod/kbuild"), objects, src)?;
+    builder.execute(
+        &[builder.build_step(k, src, env!("CARGO_PKG_VERSION"))],
+        log,
+        bar,
+    )?;
+    Ok(src.join("toa.ko"))
 }
 
 /// Mirrors the kbuild sources and Rust objects into the build directory,

@@ -165,6 +165,9 @@ pub struct Builder {
     base: PathBuf,
     /// Kernels whose headers are in a shared image (see [`Builder::headers_set_steps`]).
     set_image: std::collections::HashMap<String, String>,
+    /// More `NAME=VALUE` words for kbuild's make; empty for a release (see
+    /// [`crate::build::build_test_module`]).
+    pub make_vars: Vec<String>,
 }
 
 impl Builder {
@@ -177,6 +180,7 @@ impl Builder {
             distro: distro.clone(),
             base,
             set_image: Default::default(),
+            make_vars: Vec::new(),
         }
     }
 
@@ -299,10 +303,15 @@ impl Builder {
             ),
             None => format!("CC={cc}"),
         };
+        let vars: String = self
+            .make_vars
+            .iter()
+            .map(|v| format!("{} ", shell_quote(v)))
+            .collect();
         format!(
             "cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\([^ ]*\\).*/\\1/p' {kdir}/.config); \
              case \"$cc_text\" in ''|*{cc}) ;; *) echo \"kernel {} was built with $cc_text, not {cc}\" >&2; exit 3;; esac; \
-             make -C {kdir} M={SRC_INSIDE} {make_cc} TOA_VERSION={toa_version} \
+             make -C {kdir} M={SRC_INSIDE} {make_cc} TOA_VERSION={toa_version} {vars}\
              KBUILD_BUILD_TIMESTAMP={REPRODUCIBLE_TIMESTAMP} modules && \
              cp {kdir}/Module.symvers {SRC_INSIDE}/{KERNEL_SYMVERS}",
             kernel.release

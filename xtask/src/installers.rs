@@ -4,7 +4,9 @@
 //! The sources are real shell files under `dist/`, compiled into xtask. Both
 //! scripts share `dist/lib.sh`, which rendering puts where they say
 //! `# @TOA_LIB@`; `@TOA_BASE_URL@` and `@TOA_VERSION@` are filled in
-//! everywhere. index.json and SHA256SUMS are rewritten afterwards so they
+//! everywhere, and `@TOA_BPF_UNIT@` (a here-document in install_toa.sh)
+//! becomes `dist/toa-bpf.service`, the unit the eBPF mode installs: no
+//! download besides the script. index.json and SHA256SUMS are rewritten afterwards so they
 //! cover the new scripts.
 
 use crate::{cache, index};
@@ -13,6 +15,11 @@ use std::path::{Path, PathBuf};
 
 const LIB: &str = include_str!("../../dist/lib.sh");
 const LIB_MARKER: &str = "# @TOA_LIB@";
+/// The systemd unit that restores the eBPF mode at boot.
+pub const BPF_UNIT: &str = include_str!("../../dist/toa-bpf.service");
+const BPF_UNIT_MARKER: &str = "@TOA_BPF_UNIT@";
+/// The here-document's delimiter around the unit in install_toa.sh.
+const BPF_UNIT_DELIMITER: &str = "TOA_UNIT";
 
 /// The scripts that ship, by file name, with their sources.
 pub const SCRIPTS: [(&str, &str); 2] = [
@@ -99,7 +106,14 @@ pub fn render(source: &str, base_url: &str) -> Result<String> {
             out.push_str(line);
         }
     }
+    if BPF_UNIT
+        .lines()
+        .any(|l| l == BPF_UNIT_DELIMITER || l.contains("@TOA_"))
+    {
+        bail!("dist/toa-bpf.service has a line the script's here-document cannot hold");
+    }
     let out = out
+        .replace(&format!("{BPF_UNIT_MARKER}\n"), BPF_UNIT)
         .replace("@TOA_BASE_URL@", &base_url)
         .replace("@TOA_VERSION@", env!("CARGO_PKG_VERSION"));
     if let Some(at) = out.find("@TOA_") {

@@ -60,6 +60,9 @@ const TOOLS: &[&str] = &[
     "find",
     "head",
     "sha256sum",
+    "ln",
+    "ls",
+    "rmdir",
 ];
 
 /// A toa.ko stand-in: just the `.modinfo` strings the modinfo stub reads.
@@ -132,8 +135,23 @@ if [ -d "$TOA_ROOT/sys/module/toa" ]; then echo "toa                    16384  0
     ),
     ("depmod", ""),
     ("insmod", ""),
-    ("systemctl", ""),
-    ("mokutil", "echo 'SecureBoot disabled'"),
+    (
+        "systemctl",
+        r#"cmd="" unit=""
+for a in "$@"; do
+    case $a in -*) ;; *) if [ -z "$cmd" ]; then cmd=$a; else unit=$a; fi ;; esac
+done
+wants=$TOA_ROOT/etc/systemd/system/multi-user.target.wants
+case $cmd in
+    is-enabled) [ -L "$wants/$unit" ] ;;
+    enable) mkdir -p "$wants" && ln -sf "/etc/systemd/system/$unit" "$wants/$unit" ;;
+    disable) rm -f "$wants/$unit" ;;
+esac"#,
+    ),
+    (
+        "mokutil",
+        r#"if [ -n "${TOA_TEST_SECURE_BOOT:-}" ]; then echo 'SecureBoot enabled'; else echo 'SecureBoot disabled'; fi"#,
+    ),
     ("gcc", ""),
     (
         "make",
@@ -188,7 +206,10 @@ impl Outcome {
             .filter(|c| {
                 let mut words = c.split_whitespace();
                 let cmd = words.next().unwrap_or("");
-                MUTATING.contains(&cmd) || (cmd == "dkms" && words.next() != Some("status"))
+                let sub = words.next();
+                (MUTATING.contains(&cmd) && !(cmd == "systemctl" && sub == Some("is-enabled")))
+                    || (cmd == "dkms" && sub != Some("status"))
+                    || (cmd == "toa" && sub == Some("bpf"))
             })
             .cloned()
             .collect()
@@ -1534,4 +1555,469 @@ fn the_module_of_the_machines_architecture_is_picked() {
         );
         lab.cleanup();
     }
+}
+// ---------------------------------------------------------------- the eBPF mode
+
+const BPF_UNIT_FILE: &str = "etc/systemd/system/toa-bpf.service";
+const BPF_UNIT_LINK: &str = "etc/systemd/system/multi-user.target.wants/toa-bpf.service";
+const BPF_ENV_FILE: &str = "etc/toa/bpf.env";
+const BPF_PINS: &str = "sys/fs/bpf/toa";
+
+/// Publishes a stand-in for the `toa` command that imitates the eBPF mode
+/// under $TOA_ROOT: `bpf load` pins (and records the trusted proxies it got
+/// from the environment), `bpf unload` unpins; it refuses like the real one
+/// when toa.ko is loaded, and like a kernel without the needed feature when
+/// TOA_TEST_BPF_REFUSE is set. `selftest` fails when TOA_TEST_SELFTEST_FAIL is.
+fn publish_bpf_toa_command(lab: &Lab) {
+    let body = format!(
+        r#"#!{}
+{STUB_LOG}
+pins=$TOA_ROOT/sys/fs/bpf/toa
+case "$1 ${{2:-}}" in
+    "--version "*) echo "toa {VERSION}" ;;
+    "bpf load")
+        if [ -d "$TOA_ROOT/sys/module/toa" ]; then
+            echo "toa: error: toa.ko is loaded; the eBPF mode and toa.ko do not go together (rmmod toa first)" >&2
+            exit 1
+        fi
+        if [ -n "${{TOA_TEST_BPF_REFUSE:-}}" ]; then
+            echo "toa: error: the kernel refused the sock_ops program: it lacks bpf_load_hdr_opt (Linux 5.10); use toa.ko" >&2
+            exit 1
+        fi
+        mkdir -p "$pins/links"
+        printf '%s\n' "${{TOA_TRUSTED_PROXIES:-any}}" >"$pins/trusted_proxies"
+        echo "attached at the cgroup v2 root; pinned under /sys/fs/bpf/toa" ;;
+    "bpf unload") rm -rf "$pins" ;;
+    "selftest "*)
+        echo "mode: eBPF"
+        if [ -n "${{TOA_TEST_SELFTEST_FAIL:-}}" ]; then
+            echo "FAIL v4-toa-on-inet: expected [AF_INET 198.51.100.7:41001 len=16]"
+            exit 1
+        fi
+        echo "PASS v4-toa-on-inet: ok"
+        echo "selftest: 4 passed, 0 failed, 0 skipped" ;;
+    "status "*) echo "mode: eBPF (pinned under /sys/fs/bpf/toa)" ;;
+    *) exit 2 ;;
+esac
+"#,
+        bash().display()
+    );
+    std::fs::write(lab.dist.join("toa-x86_64"), body).unwrap();
+}
+
+fn has_call(out: &Outcome, call: &str) -> bool {
+    out.calls.iter().any(|c| c == call)
+}
+
+#[test]
+fn the_unit_is_compiled_into_install_toa_sh() {
+    let text = render(SCRIPTS[0].1, "https://downloads.example.com/toa").unwrap();
+    assert!(text.contains(BPF_UNIT), "the unit is inlined");
+    assert!(!text.contains("@TOA_BPF_UNIT@"));
+    for line in [
+        "Type=oneshot",
+        "RemainAfterExit=yes",
+        "EnvironmentFile=/etc/toa/bpf.env",
+        "ExecStart=/usr/local/sbin/toa bpf load",
+        "Before=network-pre.target shutdown.target",
+        "Wants=network-pre.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(BPF_UNIT.lines().any(|l| l == line), "unit lacks {line}");
+    }
+}
+
+#[test]
+fn bpf_mode_installs_unit_and_settings_reruns_change_nothing_uninstall_removes_all() {
+    let lab = Lab::new("bpf");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+
+    let out = lab.run(
+        "install_toa.sh",
+        &["--mode", "bpf", "--trusted-proxies", "10.0.0.0/8"],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        out.mutating(),
+        [
+            "systemctl daemon-reload",
+            "systemctl enable --quiet toa-bpf.service",
+            "toa bpf load",
+        ],
+        "{}",
+        out.text()
+    );
+    assert!(has_call(&out, "toa selftest"), "{}", out.text());
+    assert!(out.stdout.contains("verified sha256 of toa-x86_64"));
+    assert!(out.stdout.contains("selftest: 4 passed"), "{}", out.text());
+    assert_eq!(lab.read(BPF_UNIT_FILE).unwrap(), BPF_UNIT);
+    assert!(lab.root.join(BPF_UNIT_LINK).is_symlink());
+    let env = lab.read(BPF_ENV_FILE).unwrap();
+    assert!(
+        env.lines().any(|l| l == "TOA_TRUSTED_PROXIES=10.0.0.0/8"),
+        "{env}"
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/trusted_proxies")).unwrap(),
+        "10.0.0.0/8\n",
+        "the loader got the unit's settings"
+    );
+    assert!(
+        !lab.root.join(MODULE_PATH).exists(),
+        "no module in the eBPF mode"
+    );
+    assert!(lab.read(MODULES_LOAD).is_none());
+    assert!(lab.root.join(TOA_COMMAND).is_file());
+
+    // Again, and with --mode auto, which keeps the installed mode.
+    let installed = snapshot(&lab.root);
+    for args in [&["--mode", "bpf"][..], &[]] {
+        let again = lab.run("install_toa.sh", args);
+        assert!(again.ok, "{args:?}: {}", again.text());
+        assert_eq!(again.mutating(), Vec::<String>::new(), "{}", again.text());
+        assert!(
+            again.stdout.contains("nothing to reload"),
+            "{}",
+            again.text()
+        );
+        assert!(has_call(&again, "toa selftest"), "{}", again.text());
+        assert_eq!(snapshot(&lab.root), installed, "{args:?} changed files");
+    }
+
+    // New settings: written, and loaded again in place.
+    let out = lab.run(
+        "install_toa.sh",
+        &["--mode", "bpf", "--trusted-proxies", "192.0.2.0/24"],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(out.mutating(), ["toa bpf load"], "{}", out.text());
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/trusted_proxies")).unwrap(),
+        "192.0.2.0/24\n"
+    );
+
+    let removed = lab.run("install_toa.sh", &["--uninstall"]);
+    assert!(removed.ok, "{}", removed.text());
+    assert_eq!(
+        removed.mutating(),
+        [
+            "systemctl disable --now toa-bpf.service",
+            "systemctl daemon-reload",
+            "toa bpf unload",
+        ],
+        "{}",
+        removed.text()
+    );
+    assert!(!lab.root.join(BPF_PINS).exists());
+    assert!(!lab.root.join("etc/toa").exists(), "its directory goes too");
+    assert_eq!(
+        files(&snapshot(&lab.root)),
+        files(&before),
+        "{}",
+        removed.text()
+    );
+    lab.cleanup();
+}
+
+#[test]
+fn one_mode_at_a_time() {
+    let lab = Lab::new("bpf-switch");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+
+    let kmod = lab.run("install_toa.sh", &["--trusted-proxies", "10.0.0.0/8"]);
+    assert!(kmod.ok, "{}", kmod.text());
+    assert!(lab.root.join("sys/module/toa").is_dir());
+
+    let bpf = lab.run("install_toa.sh", &["--mode", "bpf"]);
+    assert!(bpf.ok, "{}", bpf.text());
+    assert!(
+        bpf.stdout
+            .contains("toa.ko is installed here; removing it first"),
+        "{}",
+        bpf.text()
+    );
+    let calls = bpf.mutating();
+    let rmmod = calls.iter().position(|c| c == "rmmod toa");
+    let load = calls.iter().position(|c| c == "toa bpf load");
+    assert!(rmmod.is_some() && rmmod < load, "{}", bpf.text());
+    assert!(!lab.root.join("sys/module/toa").exists());
+    assert!(!lab.root.join(MODULE_PATH).exists());
+    assert!(lab.read(MODULES_LOAD).is_none());
+    assert!(lab.read("etc/modprobe.d/toa.conf").is_none());
+    assert!(lab.root.join(BPF_PINS).is_dir());
+
+    let back = lab.run("install_toa.sh", &["--mode", "kmod"]);
+    assert!(back.ok, "{}", back.text());
+    assert!(
+        back.stdout
+            .contains("the eBPF mode is installed here; removing it first"),
+        "{}",
+        back.text()
+    );
+    assert!(!lab.root.join(BPF_PINS).exists());
+    assert!(lab.read(BPF_UNIT_FILE).is_none());
+    assert!(!lab.root.join(BPF_UNIT_LINK).exists());
+    assert!(lab.read(BPF_ENV_FILE).is_none());
+    assert!(lab.root.join("sys/module/toa").is_dir());
+
+    let removed = lab.run("install_toa.sh", &["--uninstall"]);
+    assert!(removed.ok, "{}", removed.text());
+    assert_eq!(files(&snapshot(&lab.root)), files(&before));
+    lab.cleanup();
+}
+
+/// Which mode `--mode auto` installs, by the machine's state.
+#[test]
+fn auto_takes_the_module_when_it_can_load_else_the_ebpf_mode() {
+    struct Case {
+        name: &'static str,
+        prebuilt: bool,
+        krel: &'static str,
+        files: &'static [(&'static str, &'static str)],
+        env: &'static [(&'static str, &'static str)],
+        /// "kmod", "bpf", or the refusal's text.
+        expect: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "prebuilt, loads",
+            prebuilt: true,
+            krel: KREL,
+            files: &[],
+            env: &[],
+            expect: "kmod",
+        },
+        Case {
+            name: "prebuilt, lockdown",
+            prebuilt: true,
+            krel: KREL,
+            files: &[(
+                "sys/kernel/security/lockdown",
+                "none [integrity] confidentiality\n",
+            )],
+            env: &[],
+            expect: "bpf",
+        },
+        Case {
+            name: "prebuilt, Secure Boot",
+            prebuilt: true,
+            krel: KREL,
+            files: &[],
+            env: &[("TOA_TEST_SECURE_BOOT", "1")],
+            expect: "bpf",
+        },
+        Case {
+            name: "prebuilt, modules_disabled",
+            prebuilt: true,
+            krel: KREL,
+            files: &[("proc/sys/kernel/modules_disabled", "1\n")],
+            env: &[],
+            expect: "bpf",
+        },
+        Case {
+            name: "no prebuilt",
+            prebuilt: false,
+            krel: KREL,
+            files: &[],
+            env: &[],
+            expect: "bpf",
+        },
+        Case {
+            name: "no prebuilt, the kernel refuses the programs",
+            prebuilt: false,
+            krel: KREL,
+            files: &[],
+            env: &[("TOA_TEST_BPF_REFUSE", "1")],
+            expect: "no prebuilt toa.ko for kernel 6.1.0-99-amd64",
+        },
+        Case {
+            name: "no prebuilt, kernel 5.4",
+            prebuilt: false,
+            krel: "5.4.0-99-generic",
+            files: &[],
+            env: &[],
+            expect: "no prebuilt toa.ko for kernel 5.4.0-99-generic",
+        },
+        Case {
+            name: "prebuilt, lockdown, the kernel refuses the programs",
+            prebuilt: true,
+            krel: KREL,
+            files: &[("sys/kernel/security/lockdown", "[integrity]\n")],
+            env: &[("TOA_TEST_BPF_REFUSE", "1")],
+            expect: "loads only signed modules",
+        },
+    ];
+    for case in cases {
+        let mut lab = Lab::new("auto");
+        publish_bpf_toa_command(&lab);
+        let module = KernelModule::new(case.krel, "1.0-1", fake_ko(case.krel, "SRC1"));
+        let other = KernelModule::new("6.1.0-98-amd64", "1.0-1", fake_ko("6.1.0-98-amd64", "S"));
+        lab.publish(&[if case.prebuilt { module } else { other }]);
+        std::fs::create_dir_all(lab.root.join(format!("lib/modules/{}", case.krel))).unwrap();
+        for (path, text) in case.files {
+            lab.write(path, text);
+        }
+        lab.env.push(("TOA_TEST_KREL".into(), case.krel.into()));
+        for (k, v) in case.env {
+            lab.env.push((k.to_string(), v.to_string()));
+        }
+        let before = snapshot(&lab.root);
+        let out = lab.run("install_toa.sh", &[]);
+        let name = case.name;
+        match case.expect {
+            "kmod" => {
+                assert!(out.ok, "{name}: {}", out.text());
+                assert!(has_call(&out, "modprobe toa"), "{name}: {}", out.text());
+                assert!(!has_call(&out, "toa bpf load"), "{name}: {}", out.text());
+            }
+            "bpf" => {
+                assert!(out.ok, "{name}: {}", out.text());
+                assert!(has_call(&out, "toa bpf load"), "{name}: {}", out.text());
+                assert!(!has_call(&out, "modprobe toa"), "{name}: {}", out.text());
+                assert!(lab.root.join(BPF_PINS).is_dir(), "{name}");
+            }
+            refusal => {
+                assert!(!out.ok, "{name}: {}", out.text());
+                assert!(out.stderr.contains(refusal), "{name}: {}", out.text());
+                assert!(!has_call(&out, "modprobe toa"), "{name}: {}", out.text());
+                assert_eq!(
+                    files(&snapshot(&lab.root)),
+                    files(&before),
+                    "{name}: {}",
+                    out.text()
+                );
+            }
+        }
+        lab.cleanup();
+    }
+}
+
+#[test]
+fn bpf_mode_is_rolled_back_when_the_kernel_refuses_or_the_selftest_fails() {
+    for (env, message) in [
+        (
+            "TOA_TEST_BPF_REFUSE",
+            "toa bpf load failed: toa: error: the kernel refused the sock_ops program",
+        ),
+        (
+            "TOA_TEST_SELFTEST_FAIL",
+            "toa selftest failed: FAIL v4-toa-on-inet",
+        ),
+    ] {
+        let mut lab = Lab::new("bpf-rollback");
+        publish_bpf_toa_command(&lab);
+        lab.publish(&[standard_module()]);
+        lab.env.push((env.into(), "1".into()));
+        let before = snapshot(&lab.root);
+        let out = lab.run("install_toa.sh", &["--mode", "bpf"]);
+        assert!(!out.ok, "{env}: {}", out.text());
+        assert!(out.stderr.contains(message), "{env}: {}", out.text());
+        assert!(!lab.root.join(BPF_PINS).exists(), "{env}");
+        assert_eq!(
+            files(&snapshot(&lab.root)),
+            files(&before),
+            "{env}: {}",
+            out.text()
+        );
+        lab.cleanup();
+    }
+}
+
+#[test]
+fn bpf_mode_refuses_an_old_kernel_and_a_machine_without_systemd() {
+    let mut lab = Lab::new("bpf-refused");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    lab.env
+        .push(("TOA_TEST_KREL".into(), "4.19.0-27-amd64".into()));
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &["--mode", "bpf"]);
+    assert_refused(
+        &lab,
+        &out,
+        &before,
+        "the eBPF mode needs kernel 5.10 or newer, and this machine runs 4.19.0-27-amd64",
+    );
+    lab.env.clear();
+    std::fs::remove_dir_all(lab.root.join("run/systemd")).unwrap();
+    let before = snapshot(&lab.root);
+    let out = lab.run("install_toa.sh", &["--mode", "bpf"]);
+    assert_refused(&lab, &out, &before, "the eBPF mode needs systemd");
+    lab.cleanup();
+}
+
+#[test]
+fn bpf_dry_run_changes_nothing() {
+    let lab = Lab::new("bpf-dry");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+    let out = lab.run(
+        "install_toa.sh",
+        &[
+            "--mode",
+            "bpf",
+            "--dry-run",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+        ],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert!(out.mutating().is_empty(), "{}", out.text());
+    assert_eq!(snapshot(&lab.root), before);
+    for text in [
+        "would write",
+        "/etc/systemd/system/toa-bpf.service",
+        "would run: systemctl enable --quiet toa-bpf.service",
+        "would run: env TOA_TRUSTED_PROXIES=10.0.0.0/8 /usr/local/sbin/toa bpf load",
+    ] {
+        assert!(out.stdout.contains(text), "{text}: {}", out.text());
+    }
+    lab.cleanup();
+}
+
+#[test]
+fn mode_arguments_are_checked() {
+    let lab = Lab::new("mode-args");
+    for (script, args, message) in [
+        (
+            "install_toa.sh",
+            &["--mode", "ebpf"][..],
+            "--mode takes auto, kmod or bpf, not 'ebpf'",
+        ),
+        (
+            "install_toa.sh",
+            &["--mode"][..],
+            "--mode needs one of auto, kmod, bpf",
+        ),
+        (
+            "install_toa.sh",
+            &["--mode=bpf", "--uninstall"][..],
+            "it takes no --mode",
+        ),
+        (
+            "install_toa.sh",
+            &["--mode", "bpf", "--compile"][..],
+            "--compile builds toa.ko",
+        ),
+        (
+            "compile_install_toa.sh",
+            &["--mode", "bpf"][..],
+            "install_toa.sh | sudo bash -s -- --mode bpf",
+        ),
+    ] {
+        let out = lab.run(script, args);
+        assert!(!out.ok, "{script} {args:?}: {}", out.text());
+        assert!(
+            out.stderr.contains(message),
+            "{script} {args:?}: {}",
+            out.text()
+        );
+        assert!(out.mutating().is_empty(), "{}", out.text());
+    }
+    lab.cleanup();
 }

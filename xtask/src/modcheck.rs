@@ -36,17 +36,57 @@ pub fn parse_symvers(text: &str) -> HashSet<String> {
 
 /// vermagic, modinfo fields and undefined symbols of `ko` against the kernel
 /// `release` and its `Module.symvers`.
+/// A release module never carries it.
+pub const TEST_BUILD_KEY: &str = "toa_test_build";
+
 pub fn check(ko_path: &Path, release: &str, symvers_path: &Path) -> Result<()> {
+    check_file(ko_path, release, symvers_path, None)
+}
+
+/// [`check`] for a test-only build: its modinfo must say
+/// `toa_test_build=<mark>`.
+pub fn check_test_build(
+    ko_path: &Path,
+    release: &str,
+    symvers_path: &Path,
+    mark: &str,
+) -> Result<()> {
+    check_file(ko_path, release, symvers_path, Some(mark))
+}
+
+fn check_file(
+    ko_path: &Path,
+    release: &str,
+    symvers_path: &Path,
+    test_mark: Option<&str>,
+) -> Result<()> {
     let ko = std::fs::read(ko_path).with_context(|| format!("reading {}", ko_path.display()))?;
     let symvers = std::fs::read_to_string(symvers_path)
         .with_context(|| format!("reading {}", symvers_path.display()))?;
-    check_bytes(&ko, release, &parse_symvers(&symvers))
+    check_module(&ko, release, &parse_symvers(&symvers), test_mark)
         .with_context(|| format!("{} failed its checks", ko_path.display()))
 }
 
-pub fn check_bytes(ko: &[u8], release: &str, exported: &HashSet<String>) -> Result<()> {
+/// `test_mark`: `None` for a release (no `toa_test_build` allowed), else the
+/// value the test build's `toa_test_build` must have.
+fn check_module(
+    ko: &[u8],
+    release: &str,
+    exported: &HashSet<String>,
+    test_mark: Option<&str>,
+) -> Result<()> {
     let info = modinfo(ko)?;
     let mut problems = Vec::new();
+    match (test_mark, info.get(TEST_BUILD_KEY)) {
+        (None, Some(v)) => problems.push(format!(
+            "a test-only build ({TEST_BUILD_KEY}={v}): it must never be packed as a release"
+        )),
+        (Some(want), have) if have.map(String::as_str) != Some(want) => problems.push(format!(
+            "the test build's modinfo says {TEST_BUILD_KEY}={}, expected {want}",
+            have.map_or("(nothing)", String::as_str)
+        )),
+        _ => {}
+    }
     for key in REQUIRED_MODINFO {
         if info.get(*key).is_none_or(|v| v.is_empty()) {
             problems.push(format!("modinfo field `{key}` missing"));
@@ -119,5 +159,35 @@ mod tests {
         assert!(names.contains("printk"));
         assert!(names.contains("nf_register_sockopt"));
         assert_eq!(names.len(), 2);
+    }
+
+    fn ko_with_modinfo(modinfo: &[u8]) -> Vec<u8> {
+        use object::write::Object;
+        use object::{Architecture, BinaryFormat, Endianness, SectionKind};
+        let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let sec = obj.add_section(Vec::new(), b".modinfo".to_vec(), SectionKind::ReadOnlyData);
+        obj.append_section_data(sec, modinfo, 1);
+        obj.write().unwrap()
+    }
+
+    const INFO: &[u8] =
+        b"license=GPL\0vermagic=6.1.0-9-amd64 SMP \0name=toa\0version=1\0description=d\0";
+
+    #[test]
+    fn a_test_build_is_never_a_release() {
+        let none = HashSet::new();
+        let release = ko_with_modinfo(INFO);
+        check_module(&release, "6.1.0-9-amd64", &none, None).unwrap();
+        let mut info = INFO.to_vec();
+        info.extend_from_slice(b"toa_test_build=no-rewrite\0");
+        let test = ko_with_modinfo(&info);
+        let err = check_module(&test, "6.1.0-9-amd64", &none, None).unwrap_err();
+        assert!(err.to_string().contains("never be packed"), "{err}");
+        check_module(&test, "6.1.0-9-amd64", &none, Some("no-rewrite")).unwrap();
+        let err = check_module(&release, "6.1.0-9-amd64", &none, Some("no-rewrite")).unwrap_err();
+        assert!(
+            err.to_string().contains("=(nothing), expected no-rewrite"),
+            "{err}"
+        );
     }
 }

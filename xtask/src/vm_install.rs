@@ -14,20 +14,26 @@
 //!   writes `TOA-INSTALL` lines to the second serial port (a file on the
 //!   host) and powers off; [`parse_results`] and [`judge`] decide.
 //!
+//! The release served holds the operator's `toa` command (`toa-x86_64`), so
+//! every install runs `toa selftest` as an operator's would.
+//!
 //! Damaged downloads are served under other paths of the same server:
 //! `corrupt/` (the per-distro tarball and toa.tar.gz with one byte flipped,
 //! the published checksums unchanged), `vermagic/` (an index whose entry for
-//! the running kernel ships a toa.ko whose vermagic names another kernel) and
-//! `truncated/install_toa.sh` (the first half of the script).
+//! the running kernel ships a toa.ko whose vermagic names another kernel),
+//! `norewrite/` (a whole release whose toa.ko is the test-only build that
+//! loads but never rewrites, `toa_test_build=no-rewrite` in its modinfo: the
+//! installer's self-test must refuse it) and `truncated/install_toa.sh` (the
+//! first half of the script).
 //!
-//! Files: `target/vm-install/<distro>/` holds the run: disk copy, served
-//! files, console and result logs.
+//! Files: `target/vm-install/<distro>/` (`<distro>-bpf/` with `--mode bpf`)
+//! holds the run: disk copy, served files, console and result logs.
 
 mod image;
 mod server;
 
 use crate::distro::Distro;
-use crate::{cache, index, installers, kmod_object, package, qemu, source};
+use crate::{cache, index, installers, kmod_object, operator_cli, package, qemu, source};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +55,35 @@ pub struct Args {
     /// Use KVM when /dev/kvm is usable (also TOA_KVM=1); the default is TCG.
     #[arg(long)]
     pub kvm: bool,
+    /// What the installer installs in the guest: `kmod` (toa.ko prebuilt and
+    /// compiled, the damaged and test-only releases refused) or `bpf` (the
+    /// eBPF mode: install, reboot, restored by its unit, uninstall, reboot).
+    #[arg(long, value_enum, default_value_t = Mode::Kmod)]
+    pub mode: Mode,
+}
+
+/// Which of the installers' modes a run proves.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Kmod,
+    Bpf,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Kmod => "kmod",
+            Mode::Bpf => "bpf",
+        }
+    }
+
+    /// The boots of a run in this mode.
+    pub fn stages(self) -> &'static [Stage] {
+        match self {
+            Mode::Kmod => STAGES,
+            Mode::Bpf => BPF_STAGES,
+        }
+    }
 }
 
 /// One boot of the guest and the checks `stage.sh` reports in it.
@@ -71,6 +106,7 @@ pub const STAGES: &[Stage] = &[
             "corrupt_tarball",
             "other_kernel",
             "corrupt_source",
+            "selftest_rollback",
             "install",
         ],
         dkms: false,
@@ -110,6 +146,28 @@ pub const STAGES: &[Stage] = &[
     },
 ];
 
+/// `--mode bpf`: the eBPF mode through its whole life.
+pub const BPF_STAGES: &[Stage] = &[
+    Stage {
+        number: 1,
+        title: "fresh guest, eBPF mode",
+        checks: &["pristine", "bpf_install"],
+        dkms: false,
+    },
+    Stage {
+        number: 2,
+        title: "reboot after the eBPF install",
+        checks: &["bpf_restored_at_boot", "bpf_install_again", "bpf_uninstall"],
+        dkms: false,
+    },
+    Stage {
+        number: 3,
+        title: "reboot after the eBPF uninstall",
+        checks: &["bpf_stays_uninstalled"],
+        dkms: false,
+    },
+];
+
 /// Checks a stage reports only with DKMS, by stage.
 const DKMS_CHECKS: &[(u32, &str)] = &[(3, "compile_dkms")];
 
@@ -133,16 +191,18 @@ pub fn run(args: Args) -> Result<()> {
     distro
         .debian()
         .context("the install test needs a Debian release")?;
-    let with_dkms = !args.no_dkms;
+    let with_dkms = !args.no_dkms && args.mode == Mode::Kmod;
 
     // What the host serves: prebuilt module, source, installers.
     let built = crate::build::build_distro(&distro)?;
+    let no_rewrite = crate::build::build_test_module(&distro, &built.release)?;
     let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
+    let toa_command = operator_cli::build_for_lab(distro.arch_kind())?;
     let release = built.release.clone();
     let image = image::ensure(&distro, &release)?;
     let prepared = started.elapsed();
 
-    let dir = run_dir(&distro);
+    let dir = run_dir(&distro, args.mode);
     eprintln!("vm-install-test: run directory {}", dir.display());
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -151,9 +211,19 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&serve)?;
     let server = server::Server::start(&serve)?;
     let base = format!("http://10.0.2.2:{}", server.port);
-    let site = prepare_site(&serve, &base, &built, &distro, &objects)?;
+    let site = prepare_site(
+        &serve,
+        &base,
+        &Release {
+            built: &built,
+            no_rewrite,
+            toa_command: &toa_command,
+        },
+        &distro,
+        &objects,
+    )?;
     eprintln!(
-        "serving {} on 127.0.0.1:{} (the guest's {base}); corrupt, vermagic and truncated variants beside it",
+        "serving {} on 127.0.0.1:{} (the guest's {base}); corrupt, vermagic, norewrite and truncated variants beside it",
         serve.display(),
         server.port
     );
@@ -175,12 +245,17 @@ pub fn run(args: Args) -> Result<()> {
             ("stage.sh", STAGE_SCRIPT.as_bytes().to_vec()),
             (
                 "lab.env",
-                lab_env(&base, &release, &site.dist_name, with_dkms).into_bytes(),
+                lab_env(&base, &release, &site.dist_name, with_dkms, args.mode).into_bytes(),
             ),
         ],
     )?;
 
-    let stages: Vec<&Stage> = STAGES.iter().filter(|s| with_dkms || !s.dkms).collect();
+    let stages: Vec<&Stage> = args
+        .mode
+        .stages()
+        .iter()
+        .filter(|s| with_dkms || !s.dkms)
+        .collect();
     let mut boots: Vec<BootReport> = Vec::new();
     for stage in &stages {
         let report = boot_stage(stage, &image, &disk, &payload, &dir, &args, with_dkms)?;
@@ -209,15 +284,21 @@ pub fn run(args: Args) -> Result<()> {
     summary.check(&dir)
 }
 
-/// `target/vm-install/<distro>/`.
-pub fn run_dir(distro: &Distro) -> PathBuf {
-    cache::target_dir().join("vm-install").join(&distro.name)
+/// `target/vm-install/<distro>/` (`<distro>-bpf/` for `--mode bpf`, so
+/// both can run at once).
+pub fn run_dir(distro: &Distro, mode: Mode) -> PathBuf {
+    let name = match mode {
+        Mode::Kmod => distro.name.clone(),
+        Mode::Bpf => format!("{}-bpf", distro.name),
+    };
+    cache::target_dir().join("vm-install").join(name)
 }
 
-fn lab_env(base: &str, release: &str, dist_name: &str, with_dkms: bool) -> String {
+fn lab_env(base: &str, release: &str, dist_name: &str, with_dkms: bool, mode: Mode) -> String {
     format!(
-        "BASE={base}\nRELEASE={release}\nDIST_NAME={dist_name}\nWITH_DKMS={}\n",
-        u8::from(with_dkms)
+        "BASE={base}\nRELEASE={release}\nDIST_NAME={dist_name}\nWITH_DKMS={}\nMODE={}\n",
+        u8::from(with_dkms),
+        mode.name()
     )
 }
 
@@ -226,20 +307,40 @@ pub struct Site {
     pub dist_name: String,
 }
 
+/// What the host built for the served tree.
+pub struct Release<'a> {
+    pub built: &'a crate::build::Built,
+    /// The test-only module for the guest's kernel (`norewrite/`).
+    pub no_rewrite: package::KernelModule,
+    /// The operator's command, served as `toa-<arch>`.
+    pub toa_command: &'a Path,
+}
+
+/// Copies the operator's command into `dir` as the release names it.
+fn put_toa_command(dir: &Path, binary: &Path, arch: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dest = dir.join(operator_cli::file_name(arch));
+    std::fs::copy(binary, &dest).with_context(|| format!("copying {}", binary.display()))?;
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
 /// The served tree: the release as it ships, plus damaged variants.
 fn prepare_site(
     serve: &Path,
     base: &str,
-    built: &crate::build::Built,
+    release: &Release,
     distro: &Distro,
     objects: &[PathBuf],
 ) -> Result<Site> {
+    let built = release.built;
     let dist_name = distro.dist_name();
     let tarball_name = format!("{dist_name}.tar.gz");
     std::fs::copy(&built.tarball, serve.join(&tarball_name))
         .with_context(|| format!("copying {}", built.tarball.display()))?;
     source::write_source_tarball(serve, objects)?;
     installers::write_installers(serve, base)?;
+    put_toa_command(serve, release.toa_command, &distro.arch)?;
     index::write_index(serve)?;
 
     // corrupt/: the published index and checksums, damaged downloads.
@@ -275,6 +376,19 @@ fn prepare_site(
         "vermagic/: toa.ko for {} claims kernel {other}",
         built.release
     );
+
+    // norewrite/: a release like the real one whose toa.ko loads and never
+    // rewrites (the test-only build): only the self-test can tell.
+    let norewrite = serve.join("norewrite");
+    package::write_tarball(
+        &norewrite,
+        &dist_name,
+        &distro.name,
+        &distro.arch,
+        std::slice::from_ref(&release.no_rewrite),
+    )?;
+    put_toa_command(&norewrite, release.toa_command, &distro.arch)?;
+    index::write_index(&norewrite)?;
 
     // truncated/: install_toa.sh cut in the middle.
     let truncated = serve.join("truncated");
@@ -690,6 +804,7 @@ TOA-INSTALL CHECK 1 truncated PASS 9000 bytes piped to bash: exit 2, nothing ran
 TOA-INSTALL CHECK 1 corrupt_tarball PASS exit 1: checksum mismatch for Debian-12-x86_64.tar.gz\r
 TOA-INSTALL CHECK 1 other_kernel FAIL no vermagic refusal (exit 0)\r
 TOA-INSTALL CHECK 1 corrupt_source PASS exit 1\r
+TOA-INSTALL CHECK 1 selftest_rollback PASS exit 1: toa selftest failed: FAIL v4-toa-on-inet\r
 TOA-INSTALL CHECK 1 install PASS exit 0\r
 TOA-INSTALL END 1\r
 ";
@@ -700,7 +815,7 @@ TOA-INSTALL END 1\r
         assert_eq!(r.stage, Some(1));
         assert_eq!(r.kernel.as_deref(), Some("6.1.0-50-amd64"));
         assert_eq!(r.uptime.as_deref(), Some("21.37"));
-        assert_eq!(r.checks.len(), 6);
+        assert_eq!(r.checks.len(), 7);
         assert_eq!(r.checks[1].name, "truncated");
         assert!(r.checks[1].passed);
         assert_eq!(
@@ -828,9 +943,24 @@ TOA-INSTALL END 1\r
     #[test]
     fn lab_env_is_shell() {
         assert_eq!(
-            lab_env("http://10.0.2.2:8000", "6.1.0-50-amd64", "Debian-12-x86_64", true),
-            "BASE=http://10.0.2.2:8000\nRELEASE=6.1.0-50-amd64\nDIST_NAME=Debian-12-x86_64\nWITH_DKMS=1\n"
+            lab_env(
+                "http://10.0.2.2:8000",
+                "6.1.0-50-amd64",
+                "Debian-12-x86_64",
+                true,
+                Mode::Kmod
+            ),
+            "BASE=http://10.0.2.2:8000\nRELEASE=6.1.0-50-amd64\nDIST_NAME=Debian-12-x86_64\nWITH_DKMS=1\nMODE=kmod\n"
         );
+    }
+
+    #[test]
+    fn stage_numbers_follow_each_other() {
+        for mode in [Mode::Kmod, Mode::Bpf] {
+            for (i, stage) in mode.stages().iter().enumerate() {
+                assert_eq!(stage.number as usize, i + 1, "{mode:?}");
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@
 set -u
 
 LAB=/run/toa-lab
-# BASE (the test server as the guest reaches it), RELEASE, DIST_NAME, WITH_DKMS.
+# BASE (the test server as the guest reaches it), RELEASE, DIST_NAME, WITH_DKMS,
+# MODE (kmod: stage_N; bpf: bpf_stage_N).
 # shellcheck source=/dev/null
 . "$LAB/lab.env"
 STATE=/var/lib/toa-lab
@@ -85,6 +86,35 @@ function lacks {
     ! grep -qF -- "$1" <<<"$OUT"
 }
 
+# has_line REGEX: a whole line of the output matches (grep -E).
+function has_line {
+    grep -qE -- "^$1\$" <<<"$OUT"
+}
+
+TOA_BIN=/usr/local/sbin/toa
+
+# selftest_passed: the installer ran `toa selftest` on this kernel and showed
+# its lines, every check passing.
+function selftest_passed {
+    has "proving toa on kernel $KREL: $TOA_BIN selftest" &&
+        has_line '  PASS [a-z0-9-]+: .*' &&
+        has_line '  selftest: [1-9][0-9]* passed, 0 failed, [0-9]+ skipped' &&
+        lacks "  FAIL "
+}
+
+function toa_command_installed {
+    [ -x "$TOA_BIN" ] && "$TOA_BIN" --version >/dev/null 2>&1
+}
+
+function no_toa_command {
+    [ ! -e "$TOA_BIN" ]
+}
+
+# selftest_summary: the self-test's closing line, for a verdict.
+function selftest_summary {
+    grep -m1 -oE 'selftest: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' <<<"$OUT"
+}
+
 function loaded {
     [ -d /sys/module/toa ] && lsmod | grep -q '^toa '
 }
@@ -113,7 +143,12 @@ function snapshot {
         if [ -d /sys/module/toa ]; then
             echo "loaded toa srcversion=$(cat /sys/module/toa/srcversion 2>/dev/null)"
         fi
+        if [ -d /sys/fs/bpf/toa ]; then
+            echo "pinned /sys/fs/bpf/toa: $(find /sys/fs/bpf/toa -mindepth 1 | sort | tr '\n' ' ')"
+        fi
         for f in /etc/modules /etc/modules-load.d/* /etc/modprobe.d/* /etc/rc.local /etc/rc.d/rc.local \
+            "$TOA_BIN" /etc/toa /etc/systemd/system/toa-bpf.service \
+            /etc/systemd/system/*.wants/toa-bpf.service \
             $(find /lib/modules -name 'toa.ko*' 2>/dev/null) \
             $(find /usr/src /var/lib/dkms -maxdepth 1 -name 'toa*' 2>/dev/null); do
             if [ -L "$f" ]; then
@@ -265,6 +300,19 @@ function stage_1 {
     expect "the system changed: @DIFF@" same_as pristine
     verdict corrupt_source "exit $RC: $(grep -m1 -o 'checksum mismatch for [^:]*' <<<"$OUT")"
 
+    # A release whose toa.ko loads but never rewrites (the test-only build):
+    # the checksums and the vermagic are right, only the self-test sees it.
+    run_case selftest_rollback "$INSTALL -s -- --base-url $BASE/norewrite"
+    expect "exit status 0" rc_not_zero
+    expect "the module was not loaded first" has "loaded toa"
+    expect "the self-test did not run" has "proving toa on kernel $KREL: $TOA_BIN selftest"
+    expect "no failing self-test check named" has "toa selftest failed: FAIL "
+    expect "it did not say it undid the installation" has "undoing the installation"
+    expect "toa is loaded" not_loaded
+    expect "$TOA_BIN is left" no_toa_command
+    expect "the system changed: @DIFF@" same_as pristine
+    verdict selftest_rollback "exit $RC: $(grep -m1 -o 'toa selftest failed: FAIL [^:]*' <<<"$OUT"); unloaded, nothing left"
+
     curl -fsS "$BASE/index.json" -o "$STATE/index.json"
     run_case install "$INSTALL"
     expect "exit status $RC" rc_is 0
@@ -275,8 +323,11 @@ function stage_1 {
     expect "/etc/modules-load.d/toa.conf missing" test -f /etc/modules-load.d/toa.conf
     expect "the installed toa.ko is not the published one" installed_is_published
     expect "toa is loaded at boot from $(boot_entries) places" one_boot_entry
+    expect "the toa command was not checked against SHA256SUMS" has "verified sha256 of toa-x86_64"
+    expect "$TOA_BIN is not installed" toa_command_installed
+    expect "the self-test did not run or did not pass" selftest_passed
     save installed
-    verdict install "exit 0, lsmod: $(lsmod | grep '^toa ' | tr -s ' '), toa_stats readable"
+    verdict install "exit 0, lsmod: $(lsmod | grep '^toa ' | tr -s ' '), toa_stats readable, $TOA_BIN $(selftest_summary)"
 }
 
 # After a reboot: loaded by itself; runs 2 and 3 change nothing; --uninstall.
@@ -298,7 +349,9 @@ function stage_2 {
         expect "files rewritten: @DIFF@" untouched_since installed
         expect "duplicated lines: @DIFF@" no_duplicate_lines
         expect "toa is loaded at boot from $(boot_entries) places" one_boot_entry
-        verdict "install_run_$run" "exit 0, no file changed or rewritten, one boot entry, no duplicated line"
+        expect "it did not see the toa command up to date" has "the toa command $TOA_BIN is up to date"
+        expect "the self-test did not run or did not pass" selftest_passed
+        verdict "install_run_$run" "exit 0, no file changed or rewritten, one boot entry, no duplicated line, $(selftest_summary)"
     done
 
     run_case uninstall "$INSTALL -s -- --uninstall"
@@ -306,8 +359,9 @@ function stage_2 {
     expect "toa is still loaded" not_loaded
     expect "a toa.ko is left or modprobe still finds one" no_toa_module_file
     expect "boot configuration still loads toa" no_boot_entry
+    expect "$TOA_BIN is left" no_toa_command
     expect "the state is not the fresh guest's: @DIFF@" same_as pristine
-    verdict uninstall "exit 0: unloaded, module, files and boot configuration removed"
+    verdict uninstall "exit 0: unloaded, module, $TOA_BIN, files and boot configuration removed"
 }
 
 # After another reboot: still gone; then the compile path, without and with DKMS.
@@ -326,8 +380,9 @@ function stage_3 {
     expect "it did not say DKMS is missing" has "dkms is not installed"
     expect "/lib/modules/$KREL/updates/toa.ko missing" test -f "/lib/modules/$KREL/updates/toa.ko"
     expect "toa is loaded at boot from $(boot_entries) places" one_boot_entry
+    expect "the self-test did not run or did not pass" selftest_passed
     save compiled
-    verdict compile "built from toa.tar.gz with make in $((SECONDS - started)) s and loaded, srcversion $(cat /sys/module/toa/srcversion 2>/dev/null)"
+    verdict compile "built from toa.tar.gz with make in $((SECONDS - started)) s and loaded, srcversion $(cat /sys/module/toa/srcversion 2>/dev/null), $(selftest_summary)"
 
     if [ "$WITH_DKMS" != 1 ]; then
         return 0
@@ -369,6 +424,7 @@ function stage_4 {
     expect "DKMS still has toa" dkms_empty
     expect "a toa.ko is left or modprobe still finds one" no_toa_module_file
     expect "boot configuration still loads toa" no_boot_entry
+    expect "$TOA_BIN is left" no_toa_command
     expect "the state is not the fresh guest's: @DIFF@" same_as pristine
     verdict dkms_uninstall "exit 0: DKMS registration, module and boot configuration removed"
 }
@@ -377,6 +433,95 @@ function stage_5 {
     expect "toa is loaded after uninstall and reboot" not_loaded
     expect "the state is not the fresh guest's: @DIFF@" same_as pristine
     verdict dkms_stays_uninstalled "not loaded after the reboot, nothing left"
+}
+
+# ---------------------------------------------------------------- the eBPF mode
+
+BPF_UNIT=toa-bpf.service
+BPF_PINS=/sys/fs/bpf/toa
+
+function bpf_attached {
+    [ -d "$BPF_PINS" ] && [ -n "$(find "$BPF_PINS" -mindepth 1 2>/dev/null | head -n 1)" ]
+}
+
+function bpf_detached {
+    [ ! -e "$BPF_PINS" ]
+}
+
+function bpf_unit_enabled {
+    systemctl is-enabled --quiet "$BPF_UNIT"
+}
+
+function bpf_unit_gone {
+    [ ! -e "/etc/systemd/system/$BPF_UNIT" ] && ! systemctl is-enabled --quiet "$BPF_UNIT" 2>/dev/null
+}
+
+# status_says_ebpf: `toa status` exits 0 and names the eBPF mode.
+STATUS=""
+function status_says_ebpf {
+    local rc=0
+    STATUS=$("$TOA_BIN" status 2>&1) || rc=$?
+    DIFF="exit $rc: $(head -n 3 <<<"$STATUS" | tr '\n' ' ')"
+    [ "$rc" = 0 ] && grep -q 'eBPF' <<<"$STATUS"
+}
+
+# A fresh guest: install the eBPF mode.
+function bpf_stage_1 {
+    dkms_off
+    save pristine
+    expect "toa is loaded before any install" not_loaded
+    expect "the eBPF mode is attached before any install" bpf_detached
+    verdict pristine "nothing of toa on the fresh guest"
+
+    run_case bpf_install "$INSTALL -s -- --mode bpf"
+    expect "exit status $RC" rc_is 0
+    expect "toa.ko is loaded" not_loaded
+    expect "nothing pinned under $BPF_PINS" bpf_attached
+    expect "$BPF_UNIT is not enabled" bpf_unit_enabled
+    expect "/etc/toa/bpf.env missing" test -f /etc/toa/bpf.env
+    expect "$TOA_BIN is not installed" toa_command_installed
+    expect "the toa command was not checked against SHA256SUMS" has "verified sha256 of toa-x86_64"
+    expect "the self-test did not run or did not pass" selftest_passed
+    expect "toa status does not say eBPF: @DIFF@" status_says_ebpf
+    save bpf_installed
+    verdict bpf_install "exit 0, $(find "$BPF_PINS" -mindepth 1 | wc -l) pins under $BPF_PINS, $BPF_UNIT enabled, $(selftest_summary)"
+}
+
+# After a reboot: the unit attached it again; a rerun changes nothing; --uninstall.
+function bpf_stage_2 {
+    dkms_off
+    expect "$BPF_UNIT is not active: $(systemctl is-active "$BPF_UNIT" 2>&1)" systemctl is-active --quiet "$BPF_UNIT"
+    expect "nothing pinned under $BPF_PINS after the reboot" bpf_attached
+    expect "toa status does not say eBPF: @DIFF@" status_says_ebpf
+    expect "toa.ko is loaded" not_loaded
+    run_case bpf_selftest_after_boot "$TOA_BIN selftest"
+    expect "toa selftest failed after the reboot (exit $RC)" rc_is 0
+    expect "the state differs from right after the install: @DIFF@" same_as bpf_installed
+    verdict bpf_restored_at_boot "$BPF_UNIT active, $(find "$BPF_PINS" -mindepth 1 | wc -l) pins, toa status: $(grep -m1 -i 'ebpf' <<<"$STATUS"), selftest: $(grep -m1 -oE '[0-9]+ passed, [0-9]+ failed' <<<"$OUT")"
+
+    run_case bpf_install_again "$INSTALL -s -- --mode bpf"
+    expect "exit status $RC" rc_is 0
+    expect "it did not see the mode attached already" has "nothing to reload"
+    expect "files changed: @DIFF@" same_as bpf_installed
+    expect "files rewritten: @DIFF@" untouched_since bpf_installed
+    expect "the self-test did not run or did not pass" selftest_passed
+    verdict bpf_install_again "exit 0, no file changed or rewritten, $(selftest_summary)"
+
+    run_case bpf_uninstall "$INSTALL -s -- --uninstall"
+    expect "exit status $RC" rc_is 0
+    expect "still pinned: $(find "$BPF_PINS" -mindepth 1 2>/dev/null | head -n 3 | tr '\n' ' ')" bpf_detached
+    expect "$BPF_UNIT is left" bpf_unit_gone
+    expect "$TOA_BIN is left" no_toa_command
+    expect "the state is not the fresh guest's: @DIFF@" same_as pristine
+    verdict bpf_uninstall "exit 0: detached, unit, settings and $TOA_BIN removed"
+}
+
+function bpf_stage_3 {
+    expect "attached after uninstall and reboot" bpf_detached
+    expect "$BPF_UNIT is left" bpf_unit_gone
+    expect "toa.ko is loaded" not_loaded
+    expect "the state is not the fresh guest's: @DIFF@" same_as pristine
+    verdict bpf_stays_uninstalled "nothing attached after the reboot, nothing left"
 }
 
 # The guest reaches only the host's test server: an address on QEMU's user
@@ -404,7 +549,9 @@ result "STAGE $STAGE kernel=$KREL uptime=$(cut -d' ' -f1 /proc/uptime)"
 progress "stage $STAGE on $KREL"
 if ! network; then
     result "CHECK $STAGE network FAIL the test server $BASE is not reachable"
-elif declare -F "stage_$STAGE" >/dev/null; then
+elif [ "${MODE:-kmod}" = bpf ] && declare -F "bpf_stage_$STAGE" >/dev/null; then
+    "bpf_stage_$STAGE"
+elif [ "${MODE:-kmod}" != bpf ] && declare -F "stage_$STAGE" >/dev/null; then
     "stage_$STAGE"
 else
     result "CHECK $STAGE stage FAIL no stage '$STAGE' in this script"
