@@ -62,12 +62,8 @@ pub struct Args {
     pub mode: Mode,
 }
 
-/// Which of the installers' modes a run proves.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Kmod,
-    Bpf,
-}
+/// Which of the installers' modes a run proves: the lab's two modes.
+pub use crate::vm_test::Mode;
 
 impl Mode {
     fn name(self) -> &'static str {
