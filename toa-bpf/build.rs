@@ -1,6 +1,7 @@
 //! Compiles the BPF programs (bpf/toa.bpf.c) into OUT_DIR with clang, so the
 //! loader can embed the object with include_bytes!. One object serves every
-//! kernel >= 5.10: it reads only UAPI context fields (no CO-RE).
+//! kernel >= 5.10: the cgroup programs read only UAPI context fields, and the
+//! fexit capture's few kernel fields are located at load time by CO-RE.
 
 use std::path::PathBuf;
 use std::process::Command;

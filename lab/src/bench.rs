@@ -38,7 +38,10 @@ pub struct Options {
 enum State {
     Unloaded,
     Module,
+    /// The eBPF mode with the capture path the kernel accepts (fexit from 5.11).
     Bpf,
+    /// The eBPF mode with the sock_ops capture, the fallback.
+    BpfSockOps,
 }
 
 impl State {
@@ -48,6 +51,16 @@ impl State {
             State::Unloaded => "unloaded",
             State::Module => "loaded",
             State::Bpf => "bpf",
+            State::BpfSockOps => "bpf-sock-ops",
+        }
+    }
+
+    /// `toa bpf load --capture` for the eBPF states.
+    fn capture(self) -> Option<&'static str> {
+        match self {
+            State::Bpf => Some("auto"),
+            State::BpfSockOps => Some("sock-ops"),
+            State::Unloaded | State::Module => None,
         }
     }
 }
@@ -84,33 +97,56 @@ fn set_loaded(module: &std::path::Path, loaded: bool) -> Result<()> {
 }
 
 /// One state at a time: the module and the eBPF mode never run together.
-fn set_state(opts: &Options, state: State) -> Result<()> {
+/// Returns the capture path `toa bpf load` reported for an eBPF state.
+fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
     if let Some(loader) = &opts.loader {
-        if state != State::Bpf {
-            let shown = loader.to_string_lossy();
-            system::run(&shown, &["bpf", "unload"])?;
-        }
+        system::run(&loader.to_string_lossy(), &["bpf", "unload"])?;
     }
     set_loaded(&opts.module, state == State::Module)?;
-    if state == State::Bpf {
-        let loader = opts.loader.as_ref().expect("Bpf only with a loader");
-        system::run(&loader.to_string_lossy(), &["bpf", "load"])?;
+    let Some(capture) = state.capture() else {
+        return Ok(None);
+    };
+    let loader = opts
+        .loader
+        .as_ref()
+        .expect("eBPF states only with a loader");
+    let out = std::process::Command::new(loader)
+        .args(["bpf", "load", "--capture", capture])
+        .output()
+        .map_err(|e| lab_err!("running {}: {e}", loader.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(lab_err!(
+            "toa bpf load --capture {capture} failed ({}): {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    Ok(())
+    // "  capture         = fexit (fexit on ...)"
+    let used = text.lines().find_map(|l| {
+        let rest = l
+            .trim()
+            .strip_prefix("capture")?
+            .trim_start()
+            .strip_prefix('=')?;
+        rest.split_whitespace().next().map(str::to_string)
+    });
+    used.map(Some)
+        .ok_or_else(|| lab_err!("toa bpf load did not say which capture it attached: {text}"))
 }
 
 fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
     let mut connection = 0u64;
     let mut states = vec![State::Unloaded, State::Module];
     if opts.loader.is_some() {
-        states.push(State::Bpf);
+        states.extend([State::Bpf, State::BpfSockOps]);
     }
     for round in 1..=opts.rounds {
         // Rotate the order, so a slow drift of the guest favours no state.
         let mut order = states.clone();
         order.rotate_left((round as usize - 1) % states.len());
         for state in order {
-            set_state(opts, state)?;
+            let capture = set_state(opts, state)?;
             // toa.ko takes over listeners that listen() while it is loaded:
             // every state gets listeners of its own, as a restarted service.
             lab.origin.relisten(lab.step_timeout)?;
@@ -120,13 +156,14 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
             lab.expect = match state {
                 State::Unloaded => Expect::Kernel,
                 State::Module => Expect::Module,
-                State::Bpf => Expect::Bpf,
+                State::Bpf | State::BpfSockOps => Expect::Bpf,
             };
             let accept = accept_rate(&listener, opts.window)?;
             let (toa_getpeername, setup) = toa_figures(lab, opts.window, &mut connection)?;
             let plain_getpeername = plain_getpeername_rate(&listener, opts.window)?;
+            let capture = capture.map(|c| format!(" capture={c}")).unwrap_or_default();
             output::bench(&format!(
-                "round={round} module={} accept_per_s={accept:.1} getpeername_toa_per_s={toa_getpeername:.1} getpeername_plain_per_s={plain_getpeername:.1} toa_setup_per_s={setup:.1}",
+                "round={round} module={}{capture} accept_per_s={accept:.1} getpeername_toa_per_s={toa_getpeername:.1} getpeername_plain_per_s={plain_getpeername:.1} toa_setup_per_s={setup:.1}",
                 state.word(),
             ));
         }

@@ -1,15 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * toa, the module-free mode: the same job as toa.ko with three BPF programs.
+ * toa, the module-free mode: the same job as toa.ko with BPF programs.
  *
- *  - sock_ops, PASSIVE_ESTABLISHED_CB: walks the TCP options of the packet that
- *    completed the handshake (the same formats and malformed-area rules as
- *    toa.ko) and keeps the client in socket storage;
+ *  - capture: walks the TCP options of the packet that completed the
+ *    handshake (the same formats and malformed-area rules as toa.ko) and keeps
+ *    the client in socket storage. Two programs do it, and the loader attaches
+ *    one kind:
+ *     - fexit on tcp_create_openreq_child (kernels whose tracing programs may
+ *       use socket storage, 5.11+, with a BPF trampoline): runs once per
+ *       accepted connection, both families, and for nothing else;
+ *     - sock_ops PASSIVE_ESTABLISHED_CB (5.10+): the fallback. The kernel runs
+ *       a cgroup sock_ops program on every TCP callback of every socket
+ *       (timeouts, windows, ECN, connect, both ends), and that plumbing is
+ *       what costs a connection.
  *  - cgroup/getpeername4 and getpeername6: accept() and getpeername() pass
  *    through them; they write the stored client over the kernel's answer.
  *
- * Only UAPI context fields are read, so no CO-RE or kernel BTF is needed. The
- * object carries BTF (-g) because socket storage maps require it.
+ * sock_ops and getpeername read only UAPI context fields. The fexit programs
+ * read a few kernel fields, located on the running kernel by CO-RE (the local
+ * struct definitions below carry preserve_access_index). The object carries
+ * BTF (-g) because socket storage maps and CO-RE require it.
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -26,9 +36,39 @@
  * headers are needed to build the object. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static void *(*bpf_sk_storage_get)(void *map, void *sk, void *value, __u64 flags) = (void *)107;
+static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
 
 #define AF_INET 2
 #define AF_INET6 10
+
+/*
+ * The kernel fields the fexit programs read, by name: CO-RE finds their
+ * offsets in the running kernel's BTF ("___toa" is dropped when matching).
+ */
+#define __core __attribute__((preserve_access_index))
+
+struct sk_buff___toa {
+	unsigned char *head;
+	__u16 transport_header;
+	__u16 protocol;
+} __core;
+
+struct in6_addr___toa {
+	union {
+		__u32 u6_addr32[4];
+	} in6_u;
+} __core;
+
+struct sock_common___toa {
+	__u32 skc_daddr;
+	__u16 skc_family;
+	__u16 skc_num;
+	struct in6_addr___toa skc_v6_daddr;
+} __core;
+
+struct request_sock___toa {
+	struct sock_common___toa __req_common;
+} __core;
 
 /* Counters: indices match the names the loader reports (src/counters.rs). */
 enum counter {
@@ -215,17 +255,22 @@ static __always_inline int port_honoured(struct settings *s, __u32 port)
 	return (s->ports[(port >> 6) & 1023] >> (port & 63)) & 1;
 }
 
-static __always_inline int proxy_trusted(struct settings *s, struct bpf_sock_ops *skops)
+/* Where the connection came from: the proxy (or the client, without one). */
+struct source {
+	__u32 family;
+	__u32 addr[4];	/* network order; IPv4 in addr[0] */
+};
+
+static __always_inline int proxy_trusted(struct settings *s, struct source *src)
 {
 	if (s->flags & TRUST_ANY)
 		return 1;
-	if (skops->family == AF_INET) {
-		struct trusted_v4 k = { .prefixlen = 32, .addr = skops->remote_ip4 };
+	if (src->family == AF_INET) {
+		struct trusted_v4 k = { .prefixlen = 32, .addr = src->addr[0] };
 
 		return bpf_map_lookup_elem(&toa_trusted_v4, &k) != 0;
 	}
-	__u32 a0 = skops->remote_ip6[0], a1 = skops->remote_ip6[1];
-	__u32 a2 = skops->remote_ip6[2], a3 = skops->remote_ip6[3];
+	__u32 a0 = src->addr[0], a1 = src->addr[1], a2 = src->addr[2], a3 = src->addr[3];
 	/* A v4 proxy reaching a dual-stack listener is an IPv4 source (::ffff:0:0/96). */
 	if (a0 == 0 && a1 == 0 && a2 == __builtin_bswap32(0xffff)) {
 		struct trusted_v4 k = { .prefixlen = 32, .addr = a3 };
@@ -237,6 +282,49 @@ static __always_inline int proxy_trusted(struct settings *s, struct bpf_sock_ops
 	return bpf_map_lookup_elem(&toa_trusted_v6, &k) != 0;
 }
 
+/*
+ * What both capture paths decide, once the option area is at hand: the first
+ * enabled TOA of a well-formed area, on an honoured port, from a trusted
+ * source, becomes the socket's client. Anything else leaves the socket
+ * without one, so its peer name stays the kernel's.
+ */
+static __always_inline void capture(struct settings *s, __u8 *area, __u8 *end, __u32 area_len,
+				    __u32 local_port, struct source *src, void *sk)
+{
+	struct client c = {};
+	enum scan r = scan(area, end, area_len, s->formats, &c);
+	if (r != SCAN_FOUND) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		if (r == SCAN_MALFORMED)
+			count(OPTIONS_MALFORMED);
+		return;
+	}
+	if (!port_honoured(s, local_port)) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		count(SYN_RECV_SOCK_OTHER_PORT);
+		return;
+	}
+	if (!proxy_trusted(s, src)) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		count(SYN_RECV_SOCK_UNTRUSTED);
+		return;
+	}
+	struct client *slot = bpf_sk_storage_get(&toa_clients, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!slot) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		return;
+	}
+	*slot = c;
+	count(SYN_RECV_SOCK_TOA);
+}
+
+static __always_inline struct settings *settings(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&toa_settings, &zero);
+}
+
 SEC("sockops")
 int toa_sockops(struct bpf_sock_ops *skops)
 {
@@ -245,8 +333,7 @@ int toa_sockops(struct bpf_sock_ops *skops)
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return 1;
 
-	__u32 zero = 0;
-	struct settings *s = bpf_map_lookup_elem(&toa_settings, &zero);
+	struct settings *s = settings();
 	if (!s)
 		return 1;
 
@@ -262,39 +349,94 @@ int toa_sockops(struct bpf_sock_ops *skops)
 		count(OPTIONS_MALFORMED);
 		return 1;
 	}
-
-	struct client c = {};
-	enum scan r = scan(th + TCP_FIXED_LEN, end, doff - TCP_FIXED_LEN, s->formats, &c);
-	if (r != SCAN_FOUND) {
-		count(SYN_RECV_SOCK_NO_TOA);
-		if (r == SCAN_MALFORMED)
-			count(OPTIONS_MALFORMED);
-		return 1;
-	}
-	if (!port_honoured(s, skops->local_port)) {
-		count(SYN_RECV_SOCK_NO_TOA);
-		count(SYN_RECV_SOCK_OTHER_PORT);
-		return 1;
-	}
-	if (!proxy_trusted(s, skops)) {
-		count(SYN_RECV_SOCK_NO_TOA);
-		count(SYN_RECV_SOCK_UNTRUSTED);
-		return 1;
-	}
-
 	struct bpf_sock *sk = skops->sk;
 	if (!sk) {
 		count(SYN_RECV_SOCK_NO_TOA);
 		return 1;
 	}
-	struct client *slot = bpf_sk_storage_get(&toa_clients, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!slot) {
-		count(SYN_RECV_SOCK_NO_TOA);
-		return 1;
+
+	/* Volatile reads: clang would otherwise pick between the two fields by
+	 * pointer, and the verifier refuses a context pointer moved at run time. */
+	struct source src = { .family = skops->family };
+	if (src.family == AF_INET) {
+		src.addr[0] = *(volatile __u32 *)&skops->remote_ip4;
+	} else {
+		src.addr[0] = *(volatile __u32 *)&skops->remote_ip6[0];
+		src.addr[1] = *(volatile __u32 *)&skops->remote_ip6[1];
+		src.addr[2] = *(volatile __u32 *)&skops->remote_ip6[2];
+		src.addr[3] = *(volatile __u32 *)&skops->remote_ip6[3];
 	}
-	*slot = c;
-	count(SYN_RECV_SOCK_TOA);
+	capture(s, th + TCP_FIXED_LEN, end, doff - TCP_FIXED_LEN, skops->local_port, &src, sk);
 	return 1;
+}
+
+/*
+ * The fexit path. tcp_create_openreq_child(listener, req, skb) returns the
+ * child that tcp_v4/v6_syn_recv_sock builds from the handshake-completing ACK
+ * (or, for a SYN cookie, the ACK that carries it; for Fast Open, the SYN, as
+ * sock_ops sees it); its three arguments have not changed since 4.x, where
+ * syn_recv_sock's have (6.x added a seventh). ctx[] holds the arguments, then
+ * the return value. The request holds the addresses: the child gets them
+ * only after this returns.
+ */
+#define OPENREQ_REQ 1
+#define OPENREQ_SKB 2
+#define OPENREQ_CHILD 3
+
+/* Room for a masked offset (<= 63) plus a 20-byte TOA read after it. */
+#define AREA_BUF 88
+
+SEC("fexit/tcp_create_openreq_child")
+int toa_openreq_child(__u64 *ctx)
+{
+	struct request_sock___toa *req = (void *)ctx[OPENREQ_REQ];
+	struct sk_buff___toa *skb = (void *)ctx[OPENREQ_SKB];
+	void *child = (void *)ctx[OPENREQ_CHILD];
+
+	if (!child)
+		return 0;
+	struct settings *s = settings();
+	if (!s)
+		return 0;
+
+	struct sock_common___toa *rc = &req->__req_common;
+	struct source src = { .family = rc->skc_family };
+	if (src.family == AF_INET) {
+		src.addr[0] = rc->skc_daddr;
+	} else if (src.family == AF_INET6) {
+		src.addr[0] = rc->skc_v6_daddr.in6_u.u6_addr32[0];
+		src.addr[1] = rc->skc_v6_daddr.in6_u.u6_addr32[1];
+		src.addr[2] = rc->skc_v6_daddr.in6_u.u6_addr32[2];
+		src.addr[3] = rc->skc_v6_daddr.in6_u.u6_addr32[3];
+	} else {
+		return 0;
+	}
+
+	/* The TCP header is linear (tcp_v4/v6_rcv pulled doff * 4 bytes). The
+	 * area is copied to this program's stack: a per-CPU buffer could be
+	 * overwritten by a softirq on the same CPU while a backlogged SYN
+	 * cookie is processed in process context. */
+	__u8 *th = skb->head + skb->transport_header;
+	__u8 fixed[TCP_FIXED_LEN];
+	if (bpf_probe_read_kernel(fixed, sizeof(fixed), th)) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		return 0;
+	}
+	__u32 doff = (fixed[12] >> 4) * 4;
+	if (doff < TCP_FIXED_LEN) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		count(OPTIONS_MALFORMED);
+		return 0;
+	}
+	__u32 area_len = (doff - TCP_FIXED_LEN) & 63;
+	__u8 area[AREA_BUF] = {};
+	if (area_len > MAX_AREA ||
+	    bpf_probe_read_kernel(area, area_len, th + TCP_FIXED_LEN)) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		return 0;
+	}
+	capture(s, area, area + AREA_BUF, area_len, rc->skc_num, &src, child);
+	return 0;
 }
 
 static __always_inline struct client *client_of(struct bpf_sock_addr *ctx)

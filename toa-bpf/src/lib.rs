@@ -1,14 +1,16 @@
 //! toa's module-free mode: BPF programs that do toa.ko's job on kernels >= 5.10,
-//! and the loader that attaches them at the cgroup v2 root and pins them under
+//! and the loader that attaches them (the capture path, see [`Capture`], and
+//! the getpeername programs at the cgroup v2 root) and pins them under
 //! `/sys/fs/bpf/toa/` so that they outlive the process that loaded them.
 //!
 //! ```no_run
 //! let settings = toa_bpf::Settings::parse("10.0.0.0/8", 0xf, "80,443").unwrap();
-//! toa_bpf::load(&settings).unwrap(); // again with other settings: updated in place
+//! toa_bpf::load(&settings, toa_bpf::CaptureChoice::Auto).unwrap(); // again with other settings: updated in place
 //! let status = toa_bpf::status().unwrap();
 //! toa_bpf::unload().unwrap();
 //! ```
 
+mod capture;
 mod counters;
 mod link;
 mod loader;
@@ -16,6 +18,7 @@ mod maps;
 mod settings;
 mod system;
 
+pub use capture::{Capture, CaptureChoice};
 pub use counters::COUNTERS;
 pub use loader::{load, pinned, status, unload, Loaded, Status, PIN_DIR};
 pub use settings::{Cidr, Settings, ALL_FORMATS};

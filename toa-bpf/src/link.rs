@@ -59,6 +59,8 @@ pub fn detach_pinned(path: &Path) -> Result<()> {
         Ok(_) => Ok(()),
         // Before 5.9 there is no detach command: unpinning stays the way.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        // Tracing links (the fexit capture) have no detach: unpinning is the way.
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
         Err(e) => bail!("BPF_LINK_DETACH: {e}"),
     }
 }

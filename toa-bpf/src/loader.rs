@@ -1,21 +1,23 @@
 //! Load, update, report and unload the pinned programs.
 //!
 //! Everything lives under [`PIN_DIR`]: the maps (by their names in the object),
-//! the programs (`prog_*`) and the cgroup links (`link_*`). Pinned links keep the
+//! the programs (`prog_*`) and their links (`link_*`). Pinned links keep the
 //! programs attached after this process exits; removing the link pins detaches
-//! them. The links are pinned last, so their presence means a complete load.
+//! them. The links are pinned last, so their presence means a complete load;
+//! which capture links are pinned says which capture path runs.
 
 use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps};
-use aya::Ebpf;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, FExit, ProgramError, SockOps};
+use aya::{Btf, Ebpf};
 
+use crate::capture::{Capture, CaptureChoice, FEXIT_PROGRAMS, SOCKOPS_PROGRAM};
 use crate::counters::COUNTERS;
 use crate::maps::{self, SettingsValue};
 use crate::settings::{Cidr, Settings};
@@ -23,34 +25,32 @@ use crate::system;
 
 pub const PIN_DIR: &str = "/sys/fs/bpf/toa";
 
-/// The programs: (name in the object, what the kernel must offer for it).
-const SOCKOPS: (&str, &str) = (
-    "toa_sockops",
-    "sock_ops access to the handshake packet (skb_data, Linux 5.10) and socket storage (5.3)",
-);
-const GETPEERNAME4: (&str, &str) = (
-    "toa_getpeername4",
-    "cgroup getpeername hooks (Linux 5.8) with socket storage (5.10)",
-);
-const GETPEERNAME6: (&str, &str) = (
-    "toa_getpeername6",
-    "cgroup getpeername hooks (Linux 5.8) with socket storage (5.10)",
-);
-const PROGRAMS: [(&str, &str); 3] = [SOCKOPS, GETPEERNAME4, GETPEERNAME6];
+/// The programs that rewrite answers: (name in the object, what the kernel must offer).
+const GETPEERNAME: [(&str, &str); 2] = [
+    (
+        "toa_getpeername4",
+        "cgroup getpeername hooks (Linux 5.8) with socket storage (5.10)",
+    ),
+    (
+        "toa_getpeername6",
+        "cgroup getpeername hooks (Linux 5.8) with socket storage (5.10)",
+    ),
+];
 
 /// What `load` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loaded {
-    /// Programs loaded, attached at the cgroup v2 root and pinned.
-    Attached,
+    /// Programs loaded, attached and pinned, taking the TOA this way.
+    Attached(Capture),
     /// Already attached: the settings were written into the pinned maps.
-    Updated,
+    Updated(Capture),
 }
 
 /// What `status` reports of a loaded eBPF mode.
 #[derive(Debug, Clone)]
 pub struct Status {
     pub settings: Settings,
+    pub capture: Capture,
     /// Counter name and its sum over all CPUs, in [`COUNTERS`] order.
     pub counters: Vec<(&'static str, u64)>,
     /// How many CPUs the per-CPU counters were summed over.
@@ -65,31 +65,67 @@ fn link_pin(program: &str) -> PathBuf {
     pin(&format!("link_{program}"))
 }
 
-fn is_loaded() -> bool {
-    PROGRAMS.iter().all(|(p, _)| link_pin(p).exists())
+/// Every link pin a load can make, capture paths included.
+fn all_link_pins() -> Vec<PathBuf> {
+    let captures = Capture::ALL.into_iter().flat_map(Capture::programs);
+    GETPEERNAME
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(captures)
+        .map(link_pin)
+        .collect()
+}
+
+fn exists(path: &Path) -> std::io::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The capture path of a complete load, read from the link pins.
+fn attached() -> std::io::Result<Option<Capture>> {
+    for (name, _) in GETPEERNAME {
+        if !exists(&link_pin(name))? {
+            return Ok(None);
+        }
+    }
+    for capture in Capture::ALL {
+        let mut all = true;
+        for name in capture.programs() {
+            all &= exists(&link_pin(name))?;
+        }
+        if all {
+            return Ok(Some(capture));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the eBPF mode is attached (every link pinned), read without BPF
 /// system calls. Err with `PermissionDenied` when the bpffs cannot be looked
 /// into (it is root's alone on most systems).
 pub fn pinned() -> std::io::Result<bool> {
-    for (name, _) in PROGRAMS {
-        match std::fs::symlink_metadata(link_pin(name)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
+    Ok(attached()?.is_some())
 }
 
 /// Loads and attaches the programs with `settings`, or, when they are already
 /// attached, writes `settings` into the pinned maps (no detach, no gap).
-pub fn load(settings: &Settings) -> Result<Loaded> {
+/// `choice` picks the capture path; `Auto` takes fexit where the kernel
+/// accepts it and sock_ops otherwise.
+pub fn load(settings: &Settings, choice: CaptureChoice) -> Result<Loaded> {
     system::require_root()?;
     system::require_no_module()?;
     system::ensure_bpffs()?;
-    if is_loaded() {
+    if let Some(capture) = attached()? {
+        if !choice.allows(capture) {
+            bail!(
+                "the eBPF mode is attached with the {} capture ({capture}); run `toa bpf unload` \
+                 first to change it",
+                capture.word()
+            );
+        }
         let mut m = PinnedMaps::open()?;
         write_settings(
             &mut m.settings,
@@ -97,18 +133,18 @@ pub fn load(settings: &Settings) -> Result<Loaded> {
             &mut m.trusted_v6,
             settings,
         )?;
-        return Ok(Loaded::Updated);
+        return Ok(Loaded::Updated(capture));
     }
     // A load that stopped half way leaves pins without links: start over.
     remove_pins()?;
     let cgroup = system::cgroup2_root()?;
-    attach_fresh(settings, &cgroup).inspect_err(|_| {
+    let capture = attach_fresh(settings, choice, &cgroup).inspect_err(|_| {
         let _ = remove_pins();
     })?;
-    Ok(Loaded::Attached)
+    Ok(Loaded::Attached(capture))
 }
 
-fn attach_fresh(settings: &Settings, cgroup: &Path) -> Result<()> {
+fn attach_fresh(settings: &Settings, choice: CaptureChoice, cgroup: &Path) -> Result<Capture> {
     let mut ebpf = Ebpf::load(crate::OBJECT).map_err(|e| {
         anyhow!(
             "the kernel refused the eBPF mode's maps: {e}. They need BTF-described socket \
@@ -134,17 +170,20 @@ fn attach_fresh(settings: &Settings, cgroup: &Path) -> Result<()> {
     }
 
     let file = File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
-    let (name, needs) = SOCKOPS;
-    let prog: &mut SockOps = program(&mut ebpf, name)?;
-    prog.load().map_err(|e| refused(name, needs, e))?;
-    let id = prog
-        .attach(&file, CgroupAttachMode::Single)
-        .map_err(|e| refused(name, needs, e))?;
-    let link = FdLink::try_from(prog.take_link(id)?)?;
-    prog.pin(pin(&format!("prog_{name}")))?;
-    let mut links = vec![(name, link)];
+    // The capture first: a client is stored before any answer is rewritten.
+    let (capture, mut links) = match choice {
+        CaptureChoice::Only(Capture::Fexit) => (Capture::Fexit, attach_fexit(&mut ebpf)?),
+        CaptureChoice::Only(Capture::SockOps) => {
+            (Capture::SockOps, attach_sockops(&mut ebpf, &file)?)
+        }
+        CaptureChoice::Auto => match attach_fexit(&mut ebpf) {
+            Ok(links) => (Capture::Fexit, links),
+            // Refused here: the fallback serves every kernel >= 5.10.
+            Err(_) => (Capture::SockOps, attach_sockops(&mut ebpf, &file)?),
+        },
+    };
     // The hook (getpeername4/6) comes from each program's section name.
-    for (name, needs) in [GETPEERNAME4, GETPEERNAME6] {
+    for (name, needs) in GETPEERNAME {
         let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
         prog.load().map_err(|e| refused(name, needs, e))?;
         // Cgroup links take no flags: they always allow other programs beside them.
@@ -158,7 +197,60 @@ fn attach_fresh(settings: &Settings, cgroup: &Path) -> Result<()> {
         link.pin(link_pin(name))
             .with_context(|| format!("pinning the link of {name}"))?;
     }
-    Ok(())
+    Ok(capture)
+}
+
+type Links = Vec<(&'static str, FdLink)>;
+
+fn attach_sockops(ebpf: &mut Ebpf, cgroup: &File) -> Result<Links> {
+    let (name, needs) = SOCKOPS_PROGRAM;
+    let prog: &mut SockOps = program(ebpf, name)?;
+    prog.load().map_err(|e| refused(name, needs, e))?;
+    let id = prog
+        .attach(cgroup, CgroupAttachMode::Single)
+        .map_err(|e| refused(name, needs, e))?;
+    let link = FdLink::try_from(prog.take_link(id)?)?;
+    prog.pin(pin(&format!("prog_{name}")))?;
+    Ok(vec![(name, link)])
+}
+
+/// Every fexit program, or none: one left attached beside a fallback would
+/// count a connection twice.
+fn attach_fexit(ebpf: &mut Ebpf) -> Result<Links> {
+    let btf = Btf::from_sys_fs().map_err(|e| {
+        anyhow!(
+            "the fexit capture needs the kernel's BTF: /sys/kernel/btf/vmlinux: {e}; \
+             use --capture sock-ops"
+        )
+    })?;
+    let mut links = Vec::new();
+    for (name, function, needs) in FEXIT_PROGRAMS {
+        let attached = (|| -> Result<FdLink> {
+            let prog: &mut FExit = program(ebpf, name)?;
+            prog.load(function, &btf)
+                .map_err(|e| refused(name, needs, e))?;
+            let id = prog.attach().map_err(|e| refused(name, needs, e))?;
+            Ok(FdLink::from(prog.take_link(id)?))
+        })();
+        match attached {
+            Ok(link) => links.push((name, link)),
+            Err(e) => {
+                // Dropping the links taken so far detaches them.
+                drop(links);
+                for (name, _, _) in FEXIT_PROGRAMS {
+                    if let Ok(prog) = program::<FExit>(ebpf, name) {
+                        let _ = prog.unload();
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    for (name, _) in &links {
+        let prog: &mut FExit = program(ebpf, name)?;
+        prog.pin(pin(&format!("prog_{name}")))?;
+    }
+    Ok(links)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
@@ -270,9 +362,10 @@ fn remove_pins() -> Result<()> {
         return Ok(());
     };
     // Unpinning alone releases a link later (after an RCU grace period, from a
-    // work queue): detach first, so that when unload returns no program runs.
-    for (name, _) in PROGRAMS {
-        let path = link_pin(name);
+    // work queue): detach first, so that when unload returns no cgroup
+    // program runs. Tracing (fexit) links have no detach; their programs may
+    // run a moment longer, storing clients nothing reads any more.
+    for path in all_link_pins() {
         if path.exists() {
             crate::link::detach_pinned(&path)
                 .with_context(|| format!("detaching {}", path.display()))?;
@@ -293,9 +386,9 @@ fn remove_pins() -> Result<()> {
 /// The settings and summed counters of the loaded eBPF mode; `None` when it
 /// is not loaded.
 pub fn status() -> Result<Option<Status>> {
-    if !is_loaded() {
+    let Some(capture) = attached()? else {
         return Ok(None);
-    }
+    };
     let m = PinnedMaps::open()?;
     let array: Array<_, SettingsValue> = Array::try_from(&m.settings)?;
     let mut settings = array
@@ -328,6 +421,7 @@ pub fn status() -> Result<Option<Status>> {
     }
     Ok(Some(Status {
         settings,
+        capture,
         counters,
         cpus,
     }))

@@ -16,12 +16,14 @@ use crate::host::Host;
 
 /// The module-free mode: eBPF programs do toa.ko's job (kernels >= 5.10).
 ///
-/// A sock_ops program reads the TOA of the packet that completes each
-/// handshake and keeps the client with the socket; cgroup getpeername
-/// programs make accept() and getpeername() return it. They are attached at
-/// the cgroup v2 root (every process on the machine) and pinned under
-/// /sys/fs/bpf/toa, so they stay after this command exits; `toa status`,
-/// `toa stats` and `toa selftest` work in this mode as with toa.ko.
+/// A capture program reads the TOA of the packet that completes each
+/// handshake and keeps the client with the socket (fexit on the kernel's
+/// tcp_create_openreq_child where the kernel allows it, else a cgroup
+/// sock_ops program); cgroup getpeername programs make accept() and getpeername()
+/// return it. They are attached for every process on the machine (the
+/// cgroup programs at the cgroup v2 root) and pinned under /sys/fs/bpf/toa,
+/// so they stay after this command exits; `toa status`, `toa stats` and
+/// `toa selftest` work in this mode as with toa.ko.
 ///
 /// Limits: an IPv6 client behind an AF_INET listener keeps the proxy's
 /// address (counted as getname_family_kept; dual-stack AF_INET6 listeners
@@ -64,6 +66,13 @@ struct LoadArgs {
     #[arg(long, value_name = "LIST", env = "TOA_PORTS", default_value = "",
           value_parser = parse_ports)]
     ports: String,
+    /// How the handshake's TOA is taken: fexit (once per accepted connection;
+    /// kernels with BTF, a BPF trampoline and socket storage in tracing
+    /// programs, 5.11+), sock-ops (the kernel runs it on every TCP callback of
+    /// every socket; 5.10+), or auto (fexit where the kernel accepts it).
+    #[arg(long, value_name = "PATH", env = "TOA_CAPTURE", default_value = "auto",
+          value_parser = toa_bpf::CaptureChoice::parse)]
+    capture: toa_bpf::CaptureChoice,
 }
 
 /// Detach the programs and remove every pin under /sys/fs/bpf/toa.
@@ -111,16 +120,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 
 fn load(a: &LoadArgs) -> Result<ExitCode> {
     let settings = toa_bpf::Settings::parse(&a.trusted_proxies, a.formats, &a.ports)?;
-    let done = toa_bpf::load(&settings)?;
-    match done {
-        toa_bpf::Loaded::Attached => println!(
-            "toa: eBPF mode attached at the cgroup v2 root, pinned under {}",
-            toa_bpf::PIN_DIR
-        ),
-        toa_bpf::Loaded::Updated => println!(
-            "toa: eBPF mode was attached already: settings updated in place (nothing detached)"
-        ),
-    }
+    let done = toa_bpf::load(&settings, a.capture)?;
+    let capture = match done {
+        toa_bpf::Loaded::Attached(c) => {
+            println!("toa: eBPF mode attached, pinned under {}", toa_bpf::PIN_DIR);
+            c
+        }
+        toa_bpf::Loaded::Updated(c) => {
+            println!(
+                "toa: eBPF mode was attached already: settings updated in place (nothing detached)"
+            );
+            c
+        }
+    };
+    println!("  capture         = {} ({capture})", capture.word());
     let trusted = settings.trusted_text();
     let ports = settings.ports_text();
     println!(
@@ -144,7 +157,7 @@ fn load(a: &LoadArgs) -> Result<ExitCode> {
         settings.formats,
         crate::status::format_names(settings.formats)
     );
-    if done == toa_bpf::Loaded::Attached {
+    if matches!(done, toa_bpf::Loaded::Attached(_)) {
         println!("  connections established before now keep the proxy's address");
     }
     if trusted.is_empty() {
@@ -175,6 +188,7 @@ pub struct Active {
     pub trusted_proxies: String,
     pub ports: String,
     pub formats: u32,
+    pub capture: toa_bpf::Capture,
     /// The counters summed over CPUs, in the module's file order.
     pub counters: Snapshot,
 }
@@ -185,6 +199,7 @@ impl Active {
             trusted_proxies: s.settings.trusted_text(),
             ports: s.settings.ports_text(),
             formats: s.settings.formats,
+            capture: s.capture,
             counters: Snapshot {
                 cpus: s.cpus,
                 counters: s
@@ -260,6 +275,7 @@ mod tests {
     fn status_becomes_a_snapshot_in_counter_order() {
         let a = Active::of(toa_bpf::Status {
             settings: toa_bpf::Settings::parse("10.0.0.0/8", 0x3, "443").unwrap(),
+            capture: toa_bpf::Capture::Fexit,
             counters: vec![("syn_recv_sock_toa", 5), ("getname_toa_ok", 9)],
             cpus: 2,
         });

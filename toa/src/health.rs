@@ -397,6 +397,7 @@ mod tests {
             trusted_proxies: trusted.into(),
             ports: String::new(),
             formats: 0xf,
+            capture: toa_bpf::Capture::Fexit,
             counters: parse("CPU0\nsyn_recv_sock_toa: 0\n").unwrap(),
         }
     }

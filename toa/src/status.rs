@@ -130,6 +130,7 @@ fn print_bpf_settings(a: &Active) {
         a.formats,
         format_names(a.formats)
     );
+    println!("  capture         = {} ({})", a.capture.word(), a.capture);
 }
 
 /// The TOA layouts a `formats` mask accepts (DESIGN "Wire formats").

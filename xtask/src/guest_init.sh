@@ -15,9 +15,13 @@ mount -t tmpfs tmpfs /tmp
 # The host may change that and what the lab runs on the kernel command line:
 # toa_lab.printk=N (stress runs want lockup backtraces on the console) and
 # toa_lab.args=WORDS (commas stand for spaces; default: the scenarios).
-# toa_lab.kmod=0 loads the eBPF mode (/bin/toa bpf load) instead of toa.ko.
+# toa_lab.kmod=0 loads the eBPF mode (/bin/toa bpf load) instead of toa.ko,
+# toa_lab.capture=WORD with that capture path (every `toa bpf load` here and
+# in the lab reads TOA_CAPTURE), and toa_lab.capture_expect=WORD is the one
+# `toa status` must then show.
 printk=1
 kmod=1
+capture_expect=
 args="scenarios,--expect,module,--module,/lib/modules/toa.ko"
 read -r cmdline < /proc/cmdline
 for word in $cmdline; do
@@ -25,6 +29,8 @@ for word in $cmdline; do
         toa_lab.printk=*) printk="${word#toa_lab.printk=}" ;;
         toa_lab.args=*) args="${word#toa_lab.args=}" ;;
         toa_lab.kmod=*) kmod="${word#toa_lab.kmod=}" ;;
+        toa_lab.capture=*) export TOA_CAPTURE="${word#toa_lab.capture=}" ;;
+        toa_lab.capture_expect=*) capture_expect="${word#toa_lab.capture_expect=}" ;;
     esac
 done
 echo "$printk" > /proc/sys/kernel/printk
@@ -49,7 +55,7 @@ if [ "$kmod" = 0 ]; then
     mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
     mount -t bpf bpf /sys/fs/bpf 2>/dev/null
     if out=$(/bin/toa bpf load 2>&1); then
-        echo "TOA-LAB INSMOD OK toa bpf load: $(echo "$out" | head -n 1)"
+        echo "TOA-LAB INSMOD OK toa bpf load: $(echo "$out" | head -n 1);$(echo "$out" | grep capture)"
     else
         echo "TOA-LAB INSMOD FAIL toa bpf load: $out"
     fi
@@ -101,8 +107,9 @@ if [ -x /bin/toa ] && [ "$kmod" != 0 ] && [ "${args%%,*}" = scenarios ]; then
     operator status-no-module 1 "no toa mode is active" /bin/toa status --sample 0.2
     operator stats-no-module 1 "toa.ko is not loaded" /bin/toa stats
 elif [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
-    echo "TOA-LAB OPERATOR-CHECKS 9"
+    echo "TOA-LAB OPERATOR-CHECKS 10"
     operator status 0 "mode:    eBPF" /bin/toa status --sample 0.2
+    operator capture 0 "capture         = ${capture_expect:-?} (" /bin/toa status --sample 0.2
     operator stats-prometheus 0 "toa_getname_family_kept_total" /bin/toa stats --format prometheus
     operator selftest-bpf 0 "selftest: 5 passed, 0 failed" /bin/toa selftest
     operator bpf-load-again 0 "settings updated in place" \

@@ -101,14 +101,21 @@ pub fn run(args: Args) -> Result<()> {
                 })
             },
         )?;
-        // Each kernel with toa.ko; the default kernels also in the eBPF mode.
+        // Each kernel with toa.ko; the default kernels also in the eBPF mode,
+        // with the capture path the kernel chooses and, where that is fexit,
+        // again with the sock_ops fallback, so that both stay proven.
         // The eBPF object is the same on arm64: its x86_64 runs cover it.
+        use crate::vm_test::{Capture, Mode};
         for (name, flavour, arch) in &lab {
-            let modes: &[crate::vm_test::Mode] = match (flavour, arch) {
-                (None, Arch::X86_64) => &[crate::vm_test::Mode::Kmod, crate::vm_test::Mode::Bpf],
-                _ => &[crate::vm_test::Mode::Kmod],
+            let runs: &[(Mode, Capture)] = match (flavour, arch) {
+                (None, Arch::X86_64) => &[
+                    (Mode::Kmod, Capture::Auto),
+                    (Mode::Bpf, Capture::Auto),
+                    (Mode::Bpf, Capture::SockOps),
+                ],
+                _ => &[(Mode::Kmod, Capture::Auto)],
             };
-            for &mode in modes {
+            for &(mode, capture) in runs {
                 let mut what = format!("VM lab on {name}");
                 if let Some(f) = flavour {
                     what.push_str(&format!(" ({f})"));
@@ -116,8 +123,8 @@ pub fn run(args: Args) -> Result<()> {
                 if *arch != Arch::X86_64 {
                     what.push_str(&format!(" ({})", arch.name()));
                 }
-                if mode == crate::vm_test::Mode::Bpf {
-                    what.push_str(" (eBPF mode)");
+                if mode == Mode::Bpf {
+                    what.push_str(&format!(" (eBPF mode, capture {})", capture.word()));
                 }
                 step(what, &mut || {
                     crate::vm_test::run(crate::vm_test::Args {
@@ -131,6 +138,7 @@ pub fn run(args: Args) -> Result<()> {
                         fuzz_connections: None,
                         fuzz_seed: None,
                         mode,
+                        capture,
                     })
                 })?;
             }

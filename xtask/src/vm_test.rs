@@ -53,6 +53,11 @@ pub struct Args {
     /// its semantics (the module still selects the kernel to boot).
     #[arg(long, value_enum, default_value_t = Mode::Kmod)]
     pub mode: Mode,
+    /// With `--mode bpf`: the capture path `toa bpf load` is asked for. The
+    /// guest's `toa status` must show the one asked for, or with `auto` the
+    /// one this kernel should accept (fexit from 5.11, sock-ops before).
+    #[arg(long, value_enum, default_value_t = Capture::Auto)]
+    pub capture: Capture,
 }
 
 /// Which implementation the guest runs.
@@ -60,6 +65,46 @@ pub struct Args {
 pub enum Mode {
     Kmod,
     Bpf,
+}
+
+/// The eBPF mode's capture path, as `toa bpf load --capture` names it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    Auto,
+    Fexit,
+    SockOps,
+}
+
+impl Capture {
+    pub fn word(self) -> &'static str {
+        match self {
+            Capture::Auto => "auto",
+            Capture::Fexit => "fexit",
+            Capture::SockOps => "sock-ops",
+        }
+    }
+
+    /// What `toa status` must show on kernel `release` of `arch`: `auto`
+    /// takes fexit where tracing programs may use socket storage (5.11) and
+    /// the arch has a BPF trampoline (arm64 from 6.0).
+    pub fn expected(self, release: &str, arch: crate::arch::Arch) -> Capture {
+        if self != Capture::Auto {
+            return self;
+        }
+        let mut numbers = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        let needed = match arch {
+            crate::arch::Arch::X86_64 => (5, 11),
+            crate::arch::Arch::Aarch64 => (6, 0),
+        };
+        if version >= needed {
+            Capture::Fexit
+        } else {
+            Capture::SockOps
+        }
+    }
 }
 
 /// Where the guest's /init finds the module under test.
@@ -75,8 +120,9 @@ pub fn guest_command<S: AsRef<str>>(words: &[S]) -> String {
         .join(",")
 }
 
-/// The guest's lab command when the defaults are not what was asked for.
-fn scenario_args(args: &Args) -> Option<String> {
+/// The guest's lab command when the defaults are not what was asked for;
+/// `release` is the kernel the guest boots.
+fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch) -> Option<String> {
     let bpf = args.mode == Mode::Bpf;
     if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() && !bpf {
         return None;
@@ -93,8 +139,18 @@ fn scenario_args(args: &Args) -> Option<String> {
     if let Some(seed) = args.fuzz_seed {
         words.extend(["--fuzz-seed".into(), seed.to_string()]);
     }
-    let kmod = if bpf { "toa_lab.kmod=0 " } else { "" };
-    Some(format!("{kmod}toa_lab.args={}", guest_command(&words)))
+    let mut kernel_args = String::new();
+    if bpf {
+        kernel_args = format!(
+            "toa_lab.kmod=0 toa_lab.capture={} toa_lab.capture_expect={} ",
+            args.capture.word(),
+            args.capture.expected(release, arch).word()
+        );
+    }
+    Some(format!(
+        "{kernel_args}toa_lab.args={}",
+        guest_command(&words)
+    ))
 }
 
 /// How to run the lab.
@@ -132,16 +188,17 @@ impl Default for LabOptions {
 
 pub fn run(args: Args) -> Result<()> {
     let distro = crate::distro::find_for(&args.distro, args.arch)?;
-    let opts = LabOptions {
-        timeout: Duration::from_secs(args.timeout),
-        kvm: args.kvm,
-        append: scenario_args(&args).unwrap_or_default(),
-        ..LabOptions::default()
-    };
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
         (Some(path), _) => path,
         (None, None) => packed_module(&distro)?,
         (None, Some(release)) => packed_module_of(&distro, &release)?,
+    };
+    let release = module_release(&module)?;
+    let opts = LabOptions {
+        timeout: Duration::from_secs(args.timeout),
+        kvm: args.kvm,
+        append: scenario_args(&args, &release, distro.arch_kind()).unwrap_or_default(),
+        ..LabOptions::default()
     };
     let report = run_lab(&distro, &module, &opts)?;
     report.print();
@@ -798,16 +855,58 @@ mod tests {
             fuzz_connections: None,
             fuzz_seed: None,
             mode: Mode::Kmod,
+            capture: Capture::Auto,
         };
+        let x86 = crate::arch::Arch::X86_64;
         assert_eq!(
-            scenario_args(&args),
+            scenario_args(&args, "6.1.0-57-amd64", x86),
             None,
             "module mode keeps the guest's default"
         );
         args.mode = Mode::Bpf;
         assert_eq!(
-            scenario_args(&args).unwrap(),
-            "toa_lab.kmod=0 toa_lab.args=scenarios,--expect,bpf"
+            scenario_args(&args, "6.1.0-57-amd64", x86).unwrap(),
+            "toa_lab.kmod=0 toa_lab.capture=auto toa_lab.capture_expect=fexit \
+             toa_lab.args=scenarios,--expect,bpf"
+        );
+        args.capture = Capture::SockOps;
+        assert!(scenario_args(&args, "6.1.0-57-amd64", x86)
+            .unwrap()
+            .starts_with(
+                "toa_lab.kmod=0 toa_lab.capture=sock-ops toa_lab.capture_expect=sock-ops "
+            ));
+    }
+
+    #[test]
+    fn auto_capture_is_fexit_where_the_kernel_offers_it() {
+        let (x86, arm) = (crate::arch::Arch::X86_64, crate::arch::Arch::Aarch64);
+        assert_eq!(
+            Capture::Auto.expected("5.10.0-46-amd64", x86),
+            Capture::SockOps
+        );
+        assert_eq!(
+            Capture::Auto.expected("5.15.0-91-generic", x86),
+            Capture::Fexit
+        );
+        assert_eq!(
+            Capture::Auto.expected("6.12.118+deb13-amd64", x86),
+            Capture::Fexit
+        );
+        assert_eq!(
+            Capture::Auto.expected("7.2.13+deb14-amd64", x86),
+            Capture::Fexit
+        );
+        assert_eq!(
+            Capture::Auto.expected("5.15.0-91-generic", arm),
+            Capture::SockOps
+        );
+        assert_eq!(
+            Capture::Auto.expected("6.1.0-57-arm64", arm),
+            Capture::Fexit
+        );
+        assert_eq!(
+            Capture::SockOps.expected("7.2.13+deb14-amd64", x86),
+            Capture::SockOps
         );
     }
 
