@@ -383,8 +383,10 @@ int toa_sockops(struct bpf_sock_ops *skops)
 #define OPENREQ_SKB 2
 #define OPENREQ_CHILD 3
 
-/* Room for a masked offset (<= 63) plus a 20-byte TOA read after it. */
-#define AREA_BUF 88
+#define TCP_MAX_LEN 60
+/* The header, then room for a masked option offset (<= 63) and a 20-byte
+ * TOA read after it. */
+#define HDR_BUF (TCP_FIXED_LEN + 64 + 20)
 
 SEC("fexit/tcp_create_openreq_child")
 int toa_openreq_child(__u64 *ctx)
@@ -412,30 +414,28 @@ int toa_openreq_child(__u64 *ctx)
 		return 0;
 	}
 
-	/* The TCP header is linear (tcp_v4/v6_rcv pulled doff * 4 bytes). The
-	 * area is copied to this program's stack: a per-CPU buffer could be
-	 * overwritten by a softirq on the same CPU while a backlogged SYN
-	 * cookie is processed in process context. */
+	/* The TCP header is linear (tcp_v4/v6_rcv pulled doff * 4 bytes). One
+	 * read takes the longest header there can be: past a shorter one it
+	 * reads payload or the skb's tail room, inside the same allocation,
+	 * and the walk never looks there. It goes to this program's stack: a
+	 * per-CPU buffer could be overwritten by a softirq on the same CPU
+	 * while a backlogged SYN cookie is processed in process context. */
 	__u8 *th = skb->head + skb->transport_header;
-	__u8 fixed[TCP_FIXED_LEN];
-	if (bpf_probe_read_kernel(fixed, sizeof(fixed), th)) {
+	__u8 hdr[HDR_BUF];
+	__builtin_memset(hdr + TCP_MAX_LEN, 0, HDR_BUF - TCP_MAX_LEN);
+	if (bpf_probe_read_kernel(hdr, TCP_MAX_LEN, th)) {
 		count(SYN_RECV_SOCK_NO_TOA);
 		return 0;
 	}
-	__u32 doff = (fixed[12] >> 4) * 4;
+	__u32 doff = (hdr[12] >> 4) * 4;
 	if (doff < TCP_FIXED_LEN) {
 		count(SYN_RECV_SOCK_NO_TOA);
 		count(OPTIONS_MALFORMED);
 		return 0;
 	}
-	__u32 area_len = (doff - TCP_FIXED_LEN) & 63;
-	__u8 area[AREA_BUF] = {};
-	if (area_len > MAX_AREA ||
-	    bpf_probe_read_kernel(area, area_len, th + TCP_FIXED_LEN)) {
-		count(SYN_RECV_SOCK_NO_TOA);
-		return 0;
-	}
-	capture(s, area, area + AREA_BUF, area_len, rc->skc_num, &src, child);
+	__u8 *area = hdr + TCP_FIXED_LEN;
+	__u32 area_len = doff - TCP_FIXED_LEN;
+	capture(s, area, hdr + HDR_BUF, area_len, rc->skc_num, &src, child);
 	return 0;
 }
 
