@@ -879,35 +879,24 @@ mod tests {
 
     #[test]
     fn auto_capture_is_fexit_where_the_kernel_offers_it() {
-        let (x86, arm) = (crate::arch::Arch::X86_64, crate::arch::Arch::Aarch64);
-        assert_eq!(
-            Capture::Auto.expected("5.10.0-46-amd64", x86),
-            Capture::SockOps
-        );
-        assert_eq!(
-            Capture::Auto.expected("5.15.0-91-generic", x86),
-            Capture::Fexit
-        );
-        assert_eq!(
-            Capture::Auto.expected("6.12.118+deb13-amd64", x86),
-            Capture::Fexit
-        );
-        assert_eq!(
-            Capture::Auto.expected("7.2.13+deb14-amd64", x86),
-            Capture::Fexit
-        );
-        assert_eq!(
-            Capture::Auto.expected("5.15.0-91-generic", arm),
-            Capture::SockOps
-        );
-        assert_eq!(
-            Capture::Auto.expected("6.1.0-57-arm64", arm),
-            Capture::Fexit
-        );
-        assert_eq!(
-            Capture::SockOps.expected("7.2.13+deb14-amd64", x86),
-            Capture::SockOps
-        );
+        use crate::arch::Arch::{Aarch64, X86_64};
+        use Capture::{Auto, Fexit, SockOps};
+        let cases = [
+            (Auto, "5.10.0-46-amd64", X86_64, SockOps),
+            (Auto, "5.15.0-91-generic", X86_64, Fexit),
+            (Auto, "6.12.118+deb13-amd64", X86_64, Fexit),
+            (Auto, "7.2.13+deb14-amd64", X86_64, Fexit),
+            (Auto, "5.15.0-91-generic", Aarch64, SockOps),
+            (Auto, "6.1.0-57-arm64", Aarch64, Fexit),
+            (SockOps, "7.2.13+deb14-amd64", X86_64, SockOps),
+        ];
+        for (asked, release, arch, want) in cases {
+            assert_eq!(
+                asked.expected(release, arch),
+                want,
+                "{asked:?} on {release}"
+            );
+        }
     }
 
     #[test]
