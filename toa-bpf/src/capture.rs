@@ -10,8 +10,9 @@ use std::fmt;
 pub enum Capture {
     /// fexit on `tcp_create_openreq_child` (what `tcp_v4/v6_syn_recv_sock`
     /// build the accepted socket with): runs once per accepted connection and
-    /// for nothing else. Needs kernel BTF, a BPF trampoline for the arch and
-    /// socket storage in tracing programs (5.11).
+    /// for nothing else. Needs kernel BTF, a BPF trampoline the arch can
+    /// attach to a kernel function (x86_64; arm64 from 6.4) and socket
+    /// storage in tracing programs (5.11).
     Fexit,
     /// A cgroup sock_ops program: the kernel runs it on every TCP callback of
     /// every socket (about nine per loopback connection, both ends), which is

@@ -275,7 +275,16 @@ fn refused(name: &str, needs: &str, e: ProgramError) -> anyhow::Error {
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             format!("{io_error}; verifier log (end):\n{}", tail.join("\n"))
         }
-        other => other.to_string(),
+        // aya's attach errors name the system call; the errno is their source.
+        other => {
+            let mut text = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        }
     };
     anyhow!(
         "this kernel does not support the eBPF mode: it refused {name}, which needs {needs}: \

@@ -86,7 +86,8 @@ impl Capture {
 
     /// What `toa status` must show on kernel `release` of `arch`: `auto`
     /// takes fexit where tracing programs may use socket storage (5.11) and
-    /// the arch has a BPF trampoline (arm64 from 6.0).
+    /// a trampoline can be attached to a kernel function (arm64: ftrace
+    /// direct calls, 6.4; Debian 12's 6.1 arm64 refuses the attach).
     pub fn expected(self, release: &str, arch: crate::arch::Arch) -> Capture {
         if self != Capture::Auto {
             return self;
@@ -97,7 +98,7 @@ impl Capture {
         let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
         let needed = match arch {
             crate::arch::Arch::X86_64 => (5, 11),
-            crate::arch::Arch::Aarch64 => (6, 0),
+            crate::arch::Arch::Aarch64 => (6, 4),
         };
         if version >= needed {
             Capture::Fexit
@@ -887,7 +888,8 @@ mod tests {
             (Auto, "6.12.118+deb13-amd64", X86_64, Fexit),
             (Auto, "7.2.13+deb14-amd64", X86_64, Fexit),
             (Auto, "5.15.0-91-generic", Aarch64, SockOps),
-            (Auto, "6.1.0-57-arm64", Aarch64, Fexit),
+            (Auto, "6.1.0-57-arm64", Aarch64, SockOps),
+            (Auto, "6.12.118+deb13-arm64", Aarch64, Fexit),
             (SockOps, "7.2.13+deb14-amd64", X86_64, SockOps),
         ];
         for (asked, release, arch, want) in cases {
