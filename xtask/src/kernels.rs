@@ -149,7 +149,8 @@ pub fn select(
         if known.len() > 12 {
             known = known.split_off(known.len() - 12);
         }
-        bail!(
+        // A name the release does not have is the caller's mistake: exit 2.
+        crate::report::usage_bail!(
             "{}: unknown kernel release(s) {}; known (newest): {}",
             distro.name,
             unknown.join(", "),
@@ -338,9 +339,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pinned[0].version, "3.10.0-229.el7");
-        let err = select(&d, &all, &["9.9.9".into()], None)
-            .unwrap_err()
-            .to_string();
+        let err = select(&d, &all, &["9.9.9".into()], None).unwrap_err();
+        assert_eq!(crate::report::status(&err), 2, "a usage error");
+        let err = err.to_string();
         assert!(
             err.contains("unknown kernel release(s) 9.9.9")
                 && err.contains("3.10.0-327.4.4.el7.x86_64"),
