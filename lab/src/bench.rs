@@ -17,7 +17,7 @@ use crate::error::{lab_err, Context, Result};
 use crate::lab::{ConnSpec, Expect, Lab, ProxyFamily};
 use crate::origin::{self, Listener};
 use crate::output;
-use crate::scenarios::{kernel_release, MODULE_NAME};
+use crate::scenarios::{kernel_release, toa_command, MODULE_NAME};
 use crate::stats;
 use crate::system;
 use crate::toa_option::{Toa, KIND_TOA};
@@ -110,18 +110,7 @@ fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
         .loader
         .as_ref()
         .expect("eBPF states only with a loader");
-    let out = std::process::Command::new(loader)
-        .args(["bpf", "load", "--capture", capture])
-        .output()
-        .map_err(|e| lab_err!("running {}: {e}", loader.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(lab_err!(
-            "toa bpf load --capture {capture} failed ({}): {text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let text = toa_command(loader, &["bpf", "load", "--capture", capture])?;
     // "  capture         = fexit (fexit on ...)"
     let used = text.lines().find_map(|l| {
         let rest = l

@@ -118,6 +118,7 @@ fn toa(kind: u8, client: &str) -> Option<Toa> {
     ))
 }
 
+pub use bpf::loader as toa_command;
 pub use bpf::NAMES as BPF_ONLY;
 
 pub const ALL: &[&str] = &[

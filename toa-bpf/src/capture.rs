@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-/// A capture path: its programs, as (name in the object, what it needs).
+/// A capture path: one program in the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capture {
     /// fexit on `tcp_create_openreq_child` (what `tcp_v4/v6_syn_recv_sock`
@@ -21,12 +21,13 @@ pub enum Capture {
 }
 
 /// (program name, kernel function it traces, what the kernel must offer).
-pub const FEXIT_PROGRAMS: [(&str, &str, &str); 1] =
-    [("toa_openreq_child", "tcp_create_openreq_child", FEXIT_NEEDS)];
-
-const FEXIT_NEEDS: &str = "kernel BTF (/sys/kernel/btf/vmlinux), a BPF trampoline for this \
-     arch, bpf_probe_read_kernel (refused under lockdown=confidentiality) and socket storage \
-     in tracing programs (Linux 5.11)";
+pub const FEXIT_PROGRAM: (&str, &str, &str) = (
+    "toa_openreq_child",
+    "tcp_create_openreq_child",
+    "kernel BTF (/sys/kernel/btf/vmlinux), a BPF trampoline for this arch, \
+     bpf_probe_read_kernel (refused under lockdown=confidentiality) and socket storage in \
+     tracing programs (Linux 5.11)",
+);
 
 pub const SOCKOPS_PROGRAM: (&str, &str) = (
     "toa_sockops",
@@ -36,11 +37,11 @@ pub const SOCKOPS_PROGRAM: (&str, &str) = (
 impl Capture {
     pub const ALL: [Capture; 2] = [Capture::Fexit, Capture::SockOps];
 
-    /// The names of its programs in the object (and of their pins).
-    pub fn programs(self) -> Vec<&'static str> {
+    /// The name of its program in the object (and of its pins).
+    pub fn program(self) -> &'static str {
         match self {
-            Capture::Fexit => FEXIT_PROGRAMS.iter().map(|(p, _, _)| *p).collect(),
-            Capture::SockOps => vec![SOCKOPS_PROGRAM.0],
+            Capture::Fexit => FEXIT_PROGRAM.0,
+            Capture::SockOps => SOCKOPS_PROGRAM.0,
         }
     }
 

@@ -17,7 +17,7 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, FExit, ProgramError, SockOps};
 use aya::{Btf, Ebpf};
 
-use crate::capture::{Capture, CaptureChoice, FEXIT_PROGRAMS, SOCKOPS_PROGRAM};
+use crate::capture::{Capture, CaptureChoice, FEXIT_PROGRAM, SOCKOPS_PROGRAM};
 use crate::counters::COUNTERS;
 use crate::maps::{self, SettingsValue};
 use crate::settings::{Cidr, Settings};
@@ -67,7 +67,7 @@ fn link_pin(program: &str) -> PathBuf {
 
 /// Every link pin a load can make, capture paths included.
 fn all_link_pins() -> Vec<PathBuf> {
-    let captures = Capture::ALL.into_iter().flat_map(Capture::programs);
+    let captures = Capture::ALL.into_iter().map(Capture::program);
     GETPEERNAME
         .iter()
         .map(|(p, _)| *p)
@@ -92,11 +92,7 @@ fn attached() -> std::io::Result<Option<Capture>> {
         }
     }
     for capture in Capture::ALL {
-        let mut all = true;
-        for name in capture.programs() {
-            all &= exists(&link_pin(name))?;
-        }
-        if all {
+        if exists(&link_pin(capture.program()))? {
             return Ok(Some(capture));
         }
     }
@@ -214,8 +210,8 @@ fn attach_sockops(ebpf: &mut Ebpf, cgroup: &File) -> Result<Links> {
     Ok(vec![(name, link)])
 }
 
-/// Every fexit program, or none: one left attached beside a fallback would
-/// count a connection twice.
+/// Attached, or not at all: a program left attached beside the fallback
+/// would count a connection twice.
 fn attach_fexit(ebpf: &mut Ebpf) -> Result<Links> {
     let btf = Btf::from_sys_fs().map_err(|e| {
         anyhow!(
@@ -223,34 +219,24 @@ fn attach_fexit(ebpf: &mut Ebpf) -> Result<Links> {
              use --capture sock-ops"
         )
     })?;
-    let mut links = Vec::new();
-    for (name, function, needs) in FEXIT_PROGRAMS {
-        let attached = (|| -> Result<FdLink> {
-            let prog: &mut FExit = program(ebpf, name)?;
-            prog.load(function, &btf)
-                .map_err(|e| refused(name, needs, e))?;
-            let id = prog.attach().map_err(|e| refused(name, needs, e))?;
-            Ok(FdLink::from(prog.take_link(id)?))
-        })();
-        match attached {
-            Ok(link) => links.push((name, link)),
-            Err(e) => {
-                // Dropping the links taken so far detaches them.
-                drop(links);
-                for (name, _, _) in FEXIT_PROGRAMS {
-                    if let Ok(prog) = program::<FExit>(ebpf, name) {
-                        let _ = prog.unload();
-                    }
-                }
-                return Err(e);
-            }
+    let (name, function, needs) = FEXIT_PROGRAM;
+    let prog: &mut FExit = program(ebpf, name)?;
+    let attached = (|| -> Result<FdLink> {
+        prog.load(function, &btf)
+            .map_err(|e| refused(name, needs, e))?;
+        let id = prog.attach().map_err(|e| refused(name, needs, e))?;
+        let link = FdLink::from(prog.take_link(id)?);
+        prog.pin(pin(&format!("prog_{name}")))?;
+        Ok(link)
+    })();
+    match attached {
+        Ok(link) => Ok(vec![(name, link)]),
+        Err(e) => {
+            // Detaches whatever the program still holds.
+            let _ = prog.unload();
+            Err(e)
         }
     }
-    for (name, _) in &links {
-        let prog: &mut FExit = program(ebpf, name)?;
-        prog.pin(pin(&format!("prog_{name}")))?;
-    }
-    Ok(links)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>

@@ -26,7 +26,7 @@ pub const SCENARIOS: [(&str, Run); 3] = [
 ];
 
 /// Runs the operator's `toa` command; its output goes into the error when it fails.
-fn loader(path: &Path, args: &[&str]) -> Result<String> {
+pub fn loader(path: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(path)
         .args(args)
         .output()
