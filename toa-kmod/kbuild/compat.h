@@ -26,7 +26,7 @@
 #include <linux/ptrace.h>
 
 #if !defined(CONFIG_KPROBES)
-#error "toa.ko arms listeners from a kprobe on inet_listen: CONFIG_KPROBES must be set"
+#error "toa.ko arms listeners from a kprobe on inet_csk_listen_start: CONFIG_KPROBES must be set"
 #endif
 
 /* READ_ONCE/WRITE_ONCE arrived in 3.19 (RHEL 7 backported them later in 7.x). */
@@ -112,6 +112,12 @@
 #define toa_own_req() true
 #endif
 
+/* TCP_ULP (4.13): older kernels have no ULPs, and never see the option. */
+#include <linux/tcp.h>
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
 /*
  * setsockopt: 5.9 passes the option value as a sockptr_t. RHEL 8.10 carries
  * linux/sockptr.h, but its proto_ops.setsockopt still takes char __user *.
@@ -175,6 +181,32 @@
 #error "toa.ko unloads safely on a preemptible kernel only with CONFIG_TASKS_RCU"
 #else
 #define toa_synchronize_tasks() toa_synchronize_atomic()
+#endif
+
+/*
+ * Module parameter lock: kernel_param_lock(mod) since 4.2; before it one
+ * global lock. Taken when the module frees what a parameter's setter writes.
+ */
+#include <linux/moduleparam.h>
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 2, 0)
+#define toa_param_lock() kernel_param_lock(THIS_MODULE)
+#define toa_param_unlock() kernel_param_unlock(THIS_MODULE)
+#else
+#define toa_param_lock() __kernel_param_lock()
+#define toa_param_unlock() __kernel_param_unlock()
+#endif
+
+/*
+ * Waiting at unload without counting as uninterruptible sleep (no hung-task
+ * report, no load average) where the kernel can: TASK_IDLE came with 4.2,
+ * schedule_timeout_idle() with 4.6.
+ */
+#include <linux/delay.h>
+#include <linux/sched.h>
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 6, 0)
+#define toa_sleep_idle(ms) schedule_timeout_idle(msecs_to_jiffies(ms))
+#else
+#define toa_sleep_idle(ms) msleep(ms)
 #endif
 
 /* proc_create_single() arrived in 4.18; before it, single_open() by hand. */

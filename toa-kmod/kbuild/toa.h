@@ -29,6 +29,7 @@ enum toa_counter {
 	TOA_LISTEN_ARMED,		/* listeners given the module's tables */
 	TOA_LISTEN_KERNEL_SOCKET,	/* kernel listeners: never armed */
 	TOA_LISTEN_FOREIGN_TABLE,	/* listeners whose tables another module replaced: not armed */
+	TOA_GETNAME_TABLE_REPLACED,	/* record sockets given a table toa cannot wrap: proxy shown */
 	TOA_NR_COUNTERS
 };
 
@@ -55,6 +56,8 @@ struct toa_record {
 	struct sock *sk;
 	/* The destructor the socket had before the record chained itself in. */
 	void (*destruct)(struct sock *sk);
+	/* Unload found another destructor chained after ours (toa_table.c). */
+	bool chained;
 	struct toa_endpoint client;
 	struct toa_endpoint proxy;
 	/*
@@ -99,6 +102,10 @@ static inline const struct toa_record *toa_table_find(const struct sock *sk)
 }
 /* Unload: every socket with a record gets its own destructor back. */
 void toa_table_release_sockets(void);
+/* Unload, after that: returns once no socket can call toa_sk_destruct() any more. */
+void toa_table_wait_chained(void);
+/* A socket starting to listen: its record (if any) and its destructor go. */
+void toa_table_forget(struct sock *sk);
 /* Records allocated and not yet freed (the module's memory for them). */
 unsigned int toa_table_held(void);
 /* Under rcu_read_lock(): copies the record out; false if there is none. */
@@ -108,7 +115,28 @@ bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
 /* Hooks (toa_hooks.c). */
 int toa_hooks_init(void);
 void toa_hooks_exit(void);
-/* Listener arming runs lost by the probe (must stay 0, see toa_hooks.c). */
+enum toa_arm_result {
+	TOA_ARM_ARMED,
+	TOA_ARM_ALREADY,
+	TOA_ARM_NOT_TCP,
+	TOA_ARM_KERNEL_SOCKET,
+	TOA_ARM_FOREIGN_TABLE,
+};
+/* Called with the listener locked (lock_sock). */
+enum toa_arm_result toa_arm(struct socket *sock);
+/* The module refuses rmmod from now on (see toa_hooks.c). */
+bool toa_pinned(void);
+/* What the kernel gives a socket of this family as sk_destruct. */
+void (*toa_family_destructor(const struct sock *sk))(struct sock *sk);
+
+/* Listeners (toa_listeners.c): the ones open at load, and the ones toa cannot arm. */
+void toa_listeners_arm_existing(void);
+unsigned int toa_listeners_armed_at_load(void);
+void toa_listeners_unarmed(const struct sock *sk, struct task_struct *owner, const char *why);
+void toa_listeners_note(const struct sock *sk, pid_t pid, const char *comm, const char *why);
+int toa_listeners_init(void);
+void toa_listeners_exit(void);
+/* Listener arming runs lost by the probe (stays 0: see toa_hooks.c). */
 unsigned long toa_hooks_missed(void);
 /*
  * Every function the kernel calls through a pointer counts itself in and out

@@ -3,9 +3,12 @@
  * Where toa.ko meets the TCP stack: per-socket function tables.
  *
  * A listening TCP socket of a user-space process gets module-owned copies of
- * its two tables when it calls listen():
+ * its two tables when it starts listening (probe on inet_csk_listen_start(),
+ * socket locked, state checked), and so does every such listener already
+ * open when the module loads (toa_listeners.c):
  *   sock->ops                  (struct proto_ops)  getname wrapped: what
- *                              accept() and getpeername() answer;
+ *                              accept() and getpeername() answer; setsockopt
+ *                              wrapped: see "Tables that escape" below;
  *   inet_csk(sk)->icsk_af_ops  (inet_connection_sock_af_ops)  syn_recv_sock
  *                              wrapped: the packet completing the handshake
  *                              (the ACK; the SYN for Fast Open; SYN cookies
@@ -22,33 +25,66 @@
  * every call through these tables is an ordinary indirect call the kernel
  * makes itself. No instance pool, no recursion guard, no probe that a softirq
  * on top of another probe would miss. The one probe left arms listeners:
- * inet_listen runs only in process context from listen(), never inside
- * another probe's handler, which is the only way a kprobe hit is dropped.
- * A listener that was not armed (opened before the module loaded, owned by
- * the kernel, or with tables another module replaced) makes no records: its
+ * inet_csk_listen_start runs only in process context from listen(), never
+ * inside another probe's handler, which is the only way a kprobe hit is
+ * dropped (listen_probe_missed counts it: 0). A listener that was not armed
+ * (owned by the kernel, or with tables another module replaced:
+ * /proc/net/toa_listeners names its process) makes no records: its
  * connections get the kernel's answer from start to end, never a mix.
  *
  * Kernel sockets (no file: iSCSI target, ocfs2, NFS, DLM, ...) are never
  * armed and never rewritten, and nothing is written past the length of the
  * kernel's own answer unless the caller is known to hold a sockaddr_storage:
  * callers asking with peer == 2 (do_accept(); SO_PEERNAME, into a char[128],
- * later a sockaddr_storage) and the getpeername syscall (checked by the
- * return address, once per call site).
+ * later a sockaddr_storage) and the getpeername syscall, native or compat
+ * (checked by the return address, once per call site).
+ *
+ * What a socket inherits. A record's socket has toa_sk_destruct() as its
+ * destructor (toa_table.c). sk_clone_lock() copies it into every child, so a
+ * socket that listens again after being a TOA connection (connect(AF_UNSPEC)
+ * then listen()) drops its record and gets its destructor back first, under
+ * the socket lock, before any child can be cloned from it.
+ *
+ * Tables that escape: the design decision. Anything may copy a socket's
+ * tables *by value* and keep the copy where no unload can reach it. In the
+ * kernel that is what a ULP does: kTLS (and espintcp) builds its own
+ * proto_ops once, from the first socket that takes TCP_ULP after it loads.
+ * If that socket is ours, every kTLS socket calls toa_getname() for good; if
+ * it was not, a TOA socket that takes kTLS gets kTLS's table and would answer
+ * with the proxy. So:
+ *  - setsockopt on our table pins the module before any ULP runs on one of
+ *    its sockets: a module reference that is never dropped, "pinned until
+ *    reboot" in dmesg, `pinned: 1` in toa_stats, rmmod refused (in use).
+ *    Upgrades and uninstalls then finish at the next boot (the installers
+ *    and `toa status` say so). Tables are copied by value nowhere else in the
+ *    kernel; a module of another vendor that does it is not covered.
+ *  - after any setsockopt that replaced the table of a socket with a record
+ *    (a ULP, IPV6_ADDRFORM), the socket gets a wrapped copy of its new table
+ *    (made once per table, never freed), so its answers stay the client's.
+ * Without a ULP, unloading stays possible and safe, as follows.
  *
  * Unload with connections open and calls in flight, on every kernel from 3.10
  * to 7.x: the copies are heap memory that is never freed. At unload their
  * wrapped entries are set back to the kernel's functions, so every socket
  * that still points at a copy sees exactly the kernel's table from then on
- * and nothing has to be found or restored per socket. What remains is code:
- * each wrapper counts itself in and out (per CPU), and toa_wait_callers()
- * returns once the counts were equal before and unchanged after a wait for
- * (a) every CPU to leave softirq/atomic sections (RCU; sched-RCU before 4.20)
- * and (b) every preempted task to schedule voluntarily (RCU Tasks on
- * preemptible kernels; implied by (a) without preemption). A caller that
- * loaded a wrapper's address but was preempted before entering it holds up
- * (b); one that entered shows in the counts; one that left has no further use
- * of a wrapper except through another counted entry. Blocking accept() never
- * runs module code while it sleeps: the copies keep the kernel's accept.
+ * and nothing has to be found or restored per socket. Destructors are put
+ * back under each record bucket's lock, after a flag that stops handshakes
+ * from adding records to buckets already released. A destructor that another
+ * module chained after ours (it saved toa_sk_destruct() and will call it) can
+ * only be reached through that socket's close: unload waits for those
+ * sockets to close instead of leaving them a pointer into freed code. What
+ * remains is code: each wrapper counts itself in and out (per CPU), and
+ * toa_wait_callers() returns once the counts were equal before and unchanged
+ * after a wait for (a) every CPU to leave softirq/atomic sections (RCU;
+ * sched-RCU before 4.20) and (b) every preempted task to schedule voluntarily
+ * (RCU Tasks on preemptible kernels; implied by (a) without preemption). A
+ * caller that loaded a wrapper's address but was preempted before entering
+ * it holds up (b); one that entered shows in the counts; one that left has
+ * no further use of a wrapper except through another counted entry. A
+ * getpeername() waiting inside inet_getname() for its socket's lock holds
+ * unload up for as long as the lock's owner keeps it (idle, reported every
+ * 10 s): returning into freed text is the alternative. Blocking accept()
+ * never runs module code while it sleeps: the copies keep the kernel's accept.
  *
  * Kernel by kernel (what differs, and why the argument above still holds):
  *  3.10 (RHEL/CentOS 7): getname takes `int *uaddr_len` (compat.h wraps it);
@@ -106,6 +142,8 @@ struct toa_family {
 	const struct proto_ops *orig_ops;
 	const struct inet_connection_sock_af_ops *orig_af;
 	struct toa_tables *copy;
+	/* The destructor the kernel gives this family's sockets. */
+	void (*orig_destruct)(struct sock *sk);
 };
 
 /* Never freed: sockets keep pointing here after the module is gone. */
@@ -116,6 +154,15 @@ struct toa_tables {
 
 static struct toa_family toa_v4, toa_v6;
 static bool toa_going;
+
+static const struct toa_family *toa_family_of(const struct sock *sk)
+{
+	if (sk->sk_family == AF_INET)
+		return &toa_v4;
+	if (sk->sk_family == AF_INET6 && toa_v6.copy)
+		return &toa_v6;
+	return NULL;
+}
 
 /* --- counting callers in and out ------------------------------------------ */
 
@@ -132,15 +179,26 @@ static void toa_calls_sum(unsigned long *in, unsigned long *out)
 	}
 }
 
-/* See the top of this file for why this is enough on every kernel. */
+/*
+ * See the top of this file for why this is enough on every kernel. A caller
+ * may be asleep inside (getname waits for its socket's lock since 5.16, for
+ * as long as the lock's owner keeps it): unload waits for it, idle rather
+ * than uninterruptible, and says what it waits for every 10 s.
+ */
 static void toa_wait_callers(void)
 {
 	unsigned long in, out, in2, out2;
+	unsigned long since = jiffies;
 
 	for (;;) {
 		toa_calls_sum(&in, &out);
 		if (in != out) {
-			msleep(10);
+			if (time_after(jiffies, since + 10 * HZ)) {
+				pr_info("unload waits for %lu calls still inside toa (getpeername() waiting for a socket's lock)\n",
+					in - out);
+				since = jiffies;
+			}
+			toa_sleep_idle(10);
 			continue;
 		}
 		toa_synchronize_atomic();
@@ -209,6 +267,11 @@ static struct sock *toa_syn_recv(const struct toa_family *f, TOA_SYN_RECV_PARAMS
 		/* The child was cloned from the listener: it takes the kernel's table. */
 		if (inet_csk(child)->icsk_af_ops == &f->copy->af)
 			inet_csk(child)->icsk_af_ops = f->orig_af;
+		/*
+		 * Listeners never carry a record (toa_listen_pre() drops it), so no
+		 * child can inherit toa_sk_destruct() without one of its own; the
+		 * relisten-accepted lab scenario tries.
+		 */
 		/* A child another CPU won the race for is freed, never accepted. */
 		if (toa_own_req())
 			toa_handshake(sk, child, skb);
@@ -238,6 +301,9 @@ static bool toa_is_getpeername_symbol(const char *name)
 {
 	static const char *const prefixes[] = {
 		"sys_", "SyS_", "SYSC_", "do_sys_", "se_sys_", "x64_sys_", "arm64_sys_",
+		/* 32-bit processes on 64-bit kernels (int 0x80, compat arm64). */
+		"ia32_sys_", "ia32_compat_sys_", "x32_compat_sys_", "compat_sys_",
+		"do_compat_sys_", "se_compat_sys_", "arm64_compat_sys_",
 	};
 	size_t i, n;
 
@@ -419,29 +485,178 @@ static int toa_getname6(TOA_GETNAME_PARAMS)
 	return toa_getname_return(n);
 }
 
+/* --- tables other subsystems put on a socket ------------------------------ */
+
 /*
- * IPV6_ADDRFORM turns an IPv4-mapped AF_INET6 socket into an AF_INET one and
- * gives it the kernel's IPv4 table: a socket with a record takes ours instead.
+ * Whether the module has pinned itself: from the first time one of its
+ * function pointers may have been copied where no unload can reach it.
  */
-static int toa_setsockopt6(TOA_SETSOCKOPT_PARAMS)
+static unsigned long toa_pinned_bits;
+
+bool toa_pinned(void)
 {
+	return test_bit(0, &toa_pinned_bits);
+}
+
+/* False when the module is already being unloaded: nothing may escape then. */
+static bool toa_pin(const char *why)
+{
+	if (toa_pinned())
+		return true;
+	if (!try_module_get(THIS_MODULE))
+		return false;
+	if (test_and_set_bit(0, &toa_pinned_bits)) {
+		module_put(THIS_MODULE);
+		return true;
+	}
+	pr_warn("pinned until reboot: %s; rmmod toa is refused (in use) from now on\n", why);
+	return true;
+}
+
+/*
+ * Wrapped copies of tables that another subsystem put on a socket with a
+ * record (kTLS, espintcp: one per ULP configuration and family), made once
+ * and never freed, like the family copies.
+ */
+#define TOA_MAX_WRAPPED 64
+struct toa_wrapped {
+	const struct proto_ops *orig;
+	struct proto_ops *copy;
+	const struct toa_family *f;
+};
+static struct toa_wrapped toa_wrapped[TOA_MAX_WRAPPED];
+static int toa_nr_wrapped;
+static DEFINE_MUTEX(toa_wrapped_lock);
+
+static int toa_getname4(TOA_GETNAME_PARAMS);
+static int toa_getname6(TOA_GETNAME_PARAMS);
+static int toa_setsockopt4(TOA_SETSOCKOPT_PARAMS);
+static int toa_setsockopt6(TOA_SETSOCKOPT_PARAMS);
+
+static bool toa_is_ours(const struct proto_ops *ops)
+{
+	int i;
+
+	if ((toa_v4.copy && ops == &toa_v4.copy->ops) ||
+	    (toa_v6.copy && ops == &toa_v6.copy->ops))
+		return true;
+	for (i = 0; i < READ_ONCE(toa_nr_wrapped); i++)
+		if (ops == toa_wrapped[i].copy)
+			return true;
+	return false;
+}
+
+/*
+ * Our copy of `table` with getname (and setsockopt) wrapped, or NULL when the
+ * table's getname is neither the kernel's nor ours: another module answers
+ * for that socket and toa cannot stand in between.
+ */
+static const struct proto_ops *toa_wrap_table(const struct toa_family *f,
+					      const struct proto_ops *table)
+{
+	const struct proto_ops *found = NULL;
+	struct proto_ops *copy;
+	int i;
+
+	if (table->getname != f->orig_ops->getname && table->getname != f->copy->ops.getname)
+		return NULL;
+	mutex_lock(&toa_wrapped_lock);
+	for (i = 0; i < toa_nr_wrapped; i++) {
+		if (toa_wrapped[i].orig == table && toa_wrapped[i].f == f) {
+			found = toa_wrapped[i].copy;
+			goto out;
+		}
+	}
+	if (toa_nr_wrapped == TOA_MAX_WRAPPED || READ_ONCE(toa_going))
+		goto out;
+	copy = kmalloc(sizeof(*copy), GFP_KERNEL);
+	if (!copy)
+		goto out;
+	/* Never freed: see the top of this file. */
+	kmemleak_not_leak(copy);
+	memcpy(copy, table, sizeof(*copy));
+	copy->getname = f->copy->ops.getname;
+	if (table->setsockopt == f->orig_ops->setsockopt ||
+	    table->setsockopt == f->copy->ops.setsockopt)
+		copy->setsockopt = f->copy->ops.setsockopt;
+	toa_wrapped[toa_nr_wrapped].orig = table;
+	toa_wrapped[toa_nr_wrapped].copy = copy;
+	toa_wrapped[toa_nr_wrapped].f = f;
+	/* Readers (toa_is_ours) see the entry before the count covers it. */
+	smp_wmb();
+	WRITE_ONCE(toa_nr_wrapped, toa_nr_wrapped + 1);
+	found = copy;
+out:
+	mutex_unlock(&toa_wrapped_lock);
+	return found;
+}
+
+/*
+ * A setsockopt replaced the table of a socket that has a record
+ * (IPV6_ADDRFORM gives it the kernel's IPv4 table, a ULP its own): the
+ * socket takes a wrapped copy of the new table, or it would answer with the
+ * proxy from then on.
+ */
+static void toa_follow_table(struct socket *sock)
+{
+	const struct proto_ops *now = READ_ONCE(sock->ops);
+	const struct proto_ops *wrapped;
 	struct toa_endpoint client, proxy;
+	const struct toa_family *f;
+	struct sock *sk = sock->sk;
 	bool found;
+
+	if (!sk || toa_is_ours(now) || READ_ONCE(toa_going))
+		return;
+	rcu_read_lock();
+	found = toa_table_lookup(sk, &client, &proxy);
+	rcu_read_unlock();
+	f = toa_family_of(sk);
+	if (!found || !f)
+		return;
+	wrapped = now == f->orig_ops ? &f->copy->ops : toa_wrap_table(f, now);
+	if (!wrapped) {
+		toa_count(TOA_GETNAME_TABLE_REPLACED);
+		pr_warn_once("a socket with a TOA record took a function table toa cannot wrap (%ps): it answers with the proxy\n",
+			     now->getname);
+		return;
+	}
+	cmpxchg(&sock->ops, now, wrapped);
+}
+
+/*
+ * Every setsockopt on a socket with our table. A ULP (kTLS, espintcp)
+ * builds its tables once, by value, from the first socket that takes it: if
+ * that socket is ours, the ULP's tables keep our functions for good, and no
+ * unload can reach them. So the module pins itself before any ULP runs on
+ * one of its sockets; while it is being unloaded, the socket is given the
+ * kernel's table first, so the ULP copies that one.
+ */
+static int toa_setsockopt(const struct toa_family *f, TOA_SETSOCKOPT_PARAMS)
+{
+	const struct proto_ops *before;
 	int err;
 
 	toa_enter();
-	err = toa_v6.orig_ops->setsockopt(TOA_SETSOCKOPT_ARGS);
-	if (!err && level == SOL_IPV6 && optname == IPV6_ADDRFORM && sock->sk &&
-	    !READ_ONCE(toa_going)) {
-		rcu_read_lock();
-		found = toa_table_lookup(sock->sk, &client, &proxy);
-		rcu_read_unlock();
-		if (found)
-			cmpxchg(&sock->ops, toa_v4.orig_ops,
-				(const struct proto_ops *)&toa_v4.copy->ops);
-	}
+	if (level == SOL_TCP && optname == TCP_ULP &&
+	    !toa_pin("a socket with toa's function table took a TCP ULP (kTLS, espintcp), which copies that table"))
+		toa_disarm(sock, f);
+	before = READ_ONCE(sock->ops);
+	err = f->orig_ops->setsockopt(TOA_SETSOCKOPT_ARGS);
+	if (!err && READ_ONCE(sock->ops) != before)
+		toa_follow_table(sock);
 	toa_leave();
 	return err;
+}
+
+static int toa_setsockopt4(TOA_SETSOCKOPT_PARAMS)
+{
+	return toa_setsockopt(&toa_v4, TOA_SETSOCKOPT_ARGS);
+}
+
+static int toa_setsockopt6(TOA_SETSOCKOPT_PARAMS)
+{
+	return toa_setsockopt(&toa_v6, TOA_SETSOCKOPT_ARGS);
 }
 
 /* --- arming listeners ---------------------------------------------------- */
@@ -456,7 +671,14 @@ static bool toa_is_kernel_table(const void *table, const void *orig, size_t size
 	return table == orig || !memcmp(table, orig, size);
 }
 
-static void toa_arm(struct socket *sock)
+/*
+ * Called with the socket locked (lock_sock) and its state known: from the
+ * probe on inet_csk_listen_start(), which inet_listen() calls under the lock
+ * after its checks, or by the load-time walk. A connect() on the same socket
+ * takes the same lock, so it cannot put its own af_ops (ipv6_mapped) on the
+ * socket between our read and our write.
+ */
+enum toa_arm_result toa_arm(struct socket *sock)
 {
 	const struct inet_connection_sock_af_ops *af;
 	const struct proto_ops *ops;
@@ -465,39 +687,60 @@ static void toa_arm(struct socket *sock)
 	const struct toa_family *f;
 
 	if (!sk || sock->type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP)
-		return;
+		return TOA_ARM_NOT_TCP;
 	if (!sock->file) {
 		toa_count(TOA_LISTEN_KERNEL_SOCKET);
-		return;
+		return TOA_ARM_KERNEL_SOCKET;
 	}
-	f = sk->sk_family == AF_INET ? &toa_v4 : sk->sk_family == AF_INET6 ? &toa_v6 : NULL;
-	if (!f || !f->copy || READ_ONCE(toa_going))
-		return;
+	f = toa_family_of(sk);
+	if (!f || READ_ONCE(toa_going))
+		return TOA_ARM_NOT_TCP;
 	icsk = inet_csk(sk);
-	if (READ_ONCE(sock->ops) == &f->copy->ops)
-		return;
 	ops = READ_ONCE(sock->ops);
 	af = READ_ONCE(icsk->icsk_af_ops);
-	if (!toa_is_kernel_table(ops, f->orig_ops, sizeof(*ops)) ||
-	    !toa_is_kernel_table(af, f->orig_af, sizeof(*af))) {
+	if (ops == &f->copy->ops && af == &f->copy->af)
+		return TOA_ARM_ALREADY;
+	if ((ops != &f->copy->ops && !toa_is_kernel_table(ops, f->orig_ops, sizeof(*ops))) ||
+	    (af != &f->copy->af && !toa_is_kernel_table(af, f->orig_af, sizeof(*af)))) {
 		toa_count(TOA_LISTEN_FOREIGN_TABLE);
-		return;
+		return TOA_ARM_FOREIGN_TABLE;
 	}
 	/* Handshakes first: a record never exists on a socket whose answers are the kernel's. */
 	WRITE_ONCE(icsk->icsk_af_ops, &f->copy->af);
-	cmpxchg(&sock->ops, ops, (const struct proto_ops *)&f->copy->ops);
+	if (ops != &f->copy->ops &&
+	    cmpxchg(&sock->ops, ops, (const struct proto_ops *)&f->copy->ops) != ops) {
+		/* Someone else's table arrived in between: theirs wins, and no records. */
+		WRITE_ONCE(icsk->icsk_af_ops, af);
+		toa_count(TOA_LISTEN_FOREIGN_TABLE);
+		return TOA_ARM_FOREIGN_TABLE;
+	}
 	toa_count(TOA_LISTEN_ARMED);
+	return TOA_ARM_ARMED;
 }
 
-/* Before inet_listen() runs: no accept() can be waiting on the socket yet. */
+/*
+ * inet_csk_listen_start(sk, ...) runs from inet_listen() with the socket
+ * locked, in process context, after the state checks and before the socket
+ * is hashed: no SYN and no accept() can reach it yet.
+ */
 static int toa_listen_pre(struct kprobe *kp, struct pt_regs *regs)
 {
-	toa_arm((struct socket *)toa_arg1(regs));
+	struct sock *sk = (struct sock *)toa_arg1(regs);
+	struct socket *sock = sk->sk_socket;
+
+	/*
+	 * An accepted TOA socket disconnected (connect AF_UNSPEC) and listening
+	 * now: its record is meaningless, and its destructor must not be cloned
+	 * into children that have none.
+	 */
+	toa_table_forget(sk);
+	if (sock && toa_arm(sock) == TOA_ARM_FOREIGN_TABLE)
+		toa_listeners_unarmed(sk, current, "table replaced by another module");
 	return 0;
 }
 
 static struct kprobe toa_listen_probe = {
-	.symbol_name = "inet_listen",
+	.symbol_name = "inet_csk_listen_start",
 	.pre_handler = toa_listen_pre,
 };
 
@@ -519,6 +762,7 @@ static int toa_family_init(struct toa_family *f, int family)
 		return err;
 	f->orig_ops = sock->ops;
 	f->orig_af = inet_csk(sock->sk)->icsk_af_ops;
+	f->orig_destruct = sock->sk->sk_destruct;
 	sock_release(sock);
 
 	f->copy = kmalloc(sizeof(*f->copy), GFP_KERNEL);
@@ -531,6 +775,7 @@ static int toa_family_init(struct toa_family *f, int family)
 	memcpy(&f->copy->af, f->orig_af, sizeof(f->copy->af));
 	if (family == AF_INET) {
 		f->copy->ops.getname = toa_getname4;
+		f->copy->ops.setsockopt = toa_setsockopt4;
 		f->copy->af.syn_recv_sock = toa_syn_recv4;
 	} else {
 		f->copy->ops.getname = toa_getname6;
@@ -540,14 +785,32 @@ static int toa_family_init(struct toa_family *f, int family)
 	return 0;
 }
 
-/* Sockets still pointing at the copy get exactly the kernel's table. */
+/* Sockets still pointing at a copy get exactly the kernel's functions. */
 static void toa_family_restore(struct toa_family *f)
 {
+	int i;
+
 	if (!f->copy)
 		return;
 	WRITE_ONCE(f->copy->ops.getname, f->orig_ops->getname);
 	WRITE_ONCE(f->copy->ops.setsockopt, f->orig_ops->setsockopt);
 	WRITE_ONCE(f->copy->af.syn_recv_sock, f->orig_af->syn_recv_sock);
+	mutex_lock(&toa_wrapped_lock);
+	for (i = 0; i < toa_nr_wrapped; i++) {
+		if (toa_wrapped[i].f != f)
+			continue;
+		WRITE_ONCE(toa_wrapped[i].copy->getname, f->orig_ops->getname);
+		if (toa_wrapped[i].copy->setsockopt == toa_setsockopt4 ||
+		    toa_wrapped[i].copy->setsockopt == toa_setsockopt6)
+			WRITE_ONCE(toa_wrapped[i].copy->setsockopt, f->orig_ops->setsockopt);
+	}
+	mutex_unlock(&toa_wrapped_lock);
+}
+
+void (*toa_family_destructor(const struct sock *sk))(struct sock *sk)
+{
+	return sk->sk_family == AF_INET6 && toa_v6.copy ? toa_v6.orig_destruct :
+							  toa_v4.orig_destruct;
 }
 
 int toa_hooks_init(void)
@@ -565,12 +828,13 @@ int toa_hooks_init(void)
 		pr_info("IPv6 TCP unavailable (%d): IPv4 listeners only\n", err);
 		toa_v6.copy = NULL;
 	}
+	/* Before the walk: a listener that starts meanwhile is armed by one or the other. */
 	err = register_kprobe(&toa_listen_probe);
 	if (err) {
 		pr_err("cannot probe %s: %d\n", toa_listen_probe.symbol_name, err);
 		return err;
 	}
-	pr_info("listeners opened from now on honour TOA; ones already listening keep the kernel's answer until they listen again\n");
+	toa_listeners_arm_existing();
 	return 0;
 }
 
@@ -582,5 +846,8 @@ void toa_hooks_exit(void)
 	toa_family_restore(&toa_v4);
 	toa_family_restore(&toa_v6);
 	toa_table_release_sockets();
+	toa_wait_callers();
+	/* Sockets whose destructor another module chained after ours call it still. */
+	toa_table_wait_chained();
 	toa_wait_callers();
 }

@@ -50,9 +50,12 @@ static int __init toa_init(void)
 	err = toa_table_init(max_records);
 	if (err)
 		goto out_stats;
-	err = toa_hooks_init();
+	err = toa_listeners_init();
 	if (err)
 		goto out_table;
+	err = toa_hooks_init();
+	if (err)
+		goto out_listeners;
 	err = toa_sockopt_init();
 	if (err)
 		goto out_hooks;
@@ -62,6 +65,8 @@ static int __init toa_init(void)
 
 out_hooks:
 	toa_hooks_exit();
+out_listeners:
+	toa_listeners_exit();
 out_table:
 	toa_table_exit();
 out_stats:
@@ -77,6 +82,7 @@ static void __exit toa_exit(void)
 {
 	toa_sockopt_exit();
 	toa_hooks_exit();
+	toa_listeners_exit();
 	toa_table_exit();
 	toa_stats_exit();
 	toa_ports_exit();

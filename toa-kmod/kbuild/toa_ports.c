@@ -46,6 +46,9 @@ static bool toa_ports_entry(const char *s, size_t len, unsigned int *lo, unsigne
 	return true;
 }
 
+/* Set at unload (under the parameter lock): later writes are refused. */
+static bool toa_ports_closed;
+
 static int toa_ports_set(const char *val, const struct kernel_param *kp)
 {
 	size_t len = strcspn(val, "\n");
@@ -53,6 +56,8 @@ static int toa_ports_set(const char *val, const struct kernel_param *kp)
 	size_t at = 0, n;
 	unsigned int lo, hi;
 
+	if (toa_ports_closed)
+		return -EBUSY;
 	if (len >= TOA_PORTS_TEXT_MAX) {
 		pr_err("ports rejected: longer than %d bytes\n", TOA_PORTS_TEXT_MAX - 1);
 		return -EINVAL;
@@ -128,6 +133,10 @@ bool toa_port_honoured(__u16 port)
 
 void toa_ports_exit(void)
 {
+	/* A write to the parameter's sysfs file may be running until the module is gone. */
+	toa_param_lock();
 	kfree(rcu_dereference_protected(toa_ports, 1));
 	RCU_INIT_POINTER(toa_ports, NULL);
+	toa_ports_closed = true;
+	toa_param_unlock();
 }

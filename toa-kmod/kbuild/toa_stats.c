@@ -25,6 +25,7 @@ static const char *const toa_counter_names[TOA_NR_COUNTERS] = {
 	[TOA_LISTEN_ARMED] = "listen_armed",
 	[TOA_LISTEN_KERNEL_SOCKET] = "listen_kernel_socket",
 	[TOA_LISTEN_FOREIGN_TABLE] = "listen_foreign_table",
+	[TOA_GETNAME_TABLE_REPLACED] = "getname_table_replaced",
 };
 
 /* The seed's layout: a header of online CPUs, then `name: v0 v1 ...`. */
@@ -44,8 +45,15 @@ static int toa_stats_show(struct seq_file *seq, void *v)
 				   (unsigned long long)per_cpu(toa_stats, cpu).v[i]);
 		seq_putc(seq, '\n');
 	}
-	/* Not per CPU: listener arming runs the probe lost; 0 by construction. */
+	/*
+	 * Not per CPU: listener arming runs the probe lost; 0 by construction.
+	 * Also under its old name, kretprobe_missed, for this release only.
+	 */
+	seq_printf(seq, "%-25s: %lu\n", "listen_probe_missed", toa_hooks_missed());
 	seq_printf(seq, "%-25s: %lu\n", "kretprobe_missed", toa_hooks_missed());
+	/* Gauges: listeners armed by the walk at load; 1 once rmmod is refused. */
+	seq_printf(seq, "%-25s: %u\n", "listen_armed_at_load", toa_listeners_armed_at_load());
+	seq_printf(seq, "%-25s: %u\n", "pinned", toa_pinned() ? 1 : 0);
 	/* A gauge: records in memory now; back to 0 once TOA connections close. */
 	seq_printf(seq, "%-25s: %u\n", "records_live", toa_table_held());
 	return 0;

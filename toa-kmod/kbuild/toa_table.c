@@ -32,6 +32,14 @@ static struct kmem_cache *toa_record_cache;
  */
 static atomic_t toa_records = ATOMIC_INIT(0);
 static unsigned int toa_max_records;
+/*
+ * Set at unload before the sockets are released: a handshake that takes a
+ * bucket's lock after the release scanned it sees this and makes no record,
+ * so no socket is left pointing at toa_sk_destruct().
+ */
+static bool toa_table_closing;
+/* Records whose socket's destructor another module chained after ours. */
+static atomic_t toa_chained = ATOMIC_INIT(0);
 
 int toa_table_init(unsigned int max_records)
 {
@@ -145,7 +153,17 @@ void toa_table_insert(struct sock *sk, const struct toa_endpoint *client,
 	if (client->family == 6)
 		toa_count(TOA_IP6_ADDRESS_ALLOC);
 
+	rec->chained = false;
 	spin_lock_irqsave(&b->lock, flags);
+	if (READ_ONCE(toa_table_closing)) {
+		spin_unlock_irqrestore(&b->lock, flags);
+		if (client->family == 6)
+			toa_count(TOA_IP6_ADDRESS_FREE);
+		kmem_cache_free(toa_record_cache, rec);
+		atomic_dec(&toa_records);
+		toa_count(TOA_RECORD_ALLOC_FAILED);
+		return;
+	}
 	rec->destruct = sk->sk_destruct;
 	/* A socket gets one record: a second handshake replaces the first. */
 	hlist_for_each_entry(old, &b->head, node) {
@@ -177,6 +195,8 @@ void toa_sk_destruct(struct sock *sk)
 	hlist_for_each_entry(rec, &b->head, node) {
 		if (rec->sk == sk) {
 			destruct = rec->destruct;
+			if (rec->chained)
+				atomic_dec(&toa_chained);
 			toa_record_unlink(rec);
 			break;
 		}
@@ -184,12 +204,36 @@ void toa_sk_destruct(struct sock *sk)
 	spin_unlock_irqrestore(&b->lock, flags);
 	/*
 	 * Unload puts the destructor back before it removes any record, and
-	 * waits for running destructors in between: the record is always there.
+	 * waits for running destructors in between; a listener drops its
+	 * record and destructor together, so no child inherits one without
+	 * the other. Should a socket still come here without a record, it gets
+	 * its family's destructor, loudly: nothing must be left undone for it.
 	 */
 	if (WARN_ON_ONCE(!destruct))
-		destruct = inet_sock_destruct;
+		destruct = toa_family_destructor(sk);
 	destruct(sk);
 	toa_leave();
+}
+
+void toa_table_forget(struct sock *sk)
+{
+	struct toa_bucket *b = toa_bucket_of(sk);
+	struct toa_record *rec;
+	unsigned long flags;
+
+	spin_lock_irqsave(&b->lock, flags);
+	hlist_for_each_entry(rec, &b->head, node) {
+		if (rec->sk != sk)
+			continue;
+		/* Chained by another module: the record stays for its destructor. */
+		if (cmpxchg(&sk->sk_destruct, toa_sk_destruct, rec->destruct) == toa_sk_destruct) {
+			if (rec->chained)
+				atomic_dec(&toa_chained);
+			toa_record_unlink(rec);
+		}
+		break;
+	}
+	spin_unlock_irqrestore(&b->lock, flags);
 }
 
 bool toa_table_lookup(const struct sock *sk, struct toa_endpoint *client,
@@ -214,14 +258,42 @@ void toa_table_release_sockets(void)
 	unsigned long flags;
 	unsigned int i;
 
+	WRITE_ONCE(toa_table_closing, true);
 	for (i = 0; i < (1U << TOA_TABLE_BITS); i++) {
 		spin_lock_irqsave(&toa_buckets[i].lock, flags);
 		hlist_for_each_entry(rec, &toa_buckets[i].head, node) {
+			if (rec->chained)
+				continue;
 			if (cmpxchg(&rec->sk->sk_destruct, toa_sk_destruct, rec->destruct) !=
-			    toa_sk_destruct)
-				pr_warn("a socket's destructor was replaced after toa's: left as is\n");
+			    toa_sk_destruct) {
+				/* Its chain calls toa_sk_destruct() at close: wait for that. */
+				rec->chained = true;
+				atomic_inc(&toa_chained);
+			}
 		}
 		spin_unlock_irqrestore(&toa_buckets[i].lock, flags);
+	}
+}
+
+/*
+ * Another module saved toa_sk_destruct() inside its own destructor: only the
+ * socket's close can call it, so unload waits for those sockets to close
+ * rather than leave them calling freed code. Said every 10 s.
+ */
+void toa_table_wait_chained(void)
+{
+	unsigned long since = jiffies;
+	int n = atomic_read(&toa_chained);
+
+	if (n)
+		pr_warn("unload waits for %d sockets whose destructor another module chained after toa's to close\n",
+			n);
+	while ((n = atomic_read(&toa_chained)) > 0) {
+		if (time_after(jiffies, since + 10 * HZ)) {
+			pr_warn("unload still waits for %d sockets with a chained destructor\n", n);
+			since = jiffies;
+		}
+		toa_sleep_idle(10);
 	}
 }
 

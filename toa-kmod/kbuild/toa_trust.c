@@ -42,12 +42,17 @@ static const char *toa_trust_reason(int rc)
 	}
 }
 
+/* Set at unload (under the parameter lock): later writes are refused. */
+static bool toa_trust_closed;
+
 static int toa_trusted_set(const char *val, const struct kernel_param *kp)
 {
 	struct toa_trust *t, *old;
 	size_t len = strcspn(val, "\n");
 	size_t offset = 0;
 
+	if (toa_trust_closed)
+		return -EBUSY;
 	if (len >= TOA_TRUSTED_TEXT_MAX) {
 		pr_err("trusted_proxies rejected: longer than %d bytes\n", TOA_TRUSTED_TEXT_MAX - 1);
 		return -EINVAL;
@@ -121,6 +126,10 @@ void toa_trust_report(void)
 
 void toa_trust_exit(void)
 {
+	/* A write to the parameter's sysfs file may be running until the module is gone. */
+	toa_param_lock();
 	kfree(rcu_dereference_protected(toa_trust, 1));
 	RCU_INIT_POINTER(toa_trust, NULL);
+	toa_trust_closed = true;
+	toa_param_unlock();
 }
