@@ -28,6 +28,7 @@ toa is registered with DKMS so kernel upgrades rebuild it.
 Options:
   --dry-run                 print every action, change nothing
   --uninstall               unload toa and remove its files, DKMS registration and boot configuration
+                            (a pinned toa.ko, see 'toa status', stays loaded until the next reboot)
   --trusted-proxies CIDRS   accept TOA only from these proxies, e.g. 10.0.0.0/8,2001:db8::/32
                             (written to $MODPROBE_CONF)
   --base-url URL            where toa.tar.gz and SHA256SUMS are (default $TOA_DEFAULT_BASE_URL)
@@ -246,7 +247,10 @@ function main {
     persist
     prove_install
     show_status
-    if [ "$DRY_RUN" = 0 ]; then
+    if [ "$DRY_RUN" = 0 ] && [ "$KMOD_PINNED" = 1 ]; then
+        say "done: toa $TOA_VERSION is built, installed and loads at every boot; the new toa.ko takes over at the next reboot, and until then the running toa.ko, which passed the self-test, serves: $PINNED_WHY"
+        say "to remove toa: curl -fsSL $BASE_URL/install_toa.sh | sudo bash -s -- --uninstall"
+    elif [ "$DRY_RUN" = 0 ]; then
         say "done: toa $TOA_VERSION is built, loaded, and will be loaded at every boot"
         say "to remove toa: curl -fsSL $BASE_URL/install_toa.sh | sudo bash -s -- --uninstall"
     fi

@@ -31,7 +31,9 @@ The eBPF mode (--mode bpf, kernels >= 5.10 with systemd): installs the toa
 command as $TOA_BIN, attaches with 'toa bpf load', writes its settings to
 $BPF_ENV and enables $BPF_UNIT_PATH, which attaches again at boot.
 Either way it runs 'toa selftest' and undoes everything if that fails. Only
-one mode is ever active: installing one removes the other.
+one mode is ever active: installing one removes the other. A toa.ko that is
+pinned (a socket took kTLS or another TCP ULP) cannot be unloaded before the
+next reboot: an upgrade then takes over at that reboot.
 
 Options:
   --mode auto|kmod|bpf      auto (the default): the mode installed already; else toa.ko when a
@@ -40,7 +42,8 @@ Options:
                             when the kernel accepts it; else the offer to build toa.ko here
   --dry-run                 print every action, change nothing
   --uninstall               remove toa whichever mode is installed: unload or detach it, remove
-                            its files, unit and boot configuration, and the toa command
+                            its files, unit and boot configuration, and the toa command (a
+                            pinned toa.ko, see 'toa status', stays loaded until the next reboot)
   --trusted-proxies CIDRS   accept TOA only from these proxies, e.g. 10.0.0.0/8,2001:db8::/32
                             (written to $MODPROBE_CONF, or $BPF_ENV in the eBPF mode)
   --compile                 no prebuilt module for this kernel: build it here with
@@ -213,7 +216,10 @@ function install_prebuilt {
     persist
     prove_install
     show_status
-    if [ "$DRY_RUN" = 0 ]; then
+    if [ "$DRY_RUN" = 0 ] && [ "$KMOD_PINNED" = 1 ]; then
+        say "done: toa $TOA_VERSION is installed and loads at every boot of kernel $KREL; the new toa.ko takes over at the next reboot, and until then the running toa.ko, which passed the self-test, serves: $PINNED_WHY"
+        say "to remove toa: curl -fsSL $BASE_URL/$PROG | sudo bash -s -- --uninstall"
+    elif [ "$DRY_RUN" = 0 ]; then
         say "done: toa $TOA_VERSION is loaded and will be loaded at every boot of kernel $KREL"
         say "after a kernel upgrade, run this installer again for the new kernel (or use compile_install_toa.sh with dkms installed, which rebuilds toa by itself)"
         say "to remove toa: curl -fsSL $BASE_URL/$PROG | sudo bash -s -- --uninstall"
@@ -346,6 +352,15 @@ function install_bpf {
         fi
         err "$WHY_NOT; nothing was changed" "use toa.ko instead: run this again with --mode kmod (or without --mode)"
     fi
+    # One mode at a time, and a pinned toa.ko cannot be unloaded before a reboot.
+    if loaded_toa && toa_pinned; then
+        if [ "$fallback" = 1 ]; then
+            say "not the eBPF mode: toa.ko is loaded and stays loaded until the next reboot, $PINNED_WHY"
+            return 1
+        fi
+        err "the eBPF mode cannot be installed now: toa.ko is loaded and cannot be unloaded before the next reboot, $PINNED_WHY; only one mode may be active, so nothing was changed" \
+            "to switch to the eBPF mode: remove toa.ko with '--uninstall' (nothing loads it at boot any more), reboot, then run this again with --mode bpf"
+    fi
     say "installing the eBPF mode (no kernel module) for kernel $KREL"
     if [ -f "$ROOT$TOA_BIN" ]; then
         sha256_of "$ROOT$TOA_BIN"
@@ -371,6 +386,11 @@ function install_bpf {
         say "toa.ko is installed here; removing it first, so that only the eBPF mode is active"
         remove_kmod_mode
         BPF_CHANGED=1
+        if [ "$KMOD_PINNED" = 1 ]; then
+            # It pinned itself since the check above.
+            err "toa.ko could not be unloaded: $PINNED_WHY; it stays loaded until the next reboot, and only one mode may be active, so the eBPF mode was not attached" \
+                "toa.ko's files and boot configuration were removed (nothing loads it at boot any more): reboot, then run this again with --mode bpf"
+        fi
     fi
     write_bpf_env
     install_bpf_unit

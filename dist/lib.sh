@@ -548,13 +548,62 @@ function check_module_signing {
         "   /lib/modules/$KREL/build/scripts/sign-file sha256 MOK.priv MOK.der toa.ko"
 }
 
+# toa_pinned: the loaded toa.ko pinned itself (/proc/net/toa_stats says
+# `pinned : 1`): a socket took kTLS or another TCP ULP, which copied toa's
+# function table, so the kernel refuses rmmod until the next reboot.
+function toa_pinned {
+    [ -r "$ROOT/proc/net/toa_stats" ] &&
+        grep -Eq '^pinned[[:space:]]*:[[:space:]]*1[[:space:]]*$' "$ROOT/proc/net/toa_stats"
+}
+
+PINNED_WHY="it is pinned (a socket took kTLS or another TCP ULP)"
+
+# unload_toa: rmmod toa. Returns 1, with KMOD_PINNED=1, when toa.ko is pinned
+# (it stays loaded until the next reboot; the caller decides what that
+# means); any other failure stops with an error.
+KMOD_PINNED=0
 function unload_toa {
-    if ! act rmmod toa; then
-        err "could not unload the toa module that is loaded now (rmmod toa failed)" \
-            "something still uses it: check 'lsmod | grep toa', stop that user, then run this again"
+    if [ "$KMOD_PINNED" = 1 ]; then
+        return 1
     fi
-    if [ "$DRY_RUN" = 0 ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+        if toa_pinned; then
+            KMOD_PINNED=1
+            say "dry run: rmmod toa would be refused: toa.ko stays loaded until the next reboot, $PINNED_WHY"
+            return 1
+        fi
+        act rmmod toa
+        return 0
+    fi
+    if rmmod toa 2>"$TMP_DIR/rmmod.err"; then
         say "unloaded toa (rmmod toa)"
+        return 0
+    fi
+    if toa_pinned; then
+        KMOD_PINNED=1
+        say "toa.ko cannot be unloaded before the next reboot: $PINNED_WHY, so the kernel refuses rmmod toa"
+        return 1
+    fi
+    cat "$TMP_DIR/rmmod.err" >&2
+    err "could not unload the toa module that is loaded now (rmmod toa failed)" \
+        "something still uses it: check 'lsmod | grep toa', stop that user, then run this again"
+}
+
+# set_live_trusted_proxies: a pinned toa.ko cannot be reloaded with the new
+# modprobe.d options, so --trusted-proxies is written to its parameter now.
+function set_live_trusted_proxies {
+    local param="$ROOT/sys/module/toa/parameters/trusted_proxies"
+    if [ "$TRUSTED_PROXIES_SET" = 0 ]; then
+        return 0
+    fi
+    if [ "$DRY_RUN" = 1 ]; then
+        say "dry run: would write trusted_proxies=$TRUSTED_PROXIES to /sys/module/toa/parameters/trusted_proxies"
+        return 0
+    fi
+    if [ -f "$param" ] && printf '%s' "$TRUSTED_PROXIES" >"$param" 2>/dev/null; then
+        say "the running toa.ko takes trusted_proxies=$TRUSTED_PROXIES now (written to /sys/module/toa/parameters/trusted_proxies)"
+    else
+        warn "the running toa.ko did not take trusted_proxies=$TRUSTED_PROXIES (it has no such writable parameter): until the next reboot it keeps its own list ('cat /sys/module/toa/parameters/trusted_proxies')"
     fi
 }
 
@@ -625,8 +674,10 @@ function load_module {
     if loaded_toa; then
         if [ "$need_place" = 0 ] && [ "$PARAMS_CHANGED" = 0 ] && loaded_is "$ko"; then
             need_load=0
-        else
-            unload_toa
+        elif ! unload_toa; then
+            # Pinned: the files go in place for the next boot; loading now
+            # would fail, the old toa.ko being loaded.
+            need_load=0
         fi
     fi
     remove_legacy_module
@@ -652,6 +703,13 @@ function load_module {
             fi
             say "loaded toa $TOA_VERSION"
         fi
+    elif [ "$KMOD_PINNED" = 1 ]; then
+        if loaded_is "$ko"; then
+            say "the running toa.ko is this build; it cannot be loaded again with the settings in $MODPROBE_CONF before the next reboot: $PINNED_WHY"
+        else
+            say "the new toa.ko takes over at the next reboot: the running one stays loaded until then, $PINNED_WHY"
+        fi
+        set_live_trusted_proxies
     else
         say "toa $TOA_VERSION is already loaded; nothing to reload"
     fi
@@ -829,7 +887,8 @@ DID=0
 function remove_kmod_mode {
     local did=0 f rel rc
     if loaded_toa; then
-        unload_toa
+        # Pinned (KMOD_PINNED=1): it stays loaded; everything else goes.
+        unload_toa || true
         did=1
     fi
     if check_cmd dkms && [ -n "$(dkms_versions)" ]; then
@@ -930,6 +989,9 @@ function uninstall {
     [ "$CHANGED" = 0 ] || DID=1
     if [ "$DRY_RUN" = 1 ]; then
         say "dry run: nothing was changed"
+    elif [ "$KMOD_PINNED" = 1 ]; then
+        say "toa is uninstalled: files and boot configuration removed"
+        say "toa.ko stays loaded until the next reboot: $PINNED_WHY; nothing loads it at boot any more"
     elif [ "$DID" = 1 ]; then
         say "toa is uninstalled: module unloaded or eBPF mode detached, files and boot configuration removed"
     else
@@ -1001,10 +1063,17 @@ function run_selftest {
     undo_install "toa selftest failed: $(grep -m 1 -E '^(FAIL|toa:)' "$TMP_DIR/selftest.out" || tail -n 1 "$TMP_DIR/selftest.out")"
 }
 
-# undo_install REASON: uninstalls what this run installed, then fails.
+# undo_install REASON: uninstalls what this run installed, then fails. A
+# pinned toa.ko cannot be unloaded: it stays until the next reboot, which no
+# longer loads it.
 function undo_install {
     warn "$1; undoing the installation"
     uninstall
+    if [ "$KMOD_PINNED" = 1 ]; then
+        err "$1" "toa's files and boot configuration were removed, but toa.ko could not be unloaded: $PINNED_WHY;" \
+            "it stays loaded until the next reboot, which does not load it again: reboot to be rid of it" \
+            "the self-test's lines are above; report them with 'uname -r' and your distribution"
+    fi
     err "$1" "toa was unloaded or detached, and removed: this kernel does not show applications the client's address with it" \
         "the self-test's lines are above; report them with 'uname -r' and your distribution" \
         "to install anyway (not recommended), run this again with --no-selftest"

@@ -2,7 +2,8 @@
 //!
 //! Format: a header of CPU columns (`CPU0 CPU1 ...`), then one line per
 //! counter, `name: v0 v1 ...`, one value per CPU column. The module adds
-//! global rows with a single value (`kretprobe_missed`, and the gauge
+//! global rows with a single value (`listen_probe_missed` and its old name
+//! `kretprobe_missed`, and the gauges `listen_armed_at_load`, `pinned` and
 //! `records_live`); those parse too, and `Counter::values` tells them apart.
 
 use std::fmt;
@@ -139,5 +140,38 @@ mod tests {
         let s = parse("                      CPU0 CPU1\nsyn_recv_sock_toa    : 1 0\nkretprobe_missed     : 0\n").unwrap();
         assert_eq!(s.get("syn_recv_sock_toa"), Some(1));
         assert_eq!(s.get("kretprobe_missed"), Some(0));
+    }
+
+    #[test]
+    fn test_parse_single_value_rows_of_this_release() {
+        // toa_stats.c: `%-25s` then `:` and one value per CPU, or `: %lu`.
+        let text = "                          CPU0 CPU1
+listen_foreign_table     : 0 1
+getname_table_replaced   : 2 3
+listen_probe_missed      : 0
+kretprobe_missed         : 0
+listen_armed_at_load     : 3
+pinned                   : 1
+records_live             : 4
+";
+        let s = parse(text).unwrap();
+        assert_eq!(s.cpus, 2);
+        let row = |name: &str| s.counter(name).unwrap();
+        assert_eq!(
+            (
+                row("getname_table_replaced").sum,
+                row("getname_table_replaced").values
+            ),
+            (5, 2)
+        );
+        for (name, sum) in [
+            ("listen_probe_missed", 0),
+            ("kretprobe_missed", 0),
+            ("listen_armed_at_load", 3),
+            ("pinned", 1),
+            ("records_live", 4),
+        ] {
+            assert_eq!((row(name).sum, row(name).values), (sum, 1), "{name}");
+        }
     }
 }

@@ -15,8 +15,9 @@ pub const PROC_PATH: &str = toa_stats::PROC_PATH;
 /// Where the eBPF mode's counters are (a per-CPU array map).
 pub const BPF_SOURCE: &str = "/sys/fs/bpf/toa/toa_counters";
 
-/// Rows that are a level, not a count: they go down as well as up.
-const GAUGES: &[&str] = &["records_live"];
+/// Rows that are a level, not a count: they go down as well as up (or, for
+/// `pinned`, a 0/1 state and for `listen_armed_at_load` a number fixed at load).
+const GAUGES: &[&str] = &["records_live", "listen_armed_at_load", "pinned"];
 
 /// What each counter counts, as the README's table says it; also the HELP
 /// text of the Prometheus output.
@@ -38,7 +39,11 @@ const MEANINGS: &[(&str, &str)] = &[
     ("listen_armed", "Listeners taken over at listen()."),
     ("listen_kernel_socket", "Kernel listeners left alone."),
     ("listen_foreign_table", "Listeners whose tables another module had replaced: left alone, no client addresses on them."),
-    ("kretprobe_missed", "Runs of the listener-arming probe the kernel skipped; 0 by construction."),
+    ("getname_table_replaced", "Sockets with a TOA record whose function table another subsystem replaced with one toa could not wrap: their clients were shown the proxy."),
+    ("listen_probe_missed", "Runs of the listener-arming probe the kernel skipped; 0 by construction."),
+    ("kretprobe_missed", "Old name of listen_probe_missed (same value), printed for this release only."),
+    ("listen_armed_at_load", "Listeners already open when toa.ko loaded, armed then: their new connections get the client from the load on."),
+    ("pinned", "1 once toa.ko pinned itself (a socket took kTLS or another TCP ULP): rmmod is refused until reboot."),
     ("records_live", "Records in memory now (a gauge): 0 once every TOA connection has closed."),
     ("getname_family_kept", "eBPF mode: IPv6 clients behind an AF_INET listener, shown the proxy (a getpeername program cannot change the family)."),
 ];
@@ -149,6 +154,34 @@ getname_toa_unfit        : 0 0
 listen_armed             : 2 0
 listen_kernel_socket     : 0 0
 listen_foreign_table     : 0 0
+getname_table_replaced   : 0 0
+listen_probe_missed      : 0
+kretprobe_missed         : 0
+listen_armed_at_load     : 3
+pinned                   : 0
+records_live             : 0
+";
+
+    /// The same as the release before printed it: no `getname_table_replaced`,
+    /// `listen_probe_missed`, `listen_armed_at_load` or `pinned`.
+    pub const PREVIOUS_RELEASE: &str = "                          CPU0 CPU1
+syn_recv_sock_toa        : 3 4
+syn_recv_sock_no_toa     : 0 10
+getname_toa_ok           : 6 8
+getname_toa_mismatch     : 0 0
+getname_toa_empty        : 1 1
+ip6_address_alloc        : 2 0
+ip6_address_free         : 1 1
+options_malformed        : 0 0
+syn_recv_sock_untrusted  : 0 0
+record_alloc_failed      : 0 0
+sockopt_lookup           : 0 0
+syn_recv_sock_other_port : 0 0
+getname_kernel_socket    : 0 0
+getname_toa_unfit        : 0 0
+listen_armed             : 2 0
+listen_kernel_socket     : 0 0
+listen_foreign_table     : 0 0
 kretprobe_missed         : 0
 records_live             : 0
 ";
@@ -170,7 +203,7 @@ mod tests {
     fn totals_sum_the_cpus_and_keep_file_order() {
         let now = sample(fixtures::TWO_CPUS, Instant::now());
         let rows = rows(&now, None);
-        assert_eq!(rows.len(), 19);
+        assert_eq!(rows.len(), 23);
         assert_eq!(
             (rows[0].name.as_str(), rows[0].total),
             ("syn_recv_sock_toa", 7)
@@ -179,6 +212,36 @@ mod tests {
         let live = rows.iter().find(|r| r.name == "records_live").unwrap();
         assert!(live.gauge);
         assert!(!rows[0].gauge);
+    }
+
+    #[test]
+    fn the_single_value_rows_are_read_with_their_kind() {
+        let now = sample(fixtures::TWO_CPUS, Instant::now());
+        let all = rows(&now, None);
+        let row = |name: &str| all.iter().find(|r| r.name == name).unwrap().clone();
+        for gauge in ["pinned", "listen_armed_at_load", "records_live"] {
+            assert!(row(gauge).gauge, "{gauge}");
+        }
+        for counter in [
+            "listen_probe_missed",
+            "kretprobe_missed",
+            "getname_table_replaced",
+        ] {
+            assert!(!row(counter).gauge, "{counter}");
+        }
+        assert_eq!(row("listen_armed_at_load").total, 3);
+        assert_eq!(row("pinned").total, 0);
+        assert_eq!(now.snapshot.counter("pinned").unwrap().values, 1);
+        assert_eq!(
+            now.snapshot
+                .counter("getname_table_replaced")
+                .unwrap()
+                .values,
+            2
+        );
+        // The release before, without those rows, still reads.
+        let old = sample(fixtures::PREVIOUS_RELEASE, Instant::now());
+        assert_eq!(rows(&old, None).len(), 19);
     }
 
     #[test]
@@ -197,9 +260,11 @@ mod tests {
 
     #[test]
     fn every_counter_of_the_module_has_a_meaning() {
-        let snap = toa_stats::parse(fixtures::TWO_CPUS).unwrap();
-        for c in &snap.counters {
-            assert!(MEANINGS.iter().any(|(n, _)| *n == c.name), "{}", c.name);
+        for text in [fixtures::TWO_CPUS, fixtures::PREVIOUS_RELEASE] {
+            let snap = toa_stats::parse(text).unwrap();
+            for c in &snap.counters {
+                assert!(MEANINGS.iter().any(|(n, _)| *n == c.name), "{}", c.name);
+            }
         }
         assert_eq!(meaning("new_one"), "toa.ko counter new_one.");
     }

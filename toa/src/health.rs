@@ -6,7 +6,7 @@ use std::fmt;
 use toa_sim::toa_stats::Snapshot;
 
 use crate::bpf::Active;
-use crate::kmod::{Installed, Loaded};
+use crate::kmod::{printable, Installed, Listeners, Loaded, Unarmed};
 use crate::mode::Mode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,6 +57,8 @@ pub struct Observed<'a> {
     pub tcp_sockets: Option<u64>,
     /// toa.ko is loaded and the eBPF mode's pins exist as well.
     pub bpf_pinned_too: bool,
+    /// /proc/net/toa_listeners (`None`: a toa.ko older than that file).
+    pub listeners: Option<&'a Listeners>,
 }
 
 pub fn assess(o: &Observed<'_>) -> Vec<Finding> {
@@ -83,29 +85,118 @@ pub fn assess(o: &Observed<'_>) -> Vec<Finding> {
             ),
         ));
     }
-    out.extend(kernel_match(loaded, o.release, o.installed));
+    let pinned = o.second.and_then(|s| s.get("pinned")).unwrap_or(0) > 0;
+    out.extend(kernel_match(loaded, o.release, o.installed, pinned));
     out.extend(trust(
         loaded.trusted_proxies.as_deref(),
         "echo 10.0.0.0/8 > /sys/module/toa/parameters/trusted_proxies",
     ));
     match (o.first, o.second) {
-        (Some(first), Some(second)) => out.extend(counters(
-            first,
-            second,
-            o.window_secs,
-            loaded,
-            o.tcp_sockets,
-        )),
+        (Some(first), Some(second)) => {
+            out.extend(counters(
+                first,
+                second,
+                o.window_secs,
+                loaded,
+                o.tcp_sockets,
+                o.listeners.is_some(),
+            ));
+            out.extend(module_state(second));
+        }
         _ => out.push(finding(
             Level::Fail,
             "toa.ko is loaded but /proc/net/toa_stats cannot be read: the module is not the one \
              this command knows, or it is half loaded",
         )),
     }
+    if let Some(listeners) = o.listeners {
+        out.extend(unarmed(listeners));
+    }
     out
 }
 
-fn kernel_match(loaded: &Loaded, release: &str, installed: Option<&Installed>) -> Vec<Finding> {
+/// The module's state: pinned until reboot, listeners armed at its load.
+fn module_state(stats: &Snapshot) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if stats.get("pinned").unwrap_or(0) > 0 {
+        out.push(finding(
+            Level::Ok,
+            "toa.ko is pinned until the next reboot (a socket took kTLS or another TCP ULP, which \
+             copied toa's function table): rmmod toa is refused, so an upgrade or an uninstall \
+             finishes at the next reboot (the running toa.ko serves until then)",
+        ));
+    }
+    if let Some(armed) = stats.get("listen_armed_at_load").filter(|n| *n > 0) {
+        out.push(finding(
+            Level::Ok,
+            format!(
+                "{armed} listeners were already open when toa.ko loaded and were armed then: \
+                 their new connections get the client; connections they had before keep the \
+                 proxy's address"
+            ),
+        ));
+    }
+    out
+}
+
+/// Listeners toa.ko could not arm (/proc/net/toa_listeners): one line each,
+/// naming the process, and what the operator can do about it.
+fn unarmed(listeners: &Listeners) -> Vec<Finding> {
+    let mut out: Vec<Finding> = listeners.unarmed.iter().map(unarmed_one).collect();
+    let listed = listeners.unarmed.len() as u64;
+    if listeners.unarmed_total > listed {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "{} listeners could not be armed since toa.ko loaded, their clients see the \
+                 proxy; the latest {listed} are in {}",
+                listeners.unarmed_total,
+                crate::kmod::LISTENERS_PATH
+            ),
+        ));
+    }
+    out
+}
+
+fn unarmed_one(u: &Unarmed) -> Finding {
+    let comm = printable(&u.comm);
+    let pid = u.pid;
+    let listener = format!("listener on port {} ({})", u.port, u.family);
+    if u.running == Some(false) {
+        return finding(
+            Level::Ok,
+            format!(
+                "{comm} (pid {pid}) had a {listener} that toa could not arm ({}); that process \
+                 has exited",
+                u.reason
+            ),
+        );
+    }
+    let text = if u.table_replaced() {
+        format!(
+            "restart {comm} (pid {pid})? no: its {listener} could not be armed: another module \
+             replaced its tables, so its clients see the proxy, and a restarted {comm} gets \
+             that module's tables again; find the module that replaced them (`lsmod`: another \
+             TOA or socket-hooking module), unload it or keep it off that socket, then restart \
+             {comm}"
+        )
+    } else {
+        format!(
+            "{comm} (pid {pid}): its {listener} could not be armed ({}), so its clients see the \
+             proxy; `dmesg | grep -i toa` says more, then restart {comm}",
+            u.reason
+        )
+    };
+    finding(Level::Warn, text)
+}
+
+/// `pinned`: the running toa.ko cannot be unloaded before the next reboot.
+fn kernel_match(
+    loaded: &Loaded,
+    release: &str,
+    installed: Option<&Installed>,
+    pinned: bool,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     if loaded.forced() {
         out.push(finding(
@@ -144,10 +235,16 @@ fn kernel_match(loaded: &Loaded, release: &str, installed: Option<&Installed>) -
                     Level::Warn,
                     format!(
                         "{} (srcversion {}) is not the running toa.ko (srcversion {}): the next \
-                         boot loads a different build",
+                         boot loads a different build{}",
                         i.path,
                         i.srcversion.as_deref().unwrap_or("?"),
-                        loaded.srcversion.as_deref().unwrap_or("?")
+                        loaded.srcversion.as_deref().unwrap_or("?"),
+                        if pinned {
+                            " (the running one is pinned: an upgrade installed since takes over \
+                             at the next reboot)"
+                        } else {
+                            ""
+                        }
                     ),
                 ))
             }
@@ -225,30 +322,56 @@ fn bpf(active: &Active, o: &Observed<'_>) -> Vec<Finding> {
     out
 }
 
+/// `listeners_known`: /proc/net/toa_listeners was read, and names the
+/// listeners `listen_foreign_table` counts.
 fn counters(
     first: &Snapshot,
     second: &Snapshot,
     window_secs: f64,
     loaded: &Loaded,
     tcp_sockets: Option<u64>,
+    listeners_known: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let now = |name: &str| second.get(name).unwrap_or(0);
     let grew = |name: &str| now(name).saturating_sub(first.get(name).unwrap_or(0));
     let window = format!("{window_secs:.0} s");
 
-    let missed = now("kretprobe_missed");
+    // kretprobe_missed is the old name, which older modules print alone.
+    let missed_name = if second.get("listen_probe_missed").is_some() {
+        "listen_probe_missed"
+    } else {
+        "kretprobe_missed"
+    };
+    let missed = now(missed_name);
     if missed > 0 {
         out.push(finding(
             Level::Fail,
             format!(
-                "kretprobe_missed is {missed}: the kernel skipped arming that many listeners, whose \
+                "{missed_name} is {missed}: the kernel skipped arming that many listeners, whose \
                  clients see the proxy; restart those services (they arm at listen())"
             ),
         ));
     }
+    let replaced = now("getname_table_replaced");
+    let replaced_now = grew("getname_table_replaced");
+    let replaced_what = "sockets with a TOA record had their function table replaced by another \
+         module with one toa cannot wrap, and their clients were shown the proxy; `dmesg | grep \
+         toa` names that table's getname function and its module: unload that module, or keep \
+         it off the ports behind the proxy";
+    if replaced_now > 0 {
+        out.push(finding(
+            Level::Fail,
+            format!("getname_table_replaced grew by {replaced_now} in {window}: {replaced_what}"),
+        ));
+    } else if replaced > 0 {
+        out.push(finding(
+            Level::Warn,
+            format!("getname_table_replaced is {replaced} (not growing now): {replaced_what}"),
+        ));
+    }
     let foreign = now("listen_foreign_table");
-    if foreign > 0 {
+    if foreign > 0 && !listeners_known {
         out.push(finding(
             Level::Warn,
             format!(
@@ -341,7 +464,8 @@ fn records(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::fixtures::TWO_CPUS;
+    use crate::counters::fixtures::{PREVIOUS_RELEASE, TWO_CPUS};
+    use crate::kmod::parse_listeners;
     use toa_sim::toa_stats::parse;
 
     fn loaded() -> Loaded {
@@ -389,6 +513,7 @@ mod tests {
             window_secs: 1.0,
             tcp_sockets: Some(100),
             bpf_pinned_too: false,
+            listeners: None,
         })
     }
 
@@ -436,6 +561,7 @@ mod tests {
             window_secs: 1.0,
             tcp_sockets: None,
             bpf_pinned_too: false,
+            listeners: None,
         });
         assert_eq!(worst(&f), Level::Fail, "{f:?}");
     }
@@ -453,6 +579,7 @@ mod tests {
             window_secs: 1.0,
             tcp_sockets: Some(100),
             bpf_pinned_too: true,
+            listeners: None,
         });
         assert_eq!(worst(&f), Level::Warn, "{f:?}");
         assert!(text_of(&f, Level::Warn).contains("toa bpf unload"));
@@ -491,6 +618,7 @@ mod tests {
             window_secs: 1.0,
             tcp_sockets: None,
             bpf_pinned_too: false,
+            listeners: None,
         });
         assert_eq!(worst(&f), Level::Fail);
         assert!(f[0].text.contains("no toa mode is active"));
@@ -543,10 +671,181 @@ mod tests {
     #[test]
     fn missed_probes_and_foreign_tables_are_named() {
         let inst = installed("6.1.0-50-amd64 SMP", "ABC");
-        let s = stats(&[("kretprobe_missed", "2"), ("listen_foreign_table", "1 0")]);
+        let s = stats(&[
+            ("listen_probe_missed", "2"),
+            ("kretprobe_missed", "2"),
+            ("listen_foreign_table", "1 0"),
+        ]);
         let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
-        assert!(text_of(&f, Level::Fail).contains("kretprobe_missed is 2"));
+        assert!(text_of(&f, Level::Fail).contains("listen_probe_missed is 2"));
+        assert!(!text_of(&f, Level::Fail).contains("kretprobe_missed"));
         assert!(text_of(&f, Level::Warn).contains("listen_foreign_table is 1"));
+    }
+
+    #[test]
+    fn an_older_module_s_kretprobe_missed_is_read_instead() {
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let s =
+            parse(&PREVIOUS_RELEASE.replace("kretprobe_missed         : 0", "kretprobe_missed: 4"))
+                .unwrap();
+        assert_eq!(s.get("listen_probe_missed"), None);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
+        assert_eq!(worst(&f), Level::Fail, "{f:?}");
+        assert!(
+            text_of(&f, Level::Fail).contains("kretprobe_missed is 4"),
+            "{f:?}"
+        );
+        // And healthy when 0: the rows it lacks are not findings.
+        let s = parse(PREVIOUS_RELEASE).unwrap();
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        assert!(!text_of(&f, Level::Ok).contains("pinned"), "{f:?}");
+    }
+
+    #[test]
+    fn replaced_tables_fail_while_growing_and_warn_after() {
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let old = stats(&[("getname_table_replaced", "1 1")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &old, &old);
+        assert_eq!(worst(&f), Level::Warn, "{f:?}");
+        assert!(
+            text_of(&f, Level::Warn).contains("getname_table_replaced is 2 (not growing now)"),
+            "{f:?}"
+        );
+        assert!(text_of(&f, Level::Warn).contains("dmesg | grep toa"));
+        let more = stats(&[("getname_table_replaced", "1 4")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &old, &more);
+        assert_eq!(worst(&f), Level::Fail, "{f:?}");
+        assert!(
+            text_of(&f, Level::Fail).contains("getname_table_replaced grew by 3 in 1 s"),
+            "{f:?}"
+        );
+        assert!(!text_of(&f, Level::Warn).contains("getname_table_replaced"));
+    }
+
+    #[test]
+    fn a_pinned_module_is_ok_and_says_when_upgrades_finish() {
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let s = stats(&[("pinned", "1")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        let ok = text_of(&f, Level::Ok);
+        assert!(
+            ok.contains("toa.ko is pinned until the next reboot"),
+            "{f:?}"
+        );
+        assert!(ok.contains("kTLS"), "{f:?}");
+        assert!(
+            ok.contains("an upgrade or an uninstall finishes at the next reboot"),
+            "{f:?}"
+        );
+        // Not pinned: no such line.
+        let s = stats(&[]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
+        assert!(!text_of(&f, Level::Ok).contains("pinned"), "{f:?}");
+        // Pinned with another build installed (an upgrade waiting for the reboot).
+        let s = stats(&[("pinned", "1")]);
+        let newer = installed("6.1.0-50-amd64 SMP", "XYZ");
+        let f = judge(&Mode::Kmod(loaded()), Some(&newer), &s, &s);
+        assert!(
+            text_of(&f, Level::Warn).contains("takes over at the next reboot"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn listeners_armed_at_load_are_reported() {
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let s = stats(&[]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
+        assert!(
+            text_of(&f, Level::Ok).contains("3 listeners were already open when toa.ko loaded"),
+            "{f:?}"
+        );
+        let s = stats(&[("listen_armed_at_load", "0")]);
+        let f = judge(&Mode::Kmod(loaded()), Some(&inst), &s, &s);
+        assert!(!text_of(&f, Level::Ok).contains("already open"), "{f:?}");
+    }
+
+    fn judge_listeners(text: &str, running: bool) -> Vec<Finding> {
+        let inst = installed("6.1.0-50-amd64 SMP", "ABC");
+        let s = stats(&[("listen_foreign_table", "1 0")]);
+        let mut l = parse_listeners(text);
+        for u in &mut l.unarmed {
+            u.running = Some(running);
+        }
+        assess(&Observed {
+            mode: &Mode::Kmod(loaded()),
+            release: "6.1.0-50-amd64",
+            installed: Some(&inst),
+            first: Some(&s),
+            second: Some(&s),
+            window_secs: 1.0,
+            tcp_sockets: Some(100),
+            bpf_pinned_too: false,
+            listeners: Some(&l),
+        })
+    }
+
+    #[test]
+    fn each_unarmed_listener_is_a_warning_naming_its_process() {
+        let f = judge_listeners(
+            "armed_at_load: 3\nunarmed: 2\n\
+             pid=812 comm=nginx family=ipv4 port=80 reason=table replaced by another module\n\
+             pid=90 comm=haproxy family=ipv6 port=443 reason=table replaced by another module\n",
+            true,
+        );
+        assert_eq!(worst(&f), Level::Warn, "{f:?}");
+        let warn: Vec<&Finding> = f.iter().filter(|f| f.level == Level::Warn).collect();
+        assert_eq!(
+            warn.len(),
+            2,
+            "one per listener, none for the counter: {f:?}"
+        );
+        assert!(
+            warn[0]
+                .text
+                .starts_with("restart nginx (pid 812)? no: its listener on port 80 (ipv4)"),
+            "{f:?}"
+        );
+        assert!(
+            warn[0].text.contains("another module replaced its tables"),
+            "{f:?}"
+        );
+        assert!(
+            warn[0].text.contains("find the module that replaced them"),
+            "{f:?}"
+        );
+        assert!(
+            warn[1]
+                .text
+                .starts_with("restart haproxy (pid 90)? no: its listener on port 443 (ipv6)"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn unarmed_listeners_of_exited_processes_and_beyond_the_list() {
+        let line = "pid=812 comm=nginx family=ipv4 port=80 reason=table replaced by another module";
+        let f = judge_listeners(&format!("armed_at_load: 0\nunarmed: 1\n{line}\n"), false);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        assert!(text_of(&f, Level::Ok).contains("nginx (pid 812)"), "{f:?}");
+        assert!(text_of(&f, Level::Ok).contains("has exited"), "{f:?}");
+        let f = judge_listeners(&format!("armed_at_load: 0\nunarmed: 40\n{line}\n"), false);
+        assert!(
+            text_of(&f, Level::Warn).contains("40 listeners could not be armed"),
+            "{f:?}"
+        );
+        // A name is shown without its control characters.
+        let f = judge_listeners(
+            "unarmed: 1\npid=7 comm=x\u{1b}[2J family=ipv4 port=80 reason=table replaced by another module\n",
+            true,
+        );
+        assert!(!text_of(&f, Level::Warn).contains('\u{1b}'), "{f:?}");
+        // Nothing unarmed: nothing said, and the counter's line is not repeated.
+        let f = judge_listeners("armed_at_load: 0\nunarmed: 0\n", true);
+        assert_eq!(worst(&f), Level::Ok, "{f:?}");
+        assert!(!text_of(&f, Level::Ok).contains("listen_foreign_table"));
     }
 
     #[test]

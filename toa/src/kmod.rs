@@ -1,5 +1,6 @@
-//! toa.ko as sysfs shows it: loaded or not, version, parameters, taint, and
-//! the toa.ko file that would load at the next boot.
+//! toa.ko as sysfs and procfs show it: loaded or not, version, parameters,
+//! taint, the listeners it could not arm (/proc/net/toa_listeners), and the
+//! toa.ko file that would load at the next boot.
 
 use anyhow::{Context, Result};
 
@@ -73,6 +74,113 @@ pub fn loaded(host: &Host) -> Result<Option<Loaded>> {
     }))
 }
 
+/// Listeners armed at load, and the ones toa.ko could not arm.
+pub const LISTENERS_PATH: &str = "/proc/net/toa_listeners";
+
+/// /proc/net/toa_listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listeners {
+    /// Listeners already open when toa.ko loaded, armed then.
+    pub armed_at_load: Option<u64>,
+    /// Listeners that could not be armed since the load, all of them (only
+    /// the latest are listed).
+    pub unarmed_total: u64,
+    /// The latest of them, oldest first (the module keeps 32).
+    pub unarmed: Vec<Unarmed>,
+}
+
+/// A listener toa.ko could not arm: its clients see the proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unarmed {
+    pub pid: u32,
+    /// The process name as the kernel had it (any bytes but NUL, up to 15);
+    /// show it through [`printable`].
+    pub comm: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    pub port: u16,
+    pub reason: String,
+    /// Whether a process with that pid exists now (`None`: not looked).
+    pub running: Option<bool>,
+}
+
+impl Unarmed {
+    /// Its tables were replaced by another module (the only reason the
+    /// module gives today).
+    pub fn table_replaced(&self) -> bool {
+        self.reason.contains("replaced")
+    }
+}
+
+/// Reads /proc/net/toa_listeners, and whether each listed pid still runs;
+/// `None` when the file does not exist (toa.ko not loaded, or older than it).
+pub fn listeners(host: &Host) -> Result<Option<Listeners>> {
+    let Some(text) = host.read_opt(LISTENERS_PATH)? else {
+        return Ok(None);
+    };
+    let mut listeners = parse_listeners(&text);
+    for u in &mut listeners.unarmed {
+        u.running = Some(host.path(&format!("/proc/{}", u.pid)).exists());
+    }
+    Ok(Some(listeners))
+}
+
+/// `armed_at_load: N`, `unarmed: N`, then one `pid=.. comm=.. family=..
+/// port=.. reason=..` line per listener. Lines that do not parse (a process
+/// name can hold a newline) are skipped.
+pub fn parse_listeners(text: &str) -> Listeners {
+    let mut out = Listeners::default();
+    let mut total = 0;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("armed_at_load:") {
+            out.armed_at_load = n.trim().parse().ok();
+        } else if let Some(n) = line.strip_prefix("unarmed:") {
+            total = n.trim().parse().unwrap_or(0);
+        } else if let Some(u) = parse_unarmed(line) {
+            out.unarmed.push(u);
+        }
+    }
+    out.unarmed_total = total.max(out.unarmed.len() as u64);
+    out
+}
+
+/// One `pid=812 comm=nginx family=ipv4 port=80 reason=...` line. The name
+/// may hold spaces (and `family=`), so it ends at the last ` family=`: what
+/// follows it is the module's own text.
+fn parse_unarmed(line: &str) -> Option<Unarmed> {
+    let rest = line.strip_prefix("pid=")?;
+    let (pid, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix("comm=")?;
+    let at = rest.rfind(" family=")?;
+    let (comm, rest) = (&rest[..at], &rest[at + " family=".len()..]);
+    let (family, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix("port=")?;
+    let (port, rest) = rest.split_once(' ')?;
+    let reason = rest.strip_prefix("reason=")?;
+    Some(Unarmed {
+        pid: pid.parse().ok()?,
+        comm: comm.to_string(),
+        family: family.to_string(),
+        port: port.parse().ok()?,
+        reason: reason.to_string(),
+        running: None,
+    })
+}
+
+/// A process name as a terminal may show it: control characters (a name can
+/// hold escape sequences) escaped.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// A toa.ko file under /lib/modules/<release>, with what its .modinfo says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Installed {
@@ -139,6 +247,41 @@ mod tests {
             srcversion: None,
         };
         assert_eq!(i.built_for(), Some("6.1.0-50-amd64"));
+    }
+
+    #[test]
+    fn listeners_are_read_as_the_module_prints_them() {
+        let text = "armed_at_load: 3\nunarmed: 40\n\
+            pid=812 comm=nginx family=ipv4 port=80 reason=table replaced by another module\n\
+            pid=9 comm=Web family=x family=ipv6 port=8443 reason=table replaced by another module\n\
+            pid=x comm=bad family=ipv4 port=1 reason=r\n\
+            pid=10 comm=short\n";
+        let l = parse_listeners(text);
+        assert_eq!(l.armed_at_load, Some(3));
+        assert_eq!(l.unarmed_total, 40);
+        assert_eq!(l.unarmed.len(), 2, "{l:?}");
+        let u = &l.unarmed[0];
+        assert_eq!(
+            (u.pid, u.comm.as_str(), u.family.as_str(), u.port),
+            (812, "nginx", "ipv4", 80)
+        );
+        assert_eq!(u.reason, "table replaced by another module");
+        assert!(u.table_replaced());
+        assert_eq!(l.unarmed[1].comm, "Web family=x", "a name with spaces");
+        assert_eq!(l.unarmed[1].family, "ipv6");
+        assert_eq!(l.unarmed[1].port, 8443);
+
+        // Nothing unarmed; a total below the lines listed is raised to them.
+        let l = parse_listeners("armed_at_load: 0\nunarmed: 0\n");
+        assert_eq!((l.armed_at_load, l.unarmed_total), (Some(0), 0));
+        let l = parse_listeners("pid=1 comm=a family=ipv4 port=1 reason=r\n");
+        assert_eq!((l.armed_at_load, l.unarmed_total), (None, 1));
+    }
+
+    #[test]
+    fn process_names_are_shown_without_control_characters() {
+        assert_eq!(printable("nginx: worker"), "nginx: worker");
+        assert_eq!(printable("a\x1b[31mb\n"), "a\\u{1b}[31mb\\n");
     }
 
     #[test]

@@ -160,7 +160,7 @@ pub fn prometheus(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::fixtures::TWO_CPUS;
+    use crate::counters::fixtures::{PREVIOUS_RELEASE, TWO_CPUS};
     use crate::counters::Sample;
     use std::time::Instant;
 
@@ -178,7 +178,7 @@ mod tests {
         let text = prometheus(&rows_of(TWO_CPUS));
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
-        assert_eq!(scrape.samples.len(), 19);
+        assert_eq!(scrape.samples.len(), 23);
         let value = |metric: &str| {
             scrape
                 .samples
@@ -196,6 +196,87 @@ mod tests {
             prometheus_parse::Value::Gauge(0.0)
         );
         assert!(scrape.docs.contains_key("toa_getname_toa_ok_total"));
+    }
+
+    /// The single-value rows the module added (gauges and totals) and the
+    /// per-CPU `getname_table_replaced` export with the right kinds, and the
+    /// previous release's file still exports.
+    #[test]
+    fn prometheus_exports_the_new_rows_with_their_kinds() {
+        let text = TWO_CPUS
+            .replace(
+                "pinned                   : 0",
+                "pinned                   : 1",
+            )
+            .replace(
+                "getname_table_replaced   : 0 0",
+                "getname_table_replaced   : 2 3",
+            )
+            .replace(
+                "listen_probe_missed      : 0",
+                "listen_probe_missed      : 4",
+            )
+            .replace(
+                "kretprobe_missed         : 0",
+                "kretprobe_missed         : 4",
+            );
+        let out = prometheus(&rows_of(&text));
+        let scrape = prometheus_parse::Scrape::parse(out.lines().map(|l| Ok(l.to_string())))
+            .expect("valid Prometheus text");
+        let value = |metric: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == metric)
+                .map(|s| s.value.clone())
+                .unwrap_or_else(|| panic!("{metric} missing:\n{out}"))
+        };
+        use prometheus_parse::Value::{Counter, Gauge};
+        assert_eq!(value("toa_pinned"), Gauge(1.0));
+        assert_eq!(value("toa_listen_armed_at_load"), Gauge(3.0));
+        assert_eq!(value("toa_getname_table_replaced_total"), Counter(5.0));
+        assert_eq!(value("toa_listen_probe_missed_total"), Counter(4.0));
+        assert_eq!(value("toa_kretprobe_missed_total"), Counter(4.0));
+        for name in [
+            "toa_pinned",
+            "toa_listen_armed_at_load",
+            "toa_getname_table_replaced_total",
+            "toa_listen_probe_missed_total",
+        ] {
+            let help = &scrape.docs[name];
+            assert!(!help.starts_with("toa.ko counter"), "{name}: {help}");
+        }
+
+        let old = prometheus_parse::Scrape::parse(
+            prometheus(&rows_of(PREVIOUS_RELEASE))
+                .lines()
+                .map(|l| Ok(l.to_string())),
+        )
+        .expect("valid Prometheus text");
+        assert_eq!(old.samples.len(), 19);
+        assert!(!old.samples.iter().any(|s| s.metric == "toa_pinned"));
+    }
+
+    #[test]
+    fn json_exports_the_new_rows_with_their_kinds() {
+        let v: serde_json::Value =
+            serde_json::from_str(&json(&rows_of(TWO_CPUS), 2, counters::PROC_PATH)).unwrap();
+        let row = |name: &str| {
+            v["counters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("{name} missing: {v}"))
+                .clone()
+        };
+        assert_eq!(row("pinned")["kind"], "gauge");
+        assert_eq!(row("pinned")["total"], 0);
+        assert_eq!(row("listen_armed_at_load")["kind"], "gauge");
+        assert_eq!(row("listen_armed_at_load")["total"], 3);
+        assert_eq!(row("getname_table_replaced")["kind"], "counter");
+        assert_eq!(row("listen_probe_missed")["kind"], "counter");
+        assert_eq!(row("kretprobe_missed")["kind"], "counter");
     }
 
     #[test]
@@ -226,7 +307,8 @@ mod tests {
         assert_eq!(v["counters"][0]["total"], 7);
         assert_eq!(v["counters"][0]["per_second"], 2.5);
         assert_eq!(v["counters"][1]["per_second"], serde_json::Value::Null);
-        assert_eq!(v["counters"][18]["kind"], "gauge");
+        assert_eq!(v["counters"][22]["name"], "records_live");
+        assert_eq!(v["counters"][22]["kind"], "gauge");
     }
 
     #[test]

@@ -10,8 +10,9 @@ use crate::bpf::Active;
 use crate::counters::{self, Sample};
 use crate::health::{self, Level, Observed};
 use crate::host::Host;
-use crate::kmod::{self, Loaded};
+use crate::kmod::{self, printable, Listeners, Loaded};
 use crate::mode::Mode;
+use toa_sim::toa_stats::Snapshot;
 
 /// Show which toa mode is active, its trust settings and counters, and
 /// health lines that explain themselves.
@@ -49,6 +50,19 @@ pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
             (first, second) = (Some(a), Some(b));
         }
     }
+    let listeners = match &mode {
+        Mode::Kmod(_) => {
+            if let Some(s) = &second {
+                print_pinned(&s.snapshot);
+            }
+            let listeners = kmod::listeners(host)?;
+            if let Some(l) = &listeners {
+                print_listeners(l);
+            }
+            listeners
+        }
+        _ => None,
+    };
     let findings = health::assess(&Observed {
         mode: &mode,
         release: &release,
@@ -58,6 +72,7 @@ pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
         window_secs: args.sample,
         tcp_sockets: tcp_sockets(host),
         bpf_pinned_too: matches!(mode, Mode::Kmod(_)) && crate::bpf::pinned(host),
+        listeners: listeners.as_ref(),
     });
     println!("health:");
     for f in &findings {
@@ -159,11 +174,55 @@ fn print_counters(now: &Sample, earlier: &Sample) {
         now.snapshot.cpus
     );
     for row in counters::rows(now, Some(earlier)) {
-        let rate = row
-            .per_second
-            .map_or_else(String::new, |r| format!("  {r:.1}/s"));
-        let gauge = if row.gauge { "  (now)" } else { "" };
-        println!("  {:<25} {:>12}{rate}{gauge}", row.name, row.total);
+        // A gauge is a level: no rate.
+        let rate = match (row.gauge, row.per_second) {
+            (true, _) => "  (now)".to_string(),
+            (false, Some(r)) => format!("  {r:.1}/s"),
+            (false, None) => String::new(),
+        };
+        println!("  {:<25} {:>12}{rate}", row.name, row.total);
+    }
+}
+
+/// Whether rmmod is refused until reboot (toa_stats `pinned`; a toa.ko
+/// older than that row says nothing).
+fn print_pinned(stats: &Snapshot) {
+    match stats.get("pinned") {
+        Some(0) => println!("pinned:  no"),
+        Some(_) => println!(
+            "pinned:  yes (rmmod refused until reboot: a socket took kTLS/a TCP ULP; upgrades \
+             and uninstall finish at the next reboot)"
+        ),
+        None => {}
+    }
+}
+
+fn print_listeners(l: &Listeners) {
+    println!("listeners ({}):", kmod::LISTENERS_PATH);
+    if let Some(n) = l.armed_at_load {
+        println!(
+            "  armed at load   {n:>6}  (already listening when toa.ko loaded: new connections \
+             get the client)"
+        );
+    }
+    println!(
+        "  not armed       {:>6}  (their clients see the proxy)",
+        l.unarmed_total
+    );
+    for u in &l.unarmed {
+        let gone = if u.running == Some(false) {
+            " (exited)"
+        } else {
+            ""
+        };
+        println!(
+            "    pid {} {} {} port {}: {}{gone}",
+            u.pid,
+            printable(&u.comm),
+            u.family,
+            u.port,
+            u.reason
+        );
     }
 }
 

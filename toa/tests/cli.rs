@@ -185,6 +185,82 @@ fn status_warns_on_empty_trust_and_fails_on_missed_probes() {
     std::fs::remove_dir_all(root).unwrap();
 }
 
+/// toa_stats as this release's module prints it, pinned, with one listener
+/// it could not arm whose process (pid 812) runs.
+const PINNED_STATS: &str = "                          CPU0 CPU1
+syn_recv_sock_toa        : 3 4
+getname_toa_ok           : 6 8
+listen_foreign_table     : 1 0
+getname_table_replaced   : 0 0
+listen_probe_missed      : 0
+kretprobe_missed         : 0
+listen_armed_at_load     : 3
+pinned                   : 1
+records_live             : 0
+";
+
+#[test]
+fn status_shows_a_pinned_module_and_the_listeners_it_could_not_arm() {
+    let root = with_module("pinned", "10.0.0.0/8", 0);
+    put(&root, "/proc/net/toa_stats", PINNED_STATS.as_bytes());
+    put(
+        &root,
+        "/proc/net/toa_listeners",
+        b"armed_at_load: 3\nunarmed: 1\npid=812 comm=nginx family=ipv4 port=80 reason=table replaced by another module\n",
+    );
+    std::fs::create_dir_all(root.join("proc/812")).unwrap();
+    let out = toa(&["status", "--root", &root_arg(&root), "--sample", "0.01"]);
+    let said = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning alone is healthy: {said}"
+    );
+    assert!(
+        said.contains("pinned:  yes (rmmod refused until reboot: a socket took kTLS/a TCP ULP"),
+        "{said}"
+    );
+    assert!(said.contains("armed at load        3"), "{said}");
+    assert!(
+        said.contains("pid 812 nginx ipv4 port 80: table replaced by another module"),
+        "{said}"
+    );
+    assert!(said.contains("WARN restart nginx (pid 812)? no:"), "{said}");
+    assert!(
+        said.contains("ok   toa.ko is pinned until the next reboot"),
+        "{said}"
+    );
+    assert!(!said.contains("listen_foreign_table is"), "{said}");
+
+    // Not pinned: said as plainly.
+    put(
+        &root,
+        "/proc/net/toa_stats",
+        PINNED_STATS
+            .replace(
+                "pinned                   : 1",
+                "pinned                   : 0",
+            )
+            .as_bytes(),
+    );
+    let out = toa(&["status", "--root", &root_arg(&root), "--sample", "0.01"]);
+    assert!(text(&out).contains("pinned:  no\n"), "{}", text(&out));
+
+    // The new rows export.
+    let out = toa(&[
+        "stats",
+        "--root",
+        &root_arg(&root),
+        "--format",
+        "prometheus",
+    ]);
+    let prom = String::from_utf8_lossy(&out.stdout);
+    assert!(prom.contains("toa_pinned 0\n"), "{prom}");
+    assert!(prom.contains("toa_listen_armed_at_load 3\n"), "{prom}");
+    assert!(prom.contains("toa_listen_probe_missed_total 0\n"), "{prom}");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
 #[test]
 fn stats_prints_totals_in_every_format() {
     let root = with_module("stats", "", 0);
