@@ -203,6 +203,10 @@
  */
 #include <linux/delay.h>
 #include <linux/sched.h>
+/* for_each_process() moved to linux/sched/signal.h in 4.11 (toa_listeners.c). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 11, 0)
+#include <linux/sched/signal.h>
+#endif
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 6, 0)
 #define toa_sleep_idle(ms) schedule_timeout_idle(msecs_to_jiffies(ms))
 #else

@@ -35,9 +35,6 @@
 #include <net/inet_sock.h>
 #include <net/tcp_states.h>
 #include "toa.h"
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 11, 0)
-#include <linux/sched/signal.h>
-#endif
 
 /* Listening sockets found in one walk; more are armed when they listen again. */
 #define TOA_WALK_MAX 8192
