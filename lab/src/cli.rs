@@ -22,6 +22,7 @@ usage:
                  [--step-timeout SECS]
   toa-lab bench --module PATH [--rounds N] [--window SECS] [--toa PATH]
   toa-lab craft --kind N --client IP:PORT
+  toa-lab request --port N [--client IP:PORT] [--kind N] [--path /PATH] [--step-timeout SECS]
 
 scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
             (10.0.0.2, fd00::2) and origin (ports 8080 AF_INET, 8081 AF_INET6),
@@ -36,7 +37,8 @@ scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
   --module PATH     toa.ko to insmod again in the reload scenario
   --module-param P  NAME=VALUE passed to that insmod (repeatable)
   --step-timeout S  seconds to wait for each protocol step (default 3)
-  --only A,B        run only these scenarios
+  --only A,B        run only these scenarios (repeatable); ktls, which
+                    leaves toa.ko loaded until reboot, runs only when named
   --trace           log every TCP segment on toa0 to stderr
   --fuzz-connections N  connections of the malformed-options scenario (default 200)
   --fuzz-seed S     seed of its option generator (default: a fresh one, printed)
@@ -51,6 +53,11 @@ bench       the module's cost: loopback accept rate, getpeername rate on a
             then allocations per IPv4 TOA connection; with --toa,
             the eBPF mode is measured as a third state (module=bpf)
 craft       print the bytes of a TOA option (hex)
+request     one HTTP/1.0 GET for --path (/) to port --port of this host, as an L4
+            proxy sends it: TUN device toar0 (10.77.0.1/24), proxy 10.77.0.2,
+            TOA kind --kind (254) naming --client on the handshake ACK (none
+            without --client); prints the status line, exit 0 on any HTTP
+            answer; needs root; the device is gone when it ends
 ";
 
 /// Where the lab guest keeps the operator's toa command (`toa bpf load`).
@@ -65,6 +72,7 @@ pub fn main(args: &[String]) -> i32 {
         Some("stress") => parse_stress(&args[1..]).map(stress::run),
         Some("bench") => parse_bench(&args[1..]).map(bench::run),
         Some("craft") => craft(&args[1..]).map(|()| 0),
+        Some("request") => crate::request::parse(&args[1..]).map(crate::request::run),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return 0;
@@ -144,6 +152,8 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
                 module_params.push(value.to_string());
             }
             "--step-timeout" => step_timeout = parse_step_timeout(value)?,
+            // Repeatable: the guest's kernel command line cannot carry a
+            // comma inside one word.
             "--only" => {
                 let names: Vec<String> = value.split(',').map(str::to_string).collect();
                 let known =
@@ -154,7 +164,7 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
                         scenarios::ALL.join(",")
                     ));
                 }
-                only = Some(names);
+                only.get_or_insert_with(Vec::new).extend(names);
             }
             other => return Err(lab_err!("unknown flag {other}")),
         }
@@ -313,6 +323,15 @@ mod tests {
         assert_eq!(o.expect, Expect::Kernel);
         assert_eq!(o.step_timeout, Duration::from_millis(1500));
         assert_eq!(o.only.unwrap(), ["v4-254-8", "stats"]);
+    }
+
+    #[test]
+    fn test_repeated_only_adds_up() {
+        let o = parse_scenarios(&args(
+            "--expect module --module m --only v4-254-8 --only ktls,stats",
+        ))
+        .unwrap();
+        assert_eq!(o.only.unwrap(), ["v4-254-8", "ktls", "stats"]);
     }
 
     #[test]

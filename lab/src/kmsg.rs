@@ -48,6 +48,27 @@ impl Cursor {
     }
 }
 
+/// Words of a kernel log line that mean the kernel caught itself doing
+/// something wrong (the host fails a run on the same words in dmesg).
+const ALARMS: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "kernel BUG",
+    "Oops",
+    "general protection",
+    "Call Trace",
+    "use-after-free",
+    "Kernel panic",
+];
+
+/// The first alarming line of `lines`, if any.
+pub fn first_alarm(lines: &[String]) -> Option<&str> {
+    lines
+        .iter()
+        .map(String::as_str)
+        .find(|l| ALARMS.iter().any(|a| l.contains(a)))
+}
+
 /// The text of one record, `prio,seq,ts,flags;message\n key=value...`.
 fn message(record: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(record);
@@ -66,5 +87,22 @@ mod tests {
             Some("toa: trusted_proxies=x rejected")
         );
         assert_eq!(message(b"garbage"), None);
+    }
+
+    #[test]
+    fn test_first_alarm_names_the_warning() {
+        let lines: Vec<String> = [
+            "toa: loaded",
+            "------------[ cut here ]------------",
+            "WARNING: CPU: 0 PID: 81 at net/core/sock.c:2100 __sk_destruct+0x1c0/0x1e0",
+            "BUG: unable to handle page fault for address: ffffffffc0a01234",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            first_alarm(&lines),
+            Some("WARNING: CPU: 0 PID: 81 at net/core/sock.c:2100 __sk_destruct+0x1c0/0x1e0")
+        );
+        assert_eq!(first_alarm(&lines[..2]), None);
     }
 }

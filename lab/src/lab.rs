@@ -173,6 +173,8 @@ pub struct Lab {
     trusted: RefCell<Trusted>,
     /// Listener ports the module honours TOA on (`ports`); `None`: all.
     honoured: RefCell<Option<Vec<u16>>>,
+    /// A scenario has unloaded the module for a while.
+    unloaded: Cell<bool>,
 }
 
 impl Lab {
@@ -194,6 +196,7 @@ impl Lab {
             ledger: Cell::new(Ledger::default()),
             trusted: RefCell::new(Trusted::everyone()),
             honoured: RefCell::new(None),
+            unloaded: Cell::new(false),
         })
     }
 
@@ -214,6 +217,11 @@ impl Lab {
     /// Records that the module now honours TOA on `ports` only (`None`: all).
     pub fn set_ports_model(&self, ports: Option<Vec<u16>>) {
         *self.honoured.borrow_mut() = ports;
+    }
+
+    /// Records whether toa.ko is loaded now (scenarios that rmmod it).
+    pub fn set_module_loaded(&self, loaded: bool) {
+        self.unloaded.set(!loaded);
     }
 
     /// Books `calls` more accept()/getpeername() calls on a connection that
@@ -251,7 +259,13 @@ impl Lab {
     /// What the module decides for `spec` (the kernel's answer when no
     /// module is expected).
     pub fn verdict(&self, spec: &ConnSpec) -> Verdict {
-        if self.expect == Expect::Kernel {
+        self.verdict_at(spec, spec.listener.port())
+    }
+
+    /// What the module decides for `spec` sent to `port` instead of its
+    /// listener's (a listener the scenario opened itself).
+    pub fn verdict_at(&self, spec: &ConnSpec, port: u16) -> Verdict {
+        if self.expect == Expect::Kernel || self.unloaded.get() {
             return Verdict::Kernel(oracle::Kept::NoToa);
         }
         let trusted = self.trusted.borrow().allows(spec.source_ip());
@@ -259,7 +273,7 @@ impl Lab {
             .honoured
             .borrow()
             .as_ref()
-            .is_none_or(|ports| ports.contains(&spec.listener.port()));
+            .is_none_or(|ports| ports.contains(&port));
         let verdict = oracle::verdict(&spec.plan.ack, self.formats, honoured, trusted);
         match verdict {
             Verdict::Client { client, .. }

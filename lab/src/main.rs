@@ -5,6 +5,7 @@
 //! byte), and the origin application that asks the kernel who its peer is.
 
 mod bench;
+mod chaos;
 mod cli;
 mod error;
 mod kmsg;
@@ -13,6 +14,7 @@ mod malformed;
 mod oracle;
 mod origin;
 mod output;
+mod request;
 mod rng;
 mod scenarios;
 mod stats;

@@ -2,9 +2,14 @@
 
 mod bpf;
 mod kernel_socket;
+mod ktls;
+mod listen_at_load;
+mod listen_race;
+mod loopback;
 mod malformed;
 mod params;
 mod ports;
+mod relisten;
 mod storm;
 mod syn_cookies;
 mod trusted;
@@ -108,6 +113,9 @@ struct Scenario {
     name: &'static str,
     /// Meaningless without the module (stats, reload).
     module_only: bool,
+    /// Leaves the module loaded until reboot: runs only when `--only` names
+    /// it, so a full run stays unloadable for what the guest does after it.
+    pins_module: bool,
     run: Run,
 }
 
@@ -140,6 +148,10 @@ pub const ALL: &[&str] = &[
     "stats",
     "reload",
     "trusted-proxies-insmod",
+    "relisten-accepted",
+    "listen-before-load",
+    "listen-connect-race",
+    ktls::NAME,
 ];
 
 fn scenarios() -> Vec<Scenario> {
@@ -149,6 +161,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "v4-254-8",
             module_only: false,
+            pins_module: false,
             run: |lab, _| {
                 lab.exercise(&ConnSpec::new(
                     P::V4,
@@ -160,6 +173,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "v6-254-20",
             module_only: false,
+            pins_module: false,
             run: |lab, _| {
                 lab.exercise(&ConnSpec::new(
                     P::V6,
@@ -171,6 +185,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "v6-253-20",
             module_only: false,
+            pins_module: false,
             run: |lab, _| {
                 lab.exercise(&ConnSpec::new(
                     P::V6,
@@ -182,6 +197,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "v4-on-v6-listener",
             module_only: false,
+            pins_module: false,
             run: |lab, _| {
                 lab.exercise(&ConnSpec::new(
                     P::V4,
@@ -193,6 +209,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "v6-on-v4-listener",
             module_only: false,
+            pins_module: false,
             run: |lab, _| {
                 lab.exercise(&ConnSpec::new(
                     P::V4,
@@ -204,6 +221,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "tencent-200-8",
             module_only: false,
+            pins_module: false,
             run: |lab, _| {
                 lab.exercise(&ConnSpec::new(
                     P::V4,
@@ -215,46 +233,55 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "no-toa-v4",
             module_only: false,
+            pins_module: false,
             run: |lab, _| lab.exercise(&ConnSpec::new(P::V4, L::V4, None)),
         },
         Scenario {
             name: "no-toa-v6",
             module_only: false,
+            pins_module: false,
             run: |lab, _| lab.exercise(&ConnSpec::new(P::V6, L::V6, None)),
         },
         Scenario {
             name: "no-toa-after-toa",
             module_only: false,
+            pins_module: false,
             run: |lab, _| no_toa_after_toa(lab),
         },
         Scenario {
             name: "syn-cookies",
             module_only: false,
+            pins_module: false,
             run: |lab, _| counted(lab, || syn_cookies::run(lab)),
         },
         Scenario {
             name: "trusted-proxies",
             module_only: true,
+            pins_module: false,
             run: |lab, _| counted(lab, || trusted::runtime(lab)),
         },
         Scenario {
             name: "ports",
             module_only: true,
+            pins_module: false,
             run: |lab, _| counted(lab, || ports::runtime(lab)),
         },
         Scenario {
             name: "getpeername-storm",
             module_only: false,
+            pins_module: false,
             run: |lab, _| counted(lab, || storm::run(lab)),
         },
         Scenario {
             name: "kernel-socket",
             module_only: true,
+            pins_module: false,
             run: |lab, _| kernel_socket::run(lab),
         },
         Scenario {
             name: "malformed-options",
             module_only: false,
+            pins_module: false,
             run: |lab, ctx| {
                 let (n, seed) = (ctx.fuzz_connections, ctx.fuzz_seed);
                 counted(lab, || malformed::run(lab, n, seed))
@@ -263,17 +290,44 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "stats",
             module_only: true,
+            pins_module: false,
             run: check_stats,
         },
         Scenario {
             name: "reload",
             module_only: true,
+            pins_module: false,
             run: reload,
         },
         Scenario {
             name: "trusted-proxies-insmod",
             module_only: true,
+            pins_module: false,
             run: |lab, ctx| trusted::at_load(lab, ctx),
+        },
+        Scenario {
+            name: "relisten-accepted",
+            module_only: true,
+            pins_module: false,
+            run: |lab, ctx| relisten::run(lab, ctx),
+        },
+        Scenario {
+            name: "listen-before-load",
+            module_only: true,
+            pins_module: false,
+            run: |lab, ctx| listen_at_load::run(lab, ctx),
+        },
+        Scenario {
+            name: "listen-connect-race",
+            module_only: true,
+            pins_module: false,
+            run: |lab, _| listen_race::run(lab),
+        },
+        Scenario {
+            name: ktls::NAME,
+            module_only: true,
+            pins_module: true,
+            run: |lab, _| ktls::run(lab),
         },
     ]
 }
@@ -360,6 +414,40 @@ fn open_kept<'l>(lab: &'l Lab, spec: &ConnSpec, across: &str) -> Result<Kept<'l>
             Err(e)
         }
     }
+}
+
+/// rmmod toa; the lab's model follows.
+fn rmmod(lab: &Lab) -> Result<()> {
+    system::run("rmmod", &[MODULE_NAME])?;
+    lab.set_module_loaded(false);
+    Ok(())
+}
+
+/// Loads the module with the first load's parameters unless it is loaded;
+/// the origin's listeners are left as they are.
+fn load_again(lab: &Lab, ctx: &Shared) -> Result<()> {
+    if !system::module_loaded(MODULE_NAME) {
+        let module = ctx
+            .module
+            .as_ref()
+            .ok_or_else(|| lab_err!("no --module path to load again after rmmod"))?;
+        system::insmod(module, &ctx.module_params)?;
+    }
+    lab.set_module_loaded(true);
+    Ok(())
+}
+
+/// `outcome`, unless the kernel logged a warning, BUG or oops in `said`:
+/// that is the failure to name first.
+fn quiet_kernel(said: &[String], outcome: Result<String>) -> Result<String> {
+    let Some(line) = crate::kmsg::first_alarm(said) else {
+        return outcome;
+    };
+    let also = match &outcome {
+        Ok(_) => String::new(),
+        Err(e) => format!(" (and the scenario failed: {e})"),
+    };
+    Err(lab_err!("the kernel logged [{line}]{also}"))
 }
 
 /// Unloading with a TOA connection open must be safe and hand that socket
@@ -468,6 +556,13 @@ pub fn run(opts: Options) -> i32 {
             output::skip(scenario.name, "needs the module");
             continue;
         }
+        if scenario.pins_module && opts.only.is_none() {
+            output::skip(
+                scenario.name,
+                "leaves toa.ko loaded until reboot: runs alone, with --only",
+            );
+            continue;
+        }
         let outcome = (scenario.run)(&lab, &mut ctx).map_err(|e| e.to_string());
         if outcome.is_ok() {
             pass += 1;
@@ -547,7 +642,17 @@ mod tests {
         let list = scenarios();
         let names: Vec<&str> = list.iter().map(|s| s.name).collect();
         let stats = names.iter().position(|n| *n == "stats").unwrap();
-        assert_eq!(&names[stats + 1..], ["reload", "trusted-proxies-insmod"]);
+        assert_eq!(
+            &names[stats + 1..],
+            [
+                "reload",
+                "trusted-proxies-insmod",
+                "relisten-accepted",
+                "listen-before-load",
+                "listen-connect-race",
+                "ktls"
+            ]
+        );
         let module_only: Vec<&str> = list
             .iter()
             .filter(|s| s.module_only)
@@ -561,9 +666,27 @@ mod tests {
                 "kernel-socket",
                 "stats",
                 "reload",
-                "trusted-proxies-insmod"
+                "trusted-proxies-insmod",
+                "relisten-accepted",
+                "listen-before-load",
+                "listen-connect-race",
+                "ktls"
             ]
         );
+    }
+
+    #[test]
+    fn test_only_the_last_scenario_pins_the_module() {
+        // Nothing may run after a scenario that leaves the module loaded
+        // for good: it is last, and a run without --only leaves it out.
+        let list = scenarios();
+        let pinning: Vec<&str> = list
+            .iter()
+            .filter(|s| s.pins_module)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(pinning, [ktls::NAME]);
+        assert_eq!(list.last().map(|s| s.name), Some(ktls::NAME));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::oracle::{Kept, Verdict};
 
-pub use toa_sim::toa_stats::{read, Snapshot};
+pub use toa_sim::toa_stats::{read, Snapshot, PROC_PATH};
 
 /// What the scenarios did that the module must have counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +108,19 @@ pub fn delta(before: &Snapshot, after: &Snapshot, name: &str) -> std::result::Re
         ));
     }
     Ok(i128::from(a.sum) - i128::from(b.sum))
+}
+
+/// A module-wide value (one number, not one per CPU column), such as
+/// `records_live` or `listen_armed_at_load`.
+pub fn single(snapshot: &Snapshot, name: &str) -> std::result::Result<u64, String> {
+    match snapshot.counter(name) {
+        None => Err(format!("{name} is missing from {PROC_PATH}")),
+        Some(c) if c.values != 1 => Err(format!(
+            "{name} has {} values, expected a single one",
+            c.values
+        )),
+        Some(c) => Ok(c.sum),
+    }
 }
 
 /// Ok with a summary of the deltas, or Err listing every counter that is
@@ -302,6 +315,26 @@ kretprobe_missed     : 3
         let before = parse(text).unwrap();
         let err = delta(&before, &before, "getname_toa_ok").unwrap_err();
         assert_eq!(err, "getname_toa_ok has 1 values for 2 CPU columns");
+    }
+
+    #[test]
+    fn test_single_value_rows_besides_records_live() {
+        let text = "                      CPU0 CPU1\n\
+            syn_recv_sock_toa        : 1 0\n\
+            kretprobe_missed         : 0\n\
+            records_live             : 2\n\
+            listen_armed_at_load     : 5\n";
+        let s = parse(text).unwrap();
+        assert_eq!(single(&s, "listen_armed_at_load"), Ok(5));
+        assert_eq!(single(&s, "records_live"), Ok(2));
+        assert_eq!(
+            single(&s, "syn_recv_sock_toa"),
+            Err("syn_recv_sock_toa has 2 values, expected a single one".into())
+        );
+        assert_eq!(
+            single(&s, "listen_armed"),
+            Err(format!("listen_armed is missing from {PROC_PATH}"))
+        );
     }
 
     #[test]

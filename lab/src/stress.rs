@@ -105,10 +105,10 @@ pub fn run(opts: Options) -> i32 {
     let outcomes = [("reload-under-load", reload), ("churn", churned)];
     let mut fail = 0;
     for (name, outcome) in &outcomes {
-        let outcome = outcome
-            .as_ref()
-            .map(String::clone)
-            .map_err(|e| e.to_string());
+        let outcome = match outcome {
+            Ok(detail) => Ok(detail.clone()),
+            Err(e) => Err(e.to_string()),
+        };
         fail += usize::from(outcome.is_err());
         output::result(name, &outcome);
     }

@@ -444,7 +444,7 @@ fn compile(
 
 /// Mirrors the kbuild sources and Rust objects into the build directory,
 /// writing only what changed so kbuild's own change tracking stays useful.
-fn sync_sources(kbuild: &Path, objects: &[PathBuf], dest: &Path) -> Result<()> {
+pub fn sync_sources(kbuild: &Path, objects: &[PathBuf], dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest.join("rust"))?;
     let mut files: Vec<(PathBuf, PathBuf)> = Vec::new();
     for entry in

@@ -33,6 +33,57 @@ for word in $cmdline; do
         toa_lab.capture_expect=*) capture_expect="${word#toa_lab.capture_expect=}" ;;
     esac
 done
+
+# A module-mode scenario run is two lab runs: the ktls scenario leaves
+# toa.ko loaded until reboot, so it runs last, on its own, after the
+# operator checks that unload the module. The words of toa_lab.args are
+# sorted for the two: `--only NAME` (one name each: a comma would be a
+# space) goes to the run that owns NAME; every other word goes to both.
+# --module-param values are also what each insmod of toa.ko here passes, so
+# the module is loaded as the lab believes.
+module_scenarios=0
+if [ "$kmod" != 0 ] && [ "${args%%,*}" = scenarios ]; then
+    case ",$args," in
+        *,--expect,module,*) module_scenarios=1 ;;
+    esac
+fi
+main= both= params= prev= only=0 main_only=0 ktls=0
+for word in $(echo "$args" | tr ',' ' '); do
+    case "$prev" in
+        --only)
+            only=1
+            if [ "$word" = ktls ] && [ "$module_scenarios" = 1 ]; then
+                ktls=1
+            else
+                main="$main --only $word"
+                main_only=1
+            fi
+            prev=
+            continue
+            ;;
+        --module-param) params="$params $word" ;;
+    esac
+    prev=$word
+    [ "$word" = --only ] && continue
+    main="$main $word"
+    both="$both $word"
+done
+[ "$module_scenarios" = 1 ] && [ "$only" = 0 ] && ktls=1
+# Nothing left for the first run when --only named ktls alone.
+main_run=1
+[ "$only" = 1 ] && [ "$main_only" = 0 ] && main_run=0
+
+# load_toa: insmod toa.ko with the lab's parameters and say how it went.
+load_toa() {
+    # Word splitting of the parameter list is the point here.
+    # shellcheck disable=SC2086
+    if out=$(insmod /lib/modules/toa.ko $params 2>&1); then
+        echo "TOA-LAB INSMOD OK toa.ko"
+    else
+        echo "TOA-LAB INSMOD FAIL toa.ko: $out"
+    fi
+}
+
 echo "$printk" > /proc/sys/kernel/printk
 echo "TOA-LAB INIT"
 [ -e /dev/net/tun ] || { mkdir -p /dev/net; mknod /dev/net/tun c 10 200; }
@@ -59,16 +110,16 @@ if [ "$kmod" = 0 ]; then
     else
         echo "TOA-LAB INSMOD FAIL toa bpf load: $out"
     fi
-elif out=$(insmod /lib/modules/toa.ko 2>&1); then
-    echo "TOA-LAB INSMOD OK toa.ko"
 else
-    echo "TOA-LAB INSMOD FAIL toa.ko: $out"
+    load_toa
 fi
 
-# Word splitting of the list is the point here.
-# shellcheck disable=SC2046
-/bin/toa-lab $(echo "$args" | tr ',' ' ')
-echo "TOA-LAB EXIT $?"
+if [ "$main_run" = 1 ]; then
+    # Word splitting of the list is the point here.
+    # shellcheck disable=SC2086
+    /bin/toa-lab $main
+    echo "TOA-LAB EXIT $?"
+fi
 
 # operator NAME WANT-EXIT WANT-TEXT COMMAND...: runs the operator's `toa`
 # command, shows what it printed, and reports PASS when it exited WANT-EXIT
@@ -119,6 +170,13 @@ elif [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
     operator bpf-unload 0 "eBPF mode detached" /bin/toa bpf unload
     operator selftest-unloaded 1 "FAIL v4-toa-on-inet" /bin/toa selftest
     operator status-unloaded 1 "no toa mode is active" /bin/toa status --sample 0.2
+fi
+
+if [ "$ktls" = 1 ]; then
+    [ -e /sys/module/toa ] || load_toa
+    # shellcheck disable=SC2086
+    /bin/toa-lab $both --only ktls
+    echo "TOA-LAB EXIT $?"
 fi
 
 echo "TOA-LAB DMESG-BEGIN"

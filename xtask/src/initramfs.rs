@@ -179,7 +179,9 @@ pub struct LabImage<'a> {
     /// proves after the scenarios (status, stats, selftest with and without
     /// the module).
     pub operator_cli: Option<&'a Path>,
-    /// Test-only modules the lab loads itself, under `/lib/modules/`.
+    /// Modules the lab loads and unloads itself, under `/lib/modules/`: the
+    /// test-only in-kernel listener, the kernel's tls.ko (the ktls scenario
+    /// wants kTLS tables built fresh, so it is not preloaded).
     pub test_modules: &'a [PathBuf],
     /// `/init`; [`GUEST_INIT`] unless a caller needs another.
     pub init: &'a str,
@@ -380,14 +382,16 @@ mod tests {
         let toa = write("toa.ko", "toa");
         let lab = write("toa-lab", "lab");
         let operator = write("toa", "toa");
+        let tls = write("tls.ko", "tls");
         let preload = [tun];
+        let on_demand = [tls];
         let image = LabImage {
             busybox: &busybox,
             preload: &preload,
             toa_ko: &toa,
             lab_program: &lab,
             operator_cli: Some(&operator),
-            test_modules: &[],
+            test_modules: &on_demand,
             init: GUEST_INIT,
         };
         let a = lab_archive(&image).unwrap();
@@ -402,9 +406,15 @@ mod tests {
             "lib/modules/tun.ko",
             "lib/modules/toa.ko",
             "lib/modules/preload",
+            "lib/modules/tls.ko",
             "dev/console",
         ] {
             assert!(a.entries.contains_key(path), "{path} missing");
+        }
+        // The lab loads tls.ko itself, fresh: /init must not.
+        match &a.entries["lib/modules/preload"] {
+            Node::File { data, .. } => assert_eq!(data, b"tun.ko\n"),
+            other => panic!("preload is {other:?}"),
         }
         // Every command /init runs is an applet in the archive.
         for word in [

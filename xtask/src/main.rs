@@ -33,6 +33,7 @@ mod preflight;
 mod qemu;
 mod report;
 mod rpm_repo;
+mod sanitizer;
 mod source;
 mod stress;
 mod test;

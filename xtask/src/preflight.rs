@@ -103,6 +103,24 @@ const VM: &[Tool] = &[
 /// Booting an arm64 kernel (`--arch aarch64`, and the test command's arm64 run).
 const VM_AARCH64: &[Tool] = &[command!("qemu-system-aarch64" from "qemu-system-arm")];
 
+/// Building the sanitizer kernel (`vm-test --sanitizers`): kbuild's host
+/// tools and libraries (the compiler comes from the release's TOML).
+const KERNEL_BUILD: &[Tool] = &[
+    command!("make" from "make"),
+    command!("bc" from "bc"),
+    command!("bison" from "bison"),
+    command!("flex" from "flex"),
+    command!("perl" from "perl"),
+    Tool {
+        probes: &[Probe::File("/usr/include/gelf.h")],
+        package: "libelf-dev",
+    },
+    Tool {
+        probes: &[Probe::File("/usr/include/openssl/ssl.h")],
+        package: "libssl-dev",
+    },
+];
+
 /// The guest image of vm-install-test: an ext4 disk.
 const GUEST_IMAGE: &[Tool] = &[command!("mkfs.ext4" from "e2fsprogs")];
 
@@ -167,6 +185,12 @@ pub fn needs(command: &Command) -> Needs {
             .tools(BUILDER)
             .tools(VM)
             .tools(VM_AARCH64),
+        // No builder: the kernel and its modules are built on the host. A
+        // usage mistake installs nothing (run() reports it).
+        Command::VmTest(args) if args.sanitizers => match crate::sanitizer::usage(args) {
+            Ok(()) => Needs::vm("vm-test --sanitizers", false).tools(KERNEL_BUILD),
+            Err(_) => Needs::new("vm-test --sanitizers"),
+        },
         Command::VmTest(args) if args.arch == Some(crate::arch::Arch::Aarch64) => {
             Needs::vm("vm-test", args.module.is_none()).tools(VM_AARCH64)
         }

@@ -134,6 +134,7 @@ pub fn run(args: Args) -> Result<()> {
                         arch: Some(*arch),
                         kernel: None,
                         flavour: flavour.clone(),
+                        only: Vec::new(),
                         timeout: 600,
                         kvm: false,
                         module: None,
@@ -141,6 +142,7 @@ pub fn run(args: Args) -> Result<()> {
                         fuzz_seed: None,
                         mode,
                         capture,
+                        sanitizers: false,
                     })
                 })?;
             }

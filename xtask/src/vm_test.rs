@@ -34,6 +34,12 @@ pub struct Args {
     /// `rt-amd64`).
     #[arg(long, value_name = "FLAVOUR")]
     pub flavour: Option<String>,
+    /// Run only these lab scenarios (names as `toa-lab scenarios --only`
+    /// takes them); each must then report a result. ktls, which leaves
+    /// toa.ko loaded until reboot, runs in a lab run of its own after the
+    /// operator checks.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub only: Vec<String>,
     /// Kill the guest after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -58,6 +64,13 @@ pub struct Args {
     /// one this kernel should accept (fexit from 5.11, sock-ops before).
     #[arg(long, value_enum, default_value_t = Capture::Auto)]
     pub capture: Capture,
+    /// Boot Debian 12's kernel built here with KASAN, lockdep (PROVE_LOCKING,
+    /// PROVE_RCU), might-sleep and list checks, with toa.ko built against it,
+    /// and `panic_on_warn=1` (x86_64, toa.ko only; built once, then cached
+    /// under target/cache/sanitizer-kernel). The guest gets 2 GiB and three
+    /// times --timeout.
+    #[arg(long, conflicts_with_all = ["kernel", "flavour"])]
+    pub sanitizers: bool,
 }
 
 /// Which implementation the guest runs.
@@ -111,6 +124,20 @@ impl Capture {
 /// Where the guest's /init finds the module under test.
 pub const GUEST_MODULE: &str = "/lib/modules/toa.ko";
 
+/// The lab scenario that leaves toa.ko loaded until reboot: the guest runs
+/// it in a second lab run, after the operator checks.
+pub const KTLS: &str = "ktls";
+
+/// Scenarios that must report a result besides what the lab runs by
+/// default: a module-mode run's second lab run (ktls), or each one named.
+pub(crate) fn required_results(args: &Args) -> Vec<String> {
+    match args.mode {
+        Mode::Bpf => Vec::new(),
+        Mode::Kmod if args.only.is_empty() => vec![KTLS.to_string()],
+        Mode::Kmod => args.only.clone(),
+    }
+}
+
 /// `toa-lab` arguments as the guest's /init takes them from `toa_lab.args=`
 /// on the kernel command line: commas stand for spaces.
 pub fn guest_command<S: AsRef<str>>(words: &[S]) -> String {
@@ -123,9 +150,9 @@ pub fn guest_command<S: AsRef<str>>(words: &[S]) -> String {
 
 /// The guest's lab command when the defaults are not what was asked for;
 /// `release` is the kernel the guest boots.
-fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch) -> Option<String> {
+pub(crate) fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch) -> Option<String> {
     let bpf = args.mode == Mode::Bpf;
-    if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() && !bpf {
+    if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() && !bpf && args.only.is_empty() {
         return None;
     }
     let mut words: Vec<String> = ["scenarios", "--expect", "module", "--module", GUEST_MODULE]
@@ -139,6 +166,10 @@ fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch) -> Option<
     }
     if let Some(seed) = args.fuzz_seed {
         words.extend(["--fuzz-seed".into(), seed.to_string()]);
+    }
+    // One name per --only: a comma in toa_lab.args stands for a space.
+    for name in &args.only {
+        words.extend(["--only".into(), name.clone()]);
     }
     let mut kernel_args = String::new();
     if bpf {
@@ -168,6 +199,13 @@ pub struct LabOptions {
     pub cpus: u32,
     /// All vCPUs in one TCG thread (see [`crate::qemu::Boot::tcg_single_thread`]).
     pub tcg_single_thread: bool,
+    /// Guest memory in MiB; `None`: the lab's default (see [`crate::qemu::Boot`]).
+    pub memory_mb: Option<u32>,
+    /// A kernel built here (`--sanitizers`) in place of the distro's
+    /// packages; see [`own_kernel_hooks`].
+    pub own_kernel: Option<crate::sanitizer::LabKernel>,
+    /// Scenarios whose result must be on the console (see [`missing_results`]).
+    pub required: Vec<String>,
 }
 
 impl Default for LabOptions {
@@ -183,11 +221,18 @@ impl Default for LabOptions {
             // was seen executing a stale int3 from such a patch (an oops in
             // inet_ehashfn on 6.12). One TCG thread is coherent.
             tcg_single_thread: true,
+            memory_mb: None,
+            own_kernel: None,
+            required: Vec::new(),
         }
     }
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Hook: a kernel built here with sanitizers (crate::sanitizer).
+    if args.sanitizers {
+        return crate::sanitizer::vm_test(&args);
+    }
     let distro = crate::distro::find_for(&args.distro, args.arch)?;
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
         (Some(path), _) => path,
@@ -199,6 +244,7 @@ pub fn run(args: Args) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         kvm: args.kvm,
         append: scenario_args(&args, &release, distro.arch_kind()).unwrap_or_default(),
+        required: required_results(&args),
         ..LabOptions::default()
     };
     let report = run_lab(&distro, &module, &opts)?;
@@ -351,10 +397,9 @@ pub struct Parsed {
     pub operator_expected: Option<usize>,
     /// The rest of the `TOA-LAB STATS` line(s).
     pub stats: Vec<String>,
-    /// `(pass, fail)` of the DONE line.
-    pub done: Option<(u32, u32)>,
-    /// Exit status of the lab program.
-    pub exit: Option<i32>,
+    /// Each run of the lab program, in order: a module-mode scenario run
+    /// has two (the ktls scenario runs last, alone; see guest_init.sh).
+    pub runs: Vec<LabRun>,
     /// dmesg lines, if the section was complete.
     pub dmesg: Option<Vec<String>>,
     pub taint: Option<u64>,
@@ -364,6 +409,45 @@ pub struct Parsed {
     /// raises the console log level, so it shows there even if the guest
     /// never reaches its dmesg section).
     pub console_alarms: Vec<String>,
+}
+
+/// One run of the lab program: from its START line (or its first line of
+/// output) to its EXIT line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabRun {
+    /// Index in [`Parsed::results`] of the run's first result.
+    pub first_result: usize,
+    /// How many results it printed.
+    pub results: usize,
+    /// `(pass, fail)` of its DONE line.
+    pub done: Option<(u32, u32)>,
+    /// Its exit status.
+    pub exit: Option<i32>,
+}
+
+impl Parsed {
+    /// The run the next RESULT or DONE line belongs to: the last one, unless
+    /// it has finished (a lab program that printed no START line still
+    /// gets a run).
+    fn open_run(&mut self) -> &mut LabRun {
+        let finished = self
+            .runs
+            .last()
+            .is_none_or(|r| r.done.is_some() || r.exit.is_some());
+        if finished {
+            self.runs.push(LabRun {
+                first_result: self.results.len(),
+                ..LabRun::default()
+            });
+        }
+        self.runs.last_mut().expect("a run was just pushed")
+    }
+
+    /// The results of `run`.
+    pub fn results_of(&self, run: &LabRun) -> &[ScenarioResult] {
+        let end = (run.first_result + run.results).min(self.results.len());
+        &self.results[run.first_result.min(end)..end]
+    }
 }
 
 /// Parse a serial console log.
@@ -403,6 +487,10 @@ pub fn parse_console(console: &str) -> Parsed {
                 _ if args == "FAIL" => p.insmod_failed.push(String::new()),
                 _ => {}
             },
+            "START" => p.runs.push(LabRun {
+                first_result: p.results.len(),
+                ..LabRun::default()
+            }),
             "RESULT" | "OPERATOR" => {
                 let mut parts = args.splitn(3, ' ');
                 let name = parts.next().unwrap_or_default().to_string();
@@ -414,16 +502,17 @@ pub fn parse_console(console: &str) -> Parsed {
                         .trim_end()
                         .to_string();
                 }
-                let list = if word == "RESULT" {
-                    &mut p.results
-                } else {
-                    &mut p.operator
-                };
-                list.push(ScenarioResult {
+                let result = ScenarioResult {
                     name,
                     passed,
                     detail,
-                });
+                };
+                if word == "RESULT" {
+                    p.open_run().results += 1;
+                    p.results.push(result);
+                } else {
+                    p.operator.push(result);
+                }
             }
             "OPERATOR-CHECKS" => p.operator_expected = args.parse().ok(),
             "STATS" => p.stats.push(args.to_string()),
@@ -433,10 +522,22 @@ pub fn parse_console(console: &str) -> Parsed {
                         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<u32>().ok())
                 };
                 if let (Some(pass), Some(fail)) = (field("pass"), field("fail")) {
-                    p.done = Some((pass, fail));
+                    p.open_run().done = Some((pass, fail));
                 }
             }
-            "EXIT" => p.exit = args.parse().ok(),
+            "EXIT" => {
+                // A lab program that died before its DONE line still ends
+                // its run here.
+                if p.runs.last().is_none_or(|r| r.exit.is_some()) {
+                    p.runs.push(LabRun {
+                        first_result: p.results.len(),
+                        ..LabRun::default()
+                    });
+                }
+                if let Some(run) = p.runs.last_mut() {
+                    run.exit = Some(args.parse().unwrap_or(-1));
+                }
+            }
             "DMESG-BEGIN" => dmesg = Some(Vec::new()),
             "TAINT" => p.taint = args.parse().ok(),
             "POWEROFF" => p.poweroff = true,
@@ -543,26 +644,41 @@ pub fn problems(p: &Parsed, expected_release: &str) -> Vec<String> {
             p.operator.len()
         ));
     }
-    let passed = p.results.iter().filter(|r| r.passed).count() as u32;
-    let failed = p.results.len() as u32 - passed;
-    match p.done {
-        None => out.push("no TOA-LAB DONE line: the lab program did not finish".to_string()),
-        Some((0, 0)) => {
-            out.push("the lab program ran no scenario (DONE pass=0 fail=0)".to_string())
-        }
-        Some((pass, fail)) => {
-            if pass != passed || fail != failed {
-                out.push(format!(
-                    "DONE says pass={pass} fail={fail} but the console shows {passed} PASS and {failed} FAIL lines"
-                ));
+    if p.runs.is_empty() {
+        out.push("no TOA-LAB DONE line: the lab program did not finish".to_string());
+    }
+    for (n, run) in (1..).zip(&p.runs) {
+        let at = if p.runs.len() == 1 {
+            String::new()
+        } else {
+            format!("lab run {n} of {}: ", p.runs.len())
+        };
+        let results = p.results_of(run);
+        let passed = results.iter().filter(|r| r.passed).count() as u32;
+        let failed = results.len() as u32 - passed;
+        match run.done {
+            None => out.push(format!(
+                "{at}no TOA-LAB DONE line: the lab program did not finish"
+            )),
+            Some((0, 0)) => out.push(format!(
+                "{at}the lab program ran no scenario (DONE pass=0 fail=0)"
+            )),
+            Some((pass, fail)) => {
+                if pass != passed || fail != failed {
+                    out.push(format!(
+                        "{at}DONE says pass={pass} fail={fail} but the console shows {passed} PASS and {failed} FAIL lines"
+                    ));
+                }
             }
         }
-    }
-    match p.exit {
-        Some(0) => {}
-        Some(code) => out.push(format!("the lab program exited with status {code}")),
-        None if p.done.is_some() => {}
-        None => out.push("the lab program's exit status was not reported".to_string()),
+        match run.exit {
+            Some(0) => {}
+            Some(code) => out.push(format!("{at}the lab program exited with status {code}")),
+            None if run.done.is_some() => {}
+            None => out.push(format!(
+                "{at}the lab program's exit status was not reported"
+            )),
+        }
     }
     match &p.dmesg {
         None => out.push("no complete dmesg section (DMESG-BEGIN/DMESG-END)".to_string()),
@@ -595,6 +711,21 @@ pub fn problems(p: &Parsed, expected_release: &str) -> Vec<String> {
         Some(_) => {}
     }
     out
+}
+
+/// Scenarios of `required` that printed no result at all.
+pub fn missing_results(p: &Parsed, required: &[String]) -> Vec<String> {
+    required
+        .iter()
+        .filter(|name| !p.results.iter().any(|r| &r.name == *name))
+        .map(|name| {
+            if name == KTLS {
+                format!("scenario {name} reported no result (the guest runs it after the operator checks, in a lab run of its own)")
+            } else {
+                format!("scenario {name} reported no result")
+            }
+        })
+        .collect()
 }
 
 /// The outcome of one lab run.
@@ -698,7 +829,7 @@ impl LabReport {
 pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<LabReport> {
     // Boot the kernel the module was built for (normally the suite's newest).
     let release = module_release(module_ko)?;
-    let kernel = match crate::debian_repo::default_kernel(distro) {
+    let kernel = match own_kernel_hooks::default_kernel(distro, opts) {
         Ok(newest) if newest.release == release => newest,
         _ => crate::debian_repo::kernel_for_release(distro, &release).with_context(|| {
             format!(
@@ -708,18 +839,30 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
             )
         })?,
     };
-    let files = crate::deb::kernel_files(&kernel, &["tun"])?;
+    let files = match own_kernel_hooks::files(opts) {
+        Some(files) => files,
+        None => crate::deb::kernel_files(&kernel, &["tun", "tls"])?,
+    };
+    // tls.ko is the ktls scenario's to load and unload, fresh each time;
+    // whatever it needs is preloaded with tun.
+    let (on_demand, preload): (Vec<PathBuf>, Vec<PathBuf>) = files
+        .modules
+        .iter()
+        .cloned()
+        .partition(|m| m.file_name().is_some_and(|n| n == "tls.ko"));
     let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
     let arch = distro.arch_kind();
     let lab_program = crate::lab_programs::build_lab_program(arch)?;
     let operator_cli = crate::operator_cli::build_for_lab(arch)?;
-    let kernel_listener = crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
-        .context("building the lab's in-kernel listener module")?;
+    let kernel_listener = match own_kernel_hooks::kernel_listener(opts) {
+        Some(path) => path,
+        None => crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
+            .context("building the lab's in-kernel listener module")?,
+    };
     eprintln!(
         "lab guest: kernel {}, preloading {}",
         files.release,
-        files
-            .modules
+        preload
             .iter()
             .filter_map(|m| m.file_name()?.to_str())
             .collect::<Vec<_>>()
@@ -731,11 +874,11 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     crate::initramfs::build_lab(
         &crate::initramfs::LabImage {
             busybox: &busybox,
-            preload: &files.modules,
+            preload: &preload,
             toa_ko: module_ko,
             lab_program: &lab_program,
             operator_cli: Some(&operator_cli),
-            test_modules: std::slice::from_ref(&kernel_listener),
+            test_modules: &[&[kernel_listener], &on_demand[..]].concat(),
             init: crate::initramfs::GUEST_INIT,
         },
         &initrd,
@@ -749,6 +892,9 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     boot.extra_args = opts.qemu_args.clone();
     boot.cpus = opts.cpus;
     boot.tcg_single_thread = opts.tcg_single_thread;
+    if let Some(mb) = opts.memory_mb {
+        boot.memory_mb = mb;
+    }
     let kvm_outcome = if boot.accel == crate::qemu::Accel::Kvm {
         // Where /dev/kvm opens but cannot run this guest (nested setups),
         // QEMU aborts or the guest never prints: fall back to TCG.
@@ -778,6 +924,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
 
     let parsed = parse_console(&outcome.console);
     let mut problems = problems(&parsed, &kernel.release);
+    problems.extend(missing_results(&parsed, &opts.required));
     if let Some(failure) = outcome.failure() {
         problems.insert(0, failure);
     }
@@ -792,6 +939,38 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
         elapsed: outcome.elapsed,
         to_init: outcome.to_init,
     })
+}
+
+/// Where [`run_lab`] takes a kernel built here ([`LabOptions::own_kernel`],
+/// `--sanitizers`) instead of the distro's packages: its image, no module to
+/// preload or load on demand (tun and tls are built in, so the guest's
+/// preload list is empty and there is no tls.ko) and the lab's test module
+/// built for it.
+mod own_kernel_hooks {
+    use super::LabOptions;
+    use crate::distro::Distro;
+    use anyhow::Result;
+    use std::path::PathBuf;
+
+    pub fn default_kernel(
+        distro: &Distro,
+        opts: &LabOptions,
+    ) -> Result<crate::debian_repo::KernelPackages> {
+        match &opts.own_kernel {
+            Some(own) => Ok(own.packages()),
+            None => crate::debian_repo::default_kernel(distro),
+        }
+    }
+
+    pub fn files(opts: &LabOptions) -> Option<crate::deb::KernelFiles> {
+        opts.own_kernel.as_ref().map(|own| own.files())
+    }
+
+    pub fn kernel_listener(opts: &LabOptions) -> Option<PathBuf> {
+        opts.own_kernel
+            .as_ref()
+            .map(|own| own.kernel_listener.clone())
+    }
 }
 
 #[cfg(test)]
@@ -826,6 +1005,120 @@ mod tests {
         );
     }
 
+    /// A module-mode run as the guest prints it: the scenarios, the
+    /// operator checks, then the ktls run of its own.
+    fn two_runs(ktls: &str) -> String {
+        let (main, tail) = GOOD.split_once("TOA-LAB DMESG-BEGIN").unwrap();
+        format!(
+            "{main}TOA-LAB INSMOD OK toa.ko\n\
+             TOA-LAB START expect=module kernel={RELEASE}\n\
+             TOA-LAB SKIP v4-254-8 not asked\n\
+             {ktls}TOA-LAB DMESG-BEGIN{tail}"
+        )
+    }
+
+    #[test]
+    fn the_ktls_run_is_counted_on_its_own() {
+        let console = two_runs(
+            "TOA-LAB RESULT ktls PASS A: ...; B: ...\n\
+             TOA-LAB DONE pass=1 fail=0\n\
+             TOA-LAB EXIT 0\n",
+        );
+        let p = parse_console(&console);
+        assert_eq!(p.runs.len(), 2);
+        assert_eq!(p.results.len(), 4);
+        assert_eq!(p.results_of(&p.runs[1])[0].name, KTLS);
+        assert_eq!(p.insmod_ok, ["tun.ko", "toa.ko", "toa.ko"]);
+        assert_eq!(problems(&p, RELEASE), Vec::<String>::new());
+        assert_eq!(
+            missing_results(&p, &[KTLS.to_string()]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_failed_or_missing_ktls_run_fails() {
+        let failed = parse_console(&two_runs(
+            "TOA-LAB RESULT ktls FAIL part B: rmmod toa succeeded\n\
+             TOA-LAB DONE pass=0 fail=1\n\
+             TOA-LAB EXIT 1\n",
+        ));
+        assert_eq!(
+            problems(&failed, RELEASE),
+            [
+                "scenario ktls failed: part B: rmmod toa succeeded",
+                "lab run 2 of 2: the lab program exited with status 1"
+            ]
+        );
+        // The second run died before its DONE line.
+        let died = parse_console(&two_runs("TOA-LAB EXIT 139\n"));
+        let problems = problems(&died, RELEASE);
+        assert!(
+            problems.contains(
+                &"lab run 2 of 2: no TOA-LAB DONE line: the lab program did not finish".to_string()
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .contains(&"lab run 2 of 2: the lab program exited with status 139".to_string()),
+            "{problems:?}"
+        );
+        // It never ran at all.
+        let absent = parse_console(GOOD);
+        assert_eq!(
+            missing_results(&absent, &required_results(&kmod_args())),
+            ["scenario ktls reported no result (the guest runs it after the operator checks, in a lab run of its own)"]
+        );
+    }
+
+    #[test]
+    fn a_run_with_a_wrong_done_line_is_named() {
+        let p = parse_console(&two_runs(
+            "TOA-LAB RESULT ktls PASS x\n\
+             TOA-LAB DONE pass=2 fail=0\n\
+             TOA-LAB EXIT 0\n",
+        ));
+        assert_eq!(
+            problems(&p, RELEASE),
+            ["lab run 2 of 2: DONE says pass=2 fail=0 but the console shows 1 PASS and 0 FAIL lines"]
+        );
+    }
+
+    fn kmod_args() -> Args {
+        Args {
+            distro: "debian-12".into(),
+            arch: None,
+            kernel: None,
+            flavour: None,
+            only: Vec::new(),
+            timeout: 300,
+            kvm: false,
+            module: None,
+            fuzz_connections: None,
+            fuzz_seed: None,
+            mode: Mode::Kmod,
+            capture: Capture::Auto,
+            sanitizers: false,
+        }
+    }
+
+    #[test]
+    fn only_goes_to_the_guest_one_name_per_flag() {
+        let x86 = crate::arch::Arch::X86_64;
+        let mut args = kmod_args();
+        args.only = vec!["reload".into(), KTLS.into()];
+        assert_eq!(
+            scenario_args(&args, "6.1.0-57-amd64", x86).unwrap(),
+            "toa_lab.args=scenarios,--expect,module,--module,/lib/modules/toa.ko,\
+             --only,reload,--only,ktls"
+        );
+        assert_eq!(required_results(&args), ["reload", "ktls"]);
+        assert_eq!(required_results(&kmod_args()), ["ktls"]);
+        args.mode = Mode::Bpf;
+        assert!(required_results(&args).is_empty());
+    }
+
     #[test]
     fn operator_checks_that_go_missing_are_a_problem() {
         let console = format!(
@@ -850,6 +1143,7 @@ mod tests {
             arch: None,
             kernel: None,
             flavour: None,
+            only: Vec::new(),
             timeout: 300,
             kvm: false,
             module: None,
@@ -857,6 +1151,7 @@ mod tests {
             fuzz_seed: None,
             mode: Mode::Kmod,
             capture: Capture::Auto,
+            sanitizers: false,
         };
         let x86 = crate::arch::Arch::X86_64;
         assert_eq!(
@@ -910,8 +1205,9 @@ mod tests {
         assert!(p.results.iter().all(|r| r.passed));
         assert_eq!(p.results[0].name, "v4_listener_v4_toa");
         assert_eq!(p.results[0].detail, "getpeername=203.0.113.7:4242");
-        assert_eq!(p.done, Some((3, 0)));
-        assert_eq!(p.exit, Some(0));
+        assert_eq!(p.runs.len(), 1);
+        assert_eq!(p.runs[0].done, Some((3, 0)));
+        assert_eq!(p.runs[0].exit, Some(0));
         assert_eq!(p.taint, Some(12288));
         assert!(p.poweroff);
         assert_eq!(p.stats, ["syn_recv_sock_toa=2 syn_recv_sock_no_toa=1"]);
