@@ -8,7 +8,7 @@ use crate::error::{lab_err, Result};
 use crate::lab::Expect;
 use crate::scenarios::{self, Options};
 use crate::toa_option::{self, Toa};
-use crate::{bench, stress};
+use crate::{bench, chaos, stress};
 
 const USAGE: &str = "\
 usage:
@@ -21,6 +21,8 @@ usage:
   toa-lab stress --module PATH [--cycles N] [--held N] [--threads N] [--storm N] [--churn N]
                  [--step-timeout SECS]
   toa-lab bench --module PATH [--rounds N] [--window SECS] [--toa PATH]
+  toa-lab chaos --module PATH [--module-param NAME=VALUE]... [--seconds N]
+                [--max-steps N] [--seed S] [--tls PATH] [--step-timeout SECS]
   toa-lab craft --kind N --client IP:PORT
   toa-lab request --port N [--client IP:PORT] [--kind N] [--path /PATH] [--step-timeout SECS]
 
@@ -52,6 +54,13 @@ bench       the module's cost: loopback accept rate, getpeername rate on a
             module unloaded and loaded, --rounds (5) times for --window (2) s;
             then allocations per IPv4 TOA connection; with --toa,
             the eBPF mode is measured as a third state (module=bpf)
+chaos       random syscall sequences (listen, connect and AF_UNSPEC,
+            accept, shutdown, close, setsockopt TCP_ULP/IPV6_V6ONLY/
+            IPV6_ADDRFORM/SO_REUSEPORT, getpeername, fork-and-close) on TOA
+            and plain sockets, with rmmod/insmod between, for --seconds (30)
+            or --max-steps; the kernel log must stay clean; prints the seed,
+            and --seed S replays the same sequence; --tls PATH (tls.ko)
+            enables the TCP_ULP steps, which pin the module
 craft       print the bytes of a TOA option (hex)
 request     one HTTP/1.0 GET for --path (/) to port --port of this host, as an L4
             proxy sends it: TUN device toar0 (10.77.0.1/24), proxy 10.77.0.2,
@@ -70,6 +79,7 @@ pub fn main(args: &[String]) -> i32 {
     let outcome = match args.first().map(String::as_str) {
         Some("scenarios") => parse_scenarios(&args[1..]).map(scenarios::run),
         Some("stress") => parse_stress(&args[1..]).map(stress::run),
+        Some("chaos") => parse_chaos(&args[1..]).map(chaos::run),
         Some("bench") => parse_bench(&args[1..]).map(bench::run),
         Some("craft") => craft(&args[1..]).map(|()| 0),
         Some("request") => crate::request::parse(&args[1..]).map(crate::request::run),
@@ -201,6 +211,42 @@ fn parse_count<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
     value
         .parse()
         .map_err(|_| lab_err!("{flag} wants a count, not {value:?}"))
+}
+
+fn parse_chaos(args: &[String]) -> Result<chaos::Options> {
+    let mut opts = chaos::Options {
+        seed: None,
+        duration: Duration::from_secs(30),
+        max_steps: u64::MAX,
+        module: PathBuf::new(),
+        module_params: Vec::new(),
+        tls: None,
+        step_timeout: Duration::from_secs(3),
+    };
+    let mut module = None;
+    for (flag, value) in flag_pairs(args)? {
+        match flag {
+            "--module" => module = Some(PathBuf::from(value)),
+            "--module-param" if value.contains('=') => opts.module_params.push(value.to_string()),
+            "--seconds" => opts.duration = Duration::from_secs(parse_count::<u64>(flag, value)?),
+            "--max-steps" => opts.max_steps = parse_count::<u64>(flag, value)?,
+            "--seed" => {
+                opts.seed = Some(
+                    value
+                        .parse()
+                        .map_err(|_| lab_err!("--seed wants a number, not {value:?}"))?,
+                )
+            }
+            "--tls" => opts.tls = Some(PathBuf::from(value)),
+            "--step-timeout" => {
+                opts.step_timeout = Duration::from_secs(parse_count::<u64>(flag, value)?)
+            }
+            other => return Err(lab_err!("chaos does not take {other} {value}")),
+        }
+    }
+    opts.module =
+        module.ok_or_else(|| lab_err!("chaos needs --module PATH (it reloads toa.ko)"))?;
+    Ok(opts)
 }
 
 fn parse_stress(args: &[String]) -> Result<stress::Options> {

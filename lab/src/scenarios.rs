@@ -5,6 +5,7 @@ mod kernel_socket;
 mod ktls;
 mod listen_at_load;
 mod listen_race;
+mod lock_wait;
 mod loopback;
 mod malformed;
 mod params;
@@ -151,6 +152,7 @@ pub const ALL: &[&str] = &[
     "relisten-accepted",
     "listen-before-load",
     "listen-connect-race",
+    lock_wait::NAME,
     ktls::NAME,
 ];
 
@@ -322,6 +324,12 @@ fn scenarios() -> Vec<Scenario> {
             module_only: true,
             pins_module: false,
             run: |lab, _| listen_race::run(lab),
+        },
+        Scenario {
+            name: lock_wait::NAME,
+            module_only: true,
+            pins_module: false,
+            run: |lab, ctx| lock_wait::run(lab, ctx),
         },
         Scenario {
             name: ktls::NAME,
@@ -650,6 +658,7 @@ mod tests {
                 "relisten-accepted",
                 "listen-before-load",
                 "listen-connect-race",
+                "rmmod-behind-socket-lock",
                 "ktls"
             ]
         );
@@ -670,6 +679,7 @@ mod tests {
                 "relisten-accepted",
                 "listen-before-load",
                 "listen-connect-race",
+                "rmmod-behind-socket-lock",
                 "ktls"
             ]
         );

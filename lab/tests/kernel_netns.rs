@@ -170,6 +170,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
         "relisten-accepted",
         "listen-before-load",
         "listen-connect-race",
+        "rmmod-behind-socket-lock",
     ] {
         assert!(
             result_of(&lines, scenario).starts_with("FAIL "),
@@ -187,7 +188,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
         !reload.contains("closing"),
         "held connection must close cleanly: {reload}"
     );
-    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=19"));
+    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=20"));
     assert_eq!(out.status.code(), Some(1));
 }
 

@@ -21,6 +21,10 @@ mount -t tmpfs tmpfs /tmp
 # `toa status` must then show.
 printk=1
 kmod=1
+# The chaos run (random syscall sequences, see toa-lab chaos): seconds and
+# seed; 0 seconds leaves it out.
+chaos_secs=20
+chaos_seed=
 capture_expect=
 args="scenarios,--expect,module,--module,/lib/modules/toa.ko"
 read -r cmdline < /proc/cmdline
@@ -31,6 +35,8 @@ for word in $cmdline; do
         toa_lab.kmod=*) kmod="${word#toa_lab.kmod=}" ;;
         toa_lab.capture=*) export TOA_CAPTURE="${word#toa_lab.capture=}" ;;
         toa_lab.capture_expect=*) capture_expect="${word#toa_lab.capture_expect=}" ;;
+        toa_lab.chaos=*) chaos_secs="${word#toa_lab.chaos=}" ;;
+        toa_lab.chaos_seed=*) chaos_seed="${word#toa_lab.chaos_seed=}" ;;
     esac
 done
 
@@ -47,13 +53,15 @@ if [ "$kmod" != 0 ] && [ "${args%%,*}" = scenarios ]; then
         *,--expect,module,*) module_scenarios=1 ;;
     esac
 fi
-main= both= params= prev= only=0 main_only=0 ktls=0
+main='' both='' params='' prev='' only=0 main_only=0 ktls=0 chaos=0
 for word in $(echo "$args" | tr ',' ' '); do
     case "$prev" in
         --only)
             only=1
             if [ "$word" = ktls ] && [ "$module_scenarios" = 1 ]; then
                 ktls=1
+            elif [ "$word" = chaos ] && [ "$module_scenarios" = 1 ]; then
+                chaos=1
             else
                 main="$main --only $word"
                 main_only=1
@@ -68,7 +76,8 @@ for word in $(echo "$args" | tr ',' ' '); do
     main="$main $word"
     both="$both $word"
 done
-[ "$module_scenarios" = 1 ] && [ "$only" = 0 ] && ktls=1
+[ "$module_scenarios" = 1 ] && [ "$only" = 0 ] && ktls=1 && chaos=1
+[ "$chaos_secs" = 0 ] && chaos=0
 # Nothing left for the first run when --only named ktls alone.
 main_run=1
 [ "$only" = 1 ] && [ "$main_only" = 0 ] && main_run=0
@@ -170,6 +179,19 @@ elif [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
     operator bpf-unload 0 "eBPF mode detached" /bin/toa bpf unload
     operator selftest-unloaded 1 "FAIL v4-toa-on-inet" /bin/toa selftest
     operator status-unloaded 1 "no toa mode is active" /bin/toa status --sample 0.2
+fi
+
+# Random syscall sequences with rmmod/insmod between, before ktls: its
+# TCP_ULP steps may pin the module, which ktls then finds pinned.
+if [ "$chaos" = 1 ]; then
+    [ -e /sys/module/toa ] || load_toa
+    chaos_args="--module /lib/modules/toa.ko --seconds $chaos_secs"
+    for p in $params; do chaos_args="$chaos_args --module-param $p"; done
+    [ -n "$chaos_seed" ] && chaos_args="$chaos_args --seed $chaos_seed"
+    [ -e /lib/modules/tls.ko ] && chaos_args="$chaos_args --tls /lib/modules/tls.ko"
+    # shellcheck disable=SC2086
+    /bin/toa-lab chaos $chaos_args
+    echo "TOA-LAB EXIT $?"
 fi
 
 if [ "$ktls" = 1 ]; then

@@ -143,6 +143,8 @@ pub fn run(args: Args) -> Result<()> {
                         mode,
                         capture,
                         sanitizers: false,
+                        chaos: None,
+                        chaos_seed: None,
                     })
                 })?;
             }

@@ -71,6 +71,14 @@ pub struct Args {
     /// times --timeout.
     #[arg(long, conflicts_with_all = ["kernel", "flavour"])]
     pub sanitizers: bool,
+    /// Seconds of the chaos run (random syscall sequences with rmmod/insmod
+    /// between, `toa-lab chaos`), which a module-mode run makes after the
+    /// operator checks; 0 leaves it out. The guest's default is 20.
+    #[arg(long, value_name = "SECS")]
+    pub chaos: Option<u64>,
+    /// Seed of the chaos run, to replay a failed one (it prints its seed).
+    #[arg(long, value_name = "SEED")]
+    pub chaos_seed: Option<u64>,
 }
 
 /// Which implementation the guest runs.
@@ -127,13 +135,16 @@ pub const GUEST_MODULE: &str = "/lib/modules/toa.ko";
 /// The lab scenario that leaves toa.ko loaded until reboot: the guest runs
 /// it in a second lab run, after the operator checks.
 pub const KTLS: &str = "ktls";
+/// The chaos run's result name (`toa-lab chaos`, a lab run of its own).
+pub const CHAOS: &str = "chaos";
 
 /// Scenarios that must report a result besides what the lab runs by
 /// default: a module-mode run's second lab run (ktls), or each one named.
 pub(crate) fn required_results(args: &Args) -> Vec<String> {
     match args.mode {
         Mode::Bpf => Vec::new(),
-        Mode::Kmod if args.only.is_empty() => vec![KTLS.to_string()],
+        Mode::Kmod if args.only.is_empty() && args.chaos == Some(0) => vec![KTLS.to_string()],
+        Mode::Kmod if args.only.is_empty() => vec![CHAOS.to_string(), KTLS.to_string()],
         Mode::Kmod => args.only.clone(),
     }
 }
@@ -152,7 +163,13 @@ pub fn guest_command<S: AsRef<str>>(words: &[S]) -> String {
 /// `release` is the kernel the guest boots.
 pub(crate) fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch) -> Option<String> {
     let bpf = args.mode == Mode::Bpf;
-    if args.fuzz_connections.is_none() && args.fuzz_seed.is_none() && !bpf && args.only.is_empty() {
+    if args.fuzz_connections.is_none()
+        && args.fuzz_seed.is_none()
+        && !bpf
+        && args.only.is_empty()
+        && args.chaos.is_none()
+        && args.chaos_seed.is_none()
+    {
         return None;
     }
     let mut words: Vec<String> = ["scenarios", "--expect", "module", "--module", GUEST_MODULE]
@@ -172,6 +189,12 @@ pub(crate) fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch)
         words.extend(["--only".into(), name.clone()]);
     }
     let mut kernel_args = String::new();
+    if let Some(secs) = args.chaos {
+        kernel_args.push_str(&format!("toa_lab.chaos={secs} "));
+    }
+    if let Some(seed) = args.chaos_seed {
+        kernel_args.push_str(&format!("toa_lab.chaos_seed={seed} "));
+    }
     if bpf {
         kernel_args = format!(
             "toa_lab.kmod=0 toa_lab.capture={} toa_lab.capture_expect={} ",
@@ -719,7 +742,7 @@ pub fn missing_results(p: &Parsed, required: &[String]) -> Vec<String> {
         .iter()
         .filter(|name| !p.results.iter().any(|r| &r.name == *name))
         .map(|name| {
-            if name == KTLS {
+            if name == KTLS || name == CHAOS {
                 format!("scenario {name} reported no result (the guest runs it after the operator checks, in a lab run of its own)")
             } else {
                 format!("scenario {name} reported no result")
@@ -1068,7 +1091,10 @@ mod tests {
         let absent = parse_console(GOOD);
         assert_eq!(
             missing_results(&absent, &required_results(&kmod_args())),
-            ["scenario ktls reported no result (the guest runs it after the operator checks, in a lab run of its own)"]
+            [
+                "scenario chaos reported no result (the guest runs it after the operator checks, in a lab run of its own)",
+                "scenario ktls reported no result (the guest runs it after the operator checks, in a lab run of its own)"
+            ]
         );
     }
 
@@ -1100,6 +1126,8 @@ mod tests {
             mode: Mode::Kmod,
             capture: Capture::Auto,
             sanitizers: false,
+            chaos: None,
+            chaos_seed: None,
         }
     }
 
@@ -1114,7 +1142,16 @@ mod tests {
              --only,reload,--only,ktls"
         );
         assert_eq!(required_results(&args), ["reload", "ktls"]);
-        assert_eq!(required_results(&kmod_args()), ["ktls"]);
+        assert_eq!(required_results(&kmod_args()), ["chaos", "ktls"]);
+        let mut no_chaos = kmod_args();
+        no_chaos.chaos = Some(0);
+        assert_eq!(required_results(&no_chaos), ["ktls"]);
+        no_chaos.chaos_seed = Some(7);
+        assert!(
+            scenario_args(&no_chaos, "6.1.0-57-amd64", crate::arch::Arch::X86_64)
+                .unwrap()
+                .starts_with("toa_lab.chaos=0 toa_lab.chaos_seed=7 toa_lab.args=scenarios,")
+        );
         args.mode = Mode::Bpf;
         assert!(required_results(&args).is_empty());
     }
@@ -1152,6 +1189,8 @@ mod tests {
             mode: Mode::Kmod,
             capture: Capture::Auto,
             sanitizers: false,
+            chaos: None,
+            chaos_seed: None,
         };
         let x86 = crate::arch::Arch::X86_64;
         assert_eq!(
