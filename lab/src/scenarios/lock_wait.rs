@@ -27,9 +27,10 @@ const HOLD: Duration = Duration::from_secs(2);
 
 // linux/userfaultfd.h
 const UFFD_API: u64 = 0xaa;
-const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
-const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
-const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+// libc's ioctl takes the request as c_ulong (glibc) or c_int (musl).
+const UFFDIO_API: libc::Ioctl = 0xc018_aa3f_u32 as libc::Ioctl;
+const UFFDIO_REGISTER: libc::Ioctl = 0xc020_aa00_u32 as libc::Ioctl;
+const UFFDIO_COPY: libc::Ioctl = 0xc028_aa03_u32 as libc::Ioctl;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 
 #[repr(C)]
