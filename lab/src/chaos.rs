@@ -109,8 +109,10 @@ fn chaos(lab: &Lab, opts: &Options, seed: u64) -> Result<String> {
     }
     let start = Instant::now();
     let mut steps = 0u64;
+    let watch = Watchdog::start(seed);
     while steps < opts.max_steps && start.elapsed() < opts.duration {
         steps += 1;
+        watch.entering(steps, &run.trail);
         let did = run.step();
         run.trail.push(format!("{steps}: {did}"));
         if run.trail.len() > TRAIL {
@@ -131,6 +133,7 @@ fn chaos(lab: &Lab, opts: &Options, seed: u64) -> Result<String> {
     }
     // Everything closed, the module loaded again: closing is where stale
     // destructors run, and freeing can trail close() by a grace period.
+    watch.entering(steps + 1, &["closing every socket".to_string()]);
     run.slots.drain(..).for_each(close_slot);
     if !run.loaded {
         system::insmod(&opts.module, &opts.module_params).context("insmod at the end")?;
@@ -153,6 +156,81 @@ fn chaos(lab: &Lab, opts: &Options, seed: u64) -> Result<String> {
         },
         counts.join(", ")
     ))
+}
+
+/// Turns a step that never returns (a syscall or rmmod stuck in the kernel)
+/// into a failed run that names the step and where its threads sleep.
+struct Watchdog {
+    current: std::sync::Arc<std::sync::Mutex<(u64, Instant, String)>>,
+}
+
+/// A step taking longer than this is stuck: none waits for more than a few
+/// step timeouts.
+const STUCK: Duration = Duration::from_secs(45);
+
+impl Watchdog {
+    fn start(seed: u64) -> Watchdog {
+        let current = std::sync::Arc::new(std::sync::Mutex::new((0, Instant::now(), String::new())));
+        let seen = current.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let Ok((step, since, trail)) = seen.lock().map(|c| c.clone()) else {
+                continue;
+            };
+            if step == 0 || since.elapsed() < STUCK {
+                continue;
+            }
+            let stacks = kernel_stacks();
+            let outcome = Err(format!(
+                "seed {seed}: step {step} did not return within {STUCK:?}; where the lab's threads sleep in the kernel:\n{stacks}\nsteps before it:\n{trail}"
+            ));
+            output::result("chaos", &outcome);
+            output::done(0, 1);
+            std::process::exit(1);
+        });
+        Watchdog { current }
+    }
+
+    fn entering(&self, step: u64, trail: &[String]) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = (step, Instant::now(), trail.join("\n"));
+        }
+    }
+}
+
+/// The kernel stack of every thread of this process and of its children
+/// (rmmod, insmod), from /proc.
+fn kernel_stacks() -> String {
+    let mut out = Vec::new();
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return "(no /proc)".into();
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid != me && ppid != Some(me) {
+            continue;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let stack = std::fs::read_to_string(path.join("stack")).unwrap_or_default();
+            if stack.lines().count() > 1 {
+                out.push(format!("{} {}:\n{}", task.file_name().to_string_lossy(), comm.trim(), stack.trim_end()));
+            }
+        }
+    }
+    out.join("\n")
 }
 
 fn close_slot(slot: Slot<'_>) {
@@ -251,6 +329,8 @@ impl<'l> Run<'l> {
     }
 
     fn add(&mut self, slot: Slot<'l>) -> usize {
+        // No step may block: accept, connect and the rest all return at once.
+        set_nonblocking(slot.fd.as_raw_fd());
         if self.slots.len() == SLOTS {
             let i = self.rng.below(SLOTS);
             close_slot(self.slots.swap_remove(i));
