@@ -13,6 +13,11 @@
 //!   second disk at every boot: the kernel command line says which stage. It
 //!   writes `TOA-INSTALL` lines to the second serial port (a file on the
 //!   host) and powers off; [`parse_results`] and [`judge`] decide.
+//! * A service listening from boot: nginx (enabled in the image) serves port
+//!   80 before any installer runs. The tar also holds the static lab program
+//!   `toa-lab`, whose `request` plays an L4 proxy in front of it (a TUN
+//!   device of its own): before the install nginx must log the proxy, after
+//!   it (same nginx process, never restarted) the client in the TOA.
 //!
 //! The release served holds the operator's `toa` command (`toa-x86_64`), so
 //! every install runs `toa selftest` as an operator's would.
@@ -33,7 +38,9 @@ mod image;
 mod server;
 
 use crate::distro::Distro;
-use crate::{cache, index, installers, kmod_object, operator_cli, package, qemu, source};
+use crate::{
+    cache, index, installers, kmod_object, lab_programs, operator_cli, package, qemu, source,
+};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -98,12 +105,17 @@ pub const STAGES: &[Stage] = &[
         title: "fresh guest",
         checks: &[
             "pristine",
+            // nginx, listening from boot, logs the proxy: no toa yet.
+            "nginx_before_install",
             "truncated",
             "corrupt_tarball",
             "other_kernel",
             "corrupt_source",
             "selftest_rollback",
             "install",
+            // The same nginx, not restarted, logs the client: toa.ko armed
+            // the listeners that were open when it loaded.
+            "nginx_after_install",
         ],
         dkms: false,
     },
@@ -194,6 +206,7 @@ pub fn run(args: Args) -> Result<()> {
     let no_rewrite = crate::build::build_test_module(&distro, &built.release)?;
     let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let toa_command = operator_cli::build_for_lab(distro.arch_kind())?;
+    let lab_program = lab_programs::build_lab_program(distro.arch_kind())?;
     let release = built.release.clone();
     let image = image::ensure(&distro, &release)?;
     let prepared = started.elapsed();
@@ -235,14 +248,18 @@ pub fn run(args: Args) -> Result<()> {
         copy_start.elapsed().as_secs_f64()
     );
     let payload = dir.join("payload.tar");
+    let lab_bytes = std::fs::read(&lab_program)
+        .with_context(|| format!("reading {}", lab_program.display()))?;
     write_payload(
         &payload,
         &[
-            ("stage.sh", STAGE_SCRIPT.as_bytes().to_vec()),
+            ("stage.sh", 0o644, STAGE_SCRIPT.as_bytes().to_vec()),
             (
                 "lab.env",
+                0o644,
                 lab_env(&base, &release, &site.dist_name, with_dkms, args.mode).into_bytes(),
             ),
+            ("toa-lab", 0o755, lab_bytes),
         ],
     )?;
 
@@ -446,13 +463,14 @@ pub fn with_other_vermagic(ko: &[u8], release: &str) -> Result<(String, Vec<u8>)
     Ok((other, out))
 }
 
-/// A tar of `files` (mode 0644), padded to whole 4 KiB so QEMU takes it as a disk.
-fn write_payload(path: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+/// A tar of `files` (name, mode, bytes), padded to whole 4 KiB so QEMU takes
+/// it as a disk.
+fn write_payload(path: &Path, files: &[(&str, u32, Vec<u8>)]) -> Result<()> {
     let mut tar = tar::Builder::new(Vec::new());
-    for (name, data) in files {
+    for (name, mode, data) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
-        h.set_mode(0o644);
+        h.set_mode(*mode);
         h.set_mtime(0);
         h.set_cksum();
         tar.append_data(&mut h, name, &data[..])?;
@@ -793,6 +811,10 @@ mod tests {
     const RESULTS: &str = "\
 TOA-INSTALL STAGE 1 kernel=6.1.0-50-amd64 uptime=21.37\r
 TOA-INSTALL CHECK 1 pristine PASS nothing of toa on the fresh guest\r
+TOA-INSTALL OUT nginx_before_install $ /var/lib/toa-lab/toa-lab request --port 80 --client 198.51.100.7:40001 --path '/?toa-lab=nginx_before_install'\r
+TOA-INSTALL OUT nginx_before_install HTTP/1.1 200 OK\r
+TOA-INSTALL OUT nginx_before_install (exit status 0)\r
+TOA-INSTALL CHECK 1 nginx_before_install PASS nginx active from boot (MainPID 412), no toa: access.log shows 10.77.0.2 (the proxy)\r
 TOA-INSTALL OUT truncated $ curl -fsSL http://10.0.2.2:1/truncated/install_toa.sh | bash\r
 TOA-INSTALL OUT truncated bash: line 400: syntax error: unexpected end of file\r
 TOA-INSTALL OUT truncated (exit status 2)\r
@@ -802,6 +824,7 @@ TOA-INSTALL CHECK 1 other_kernel FAIL no vermagic refusal (exit 0)\r
 TOA-INSTALL CHECK 1 corrupt_source PASS exit 1\r
 TOA-INSTALL CHECK 1 selftest_rollback PASS exit 1: toa selftest failed: FAIL v4-toa-on-inet\r
 TOA-INSTALL CHECK 1 install PASS exit 0\r
+TOA-INSTALL CHECK 1 nginx_after_install PASS nginx MainPID 412 since boot, not restarted; armed 2 listeners that were open at load; access.log shows 198.51.100.7 (the client)\r
 TOA-INSTALL END 1\r
 ";
 
@@ -811,14 +834,15 @@ TOA-INSTALL END 1\r
         assert_eq!(r.stage, Some(1));
         assert_eq!(r.kernel.as_deref(), Some("6.1.0-50-amd64"));
         assert_eq!(r.uptime.as_deref(), Some("21.37"));
-        assert_eq!(r.checks.len(), 7);
-        assert_eq!(r.checks[1].name, "truncated");
-        assert!(r.checks[1].passed);
+        assert_eq!(r.checks.len(), 9);
+        assert_eq!(r.checks[2].name, "truncated");
+        assert!(r.checks[2].passed);
         assert_eq!(
-            r.checks[1].detail,
+            r.checks[2].detail,
             "9000 bytes piped to bash: exit 2, nothing ran, nothing changed"
         );
-        assert!(!r.checks[3].passed);
+        assert!(!r.checks[4].passed);
+        assert_eq!(r.outputs["nginx_before_install"][1], "HTTP/1.1 200 OK");
         assert_eq!(r.outputs["truncated"].len(), 3);
         assert_eq!(r.outputs["truncated"][2], "(exit status 2)");
         assert!(r.ended);
@@ -850,6 +874,24 @@ TOA-INSTALL END 1\r
                 "other_kernel: no vermagic refusal (exit 0)",
                 "install: not reported",
                 "stage 1: the test did not finish (no END line)",
+            ]
+        );
+        let cut = RESULTS.replace(
+            "TOA-INSTALL CHECK 1 nginx_after_install ",
+            "TOA-INSTALL OUT x ",
+        );
+        let problems = judge(
+            &STAGES[0],
+            true,
+            &parse_results(&cut),
+            "6.1.0-50-amd64",
+            None,
+        );
+        assert_eq!(
+            problems,
+            [
+                "other_kernel: no vermagic refusal (exit 0)",
+                "nginx_after_install: not reported",
             ]
         );
         let problems = judge(&STAGES[1], true, &Results::default(), "x", None);
@@ -919,20 +961,34 @@ TOA-INSTALL END 1\r
         write_payload(
             &path,
             &[
-                ("stage.sh", b"echo hi\n".to_vec()),
-                ("lab.env", b"A=1\n".to_vec()),
+                ("stage.sh", 0o644, b"echo hi\n".to_vec()),
+                ("lab.env", 0o644, b"A=1\n".to_vec()),
+                ("toa-lab", 0o755, b"\x7fELF".to_vec()),
             ],
         )
         .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() % 4096, 0);
         let mut archive = tar::Archive::new(&bytes[..]);
-        let names: Vec<String> = archive
+        let entries: Vec<(String, u32)> = archive
             .entries()
             .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().mode().unwrap(),
+                )
+            })
             .collect();
-        assert_eq!(names, ["stage.sh", "lab.env"]);
+        assert_eq!(
+            entries,
+            [
+                ("stage.sh".to_string(), 0o644),
+                ("lab.env".to_string(), 0o644),
+                ("toa-lab".to_string(), 0o755),
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -957,6 +1013,35 @@ TOA-INSTALL END 1\r
                 assert_eq!(stage.number as usize, i + 1, "{mode:?}");
             }
         }
+    }
+
+    /// Every check the host expects has a `verdict` in stage.sh (the
+    /// `install_run_N` ones come from one loop).
+    #[test]
+    fn stage_script_reports_every_expected_check() {
+        let names = STAGES
+            .iter()
+            .chain(BPF_STAGES)
+            .flat_map(|s| s.checks.iter().copied())
+            .chain(DKMS_CHECKS.iter().map(|(_, c)| *c));
+        for name in names {
+            let looped = name
+                .rsplit_once('_')
+                .filter(|(_, n)| n.parse::<u32>().is_ok())
+                .map(|(prefix, _)| format!("verdict \"{prefix}_$run\""));
+            let reported = STAGE_SCRIPT.contains(&format!("verdict {name} "))
+                || looped.is_some_and(|v| STAGE_SCRIPT.contains(&v));
+            assert!(reported, "stage.sh has no verdict for {name}");
+        }
+    }
+
+    #[test]
+    fn nginx_is_checked_around_the_install() {
+        let checks = STAGES[0].checks;
+        let at = |name: &str| checks.iter().position(|c| *c == name).unwrap();
+        assert!(at("pristine") < at("nginx_before_install"));
+        assert!(at("nginx_before_install") < at("truncated"));
+        assert!(at("install") < at("nginx_after_install"));
     }
 
     #[test]

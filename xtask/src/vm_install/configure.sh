@@ -1,8 +1,10 @@
 #!/bin/sh
 # Runs inside the guest rootfs (chroot) after debootstrap: the kernel the guest
 # boots and its headers, an initramfs that finds a virtio root disk, and
-# nothing at boot but the test. Safe to run again after an interruption.
-# Environment: RELEASE (uname -r of the kernel), PACKAGES (more packages).
+# nothing at boot but the test and SERVICES. Safe to run again after an
+# interruption.
+# Environment: RELEASE (uname -r of the kernel), PACKAGES (more packages),
+# SERVICES (units to start at every boot of the guest).
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 
@@ -13,11 +15,18 @@ mkdir -p /etc/initramfs-tools/conf.d
 printf 'MODULES=list\nRESUME=none\nCOMPRESS=gzip\n' >/etc/initramfs-tools/conf.d/toa-lab.conf
 printf '%s\n' virtio_pci virtio_blk ext4 >/etc/initramfs-tools/modules
 
+# The chroot shares the host's network: no package may start its service
+# here (nginx's would listen on the host's port 80). Services start in the
+# guest, at boot.
+printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
+
 dpkg --configure -a
 apt-get update -q
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends \
     "linux-image-$RELEASE" "linux-headers-$RELEASE" $PACKAGES
+rm -f /usr/sbin/policy-rc.d
 [ -f "/boot/initrd.img-$RELEASE" ] || update-initramfs -c -k "$RELEASE"
 apt-get clean
 rm -rf /var/lib/apt/lists/*
@@ -41,3 +50,7 @@ for unit in serial-getty@ttyS0.service getty@tty1.service console-getty.service 
 done
 mkdir -p /etc/systemd/system/multi-user.target.wants
 ln -sf /etc/systemd/system/toa-lab.service /etc/systemd/system/multi-user.target.wants/toa-lab.service
+for unit in ${SERVICES:-}; do
+    systemctl enable "$unit"
+    systemctl is-enabled --quiet "$unit"
+done

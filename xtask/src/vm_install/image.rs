@@ -1,6 +1,7 @@
 //! The guest disk: a Debian rootfs (debootstrap, systemd, curl, kmod, gcc, make,
-//! dkms, the kernel it boots and that kernel's headers) as an ext4 image, with
-//! the kernel and its initramfs beside it for QEMU's direct boot.
+//! dkms, nginx started at boot, the kernel it boots and that kernel's headers)
+//! as an ext4 image, with the kernel and its initramfs beside it for QEMU's
+//! direct boot.
 //!
 //! Cached under `<cache>/vm-install/<distro>-<release>/`. Each step leaves a
 //! mark, so an interrupted build resumes at the step it was in (a half-done
@@ -31,8 +32,12 @@ const BOOTSTRAP_PACKAGES: &[&str] = &[
     "libc6-dev",
 ];
 
-/// Installed with the kernel (configure.sh): DKMS for the compile path.
-const MORE_PACKAGES: &[&str] = &["dkms"];
+/// Installed with the kernel (configure.sh): DKMS for the compile path;
+/// nginx, a service that listens before any installer runs (stage.sh).
+const MORE_PACKAGES: &[&str] = &["dkms", "nginx-light"];
+
+/// Enabled in the image (configure.sh), so systemd starts them at every boot.
+const BOOT_SERVICES: &[&str] = &["nginx.service"];
 
 /// Free space the image has beyond its files: the builds in the guest.
 const HEADROOM_MB: u64 = 768;
@@ -57,12 +62,13 @@ fn recipe(distro: &Distro, release: &str) -> Result<String> {
         hash.update([0]);
     }
     Ok(format!(
-        "mirror {}\nsuite {}\nsources {}\nrelease {release}\npackages {}\nmore {}\nheadroom {HEADROOM_MB}\nfiles {}\n",
+        "mirror {}\nsuite {}\nsources {}\nrelease {release}\npackages {}\nmore {}\nservices {}\nheadroom {HEADROOM_MB}\nfiles {}\n",
         repo.mirror,
         repo.suite,
         release_suites(distro)?.replace('\n', "; "),
         BOOTSTRAP_PACKAGES.join(","),
         MORE_PACKAGES.join(","),
+        BOOT_SERVICES.join(","),
         hex::encode(hash.finalize())
     ))
 }
@@ -166,11 +172,15 @@ pub fn ensure(distro: &Distro, release: &str) -> Result<GuestImage> {
             0o644,
         )?;
         let script = format!(
-            "mount -t proc proc /proc && RELEASE={release} PACKAGES='{}' /bin/sh /root/toa-lab-configure.sh",
-            MORE_PACKAGES.join(" ")
+            "mount -t proc proc /proc && RELEASE={release} PACKAGES='{}' SERVICES='{}' /bin/sh /root/toa-lab-configure.sh",
+            MORE_PACKAGES.join(" "),
+            BOOT_SERVICES.join(" ")
         );
         step(
-            &format!("install kernel {release}, its headers and dkms in the guest rootfs"),
+            &format!(
+                "install kernel {release}, its headers, {} in the guest rootfs",
+                MORE_PACKAGES.join(", ")
+            ),
             &log,
             chroot(&rootfs, &script),
         )?;

@@ -1,6 +1,6 @@
 #!/bin/bash
 # toa-lab-runner: baked into the guest image. The host attaches the test (a tar
-# holding stage.sh and lab.env) as the second virtio disk and names the stage
+# holding stage.sh, lab.env and toa-lab) as the second virtio disk and names the stage
 # on the kernel command line (toa_lab.stage=N); this unpacks and runs it, then
 # powers the guest off, which ends the QEMU run (-no-reboot).
 set -u

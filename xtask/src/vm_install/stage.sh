@@ -1,10 +1,12 @@
 #!/bin/bash
 # The install test inside the guest (`cargo xtask vm-install-test`).
 #
-# The host boots the guest once per stage, with this file and lab.env on a tar
-# disk and the stage on the kernel command line (toa_lab.stage=N). The disk
-# keeps its state between boots, and so does /var/lib/toa-lab, where this
-# script keeps the snapshots later stages compare with.
+# The host boots the guest once per stage, with this file, lab.env and the
+# static lab program toa-lab (its `request` plays an L4 proxy in front of
+# nginx) on a tar disk and the stage on the kernel command line
+# (toa_lab.stage=N). The disk keeps its state between boots, and so does
+# /var/lib/toa-lab, where this script keeps the snapshots later stages
+# compare with.
 #
 # Results go to the second serial port (/dev/ttyS1), which the host reads:
 #   TOA-INSTALL STAGE <n> kernel=<uname -r>
@@ -261,6 +263,128 @@ function installed_is_published {
 INSTALL="curl -fsSL $BASE/install_toa.sh | bash"
 COMPILE="curl -fsSL $BASE/compile_install_toa.sh | bash"
 
+# ---------------------------------------------------------------- a service listening from boot
+
+# nginx (nginx-light, enabled in the image) listens on port 80 from boot, so
+# its listeners were open before any installer ran. `toa-lab request` (from
+# the tar beside this script) plays an L4 proxy at PROXY_ADDR on a TUN device
+# of its own and sends one GET to nginx with a TOA naming CLIENT; the address
+# nginx logs in access.log is the one accept() gave it. It runs from STATE:
+# /run, where the tar is unpacked, is mounted noexec.
+TOA_LAB_BIN=$STATE/toa-lab
+install -m 0755 "$LAB/toa-lab" "$TOA_LAB_BIN"
+NGINX_LOG=/var/log/nginx/access.log
+PROXY_ADDR=10.77.0.2
+CLIENT_ADDR=198.51.100.7
+CLIENT=$CLIENT_ADDR:40001
+# Written to the kernel log right before the install: its messages follow it.
+INSTALL_MARK="toa-lab: the install starts here"
+
+function nginx_pid {
+    systemctl show --property=MainPID --value nginx.service 2>/dev/null
+}
+
+# nginx_active: nginx.service is active (waiting while it still starts).
+function nginx_active {
+    local state=""
+    for _ in $(seq 120); do
+        state=$(systemctl is-active nginx.service 2>&1)
+        [ "$state" = active ] && return 0
+        sleep 0.5
+    done
+    DIFF="systemctl is-active nginx.service: $state"
+    return 1
+}
+
+# same_nginx: nginx's MainPID is the one saved before the install.
+function same_nginx {
+    local before now
+    before=$(cat "$STATE/nginx.pid" 2>/dev/null)
+    now=$(nginx_pid)
+    DIFF="MainPID ${before:-unknown} before the install, ${now:-none} now"
+    [ -n "$before" ] && [ "$before" != 0 ] && [ "$before" = "$now" ]
+}
+
+# proxied_request CASE: GET /?toa-lab=CASE through the simulated proxy, with
+# a TOA naming CLIENT (RC and OUT as run_case sets them).
+function proxied_request {
+    run_case "$1" "$TOA_LAB_BIN request --port 80 --client $CLIENT --path '/?toa-lab=$1'"
+}
+
+function http_answer {
+    has_line 'HTTP/[0-9.]+ [0-9]{3}( .*)?'
+}
+
+function status_of_request {
+    grep -m1 -E '^HTTP/[0-9.]+ [0-9]{3}' <<<"$OUT"
+}
+
+# logged_address CASE: the client address of access.log's line for the
+# request of CASE (its first field; the request's path is the seventh).
+function logged_address {
+    awk -v path="/?toa-lab=$1" '$7 == path { addr = $1 } END { print addr }' "$NGINX_LOG" 2>/dev/null
+}
+
+# logged_as CASE ADDR: access.log shows ADDR for the request of CASE (DIFF:
+# what it shows instead).
+function logged_as {
+    local got=""
+    for _ in $(seq 20); do
+        got=$(logged_address "$1")
+        [ -n "$got" ] && break
+        sleep 0.25
+    done
+    DIFF="${got:-no line for /?toa-lab=$1 in $NGINX_LOG}"
+    [ "$got" = "$2" ]
+}
+
+# armed_in_install_output: the installer showed /proc/net/toa_stats with
+# listen_armed_at_load >= 1 (ARMED_STATS: that number).
+ARMED_STATS=""
+function armed_in_install_output {
+    ARMED_STATS=$(sed -n 's/^listen_armed_at_load[[:space:]]*:[[:space:]]*\([0-9][0-9]*\)[[:space:]]*$/\1/p' "$STATE/install.out" | tail -n 1)
+    DIFF="listen_armed_at_load: ${ARMED_STATS:-not in the output}"
+    [ -n "$ARMED_STATS" ] && [ "$ARMED_STATS" -ge 1 ]
+}
+
+# armed_in_dmesg: since INSTALL_MARK the kernel log says toa.ko armed N >= 1
+# listeners that were open at load (ARMED_LINE: that line).
+ARMED_LINE=""
+function armed_in_dmesg {
+    local n
+    ARMED_LINE=$(dmesg | sed -n "/$INSTALL_MARK/,\$p" | grep -oE 'armed [0-9]+ listeners that were open at load' | tail -n 1)
+    n=$(grep -oE '[0-9]+' <<<"$ARMED_LINE")
+    DIFF="dmesg: ${ARMED_LINE:-no 'armed N listeners that were open at load' after the install started}"
+    [ -n "$n" ] && [ "$n" -ge 1 ]
+}
+
+# nginx_before_install: nginx, started at boot, logs the proxy for a TOA
+# request while no toa is loaded (the kernel's answer).
+function nginx_before_install {
+    expect "@DIFF@" nginx_active
+    nginx_pid >"$STATE/nginx.pid"
+    proxied_request nginx_before_install
+    expect "toa-lab request: exit status $RC" rc_is 0
+    expect "no HTTP answer" http_answer
+    expect "access.log: @DIFF@, expected the proxy $PROXY_ADDR" logged_as nginx_before_install "$PROXY_ADDR"
+    verdict nginx_before_install "nginx active from boot (MainPID $(cat "$STATE/nginx.pid")), no toa: a request with TOA $CLIENT got '$(status_of_request)' and access.log shows $(logged_address nginx_before_install) (the proxy)"
+}
+
+# nginx_after_install: the same nginx process, never restarted, logs the
+# client now that the installer loaded toa.ko, which armed its listeners.
+function nginx_after_install {
+    expect "toa is not loaded" loaded
+    expect "@DIFF@" nginx_active
+    expect "nginx was restarted: @DIFF@" same_nginx
+    expect "the installer did not show listeners armed at load: @DIFF@" armed_in_install_output
+    expect "toa.ko did not log listeners armed at load: @DIFF@" armed_in_dmesg
+    proxied_request nginx_after_install
+    expect "toa-lab request: exit status $RC" rc_is 0
+    expect "no HTTP answer" http_answer
+    expect "access.log: @DIFF@, expected the client $CLIENT_ADDR" logged_as nginx_after_install "$CLIENT_ADDR"
+    verdict nginx_after_install "nginx MainPID $(nginx_pid) since boot, not restarted; $ARMED_LINE (toa_stats listen_armed_at_load ${ARMED_STATS:-?}); a request with TOA $CLIENT got '$(status_of_request)' and access.log shows $(logged_address nginx_after_install) (the client)"
+}
+
 # ---------------------------------------------------------------- stages
 
 # A fresh guest: what must be refused first, then the install.
@@ -270,6 +394,7 @@ function stage_1 {
     expect "toa is loaded before any install" not_loaded
     expect "boot configuration loads toa before any install" no_boot_entry
     verdict pristine "nothing of toa on the fresh guest"
+    nginx_before_install
 
     curl -fsS "$BASE/truncated/install_toa.sh" -o "$STATE/truncated.sh"
     run_case truncated "curl -fsSL $BASE/truncated/install_toa.sh | bash"
@@ -314,6 +439,7 @@ function stage_1 {
     verdict selftest_rollback "exit $RC: $(grep -m1 -o 'toa selftest failed: FAIL [^:]*' <<<"$OUT"); unloaded, nothing left"
 
     curl -fsS "$BASE/index.json" -o "$STATE/index.json"
+    echo "$INSTALL_MARK" >/dev/kmsg
     run_case install "$INSTALL"
     expect "exit status $RC" rc_is 0
     expect "toa is not loaded" loaded
@@ -328,6 +454,7 @@ function stage_1 {
     expect "the self-test did not run or did not pass" selftest_passed
     save installed
     verdict install "exit 0, lsmod: $(lsmod | grep '^toa ' | tr -s ' '), toa_stats readable, $TOA_BIN $(selftest_summary)"
+    nginx_after_install
 }
 
 # After a reboot: loaded by itself; runs 2 and 3 change nothing; --uninstall.
