@@ -170,7 +170,8 @@ const STUCK: Duration = Duration::from_secs(45);
 
 impl Watchdog {
     fn start(seed: u64) -> Watchdog {
-        let current = std::sync::Arc::new(std::sync::Mutex::new((0, Instant::now(), String::new())));
+        let current =
+            std::sync::Arc::new(std::sync::Mutex::new((0, Instant::now(), String::new())));
         let seen = current.clone();
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_secs(1));
@@ -207,7 +208,11 @@ fn kernel_stacks() -> String {
         return "(no /proc)".into();
     };
     for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -226,7 +231,12 @@ fn kernel_stacks() -> String {
             let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
             let stack = std::fs::read_to_string(path.join("stack")).unwrap_or_default();
             if stack.lines().count() > 1 {
-                out.push(format!("{} {}:\n{}", task.file_name().to_string_lossy(), comm.trim(), stack.trim_end()));
+                out.push(format!(
+                    "{} {}:\n{}",
+                    task.file_name().to_string_lossy(),
+                    comm.trim(),
+                    stack.trim_end()
+                ));
             }
         }
     }
@@ -243,27 +253,53 @@ fn close_slot(slot: Slot<'_>) {
 impl<'l> Run<'l> {
     /// One random step; returns what it did, for the trail.
     fn step(&mut self) -> String {
-        const STEPS: &[(&str, u32)] = &[
+        // What fits the socket touched last: chains of calls on one socket
+        // are where the bugs are, so a socket's state makes its next steps
+        // likelier (a disconnected one listens, a listener gets a client).
+        let steps: &[(&str, u32)] = match self.slots.last().map(|s| tcp_state(s.fd.as_raw_fd())) {
+            Some(State::Listening) => &[
+                ("pair", 30),
+                ("connect", 8),
+                ("accept", 8),
+                ("close", 6),
+                ("disconnect", 4),
+                ("listen", 3),
+                ("names", 4),
+            ],
+            Some(State::Connected) => &[
+                ("relisten", 14),
+                ("disconnect", 6),
+                ("names", 10),
+                ("ulp", 6),
+                ("addrform", 5),
+                ("shutdown", 4),
+                ("close", 10),
+                ("fork-close", 4),
+                ("accept", 3),
+            ],
+            Some(State::Idle) => &[
+                ("listen", 20),
+                ("connect", 6),
+                ("close", 6),
+                ("v6only", 4),
+                ("reuseport", 3),
+                ("names", 4),
+            ],
+            None => &[],
+        };
+        const ALWAYS: &[(&str, u32)] = &[
             ("proxied", 14),
-            ("listener", 8),
-            ("connect", 10),
-            ("accept", 10),
-            ("listen", 8),
-            ("disconnect", 8),
-            ("shutdown", 4),
-            ("close", 10),
-            ("names", 12),
-            ("v6only", 3),
-            ("addrform", 4),
-            ("reuseport", 2),
+            ("listener", 6),
+            ("module", 6),
+            ("close", 3),
             ("ulp", 2),
-            ("fork-close", 3),
-            ("module", 4),
+            ("names", 3),
         ];
-        let total: u32 = STEPS.iter().map(|s| s.1).sum();
+        let total: u32 = steps.iter().chain(ALWAYS).map(|s| s.1).sum();
         let mut pick = self.rng.below(total as usize) as u32;
-        let name = STEPS
+        let name = steps
             .iter()
+            .chain(ALWAYS)
             .find(|(_, w)| {
                 if pick < *w {
                     true
@@ -280,6 +316,18 @@ impl<'l> Run<'l> {
             "connect" => self.connect(),
             "accept" => self.accept(),
             "listen" => self.on_slot(|fd, _| errno_of(unsafe { libc::listen(fd, 8) })),
+            // Two-call chains, as one step: a loopback client and the child
+            // accepted for it; a connected socket turned into a listener.
+            "pair" => {
+                let connected = self.connect();
+                let accepted = self.accept();
+                format!("{connected}; accept {accepted}")
+            }
+            "relisten" => self.on_slot(|fd, family| {
+                let off = disconnect(fd, family);
+                let on = errno_of(unsafe { libc::listen(fd, 8) });
+                format!("disconnect {off}, listen {on}")
+            }),
             "disconnect" => self.on_slot(disconnect),
             "shutdown" => {
                 let how = *self
@@ -309,8 +357,44 @@ impl<'l> Run<'l> {
         format!("{name} {said}")
     }
 
+    /// A socket for the next step, most often one of the last two touched:
+    /// as in syzkaller, bugs hide in chains of calls on one socket
+    /// (accept, disconnect, listen, accept from it, close, rmmod, ...).
+    /// The slot picked becomes the most recent.
     fn pick_slot(&mut self) -> Option<usize> {
-        (!self.slots.is_empty()).then(|| self.rng.below(self.slots.len()))
+        let n = self.slots.len();
+        if n == 0 {
+            return None;
+        }
+        let r = self.rng.below(100);
+        let i = if r < 55 {
+            n - 1
+        } else if r < 75 && n >= 2 {
+            n - 2
+        } else {
+            self.rng.below(n)
+        };
+        Some(self.touch(i))
+    }
+
+    /// A listening socket, most often the latest one.
+    fn pick_listener(&mut self) -> Option<usize> {
+        let listening: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| is_listening(self.slots[i].fd.as_raw_fd()))
+            .collect();
+        let last = *listening.last()?;
+        let i = if self.rng.chance(70) {
+            last
+        } else {
+            *self.rng.pick(&listening)
+        };
+        Some(self.touch(i))
+    }
+
+    fn touch(&mut self, i: usize) -> usize {
+        let slot = self.slots.remove(i);
+        self.slots.push(slot);
+        self.slots.len() - 1
     }
 
     fn on_slot(&mut self, f: impl FnOnce(RawFd, i32) -> String) -> String {
@@ -332,8 +416,8 @@ impl<'l> Run<'l> {
         // No step may block: accept, connect and the rest all return at once.
         set_nonblocking(slot.fd.as_raw_fd());
         if self.slots.len() == SLOTS {
-            let i = self.rng.below(SLOTS);
-            close_slot(self.slots.swap_remove(i));
+            // The least recently touched goes.
+            close_slot(self.slots.remove(0));
         }
         self.slots.push(slot);
         self.slots.len() - 1
@@ -429,7 +513,7 @@ impl<'l> Run<'l> {
 
     /// A non-blocking loopback connect to whatever a slot is bound to.
     fn connect(&mut self) -> String {
-        let Some(target) = self.pick_slot() else {
+        let Some(target) = self.pick_listener().or_else(|| self.pick_slot()) else {
             return "no socket".into();
         };
         let Some(addr) = local_addr(self.slots[target].fd.as_raw_fd()) else {
@@ -467,7 +551,7 @@ impl<'l> Run<'l> {
     }
 
     fn accept(&mut self) -> String {
-        let Some(i) = self.pick_slot() else {
+        let Some(i) = self.pick_listener() else {
             return "no socket".into();
         };
         let (raw, family) = (self.slots[i].fd.as_raw_fd(), self.slots[i].family);
@@ -497,7 +581,7 @@ impl<'l> Run<'l> {
     fn close(&mut self) -> String {
         match self.pick_slot() {
             Some(i) => {
-                close_slot(self.slots.swap_remove(i));
+                close_slot(self.slots.remove(i));
                 format!("#{i}")
             }
             None => "no socket".into(),
@@ -520,9 +604,8 @@ impl<'l> Run<'l> {
             )
         };
         let said = errno_of(rc);
-        if rc == 0 && self.loaded && self.slots[i].origin == Origin::Proxied {
-            // Proxied sockets carry toa's table: the module pins itself.
-            self.pinned = true;
+        if rc == 0 && self.loaded {
+            self.pinned |= pinned();
         }
         format!("#{i}: {said}")
     }
@@ -563,6 +646,49 @@ fn pinned() -> bool {
                 .map(|l| l.trim_end().ends_with('1'))
         })
         .unwrap_or(false)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Listening,
+    Connected,
+    /// Neither: new, disconnected, closed by the peer.
+    Idle,
+}
+
+/// The TCP state (tcp_info's first byte), coarsely.
+fn tcp_state(fd: RawFd) -> State {
+    let mut info = [0u8; 256];
+    let mut len = info.len() as u32;
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    match (rc, info[0]) {
+        (0, 10) => State::Listening,
+        (0, 1..=4) => State::Connected,
+        _ => State::Idle,
+    }
+}
+
+fn is_listening(fd: RawFd) -> bool {
+    let mut on: i32 = 0;
+    let mut len = size_of::<i32>() as u32;
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut on as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && on != 0
 }
 
 fn errno_of(rc: libc::c_int) -> String {
