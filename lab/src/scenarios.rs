@@ -1,5 +1,6 @@
 //! The scenarios, in the order they run, and the loop that reports them.
 
+mod accept_at_load;
 mod bpf;
 mod kernel_socket;
 mod ktls;
@@ -153,6 +154,7 @@ pub const ALL: &[&str] = &[
     "listen-before-load",
     "listen-connect-race",
     lock_wait::NAME,
+    accept_at_load::NAME,
     ktls::NAME,
 ];
 
@@ -330,6 +332,12 @@ fn scenarios() -> Vec<Scenario> {
             module_only: true,
             pins_module: false,
             run: |lab, ctx| lock_wait::run(lab, ctx),
+        },
+        Scenario {
+            name: accept_at_load::NAME,
+            module_only: true,
+            pins_module: false,
+            run: |lab, ctx| accept_at_load::run(lab, ctx),
         },
         Scenario {
             name: ktls::NAME,
@@ -659,6 +667,7 @@ mod tests {
                 "listen-before-load",
                 "listen-connect-race",
                 "rmmod-behind-socket-lock",
+                "accept-waiting-at-load",
                 "ktls"
             ]
         );
@@ -680,6 +689,7 @@ mod tests {
                 "listen-before-load",
                 "listen-connect-race",
                 "rmmod-behind-socket-lock",
+                "accept-waiting-at-load",
                 "ktls"
             ]
         );
