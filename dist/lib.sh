@@ -548,6 +548,18 @@ function check_module_signing {
         "   /lib/modules/$KREL/build/scripts/sign-file sha256 MOK.priv MOK.der toa.ko"
 }
 
+# say_coverage: what the toa.ko just loaded covers. It arms the listeners
+# that were open at load (/proc/net/toa_listeners), so running services need
+# no restart; only their connections from before the load keep the proxy's
+# address.
+function say_coverage {
+    local armed
+    armed=$(sed -n 's/^armed_at_load:[[:space:]]*\([0-9]*\)$/\1/p' "$ROOT/proc/net/toa_listeners" 2>/dev/null)
+    if [ -n "$armed" ]; then
+        say "toa.ko took over $armed listening sockets that were already open: services already running show the client on their new connections, without a restart; connections they accepted (or an accept() already waiting returns) before the load keep the proxy's address"
+    fi
+}
+
 # toa_pinned: the loaded toa.ko pinned itself (/proc/net/toa_stats says
 # `pinned : 1`): a socket took kTLS or another TCP ULP, which copied toa's
 # function table, so the kernel refuses rmmod until the next reboot.
@@ -702,6 +714,7 @@ function load_module {
                 load_failed "$dest"
             fi
             say "loaded toa $TOA_VERSION"
+            say_coverage
         fi
     elif [ "$KMOD_PINNED" = 1 ]; then
         if loaded_is "$ko"; then

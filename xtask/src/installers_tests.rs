@@ -121,7 +121,9 @@ ko=$(find "$TOA_ROOT/lib/modules/$TOA_TEST_KREL" -name toa.ko | sort | head -n 1
 [ -d "$TOA_ROOT/sys/module/toa" ] && exit 0
 mkdir -p "$TOA_ROOT/sys/module/toa" "$TOA_ROOT/proc/net"
 tr '\0' '\n' <"$ko" | sed -n 's/^srcversion=//p' >"$TOA_ROOT/sys/module/toa/srcversion"
-printf '                     CPU0\nsyn_recv_sock_toa    : 0\n' >"$TOA_ROOT/proc/net/toa_stats""#,
+printf '                     CPU0\nsyn_recv_sock_toa    : 0\n' >"$TOA_ROOT/proc/net/toa_stats"
+# The module arms the listeners open at load (two: say sshd's and nginx's).
+printf 'armed_at_load: 2\nunarmed: 0\n' >"$TOA_ROOT/proc/net/toa_listeners""#,
     ),
     (
         "rmmod",
@@ -131,7 +133,7 @@ if [ -n "${TOA_TEST_RMMOD_BUSY:-}" ] || grep -Eq '^pinned *: *1' "$TOA_ROOT/proc
     echo "rmmod: ERROR: Module toa is in use" >&2
     exit 1
 fi
-rm -rf "$TOA_ROOT/sys/module/toa" "$TOA_ROOT/proc/net/toa_stats""#,
+rm -rf "$TOA_ROOT/sys/module/toa" "$TOA_ROOT/proc/net/toa_stats" "$TOA_ROOT/proc/net/toa_listeners""#,
     ),
     (
         "lsmod",
@@ -589,6 +591,13 @@ fn install_is_idempotent_and_uninstall_removes_everything() {
     assert!(first
         .stdout
         .contains("verified sha256 of Debian-12-x86_64.tar.gz"));
+    assert!(
+        first.stdout.contains(
+            "toa.ko took over 2 listening sockets that were already open: services already running show the client on their new connections, without a restart"
+        ),
+        "what is covered from the load on: {}",
+        first.text()
+    );
     assert!(lab.read("etc/rc.local").is_none(), "no rc.local on systemd");
 
     let installed = snapshot(&lab.root);
@@ -2051,6 +2060,7 @@ const PINNED_UNINSTALLED: &str =
 fn with_loaded_module(before: &Tree) -> Vec<PathBuf> {
     let mut want: Vec<PathBuf> = files(before).into_iter().cloned().collect();
     want.push(PathBuf::from("proc/net/toa_stats"));
+    want.push(PathBuf::from("proc/net/toa_listeners"));
     want.push(PathBuf::from("sys/module/toa/srcversion"));
     want.sort();
     want
