@@ -9,6 +9,7 @@
  *   sock->ops                  (struct proto_ops)  getname wrapped: what
  *                              accept() and getpeername() answer; setsockopt
  *                              wrapped: see "Tables that escape" below;
+ *                              listen wrapped: see "What a socket inherits";
  *   inet_csk(sk)->icsk_af_ops  (inet_connection_sock_af_ops)  syn_recv_sock
  *                              wrapped: the packet completing the handshake
  *                              (the ACK; the SYN for Fast Open; SYN cookies
@@ -42,8 +43,10 @@
  * What a socket inherits. A record's socket has toa_sk_destruct() as its
  * destructor (toa_table.c). sk_clone_lock() copies it into every child, so a
  * socket that listens again after being a TOA connection (connect(AF_UNSPEC)
- * then listen()) drops its record and gets its destructor back first, under
- * the socket lock, before any child can be cloned from it.
+ * then listen()) drops its record and gets its destructor back first, in
+ * our listen() wrapper, before any child can be cloned from it. Every socket
+ * with a record has one of our tables (a table toa cannot wrap takes the
+ * record away), so its listen() always comes through that wrapper.
  *
  * Tables that escape: the design decision. Anything may copy a socket's
  * tables *by value* and keep the copy where no unload can reach it. In the
@@ -532,6 +535,8 @@ static int toa_getname4(TOA_GETNAME_PARAMS);
 static int toa_getname6(TOA_GETNAME_PARAMS);
 static int toa_setsockopt4(TOA_SETSOCKOPT_PARAMS);
 static int toa_setsockopt6(TOA_SETSOCKOPT_PARAMS);
+static int toa_listen4(struct socket *sock, int backlog);
+static int toa_listen6(struct socket *sock, int backlog);
 
 static bool toa_is_ours(const struct proto_ops *ops)
 {
@@ -579,6 +584,8 @@ static const struct proto_ops *toa_wrap_table(const struct toa_family *f,
 	if (table->setsockopt == f->orig_ops->setsockopt ||
 	    table->setsockopt == f->copy->ops.setsockopt)
 		copy->setsockopt = f->copy->ops.setsockopt;
+	if (table->listen == f->orig_ops->listen || table->listen == f->copy->ops.listen)
+		copy->listen = f->copy->ops.listen;
 	toa_wrapped[toa_nr_wrapped].orig = table;
 	toa_wrapped[toa_nr_wrapped].copy = copy;
 	toa_wrapped[toa_nr_wrapped].f = f;
@@ -619,6 +626,12 @@ static void toa_follow_table(struct socket *sock)
 		toa_count(TOA_GETNAME_TABLE_REPLACED);
 		pr_warn_once("a socket with a TOA record took a function table toa cannot wrap (%ps): it answers with the proxy\n",
 			     now->getname);
+		/*
+		 * Its answers are that table's now. The record goes with its
+		 * destructor, so that every socket with a record has one of our
+		 * tables (toa_listen() relies on it).
+		 */
+		toa_table_forget(sk);
 		return;
 	}
 	cmpxchg(&sock->ops, now, wrapped);
@@ -657,6 +670,38 @@ static int toa_setsockopt4(TOA_SETSOCKOPT_PARAMS)
 static int toa_setsockopt6(TOA_SETSOCKOPT_PARAMS)
 {
 	return toa_setsockopt(&toa_v6, TOA_SETSOCKOPT_ARGS);
+}
+
+/*
+ * listen() on a socket with our table: an accepted TOA socket disconnected
+ * (connect AF_UNSPEC, state CLOSE) and listening now drops its record and
+ * gets its own destructor back first, so that no child is cloned with
+ * toa_sk_destruct() and no record. Only a CLOSE socket can start
+ * listening, and a CLOSE socket has no peer whose answer the record could
+ * give. Here rather than in the probe on inet_csk_listen_start(): a kprobe
+ * handler may run in NMI-like context, where the record buckets' locks
+ * must not be taken (lockdep: inconsistent {INITIAL USE} -> {IN-NMI}).
+ */
+static int toa_listen(const struct toa_family *f, struct socket *sock, int backlog)
+{
+	int err;
+
+	toa_enter();
+	if (sock->sk && READ_ONCE(sock->sk->sk_state) == TCP_CLOSE)
+		toa_table_forget(sock->sk);
+	err = f->orig_ops->listen(sock, backlog);
+	toa_leave();
+	return err;
+}
+
+static int toa_listen4(struct socket *sock, int backlog)
+{
+	return toa_listen(&toa_v4, sock, backlog);
+}
+
+static int toa_listen6(struct socket *sock, int backlog)
+{
+	return toa_listen(&toa_v6, sock, backlog);
 }
 
 /* --- arming listeners ---------------------------------------------------- */
@@ -729,11 +774,10 @@ static int toa_listen_pre(struct kprobe *kp, struct pt_regs *regs)
 	struct socket *sock = sk->sk_socket;
 
 	/*
-	 * An accepted TOA socket disconnected (connect AF_UNSPEC) and listening
-	 * now: its record is meaningless, and its destructor must not be cloned
-	 * into children that have none.
+	 * No lock may be taken here (NMI-like context on int3 kprobes):
+	 * toa_arm() takes none, and the note is lock-free. A former TOA
+	 * socket's record was dropped by toa_listen() before this ran.
 	 */
-	toa_table_forget(sk);
 	if (sock && toa_arm(sock) == TOA_ARM_FOREIGN_TABLE)
 		toa_listeners_unarmed(sk, current, "table replaced by another module");
 	return 0;
@@ -776,10 +820,12 @@ static int toa_family_init(struct toa_family *f, int family)
 	if (family == AF_INET) {
 		f->copy->ops.getname = toa_getname4;
 		f->copy->ops.setsockopt = toa_setsockopt4;
+		f->copy->ops.listen = toa_listen4;
 		f->copy->af.syn_recv_sock = toa_syn_recv4;
 	} else {
 		f->copy->ops.getname = toa_getname6;
 		f->copy->ops.setsockopt = toa_setsockopt6;
+		f->copy->ops.listen = toa_listen6;
 		f->copy->af.syn_recv_sock = toa_syn_recv6;
 	}
 	return 0;
@@ -794,6 +840,7 @@ static void toa_family_restore(struct toa_family *f)
 		return;
 	WRITE_ONCE(f->copy->ops.getname, f->orig_ops->getname);
 	WRITE_ONCE(f->copy->ops.setsockopt, f->orig_ops->setsockopt);
+	WRITE_ONCE(f->copy->ops.listen, f->orig_ops->listen);
 	WRITE_ONCE(f->copy->af.syn_recv_sock, f->orig_af->syn_recv_sock);
 	mutex_lock(&toa_wrapped_lock);
 	for (i = 0; i < toa_nr_wrapped; i++) {
@@ -803,6 +850,9 @@ static void toa_family_restore(struct toa_family *f)
 		if (toa_wrapped[i].copy->setsockopt == toa_setsockopt4 ||
 		    toa_wrapped[i].copy->setsockopt == toa_setsockopt6)
 			WRITE_ONCE(toa_wrapped[i].copy->setsockopt, f->orig_ops->setsockopt);
+		if (toa_wrapped[i].copy->listen == toa_listen4 ||
+		    toa_wrapped[i].copy->listen == toa_listen6)
+			WRITE_ONCE(toa_wrapped[i].copy->listen, f->orig_ops->listen);
 	}
 	mutex_unlock(&toa_wrapped_lock);
 }

@@ -168,6 +168,8 @@ unsigned int toa_listeners_armed_at_load(void)
 #define TOA_UNARMED_MAX 32
 
 struct toa_unarmed {
+	/* Odd while being written: readers copy again (a seqcount by hand). */
+	unsigned int seq;
 	pid_t pid;
 	char comm[TASK_COMM_LEN];
 	u16 family;
@@ -175,24 +177,28 @@ struct toa_unarmed {
 	const char *why;
 };
 
-/* The latest TOA_UNARMED_MAX, oldest overwritten; `toa status` shows them. */
+/*
+ * The latest TOA_UNARMED_MAX, oldest overwritten; `toa status` shows them.
+ * Lock-free: notes come from the listen probe, whose handler may run in
+ * NMI-like context (int3), where no lock may be taken.
+ */
 static struct toa_unarmed toa_unarmed[TOA_UNARMED_MAX];
-static unsigned int toa_nr_unarmed;
-static DEFINE_SPINLOCK(toa_unarmed_lock);
+static atomic_t toa_nr_unarmed = ATOMIC_INIT(0);
 
 void toa_listeners_note(const struct sock *sk, pid_t pid, const char *comm, const char *why)
 {
-	struct toa_unarmed *u;
-	unsigned long flags;
+	unsigned int n = (unsigned int)atomic_inc_return(&toa_nr_unarmed) - 1;
+	struct toa_unarmed *u = &toa_unarmed[n % TOA_UNARMED_MAX];
 
-	spin_lock_irqsave(&toa_unarmed_lock, flags);
-	u = &toa_unarmed[toa_nr_unarmed++ % TOA_UNARMED_MAX];
+	WRITE_ONCE(u->seq, u->seq + 1);
+	smp_wmb();
 	u->pid = pid;
 	toa_copy_comm(u->comm, comm);
 	u->family = sk->sk_family;
 	u->port = inet_sk(sk)->inet_num;
 	u->why = why;
-	spin_unlock_irqrestore(&toa_unarmed_lock, flags);
+	smp_wmb();
+	WRITE_ONCE(u->seq, u->seq + 1);
 }
 
 void toa_listeners_unarmed(const struct sock *sk, struct task_struct *owner, const char *why)
@@ -200,30 +206,40 @@ void toa_listeners_unarmed(const struct sock *sk, struct task_struct *owner, con
 	toa_listeners_note(sk, task_tgid_nr(owner), owner->comm, why);
 }
 
+/* A consistent copy of slot `i`, or false if writers kept it busy. */
+static bool toa_unarmed_read(unsigned int i, struct toa_unarmed *out)
+{
+	const struct toa_unarmed *u = &toa_unarmed[i % TOA_UNARMED_MAX];
+	unsigned int seq, tries;
+
+	for (tries = 0; tries < 100; tries++) {
+		seq = READ_ONCE(u->seq);
+		smp_rmb();
+		*out = *u;
+		smp_rmb();
+		if (!(seq & 1) && seq == READ_ONCE(u->seq))
+			return true;
+		cpu_relax();
+	}
+	return false;
+}
+
 /* One line per listener: pid, process name, family, local port, reason. */
 static int toa_listeners_show(struct seq_file *seq, void *v)
 {
-	unsigned int i, n, first;
-	unsigned long flags;
-	struct toa_unarmed *copy;
+	unsigned int i, n, total = (unsigned int)atomic_read(&toa_nr_unarmed);
+	struct toa_unarmed u;
 
-	copy = kmalloc_array(TOA_UNARMED_MAX, sizeof(*copy), GFP_KERNEL);
-	if (!copy)
-		return -ENOMEM;
-	spin_lock_irqsave(&toa_unarmed_lock, flags);
-	n = min_t(unsigned int, toa_nr_unarmed, TOA_UNARMED_MAX);
-	first = toa_nr_unarmed - n;
-	for (i = 0; i < n; i++)
-		copy[i] = toa_unarmed[(first + i) % TOA_UNARMED_MAX];
-	spin_unlock_irqrestore(&toa_unarmed_lock, flags);
-
+	n = min_t(unsigned int, total, TOA_UNARMED_MAX);
 	seq_printf(seq, "armed_at_load: %u\n", toa_listeners_armed_at_load());
-	seq_printf(seq, "unarmed: %u\n", toa_nr_unarmed);
-	for (i = 0; i < n; i++)
-		seq_printf(seq, "pid=%d comm=%s family=%s port=%u reason=%s\n", copy[i].pid,
-			   copy[i].comm, copy[i].family == AF_INET6 ? "ipv6" : "ipv4",
-			   copy[i].port, copy[i].why);
-	kfree(copy);
+	seq_printf(seq, "unarmed: %u\n", total);
+	for (i = total - n; i < total; i++) {
+		if (!toa_unarmed_read(i, &u))
+			continue;
+		u.comm[TASK_COMM_LEN - 1] = '\0';
+		seq_printf(seq, "pid=%d comm=%s family=%s port=%u reason=%s\n", u.pid, u.comm,
+			   u.family == AF_INET6 ? "ipv6" : "ipv4", u.port, u.why ? u.why : "?");
+	}
 	return 0;
 }
 
