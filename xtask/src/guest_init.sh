@@ -25,6 +25,10 @@ kmod=1
 # seed; 0 seconds leaves it out.
 chaos_secs=20
 chaos_seed=
+# TCP_ULP steps in the chaos run (toa_lab.chaos_tls=1): off by default, as
+# kTLS sockets left half-closed towards the simulator keep tls.ko busy for
+# minutes, and the ktls scenario after it needs a fresh tls.ko.
+chaos_tls=0
 capture_expect=
 args="scenarios,--expect,module,--module,/lib/modules/toa.ko"
 read -r cmdline < /proc/cmdline
@@ -37,6 +41,7 @@ for word in $cmdline; do
         toa_lab.capture_expect=*) capture_expect="${word#toa_lab.capture_expect=}" ;;
         toa_lab.chaos=*) chaos_secs="${word#toa_lab.chaos=}" ;;
         toa_lab.chaos_seed=*) chaos_seed="${word#toa_lab.chaos_seed=}" ;;
+        toa_lab.chaos_tls=*) chaos_tls="${word#toa_lab.chaos_tls=}" ;;
     esac
 done
 
@@ -188,7 +193,7 @@ if [ "$chaos" = 1 ]; then
     chaos_args="--module /lib/modules/toa.ko --seconds $chaos_secs"
     for p in $params; do chaos_args="$chaos_args --module-param $p"; done
     [ -n "$chaos_seed" ] && chaos_args="$chaos_args --seed $chaos_seed"
-    [ -e /lib/modules/tls.ko ] && chaos_args="$chaos_args --tls /lib/modules/tls.ko"
+    [ "$chaos_tls" = 1 ] && [ -e /lib/modules/tls.ko ] && chaos_args="$chaos_args --tls /lib/modules/tls.ko"
     # shellcheck disable=SC2086
     /bin/toa-lab chaos $chaos_args
     echo "TOA-LAB EXIT $?"

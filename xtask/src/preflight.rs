@@ -817,4 +817,28 @@ mod tests {
         assert!(rust.has_component("rust-src"));
         assert!(!rust.has_component("rustfmt"));
     }
+
+    #[test]
+    fn the_sanitizer_kernel_needs_kbuild_tools_and_no_builder() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            crate::Cli::parse_from([&["cargo xtask", "vm-test"][..], args].concat()).command
+        };
+        let wanted = needs(&parse(&["--sanitizers"]));
+        let packages: Vec<&str> = wanted.tools.iter().map(|t| t.package).collect();
+        for package in [
+            "bison",
+            "flex",
+            "bc",
+            "libelf-dev",
+            "libssl-dev",
+            "qemu-system-x86",
+        ] {
+            assert!(packages.contains(&package), "{package}: {packages:?}");
+        }
+        assert!(!packages.contains(&"debootstrap"), "{packages:?}");
+        // A usage mistake installs nothing; the command then says what is wrong.
+        let wrong = needs(&parse(&["--sanitizers", "--arch", "aarch64"]));
+        assert!(wrong.tools.is_empty() && !wrong.rust);
+    }
 }

@@ -7,16 +7,20 @@
 //! built against the same tree on the host ([`build_toa`]), with the compiler
 //! the release builds its kernels with (`cc` of `distros/debian-12.toml`).
 //!
-//! Cache: `<cache>/sanitizer-kernel/<source version>-<config hash>/`, the
-//! unpacked tree in `linux/` (it is also the build directory and serves as
-//! the headers of `make M=` builds) and three stamps, each written after its
-//! step succeeded: `unpacked` (the source package's sha256), `configured`
-//! (the config hash) and `built` (what went in, plus the sha256 of bzImage
-//! and Module.symvers). A missing stamp reruns its step: an interrupted
-//! unpack starts again, an interrupted build resumes (make is incremental).
-//! A `built` stamp whose files no longer match is a corrupt entry: bzImage
-//! is removed and make runs again. Entries of other keys are removed once a
-//! build succeeded. One build at a time per key (a lock file beside it).
+//! Cache: `<cache>/sanitizer-kernel/<source version>/`, the unpacked tree
+//! in `linux/` (it is also the build directory and serves as the headers of
+//! `make M=` builds) and three stamps, each written after its step
+//! succeeded: `unpacked` (the source package's sha256), `configured` (the
+//! config fragment's hash) and `built` (the key: source version and sha256,
+//! config hash, compiler; plus the sha256 of bzImage and Module.symvers).
+//! A rerun with the same key only checks the stamp (seconds). A missing
+//! stamp reruns its step: an interrupted unpack starts again, an interrupted
+//! build resumes (make is incremental). Another config hash (the fragment
+//! changed) configures the same tree again and make rebuilds what the
+//! changed options touch, not the whole kernel. A `built` stamp whose files
+//! no longer match is a corrupt entry: bzImage is removed and make runs
+//! again. Other source versions are removed once a build succeeded. One
+//! build at a time per entry (a lock file beside it).
 
 mod config;
 mod kmod;
@@ -39,8 +43,10 @@ const SOURCES: &[(&str, &str)] = &[("debian-12", "linux-source-6.1")];
 pub const GUEST_MEMORY_MB: u32 = 2048;
 
 /// Added to the guest's kernel command line: any warning (a KASAN report,
-/// a WARN_ON, a might-sleep splat) panics, so the run fails where it happened.
-pub const CMDLINE: &str = "panic_on_warn=1";
+/// a WARN_ON, a might-sleep splat) panics, so the run fails where it
+/// happened; so do a task blocked for 120 s and a soft lockup, which would
+/// otherwise end as a silent timeout (the guest's console shows emergencies only).
+pub const CMDLINE: &str = "panic_on_warn=1 hung_task_panic=1 softlockup_panic=1";
 
 /// The guest's timeout is this many times `--timeout`: the sanitizers make
 /// the kernel several times slower under TCG.
@@ -126,10 +132,10 @@ fn source_name(distro: &str) -> Result<&'static str> {
     match SOURCES.iter().find(|(d, _)| *d == distro) {
         Some((_, package)) => Ok(package),
         None => usage_bail!(
-            "--sanitizers builds the kernel of {} only (not {distro})",
+            "--sanitizers builds the kernel of {} only, not of {distro}",
             SOURCES
                 .iter()
-                .map(|(d, p)| format!("{d}, from {p}"))
+                .map(|(d, p)| format!("{d} (from {p})"))
                 .collect::<Vec<_>>()
                 .join("; ")
         ),
@@ -223,11 +229,12 @@ pub fn source_package(distro: &Distro) -> Result<PackageRef> {
     })
 }
 
-/// The cache entry of one source version and configuration.
+/// The cache entry of one source version (its configurations share the
+/// tree: see the module's documentation).
 fn entry_dir(source: &PackageRef) -> PathBuf {
     crate::cache::cache_dir()
         .join("sanitizer-kernel")
-        .join(format!("{}-{}", source.version, config::hash()))
+        .join(&source.version)
 }
 
 /// The built sanitizer kernel tree of `distro`: built on first use (about
@@ -694,7 +701,8 @@ mod tests {
         let err = usage(&a).unwrap_err();
         assert_eq!(crate::report::status(&err), 2);
         assert!(
-            err.to_string().contains("debian-12, from linux-source-6.1"),
+            err.to_string()
+                .contains("debian-12 (from linux-source-6.1) only, not of debian-13"),
             "{err}"
         );
     }

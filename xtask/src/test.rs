@@ -145,6 +145,7 @@ pub fn run(args: Args) -> Result<()> {
                         sanitizers: false,
                         chaos: None,
                         chaos_seed: None,
+                        chaos_tls: false,
                     })
                 })?;
             }

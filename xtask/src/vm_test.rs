@@ -66,7 +66,8 @@ pub struct Args {
     pub capture: Capture,
     /// Boot Debian 12's kernel built here with KASAN, lockdep (PROVE_LOCKING,
     /// PROVE_RCU), might-sleep and list checks, with toa.ko built against it,
-    /// and `panic_on_warn=1` (x86_64, toa.ko only; built once, then cached
+    /// and `panic_on_warn=1` (and hung-task and soft-lockup panics; x86_64,
+    /// toa.ko only; built once (~25 min on two cores), then cached
     /// under target/cache/sanitizer-kernel). The guest gets 2 GiB and three
     /// times --timeout.
     #[arg(long, conflicts_with_all = ["kernel", "flavour"])]
@@ -79,6 +80,11 @@ pub struct Args {
     /// Seed of the chaos run, to replay a failed one (it prints its seed).
     #[arg(long, value_name = "SEED")]
     pub chaos_seed: Option<u64>,
+    /// Let the chaos run put kTLS (TCP_ULP "tls") on sockets too; it may
+    /// pin the module, and the ktls scenario after it then cannot get a
+    /// fresh tls.ko: use with `--only chaos`.
+    #[arg(long)]
+    pub chaos_tls: bool,
 }
 
 /// Which implementation the guest runs.
@@ -169,6 +175,7 @@ pub(crate) fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch)
         && args.only.is_empty()
         && args.chaos.is_none()
         && args.chaos_seed.is_none()
+        && !args.chaos_tls
     {
         return None;
     }
@@ -194,6 +201,9 @@ pub(crate) fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch)
     }
     if let Some(seed) = args.chaos_seed {
         kernel_args.push_str(&format!("toa_lab.chaos_seed={seed} "));
+    }
+    if args.chaos_tls {
+        kernel_args.push_str("toa_lab.chaos_tls=1 ");
     }
     if bpf {
         kernel_args = format!(
@@ -864,7 +874,15 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     };
     let files = match own_kernel_hooks::files(opts) {
         Some(files) => files,
-        None => crate::deb::kernel_files(&kernel, &["tun", "tls"])?,
+        None => crate::deb::kernel_files(&kernel, &["tun", "tls"]).or_else(|e| {
+            // Kernels built without kTLS (Debian 11: CONFIG_TLS unset) ship no
+            // tls.ko; the ktls scenario finds none and says so.
+            if format!("{e:#}").contains("module \"tls\" not found") {
+                crate::deb::kernel_files(&kernel, &["tun"])
+            } else {
+                Err(e)
+            }
+        })?,
     };
     // tls.ko is the ktls scenario's to load and unload, fresh each time;
     // whatever it needs is preloaded with tun.
@@ -1128,6 +1146,7 @@ mod tests {
             sanitizers: false,
             chaos: None,
             chaos_seed: None,
+            chaos_tls: false,
         }
     }
 
@@ -1191,6 +1210,7 @@ mod tests {
             sanitizers: false,
             chaos: None,
             chaos_seed: None,
+            chaos_tls: false,
         };
         let x86 = crate::arch::Arch::X86_64;
         assert_eq!(

@@ -79,6 +79,12 @@ pub const FRAGMENT: &[(&str, Value)] = &[
     ("PROVE_RCU", Value::Y),
     ("DEBUG_ATOMIC_SLEEP", Value::Y),
     ("DEBUG_LIST", Value::Y),
+    // Hangs and lockups reported (and, from the command line, panicking)
+    // instead of ending as a timeout.
+    ("DETECT_HUNG_TASK", Value::Y),
+    ("SOFTLOCKUP_DETECTOR", Value::Y),
+    // The lab's lock-wait scenarios stall a copy to user space with it.
+    ("USERFAULTFD", Value::Y),
     // Speed and size: no debug info, no BTF.
     ("DEBUG_INFO_NONE", Value::Y),
     ("DEBUG_INFO_BTF", Value::N),
