@@ -9,6 +9,7 @@ mod listen_race;
 mod lock_wait;
 mod loopback;
 mod malformed;
+mod param_race;
 mod params;
 mod ports;
 mod relisten;
@@ -155,6 +156,7 @@ pub const ALL: &[&str] = &[
     "listen-connect-race",
     lock_wait::NAME,
     accept_at_load::NAME,
+    param_race::NAME,
     ktls::NAME,
 ];
 
@@ -338,6 +340,12 @@ fn scenarios() -> Vec<Scenario> {
             module_only: true,
             pins_module: false,
             run: |lab, ctx| accept_at_load::run(lab, ctx),
+        },
+        Scenario {
+            name: param_race::NAME,
+            module_only: true,
+            pins_module: false,
+            run: |lab, ctx| param_race::run(lab, ctx),
         },
         Scenario {
             name: ktls::NAME,
@@ -668,6 +676,7 @@ mod tests {
                 "listen-connect-race",
                 "rmmod-behind-socket-lock",
                 "accept-waiting-at-load",
+                "param-write-during-rmmod",
                 "ktls"
             ]
         );
@@ -690,6 +699,7 @@ mod tests {
                 "listen-connect-race",
                 "rmmod-behind-socket-lock",
                 "accept-waiting-at-load",
+                "param-write-during-rmmod",
                 "ktls"
             ]
         );

@@ -172,6 +172,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
         "listen-connect-race",
         "rmmod-behind-socket-lock",
         "accept-waiting-at-load",
+        "param-write-during-rmmod",
     ] {
         assert!(
             result_of(&lines, scenario).starts_with("FAIL "),
@@ -189,7 +190,7 @@ fn module_mode_without_module_fails_toa_scenarios() {
         !reload.contains("closing"),
         "held connection must close cleanly: {reload}"
     );
-    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=21"));
+    assert_eq!(stdout.lines().last(), Some("TOA-LAB DONE pass=2 fail=22"));
     assert_eq!(out.status.code(), Some(1));
 }
 
