@@ -271,7 +271,7 @@ static struct sock *toa_syn_recv(const struct toa_family *f, TOA_SYN_RECV_PARAMS
 		if (inet_csk(child)->icsk_af_ops == &f->copy->af)
 			inet_csk(child)->icsk_af_ops = f->orig_af;
 		/*
-		 * Listeners never carry a record (toa_listen_pre() drops it), so no
+		 * Listeners never carry a record (toa_listen() drops it), so no
 		 * child can inherit toa_sk_destruct() without one of its own; the
 		 * relisten-accepted lab scenario tries.
 		 */

@@ -26,11 +26,9 @@
 #include <linux/magic.h>
 #include <linux/net.h>
 #include <linux/sched.h>
-#include <linux/slab.h>
 #include <linux/vmalloc.h>
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
-#include <linux/spinlock.h>
 #include <net/net_namespace.h>
 #include <net/inet_sock.h>
 #include <net/tcp_states.h>

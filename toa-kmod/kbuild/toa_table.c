@@ -225,12 +225,13 @@ void toa_table_forget(struct sock *sk)
 	hlist_for_each_entry(rec, &b->head, node) {
 		if (rec->sk != sk)
 			continue;
-		/* Chained by another module: the record stays for its destructor. */
-		if (cmpxchg(&sk->sk_destruct, toa_sk_destruct, rec->destruct) == toa_sk_destruct) {
-			if (rec->chained)
-				atomic_dec(&toa_chained);
+		/*
+		 * Chained by another module: the record stays for its destructor
+		 * (and a record unload marked chained never gets here: its
+		 * sk_destruct is not ours).
+		 */
+		if (cmpxchg(&sk->sk_destruct, toa_sk_destruct, rec->destruct) == toa_sk_destruct)
 			toa_record_unlink(rec);
-		}
 		break;
 	}
 	spin_unlock_irqrestore(&b->lock, flags);
