@@ -10,6 +10,20 @@ use crate::distro::Distro;
 /// The in-kernel listener the kernel-socket scenario talks to.
 pub const KERNEL_LISTENER: &str = "toa_kernel_listener.ko";
 
+/// The in-kernel listener's sources and the names kbuild wants them under.
+pub fn sources() -> [(PathBuf, &'static str); 3] {
+    let root = crate::cache::project_root();
+    [
+        (root.join("lab/kmod/Kbuild"), "Kbuild"),
+        (
+            root.join("lab/kmod/toa_kernel_listener.c"),
+            "toa_kernel_listener.c",
+        ),
+        // The module speaks every kernel's dialect through toa.ko's compat.h.
+        (root.join("toa-kmod/kbuild/compat.h"), "compat.h"),
+    ]
+}
+
 /// Builds `lab/kmod` for `release` of `distro`; returns the module's path.
 pub fn build_kernel_listener(distro: &Distro, release: &str) -> Result<PathBuf> {
     let kernels = crate::kernels::discover(distro)?;
@@ -33,16 +47,7 @@ pub fn build_kernel_listener(distro: &Distro, release: &str) -> Result<PathBuf> 
         .join(&distro.name)
         .join(release);
     std::fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
-    let root = crate::cache::project_root();
-    for (from, name) in [
-        (root.join("lab/kmod/Kbuild"), "Kbuild"),
-        (
-            root.join("lab/kmod/toa_kernel_listener.c"),
-            "toa_kernel_listener.c",
-        ),
-        // The module speaks every kernel's dialect through toa.ko's compat.h.
-        (root.join("toa-kmod/kbuild/compat.h"), "compat.h"),
-    ] {
+    for (from, name) in sources() {
         std::fs::copy(&from, src.join(name))
             .with_context(|| format!("copying {}", from.display()))?;
     }

@@ -31,15 +31,7 @@ pub fn build_toa(tree: &Tree) -> Result<PathBuf> {
 pub fn build_kernel_listener(tree: &Tree) -> Result<PathBuf> {
     let src = tree.modules_dir().join("lab-kmod");
     std::fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
-    let root = crate::cache::project_root();
-    for (from, name) in [
-        (root.join("lab/kmod/Kbuild"), "Kbuild"),
-        (
-            root.join("lab/kmod/toa_kernel_listener.c"),
-            "toa_kernel_listener.c",
-        ),
-        (root.join("toa-kmod/kbuild/compat.h"), "compat.h"),
-    ] {
+    for (from, name) in crate::lab_kmod::sources() {
         copy_if_changed(&from, &src.join(name))?;
     }
     kbuild(tree, &src, crate::lab_kmod::KERNEL_LISTENER, &[])
