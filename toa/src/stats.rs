@@ -173,20 +173,31 @@ mod tests {
         counters::rows(&now, None)
     }
 
+    fn scrape_of(text: &str) -> prometheus_parse::Scrape {
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("valid Prometheus text")
+    }
+
+    /// The value of `metric` in `scrape` (parsed from `text`, shown if it is missing).
+    fn sample(
+        scrape: &prometheus_parse::Scrape,
+        metric: &str,
+        text: &str,
+    ) -> prometheus_parse::Value {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric)
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| panic!("{metric} missing:\n{text}"))
+    }
+
     #[test]
     fn prometheus_output_parses_as_the_text_format() {
         let text = prometheus(&rows_of(TWO_CPUS));
-        let lines = text.lines().map(|l| Ok(l.to_string()));
-        let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+        let scrape = scrape_of(&text);
         assert_eq!(scrape.samples.len(), 23);
-        let value = |metric: &str| {
-            scrape
-                .samples
-                .iter()
-                .find(|s| s.metric == metric)
-                .map(|s| s.value.clone())
-                .unwrap_or_else(|| panic!("{metric} missing"))
-        };
+        let value = |metric: &str| sample(&scrape, metric, &text);
         assert_eq!(
             value("toa_syn_recv_sock_toa_total"),
             prometheus_parse::Value::Counter(7.0)
@@ -221,16 +232,8 @@ mod tests {
                 "kretprobe_missed         : 4",
             );
         let out = prometheus(&rows_of(&text));
-        let scrape = prometheus_parse::Scrape::parse(out.lines().map(|l| Ok(l.to_string())))
-            .expect("valid Prometheus text");
-        let value = |metric: &str| {
-            scrape
-                .samples
-                .iter()
-                .find(|s| s.metric == metric)
-                .map(|s| s.value.clone())
-                .unwrap_or_else(|| panic!("{metric} missing:\n{out}"))
-        };
+        let scrape = scrape_of(&out);
+        let value = |metric: &str| sample(&scrape, metric, &out);
         use prometheus_parse::Value::{Counter, Gauge};
         assert_eq!(value("toa_pinned"), Gauge(1.0));
         assert_eq!(value("toa_listen_armed_at_load"), Gauge(3.0));
