@@ -106,12 +106,7 @@ fn attack(lab: &Lab, ctx: &Shared) -> Result<String> {
             "an accept() made after insmod showed [{shown2}], expected the client [{want}]"
         ));
     }
-    loopback::peer_is(
-        fd2.as_fd(),
-        want,
-        2,
-        "the connection accepted after insmod",
-    )?;
+    loopback::peer_is(fd2.as_fd(), want, 2, "the connection accepted after insmod")?;
     drop(fd1);
     drop(fd2);
     c1.close().context("closing the first connection")?;

@@ -90,7 +90,9 @@ fn tls_offered() -> Option<Tls> {
         return Some(Tls::Module);
     }
     let ulps = std::fs::read_to_string(AVAILABLE_ULP).unwrap_or_default();
-    ulps.split_whitespace().any(|u| u == TLS).then_some(Tls::BuiltIn)
+    ulps.split_whitespace()
+        .any(|u| u == TLS)
+        .then_some(Tls::BuiltIn)
 }
 
 pub fn run(lab: &Lab) -> Result<String> {
