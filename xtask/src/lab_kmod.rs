@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use crate::builder::{self, Builder};
 use crate::distro::Distro;
 
-/// The in-kernel listener the kernel-socket scenario talks to.
-pub const KERNEL_LISTENER: &str = "toa_kernel_listener.ko";
+/// The modules, built together: the in-kernel listener the kernel-socket
+/// scenario talks to, and the hooks the attack scenarios use (chained
+/// destructors, widened race windows).
+pub const MODULES: [&str; 2] = ["toa_kernel_listener.ko", "toa_lab_hooks.ko"];
 
-/// The in-kernel listener's sources and the names kbuild wants them under.
-pub fn sources() -> [(PathBuf, &'static str); 3] {
+/// The test modules' sources and the names kbuild wants them under.
+pub fn sources() -> [(PathBuf, &'static str); 4] {
     let root = crate::cache::project_root();
     [
         (root.join("lab/kmod/Kbuild"), "Kbuild"),
@@ -19,13 +21,14 @@ pub fn sources() -> [(PathBuf, &'static str); 3] {
             root.join("lab/kmod/toa_kernel_listener.c"),
             "toa_kernel_listener.c",
         ),
+        (root.join("lab/kmod/toa_lab_hooks.c"), "toa_lab_hooks.c"),
         // The module speaks every kernel's dialect through toa.ko's compat.h.
         (root.join("toa-kmod/kbuild/compat.h"), "compat.h"),
     ]
 }
 
-/// Builds `lab/kmod` for `release` of `distro`; returns the module's path.
-pub fn build_kernel_listener(distro: &Distro, release: &str) -> Result<PathBuf> {
+/// Builds `lab/kmod` for `release` of `distro`; returns the modules' paths.
+pub fn build(distro: &Distro, release: &str) -> Result<Vec<PathBuf>> {
     let kernels = crate::kernels::discover(distro)?;
     let kernel = kernels
         .iter()
@@ -57,5 +60,21 @@ pub fn build_kernel_listener(distro: &Distro, release: &str) -> Result<PathBuf> 
         &bar,
     )?;
     bar.finish_and_clear();
-    Ok(src.join(KERNEL_LISTENER))
+    built_modules(&src)
+}
+
+/// The paths of [`MODULES`] in `dir`, each checked to exist.
+pub fn built_modules(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    MODULES
+        .iter()
+        .map(|name| {
+            let ko = dir.join(name);
+            anyhow::ensure!(
+                ko.is_file(),
+                "make finished but {} is missing",
+                ko.display()
+            );
+            Ok(ko)
+        })
+        .collect()
 }

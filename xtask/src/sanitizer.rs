@@ -25,7 +25,7 @@
 mod config;
 mod kmod;
 
-pub use kmod::{build_kernel_listener, build_toa};
+pub use kmod::{build_lab_modules, build_toa};
 
 use crate::debian_repo::{KernelPackages, PackageRef};
 use crate::distro::Distro;
@@ -101,7 +101,7 @@ pub struct LabKernel {
     pub vmlinuz: PathBuf,
     pub source: PackageRef,
     /// The lab's in-kernel listener, built for this kernel.
-    pub kernel_listener: PathBuf,
+    pub lab_modules: Vec<PathBuf>,
 }
 
 impl LabKernel {
@@ -178,7 +178,7 @@ pub fn vm_test(args: &crate::vm_test::Args) -> Result<()> {
         release: tree.release.clone(),
         vmlinuz: tree.bzimage(),
         source: tree.source.clone(),
-        kernel_listener: build_kernel_listener(&tree)?,
+        lab_modules: build_lab_modules(&tree)?,
     };
     eprintln!("module: {} (for {})", module.display(), tree.release);
     let mut append = crate::vm_test::scenario_args(args, &release, crate::arch::Arch::X86_64)

@@ -895,10 +895,10 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let arch = distro.arch_kind();
     let lab_program = crate::lab_programs::build_lab_program(arch)?;
     let operator_cli = crate::operator_cli::build_for_lab(arch)?;
-    let kernel_listener = match own_kernel_hooks::kernel_listener(opts) {
-        Some(path) => path,
-        None => crate::lab_kmod::build_kernel_listener(distro, &kernel.release)
-            .context("building the lab's in-kernel listener module")?,
+    let lab_modules = match own_kernel_hooks::lab_modules(opts) {
+        Some(paths) => paths,
+        None => crate::lab_kmod::build(distro, &kernel.release)
+            .context("building the lab's test modules")?,
     };
     eprintln!(
         "lab guest: kernel {}, preloading {}",
@@ -919,7 +919,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
             toa_ko: module_ko,
             lab_program: &lab_program,
             operator_cli: Some(&operator_cli),
-            test_modules: &[&[kernel_listener], &on_demand[..]].concat(),
+            test_modules: &[&lab_modules[..], &on_demand[..]].concat(),
             init: crate::initramfs::GUEST_INIT,
         },
         &initrd,
@@ -1007,10 +1007,8 @@ mod own_kernel_hooks {
         opts.own_kernel.as_ref().map(|own| own.files())
     }
 
-    pub fn kernel_listener(opts: &LabOptions) -> Option<PathBuf> {
-        opts.own_kernel
-            .as_ref()
-            .map(|own| own.kernel_listener.clone())
+    pub fn lab_modules(opts: &LabOptions) -> Option<Vec<PathBuf>> {
+        opts.own_kernel.as_ref().map(|own| own.lab_modules.clone())
     }
 }
 

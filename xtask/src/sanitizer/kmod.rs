@@ -26,15 +26,16 @@ pub fn build_toa(tree: &Tree) -> Result<PathBuf> {
     Ok(ko)
 }
 
-/// Builds the lab's in-kernel listener (`lab/kmod`, with toa.ko's compat.h)
-/// for the sanitizer kernel; returns its path.
-pub fn build_kernel_listener(tree: &Tree) -> Result<PathBuf> {
+/// Builds the lab's test modules (`lab/kmod`, with toa.ko's compat.h) for
+/// the sanitizer kernel; returns their paths.
+pub fn build_lab_modules(tree: &Tree) -> Result<Vec<PathBuf>> {
     let src = tree.modules_dir().join("lab-kmod");
     std::fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
     for (from, name) in crate::lab_kmod::sources() {
         copy_if_changed(&from, &src.join(name))?;
     }
-    kbuild(tree, &src, crate::lab_kmod::KERNEL_LISTENER, &[])
+    let first = kbuild(tree, &src, crate::lab_kmod::MODULES[0], &[])?;
+    crate::lab_kmod::built_modules(first.parent().unwrap_or(&src))
 }
 
 /// Writes `to` only when its bytes differ, so kbuild's change tracking holds.
