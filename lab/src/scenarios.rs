@@ -2,8 +2,12 @@
 
 mod accept_at_load;
 mod bpf;
+mod chained;
+mod handshake_unload;
+mod ia32;
 mod kernel_socket;
 mod ktls;
+mod lab_hooks;
 mod listen_at_load;
 mod listen_race;
 mod lock_wait;
@@ -157,6 +161,9 @@ pub const ALL: &[&str] = &[
     lock_wait::NAME,
     accept_at_load::NAME,
     param_race::NAME,
+    chained::NAME,
+    handshake_unload::NAME,
+    ia32::NAME,
     ktls::NAME,
 ];
 
@@ -346,6 +353,24 @@ fn scenarios() -> Vec<Scenario> {
             module_only: true,
             pins_module: false,
             run: |lab, ctx| param_race::run(lab, ctx),
+        },
+        Scenario {
+            name: chained::NAME,
+            module_only: true,
+            pins_module: false,
+            run: |lab, ctx| chained::run(lab, ctx),
+        },
+        Scenario {
+            name: handshake_unload::NAME,
+            module_only: true,
+            pins_module: false,
+            run: |lab, ctx| handshake_unload::run(lab, ctx),
+        },
+        Scenario {
+            name: ia32::NAME,
+            module_only: true,
+            pins_module: false,
+            run: |lab, _| ia32::run(lab),
         },
         Scenario {
             name: ktls::NAME,
@@ -677,6 +702,9 @@ mod tests {
                 "rmmod-behind-socket-lock",
                 "accept-waiting-at-load",
                 "param-write-during-rmmod",
+                "chained-destructor",
+                "rmmod-during-handshake",
+                "getpeername-ia32",
                 "ktls"
             ]
         );
@@ -700,6 +728,9 @@ mod tests {
                 "rmmod-behind-socket-lock",
                 "accept-waiting-at-load",
                 "param-write-during-rmmod",
+                "chained-destructor",
+                "rmmod-during-handshake",
+                "getpeername-ia32",
                 "ktls"
             ]
         );
