@@ -493,12 +493,14 @@ static int toa_getname6(TOA_GETNAME_PARAMS)
 /*
  * Whether the module has pinned itself: from the first time one of its
  * function pointers may have been copied where no unload can reach it.
+ * Set once with xchg(), fully ordered like test_and_set_bit(), whose 3.10
+ * version emits a `bts` without operand size that newer assemblers warn about.
  */
-static unsigned long toa_pinned_bits;
+static int toa_pinned_flag;
 
 bool toa_pinned(void)
 {
-	return test_bit(0, &toa_pinned_bits);
+	return READ_ONCE(toa_pinned_flag);
 }
 
 /* False when the module is already being unloaded: nothing may escape then. */
@@ -508,7 +510,7 @@ static bool toa_pin(const char *why)
 		return true;
 	if (!try_module_get(THIS_MODULE))
 		return false;
-	if (test_and_set_bit(0, &toa_pinned_bits)) {
+	if (xchg(&toa_pinned_flag, 1)) {
 		module_put(THIS_MODULE);
 		return true;
 	}
