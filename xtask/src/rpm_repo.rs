@@ -5,7 +5,7 @@ use crate::distro::{Family, RpmRepo};
 use crate::kernels::Kernel;
 use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One `<package>` of primary.xml, the fields kernel discovery needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,8 +186,62 @@ fn with_userinfo(base: &str, user: &str, password: &str) -> Result<String> {
     Ok(url.to_string().trim_end_matches('/').to_string())
 }
 
+/// Where a repository's files come from: the network through the download
+/// cache, or (in tests) fixture files.
+pub trait Fetch {
+    /// A file that changes in place (`repomd.xml`): asked for every time.
+    fn fresh(&self, url: &str, cache: &Path) -> Result<PathBuf>;
+    /// A file `repomd.xml` names with its sha256 (and size): checked.
+    fn checked(&self, url: &str, sha256: &str, size: Option<u64>, cache: &Path) -> Result<PathBuf>;
+}
+
+/// [`Fetch`] over HTTP(S), cached under `target/cache/`.
+pub struct Net;
+
+impl Fetch for Net {
+    fn fresh(&self, url: &str, cache: &Path) -> Result<PathBuf> {
+        crate::download::fetch_fresh(url, cache)
+    }
+
+    fn checked(&self, url: &str, sha256: &str, size: Option<u64>, cache: &Path) -> Result<PathBuf> {
+        match size {
+            Some(size) => crate::download::fetch(
+                url,
+                Some(crate::download::Expected {
+                    sha256: sha256.to_string(),
+                    size,
+                }),
+                cache,
+            ),
+            None => {
+                let path = crate::download::fetch_fresh(url, cache)?;
+                let got = crate::download::sha256_file(&path)?;
+                if got != sha256 {
+                    let _ = std::fs::remove_file(&path);
+                    bail!(
+                        "{}: sha256 {got} does not match repomd.xml's {sha256}",
+                        crate::download::redact(url)
+                    );
+                }
+                Ok(path)
+            }
+        }
+    }
+}
+
 /// Every kernel of the release across its repositories, oldest first.
 pub fn kernels(
+    distro_name: &str,
+    family: Family,
+    arch: &str,
+    repo: &RpmRepo,
+) -> Result<Vec<Kernel>> {
+    kernels_with(&Net, distro_name, family, arch, repo)
+}
+
+/// [`kernels`] with the files coming from `fetch`.
+pub fn kernels_with(
+    fetch: &dyn Fetch,
     distro_name: &str,
     family: Family,
     arch: &str,
@@ -205,11 +259,12 @@ pub fn kernels(
             None => base.to_string(),
         };
         let cache = Path::new("rpm").join(distro_name).join(url_key(base));
-        let repomd_path = crate::download::fetch_fresh(
-            &format!("{authed}/repodata/repomd.xml"),
-            cache.join("repomd.xml"),
-        )
-        .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
+        let repomd_path = fetch
+            .fresh(
+                &format!("{authed}/repodata/repomd.xml"),
+                &cache.join("repomd.xml"),
+            )
+            .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
         let repomd = std::fs::read_to_string(&repomd_path)?;
         let primary =
             parse_repomd(&repomd).with_context(|| format!("{base}/repodata/repomd.xml"))?;
@@ -220,25 +275,15 @@ pub fn kernels(
             .next()
             .unwrap_or("primary.xml.gz")
             .to_string();
-        let path = match (&primary.sha256, primary.size) {
-            (Some(sha256), Some(size)) => crate::download::fetch(
-                &url,
-                Some(crate::download::Expected { sha256: sha256.clone(), size }),
-                cache.join(&file_name),
-            )?,
-            (Some(sha256), None) => {
-                let path = crate::download::fetch_fresh(&url, cache.join(&file_name))?;
-                let got = crate::download::sha256_file(&path)?;
-                if &got != sha256 {
-                    let _ = std::fs::remove_file(&path);
-                    bail!("{}: sha256 {got} does not match repomd.xml's {sha256}", crate::download::redact(&url));
-                }
-                path
-            }
-            (None, _) => bail!("{base}/repodata/repomd.xml gives no sha256 for the primary metadata; refusing unverified metadata"),
+        let Some(sha256) = &primary.sha256 else {
+            bail!("{base}/repodata/repomd.xml gives no sha256 for the primary metadata; refusing unverified metadata");
         };
+        let path = fetch.checked(&url, sha256, primary.size, &cache.join(&file_name))?;
         let bytes = std::fs::read(&path)?;
-        let xml = crate::deb::decompress(&file_name, &bytes)?;
+        let local_name = path
+            .file_name()
+            .map_or(file_name.clone(), |n| n.to_string_lossy().into_owned());
+        let xml = crate::deb::decompress(&local_name, &bytes)?;
         let xml = String::from_utf8(xml)
             .with_context(|| format!("{} is not UTF-8", crate::download::redact(&url)))?;
         for p in parse_primary(&xml, &repo.headers_package)? {
@@ -338,6 +383,78 @@ mod tests {
         let k = kernel_of(Family::Suse, &p).unwrap();
         assert_eq!(k.release, "4.12.14-122.37-default");
         assert_eq!(k.version, "4.12.14-122.37.1");
+    }
+
+    /// [`Fetch`] from `tests/fixtures/rpm/<distro>/<repository>/`: each
+    /// repository's `repomd.xml` and an uncompressed `primary.xml` excerpt
+    /// (read without a checksum check: an excerpt cannot match the real file's).
+    pub struct Fixtures {
+        pub dir: PathBuf,
+    }
+
+    impl Fixtures {
+        pub fn of(distro: &str) -> Fixtures {
+            Fixtures {
+                dir: Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/rpm")
+                    .join(distro),
+            }
+        }
+
+        fn file(&self, url: &str, name: &str) -> Result<PathBuf> {
+            let base = url.split_once("/repodata/").map_or(url, |(base, _)| base);
+            let path = self.dir.join(url_key(base)).join(name);
+            if !path.is_file() {
+                bail!("no fixture for {url} ({} is missing)", path.display());
+            }
+            Ok(path)
+        }
+    }
+
+    impl Fetch for Fixtures {
+        fn fresh(&self, url: &str, _cache: &Path) -> Result<PathBuf> {
+            let name = url.rsplit('/').next().unwrap_or_default();
+            self.file(url, name)
+        }
+
+        fn checked(&self, url: &str, _: &str, _: Option<u64>, _: &Path) -> Result<PathBuf> {
+            self.file(url, "primary.xml")
+        }
+    }
+
+    /// The kernels `distro`'s recipe finds in its fixtures.
+    pub fn fixture_kernels(distro: &str) -> Result<Vec<Kernel>> {
+        let d = crate::distro::find(distro)?;
+        let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+            bail!("{distro} is not an rpm-md release");
+        };
+        kernels_with(&Fixtures::of(distro), &d.name, d.family, &d.arch, repo)
+    }
+
+    // Failed on the old recipe, which read update/leap/15.6/oss/: no fixture
+    // (no kernel) there, and the update kernel was never found.
+    #[test]
+    fn leap_15_6_finds_the_update_kernels_in_the_sle_repository() {
+        let kernels = fixture_kernels("opensuse-leap-15.6").unwrap();
+        let found: Vec<(&str, &str, &str)> = kernels
+            .iter()
+            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "6.4.0-150600.16-default",
+                    "6.4.0-150600.16.3",
+                    "https://download.opensuse.org/distribution/leap/15.6/repo/oss"
+                ),
+                (
+                    "6.4.0-150600.23.47-default",
+                    "6.4.0-150600.23.47.2",
+                    "https://download.opensuse.org/update/leap/15.6/sle"
+                ),
+            ]
+        );
     }
 
     #[test]
