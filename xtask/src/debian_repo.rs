@@ -668,41 +668,49 @@ impl Signatures {
     }
 }
 
-/// Verify a clearsigned file with gpgv and return the signed text. Trusted
-/// when gpgv reports at least one good signature by a key of `keyring` and
-/// no bad one ([`Signatures::verdict`]): gpgv's own exit status also fails
-/// when a second signature is by a key the keyring lacks, which apt accepts.
-pub fn gpgv_verify(file: &Path, keyring: &Path) -> Result<String> {
-    let out = duct::cmd!(
-        "gpgv",
-        "--status-fd",
-        "2",
-        "--keyring",
-        keyring,
-        "--output",
-        "-",
-        file
-    )
-    .stdout_capture()
-    .stderr_capture()
-    .unchecked()
-    .run()
-    .context("running gpgv")?;
+/// Runs gpgv with `--status-fd 2` against `keyring` and applies
+/// [`Signatures::verdict`]; `what` names the file in the error.
+fn run_gpgv(keyring: &Path, args: &[&Path], what: &Path) -> Result<std::process::Output> {
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "--status-fd".into(),
+        "2".into(),
+        "--keyring".into(),
+        keyring.into(),
+    ];
+    argv.extend(args.iter().map(|a| a.as_os_str().to_owned()));
+    let out = duct::cmd("gpgv", argv)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("running gpgv")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let signatures = Signatures::parse(&stderr);
-    if let Err(err) = signatures.verdict() {
+    if let Err(err) = Signatures::parse(&stderr).verdict() {
         let messages: Vec<&str> = stderr
             .lines()
             .filter(|l| !l.starts_with("[GNUPG:] "))
             .collect();
         bail!(
             "signature check of {} failed: {err} (gpgv --keyring {} exited with {}):\n{}",
-            file.display(),
+            what.display(),
             keyring.display(),
             out.status,
             messages.join("\n").trim()
         );
     }
+    Ok(out)
+}
+
+/// Verify a clearsigned file with gpgv and return the signed text. Trusted
+/// when gpgv reports at least one good signature by a key of `keyring` and
+/// no bad one ([`Signatures::verdict`]): gpgv's own exit status also fails
+/// when a second signature is by a key the keyring lacks, which apt accepts.
+pub fn gpgv_verify(file: &Path, keyring: &Path) -> Result<String> {
+    let out = run_gpgv(
+        keyring,
+        &[Path::new("--output"), Path::new("-"), file],
+        file,
+    )?;
     if out.stdout.is_empty() {
         bail!(
             "gpgv --keyring {} wrote no signed text for {} (exit status {})",
@@ -712,6 +720,12 @@ pub fn gpgv_verify(file: &Path, keyring: &Path) -> Result<String> {
         );
     }
     String::from_utf8(out.stdout).context("verified InRelease is not UTF-8")
+}
+
+/// Verify `data` against its detached signature `signature` (`repomd.xml.asc`)
+/// with gpgv, by the same rule as [`gpgv_verify`].
+pub fn gpgv_verify_detached(signature: &Path, data: &Path, keyring: &Path) -> Result<()> {
+    run_gpgv(keyring, &[signature, data], data).map(|_| ())
 }
 
 /// The keyring that signs `mirror`'s InRelease files (`TOA_APT_KEYRING` overrides),
@@ -734,7 +748,8 @@ fn keyring(mirror: &str) -> (PathBuf, &'static str) {
     }
 }
 
-fn have_gpgv() -> bool {
+/// Whether gpgv runs here.
+pub fn have_gpgv() -> bool {
     duct::cmd!("gpgv", "--version")
         .stdout_null()
         .stderr_null()

@@ -130,6 +130,19 @@ pub struct RpmRepo {
     pub headers_package: String,
     /// Credentials the repositories demand (SLES: SUSE Customer Center).
     pub credentials: Option<Credentials>,
+    /// ASCII-armored public keys (paths under `distros/`) of which one signs
+    /// every repository's `repodata/repomd.xml` as `repomd.xml.asc`: each is
+    /// checked with gpgv before its metadata is read. Empty: the metadata is
+    /// trusted on TLS alone (repositories that publish no signature).
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+impl RpmRepo {
+    /// The key files, as paths.
+    pub fn key_paths(&self) -> Vec<PathBuf> {
+        self.keys.iter().map(|k| distros_dir().join(k)).collect()
+    }
 }
 
 /// Credentials a maintainer must supply for a release's repositories.
@@ -299,6 +312,13 @@ impl Distro {
                     apt.suite,
                     apt.mirror
                 );
+            }
+        }
+        if let Repo::RpmMd(rpm) = &self.repo {
+            for (key, path) in rpm.keys.iter().zip(rpm.key_paths()) {
+                if !path.is_file() {
+                    bail!("{here}: repo.keys: {key} is not a file under distros/");
+                }
             }
         }
         if self.builder.bootstrap.is_some() && !matches!(self.repo, Repo::Apt(_)) {

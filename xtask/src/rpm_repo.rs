@@ -229,6 +229,132 @@ impl Fetch for Net {
     }
 }
 
+/// The binary keyring gpgv reads, made from the recipe's armored keys (None:
+/// the recipe names no key, or gpgv is missing and every repository is
+/// reached over HTTPS, which the note says).
+fn signing_keyring(distro_name: &str, repo: &RpmRepo) -> Result<Option<PathBuf>> {
+    if repo.keys.is_empty() {
+        return Ok(None);
+    }
+    if !crate::debian_repo::have_gpgv() {
+        if let Some(http) = repo.baseurls.iter().find(|b| !b.starts_with("https://")) {
+            bail!(
+                "{distro_name}: gpgv is missing, so the signature of {http}repodata/repomd.xml \
+                 cannot be checked and the URL is not HTTPS; install it with: apt-get install gpgv"
+            );
+        }
+        eprintln!(
+            "note: gpgv is missing, so {distro_name}'s repomd.xml signatures are not checked \
+             (trust rests on the mirrors' TLS certificates); install it with: apt-get install gpgv"
+        );
+        return Ok(None);
+    }
+    let mut keyring = Vec::new();
+    for (key, path) in repo.keys.iter().zip(repo.key_paths()) {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{distro_name}: reading repo.keys {key}"))?;
+        keyring.extend(dearmor(&text).with_context(|| format!("{distro_name}: {key}"))?);
+    }
+    let path = crate::cache::cache_dir()
+        .join("rpm")
+        .join(distro_name)
+        .join("keyring.gpg");
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let partial = path.with_extension(format!("gpg.{}", std::process::id()));
+    std::fs::write(&partial, &keyring)
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// The packets of every ASCII-armored block in `text` (an RPM-GPG-KEY file),
+/// each block's CRC-24 checked: what `gpg --dearmor` writes.
+pub fn dearmor(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().map(str::trim_end);
+    let mut blocks = 0;
+    while let Some(line) = lines.next() {
+        if !(line.starts_with("-----BEGIN PGP ") && line.ends_with("-----")) {
+            continue;
+        }
+        // Armor headers (Version:, Comment:) end at the first empty line.
+        for header in lines.by_ref() {
+            if header.is_empty() {
+                break;
+            }
+        }
+        let mut body = String::new();
+        let mut crc = None;
+        let mut ended = false;
+        for line in lines.by_ref() {
+            if line.starts_with("-----END PGP ") {
+                ended = true;
+                break;
+            }
+            match line.strip_prefix('=') {
+                Some(sum) if line.len() == 5 => crc = Some(base64_decode(sum)?),
+                _ => body.push_str(line.trim()),
+            }
+        }
+        if !ended {
+            bail!("armored block {} has no END line", blocks + 1);
+        }
+        let packets = base64_decode(&body)?;
+        if let Some(crc) = crc {
+            let want = crc24(&packets).to_be_bytes();
+            if crc != want[1..] {
+                bail!("armored block {} fails its CRC-24 check", blocks + 1);
+            }
+        }
+        out.extend(packets);
+        blocks += 1;
+    }
+    if blocks == 0 {
+        bail!("no ASCII-armored PGP block");
+    }
+    Ok(out)
+}
+
+/// RFC 4880 section 6.1.
+fn crc24(data: &[u8]) -> u32 {
+    let mut crc: u32 = 0xB7_04CE;
+    for &b in data {
+        crc ^= u32::from(b) << 16;
+        for _ in 0..8 {
+            crc <<= 1;
+            if crc & 0x100_0000 != 0 {
+                crc ^= 0x186_4CFB;
+            }
+        }
+    }
+    crc & 0xFF_FFFF
+}
+
+/// Standard base64 with `=` padding.
+fn base64_decode(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => bail!("invalid base64 character {:?}", char::from(c)),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
 /// Every kernel of the release across its repositories, oldest first.
 pub fn kernels(
     distro_name: &str,
@@ -251,6 +377,7 @@ pub fn kernels_with(
         Some(c) => Some(c.read(distro_name)?),
         None => None,
     };
+    let keyring = signing_keyring(distro_name, repo)?;
     let mut out: Vec<Kernel> = Vec::new();
     for base in &repo.baseurls {
         let base = base.trim_end_matches('/');
@@ -265,6 +392,21 @@ pub fn kernels_with(
                 &cache.join("repomd.xml"),
             )
             .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
+        if let Some(keyring) = &keyring {
+            let asc_path = fetch
+                .fresh(
+                    &format!("{authed}/repodata/repomd.xml.asc"),
+                    &cache.join("repomd.xml.asc"),
+                )
+                .with_context(|| {
+                    format!(
+                        "{distro_name}: the signature of {base}/repodata/repomd.xml \
+                         (the recipe's repo.keys say it is signed)"
+                    )
+                })?;
+            crate::debian_repo::gpgv_verify_detached(&asc_path, &repomd_path, keyring)
+                .with_context(|| format!("{distro_name}: {base}/repodata/repomd.xml"))?;
+        }
         let repomd = std::fs::read_to_string(&repomd_path)?;
         let primary =
             parse_repomd(&repomd).with_context(|| format!("{base}/repodata/repomd.xml"))?;
@@ -455,6 +597,136 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    fn signature_fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rpm/repomd-signature")
+            .join(name)
+    }
+
+    /// A signed repository served from `dir`, with `keys` as the recipe's.
+    fn signed_kernels(dir: PathBuf, keys: &[PathBuf]) -> Result<Vec<Kernel>> {
+        let repo = RpmRepo {
+            baseurls: vec!["https://repo.example.invalid/signed/".into()],
+            headers_package: "kernel-default-devel".into(),
+            credentials: None,
+            keys: keys.iter().map(|k| k.display().to_string()).collect(),
+        };
+        kernels_with(
+            &Fixtures { dir },
+            "repomd-signature-test",
+            Family::Suse,
+            "x86_64",
+            &repo,
+        )
+    }
+
+    /// A copy of the signed repository in a temporary directory, with
+    /// `change` applied to it.
+    fn altered_copy(case: &str, change: impl Fn(&Path)) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("toa-repomd-{case}-{}", std::process::id()));
+        let repo = dir.join("repo.example.invalid_signed");
+        std::fs::create_dir_all(&repo).unwrap();
+        for f in ["repomd.xml", "repomd.xml.asc", "primary.xml"] {
+            std::fs::copy(
+                signature_fixture(&format!("repo.example.invalid_signed/{f}")),
+                repo.join(f),
+            )
+            .unwrap();
+        }
+        change(&repo);
+        dir
+    }
+
+    #[test]
+    fn signed_repomd_is_checked_with_the_recipes_key() {
+        if !crate::debian_repo::have_gpgv() {
+            eprintln!("skipped: gpgv missing");
+            return;
+        }
+        let key = signature_fixture("test-key.asc");
+        let kernels = signed_kernels(signature_fixture(""), std::slice::from_ref(&key)).unwrap();
+        assert_eq!(kernels.len(), 1);
+        assert_eq!(kernels[0].release, "6.4.0-150600.23.47-default");
+        // A keyring of several keys: one good signature is enough.
+        let other = signature_fixture("other-key.asc");
+        signed_kernels(signature_fixture(""), &[other.clone(), key.clone()]).unwrap();
+
+        // Signed by a key the recipe does not name.
+        let err = format!(
+            "{:#}",
+            signed_kernels(signature_fixture(""), &[other]).unwrap_err()
+        );
+        assert!(err.contains("repomd.xml"), "{err}");
+        assert!(err.contains("no good signature"), "{err}");
+
+        // repomd.xml changed after signing.
+        let dir = altered_copy("tampered", |repo| {
+            let path = repo.join("repomd.xml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, text.replace("primary.xml.zst", "primary.xml.gz")).unwrap();
+        });
+        let err = format!(
+            "{:#}",
+            signed_kernels(dir.clone(), std::slice::from_ref(&key)).unwrap_err()
+        );
+        assert!(err.contains("BAD signature"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // No repomd.xml.asc: fails closed, saying the recipe expects one.
+        let dir = altered_copy("unsigned", |repo| {
+            std::fs::remove_file(repo.join("repomd.xml.asc")).unwrap()
+        });
+        let err = format!(
+            "{:#}",
+            signed_kernels(dir.clone(), std::slice::from_ref(&key)).unwrap_err()
+        );
+        assert!(
+            err.contains("the recipe's repo.keys say it is signed"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // A signature by the other key in place of the good one.
+        let dir = altered_copy("other-signer", |repo| {
+            std::fs::copy(
+                signature_fixture("repomd.xml.other.asc"),
+                repo.join("repomd.xml.asc"),
+            )
+            .unwrap();
+        });
+        let err = format!(
+            "{:#}",
+            signed_kernels(dir.clone(), std::slice::from_ref(&key)).unwrap_err()
+        );
+        assert!(err.contains("no good signature"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dearmor_checks_the_crc_and_needs_a_block() {
+        let text = std::fs::read_to_string(signature_fixture("test-key.asc")).unwrap();
+        let packets = dearmor(&text).unwrap();
+        // A public-key packet (tag 6; gpg writes the old format) opens the key.
+        assert!(
+            packets[0] == 0x98 || packets[0] == 0xC6,
+            "{:02x?}",
+            &packets[..4]
+        );
+        // One changed character of the body: the CRC-24 line no longer matches.
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let body = lines.iter().position(|l| l.len() > 40).unwrap();
+        let flipped = if lines[body].starts_with('m') {
+            "n"
+        } else {
+            "m"
+        };
+        lines[body].replace_range(0..1, flipped);
+        let err = dearmor(&lines.join("\n")).unwrap_err().to_string();
+        assert!(err.contains("CRC-24"), "{err}");
+        assert!(dearmor("not a key").is_err());
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
     }
 
     #[test]
