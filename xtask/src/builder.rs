@@ -903,8 +903,8 @@ mod tests {
             std::fs::create_dir_all(dir.join("bin")).unwrap();
             std::fs::create_dir_all(dir.join("kdir")).unwrap();
             std::fs::write(dir.join("kdir/.config"), config).unwrap();
-            for major in 7..=16 {
-                let cc = dir.join(format!("bin/gcc-{major}"));
+            for (name, major) in (7..=16).map(|m| (format!("gcc-{m}"), m)) {
+                let cc = dir.join("bin").join(name);
                 std::fs::write(
                     &cc,
                     format!("#!/bin/sh\ncat >/dev/null\necho\necho {major}\n"),
@@ -914,6 +914,19 @@ mod tests {
                 std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
             }
             CompilerScene { dir }
+        }
+
+        /// Adds a plain `gcc` (an RPM release's system compiler) of `major`.
+        fn with_gcc(self, major: u32) -> CompilerScene {
+            let cc = self.dir.join("bin/gcc");
+            std::fs::write(
+                &cc,
+                format!("#!/bin/sh\ncat >/dev/null\necho\necho {major}\n"),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+            self
         }
 
         /// Runs the check with compiler `cc`: (exit status, stderr).
@@ -950,6 +963,36 @@ mod tests {
     const NOBLE_614: &str =
         include_str!("../tests/fixtures/kconfig/ubuntu-24.04-6.14.0-27-generic.config");
     const GCC11_HEADER: &str = include_str!("../tests/fixtures/kconfig/gcc-11-full-header.config");
+
+    const CS9: &str =
+        include_str!("../tests/fixtures/kconfig/centos-stream-9-5.14.0-505.el9.config");
+
+    #[test]
+    fn centos_stream_9_kernel_matches_the_images_gcc_11() {
+        let d = crate::distro::find("centos-stream-9").unwrap();
+        let release = "5.14.0-505.el9.x86_64";
+        let cc = d.builder.cc_for(release);
+        assert_eq!(cc, "gcc");
+        let scene = CompilerScene::new("cs9", CS9).with_gcc(11);
+        assert_eq!(scene.check(release, cc), (0, String::new()));
+        let scene = CompilerScene::new("cs9-wrong", CS9).with_gcc(8);
+        let (status, err) = scene.check(release, cc);
+        assert_eq!(status, COMPILER_MISMATCH);
+        assert!(err.contains("was built with gcc 11 (gcc (GCC) 11.5.0 20240719 (Red Hat 11.5.0-2)), but the builder's gcc is gcc 8"), "{err}");
+    }
+
+    #[test]
+    fn centos_stream_9_docker_plan() {
+        let lines = plan(
+            "centos-stream-9",
+            BackendKind::Docker,
+            &kernel("5.14.0-547.el9.x86_64", "5.14.0-547.el9"),
+        );
+        has(&lines, "docker pull quay.io/centos/centos:stream9");
+        has(&lines, "dnf install -y gcc make elfutils-libelf-devel");
+        has(&lines, "dnf install -y kernel-devel-5.14.0-547.el9'");
+        has(&lines, "make -C /usr/src/kernels/5.14.0-547.el9.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 KBUILD_BUILD_TIMESTAMP=1970-01-01 modules");
+    }
 
     /// The compiler a recipe picks for `release`, checked against the kernel's config.
     fn recipe_check(distro: &str, release: &str, config: &str) -> (i32, String) {

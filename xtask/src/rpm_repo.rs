@@ -599,6 +599,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn centos_stream_9_lists_its_appstream_kernels() {
+        let kernels = fixture_kernels("centos-stream-9").unwrap();
+        let found: Vec<(&str, &str)> = kernels
+            .iter()
+            .map(|k| (k.release.as_str(), k.version.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("5.14.0-533.el9.x86_64", "5.14.0-533.el9"),
+                ("5.14.0-536.el9.x86_64", "5.14.0-536.el9"),
+                ("5.14.0-539.el9.x86_64", "5.14.0-539.el9"),
+                ("5.14.0-542.el9.x86_64", "5.14.0-542.el9"),
+                ("5.14.0-547.el9.x86_64", "5.14.0-547.el9"),
+            ]
+        );
+        assert!(kernels
+            .iter()
+            .all(|k| k.suite == "https://mirror.stream.centos.org/9-stream/AppStream/x86_64/os"));
+    }
+
     fn signature_fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/rpm/repomd-signature")
