@@ -409,6 +409,28 @@ pub fn find_for(name: &str, arch: Option<Arch>) -> Result<Distro> {
 mod tests {
     use super::*;
 
+    /// The README's "Distro releases" table has one row per file in distros/.
+    #[test]
+    fn the_readme_lists_every_recipe() {
+        let readme =
+            std::fs::read_to_string(crate::cache::project_root().join("README.md")).unwrap();
+        let section = readme
+            .split("## Distro releases")
+            .nth(1)
+            .expect("README has a Distro releases section");
+        let section = section.split("\n## ").next().unwrap();
+        let listed: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let names: Vec<String> = all().unwrap().into_iter().map(|d| d.name).collect();
+        assert_eq!(
+            listed, names,
+            "README.md's Distro releases table vs distros/"
+        );
+    }
+
     #[test]
     fn every_distro_file_loads() {
         let all = all().unwrap();
