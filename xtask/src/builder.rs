@@ -994,6 +994,33 @@ mod tests {
         has(&lines, "make -C /usr/src/kernels/5.14.0-547.el9.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 KBUILD_BUILD_TIMESTAMP=1970-01-01 modules");
     }
 
+    /// Every kernel an rpm recipe finds in its real-metadata fixture renders
+    /// a complete plan: its headers package and build directory named, no
+    /// template field left.
+    #[test]
+    fn fixture_kernels_render_complete_plans() {
+        for distro in ["centos-stream-9", "opensuse-leap-15.6"] {
+            let kernels = crate::rpm_repo::tests::fixture_kernels(distro).unwrap();
+            assert!(!kernels.is_empty(), "{distro}");
+            for k in &kernels {
+                let lines = plan(distro, BackendKind::Docker, k);
+                for line in &lines {
+                    for field in ["{release}", "{version}", "{cc}"] {
+                        assert!(!line.contains(field), "{distro} {}: {line}", k.release);
+                    }
+                }
+                has(&lines, &format!("-devel-{}", k.version));
+                has(&lines, "make -C /");
+                has(&lines, &k.release);
+                let build = lines.last().unwrap();
+                assert!(
+                    build.contains(&format!("kernel {} was built with", k.release)),
+                    "{build}"
+                );
+            }
+        }
+    }
+
     /// The compiler a recipe picks for `release`, checked against the kernel's config.
     fn recipe_check(distro: &str, release: &str, config: &str) -> (i32, String) {
         let d = crate::distro::find(distro).unwrap();

@@ -445,7 +445,7 @@ pub fn kernels_with(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const REPOMD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
