@@ -958,6 +958,8 @@ mod tests {
 
     const JAMMY_GA: &str =
         include_str!("../tests/fixtures/kconfig/ubuntu-22.04-5.15.0-91-generic.config");
+    const FOCAL_HWE: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-20.04-5.15.0-117-generic.config");
     const JAMMY_HWE: &str =
         include_str!("../tests/fixtures/kconfig/ubuntu-22.04-6.8.0-40-generic.config");
     const NOBLE_614: &str =
@@ -1034,6 +1036,15 @@ mod tests {
     fn jammy_ga_kernel_recorded_as_plain_gcc_passes_with_gcc_11() {
         assert_eq!(
             recipe_check("ubuntu-22.04", "5.15.0-91-generic", JAMMY_GA),
+            (0, String::new())
+        );
+    }
+
+    // Failed on the old check too (first word "gcc", recipe "gcc-9").
+    #[test]
+    fn focal_hwe_5_15_recorded_as_plain_gcc_passes_with_gcc_9() {
+        assert_eq!(
+            recipe_check("ubuntu-20.04", "5.15.0-117-generic", FOCAL_HWE),
             (0, String::new())
         );
     }
