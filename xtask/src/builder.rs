@@ -154,6 +154,34 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
+/// Exit status of a build whose kernel was made by another compiler.
+pub const COMPILER_MISMATCH: i32 = 3;
+
+/// Shell (a subshell, so it can be chained with `&&`) that compares the gcc
+/// major version the kernel recorded in `{kdir}/.config` with the one `cc`
+/// reports, and exits [`COMPILER_MISMATCH`] with a message naming both when
+/// they differ. The kernel's version is `CONFIG_GCC_VERSION` (4.18 and later:
+/// 110400 is gcc 11) or else the number after the package version in
+/// `CONFIG_CC_VERSION_TEXT` (`gcc (Ubuntu 11.4.0-1ubuntu1~22.04) 11.4.0`,
+/// `x86_64-linux-gnu-gcc-13 (Ubuntu 13.2.0-23ubuntu4) 13.2.0`); a config
+/// with neither (3.10, 4.12) is not checked. The builder's is `__GNUC__` as
+/// `cc` expands it, the way the kernel's own scripts/cc-version.sh asks.
+pub fn compiler_check(kdir: &str, release: &str, cc: &str) -> String {
+    let cfg = format!("{kdir}/.config");
+    format!(
+        "(kcc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\(.*\\)\"$/\\1/p' {cfg} 2>/dev/null); \
+         if grep -q '^CONFIG_CC_IS_CLANG=y' {cfg} 2>/dev/null; then \
+         echo \"kernel {release} was built with clang ($kcc), not gcc: the builder has {cc}\" >&2; exit {COMPILER_MISMATCH}; fi; \
+         kgcc=$(sed -n 's/^CONFIG_GCC_VERSION=\\([1-9][0-9]*\\)$/\\1/p' {cfg} 2>/dev/null); \
+         if [ -n \"$kgcc\" ]; then kmaj=$((kgcc / 10000)); \
+         else kmaj=$(printf '%s\\n' \"$kcc\" | sed -n 's/^[^(]*([^)]*) \\([0-9][0-9]*\\)\\..*/\\1/p'); fi; \
+         [ -n \"$kmaj\" ] || exit 0; \
+         bmaj=$(printf '__GNUC__\\n' | {cc} -E -P -x c - 2>/dev/null | sed -n 's/^ *\\([0-9][0-9]*\\) *$/\\1/p'); \
+         if [ -z \"$bmaj\" ]; then echo \"kernel {release} was built with gcc $kmaj${{kcc:+ ($kcc)}}, but {cc} does not run in the builder\" >&2; exit {COMPILER_MISMATCH}; fi; \
+         if [ \"$kmaj\" != \"$bmaj\" ]; then echo \"kernel {release} was built with gcc $kmaj${{kcc:+ ($kcc)}}, but the builder's {cc} is gcc $bmaj\" >&2; exit {COMPILER_MISMATCH}; fi)"
+    )
+}
+
 fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
@@ -286,8 +314,9 @@ impl Builder {
     }
 
     /// The kbuild command for one kernel, with the compiler check in front: a
-    /// kernel whose config names another compiler fails loudly instead of
-    /// producing a module built with the wrong one. The kernel's Module.symvers
+    /// kernel whose config records another gcc major version than the
+    /// builder's compiler fails loudly (exit 3, see [`compiler_check`])
+    /// instead of producing a module built with the wrong one. The kernel's Module.symvers
     /// is copied out for the host-side checks. A set KBUILD_BUILD_TIMESTAMP is
     /// kbuild's "reproducible build" switch: without it, 6.x kernels run the
     /// module's BTF step as `pahole -j`, whose threads order the output
@@ -296,12 +325,15 @@ impl Builder {
         let kdir = self.render(&self.distro.builder.kdir, kernel);
         let cc = self.distro.builder.cc_for(&kernel.release);
         // Cross: the same compiler version, as the cross toolchain names it.
-        let make_cc = match &self.distro.builder.cross_compile {
-            Some(prefix) => format!(
-                "ARCH={} CROSS_COMPILE={prefix} CC={prefix}{cc}",
-                self.distro.arch_kind().kbuild()
+        let (make_cc, cc_bin) = match &self.distro.builder.cross_compile {
+            Some(prefix) => (
+                format!(
+                    "ARCH={} CROSS_COMPILE={prefix} CC={prefix}{cc}",
+                    self.distro.arch_kind().kbuild()
+                ),
+                format!("{prefix}{cc}"),
             ),
-            None => format!("CC={cc}"),
+            None => (format!("CC={cc}"), cc.to_string()),
         };
         let vars: String = self
             .make_vars
@@ -309,12 +341,11 @@ impl Builder {
             .map(|v| format!("{} ", shell_quote(v)))
             .collect();
         format!(
-            "cc_text=$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\([^ ]*\\).*/\\1/p' {kdir}/.config); \
-             case \"$cc_text\" in ''|*{cc}) ;; *) echo \"kernel {} was built with $cc_text, not {cc}\" >&2; exit 3;; esac; \
+            "{} && \
              make -C {kdir} M={SRC_INSIDE} {make_cc} TOA_VERSION={toa_version} {vars}\
              KBUILD_BUILD_TIMESTAMP={REPRODUCIBLE_TIMESTAMP} modules && \
              cp {kdir}/Module.symvers {SRC_INSIDE}/{KERNEL_SYMVERS}",
-            kernel.release
+            compiler_check(&kdir, &kernel.release, &cc_bin)
         )
     }
 
@@ -856,6 +887,255 @@ mod tests {
             "{build}"
         );
         assert!(build.contains("M=/build/toa"), "{build}");
+    }
+
+    /// A kernel build directory holding `config`, and fake compilers
+    /// `gcc-7` ... `gcc-16` (each expands `__GNUC__` to its number) first in PATH.
+    struct CompilerScene {
+        dir: PathBuf,
+    }
+
+    impl CompilerScene {
+        fn new(case: &str, config: &str) -> CompilerScene {
+            let dir =
+                std::env::temp_dir().join(format!("toa-cc-check-{case}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("bin")).unwrap();
+            std::fs::create_dir_all(dir.join("kdir")).unwrap();
+            std::fs::write(dir.join("kdir/.config"), config).unwrap();
+            for (name, major) in (7..=16).map(|m| (format!("gcc-{m}"), m)) {
+                let cc = dir.join("bin").join(name);
+                std::fs::write(
+                    &cc,
+                    format!("#!/bin/sh\ncat >/dev/null\necho\necho {major}\n"),
+                )
+                .unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            CompilerScene { dir }
+        }
+
+        /// Adds a plain `gcc` (an RPM release's system compiler) of `major`.
+        fn with_gcc(self, major: u32) -> CompilerScene {
+            let cc = self.dir.join("bin/gcc");
+            std::fs::write(
+                &cc,
+                format!("#!/bin/sh\ncat >/dev/null\necho\necho {major}\n"),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+            self
+        }
+
+        /// Runs the check with compiler `cc`: (exit status, stderr).
+        fn check(&self, release: &str, cc: &str) -> (i32, String) {
+            let script = compiler_check(&path_str(&self.dir.join("kdir")), release, cc);
+            let path = format!(
+                "{}:{}",
+                self.dir.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&script)
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    }
+
+    impl Drop for CompilerScene {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const JAMMY_GA: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-22.04-5.15.0-91-generic.config");
+    const FOCAL_HWE: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-20.04-5.15.0-117-generic.config");
+    const JAMMY_HWE: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-22.04-6.8.0-40-generic.config");
+    const NOBLE_614: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-24.04-6.14.0-27-generic.config");
+    const GCC11_HEADER: &str = include_str!("../tests/fixtures/kconfig/gcc-11-full-header.config");
+
+    const CS9: &str =
+        include_str!("../tests/fixtures/kconfig/centos-stream-9-5.14.0-505.el9.config");
+
+    #[test]
+    fn centos_stream_9_kernel_matches_the_images_gcc_11() {
+        let d = crate::distro::find("centos-stream-9").unwrap();
+        let release = "5.14.0-505.el9.x86_64";
+        let cc = d.builder.cc_for(release);
+        assert_eq!(cc, "gcc");
+        let scene = CompilerScene::new("cs9", CS9).with_gcc(11);
+        assert_eq!(scene.check(release, cc), (0, String::new()));
+        let scene = CompilerScene::new("cs9-wrong", CS9).with_gcc(8);
+        let (status, err) = scene.check(release, cc);
+        assert_eq!(status, COMPILER_MISMATCH);
+        assert!(err.contains("was built with gcc 11 (gcc (GCC) 11.5.0 20240719 (Red Hat 11.5.0-2)), but the builder's gcc is gcc 8"), "{err}");
+    }
+
+    #[test]
+    fn centos_stream_9_docker_plan() {
+        let lines = plan(
+            "centos-stream-9",
+            BackendKind::Docker,
+            &kernel("5.14.0-547.el9.x86_64", "5.14.0-547.el9"),
+        );
+        has(&lines, "docker pull quay.io/centos/centos:stream9");
+        has(&lines, "dnf install -y gcc make elfutils-libelf-devel");
+        has(&lines, "dnf install -y kernel-devel-5.14.0-547.el9'");
+        has(&lines, "make -C /usr/src/kernels/5.14.0-547.el9.x86_64 M=/build/toa CC=gcc TOA_VERSION=0.1.0 KBUILD_BUILD_TIMESTAMP=1970-01-01 modules");
+    }
+
+    /// Every kernel an rpm recipe finds in its real-metadata fixture renders
+    /// a complete plan: its headers package and build directory named, no
+    /// template field left.
+    #[test]
+    fn fixture_kernels_render_complete_plans() {
+        for distro in ["centos-stream-9", "opensuse-leap-15.6"] {
+            let kernels = crate::rpm_repo::tests::fixture_kernels(distro).unwrap();
+            assert!(!kernels.is_empty(), "{distro}");
+            for k in &kernels {
+                let lines = plan(distro, BackendKind::Docker, k);
+                for line in &lines {
+                    for field in ["{release}", "{version}", "{cc}"] {
+                        assert!(!line.contains(field), "{distro} {}: {line}", k.release);
+                    }
+                }
+                has(&lines, &format!("-devel-{}", k.version));
+                has(&lines, "make -C /");
+                has(&lines, &k.release);
+                let build = lines.last().unwrap();
+                assert!(
+                    build.contains(&format!("kernel {} was built with", k.release)),
+                    "{build}"
+                );
+            }
+        }
+    }
+
+    /// The compiler a recipe picks for `release`, checked against the kernel's config.
+    fn recipe_check(distro: &str, release: &str, config: &str) -> (i32, String) {
+        let d = crate::distro::find(distro).unwrap();
+        let scene = CompilerScene::new(&format!("{distro}-{release}"), config);
+        scene.check(release, d.builder.cc_for(release))
+    }
+
+    // Failed on the old check: it compared the config's first word ("gcc") with
+    // the recipe's "gcc-11" and exited 3 for every jammy GA kernel.
+    #[test]
+    fn jammy_ga_kernel_recorded_as_plain_gcc_passes_with_gcc_11() {
+        assert_eq!(
+            recipe_check("ubuntu-22.04", "5.15.0-91-generic", JAMMY_GA),
+            (0, String::new())
+        );
+    }
+
+    // Failed on the old check too (first word "gcc", recipe "gcc-9").
+    #[test]
+    fn focal_hwe_5_15_recorded_as_plain_gcc_passes_with_gcc_9() {
+        assert_eq!(
+            recipe_check("ubuntu-20.04", "5.15.0-117-generic", FOCAL_HWE),
+            (0, String::new())
+        );
+    }
+
+    #[test]
+    fn jammy_hwe_kernel_passes_with_gcc_12() {
+        assert_eq!(
+            recipe_check("ubuntu-22.04", "6.8.0-40-generic", JAMMY_HWE),
+            (0, String::new())
+        );
+    }
+
+    // Failed on the old recipe, which mapped 6.14 to gcc-14.
+    #[test]
+    fn noble_6_14_kernel_is_built_with_gcc_13() {
+        assert_eq!(
+            recipe_check("ubuntu-24.04", "6.14.0-27-generic", NOBLE_614),
+            (0, String::new())
+        );
+    }
+
+    #[test]
+    fn a_mismatch_names_both_compilers_and_exits_3() {
+        let scene = CompilerScene::new("mismatch", NOBLE_614);
+        let (status, err) = scene.check("6.14.0-27-generic", "gcc-14");
+        assert_eq!(status, COMPILER_MISMATCH, "{err}");
+        assert!(
+            err.contains("kernel 6.14.0-27-generic was built with gcc 13 (x86_64-linux-gnu-gcc-13 (Ubuntu 13.3.0-6ubuntu2~24.04) 13.3.0)"),
+            "{err}"
+        );
+        assert!(err.contains("the builder's gcc-14 is gcc 14"), "{err}");
+    }
+
+    #[test]
+    fn config_gcc_version_decides_when_present() {
+        let scene = CompilerScene::new("gcc-version", GCC11_HEADER);
+        assert_eq!(scene.check("6.10.0-rc4", "gcc-11"), (0, String::new()));
+        let (status, err) = scene.check("6.10.0-rc4", "gcc-12");
+        assert_eq!(status, COMPILER_MISMATCH, "{err}");
+        assert!(err.contains("built with gcc 11 (gcc (Ubuntu"), "{err}");
+        // CONFIG_GCC_VERSION wins over the text.
+        let scene = CompilerScene::new(
+            "gcc-version-only",
+            &GCC11_HEADER.replace("CONFIG_CC_VERSION_TEXT=", "# was "),
+        );
+        let (status, err) = scene.check("6.10.0-rc4", "gcc-13");
+        assert_eq!(status, COMPILER_MISMATCH);
+        assert!(
+            err.contains("built with gcc 11, but the builder's gcc-13 is gcc 13"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_config_that_records_no_compiler_is_not_checked() {
+        // 3.10 (CentOS 7) and 4.12 (SLES 12) configs have neither line.
+        let scene = CompilerScene::new("none", "CONFIG_64BIT=y\n");
+        assert_eq!(
+            scene.check("3.10.0-1160.el7.x86_64", "gcc-7"),
+            (0, String::new())
+        );
+        let scene = CompilerScene::new("no-file", "");
+        std::fs::remove_file(scene.dir.join("kdir/.config")).unwrap();
+        assert_eq!(
+            scene.check("3.10.0-1160.el7.x86_64", "gcc-7"),
+            (0, String::new())
+        );
+    }
+
+    #[test]
+    fn a_compiler_missing_from_the_builder_is_named() {
+        let scene = CompilerScene::new("missing", JAMMY_HWE);
+        let (status, err) = scene.check("6.8.0-40-generic", "gcc-99");
+        assert_eq!(status, COMPILER_MISMATCH);
+        assert!(err.contains("gcc 12"), "{err}");
+        assert!(err.contains("gcc-99 does not run in the builder"), "{err}");
+    }
+
+    #[test]
+    fn the_make_line_runs_the_check_first() {
+        let builder = Builder::new(
+            BackendKind::Docker,
+            &crate::distro::find("ubuntu-22.04").unwrap(),
+        );
+        let line = builder.make_line(&kernel("5.15.0-91-generic", "5.15.0-91.101"), "0.1.0");
+        let check = compiler_check(
+            "/usr/src/linux-headers-5.15.0-91-generic",
+            "5.15.0-91-generic",
+            "gcc-11",
+        );
+        assert!(line.starts_with(&format!("{check} && make -C ")), "{line}");
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn decompressor<'a, R: Read + 'a>(name: &str, reader: R) -> Result<Box<dyn Read 
         )
     } else if name.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else if name.ends_with(".tar") || name.ends_with(".ko") {
+    } else if name.ends_with(".tar") || name.ends_with(".ko") || name.ends_with(".xml") {
         Box::new(reader)
     } else {
         bail!("unsupported compression for {name}")

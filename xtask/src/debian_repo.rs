@@ -597,24 +597,135 @@ pub fn clearsigned_payload(text: &str) -> Result<String> {
     Ok(out)
 }
 
-/// Verify a clearsigned file with gpgv and return the signed text.
-pub fn gpgv_verify(file: &Path, keyring: &Path) -> Result<String> {
-    let out = duct::cmd!("gpgv", "--keyring", keyring, "--output", "-", file)
+/// What gpgv's `--status-fd` lines say about the signatures of one file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Signatures {
+    /// Fingerprints of good signatures by keys of the keyring (`VALIDSIG`).
+    pub good: Vec<String>,
+    /// Key ids of signatures that do not match the signed text (`BADSIG`).
+    pub bad: Vec<String>,
+    /// Key ids of signatures by keys the keyring lacks (`NO_PUBKEY`).
+    pub unknown_key: Vec<String>,
+    /// Key ids of signatures that could not be checked for another reason
+    /// (`ERRSIG` without `NO_PUBKEY`), or whose key expired or was revoked
+    /// (`EXPKEYSIG`, `REVKEYSIG`, `EXPSIG`).
+    pub unusable: Vec<String>,
+}
+
+impl Signatures {
+    /// Reads gpgv's status lines (`[GNUPG:] KEYWORD args`); other lines are skipped.
+    pub fn parse(status: &str) -> Signatures {
+        let mut out = Signatures::default();
+        let mut errsig = Vec::new();
+        for line in status.lines() {
+            let Some(rest) = line.strip_prefix("[GNUPG:] ") else {
+                continue;
+            };
+            let mut words = rest.split_whitespace();
+            let keyword = words.next().unwrap_or_default();
+            let arg = words.next().unwrap_or_default().to_string();
+            match keyword {
+                "VALIDSIG" => out.good.push(arg),
+                "BADSIG" => out.bad.push(arg),
+                "NO_PUBKEY" => out.unknown_key.push(arg),
+                "ERRSIG" => errsig.push(arg),
+                "EXPKEYSIG" | "REVKEYSIG" | "EXPSIG" => out.unusable.push(arg),
+                _ => {}
+            }
+        }
+        errsig.retain(|id| !out.unknown_key.contains(id));
+        out.unusable.extend(errsig);
+        out
+    }
+
+    /// apt's rule: trusted when at least one signature is good and none is
+    /// bad; signatures by keys the keyring lacks (a second signer, a newer
+    /// release key) are left aside.
+    pub fn verdict(&self) -> Result<()> {
+        if !self.bad.is_empty() {
+            bail!("BAD signature from key {}", self.bad.join(", "));
+        }
+        if self.good.is_empty() {
+            let mut why = Vec::new();
+            if !self.unknown_key.is_empty() {
+                why.push(format!(
+                    "signed only by keys the keyring lacks ({})",
+                    self.unknown_key.join(", ")
+                ));
+            }
+            if !self.unusable.is_empty() {
+                why.push(format!(
+                    "signatures that cannot be used ({})",
+                    self.unusable.join(", ")
+                ));
+            }
+            if why.is_empty() {
+                why.push("no signature".to_string());
+            }
+            bail!("no good signature: {}", why.join("; "));
+        }
+        Ok(())
+    }
+}
+
+/// Runs gpgv with `--status-fd 2` against `keyring` and applies
+/// [`Signatures::verdict`]; `what` names the file in the error.
+fn run_gpgv(keyring: &Path, args: &[&Path], what: &Path) -> Result<std::process::Output> {
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "--status-fd".into(),
+        "2".into(),
+        "--keyring".into(),
+        keyring.into(),
+    ];
+    argv.extend(args.iter().map(|a| a.as_os_str().to_owned()));
+    let out = duct::cmd("gpgv", argv)
         .stdout_capture()
         .stderr_capture()
         .unchecked()
         .run()
         .context("running gpgv")?;
-    if !out.status.success() {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Err(err) = Signatures::parse(&stderr).verdict() {
+        let messages: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.starts_with("[GNUPG:] "))
+            .collect();
         bail!(
-            "signature check of {} failed (gpgv --keyring {} exited with {}):\n{}",
-            file.display(),
+            "signature check of {} failed: {err} (gpgv --keyring {} exited with {}):\n{}",
+            what.display(),
             keyring.display(),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            messages.join("\n").trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Verify a clearsigned file with gpgv and return the signed text. Trusted
+/// when gpgv reports at least one good signature by a key of `keyring` and
+/// no bad one ([`Signatures::verdict`]): gpgv's own exit status also fails
+/// when a second signature is by a key the keyring lacks, which apt accepts.
+pub fn gpgv_verify(file: &Path, keyring: &Path) -> Result<String> {
+    let out = run_gpgv(
+        keyring,
+        &[Path::new("--output"), Path::new("-"), file],
+        file,
+    )?;
+    if out.stdout.is_empty() {
+        bail!(
+            "gpgv --keyring {} wrote no signed text for {} (exit status {})",
+            keyring.display(),
+            file.display(),
+            out.status
         );
     }
     String::from_utf8(out.stdout).context("verified InRelease is not UTF-8")
+}
+
+/// Verify `data` against its detached signature `signature` (`repomd.xml.asc`)
+/// with gpgv, by the same rule as [`gpgv_verify`].
+pub fn gpgv_verify_detached(signature: &Path, data: &Path, keyring: &Path) -> Result<()> {
+    run_gpgv(keyring, &[signature, data], data).map(|_| ())
 }
 
 /// The keyring that signs `mirror`'s InRelease files (`TOA_APT_KEYRING` overrides),
@@ -637,7 +748,8 @@ fn keyring(mirror: &str) -> (PathBuf, &'static str) {
     }
 }
 
-fn have_gpgv() -> bool {
+/// Whether gpgv runs here.
+pub fn have_gpgv() -> bool {
     duct::cmd!("gpgv", "--version")
         .stdout_null()
         .stderr_null()
@@ -1164,6 +1276,157 @@ mod tests {
             .next()
             .unwrap();
         assert!(clearsigned_payload(truncated).is_err());
+    }
+
+    // Status lines as gpgv 2.2.40 printed them for bookworm's InRelease of
+    // 2026-07-11 (three signatures) with the whole Debian keyring and with
+    // debian-archive-bookworm-stable.gpg alone; SIG_ID and KEY_CONSIDERED kept.
+    const STATUS_ALL_GOOD: &str = "\
+[GNUPG:] PLAINTEXT 74 0 
+[GNUPG:] NEWSIG
+[GNUPG:] KEY_CONSIDERED B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8 0
+[GNUPG:] SIG_ID AgpdPZ7z8h3tPdbJ5G8ASdhxELQ 2026-07-11 1783765031
+[GNUPG:] KEY_CONSIDERED B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8 0
+[GNUPG:] GOODSIG 6ED0E7B82643E131 Debian Archive Automatic Signing Key (12/bookworm) <ftpmaster@debian.org>
+[GNUPG:] VALIDSIG 4CB50190207B4758A3F73A796ED0E7B82643E131 2026-07-11 1783765031 0 4 0 1 8 01 B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8
+[GNUPG:] NEWSIG
+[GNUPG:] KEY_CONSIDERED 04B54C3CDCA79751B16BC6B5225629DF75B188BD 0
+[GNUPG:] SIG_ID TQxV8Cnwv/qDvqns4Br64vioxl0 2026-07-11 1783765032
+[GNUPG:] KEY_CONSIDERED 04B54C3CDCA79751B16BC6B5225629DF75B188BD 0
+[GNUPG:] GOODSIG 78DBA3BC47EF2265 Debian Archive Automatic Signing Key (13/trixie) <ftpmaster@debian.org>
+[GNUPG:] VALIDSIG B8E5F13176D2A7A75220028078DBA3BC47EF2265 2026-07-11 1783765032 0 4 0 1 8 01 04B54C3CDCA79751B16BC6B5225629DF75B188BD
+[GNUPG:] NEWSIG
+[GNUPG:] KEY_CONSIDERED 4D64FEC119C2029067D6E791F8D2585B8783D481 0
+[GNUPG:] SIG_ID Gl4sdUCMYWRx29C3McjkiwtuFHQ 2026-07-11 1783765141
+[GNUPG:] KEY_CONSIDERED 4D64FEC119C2029067D6E791F8D2585B8783D481 0
+[GNUPG:] GOODSIG F8D2585B8783D481 Debian Stable Release Key (12/bookworm) <debian-release@lists.debian.org>
+[GNUPG:] VALIDSIG 4D64FEC119C2029067D6E791F8D2585B8783D481 2026-07-11 1783765141 0 4 0 22 8 01 4D64FEC119C2029067D6E791F8D2585B8783D481
+";
+    const STATUS_ONE_KNOWN_KEY: &str = "\
+[GNUPG:] PLAINTEXT 74 0 
+[GNUPG:] NEWSIG
+[GNUPG:] ERRSIG 6ED0E7B82643E131 1 8 01 1783765031 9 4CB50190207B4758A3F73A796ED0E7B82643E131
+[GNUPG:] NO_PUBKEY 6ED0E7B82643E131
+[GNUPG:] NEWSIG
+[GNUPG:] ERRSIG 78DBA3BC47EF2265 1 8 01 1783765032 9 B8E5F13176D2A7A75220028078DBA3BC47EF2265
+[GNUPG:] NO_PUBKEY 78DBA3BC47EF2265
+[GNUPG:] NEWSIG
+[GNUPG:] KEY_CONSIDERED 4D64FEC119C2029067D6E791F8D2585B8783D481 0
+[GNUPG:] SIG_ID Gl4sdUCMYWRx29C3McjkiwtuFHQ 2026-07-11 1783765141
+[GNUPG:] KEY_CONSIDERED 4D64FEC119C2029067D6E791F8D2585B8783D481 0
+[GNUPG:] GOODSIG F8D2585B8783D481 Debian Stable Release Key (12/bookworm) <debian-release@lists.debian.org>
+[GNUPG:] VALIDSIG 4D64FEC119C2029067D6E791F8D2585B8783D481 2026-07-11 1783765141 0 4 0 22 8 01 4D64FEC119C2029067D6E791F8D2585B8783D481
+";
+    // The same file with debian-archive-trixie-stable.gpg: no key signed it.
+    const STATUS_NO_KNOWN_KEY: &str = "\
+[GNUPG:] PLAINTEXT 74 0 
+[GNUPG:] NEWSIG
+[GNUPG:] ERRSIG 6ED0E7B82643E131 1 8 01 1783765031 9 4CB50190207B4758A3F73A796ED0E7B82643E131
+[GNUPG:] NO_PUBKEY 6ED0E7B82643E131
+[GNUPG:] NEWSIG
+[GNUPG:] ERRSIG 78DBA3BC47EF2265 1 8 01 1783765032 9 B8E5F13176D2A7A75220028078DBA3BC47EF2265
+[GNUPG:] NO_PUBKEY 78DBA3BC47EF2265
+[GNUPG:] NEWSIG
+[GNUPG:] ERRSIG F8D2585B8783D481 22 8 01 1783765141 9 4D64FEC119C2029067D6E791F8D2585B8783D481
+[GNUPG:] NO_PUBKEY F8D2585B8783D481
+";
+    // tests/fixtures/debian/InRelease (cut short) with the whole keyring.
+    const STATUS_BAD: &str = "\
+[GNUPG:] PLAINTEXT 74 0 
+[GNUPG:] NEWSIG
+[GNUPG:] KEY_CONSIDERED B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8 0
+[GNUPG:] KEY_CONSIDERED B8B80B5B623EAB6AD8775C45B7C5D7D6350947F8 0
+[GNUPG:] BADSIG 6ED0E7B82643E131 Debian Archive Automatic Signing Key (12/bookworm) <ftpmaster@debian.org>
+";
+
+    #[test]
+    fn gpgv_status_lines_are_read() {
+        let all = Signatures::parse(STATUS_ALL_GOOD);
+        assert_eq!(all.good.len(), 3);
+        assert!(all.bad.is_empty() && all.unknown_key.is_empty() && all.unusable.is_empty());
+        let one = Signatures::parse(STATUS_ONE_KNOWN_KEY);
+        assert_eq!(
+            one,
+            Signatures {
+                good: vec!["4D64FEC119C2029067D6E791F8D2585B8783D481".into()],
+                bad: vec![],
+                unknown_key: vec!["6ED0E7B82643E131".into(), "78DBA3BC47EF2265".into()],
+                unusable: vec![],
+            }
+        );
+        assert_eq!(Signatures::parse(STATUS_BAD).bad, ["6ED0E7B82643E131"]);
+    }
+
+    #[test]
+    fn one_good_signature_is_enough_as_for_apt() {
+        Signatures::parse(STATUS_ALL_GOOD).verdict().unwrap();
+        Signatures::parse(STATUS_ONE_KNOWN_KEY).verdict().unwrap();
+    }
+
+    #[test]
+    fn no_good_or_a_bad_signature_fails() {
+        let err = Signatures::parse(STATUS_NO_KNOWN_KEY)
+            .verdict()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no good signature: signed only by keys the keyring lacks (6ED0E7B82643E131, 78DBA3BC47EF2265, F8D2585B8783D481)"),
+            "{err}"
+        );
+        let err = Signatures::parse(STATUS_BAD)
+            .verdict()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("BAD signature from key 6ED0E7B82643E131"),
+            "{err}"
+        );
+        // A good signature does not cover for a bad one.
+        let mixed = format!("{STATUS_ONE_KNOWN_KEY}{STATUS_BAD}");
+        assert!(Signatures::parse(&mixed).verdict().is_err());
+        // An ERRSIG that is not a missing key, alone, is no good signature.
+        let err = Signatures::parse(
+            "[GNUPG:] NEWSIG\n[GNUPG:] ERRSIG F8D2585B8783D481 22 8 01 1783765141 4 -\n",
+        )
+        .verdict()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cannot be used (F8D2585B8783D481)"), "{err}");
+        assert!(Signatures::parse("").verdict().is_err());
+    }
+
+    /// The real dual-signed bookworm-security InRelease (fixture README)
+    /// checked by gpgv with one keyring file at a time, as a runner whose
+    /// keyring knows only one of the two signers would.
+    #[test]
+    fn dual_signed_inrelease_passes_with_either_key_alone() {
+        let dir = Path::new("/usr/share/keyrings");
+        let bookworm = dir.join("debian-archive-bookworm-security-automatic.gpg");
+        let bullseye = dir.join("debian-archive-bullseye-security-automatic.gpg");
+        let trixie = dir.join("debian-archive-trixie-stable.gpg");
+        if !have_gpgv() || ![&bookworm, &bullseye, &trixie].iter().all(|k| k.is_file()) {
+            eprintln!("skipped: gpgv or the debian-archive-keyring files are missing");
+            return;
+        }
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/debian/InRelease-bookworm-security");
+        for keyring in [&bookworm, &bullseye] {
+            let text = gpgv_verify(&file, keyring)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", keyring.display()));
+            assert!(text.starts_with("Origin: Debian\n"), "{text:.80}");
+            assert!(text.contains("Codename: bookworm-security\n"));
+        }
+        let err = format!("{:#}", gpgv_verify(&file, &trixie).unwrap_err());
+        assert!(err.contains("no good signature"), "{err}");
+        // One changed byte in the signed text: every signature is bad.
+        let dir = std::env::temp_dir().join(format!("toa-gpgv-dual-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tampered = dir.join("InRelease");
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&tampered, text.replacen("Version: 12", "Version: 13", 1)).unwrap();
+        let err = format!("{:#}", gpgv_verify(&tampered, &bookworm).unwrap_err());
+        assert!(err.contains("BAD signature"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

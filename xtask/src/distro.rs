@@ -130,6 +130,19 @@ pub struct RpmRepo {
     pub headers_package: String,
     /// Credentials the repositories demand (SLES: SUSE Customer Center).
     pub credentials: Option<Credentials>,
+    /// ASCII-armored public keys (paths under `distros/`) of which one signs
+    /// every repository's `repodata/repomd.xml` as `repomd.xml.asc`: each is
+    /// checked with gpgv before its metadata is read. Empty: the metadata is
+    /// trusted on TLS alone (repositories that publish no signature).
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+impl RpmRepo {
+    /// The key files, as paths.
+    pub fn key_paths(&self) -> Vec<PathBuf> {
+        self.keys.iter().map(|k| distros_dir().join(k)).collect()
+    }
 }
 
 /// Credentials a maintainer must supply for a release's repositories.
@@ -301,6 +314,13 @@ impl Distro {
                 );
             }
         }
+        if let Repo::RpmMd(rpm) = &self.repo {
+            for (key, path) in rpm.keys.iter().zip(rpm.key_paths()) {
+                if !path.is_file() {
+                    bail!("{here}: repo.keys: {key} is not a file under distros/");
+                }
+            }
+        }
         if self.builder.bootstrap.is_some() && !matches!(self.repo, Repo::Apt(_)) {
             bail!("{here}: bootstrap = \"debootstrap\" needs an apt repo");
         }
@@ -388,6 +408,28 @@ pub fn find_for(name: &str, arch: Option<Arch>) -> Result<Distro> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's "Distro releases" table has one row per file in distros/.
+    #[test]
+    fn the_readme_lists_every_recipe() {
+        let readme =
+            std::fs::read_to_string(crate::cache::project_root().join("README.md")).unwrap();
+        let section = readme
+            .split("## Distro releases")
+            .nth(1)
+            .expect("README has a Distro releases section");
+        let section = section.split("\n## ").next().unwrap();
+        let listed: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let names: Vec<String> = all().unwrap().into_iter().map(|d| d.name).collect();
+        assert_eq!(
+            listed, names,
+            "README.md's Distro releases table vs distros/"
+        );
+    }
 
     #[test]
     fn every_distro_file_loads() {

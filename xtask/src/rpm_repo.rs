@@ -5,7 +5,7 @@ use crate::distro::{Family, RpmRepo};
 use crate::kernels::Kernel;
 use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One `<package>` of primary.xml, the fields kernel discovery needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,8 +186,188 @@ fn with_userinfo(base: &str, user: &str, password: &str) -> Result<String> {
     Ok(url.to_string().trim_end_matches('/').to_string())
 }
 
+/// Where a repository's files come from: the network through the download
+/// cache, or (in tests) fixture files.
+pub trait Fetch {
+    /// A file that changes in place (`repomd.xml`): asked for every time.
+    fn fresh(&self, url: &str, cache: &Path) -> Result<PathBuf>;
+    /// A file `repomd.xml` names with its sha256 (and size): checked.
+    fn checked(&self, url: &str, sha256: &str, size: Option<u64>, cache: &Path) -> Result<PathBuf>;
+}
+
+/// [`Fetch`] over HTTP(S), cached under `target/cache/`.
+pub struct Net;
+
+impl Fetch for Net {
+    fn fresh(&self, url: &str, cache: &Path) -> Result<PathBuf> {
+        crate::download::fetch_fresh(url, cache)
+    }
+
+    fn checked(&self, url: &str, sha256: &str, size: Option<u64>, cache: &Path) -> Result<PathBuf> {
+        match size {
+            Some(size) => crate::download::fetch(
+                url,
+                Some(crate::download::Expected {
+                    sha256: sha256.to_string(),
+                    size,
+                }),
+                cache,
+            ),
+            None => {
+                let path = crate::download::fetch_fresh(url, cache)?;
+                let got = crate::download::sha256_file(&path)?;
+                if got != sha256 {
+                    let _ = std::fs::remove_file(&path);
+                    bail!(
+                        "{}: sha256 {got} does not match repomd.xml's {sha256}",
+                        crate::download::redact(url)
+                    );
+                }
+                Ok(path)
+            }
+        }
+    }
+}
+
+/// The binary keyring gpgv reads, made from the recipe's armored keys (None:
+/// the recipe names no key, or gpgv is missing and every repository is
+/// reached over HTTPS, which the note says).
+fn signing_keyring(distro_name: &str, repo: &RpmRepo) -> Result<Option<PathBuf>> {
+    if repo.keys.is_empty() {
+        return Ok(None);
+    }
+    if !crate::debian_repo::have_gpgv() {
+        if let Some(http) = repo.baseurls.iter().find(|b| !b.starts_with("https://")) {
+            bail!(
+                "{distro_name}: gpgv is missing, so the signature of {http}repodata/repomd.xml \
+                 cannot be checked and the URL is not HTTPS; install it with: apt-get install gpgv"
+            );
+        }
+        eprintln!(
+            "note: gpgv is missing, so {distro_name}'s repomd.xml signatures are not checked \
+             (trust rests on the mirrors' TLS certificates); install it with: apt-get install gpgv"
+        );
+        return Ok(None);
+    }
+    let mut keyring = Vec::new();
+    for (key, path) in repo.keys.iter().zip(repo.key_paths()) {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{distro_name}: reading repo.keys {key}"))?;
+        keyring.extend(dearmor(&text).with_context(|| format!("{distro_name}: {key}"))?);
+    }
+    let path = crate::cache::cache_dir()
+        .join("rpm")
+        .join(distro_name)
+        .join("keyring.gpg");
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let partial = path.with_extension(format!("gpg.{}", std::process::id()));
+    std::fs::write(&partial, &keyring)
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// The packets of every ASCII-armored block in `text` (an RPM-GPG-KEY file),
+/// each block's CRC-24 checked: what `gpg --dearmor` writes.
+pub fn dearmor(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().map(str::trim_end);
+    let mut blocks = 0;
+    while let Some(line) = lines.next() {
+        if !(line.starts_with("-----BEGIN PGP ") && line.ends_with("-----")) {
+            continue;
+        }
+        // Armor headers (Version:, Comment:) end at the first empty line.
+        for header in lines.by_ref() {
+            if header.is_empty() {
+                break;
+            }
+        }
+        let mut body = String::new();
+        let mut crc = None;
+        let mut ended = false;
+        for line in lines.by_ref() {
+            if line.starts_with("-----END PGP ") {
+                ended = true;
+                break;
+            }
+            match line.strip_prefix('=') {
+                Some(sum) if line.len() == 5 => crc = Some(base64_decode(sum)?),
+                _ => body.push_str(line.trim()),
+            }
+        }
+        if !ended {
+            bail!("armored block {} has no END line", blocks + 1);
+        }
+        let packets = base64_decode(&body)?;
+        if let Some(crc) = crc {
+            let want = crc24(&packets).to_be_bytes();
+            if crc != want[1..] {
+                bail!("armored block {} fails its CRC-24 check", blocks + 1);
+            }
+        }
+        out.extend(packets);
+        blocks += 1;
+    }
+    if blocks == 0 {
+        bail!("no ASCII-armored PGP block");
+    }
+    Ok(out)
+}
+
+/// RFC 4880 section 6.1.
+fn crc24(data: &[u8]) -> u32 {
+    let mut crc: u32 = 0xB7_04CE;
+    for &b in data {
+        crc ^= u32::from(b) << 16;
+        for _ in 0..8 {
+            crc <<= 1;
+            if crc & 0x100_0000 != 0 {
+                crc ^= 0x186_4CFB;
+            }
+        }
+    }
+    crc & 0xFF_FFFF
+}
+
+/// Standard base64 with `=` padding.
+fn base64_decode(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => bail!("invalid base64 character {:?}", char::from(c)),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
 /// Every kernel of the release across its repositories, oldest first.
 pub fn kernels(
+    distro_name: &str,
+    family: Family,
+    arch: &str,
+    repo: &RpmRepo,
+) -> Result<Vec<Kernel>> {
+    kernels_with(&Net, distro_name, family, arch, repo)
+}
+
+/// [`kernels`] with the files coming from `fetch`.
+pub fn kernels_with(
+    fetch: &dyn Fetch,
     distro_name: &str,
     family: Family,
     arch: &str,
@@ -197,6 +377,7 @@ pub fn kernels(
         Some(c) => Some(c.read(distro_name)?),
         None => None,
     };
+    let keyring = signing_keyring(distro_name, repo)?;
     let mut out: Vec<Kernel> = Vec::new();
     for base in &repo.baseurls {
         let base = base.trim_end_matches('/');
@@ -205,11 +386,27 @@ pub fn kernels(
             None => base.to_string(),
         };
         let cache = Path::new("rpm").join(distro_name).join(url_key(base));
-        let repomd_path = crate::download::fetch_fresh(
-            &format!("{authed}/repodata/repomd.xml"),
-            cache.join("repomd.xml"),
-        )
-        .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
+        let repomd_path = fetch
+            .fresh(
+                &format!("{authed}/repodata/repomd.xml"),
+                &cache.join("repomd.xml"),
+            )
+            .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
+        if let Some(keyring) = &keyring {
+            let asc_path = fetch
+                .fresh(
+                    &format!("{authed}/repodata/repomd.xml.asc"),
+                    &cache.join("repomd.xml.asc"),
+                )
+                .with_context(|| {
+                    format!(
+                        "{distro_name}: the signature of {base}/repodata/repomd.xml \
+                         (the recipe's repo.keys say it is signed)"
+                    )
+                })?;
+            crate::debian_repo::gpgv_verify_detached(&asc_path, &repomd_path, keyring)
+                .with_context(|| format!("{distro_name}: {base}/repodata/repomd.xml"))?;
+        }
         let repomd = std::fs::read_to_string(&repomd_path)?;
         let primary =
             parse_repomd(&repomd).with_context(|| format!("{base}/repodata/repomd.xml"))?;
@@ -220,25 +417,15 @@ pub fn kernels(
             .next()
             .unwrap_or("primary.xml.gz")
             .to_string();
-        let path = match (&primary.sha256, primary.size) {
-            (Some(sha256), Some(size)) => crate::download::fetch(
-                &url,
-                Some(crate::download::Expected { sha256: sha256.clone(), size }),
-                cache.join(&file_name),
-            )?,
-            (Some(sha256), None) => {
-                let path = crate::download::fetch_fresh(&url, cache.join(&file_name))?;
-                let got = crate::download::sha256_file(&path)?;
-                if &got != sha256 {
-                    let _ = std::fs::remove_file(&path);
-                    bail!("{}: sha256 {got} does not match repomd.xml's {sha256}", crate::download::redact(&url));
-                }
-                path
-            }
-            (None, _) => bail!("{base}/repodata/repomd.xml gives no sha256 for the primary metadata; refusing unverified metadata"),
+        let Some(sha256) = &primary.sha256 else {
+            bail!("{base}/repodata/repomd.xml gives no sha256 for the primary metadata; refusing unverified metadata");
         };
+        let path = fetch.checked(&url, sha256, primary.size, &cache.join(&file_name))?;
         let bytes = std::fs::read(&path)?;
-        let xml = crate::deb::decompress(&file_name, &bytes)?;
+        let local_name = path
+            .file_name()
+            .map_or(file_name.clone(), |n| n.to_string_lossy().into_owned());
+        let xml = crate::deb::decompress(&local_name, &bytes)?;
         let xml = String::from_utf8(xml)
             .with_context(|| format!("{} is not UTF-8", crate::download::redact(&url)))?;
         for p in parse_primary(&xml, &repo.headers_package)? {
@@ -258,7 +445,7 @@ pub fn kernels(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const REPOMD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -338,6 +525,230 @@ mod tests {
         let k = kernel_of(Family::Suse, &p).unwrap();
         assert_eq!(k.release, "4.12.14-122.37-default");
         assert_eq!(k.version, "4.12.14-122.37.1");
+    }
+
+    /// [`Fetch`] from `tests/fixtures/rpm/<distro>/<repository>/`: each
+    /// repository's `repomd.xml` and an uncompressed `primary.xml` excerpt
+    /// (read without a checksum check: an excerpt cannot match the real file's).
+    pub struct Fixtures {
+        pub dir: PathBuf,
+    }
+
+    impl Fixtures {
+        pub fn of(distro: &str) -> Fixtures {
+            Fixtures {
+                dir: Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/rpm")
+                    .join(distro),
+            }
+        }
+
+        fn file(&self, url: &str, name: &str) -> Result<PathBuf> {
+            let base = url.split_once("/repodata/").map_or(url, |(base, _)| base);
+            let path = self.dir.join(url_key(base)).join(name);
+            if !path.is_file() {
+                bail!("no fixture for {url} ({} is missing)", path.display());
+            }
+            Ok(path)
+        }
+    }
+
+    impl Fetch for Fixtures {
+        fn fresh(&self, url: &str, _cache: &Path) -> Result<PathBuf> {
+            let name = url.rsplit('/').next().unwrap_or_default();
+            self.file(url, name)
+        }
+
+        fn checked(&self, url: &str, _: &str, _: Option<u64>, _: &Path) -> Result<PathBuf> {
+            self.file(url, "primary.xml")
+        }
+    }
+
+    /// The kernels `distro`'s recipe finds in its fixtures.
+    pub fn fixture_kernels(distro: &str) -> Result<Vec<Kernel>> {
+        let d = crate::distro::find(distro)?;
+        let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+            bail!("{distro} is not an rpm-md release");
+        };
+        kernels_with(&Fixtures::of(distro), &d.name, d.family, &d.arch, repo)
+    }
+
+    // Failed on the old recipe, which read update/leap/15.6/oss/: no fixture
+    // (no kernel) there, and the update kernel was never found.
+    #[test]
+    fn leap_15_6_finds_the_update_kernels_in_the_sle_repository() {
+        let kernels = fixture_kernels("opensuse-leap-15.6").unwrap();
+        let found: Vec<(&str, &str, &str)> = kernels
+            .iter()
+            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "6.4.0-150600.16-default",
+                    "6.4.0-150600.16.3",
+                    "https://download.opensuse.org/distribution/leap/15.6/repo/oss"
+                ),
+                (
+                    "6.4.0-150600.23.47-default",
+                    "6.4.0-150600.23.47.2",
+                    "https://download.opensuse.org/update/leap/15.6/sle"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn centos_stream_9_lists_its_appstream_kernels() {
+        let kernels = fixture_kernels("centos-stream-9").unwrap();
+        let found: Vec<(&str, &str)> = kernels
+            .iter()
+            .map(|k| (k.release.as_str(), k.version.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("5.14.0-533.el9.x86_64", "5.14.0-533.el9"),
+                ("5.14.0-536.el9.x86_64", "5.14.0-536.el9"),
+                ("5.14.0-539.el9.x86_64", "5.14.0-539.el9"),
+                ("5.14.0-542.el9.x86_64", "5.14.0-542.el9"),
+                ("5.14.0-547.el9.x86_64", "5.14.0-547.el9"),
+            ]
+        );
+        assert!(kernels
+            .iter()
+            .all(|k| k.suite == "https://mirror.stream.centos.org/9-stream/AppStream/x86_64/os"));
+    }
+
+    fn signature_fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rpm/repomd-signature")
+            .join(name)
+    }
+
+    /// A signed repository served from `dir`, with `keys` as the recipe's.
+    fn signed_kernels(dir: PathBuf, keys: &[PathBuf]) -> Result<Vec<Kernel>> {
+        let repo = RpmRepo {
+            baseurls: vec!["https://repo.example.invalid/signed/".into()],
+            headers_package: "kernel-default-devel".into(),
+            credentials: None,
+            keys: keys.iter().map(|k| k.display().to_string()).collect(),
+        };
+        kernels_with(
+            &Fixtures { dir },
+            "repomd-signature-test",
+            Family::Suse,
+            "x86_64",
+            &repo,
+        )
+    }
+
+    /// A copy of the signed repository in a temporary directory, with
+    /// `change` applied to it.
+    fn altered_copy(case: &str, change: impl Fn(&Path)) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("toa-repomd-{case}-{}", std::process::id()));
+        let repo = dir.join("repo.example.invalid_signed");
+        std::fs::create_dir_all(&repo).unwrap();
+        for f in ["repomd.xml", "repomd.xml.asc", "primary.xml"] {
+            std::fs::copy(
+                signature_fixture(&format!("repo.example.invalid_signed/{f}")),
+                repo.join(f),
+            )
+            .unwrap();
+        }
+        change(&repo);
+        dir
+    }
+
+    #[test]
+    fn signed_repomd_is_checked_with_the_recipes_key() {
+        if !crate::debian_repo::have_gpgv() {
+            eprintln!("skipped: gpgv missing");
+            return;
+        }
+        let key = signature_fixture("test-key.asc");
+        let kernels = signed_kernels(signature_fixture(""), std::slice::from_ref(&key)).unwrap();
+        assert_eq!(kernels.len(), 1);
+        assert_eq!(kernels[0].release, "6.4.0-150600.23.47-default");
+        // A keyring of several keys: one good signature is enough.
+        let other = signature_fixture("other-key.asc");
+        signed_kernels(signature_fixture(""), &[other.clone(), key.clone()]).unwrap();
+
+        // Signed by a key the recipe does not name.
+        let err = format!(
+            "{:#}",
+            signed_kernels(signature_fixture(""), &[other]).unwrap_err()
+        );
+        assert!(err.contains("repomd.xml"), "{err}");
+        assert!(err.contains("no good signature"), "{err}");
+
+        // repomd.xml changed after signing.
+        let dir = altered_copy("tampered", |repo| {
+            let path = repo.join("repomd.xml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, text.replace("primary.xml.zst", "primary.xml.gz")).unwrap();
+        });
+        let err = format!(
+            "{:#}",
+            signed_kernels(dir.clone(), std::slice::from_ref(&key)).unwrap_err()
+        );
+        assert!(err.contains("BAD signature"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // No repomd.xml.asc: fails closed, saying the recipe expects one.
+        let dir = altered_copy("unsigned", |repo| {
+            std::fs::remove_file(repo.join("repomd.xml.asc")).unwrap()
+        });
+        let err = format!(
+            "{:#}",
+            signed_kernels(dir.clone(), std::slice::from_ref(&key)).unwrap_err()
+        );
+        assert!(
+            err.contains("the recipe's repo.keys say it is signed"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // A signature by the other key in place of the good one.
+        let dir = altered_copy("other-signer", |repo| {
+            std::fs::copy(
+                signature_fixture("repomd.xml.other.asc"),
+                repo.join("repomd.xml.asc"),
+            )
+            .unwrap();
+        });
+        let err = format!(
+            "{:#}",
+            signed_kernels(dir.clone(), std::slice::from_ref(&key)).unwrap_err()
+        );
+        assert!(err.contains("no good signature"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dearmor_checks_the_crc_and_needs_a_block() {
+        let text = std::fs::read_to_string(signature_fixture("test-key.asc")).unwrap();
+        let packets = dearmor(&text).unwrap();
+        // A public-key packet (tag 6; gpg writes the old format) opens the key.
+        assert!(
+            packets[0] == 0x98 || packets[0] == 0xC6,
+            "{:02x?}",
+            &packets[..4]
+        );
+        // One changed character of the body: the CRC-24 line no longer matches.
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let body = lines.iter().position(|l| l.len() > 40).unwrap();
+        let flipped = if lines[body].starts_with('m') {
+            "n"
+        } else {
+            "m"
+        };
+        lines[body].replace_range(0..1, flipped);
+        let err = dearmor(&lines.join("\n")).unwrap_err().to_string();
+        assert!(err.contains("CRC-24"), "{err}");
+        assert!(dearmor("not a key").is_err());
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
     }
 
     #[test]
