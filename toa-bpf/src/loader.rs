@@ -348,6 +348,8 @@ pub fn unload() -> Result<bool> {
     system::require_root()?;
     let was = Path::new(PIN_DIR).exists();
     remove_pins()?;
+    // A cgroup v1 host: the cgroup2 mount toa made goes with the programs.
+    system::release_private_cgroup2()?;
     Ok(was)
 }
 

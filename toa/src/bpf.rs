@@ -45,7 +45,9 @@ enum Action {
 /// the new settings into their maps in place (no detach, no gap).
 ///
 /// Refused while toa.ko is loaded (one mode at a time). Mounts the BPF
-/// filesystem and finds (or mounts) the cgroup v2 root when needed. When the
+/// filesystem when needed and finds the cgroup v2 root; on a cgroup v1 host
+/// it mounts cgroup2 privately under /run/toa (never over /sys/fs/cgroup,
+/// whose v1 controllers stay where they are) and unload removes it. When the
 /// kernel refuses the programs, says which feature it lacks: use toa.ko
 /// there. Each setting can also come from the environment (TOA_TRUSTED_PROXIES,
 /// TOA_FORMATS, TOA_PORTS), which is how a systemd unit's EnvironmentFile
