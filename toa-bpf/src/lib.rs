@@ -14,9 +14,12 @@ mod capture;
 mod counters;
 mod link;
 mod loader;
+mod lock;
 mod maps;
 mod settings;
 mod system;
+#[cfg(test)]
+mod testing;
 
 pub use capture::{Capture, CaptureChoice};
 pub use counters::COUNTERS;

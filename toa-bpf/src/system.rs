@@ -212,6 +212,7 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::sh;
 
     /// Amazon Linux 2 (5.10, cgroup v1 only): a tmpfs at /sys/fs/cgroup holds
     /// the v1 controllers, and nothing is cgroup2.
@@ -283,39 +284,11 @@ mod tests {
         assert_eq!(unescape(r"trailing\04"), r"trailing\04");
     }
 
-    /// Runs `test` (an ignored test of this binary) as root in a private mount
-    /// namespace, where it may mount what it likes: `unshare --mount` with
-    /// private propagation, so nothing it does reaches this machine's mounts.
-    fn in_private_mount_namespace(test: &str) {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root for a mount namespace");
-            return;
-        }
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--"])
-            .arg(exe)
-            .args(["--ignored", "--exact", "--nocapture", test])
-            .env("TOA_TEST_IN_MOUNT_NS", "1")
-            .output()
-            .expect("running unshare (util-linux)");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{test} in a mount namespace:\n{text}");
-        assert!(text.contains("1 passed"), "{test} did not run:\n{text}");
-    }
-
-    fn sh(script: &str) {
-        let st = std::process::Command::new("sh")
-            .args(["-ec", script])
-            .status()
-            .unwrap();
-        assert!(st.success(), "{script}");
-    }
-
     #[test]
     fn a_v1_only_host_keeps_its_cgroup_mounts() {
-        in_private_mount_namespace("system::tests::v1_only_host_in_mount_namespace");
+        crate::testing::in_private_mount_namespace(
+            "system::tests::v1_only_host_in_mount_namespace",
+        );
     }
 
     /// A cgroup v1 host as Amazon Linux 2 lays it out, made in a private mount
@@ -325,11 +298,7 @@ mod tests {
     #[test]
     #[ignore = "run by a_v1_only_host_keeps_its_cgroup_mounts in a mount namespace"]
     fn v1_only_host_in_mount_namespace() {
-        assert_eq!(
-            std::env::var("TOA_TEST_IN_MOUNT_NS").as_deref(),
-            Ok("1"),
-            "mounts things: run only in a private mount namespace"
-        );
+        crate::testing::require_private_mount_namespace();
         // Every cgroup2 mount goes; /sys/fs/cgroup becomes a v1 layout.
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         for p in cgroup2_mounts(&info).iter().rev() {
