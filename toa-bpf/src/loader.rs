@@ -52,6 +52,10 @@ pub enum Loaded {
 pub struct Status {
     pub settings: Settings,
     pub capture: Capture,
+    /// Why the programs do not run though their pins exist (a link detached
+    /// by other means, attached elsewhere, or not a link): empty when every
+    /// link is attached where a load puts it.
+    pub problems: Vec<String>,
     /// Counter name and its sum over all CPUs, in [`COUNTERS`] order.
     pub counters: Vec<(&'static str, u64)>,
     /// How many CPUs the per-CPU counters were summed over.
@@ -121,6 +125,79 @@ fn attached(place: &Place) -> std::io::Result<Option<Capture>> {
     Ok(None)
 }
 
+/// The link each program of a load with `capture` has: (program, link type,
+/// attach type).
+fn expected_links(capture: Capture) -> Vec<(&'static str, u32, u32)> {
+    use crate::link::*;
+    let capture_link = match capture {
+        Capture::Fexit => (capture.program(), LINK_TYPE_TRACING, ATTACH_TRACE_FEXIT),
+        Capture::SockOps => (capture.program(), LINK_TYPE_CGROUP, ATTACH_CGROUP_SOCK_OPS),
+    };
+    vec![
+        capture_link,
+        (
+            GETPEERNAME[0].0,
+            LINK_TYPE_CGROUP,
+            ATTACH_CGROUP_INET4_GETPEERNAME,
+        ),
+        (
+            GETPEERNAME[1].0,
+            LINK_TYPE_CGROUP,
+            ATTACH_CGROUP_INET6_GETPEERNAME,
+        ),
+    ]
+}
+
+/// The cgroup a load at `place` attaches to, as its id (the cgroup v2
+/// directory's inode number), when it can be read without mounting anything.
+fn expected_cgroup(place: &Place) -> Option<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let path = match &place.cgroup {
+        Some(c) => c.clone(),
+        None => system::mounted_cgroup2().ok()??,
+    };
+    let ino = std::fs::metadata(&path).ok()?.ino();
+    Some((path, ino))
+}
+
+/// Why the pinned links of a load with `capture` do not make the programs
+/// run: each must be a link of the right kind, attached, and (cgroup links)
+/// attached to the cgroup a load uses. Empty when all is well.
+fn link_problems(place: &Place, capture: Capture) -> Vec<String> {
+    let cgroup = expected_cgroup(place);
+    let mut problems = Vec::new();
+    for (name, link_type, attach_type) in expected_links(capture) {
+        let path = place.link_pin(name);
+        let info = match crate::link::pinned_info(&path) {
+            Ok(info) => info,
+            Err(e) => {
+                problems.push(format!("{}: {e:#}", path.display()));
+                continue;
+            }
+        };
+        if info.link_type != link_type || info.attach_type != attach_type {
+            problems.push(format!(
+                "{name}: its pinned link (id {}) is of link type {} attach type {}, not {link_type} \
+                 {attach_type}",
+                info.id, info.link_type, info.attach_type
+            ));
+            continue;
+        }
+        match (info.cgroup_id, &cgroup) {
+            (Some(0), _) => problems.push(format!(
+                "{name} is detached: its link (id {}) is pinned but attached to no cgroup",
+                info.id
+            )),
+            (Some(id), Some((path, want))) if id != *want => problems.push(format!(
+                "{name} is attached to cgroup id {id}, not to {} (id {want})",
+                path.display()
+            )),
+            _ => {}
+        }
+    }
+    problems
+}
+
 /// Whether the eBPF mode is attached (every link pinned), read without BPF
 /// system calls. Err with `PermissionDenied` when the bpffs cannot be looked
 /// into (it is root's alone on most systems).
@@ -142,7 +219,10 @@ pub fn load(settings: &Settings, choice: CaptureChoice) -> Result<Loaded> {
 /// [`load`] at `place`, under its lock.
 pub(crate) fn load_at(place: &Place, settings: &Settings, choice: CaptureChoice) -> Result<Loaded> {
     let _lock = Lock::take(&place.lock)?;
-    if let Some(capture) = attached(place)? {
+    // Pins whose links no longer run the programs (detached by other means):
+    // start over below, as after a load that stopped half way.
+    let attached = attached(place)?.filter(|c| link_problems(place, *c).is_empty());
+    if let Some(capture) = attached {
         if !choice.allows(capture) {
             bail!(
                 "the eBPF mode is attached with the {} capture ({capture}); run `toa bpf unload` \
@@ -475,6 +555,7 @@ pub(crate) fn status_at(place: &Place) -> Result<Option<Status>> {
     Ok(Some(Status {
         settings,
         capture,
+        problems: link_problems(place, capture),
         counters,
         cpus,
     }))

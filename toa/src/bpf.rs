@@ -191,6 +191,9 @@ pub struct Active {
     pub ports: String,
     pub formats: u32,
     pub capture: toa_bpf::Capture,
+    /// Why the pinned programs do not run (links detached or attached
+    /// elsewhere); empty when they are attached.
+    pub problems: Vec<String>,
     /// The counters summed over CPUs, in the module's file order.
     pub counters: Snapshot,
 }
@@ -202,6 +205,7 @@ impl Active {
             ports: s.settings.ports_text(),
             formats: s.settings.formats,
             capture: s.capture,
+            problems: s.problems,
             counters: Snapshot {
                 cpus: s.cpus,
                 counters: s
@@ -278,6 +282,7 @@ mod tests {
         let a = Active::of(toa_bpf::Status {
             settings: toa_bpf::Settings::parse("10.0.0.0/8", 0x3, "443").unwrap(),
             capture: toa_bpf::Capture::Fexit,
+            problems: vec![],
             counters: vec![("syn_recv_sock_toa", 5), ("getname_toa_ok", 9)],
             cpus: 2,
         });
