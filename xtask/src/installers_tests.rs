@@ -1600,6 +1600,7 @@ case "$1 ${{2:-}}" in
         fi
         mkdir -p "$pins/links"
         printf '%s\n' "${{TOA_TRUSTED_PROXIES:-any}}" >"$pins/trusted_proxies"
+        printf 'ports=%s formats=%s capture=%s\n' "${{TOA_PORTS:-any}}" "${{TOA_FORMATS:-0xf}}" "${{TOA_CAPTURE:-auto}}" >"$pins/settings"
         echo "attached at the cgroup v2 root; pinned under /sys/fs/bpf/toa" ;;
     "bpf unload") rm -rf "$pins" ;;
     "selftest "*)
@@ -1731,6 +1732,188 @@ fn bpf_mode_installs_unit_and_settings_reruns_change_nothing_uninstall_removes_a
         files(&before),
         "{}",
         removed.text()
+    );
+    lab.cleanup();
+}
+
+/// The eBPF mode's settings lines of bpf.env, in order.
+fn bpf_env_settings(lab: &Lab) -> Vec<String> {
+    lab.read(BPF_ENV_FILE)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("TOA_"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bpf_mode_reruns_keep_ports_formats_and_capture_unless_told_otherwise() {
+    let lab = Lab::new("bpf-keep");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+
+    let out = lab.run(
+        "install_toa.sh",
+        &[
+            "--mode",
+            "bpf",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+            "--ports",
+            "80,8000-8099",
+            "--formats",
+            "0x3",
+            "--capture",
+            "sock-ops",
+        ],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=10.0.0.0/8",
+            "TOA_PORTS=80,8000-8099",
+            "TOA_FORMATS=0x3",
+            "TOA_CAPTURE=sock-ops",
+        ]
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/settings")).unwrap(),
+        "ports=80,8000-8099 formats=0x3 capture=sock-ops\n",
+        "the loader got every setting"
+    );
+
+    // New trusted proxies only: the rest stays as the first install set it.
+    let out = lab.run(
+        "install_toa.sh",
+        &["--mode", "bpf", "--trusted-proxies", "192.0.2.0/24"],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(out.mutating(), ["toa bpf load"], "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=192.0.2.0/24",
+            "TOA_PORTS=80,8000-8099",
+            "TOA_FORMATS=0x3",
+            "TOA_CAPTURE=sock-ops",
+        ]
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/settings")).unwrap(),
+        "ports=80,8000-8099 formats=0x3 capture=sock-ops\n"
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/trusted_proxies")).unwrap(),
+        "192.0.2.0/24\n"
+    );
+
+    // Told otherwise: --ports '' is every port again; --mode auto keeps the mode.
+    let out = lab.run("install_toa.sh", &["--ports", "", "--formats", "9"]);
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=192.0.2.0/24",
+            "TOA_FORMATS=9",
+            "TOA_CAPTURE=sock-ops",
+        ]
+    );
+
+    // A dry run shows the settings it would load and changes nothing.
+    let installed = snapshot(&lab.root);
+    let dry = lab.run("install_toa.sh", &["--dry-run", "--capture", "fexit"]);
+    assert!(dry.ok, "{}", dry.text());
+    assert!(
+        dry.stdout.contains(
+            "would run: env TOA_TRUSTED_PROXIES=192.0.2.0/24 TOA_FORMATS=9 TOA_CAPTURE=fexit"
+        ),
+        "{}",
+        dry.text()
+    );
+    assert_eq!(snapshot(&lab.root), installed);
+    lab.cleanup();
+}
+
+/// A bpf.env an operator (or an earlier install) wrote with every setting:
+/// an install that changes only the trusted proxies keeps the others.
+#[test]
+fn new_trusted_proxies_keep_the_other_settings_of_an_earlier_bpf_env() {
+    let lab = Lab::new("bpf-earlier");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let out = lab.run("install_toa.sh", &["--mode", "bpf"]);
+    assert!(out.ok, "{}", out.text());
+    lab.write(
+        BPF_ENV_FILE,
+        "# edited by hand\nTOA_TRUSTED_PROXIES=10.0.0.0/8\nTOA_PORTS=443\nTOA_FORMATS=0x1\n\
+         TOA_CAPTURE=sock-ops\n",
+    );
+    let out = lab.run(
+        "install_toa.sh",
+        &["--mode", "bpf", "--trusted-proxies", "192.0.2.0/24"],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=192.0.2.0/24",
+            "TOA_PORTS=443",
+            "TOA_FORMATS=0x1",
+            "TOA_CAPTURE=sock-ops",
+        ]
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/settings")).unwrap(),
+        "ports=443 formats=0x1 capture=sock-ops\n",
+        "the loader got them"
+    );
+    lab.cleanup();
+}
+
+#[test]
+fn bpf_settings_are_checked_and_refused_for_toa_ko_before_any_change() {
+    let lab = Lab::new("bpf-flags");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+    for (args, says) in [
+        (
+            &["--mode", "bpf", "--ports", "80;reboot"][..],
+            "--ports takes",
+        ),
+        (
+            &["--mode", "bpf", "--formats", "0xg"][..],
+            "--formats takes",
+        ),
+        (&["--mode", "bpf", "--formats", ""][..], "--formats takes"),
+        (
+            &["--mode", "bpf", "--capture", "kprobe"][..],
+            "--capture takes auto, fexit or sock-ops",
+        ),
+        (&["--mode", "bpf", "--capture"][..], "--capture needs"),
+        (
+            &["--mode", "kmod", "--ports", "80"][..],
+            "--ports: settings of the eBPF mode",
+        ),
+        // auto picks toa.ko here (a prebuilt module matches): refused before it loads.
+        (
+            &["--capture", "fexit", "--formats", "3"][..],
+            "--formats --capture: settings of the eBPF mode",
+        ),
+    ] {
+        let out = lab.run("install_toa.sh", args);
+        assert!(!out.ok, "{args:?}: {}", out.text());
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.text());
+        assert!(out.mutating().is_empty(), "{args:?}: {}", out.text());
+        assert_eq!(snapshot(&lab.root), before, "{args:?}");
+    }
+    let out = lab.run("compile_install_toa.sh", &["--ports", "80"]);
+    assert!(!out.ok, "{}", out.text());
+    assert!(
+        out.stderr.contains("--ports: settings of the eBPF mode"),
+        "{}",
+        out.text()
     );
     lab.cleanup();
 }
