@@ -394,6 +394,18 @@ function bpf_load {
     say "attached the eBPF mode ($TOA_BIN bpf load)"
 }
 
+# bpf_runs: the pinned programs run ('toa status' finds each link attached
+# where a load puts it); pins alone do not say so: a link can be detached
+# under its pin.
+function bpf_runs {
+    if "$ROOT$TOA_BIN" status --sample 0.1 >"$TMP_DIR/bpf-status.out" 2>&1; then
+        return 0
+    fi
+    say "the eBPF mode is pinned under $BPF_PINS, but toa status reports a problem: loading it again"
+    grep 'FAIL' "$TMP_DIR/bpf-status.out" | sed 's/^ */  /' || true
+    return 1
+}
+
 # install_bpf: the eBPF mode, start to end. With --mode auto (FALLBACK=1) a
 # kernel that refuses the programs is not an error: everything this did is
 # undone and it returns 1, so that the caller tries the next way.
@@ -448,7 +460,7 @@ function install_bpf {
     fi
     write_bpf_env
     install_bpf_unit
-    if [ "$BPF_CHANGED" = 0 ] && [ -d "$ROOT$BPF_PINS" ]; then
+    if [ "$BPF_CHANGED" = 0 ] && [ -d "$ROOT$BPF_PINS" ] && bpf_runs; then
         say "the eBPF mode is attached with these settings already; nothing to reload"
     elif ! bpf_load; then
         sed 's/^/  /' "$TMP_DIR/bpf-load.out" >&2

@@ -1578,8 +1578,10 @@ const BPF_ENV_FILE: &str = "etc/toa/bpf.env";
 const BPF_PINS: &str = "sys/fs/bpf/toa";
 
 /// Publishes a stand-in for the `toa` command that imitates the eBPF mode
-/// under $TOA_ROOT: `bpf load` pins (and records the trusted proxies it got
-/// from the environment), `bpf unload` unpins; it refuses like the real one
+/// under $TOA_ROOT: `bpf load` pins and attaches (and records the settings
+/// it got from the environment), `bpf unload` unpins; removing `attached`
+/// from the pins stands for links detached by other means, which `status`
+/// and `selftest` then fail on; it refuses like the real one
 /// when toa.ko is loaded, and like a kernel without the needed feature when
 /// TOA_TEST_BPF_REFUSE is set. `selftest` fails when TOA_TEST_SELFTEST_FAIL is.
 fn publish_bpf_toa_command(lab: &Lab) {
@@ -1599,19 +1601,25 @@ case "$1 ${{2:-}}" in
             exit 1
         fi
         mkdir -p "$pins/links"
+        : >"$pins/attached"
         printf '%s\n' "${{TOA_TRUSTED_PROXIES:-any}}" >"$pins/trusted_proxies"
         printf 'ports=%s formats=%s capture=%s\n' "${{TOA_PORTS:-any}}" "${{TOA_FORMATS:-0xf}}" "${{TOA_CAPTURE:-auto}}" >"$pins/settings"
         echo "attached at the cgroup v2 root; pinned under /sys/fs/bpf/toa" ;;
     "bpf unload") rm -rf "$pins" ;;
     "selftest "*)
         echo "mode: eBPF"
-        if [ -n "${{TOA_TEST_SELFTEST_FAIL:-}}" ]; then
+        if [ -n "${{TOA_TEST_SELFTEST_FAIL:-}}" ] || {{ [ -d "$pins" ] && [ ! -f "$pins/attached" ]; }}; then
             echo "FAIL v4-toa-on-inet: expected [AF_INET 198.51.100.7:41001 len=16]"
             exit 1
         fi
         echo "PASS v4-toa-on-inet: ok"
         echo "selftest: 4 passed, 0 failed, 0 skipped" ;;
-    "status "*) echo "mode: eBPF (pinned under /sys/fs/bpf/toa)" ;;
+    "status "*)
+        echo "mode: eBPF (pinned under /sys/fs/bpf/toa)"
+        if [ -d "$pins" ] && [ ! -f "$pins/attached" ]; then
+            echo "  FAIL the eBPF mode is pinned under /sys/fs/bpf/toa but does not run: toa_getpeername4 is detached"
+            exit 1
+        fi ;;
     *) exit 2 ;;
 esac
 "#,
@@ -1832,6 +1840,33 @@ fn bpf_mode_reruns_keep_ports_formats_and_capture_unless_told_otherwise() {
         dry.text()
     );
     assert_eq!(snapshot(&lab.root), installed);
+    lab.cleanup();
+}
+
+/// Links detached by other means (the pins stay): a rerun that changes
+/// nothing must not take the pins for proof and skip the load (the
+/// self-test would then fail and roll the installation back): it loads again.
+#[test]
+fn a_rerun_loads_again_when_the_pinned_programs_do_not_run() {
+    let lab = Lab::new("bpf-detached");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let out = lab.run("install_toa.sh", &["--mode", "bpf"]);
+    assert!(out.ok, "{}", out.text());
+    std::fs::remove_file(lab.root.join(BPF_PINS).join("attached")).unwrap();
+
+    let again = lab.run("install_toa.sh", &[]);
+    assert!(again.ok, "{}", again.text());
+    assert_eq!(again.mutating(), ["toa bpf load"], "{}", again.text());
+    assert!(
+        again
+            .stdout
+            .contains("toa status reports a problem: loading it again"),
+        "{}",
+        again.text()
+    );
+    assert!(lab.root.join(BPF_PINS).join("attached").is_file());
+    assert!(lab.root.join(BPF_UNIT_LINK).is_symlink(), "still installed");
     lab.cleanup();
 }
 
