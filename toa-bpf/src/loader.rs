@@ -4,7 +4,11 @@
 //! the programs (`prog_*`) and their links (`link_*`). Pinned links keep the
 //! programs attached after this process exits; removing the link pins detaches
 //! them. The links are pinned last, so their presence means a complete load;
-//! which capture links are pinned says which capture path runs.
+//! which capture links are pinned says which capture path runs. Whether the
+//! programs still run is read from the links themselves (a link can be
+//! detached under its pin): [`Status::problems`], and a load starts over
+//! when a pinned link does not run its program. Loads and unloads take a lock
+//! ([`crate::lock`]), one at a time.
 
 use std::fs::File;
 use std::net::IpAddr;

@@ -42,7 +42,9 @@ enum Action {
 }
 
 /// Load and attach the programs, or, when they are attached already, write
-/// the new settings into their maps in place (no detach, no gap).
+/// the new settings into their maps in place (no detach, no gap). Pins whose
+/// links no longer run the programs (detached by other means) are replaced
+/// by a fresh load. One load or unload runs at a time (a lock under /run/toa).
 ///
 /// Refused while toa.ko is loaded (one mode at a time). Mounts the BPF
 /// filesystem when needed and finds the cgroup v2 root; on a cgroup v1 host
