@@ -60,6 +60,10 @@ pub struct Status {
     /// by other means, attached elsewhere, or not a link): empty when every
     /// link is attached where a load puts it.
     pub problems: Vec<String>,
+    /// Where the cgroup programs are attached: the cgroup v2 root, toa's own
+    /// mount of it under /run/toa on a cgroup v1 host (`None`: no cgroup2
+    /// mount is visible here).
+    pub cgroup: Option<PathBuf>,
     /// Counter name and its sum over all CPUs, in [`COUNTERS`] order.
     pub counters: Vec<(&'static str, u64)>,
     /// How many CPUs the per-CPU counters were summed over.
@@ -560,6 +564,7 @@ pub(crate) fn status_at(place: &Place) -> Result<Option<Status>> {
         settings,
         capture,
         problems: link_problems(place, capture),
+        cgroup: expected_cgroup(place).map(|(path, _)| path),
         counters,
         cpus,
     }))

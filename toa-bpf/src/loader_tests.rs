@@ -29,6 +29,7 @@ fn load_update_unload_in_mount_namespace() {
     assert_eq!(s.settings.trusted_text(), "192.0.2.0/24");
     assert_eq!(s.capture, Capture::SockOps);
     assert_eq!(s.problems, Vec::<String>::new());
+    assert_eq!(s.cgroup.as_deref(), Some(t.cgroup.as_path()));
     assert!(unload_at(&t.place).unwrap());
     assert!(status_at(&t.place).unwrap().is_none());
     assert!(!t.pin("toa_settings").exists());

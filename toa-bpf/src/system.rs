@@ -146,6 +146,11 @@ fn mount_private_cgroup2(target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `path` is the cgroup2 mount toa makes on a cgroup v1 host.
+pub fn is_private_cgroup2(path: &Path) -> bool {
+    path == Path::new(RUN_DIR).join(PRIVATE_CGROUP2)
+}
+
 /// Unmounts the cgroup2 mount toa made under /run/toa, if there is one:
 /// once nothing is attached the host's mounts are as they were.
 pub fn release_private_cgroup2() -> Result<()> {

@@ -196,6 +196,8 @@ pub struct Active {
     /// Why the pinned programs do not run (links detached or attached
     /// elsewhere); empty when they are attached.
     pub problems: Vec<String>,
+    /// Where the cgroup programs are attached, as `toa status` shows it.
+    pub cgroup: String,
     /// The counters summed over CPUs, in the module's file order.
     pub counters: Snapshot,
 }
@@ -208,6 +210,14 @@ impl Active {
             formats: s.settings.formats,
             capture: s.capture,
             problems: s.problems,
+            cgroup: match &s.cgroup {
+                Some(p) if toa_bpf::is_private_cgroup2(p) => format!(
+                    "{} (toa's own cgroup2 mount: this host mounts cgroup v1 only)",
+                    p.display()
+                ),
+                Some(p) => format!("{} (the cgroup v2 root)", p.display()),
+                None => "(no cgroup v2 hierarchy is mounted here)".into(),
+            },
             counters: Snapshot {
                 cpus: s.cpus,
                 counters: s
@@ -285,12 +295,14 @@ mod tests {
             settings: toa_bpf::Settings::parse("10.0.0.0/8", 0x3, "443").unwrap(),
             capture: toa_bpf::Capture::Fexit,
             problems: vec![],
+            cgroup: Some("/sys/fs/cgroup".into()),
             counters: vec![("syn_recv_sock_toa", 5), ("getname_toa_ok", 9)],
             cpus: 2,
         });
         assert_eq!(a.trusted_proxies, "10.0.0.0/8");
         assert_eq!(a.ports, "443");
         assert_eq!(a.formats, 3);
+        assert_eq!(a.cgroup, "/sys/fs/cgroup (the cgroup v2 root)");
         assert_eq!(a.counters.cpus, 2);
         assert_eq!(a.counters.get("getname_toa_ok"), Some(9));
     }

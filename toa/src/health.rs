@@ -537,6 +537,7 @@ mod tests {
             formats: 0xf,
             capture: toa_bpf::Capture::Fexit,
             problems: vec![],
+            cgroup: "/sys/fs/cgroup (the cgroup v2 root)".into(),
             counters: parse("CPU0\nsyn_recv_sock_toa: 0\n").unwrap(),
         }
     }
