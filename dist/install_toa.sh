@@ -46,6 +46,13 @@ Options:
                             pinned toa.ko, see 'toa status', stays loaded until the next reboot)
   --trusted-proxies CIDRS   accept TOA only from these proxies, e.g. 10.0.0.0/8,2001:db8::/32
                             (written to $MODPROBE_CONF, or $BPF_ENV in the eBPF mode)
+  --ports LIST              the eBPF mode: listener ports that honour TOA, e.g. 80,443,8000-8099
+                            ('' for every port, the default)
+  --formats MASK            the eBPF mode: TOA layouts honoured (0x1 254/8, 0x2 254/20,
+                            0x4 253/20, 0x8 200/8; default 0xf)
+  --capture WAY             the eBPF mode: auto (default), fexit or sock-ops (see toa bpf load --help)
+                            The eBPF mode keeps each setting an earlier install wrote to $BPF_ENV
+                            unless its option is given again.
   --compile                 no prebuilt module for this kernel: build it here with
                             compile_install_toa.sh (installs gcc, make, kernel headers)
   --base-url URL            where index.json and the tarballs are (default $TOA_DEFAULT_BASE_URL)
@@ -67,6 +74,7 @@ function compile_command {
 # run_compile: fetches compile_install_toa.sh from the base URL, checks it
 # against SHA256SUMS and runs it with the same options.
 function run_compile {
+    refuse_bpf_settings
     fetch "$BASE_URL/SHA256SUMS" "$TMP_DIR/SHA256SUMS" "the checksum list"
     sums_lookup "$TMP_DIR/SHA256SUMS" compile_install_toa.sh
     fetch "$BASE_URL/compile_install_toa.sh" "$TMP_DIR/compile_install_toa.sh" "compile_install_toa.sh"
@@ -203,6 +211,7 @@ function install_prebuilt {
     verify_sha256 "$TMP_DIR/x/$ko" "$ko_sha" "$ko"
     check_vermagic "$TMP_DIR/x/$ko"
     check_module_signing "$TMP_DIR/x/$ko"
+    refuse_bpf_settings
 
     leave_bpf_mode
     # A module DKMS built earlier (compile_install_toa.sh) would shadow this one.
@@ -260,28 +269,71 @@ function kernel_at_least {
     [ "$major" -gt "$1" ] || { [ "$major" = "$1" ] && [ "$minor" -ge "$2" ]; }
 }
 
-# write_bpf_env: --trusted-proxies goes to $BPF_ENV, which the unit reads;
-# without it an existing file is kept as it is. Sets BPF_CHANGED=1 on a change.
+# bpf_setting NAME SET VALUE: one TOA_NAME=VALUE line into NEW_VARS: the
+# option's value when given (SET=1; an empty value drops the line, so the
+# default applies), else the line an earlier install wrote, else none.
+NEW_VARS=()
+function bpf_setting {
+    local line
+    if [ "$2" = 1 ]; then
+        [ -z "$3" ] || NEW_VARS+=("TOA_$1=$3")
+        return 0
+    fi
+    for line in ${BPF_VARS[@]+"${BPF_VARS[@]}"}; do
+        case $line in
+            "TOA_$1="*) NEW_VARS+=("$line") ;;
+        esac
+    done
+}
+
+# bpf_settings: NEW_VARS, the TOA_* lines $BPF_ENV is to hold: the options
+# given now over what an earlier install wrote (kept unless told otherwise),
+# and any other TOA_* line of that file as it was.
+function bpf_settings {
+    local line
+    bpf_env_vars
+    NEW_VARS=()
+    bpf_setting TRUSTED_PROXIES "$TRUSTED_PROXIES_SET" "$TRUSTED_PROXIES"
+    bpf_setting PORTS "$PORTS_SET" "$PORTS"
+    bpf_setting FORMATS "$FORMATS_SET" "$FORMATS"
+    bpf_setting CAPTURE "$CAPTURE_SET" "$CAPTURE"
+    for line in ${BPF_VARS[@]+"${BPF_VARS[@]}"}; do
+        case $line in
+            TOA_TRUSTED_PROXIES=* | TOA_PORTS=* | TOA_FORMATS=* | TOA_CAPTURE=*) ;;
+            *) NEW_VARS+=("$line") ;;
+        esac
+    done
+}
+
+# write_bpf_env: the settings go to $BPF_ENV, which the unit reads; with no
+# setting option given an existing file is kept as it is. Sets BPF_CHANGED=1
+# on a change.
 BPF_CHANGED=0
 function write_bpf_env {
-    local text="# toa eBPF mode settings, read by $BPF_UNIT_PATH (toa bpf load)
+    local line text="# toa eBPF mode settings, read by $BPF_UNIT_PATH (toa bpf load)
 # (written by $PROG --mode bpf; undo: install_toa.sh --uninstall)"
-    if [ "$TRUSTED_PROXIES_SET" = 1 ]; then
-        text="$text
-TOA_TRUSTED_PROXIES=$TRUSTED_PROXIES"
-    elif [ -f "$ROOT$BPF_ENV" ]; then
+    bpf_settings
+    if [ "$TRUSTED_PROXIES_SET$PORTS_SET$FORMATS_SET$CAPTURE_SET" = 0000 ] && [ -f "$ROOT$BPF_ENV" ]; then
         say "keeping the eBPF mode's settings in $BPF_ENV"
         return 0
-    else
-        text="$text
-# No TOA_TRUSTED_PROXIES: TOA from any source is honoured (--trusted-proxies limits it)."
     fi
+    case " ${NEW_VARS[*]-} " in
+        *" TOA_TRUSTED_PROXIES="*) ;;
+        *) text="$text
+# No TOA_TRUSTED_PROXIES: TOA from any source is honoured (--trusted-proxies limits it)." ;;
+    esac
+    for line in ${NEW_VARS[@]+"${NEW_VARS[@]}"}; do
+        text="$text
+$line"
+    done
     put_file "$ROOT$BPF_ENV" "$text"
     if [ "$CHANGED" = 1 ]; then
         BPF_CHANGED=1
         if [ "$DRY_RUN" = 0 ]; then
-            say "wrote the eBPF mode's settings to $BPF_ENV${TRUSTED_PROXIES:+: trusted proxies $TRUSTED_PROXIES}"
+            say "wrote the eBPF mode's settings to $BPF_ENV: ${NEW_VARS[*]-(defaults)}"
         fi
+    else
+        say "$BPF_ENV has these settings already"
     fi
 }
 
@@ -326,8 +378,10 @@ function install_bpf_unit {
 # the kernel (or anything else) refused, its message in $TMP_DIR/bpf-load.out.
 function bpf_load {
     bpf_env_vars
-    if [ "$DRY_RUN" = 1 ] && [ "$TRUSTED_PROXIES_SET" = 1 ]; then
-        BPF_VARS=("TOA_TRUSTED_PROXIES=$TRUSTED_PROXIES")
+    if [ "$DRY_RUN" = 1 ]; then
+        # What the file would hold: it was not written.
+        bpf_settings
+        BPF_VARS=(${NEW_VARS[@]+"${NEW_VARS[@]}"})
     fi
     if [ "$DRY_RUN" = 1 ]; then
         say "dry run: would run: env ${BPF_VARS[*]} $TOA_BIN bpf load"
@@ -338,6 +392,18 @@ function bpf_load {
     fi
     sed 's/^/  /' "$TMP_DIR/bpf-load.out"
     say "attached the eBPF mode ($TOA_BIN bpf load)"
+}
+
+# bpf_runs: the pinned programs run ('toa status' finds each link attached
+# where a load puts it); pins alone do not say so: a link can be detached
+# under its pin.
+function bpf_runs {
+    if "$ROOT$TOA_BIN" status --sample 0.1 >"$TMP_DIR/bpf-status.out" 2>&1; then
+        return 0
+    fi
+    say "the eBPF mode is pinned under $BPF_PINS, but toa status reports a problem: loading it again"
+    grep 'FAIL' "$TMP_DIR/bpf-status.out" | sed 's/^ */  /' || true
+    return 1
 }
 
 # install_bpf: the eBPF mode, start to end. With --mode auto (FALLBACK=1) a
@@ -394,7 +460,7 @@ function install_bpf {
     fi
     write_bpf_env
     install_bpf_unit
-    if [ "$BPF_CHANGED" = 0 ] && [ -d "$ROOT$BPF_PINS" ]; then
+    if [ "$BPF_CHANGED" = 0 ] && [ -d "$ROOT$BPF_PINS" ] && bpf_runs; then
         say "the eBPF mode is attached with these settings already; nothing to reload"
     elif ! bpf_load; then
         sed 's/^/  /' "$TMP_DIR/bpf-load.out" >&2

@@ -33,6 +33,13 @@ COMPILE=0
 BASE_URL=""
 TRUSTED_PROXIES=""
 TRUSTED_PROXIES_SET=0
+# The eBPF mode's other settings (--ports, --formats, --capture): *_SET=1 when given.
+PORTS=""
+PORTS_SET=0
+FORMATS=""
+FORMATS_SET=0
+CAPTURE=""
+CAPTURE_SET=0
 NO_SELFTEST=0
 # auto, kmod or bpf (--mode); MODE_SET=1 when given.
 MODE=auto
@@ -190,6 +197,36 @@ function parse_args {
                 TRUSTED_PROXIES=${1#--trusted-proxies=}
                 TRUSTED_PROXIES_SET=1
                 ;;
+            --ports)
+                [ $# -ge 2 ] || err "--ports needs a list of listener ports, e.g. --ports 80,443,8000-8099 ('' for every port)"
+                PORTS=$2
+                PORTS_SET=1
+                shift
+                ;;
+            --ports=*)
+                PORTS=${1#--ports=}
+                PORTS_SET=1
+                ;;
+            --formats)
+                [ $# -ge 2 ] || err "--formats needs a bitmask of TOA layouts, e.g. --formats 0xf"
+                FORMATS=$2
+                FORMATS_SET=1
+                shift
+                ;;
+            --formats=*)
+                FORMATS=${1#--formats=}
+                FORMATS_SET=1
+                ;;
+            --capture)
+                [ $# -ge 2 ] || err "--capture needs one of auto, fexit, sock-ops"
+                CAPTURE=$2
+                CAPTURE_SET=1
+                shift
+                ;;
+            --capture=*)
+                CAPTURE=${1#--capture=}
+                CAPTURE_SET=1
+                ;;
             *) err "unknown option '$1'" "see $PROG --help for the options" ;;
         esac
         shift
@@ -230,6 +267,44 @@ function parse_args {
                 ;;
         esac
     fi
+    check_bpf_settings
+}
+
+# check_bpf_settings: --ports, --formats and --capture are the eBPF mode's
+# settings (toa bpf load checks them in full; here only their shape, so that
+# nothing a shell or the unit's environment file would read differently gets
+# through). toa.ko takes none of them from the installers.
+function check_bpf_settings {
+    case $PORTS in
+        *[!0-9,-]*) err "--ports takes a comma-separated list of ports and ranges such as 80,443,8000-8099, not '$PORTS'" "nothing was changed" ;;
+    esac
+    if [ "$FORMATS_SET" = 1 ]; then
+        case $FORMATS in
+            0[xX]*[!0-9A-Fa-f]* | 0[xX]) err "--formats takes a bitmask such as 0xf (decimal or 0x-hex), not '$FORMATS'" "nothing was changed" ;;
+            0[xX]*) ;;
+            "" | *[!0-9]*) err "--formats takes a bitmask such as 0xf (decimal or 0x-hex), not '$FORMATS'" "nothing was changed" ;;
+        esac
+    fi
+    if [ "$CAPTURE_SET" = 1 ]; then
+        case $CAPTURE in
+            auto | fexit | sock-ops) ;;
+            *) err "--capture takes auto, fexit or sock-ops, not '$CAPTURE'" "nothing was changed" ;;
+        esac
+    fi
+    if [ "$MODE" = kmod ] || [ "$PROG" = compile_install_toa.sh ]; then
+        refuse_bpf_settings
+    fi
+}
+
+# refuse_bpf_settings: before toa.ko is installed, nothing changed yet.
+function refuse_bpf_settings {
+    local given=""
+    [ "$PORTS_SET" = 0 ] || given="$given --ports"
+    [ "$FORMATS_SET" = 0 ] || given="$given --formats"
+    [ "$CAPTURE_SET" = 0 ] || given="$given --capture"
+    [ -n "$given" ] || return 0
+    err "${given# }: settings of the eBPF mode, and this installs toa.ko; nothing was changed" \
+        "for the eBPF mode: install_toa.sh --mode bpf${given}; toa.ko takes ports and formats as module parameters ($MODPROBE_CONF: options toa ports=... formats=...)"
 }
 
 function make_tmp {

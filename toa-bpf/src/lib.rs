@@ -14,14 +14,18 @@ mod capture;
 mod counters;
 mod link;
 mod loader;
+mod lock;
 mod maps;
 mod settings;
 mod system;
+#[cfg(test)]
+mod testing;
 
 pub use capture::{Capture, CaptureChoice};
 pub use counters::COUNTERS;
 pub use loader::{load, pinned, status, unload, Loaded, Status, PIN_DIR};
 pub use settings::{Cidr, Settings, ALL_FORMATS};
+pub use system::is_private_cgroup2;
 
 /// The compiled BPF object (built from bpf/toa.bpf.c by build.rs).
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/toa.bpf.o"));

@@ -1,15 +1,26 @@
-//! Detaching a pinned link synchronously (BPF_LINK_DETACH, Linux 5.9), which
-//! aya does not expose: its links detach when their last reference drops,
-//! and a pin's last reference drops asynchronously.
+//! Pinned links by raw system calls aya does not expose: detaching one
+//! synchronously (BPF_LINK_DETACH, Linux 5.9; aya's links detach when their
+//! last reference drops, and a pin's last reference drops asynchronously),
+//! and reading what one is attached to (BPF_OBJ_GET_INFO_BY_FD).
 
 use std::ffi::CString;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// `enum bpf_link_type`.
+pub const LINK_TYPE_TRACING: u32 = 2;
+pub const LINK_TYPE_CGROUP: u32 = 3;
+/// `enum bpf_attach_type`.
+pub const ATTACH_CGROUP_SOCK_OPS: u32 = 3;
+pub const ATTACH_TRACE_FEXIT: u32 = 25;
+pub const ATTACH_CGROUP_INET4_GETPEERNAME: u32 = 29;
+pub const ATTACH_CGROUP_INET6_GETPEERNAME: u32 = 30;
 
 /// `union bpf_attr` as BPF_OBJ_GET reads it.
 #[repr(C)]
@@ -17,6 +28,37 @@ struct ObjGet {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
+}
+
+/// `union bpf_attr` as BPF_OBJ_GET_INFO_BY_FD reads it.
+#[repr(C)]
+struct InfoByFd {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// `struct bpf_link_info`: type, id, prog_id, then a union (8-aligned) whose
+/// cgroup member is `{ u64 cgroup_id; u32 attach_type; }` and whose tracing
+/// member is `{ u32 attach_type; u32 target_obj_id; u32 target_btf_id; }`.
+#[repr(C)]
+#[derive(Default)]
+struct RawLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    union: [u32; 12],
+}
+
+/// What a pinned link is and where it is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub link_type: u32,
+    pub id: u32,
+    pub attach_type: u32,
+    /// A cgroup link's cgroup (its cgroup v2 inode number); 0 once detached.
+    pub cgroup_id: Option<u64>,
 }
 
 /// `union bpf_attr` as BPF_LINK_DETACH reads it.
@@ -41,7 +83,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
     Ok(rc)
 }
 
-pub fn detach_pinned(path: &Path) -> Result<()> {
+fn obj_get(path: &Path) -> Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())?;
     let get = ObjGet {
         pathname: c.as_ptr() as u64,
@@ -50,8 +92,48 @@ pub fn detach_pinned(path: &Path) -> Result<()> {
     };
     let fd = bpf(BPF_OBJ_GET, &get)?;
     // SAFETY: BPF_OBJ_GET returned a new file descriptor that we now own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    use std::os::fd::AsRawFd;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The link pinned at `path`; an error when it cannot be opened or is not a
+/// link.
+pub fn pinned_info(path: &Path) -> Result<LinkInfo> {
+    let fd = obj_get(path)?;
+    let kind = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    // "bpf_link" before Linux 6.x renamed it "bpf-link".
+    if !matches!(
+        kind.to_str(),
+        Some("anon_inode:bpf_link" | "anon_inode:bpf-link")
+    ) {
+        bail!("not a BPF link ({})", kind.display());
+    }
+    let mut raw = RawLinkInfo::default();
+    let get = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<RawLinkInfo>() as u32,
+        info: &mut raw as *mut RawLinkInfo as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &get)?;
+    let u = raw.union;
+    let (attach_type, cgroup_id) = match raw.link_type {
+        LINK_TYPE_CGROUP => {
+            let mut id = [0u8; 8];
+            id[..4].copy_from_slice(&u[0].to_ne_bytes());
+            id[4..].copy_from_slice(&u[1].to_ne_bytes());
+            (u[2], Some(u64::from_ne_bytes(id)))
+        }
+        _ => (u[0], None),
+    };
+    Ok(LinkInfo {
+        link_type: raw.link_type,
+        id: raw.id,
+        attach_type,
+        cgroup_id,
+    })
+}
+
+pub fn detach_pinned(path: &Path) -> Result<()> {
+    let fd = obj_get(path)?;
     let detach = LinkDetach {
         link_fd: fd.as_raw_fd() as u32,
     };

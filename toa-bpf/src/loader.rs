@@ -4,7 +4,11 @@
 //! the programs (`prog_*`) and their links (`link_*`). Pinned links keep the
 //! programs attached after this process exits; removing the link pins detaches
 //! them. The links are pinned last, so their presence means a complete load;
-//! which capture links are pinned says which capture path runs.
+//! which capture links are pinned says which capture path runs. Whether the
+//! programs still run is read from the links themselves (a link can be
+//! detached under its pin): [`Status::problems`], and a load starts over
+//! when a pinned link does not run its program. Loads and unloads take a lock
+//! ([`crate::lock`]), one at a time.
 
 use std::fs::File;
 use std::net::IpAddr;
@@ -19,6 +23,7 @@ use aya::{Btf, Ebpf};
 
 use crate::capture::{Capture, CaptureChoice, FEXIT_PROGRAM, SOCKOPS_PROGRAM};
 use crate::counters::COUNTERS;
+use crate::lock::Lock;
 use crate::maps::{self, SettingsValue};
 use crate::settings::{Cidr, Settings};
 use crate::system;
@@ -51,29 +56,58 @@ pub enum Loaded {
 pub struct Status {
     pub settings: Settings,
     pub capture: Capture,
+    /// Why the programs do not run though their pins exist (a link detached
+    /// by other means, attached elsewhere, or not a link): empty when every
+    /// link is attached where a load puts it.
+    pub problems: Vec<String>,
+    /// Where the cgroup programs are attached: the cgroup v2 root, toa's own
+    /// mount of it under /run/toa on a cgroup v1 host (`None`: no cgroup2
+    /// mount is visible here).
+    pub cgroup: Option<PathBuf>,
     /// Counter name and its sum over all CPUs, in [`COUNTERS`] order.
     pub counters: Vec<(&'static str, u64)>,
     /// How many CPUs the per-CPU counters were summed over.
     pub cpus: usize,
 }
 
-fn pin(name: &str) -> PathBuf {
-    Path::new(PIN_DIR).join(name)
+/// Where a load pins and what it attaches the cgroup programs to: the
+/// machine's ([`Place::system`]), or a test's own.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    pub pin_dir: PathBuf,
+    /// None: the cgroup v2 root (mounted privately on a cgroup v1 host).
+    pub cgroup: Option<PathBuf>,
+    /// Locked around a load and an unload.
+    pub lock: PathBuf,
 }
 
-fn link_pin(program: &str) -> PathBuf {
-    pin(&format!("link_{program}"))
-}
+impl Place {
+    pub fn system() -> Place {
+        Place {
+            pin_dir: PathBuf::from(PIN_DIR),
+            cgroup: None,
+            lock: Path::new(system::RUN_DIR).join("bpf.lock"),
+        }
+    }
 
-/// Every link pin a load can make, capture paths included.
-fn all_link_pins() -> Vec<PathBuf> {
-    let captures = Capture::ALL.into_iter().map(Capture::program);
-    GETPEERNAME
-        .iter()
-        .map(|(p, _)| *p)
-        .chain(captures)
-        .map(link_pin)
-        .collect()
+    fn pin(&self, name: &str) -> PathBuf {
+        self.pin_dir.join(name)
+    }
+
+    fn link_pin(&self, program: &str) -> PathBuf {
+        self.pin(&format!("link_{program}"))
+    }
+
+    /// Every link pin a load can make, capture paths included.
+    fn all_link_pins(&self) -> Vec<PathBuf> {
+        let captures = Capture::ALL.into_iter().map(Capture::program);
+        GETPEERNAME
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(captures)
+            .map(|p| self.link_pin(p))
+            .collect()
+    }
 }
 
 fn exists(path: &Path) -> std::io::Result<bool> {
@@ -85,25 +119,98 @@ fn exists(path: &Path) -> std::io::Result<bool> {
 }
 
 /// The capture path of a complete load, read from the link pins.
-fn attached() -> std::io::Result<Option<Capture>> {
+fn attached(place: &Place) -> std::io::Result<Option<Capture>> {
     for (name, _) in GETPEERNAME {
-        if !exists(&link_pin(name))? {
+        if !exists(&place.link_pin(name))? {
             return Ok(None);
         }
     }
     for capture in Capture::ALL {
-        if exists(&link_pin(capture.program()))? {
+        if exists(&place.link_pin(capture.program()))? {
             return Ok(Some(capture));
         }
     }
     Ok(None)
 }
 
+/// The link each program of a load with `capture` has: (program, link type,
+/// attach type).
+fn expected_links(capture: Capture) -> Vec<(&'static str, u32, u32)> {
+    use crate::link::*;
+    let capture_link = match capture {
+        Capture::Fexit => (capture.program(), LINK_TYPE_TRACING, ATTACH_TRACE_FEXIT),
+        Capture::SockOps => (capture.program(), LINK_TYPE_CGROUP, ATTACH_CGROUP_SOCK_OPS),
+    };
+    vec![
+        capture_link,
+        (
+            GETPEERNAME[0].0,
+            LINK_TYPE_CGROUP,
+            ATTACH_CGROUP_INET4_GETPEERNAME,
+        ),
+        (
+            GETPEERNAME[1].0,
+            LINK_TYPE_CGROUP,
+            ATTACH_CGROUP_INET6_GETPEERNAME,
+        ),
+    ]
+}
+
+/// The cgroup a load at `place` attaches to, as its id (the cgroup v2
+/// directory's inode number), when it can be read without mounting anything.
+fn expected_cgroup(place: &Place) -> Option<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let path = match &place.cgroup {
+        Some(c) => c.clone(),
+        None => system::mounted_cgroup2().ok()??,
+    };
+    let ino = std::fs::metadata(&path).ok()?.ino();
+    Some((path, ino))
+}
+
+/// Why the pinned links of a load with `capture` do not make the programs
+/// run: each must be a link of the right kind, attached, and (cgroup links)
+/// attached to the cgroup a load uses. Empty when all is well.
+fn link_problems(place: &Place, capture: Capture) -> Vec<String> {
+    let cgroup = expected_cgroup(place);
+    let mut problems = Vec::new();
+    for (name, link_type, attach_type) in expected_links(capture) {
+        let path = place.link_pin(name);
+        let info = match crate::link::pinned_info(&path) {
+            Ok(info) => info,
+            Err(e) => {
+                problems.push(format!("{}: {e:#}", path.display()));
+                continue;
+            }
+        };
+        if info.link_type != link_type || info.attach_type != attach_type {
+            problems.push(format!(
+                "{name}: its pinned link (id {}) is of link type {} attach type {}, not {link_type} \
+                 {attach_type}",
+                info.id, info.link_type, info.attach_type
+            ));
+            continue;
+        }
+        match (info.cgroup_id, &cgroup) {
+            (Some(0), _) => problems.push(format!(
+                "{name} is detached: its link (id {}) is pinned but attached to no cgroup",
+                info.id
+            )),
+            (Some(id), Some((path, want))) if id != *want => problems.push(format!(
+                "{name} is attached to cgroup id {id}, not to {} (id {want})",
+                path.display()
+            )),
+            _ => {}
+        }
+    }
+    problems
+}
+
 /// Whether the eBPF mode is attached (every link pinned), read without BPF
 /// system calls. Err with `PermissionDenied` when the bpffs cannot be looked
 /// into (it is root's alone on most systems).
 pub fn pinned() -> std::io::Result<bool> {
-    Ok(attached()?.is_some())
+    Ok(attached(&Place::system())?.is_some())
 }
 
 /// Loads and attaches the programs with `settings`, or, when they are already
@@ -114,7 +221,16 @@ pub fn load(settings: &Settings, choice: CaptureChoice) -> Result<Loaded> {
     system::require_root()?;
     system::require_no_module()?;
     system::ensure_bpffs()?;
-    if let Some(capture) = attached()? {
+    load_at(&Place::system(), settings, choice)
+}
+
+/// [`load`] at `place`, under its lock.
+pub(crate) fn load_at(place: &Place, settings: &Settings, choice: CaptureChoice) -> Result<Loaded> {
+    let _lock = Lock::take(&place.lock)?;
+    // Pins whose links no longer run the programs (detached by other means):
+    // start over below, as after a load that stopped half way.
+    let attached = attached(place)?.filter(|c| link_problems(place, *c).is_empty());
+    if let Some(capture) = attached {
         if !choice.allows(capture) {
             bail!(
                 "the eBPF mode is attached with the {} capture ({capture}); run `toa bpf unload` \
@@ -122,7 +238,7 @@ pub fn load(settings: &Settings, choice: CaptureChoice) -> Result<Loaded> {
                 capture.word()
             );
         }
-        let mut m = PinnedMaps::open()?;
+        let mut m = PinnedMaps::open(place)?;
         write_settings(
             &mut m.settings,
             &mut m.trusted_v4,
@@ -132,22 +248,31 @@ pub fn load(settings: &Settings, choice: CaptureChoice) -> Result<Loaded> {
         return Ok(Loaded::Updated(capture));
     }
     // A load that stopped half way leaves pins without links: start over.
-    remove_pins()?;
-    let cgroup = system::cgroup2_root()?;
-    let capture = attach_fresh(settings, choice, &cgroup).inspect_err(|_| {
-        let _ = remove_pins();
+    remove_pins(place)?;
+    let cgroup = match &place.cgroup {
+        Some(c) => c.clone(),
+        None => system::cgroup2_root()?,
+    };
+    let capture = attach_fresh(place, settings, choice, &cgroup).inspect_err(|_| {
+        let _ = remove_pins(place);
     })?;
     Ok(Loaded::Attached(capture))
 }
 
-fn attach_fresh(settings: &Settings, choice: CaptureChoice, cgroup: &Path) -> Result<Capture> {
+fn attach_fresh(
+    place: &Place,
+    settings: &Settings,
+    choice: CaptureChoice,
+    cgroup: &Path,
+) -> Result<Capture> {
     let mut ebpf = Ebpf::load(crate::OBJECT).map_err(|e| {
         anyhow!(
             "the kernel refused the eBPF mode's maps: {e}. They need BTF-described socket \
              storage (BPF_MAP_TYPE_SK_STORAGE) and LPM tries; on this kernel use toa.ko"
         )
     })?;
-    std::fs::create_dir_all(PIN_DIR).with_context(|| format!("creating {PIN_DIR}"))?;
+    std::fs::create_dir_all(&place.pin_dir)
+        .with_context(|| format!("creating {}", place.pin_dir.display()))?;
     let mut take = |name: &str| {
         ebpf.take_map(name)
             .with_context(|| format!("map {name} missing from the BPF object"))
@@ -161,21 +286,21 @@ fn attach_fresh(settings: &Settings, choice: CaptureChoice, cgroup: &Path) -> Re
         .into_iter()
         .zip(maps::ALL)
     {
-        map.pin(pin(name))
+        map.pin(place.pin(name))
             .with_context(|| format!("pinning map {name}"))?;
     }
 
     let file = File::open(cgroup).with_context(|| format!("opening {}", cgroup.display()))?;
     // The capture first: a client is stored before any answer is rewritten.
     let (capture, mut links) = match choice {
-        CaptureChoice::Only(Capture::Fexit) => (Capture::Fexit, attach_fexit(&mut ebpf)?),
+        CaptureChoice::Only(Capture::Fexit) => (Capture::Fexit, attach_fexit(place, &mut ebpf)?),
         CaptureChoice::Only(Capture::SockOps) => {
-            (Capture::SockOps, attach_sockops(&mut ebpf, &file)?)
+            (Capture::SockOps, attach_sockops(place, &mut ebpf, &file)?)
         }
-        CaptureChoice::Auto => match attach_fexit(&mut ebpf) {
+        CaptureChoice::Auto => match attach_fexit(place, &mut ebpf) {
             Ok(links) => (Capture::Fexit, links),
             // Refused here: the fallback serves every kernel >= 5.10.
-            Err(_) => (Capture::SockOps, attach_sockops(&mut ebpf, &file)?),
+            Err(_) => (Capture::SockOps, attach_sockops(place, &mut ebpf, &file)?),
         },
     };
     // The hook (getpeername4/6) comes from each program's section name.
@@ -187,10 +312,10 @@ fn attach_fresh(settings: &Settings, choice: CaptureChoice, cgroup: &Path) -> Re
             .attach(&file, CgroupAttachMode::Single)
             .map_err(|e| refused(name, needs, e))?;
         links.push((name, FdLink::try_from(prog.take_link(id)?)?));
-        prog.pin(pin(&format!("prog_{name}")))?;
+        prog.pin(place.pin(&format!("prog_{name}")))?;
     }
     for (name, link) in links {
-        link.pin(link_pin(name))
+        link.pin(place.link_pin(name))
             .with_context(|| format!("pinning the link of {name}"))?;
     }
     Ok(capture)
@@ -198,7 +323,7 @@ fn attach_fresh(settings: &Settings, choice: CaptureChoice, cgroup: &Path) -> Re
 
 type Links = Vec<(&'static str, FdLink)>;
 
-fn attach_sockops(ebpf: &mut Ebpf, cgroup: &File) -> Result<Links> {
+fn attach_sockops(place: &Place, ebpf: &mut Ebpf, cgroup: &File) -> Result<Links> {
     let (name, needs) = SOCKOPS_PROGRAM;
     let prog: &mut SockOps = program(ebpf, name)?;
     prog.load().map_err(|e| refused(name, needs, e))?;
@@ -206,13 +331,13 @@ fn attach_sockops(ebpf: &mut Ebpf, cgroup: &File) -> Result<Links> {
         .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|e| refused(name, needs, e))?;
     let link = FdLink::try_from(prog.take_link(id)?)?;
-    prog.pin(pin(&format!("prog_{name}")))?;
+    prog.pin(place.pin(&format!("prog_{name}")))?;
     Ok(vec![(name, link)])
 }
 
 /// Attached, or not at all: a program left attached beside the fallback
 /// would count a connection twice.
-fn attach_fexit(ebpf: &mut Ebpf) -> Result<Links> {
+fn attach_fexit(place: &Place, ebpf: &mut Ebpf) -> Result<Links> {
     let btf = Btf::from_sys_fs().map_err(|e| {
         anyhow!(
             "the fexit capture needs the kernel's BTF: /sys/kernel/btf/vmlinux: {e}; \
@@ -226,7 +351,7 @@ fn attach_fexit(ebpf: &mut Ebpf) -> Result<Links> {
             .map_err(|e| refused(name, needs, e))?;
         let id = prog.attach().map_err(|e| refused(name, needs, e))?;
         let link = FdLink::from(prog.take_link(id)?);
-        prog.pin(pin(&format!("prog_{name}")))?;
+        prog.pin(place.pin(&format!("prog_{name}")))?;
         Ok(link)
     })();
     match attached {
@@ -326,10 +451,11 @@ struct PinnedMaps {
 }
 
 impl PinnedMaps {
-    fn open() -> Result<PinnedMaps> {
+    fn open(place: &Place) -> Result<PinnedMaps> {
         let open = |name: &str| -> Result<Map> {
-            let data = MapData::from_pin(pin(name))
-                .with_context(|| format!("opening the pinned map {}", pin(name).display()))?;
+            let path = place.pin(name);
+            let data = MapData::from_pin(&path)
+                .with_context(|| format!("opening the pinned map {}", path.display()))?;
             Ok(Map::from_map_data(data)?)
         };
         Ok(PinnedMaps {
@@ -346,13 +472,29 @@ impl PinnedMaps {
 /// and socket storage go when their last reference does.
 pub fn unload() -> Result<bool> {
     system::require_root()?;
-    let was = Path::new(PIN_DIR).exists();
-    remove_pins()?;
+    let place = Place::system();
+    let _lock = Lock::take(&place.lock)?;
+    let was = unload_locked(&place)?;
+    // A cgroup v1 host: the cgroup2 mount toa made goes with the programs.
+    system::release_private_cgroup2()?;
     Ok(was)
 }
 
-fn remove_pins() -> Result<()> {
-    let dir = Path::new(PIN_DIR);
+/// [`unload`] at `place`, under its lock.
+#[cfg(test)]
+pub(crate) fn unload_at(place: &Place) -> Result<bool> {
+    let _lock = Lock::take(&place.lock)?;
+    unload_locked(place)
+}
+
+fn unload_locked(place: &Place) -> Result<bool> {
+    let was = place.pin_dir.exists();
+    remove_pins(place)?;
+    Ok(was)
+}
+
+fn remove_pins(place: &Place) -> Result<()> {
+    let dir = &place.pin_dir;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
@@ -360,7 +502,7 @@ fn remove_pins() -> Result<()> {
     // work queue): detach first, so that when unload returns no cgroup
     // program runs. Tracing (fexit) links have no detach; their programs may
     // run a moment longer, storing clients nothing reads any more.
-    for path in all_link_pins() {
+    for path in place.all_link_pins() {
         if path.exists() {
             crate::link::detach_pinned(&path)
                 .with_context(|| format!("detaching {}", path.display()))?;
@@ -381,10 +523,14 @@ fn remove_pins() -> Result<()> {
 /// The settings and summed counters of the loaded eBPF mode; `None` when it
 /// is not loaded.
 pub fn status() -> Result<Option<Status>> {
-    let Some(capture) = attached()? else {
+    status_at(&Place::system())
+}
+
+pub(crate) fn status_at(place: &Place) -> Result<Option<Status>> {
+    let Some(capture) = attached(place)? else {
         return Ok(None);
     };
-    let m = PinnedMaps::open()?;
+    let m = PinnedMaps::open(place)?;
     let array: Array<_, SettingsValue> = Array::try_from(&m.settings)?;
     let mut settings = array
         .get(&0, 0)
@@ -417,7 +563,13 @@ pub fn status() -> Result<Option<Status>> {
     Ok(Some(Status {
         settings,
         capture,
+        problems: link_problems(place, capture),
+        cgroup: expected_cgroup(place).map(|(path, _)| path),
         counters,
         cpus,
     }))
 }
+
+#[cfg(test)]
+#[path = "loader_tests.rs"]
+mod tests;

@@ -120,6 +120,21 @@ mod tests {
         assert!(any.decode().ports.is_empty());
     }
 
+    /// Mapped peers (a v4 proxy on a dual-stack listener) are looked up in
+    /// the v4 trie (proxy_trusted in bpf/toa.bpf.c): mapped entries go there.
+    #[test]
+    fn test_ipv4_mapped_entries_go_to_the_v4_trie() {
+        let s = Settings::parse("::ffff:10.0.0.1/128,::ffff:10.0.0.0/104", 0xf, "").unwrap();
+        let v4: Vec<(u32, [u8; 4])> = s
+            .trusted_proxies
+            .iter()
+            .filter_map(v4_key)
+            .map(|k| (k.prefix_len(), k.data()))
+            .collect();
+        assert_eq!(v4, vec![(32, [10, 0, 0, 1]), (8, [10, 0, 0, 0])]);
+        assert_eq!(s.trusted_proxies.iter().filter_map(v6_key).count(), 0);
+    }
+
     #[test]
     fn test_keys_are_masked_network_order() {
         let k = v4_key(&"10.1.2.3/8".parse().unwrap()).unwrap();

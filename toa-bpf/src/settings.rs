@@ -36,7 +36,28 @@ impl std::str::FromStr for Cidr {
                 .filter(|p| *p <= max)
                 .with_context(|| format!("{text:?}: the prefix length must be 0..={max}"))?,
         };
-        Ok(Cidr { addr, prefix })
+        Ok(Cidr { addr, prefix }.unmapped())
+    }
+}
+
+impl Cidr {
+    /// An IPv4-mapped network (`::ffff:10.0.0.0/104`, inside `::ffff:0:0/96`)
+    /// as the IPv4 network it stands for (`10.0.0.0/8`): a v4 proxy that
+    /// reaches a dual-stack listener has a mapped source, and the programs
+    /// look mapped sources up among the IPv4 networks, as toa.ko compares
+    /// them. Wider IPv6 networks (`::/0`) stay IPv6 and, as with toa.ko, do
+    /// not take in IPv4 sources.
+    fn unmapped(self) -> Cidr {
+        match self.addr {
+            IpAddr::V6(a) if self.prefix >= 96 => match a.to_ipv4_mapped() {
+                Some(v4) => Cidr {
+                    addr: IpAddr::V4(v4),
+                    prefix: self.prefix - 96,
+                },
+                None => self,
+            },
+            _ => self,
+        }
     }
 }
 
@@ -142,6 +163,23 @@ mod tests {
         assert_eq!(s.formats, 0x3);
         assert_eq!(s.ports, vec![80..=80, 8000..=8099]);
         assert_eq!(s.ports_text(), "80,8000-8099");
+    }
+
+    #[test]
+    fn test_ipv4_mapped_entries_are_ipv4_networks() {
+        let s = Settings::parse(
+            "::ffff:10.0.0.1/128, ::ffff:10.0.0.0/104, ::ffff:192.0.2.1, ::ffff:0:0/96",
+            0xf,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            s.trusted_text(),
+            "10.0.0.1/32,10.0.0.0/8,192.0.2.1/32,0.0.0.0/0"
+        );
+        // Not mapped, or wider than the mapped range: IPv6.
+        let s = Settings::parse("::/0,::ffff:0:0/95,fd00::ffff:a00:1", 0xf, "").unwrap();
+        assert!(s.trusted_proxies.iter().all(|c| c.addr.is_ipv6()), "{s:?}");
     }
 
     #[test]

@@ -42,10 +42,14 @@ enum Action {
 }
 
 /// Load and attach the programs, or, when they are attached already, write
-/// the new settings into their maps in place (no detach, no gap).
+/// the new settings into their maps in place (no detach, no gap). Pins whose
+/// links no longer run the programs (detached by other means) are replaced
+/// by a fresh load. One load or unload runs at a time (a lock under /run/toa).
 ///
 /// Refused while toa.ko is loaded (one mode at a time). Mounts the BPF
-/// filesystem and finds (or mounts) the cgroup v2 root when needed. When the
+/// filesystem when needed and finds the cgroup v2 root; on a cgroup v1 host
+/// it mounts cgroup2 privately under /run/toa (never over /sys/fs/cgroup,
+/// whose v1 controllers stay where they are) and unload removes it. When the
 /// kernel refuses the programs, says which feature it lacks: use toa.ko
 /// there. Each setting can also come from the environment (TOA_TRUSTED_PROXIES,
 /// TOA_FORMATS, TOA_PORTS), which is how a systemd unit's EnvironmentFile
@@ -189,6 +193,11 @@ pub struct Active {
     pub ports: String,
     pub formats: u32,
     pub capture: toa_bpf::Capture,
+    /// Why the pinned programs do not run (links detached or attached
+    /// elsewhere); empty when they are attached.
+    pub problems: Vec<String>,
+    /// Where the cgroup programs are attached, as `toa status` shows it.
+    pub cgroup: String,
     /// The counters summed over CPUs, in the module's file order.
     pub counters: Snapshot,
 }
@@ -200,6 +209,15 @@ impl Active {
             ports: s.settings.ports_text(),
             formats: s.settings.formats,
             capture: s.capture,
+            problems: s.problems,
+            cgroup: match &s.cgroup {
+                Some(p) if toa_bpf::is_private_cgroup2(p) => format!(
+                    "{} (toa's own cgroup2 mount: this host mounts cgroup v1 only)",
+                    p.display()
+                ),
+                Some(p) => format!("{} (the cgroup v2 root)", p.display()),
+                None => "(no cgroup v2 hierarchy is mounted here)".into(),
+            },
             counters: Snapshot {
                 cpus: s.cpus,
                 counters: s
@@ -276,12 +294,15 @@ mod tests {
         let a = Active::of(toa_bpf::Status {
             settings: toa_bpf::Settings::parse("10.0.0.0/8", 0x3, "443").unwrap(),
             capture: toa_bpf::Capture::Fexit,
+            problems: vec![],
+            cgroup: Some("/sys/fs/cgroup".into()),
             counters: vec![("syn_recv_sock_toa", 5), ("getname_toa_ok", 9)],
             cpus: 2,
         });
         assert_eq!(a.trusted_proxies, "10.0.0.0/8");
         assert_eq!(a.ports, "443");
         assert_eq!(a.formats, 3);
+        assert_eq!(a.cgroup, "/sys/fs/cgroup (the cgroup v2 root)");
         assert_eq!(a.counters.cpus, 2);
         assert_eq!(a.counters.get("getname_toa_ok"), Some(9));
     }

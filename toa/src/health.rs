@@ -276,14 +276,27 @@ fn trust(trusted_proxies: Option<&str>, how: &str) -> Vec<Finding> {
 
 /// The eBPF mode: attached, its trust list, and what its counters show.
 fn bpf(active: &Active, o: &Observed<'_>) -> Vec<Finding> {
-    let mut out = vec![finding(
-        Level::Ok,
-        format!(
-            "the eBPF mode is attached at the cgroup v2 root ({}); connections accepted \
-             before it was loaded keep the proxy's address",
-            toa_bpf::PIN_DIR
-        ),
-    )];
+    let mut out = Vec::new();
+    if active.problems.is_empty() {
+        out.push(finding(
+            Level::Ok,
+            format!(
+                "the eBPF mode is attached at the cgroup v2 root ({}); connections accepted \
+                 before it was loaded keep the proxy's address",
+                toa_bpf::PIN_DIR
+            ),
+        ));
+    }
+    for problem in &active.problems {
+        out.push(finding(
+            Level::Fail,
+            format!(
+                "the eBPF mode is pinned under {} but does not run: {problem}; applications \
+                 see the proxy's address. Run `toa bpf load` again: it attaches afresh",
+                toa_bpf::PIN_DIR
+            ),
+        ));
+    }
     out.extend(trust(
         Some(&active.trusted_proxies),
         "toa bpf load --trusted-proxies 10.0.0.0/8 (updates it in place)",
@@ -523,8 +536,25 @@ mod tests {
             ports: String::new(),
             formats: 0xf,
             capture: toa_bpf::Capture::Fexit,
+            problems: vec![],
+            cgroup: "/sys/fs/cgroup (the cgroup v2 root)".into(),
             counters: parse("CPU0\nsyn_recv_sock_toa: 0\n").unwrap(),
         }
+    }
+
+    #[test]
+    fn a_pinned_but_detached_bpf_mode_is_unhealthy() {
+        let a = parse("CPU0\nsyn_recv_sock_toa: 2\n").unwrap();
+        let mut detached = active("10.0.0.0/8");
+        detached.problems = vec!["toa_getpeername4 is detached: its link (id 7) is pinned \
+             but attached to no cgroup"
+            .into()];
+        let f = judge(&Mode::Bpf(detached), None, &a, &a);
+        assert_eq!(worst(&f), Level::Fail, "{f:?}");
+        let fail = text_of(&f, Level::Fail);
+        assert!(fail.contains("toa_getpeername4 is detached"), "{fail}");
+        assert!(fail.contains("toa bpf load"), "{fail}");
+        assert!(!text_of(&f, Level::Ok).contains("is attached at"), "{f:?}");
     }
 
     #[test]

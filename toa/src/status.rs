@@ -146,6 +146,7 @@ fn print_bpf_settings(a: &Active) {
         format_names(a.formats)
     );
     println!("  capture         = {} ({})", a.capture.word(), a.capture);
+    println!("  cgroup          = {}", a.cgroup);
 }
 
 /// The TOA layouts a `formats` mask accepts (DESIGN "Wire formats").

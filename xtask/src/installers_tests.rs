@@ -1578,8 +1578,10 @@ const BPF_ENV_FILE: &str = "etc/toa/bpf.env";
 const BPF_PINS: &str = "sys/fs/bpf/toa";
 
 /// Publishes a stand-in for the `toa` command that imitates the eBPF mode
-/// under $TOA_ROOT: `bpf load` pins (and records the trusted proxies it got
-/// from the environment), `bpf unload` unpins; it refuses like the real one
+/// under $TOA_ROOT: `bpf load` pins and attaches (and records the settings
+/// it got from the environment), `bpf unload` unpins; removing `attached`
+/// from the pins stands for links detached by other means, which `status`
+/// and `selftest` then fail on; it refuses like the real one
 /// when toa.ko is loaded, and like a kernel without the needed feature when
 /// TOA_TEST_BPF_REFUSE is set. `selftest` fails when TOA_TEST_SELFTEST_FAIL is.
 fn publish_bpf_toa_command(lab: &Lab) {
@@ -1599,18 +1601,25 @@ case "$1 ${{2:-}}" in
             exit 1
         fi
         mkdir -p "$pins/links"
+        : >"$pins/attached"
         printf '%s\n' "${{TOA_TRUSTED_PROXIES:-any}}" >"$pins/trusted_proxies"
+        printf 'ports=%s formats=%s capture=%s\n' "${{TOA_PORTS:-any}}" "${{TOA_FORMATS:-0xf}}" "${{TOA_CAPTURE:-auto}}" >"$pins/settings"
         echo "attached at the cgroup v2 root; pinned under /sys/fs/bpf/toa" ;;
     "bpf unload") rm -rf "$pins" ;;
     "selftest "*)
         echo "mode: eBPF"
-        if [ -n "${{TOA_TEST_SELFTEST_FAIL:-}}" ]; then
+        if [ -n "${{TOA_TEST_SELFTEST_FAIL:-}}" ] || {{ [ -d "$pins" ] && [ ! -f "$pins/attached" ]; }}; then
             echo "FAIL v4-toa-on-inet: expected [AF_INET 198.51.100.7:41001 len=16]"
             exit 1
         fi
         echo "PASS v4-toa-on-inet: ok"
         echo "selftest: 4 passed, 0 failed, 0 skipped" ;;
-    "status "*) echo "mode: eBPF (pinned under /sys/fs/bpf/toa)" ;;
+    "status "*)
+        echo "mode: eBPF (pinned under /sys/fs/bpf/toa)"
+        if [ -d "$pins" ] && [ ! -f "$pins/attached" ]; then
+            echo "  FAIL the eBPF mode is pinned under /sys/fs/bpf/toa but does not run: toa_getpeername4 is detached"
+            exit 1
+        fi ;;
     *) exit 2 ;;
 esac
 "#,
@@ -1731,6 +1740,215 @@ fn bpf_mode_installs_unit_and_settings_reruns_change_nothing_uninstall_removes_a
         files(&before),
         "{}",
         removed.text()
+    );
+    lab.cleanup();
+}
+
+/// The eBPF mode's settings lines of bpf.env, in order.
+fn bpf_env_settings(lab: &Lab) -> Vec<String> {
+    lab.read(BPF_ENV_FILE)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("TOA_"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bpf_mode_reruns_keep_ports_formats_and_capture_unless_told_otherwise() {
+    let lab = Lab::new("bpf-keep");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+
+    let out = lab.run(
+        "install_toa.sh",
+        &[
+            "--mode",
+            "bpf",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+            "--ports",
+            "80,8000-8099",
+            "--formats",
+            "0x3",
+            "--capture",
+            "sock-ops",
+        ],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=10.0.0.0/8",
+            "TOA_PORTS=80,8000-8099",
+            "TOA_FORMATS=0x3",
+            "TOA_CAPTURE=sock-ops",
+        ]
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/settings")).unwrap(),
+        "ports=80,8000-8099 formats=0x3 capture=sock-ops\n",
+        "the loader got every setting"
+    );
+
+    // New trusted proxies only: the rest stays as the first install set it.
+    let out = lab.run(
+        "install_toa.sh",
+        &["--mode", "bpf", "--trusted-proxies", "192.0.2.0/24"],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(out.mutating(), ["toa bpf load"], "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=192.0.2.0/24",
+            "TOA_PORTS=80,8000-8099",
+            "TOA_FORMATS=0x3",
+            "TOA_CAPTURE=sock-ops",
+        ]
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/settings")).unwrap(),
+        "ports=80,8000-8099 formats=0x3 capture=sock-ops\n"
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/trusted_proxies")).unwrap(),
+        "192.0.2.0/24\n"
+    );
+
+    // Told otherwise: --ports '' is every port again; --mode auto keeps the mode.
+    let out = lab.run("install_toa.sh", &["--ports", "", "--formats", "9"]);
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=192.0.2.0/24",
+            "TOA_FORMATS=9",
+            "TOA_CAPTURE=sock-ops",
+        ]
+    );
+
+    // A dry run shows the settings it would load and changes nothing.
+    let installed = snapshot(&lab.root);
+    let dry = lab.run("install_toa.sh", &["--dry-run", "--capture", "fexit"]);
+    assert!(dry.ok, "{}", dry.text());
+    assert!(
+        dry.stdout.contains(
+            "would run: env TOA_TRUSTED_PROXIES=192.0.2.0/24 TOA_FORMATS=9 TOA_CAPTURE=fexit"
+        ),
+        "{}",
+        dry.text()
+    );
+    assert_eq!(snapshot(&lab.root), installed);
+    lab.cleanup();
+}
+
+/// Links detached by other means (the pins stay): a rerun that changes
+/// nothing must not take the pins for proof and skip the load (the
+/// self-test would then fail and roll the installation back): it loads again.
+#[test]
+fn a_rerun_loads_again_when_the_pinned_programs_do_not_run() {
+    let lab = Lab::new("bpf-detached");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let out = lab.run("install_toa.sh", &["--mode", "bpf"]);
+    assert!(out.ok, "{}", out.text());
+    std::fs::remove_file(lab.root.join(BPF_PINS).join("attached")).unwrap();
+
+    let again = lab.run("install_toa.sh", &[]);
+    assert!(again.ok, "{}", again.text());
+    assert_eq!(again.mutating(), ["toa bpf load"], "{}", again.text());
+    assert!(
+        again
+            .stdout
+            .contains("toa status reports a problem: loading it again"),
+        "{}",
+        again.text()
+    );
+    assert!(lab.root.join(BPF_PINS).join("attached").is_file());
+    assert!(lab.root.join(BPF_UNIT_LINK).is_symlink(), "still installed");
+    lab.cleanup();
+}
+
+/// A bpf.env an operator (or an earlier install) wrote with every setting:
+/// an install that changes only the trusted proxies keeps the others.
+#[test]
+fn new_trusted_proxies_keep_the_other_settings_of_an_earlier_bpf_env() {
+    let lab = Lab::new("bpf-earlier");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let out = lab.run("install_toa.sh", &["--mode", "bpf"]);
+    assert!(out.ok, "{}", out.text());
+    lab.write(
+        BPF_ENV_FILE,
+        "# edited by hand\nTOA_TRUSTED_PROXIES=10.0.0.0/8\nTOA_PORTS=443\nTOA_FORMATS=0x1\n\
+         TOA_CAPTURE=sock-ops\n",
+    );
+    let out = lab.run(
+        "install_toa.sh",
+        &["--mode", "bpf", "--trusted-proxies", "192.0.2.0/24"],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=192.0.2.0/24",
+            "TOA_PORTS=443",
+            "TOA_FORMATS=0x1",
+            "TOA_CAPTURE=sock-ops",
+        ]
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/settings")).unwrap(),
+        "ports=443 formats=0x1 capture=sock-ops\n",
+        "the loader got them"
+    );
+    lab.cleanup();
+}
+
+#[test]
+fn bpf_settings_are_checked_and_refused_for_toa_ko_before_any_change() {
+    let lab = Lab::new("bpf-flags");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+    for (args, says) in [
+        (
+            &["--mode", "bpf", "--ports", "80;reboot"][..],
+            "--ports takes",
+        ),
+        (
+            &["--mode", "bpf", "--formats", "0xg"][..],
+            "--formats takes",
+        ),
+        (&["--mode", "bpf", "--formats", ""][..], "--formats takes"),
+        (
+            &["--mode", "bpf", "--capture", "kprobe"][..],
+            "--capture takes auto, fexit or sock-ops",
+        ),
+        (&["--mode", "bpf", "--capture"][..], "--capture needs"),
+        (
+            &["--mode", "kmod", "--ports", "80"][..],
+            "--ports: settings of the eBPF mode",
+        ),
+        // auto picks toa.ko here (a prebuilt module matches): refused before it loads.
+        (
+            &["--capture", "fexit", "--formats", "3"][..],
+            "--formats --capture: settings of the eBPF mode",
+        ),
+    ] {
+        let out = lab.run("install_toa.sh", args);
+        assert!(!out.ok, "{args:?}: {}", out.text());
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.text());
+        assert!(out.mutating().is_empty(), "{args:?}: {}", out.text());
+        assert_eq!(snapshot(&lab.root), before, "{args:?}");
+    }
+    let out = lab.run("compile_install_toa.sh", &["--ports", "80"]);
+    assert!(!out.ok, "{}", out.text());
+    assert!(
+        out.stderr.contains("--ports: settings of the eBPF mode"),
+        "{}",
+        out.text()
     );
     lab.cleanup();
 }
