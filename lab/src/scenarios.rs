@@ -486,6 +486,29 @@ fn load_again(lab: &Lab, ctx: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// Runs `attack`, then, whatever it did, leaves the guest as the run began
+/// (the module loaded, the origin's listeners taken over by it) and fails
+/// on anything alarming the kernel logged meanwhile. Returns the attack's
+/// detail and the kernel's lines.
+fn attack_then_restore(
+    lab: &Lab,
+    ctx: &Shared,
+    attack: impl FnOnce(&Lab) -> Result<String>,
+) -> Result<(String, Vec<String>)> {
+    let mut log = crate::kmsg::Cursor::at_end()?;
+    let outcome = attack(lab);
+    let restored = load_again(lab, ctx)
+        .and_then(|()| lab.origin.relisten(lab.step_timeout))
+        .context("loading the module again");
+    // Socket destruction runs from softirq after close(): what it logs must
+    // be in the kernel log before it is read.
+    std::thread::sleep(Duration::from_millis(300));
+    let said = log.read_new()?;
+    let detail = quiet_kernel(&said, outcome)?;
+    restored?;
+    Ok((detail, said))
+}
+
 /// `outcome`, unless the kernel logged a warning, BUG or oops in `said`:
 /// that is the failure to name first.
 fn quiet_kernel(said: &[String], outcome: Result<String>) -> Result<String> {

@@ -12,9 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::lab_hooks::Hooks;
-use super::{load_again, loopback, open_kept, quiet_kernel, Kept, Shared, MODULE_NAME};
+use super::{attack_then_restore, loopback, open_kept, Kept, Shared, MODULE_NAME};
 use crate::error::{lab_err, Context, Result};
-use crate::kmsg::Cursor;
 use crate::lab::{peer_of, ConnSpec, Lab, ProxyFamily};
 use crate::origin::Listener;
 use crate::sockaddr::PeerName;
@@ -28,15 +27,7 @@ const HOLD: Duration = Duration::from_secs(2);
 const WAIT_MESSAGE: &str = "unload waits for 1 sockets whose destructor another module chained";
 
 pub fn run(lab: &Lab, ctx: &Shared) -> Result<String> {
-    let mut log = Cursor::at_end()?;
-    let outcome = attack(lab);
-    let restored = load_again(lab, ctx)
-        .and_then(|()| lab.origin.relisten(lab.step_timeout))
-        .context("loading the module again");
-    std::thread::sleep(Duration::from_millis(300));
-    let said = log.read_new()?;
-    let detail = quiet_kernel(&said, outcome)?;
-    restored?;
+    let (detail, said) = attack_then_restore(lab, ctx, attack)?;
     if !said.iter().any(|l| l.contains(WAIT_MESSAGE)) {
         return Err(lab_err!(
             "the kernel log does not say [{WAIT_MESSAGE}]: unload did not see the chained destructor"

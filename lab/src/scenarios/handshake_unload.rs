@@ -14,9 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::lab_hooks::Hooks;
-use super::{load_again, loopback, quiet_kernel, Shared, MODULE_NAME};
+use super::{attack_then_restore, loopback, Shared, MODULE_NAME};
 use crate::error::{lab_err, Context, Result};
-use crate::kmsg::Cursor;
 use crate::lab::{ConnSpec, Lab, ProxyFamily};
 use crate::origin::Listener;
 use crate::sockaddr::PeerName;
@@ -34,14 +33,7 @@ const EXIT_HOLD_MS: u32 = 2000;
 const INSERT_HOLD_MS: u32 = 3000;
 
 pub fn run(lab: &Lab, ctx: &Shared) -> Result<String> {
-    let mut log = Cursor::at_end()?;
-    let outcome = attack(lab);
-    let restored = load_again(lab, ctx)
-        .and_then(|()| lab.origin.relisten(lab.step_timeout))
-        .context("loading the module again");
-    std::thread::sleep(Duration::from_millis(300));
-    let detail = quiet_kernel(&log.read_new()?, outcome)?;
-    restored?;
+    let (detail, _) = attack_then_restore(lab, ctx, attack)?;
     let fresh = ConnSpec::new(
         ProxyFamily::V4,
         Listener::V4,

@@ -127,10 +127,7 @@ fn rounds(
             .try_clone()
             .map_err(|e| lab_err!("duplicating the target listener: {e}"))?,
     );
-    let mapped = match to.ip() {
-        IpAddr::V4(v4) => SocketAddr::new(v4.to_ipv6_mapped().into(), to.port()),
-        IpAddr::V6(_) => to,
-    };
+    let mapped = mapped(to);
     let want_peer = PeerName::v6(mapped);
     let began = Instant::now();
     let (mut connected, mut listened, mut done) = (0u32, 0u32, 0u32);
@@ -221,10 +218,7 @@ fn held(lab: &Lab) -> Result<String> {
             .try_clone()
             .map_err(|e| lab_err!("duplicating the target listener: {e}"))?,
     );
-    let mapped = match to.ip() {
-        IpAddr::V4(v4) => SocketAddr::new(v4.to_ipv6_mapped().into(), to.port()),
-        IpAddr::V6(_) => to,
-    };
+    let mapped = mapped(to);
     let mut waited = Vec::new();
     for held_in in HELD_IN {
         let at = format!("connect() held in {held_in}()");
@@ -300,6 +294,14 @@ fn held(lab: &Lab) -> Result<String> {
         waited.join(", "),
         name(LISTEN_LOST)
     ))
+}
+
+/// `to` as an AF_INET6 socket names it: IPv4 as `::ffff:a.b.c.d`.
+fn mapped(to: SocketAddr) -> SocketAddr {
+    match to.ip() {
+        IpAddr::V4(v4) => SocketAddr::new(v4.to_ipv6_mapped().into(), to.port()),
+        IpAddr::V6(_) => to,
+    }
 }
 
 fn listen_armed() -> Result<i128> {

@@ -10,9 +10,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use super::loopback;
-use super::{load_again, quiet_kernel, rmmod, Shared};
+use super::{attack_then_restore, rmmod, Shared};
 use crate::error::{lab_err, Context, Result};
-use crate::kmsg::Cursor;
 use crate::lab::{expected_peer, ConnSpec, Lab, ProxyFamily};
 use crate::oracle::Verdict;
 use crate::origin::Listener;
@@ -29,17 +28,7 @@ fn toa(client: &str) -> Option<Toa> {
 }
 
 pub fn run(lab: &Lab, ctx: &Shared) -> Result<String> {
-    let mut log = Cursor::at_end()?;
-    let outcome = attack(lab);
-    // Whatever went wrong, the guest goes on with the module loaded as the
-    // run began and the origin's listeners taken over by it.
-    let restored = load_again(lab, ctx)
-        .and_then(|()| lab.origin.relisten(lab.step_timeout))
-        .context("loading the module again");
-    std::thread::sleep(DESTROY_SETTLE);
-    let said = log.read_new()?;
-    let detail = quiet_kernel(&said, outcome)?;
-    restored?;
+    let (detail, _) = attack_then_restore(lab, ctx, attack)?;
     let fresh = ConnSpec::new(ProxyFamily::V4, Listener::V4, toa("198.51.100.41:40401"));
     let shown = lab
         .exercise(&fresh)
