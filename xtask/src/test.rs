@@ -6,6 +6,7 @@
 //! objects, then the VM lab on each kernel asked for.
 
 use crate::arch::Arch;
+use crate::vm_test::{Capture, Mode};
 use anyhow::{Context, Result};
 use std::time::Instant;
 
@@ -34,6 +35,11 @@ pub struct Args {
     /// Host tests only: no module build, no VM.
     #[arg(long)]
     pub no_vm: bool,
+    /// After the distro kernels, the VM lab on the sanitizer kernel too
+    /// (`vm-test --sanitizers`: Debian 12's kernel built here with KASAN and
+    /// lockdep; about 25 minutes on two cores the first time, then cached).
+    #[arg(long, conflicts_with = "no_vm")]
+    pub sanitizers: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -106,7 +112,6 @@ pub fn run(args: Args) -> Result<()> {
         // again with the sock_ops fallback, so that both stay proven. The
         // eBPF object is the same on arm64; Debian 12's arm64 kernel proves
         // that auto falls back there (it cannot attach fexit).
-        use crate::vm_test::{Capture, Mode};
         for (name, flavour, arch) in &lab {
             let runs: &[(Mode, Capture)] = match (flavour, arch) {
                 (None, Arch::X86_64) => &[
@@ -129,27 +134,22 @@ pub fn run(args: Args) -> Result<()> {
                     what.push_str(&format!(" (eBPF mode, capture {})", capture.word()));
                 }
                 step(what, &mut || {
-                    crate::vm_test::run(crate::vm_test::Args {
-                        distro: name.clone(),
-                        arch: Some(*arch),
-                        kernel: None,
-                        flavour: flavour.clone(),
-                        only: Vec::new(),
-                        timeout: 600,
-                        kvm: false,
-                        module: None,
-                        fuzz_connections: None,
-                        fuzz_seed: None,
-                        mode,
-                        capture,
-                        sanitizers: false,
-                        chaos: None,
-                        chaos_seed: None,
-                        chaos_tls: false,
-                    })
+                    crate::vm_test::run(lab_args(name, *arch, flavour.clone(), mode, capture))
                 })?;
             }
         }
+    }
+
+    if args.sanitizers {
+        step(
+            "VM lab on the sanitizer kernel (KASAN, lockdep)".into(),
+            &mut || {
+                crate::vm_test::run(crate::vm_test::Args {
+                    sanitizers: true,
+                    ..lab_args("debian-12", Arch::X86_64, None, Mode::Kmod, Capture::Auto)
+                })
+            },
+        )?;
     }
 
     println!("\n{:<50} {:>8}", "step", "seconds");
@@ -158,6 +158,35 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("test: ok");
     Ok(())
+}
+
+/// One VM lab run of the test command: the release's default kernel (in
+/// `flavour`), every scenario, the default timeout and chaos run.
+fn lab_args(
+    distro: &str,
+    arch: Arch,
+    flavour: Option<String>,
+    mode: Mode,
+    capture: Capture,
+) -> crate::vm_test::Args {
+    crate::vm_test::Args {
+        distro: distro.to_string(),
+        arch: Some(arch),
+        kernel: None,
+        flavour,
+        only: Vec::new(),
+        timeout: 600,
+        kvm: false,
+        module: None,
+        fuzz_connections: None,
+        fuzz_seed: None,
+        mode,
+        capture,
+        sanitizers: false,
+        chaos: None,
+        chaos_seed: None,
+        chaos_tls: false,
+    }
 }
 
 #[cfg(test)]
