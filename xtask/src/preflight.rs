@@ -177,14 +177,25 @@ pub fn needs(command: &Command) -> Needs {
             .rust()
             .tools(HOST_TESTS)
             .tools(LINT),
-        Command::Test(_) => Needs::new("test")
+        Command::Test(args) => {
+            let needs = Needs::new(if args.sanitizers {
+                "test --sanitizers"
+            } else {
+                "test"
+            })
             .rust()
             .tools(HOST_TESTS)
             .tools(LINT)
             .tools(REPOSITORY)
             .tools(BUILDER)
             .tools(VM)
-            .tools(VM_AARCH64),
+            .tools(VM_AARCH64);
+            if args.sanitizers {
+                needs.tools(KERNEL_BUILD)
+            } else {
+                needs
+            }
+        }
         // No builder: the kernel and its modules are built on the host. A
         // usage mistake installs nothing (run() reports it).
         Command::VmTest(args) if args.sanitizers => match crate::sanitizer::usage(args) {
@@ -655,6 +666,7 @@ mod tests {
         Command::Test(crate::test::Args {
             distros: vec![],
             no_vm: false,
+            sanitizers: false,
         })
     }
 
@@ -734,6 +746,7 @@ mod tests {
         let needs = needs(&Command::Test(crate::test::Args {
             distros: vec![],
             no_vm: true,
+            sanitizers: false,
         }));
         let plan = plan(&needs, &project_toolchain(), &machine);
         let err = provision(&needs, &plan, &machine).unwrap_err();
