@@ -281,10 +281,17 @@ fn bpf(active: &Active, o: &Observed<'_>) -> Vec<Finding> {
         out.push(finding(
             Level::Ok,
             format!(
-                "the eBPF mode is attached at the cgroup v2 root ({}); connections accepted \
-                 before it was loaded keep the proxy's address",
+                "the eBPF mode is attached at {} ({}); connections accepted before it was \
+                 loaded keep the proxy's address",
+                active.cgroup,
                 toa_bpf::PIN_DIR
             ),
+        ));
+    }
+    if active.object_differs {
+        out.push(finding(
+            Level::Warn,
+            format!("the loaded programs are not this toa's: {}", active.object),
         ));
     }
     for problem in &active.problems {
@@ -538,6 +545,8 @@ mod tests {
             capture: toa_bpf::Capture::Fexit,
             problems: vec![],
             cgroup: "/sys/fs/cgroup (the cgroup v2 root)".into(),
+            object: "toa 0.0.0, this binary's".into(),
+            object_differs: false,
             counters: parse("CPU0\nsyn_recv_sock_toa: 0\n").unwrap(),
         }
     }
