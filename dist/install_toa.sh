@@ -51,6 +51,9 @@ Options:
   --formats MASK            the eBPF mode: TOA layouts honoured (0x1 254/8, 0x2 254/20,
                             0x4 253/20, 0x8 200/8; default 0xf)
   --capture WAY             the eBPF mode: auto (default), fexit or sock-ops (see toa bpf load --help)
+  --cgroup PATH             the eBPF mode: only the processes of this cgroup v2 get clients (and pay
+                            for the hook), e.g. /system.slice/nginx.service or a slice that outlives
+                            its services' restarts; '/' for every process (the default)
                             The eBPF mode keeps each setting an earlier install wrote to $BPF_ENV
                             unless its option is given again.
   --compile                 no prebuilt module for this kernel: build it here with
@@ -297,9 +300,10 @@ function bpf_settings {
     bpf_setting PORTS "$PORTS_SET" "$PORTS"
     bpf_setting FORMATS "$FORMATS_SET" "$FORMATS"
     bpf_setting CAPTURE "$CAPTURE_SET" "$CAPTURE"
+    bpf_setting CGROUP "$CGROUP_SET" "$CGROUP"
     for line in ${BPF_VARS[@]+"${BPF_VARS[@]}"}; do
         case $line in
-            TOA_TRUSTED_PROXIES=* | TOA_PORTS=* | TOA_FORMATS=* | TOA_CAPTURE=*) ;;
+            TOA_TRUSTED_PROXIES=* | TOA_PORTS=* | TOA_FORMATS=* | TOA_CAPTURE=* | TOA_CGROUP=*) ;;
             *) NEW_VARS+=("$line") ;;
         esac
     done
@@ -313,7 +317,7 @@ function write_bpf_env {
     local line text="# toa eBPF mode settings, read by $BPF_UNIT_PATH (toa bpf load)
 # (written by $PROG --mode bpf; undo: install_toa.sh --uninstall)"
     bpf_settings
-    if [ "$TRUSTED_PROXIES_SET$PORTS_SET$FORMATS_SET$CAPTURE_SET" = 0000 ] && [ -f "$ROOT$BPF_ENV" ]; then
+    if [ "$TRUSTED_PROXIES_SET$PORTS_SET$FORMATS_SET$CAPTURE_SET$CGROUP_SET" = 00000 ] && [ -f "$ROOT$BPF_ENV" ]; then
         say "keeping the eBPF mode's settings in $BPF_ENV"
         return 0
     fi
