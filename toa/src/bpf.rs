@@ -90,7 +90,9 @@ struct LoadArgs {
     /// (`systemctl show -p ControlGroup nginx.service`: /system.slice/nginx.service;
     /// a slice outlives its services' restarts) or absolute under the root's
     /// mount (/sys/fs/cgroup/system.slice). `/`: every process. Without it: the
-    /// cgroup the loaded programs are attached to, else every process.
+    /// cgroup the loaded programs are attached to, else every process. With
+    /// the fexit capture every accepted connection of the machine still
+    /// passes that program once; sock-ops keeps the capture in the cgroup too.
     #[arg(long, value_name = "PATH", env = "TOA_CGROUP",
           value_parser = toa_bpf::CgroupChoice::parse)]
     cgroup: Option<toa_bpf::CgroupChoice>,
