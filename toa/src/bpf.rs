@@ -241,6 +241,9 @@ pub struct Active {
     pub problems: Vec<String>,
     /// Where the cgroup programs are attached, as `toa status` shows it.
     pub cgroup: String,
+    /// The one cgroup the programs are scoped to (`--cgroup`); `None`: the
+    /// cgroup v2 root, every process.
+    pub scoped_to: Option<std::path::PathBuf>,
     /// The loaded object next to this binary's, as `toa status` shows it.
     pub object: String,
     /// Whether the loaded object is another than this binary's.
@@ -259,6 +262,7 @@ impl Active {
             capture: s.capture,
             problems: s.problems,
             cgroup,
+            scoped_to: s.cgroup.clone().filter(|_| s.scoped),
             object: describe_object(s.object.as_ref()),
             object_differs: s.object.as_ref() != Some(&toa_bpf::embedded()),
             counters: Snapshot {

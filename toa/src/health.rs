@@ -545,6 +545,7 @@ mod tests {
             capture: toa_bpf::Capture::Fexit,
             problems: vec![],
             cgroup: "/sys/fs/cgroup (the cgroup v2 root)".into(),
+            scoped_to: None,
             object: "toa 0.0.0, this binary's".into(),
             object_differs: false,
             counters: parse("CPU0\nsyn_recv_sock_toa: 0\n").unwrap(),
