@@ -594,3 +594,50 @@ fn toa_connections_in_namespaces() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn pins_of_a_toa_that_recorded_nothing_are_replaced_in_place() {
+    in_private_mount_namespace("loader::tests::unrecorded_upgrade_in_mount_namespace");
+}
+
+/// The previous release pins no record of its object: its programs are
+/// replaced in place all the same (same links, new programs, same socket
+/// storage), and status says which object runs from then on.
+#[test]
+#[ignore = "run by pins_of_a_toa_that_recorded_nothing_are_replaced_in_place"]
+fn unrecorded_upgrade_in_mount_namespace() {
+    let t = TestPlace::new("unrecorded");
+    let s = settings("10.0.0.0/8");
+    load_here(&t.place, &s, SOCK_OPS).unwrap();
+    std::fs::remove_file(t.pin(crate::identity::PIN)).unwrap();
+    let st = status_at(&t.place).unwrap().unwrap();
+    assert_eq!(st.object, None);
+    assert_eq!(st.problems, Vec::<String>::new());
+    let link = |n: &str| crate::link::pinned_info(&t.pin(&format!("link_{n}"))).unwrap();
+    let before = link("toa_getpeername4");
+    let clients = crate::identity::pinned_map_info(&t.pin("toa_clients"))
+        .unwrap()
+        .id;
+
+    let done = load_here(&t.place, &s, SOCK_OPS).unwrap();
+    assert_eq!(
+        done,
+        Loaded::Replaced {
+            capture: Capture::SockOps,
+            previous: None,
+            notes: vec![],
+        }
+    );
+    let after = link("toa_getpeername4");
+    assert_eq!(after.id, before.id);
+    assert_ne!(after.prog_id, before.prog_id);
+    assert_eq!(
+        crate::identity::pinned_map_info(&t.pin("toa_clients"))
+            .unwrap()
+            .id,
+        clients
+    );
+    let st = status_at(&t.place).unwrap().unwrap();
+    assert_eq!(st.object, Some(Object::embedded().identity()));
+    assert_eq!(st.cgroup.as_deref(), Some(t.cgroup.as_path()));
+}
