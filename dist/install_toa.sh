@@ -463,6 +463,7 @@ function install_bpf {
         fi
     fi
     write_bpf_env
+    warn_unit_cgroup
     install_bpf_unit
     if [ "$BPF_CHANGED" = 0 ] && [ -d "$ROOT$BPF_PINS" ] && bpf_runs; then
         say "the eBPF mode is attached with these settings already; nothing to reload"
@@ -486,6 +487,21 @@ function install_bpf {
         say "connections accepted before it was attached keep the proxy's address; restart services that were running to cover all"
         say "to remove toa: curl -fsSL $BASE_URL/$PROG | sudo bash -s -- --uninstall"
     fi
+}
+
+# warn_unit_cgroup: a service's (or scope's) own cgroup does not exist at
+# boot when $BPF_UNIT loads (before the network, so before the service) and
+# goes, with the programs in it, whenever the service stops.
+function warn_unit_cgroup {
+    local line
+    bpf_settings
+    for line in ${NEW_VARS[@]+"${NEW_VARS[@]}"}; do
+        case $line in
+            TOA_CGROUP=*.service | TOA_CGROUP=*.scope | TOA_CGROUP=*.service/ | TOA_CGROUP=*.scope/)
+                warn "${line#TOA_CGROUP=} is a service's own cgroup: it does not exist yet when $BPF_UNIT loads at boot (the unit then fails), and systemd removes it, with the programs, whenever the service stops; prefer the slice it runs in (e.g. --cgroup /system.slice), which lasts"
+                ;;
+        esac
+    done
 }
 
 function show_bpf_status {

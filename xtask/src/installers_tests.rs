@@ -2686,6 +2686,12 @@ fn bpf_mode_cgroup_is_written_kept_and_checked() {
         "/system.slice/nginx.service\n",
         "the loader got it"
     );
+    assert!(
+        out.stderr
+            .contains("/system.slice/nginx.service is a service's own cgroup"),
+        "{}",
+        out.text()
+    );
 
     // Another setting only: the cgroup stays.
     let out = lab.run("install_toa.sh", &["--ports", "443"]);
@@ -2718,6 +2724,7 @@ fn bpf_mode_cgroup_is_written_kept_and_checked() {
             "{root:?}"
         );
         assert_eq!(lab.read(&format!("{BPF_PINS}/cgroup")).unwrap(), "/\n");
+        assert!(!out.stderr.contains("own cgroup"), "{}", out.text());
     }
     lab.cleanup();
 }
