@@ -2,13 +2,15 @@
 //! this test creates: `bpf load --cgroup`, `status`, `selftest` (a real TOA
 //! connection on a TUN device), a load again with the cgroup from the
 //! environment (as the unit passes bpf.env), a missing cgroup, `bpf unload`.
-//! Every load names the test's cgroup: a load without one would attach at
-//! the cgroup v2 root should the record of the load be lost (the library's
-//! tests cover that case where attaching at the root is refused). It runs in a private mount namespace with a bpffs
-//! and a /run of its own, so no pin or lock of this machine is touched, and
-//! nothing is ever attached at the cgroup v2 root. Root only; skipped
-//! otherwise.
+//!
+//! Nothing it runs can reach this machine's cgroup v2 root, whatever the
+//! binary does: the commands run in a cgroup namespace whose root is a
+//! cgroup the test made (the "cgroup v2 root" toa sees, with cgroup2 mounted
+//! afresh there, is that cgroup), and in a private mount namespace with a
+//! bpffs and a /run of their own, so no pin or lock of the machine is
+//! touched either. Root only; skipped otherwise.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 fn root() -> bool {
@@ -16,21 +18,29 @@ fn root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs `script` with sh in a private mount namespace; (success, output).
-fn in_mount_namespace(script: &str) -> (bool, String) {
-    let out = Command::new("unshare")
+/// The mount point of this machine's cgroup v2 hierarchy, if any.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let f: Vec<&str> = left.split(' ').collect();
+        (right.starts_with("cgroup2 ") && f.get(3) == Some(&"/")).then(|| PathBuf::from(f[4]))
+    })
+}
+
+/// Runs `script` with sh in cgroup `fence` made the root of a new cgroup
+/// namespace, in a private mount namespace; (success, output).
+fn fenced(fence: &std::path::Path, script: &str) -> (bool, String) {
+    let out = Command::new("sh")
         .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
             "-c",
-            script,
+            r#"echo $$ >"$FENCE/cgroup.procs" && exec unshare --cgroup --mount --propagation private -- sh -c "$SCRIPT""#,
         ])
+        .env("FENCE", fence)
+        .env("SCRIPT", script)
         .env("TOA", env!("CARGO_BIN_EXE_toa"))
         .output()
-        .expect("running unshare (util-linux)");
+        .expect("running sh and unshare (util-linux)");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
@@ -39,15 +49,25 @@ fn in_mount_namespace(script: &str) -> (bool, String) {
 #[test]
 fn a_scoped_load_is_named_by_status_and_proven_by_selftest() {
     if !root() {
-        eprintln!("skipped: needs root for a mount namespace and BPF");
+        eprintln!("skipped: needs root for namespaces and BPF");
         return;
     }
-    let cgroup = format!("toa-cli-test-{}", std::process::id());
+    let Some(host_root) = cgroup2_mount() else {
+        eprintln!("skipped: no cgroup v2 hierarchy is mounted");
+        return;
+    };
+    let fence = host_root.join(format!("toa-cli-test-{}", std::process::id()));
+    std::fs::create_dir(&fence).unwrap();
+    let cgroup = "scoped";
     let script = format!(
         r#"
 set -u
 root=$(findmnt -n -t cgroup2 -o TARGET | head -n 1)
-[ -n "$root" ] || {{ echo "SKIP: no cgroup2 hierarchy is mounted"; exit 0; }}
+# cgroup2 mounted again in this cgroup namespace: its root is the fence
+# (the machine's mount, hidden here, shows the fence's parent).
+umount -l "$root"
+mount -t cgroup2 none "$root"
+grep -qx '0::/' /proc/self/cgroup || {{ echo "not at the namespace's root"; exit 1; }}
 echo "ROOT=$root"
 mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /run
@@ -55,7 +75,6 @@ cg=$root/{cgroup}
 mkdir "$cg"
 trap '"$TOA" bpf unload >/dev/null 2>&1; rmdir "$cg"' EXIT
 step() {{ echo "== STEP $*"; "$@" 2>&1; echo "== exit $?"; }}
-[ -d "$cg" ] || exit 1
 step "$TOA" bpf load --cgroup /{cgroup} --capture sock-ops
 step "$TOA" status --sample 0.1
 step "$TOA" selftest
@@ -64,13 +83,11 @@ step "$TOA" bpf load --cgroup /{cgroup}-missing
 step "$TOA" bpf unload
 "#
     );
-    let (ok, text) = in_mount_namespace(&script);
+    let (ok, text) = fenced(&fence, &script);
+    let removed = std::fs::remove_dir(&fence);
     eprintln!("{text}");
     assert!(ok, "{text}");
-    if text.starts_with("SKIP") {
-        eprintln!("{text}");
-        return;
-    }
+    removed.unwrap();
     let steps: Vec<&str> = text.split("== STEP ").skip(1).collect();
     assert_eq!(steps.len(), 6, "{text}");
     let exit = |s: &str| {
