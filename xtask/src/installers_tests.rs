@@ -1783,7 +1783,7 @@ fn the_unit_reloads_in_place_and_a_refused_load_fails_it_loudly() {
         unit.lines().all(|l| !l.starts_with("Condition")),
         "a condition skips the unit without an error"
     );
-    assert_eq!(values("AssertPathIsExecutable"), ["/usr/local/sbin/toa"]);
+    assert_eq!(values("AssertFileIsExecutable"), ["/usr/local/sbin/toa"]);
     for exec in ["ExecStart", "ExecReload"] {
         for v in values(exec) {
             assert!(
@@ -1802,6 +1802,29 @@ fn the_unit_reloads_in_place_and_a_refused_load_fails_it_loudly() {
         unit.contains("TOA_CGROUP"),
         "the unit says which settings bpf.env holds"
     );
+    // systemd's own parser, where it is installed: every key is one it knows
+    // (a misspelt one is ignored with a warning, silently dropping a rule).
+    if let Some(analyze) = which("systemd-analyze") {
+        let dir = std::env::temp_dir().join(format!("toa-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("toa-bpf.service");
+        std::fs::write(&path, &unit).unwrap();
+        let out = std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        // The toa command is not installed here: that one complaint is expected.
+        let other: Vec<&str> = said
+            .lines()
+            .filter(|l| !l.contains("/usr/local/sbin/toa is not executable"))
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert!(other.is_empty(), "systemd-analyze verify: {said}");
+    }
 }
 
 /// The eBPF mode's settings lines of bpf.env, in order.
