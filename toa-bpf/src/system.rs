@@ -85,7 +85,9 @@ fn cgroup2_root_in(run_dir: &Path) -> Result<PathBuf> {
     let private = run_dir.join(PRIVATE_CGROUP2);
     mount_private_cgroup2(&private).with_context(|| {
         format!(
-            "this host mounts no cgroup v2 hierarchy (cgroup v1 only) and toa could not mount              one of its own at {}; the eBPF mode needs cgroup v2: use toa.ko here              (install_toa.sh --mode kmod)",
+            "this host mounts no cgroup v2 hierarchy (cgroup v1 only) and toa could not mount \
+             one of its own at {}; the eBPF mode needs cgroup v2: use toa.ko here \
+             (install_toa.sh --mode kmod)",
             private.display()
         )
     })?;

@@ -158,12 +158,20 @@ fn load(a: &LoadArgs) -> Result<ExitCode> {
         toa_bpf::Loaded::Replaced {
             previous, notes, ..
         } => {
-            let from = previous
-                .as_ref()
-                .map_or("an earlier toa".to_string(), |p| format!("toa {p}"));
-            println!(
-                "toa: eBPF mode replaced in place: the programs of {from} by those of toa {this};                  open connections keep their client"
-            );
+            if previous.as_ref() == Some(&this) {
+                println!(
+                    "toa: eBPF mode reattached in place, with its maps: open connections keep \
+                     their client"
+                );
+            } else {
+                let from = previous
+                    .as_ref()
+                    .map_or("an earlier toa".to_string(), |p| format!("toa {p}"));
+                println!(
+                    "toa: eBPF mode replaced in place: the programs of {from} by those of toa \
+                     {this}; open connections keep their client"
+                );
+            }
             for n in notes {
                 println!("  note: {n}");
             }
@@ -171,7 +179,8 @@ fn load(a: &LoadArgs) -> Result<ExitCode> {
         toa_bpf::Loaded::Reloaded { why, .. } => {
             println!("toa: eBPF mode loaded afresh: {why}");
             eprintln!(
-                "toa: warning: the programs could not be replaced in place, so open connections                  lost their client (they see the proxy's address); new ones get it"
+                "toa: warning: the programs could not be replaced in place, so open connections \
+                 lost their client (they see the proxy's address); new ones get it"
             );
         }
     }
