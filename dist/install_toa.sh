@@ -51,6 +51,9 @@ Options:
   --formats MASK            the eBPF mode: TOA layouts honoured (0x1 254/8, 0x2 254/20,
                             0x4 253/20, 0x8 200/8; default 0xf)
   --capture WAY             the eBPF mode: auto (default), fexit or sock-ops (see toa bpf load --help)
+  --cgroup PATH             the eBPF mode: only the processes of this cgroup v2 get clients (and pay
+                            for the hook), e.g. /system.slice/nginx.service or a slice that outlives
+                            its services' restarts; '/' for every process (the default)
                             The eBPF mode keeps each setting an earlier install wrote to $BPF_ENV
                             unless its option is given again.
   --compile                 no prebuilt module for this kernel: build it here with
@@ -297,9 +300,10 @@ function bpf_settings {
     bpf_setting PORTS "$PORTS_SET" "$PORTS"
     bpf_setting FORMATS "$FORMATS_SET" "$FORMATS"
     bpf_setting CAPTURE "$CAPTURE_SET" "$CAPTURE"
+    bpf_setting CGROUP "$CGROUP_SET" "$CGROUP"
     for line in ${BPF_VARS[@]+"${BPF_VARS[@]}"}; do
         case $line in
-            TOA_TRUSTED_PROXIES=* | TOA_PORTS=* | TOA_FORMATS=* | TOA_CAPTURE=*) ;;
+            TOA_TRUSTED_PROXIES=* | TOA_PORTS=* | TOA_FORMATS=* | TOA_CAPTURE=* | TOA_CGROUP=*) ;;
             *) NEW_VARS+=("$line") ;;
         esac
     done
@@ -313,7 +317,7 @@ function write_bpf_env {
     local line text="# toa eBPF mode settings, read by $BPF_UNIT_PATH (toa bpf load)
 # (written by $PROG --mode bpf; undo: install_toa.sh --uninstall)"
     bpf_settings
-    if [ "$TRUSTED_PROXIES_SET$PORTS_SET$FORMATS_SET$CAPTURE_SET" = 0000 ] && [ -f "$ROOT$BPF_ENV" ]; then
+    if [ "$TRUSTED_PROXIES_SET$PORTS_SET$FORMATS_SET$CAPTURE_SET$CGROUP_SET" = 00000 ] && [ -f "$ROOT$BPF_ENV" ]; then
         say "keeping the eBPF mode's settings in $BPF_ENV"
         return 0
     fi
@@ -459,6 +463,7 @@ function install_bpf {
         fi
     fi
     write_bpf_env
+    warn_unit_cgroup
     install_bpf_unit
     if [ "$BPF_CHANGED" = 0 ] && [ -d "$ROOT$BPF_PINS" ] && bpf_runs; then
         say "the eBPF mode is attached with these settings already; nothing to reload"
@@ -482,6 +487,21 @@ function install_bpf {
         say "connections accepted before it was attached keep the proxy's address; restart services that were running to cover all"
         say "to remove toa: curl -fsSL $BASE_URL/$PROG | sudo bash -s -- --uninstall"
     fi
+}
+
+# warn_unit_cgroup: a service's (or scope's) own cgroup does not exist at
+# boot when $BPF_UNIT loads (before the network, so before the service) and
+# goes, with the programs in it, whenever the service stops.
+function warn_unit_cgroup {
+    local line
+    bpf_settings
+    for line in ${NEW_VARS[@]+"${NEW_VARS[@]}"}; do
+        case $line in
+            TOA_CGROUP=*.service | TOA_CGROUP=*.scope | TOA_CGROUP=*.service/ | TOA_CGROUP=*.scope/)
+                warn "${line#TOA_CGROUP=} is a service's own cgroup: it does not exist yet when $BPF_UNIT loads at boot (the unit then fails), and systemd removes it, with the programs, whenever the service stops; prefer the slice it runs in (e.g. --cgroup /system.slice), which lasts"
+                ;;
+        esac
+    done
 }
 
 function show_bpf_status {

@@ -33,13 +33,15 @@ COMPILE=0
 BASE_URL=""
 TRUSTED_PROXIES=""
 TRUSTED_PROXIES_SET=0
-# The eBPF mode's other settings (--ports, --formats, --capture): *_SET=1 when given.
+# The eBPF mode's other settings (--ports, --formats, --capture, --cgroup): *_SET=1 when given.
 PORTS=""
 PORTS_SET=0
 FORMATS=""
 FORMATS_SET=0
 CAPTURE=""
 CAPTURE_SET=0
+CGROUP=""
+CGROUP_SET=0
 NO_SELFTEST=0
 # auto, kmod or bpf (--mode); MODE_SET=1 when given.
 MODE=auto
@@ -227,6 +229,16 @@ function parse_args {
                 CAPTURE=${1#--capture=}
                 CAPTURE_SET=1
                 ;;
+            --cgroup)
+                [ $# -ge 2 ] || err "--cgroup needs a cgroup v2 path, e.g. --cgroup /system.slice/nginx.service ('/' for every process)"
+                CGROUP=$2
+                CGROUP_SET=1
+                shift
+                ;;
+            --cgroup=*)
+                CGROUP=${1#--cgroup=}
+                CGROUP_SET=1
+                ;;
             *) err "unknown option '$1'" "see $PROG --help for the options" ;;
         esac
         shift
@@ -270,7 +282,7 @@ function parse_args {
     check_bpf_settings
 }
 
-# check_bpf_settings: --ports, --formats and --capture are the eBPF mode's
+# check_bpf_settings: --ports, --formats, --capture and --cgroup are the eBPF mode's
 # settings (toa bpf load checks them in full; here only their shape, so that
 # nothing a shell or the unit's environment file would read differently gets
 # through). toa.ko takes none of them from the installers.
@@ -291,6 +303,12 @@ function check_bpf_settings {
             *) err "--capture takes auto, fexit or sock-ops, not '$CAPTURE'" "nothing was changed" ;;
         esac
     fi
+    if [ "$CGROUP_SET" = 1 ]; then
+        case $CGROUP in
+            *[!A-Za-z0-9._@:/+-]* | *..*) err "--cgroup takes a cgroup v2 path such as /system.slice/nginx.service (letters, digits and ._@:/+-, no '..'), not '$CGROUP'" "nothing was changed" ;;
+            "") CGROUP=/ ;;
+        esac
+    fi
     if [ "$MODE" = kmod ] || [ "$PROG" = compile_install_toa.sh ]; then
         refuse_bpf_settings
     fi
@@ -302,6 +320,7 @@ function refuse_bpf_settings {
     [ "$PORTS_SET" = 0 ] || given="$given --ports"
     [ "$FORMATS_SET" = 0 ] || given="$given --formats"
     [ "$CAPTURE_SET" = 0 ] || given="$given --capture"
+    [ "$CGROUP_SET" = 0 ] || given="$given --cgroup"
     [ -n "$given" ] || return 0
     err "${given# }: settings of the eBPF mode, and this installs toa.ko; nothing was changed" \
         "for the eBPF mode: install_toa.sh --mode bpf${given}; toa.ko takes ports and formats as module parameters ($MODPROBE_CONF: options toa ports=... formats=...)"

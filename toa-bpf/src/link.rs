@@ -1,7 +1,8 @@
 //! Pinned links by raw system calls aya does not expose: detaching one
 //! synchronously (BPF_LINK_DETACH, Linux 5.9; aya's links detach when their
 //! last reference drops, and a pin's last reference drops asynchronously),
-//! and reading what one is attached to (BPF_OBJ_GET_INFO_BY_FD).
+//! replacing the program a link runs (BPF_LINK_UPDATE, Linux 5.7 for cgroup
+//! links) and reading what one is attached to (BPF_OBJ_GET_INFO_BY_FD).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -11,6 +12,7 @@ use anyhow::{bail, Result};
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
 /// `enum bpf_link_type`.
@@ -56,6 +58,8 @@ struct RawLinkInfo {
 pub struct LinkInfo {
     pub link_type: u32,
     pub id: u32,
+    /// The program it runs.
+    pub prog_id: u32,
     pub attach_type: u32,
     /// A cgroup link's cgroup (its cgroup v2 inode number); 0 once detached.
     pub cgroup_id: Option<u64>,
@@ -67,7 +71,7 @@ struct LinkDetach {
     link_fd: u32,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
+pub(crate) fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
     // SAFETY: attr is a live, correctly laid out bpf_attr prefix of the given size.
     let rc = unsafe {
         libc::syscall(
@@ -83,7 +87,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
     Ok(rc)
 }
 
-fn obj_get(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn obj_get(path: &Path) -> Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())?;
     let get = ObjGet {
         pathname: c.as_ptr() as u64,
@@ -127,6 +131,7 @@ pub fn pinned_info(path: &Path) -> Result<LinkInfo> {
     Ok(LinkInfo {
         link_type: raw.link_type,
         id: raw.id,
+        prog_id: raw.prog_id,
         attach_type,
         cgroup_id,
     })
@@ -143,6 +148,44 @@ pub fn detach_pinned(path: &Path) -> Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
         // Tracing links (the fexit capture) have no detach: unpinning is the way.
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+        Err(e) => bail!("BPF_LINK_DETACH: {e}"),
+    }
+}
+
+/// `union bpf_attr` as BPF_LINK_UPDATE reads it.
+#[repr(C)]
+struct LinkUpdate {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Makes the link pinned at `path` run `prog` instead of its program, with
+/// no moment where neither runs. Cgroup links take it; tracing (fexit) links
+/// do not (EINVAL).
+pub fn update_pinned(path: &Path, prog: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    let fd = obj_get(path)?;
+    let update = LinkUpdate {
+        link_fd: fd.as_raw_fd() as u32,
+        new_prog_fd: prog.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    bpf(BPF_LINK_UPDATE, &update)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("BPF_LINK_UPDATE on {}: {e}", path.display()))
+}
+
+/// Detaches the link `fd` (a cgroup link; others keep running until their
+/// last reference goes).
+pub fn detach(fd: &OwnedFd) -> Result<()> {
+    let detach = LinkDetach {
+        link_fd: fd.as_raw_fd() as u32,
+    };
+    match bpf(BPF_LINK_DETACH, &detach) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => Ok(()),
         Err(e) => bail!("BPF_LINK_DETACH: {e}"),
     }
 }

@@ -25,7 +25,7 @@ pub fn require_no_module() -> Result<()> {
     Ok(())
 }
 
-fn fs_magic(path: &Path) -> Option<i64> {
+pub(crate) fn fs_magic(path: &Path) -> Option<i64> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statfs writes into a zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -67,7 +67,7 @@ pub fn ensure_bpffs() -> Result<()> {
 pub const RUN_DIR: &str = "/run/toa";
 /// The cgroup2 mount toa makes, under [`RUN_DIR`], where the host has none.
 const PRIVATE_CGROUP2: &str = "cgroup2";
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+pub(crate) const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// The root of the cgroup v2 hierarchy: programs attached there see every
 /// socket. Where the host mounts none (a cgroup v1 host: Amazon Linux 2,
@@ -85,7 +85,9 @@ fn cgroup2_root_in(run_dir: &Path) -> Result<PathBuf> {
     let private = run_dir.join(PRIVATE_CGROUP2);
     mount_private_cgroup2(&private).with_context(|| {
         format!(
-            "this host mounts no cgroup v2 hierarchy (cgroup v1 only) and toa could not mount              one of its own at {}; the eBPF mode needs cgroup v2: use toa.ko here              (install_toa.sh --mode kmod)",
+            "this host mounts no cgroup v2 hierarchy (cgroup v1 only) and toa could not mount \
+             one of its own at {}; the eBPF mode needs cgroup v2: use toa.ko here \
+             (install_toa.sh --mode kmod)",
             private.display()
         )
     })?;

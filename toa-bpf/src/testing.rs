@@ -19,12 +19,23 @@ pub fn root() -> bool {
 /// what it likes: nothing it mounts or unmounts reaches this machine's mounts.
 /// Skipped, with a line saying so, without root.
 pub fn in_private_mount_namespace(test: &str) {
+    in_private_namespaces(test, &[]);
+}
+
+/// [`in_private_mount_namespace`] and a private network namespace too
+/// (empty: only a loopback device, down), for tests that make devices.
+pub fn in_private_mount_and_network_namespace(test: &str) {
+    in_private_namespaces(test, &["--net"]);
+}
+
+fn in_private_namespaces(test: &str, more: &[&str]) {
     if !root() {
         eprintln!("skipped {test}: needs root for a mount namespace");
         return;
     }
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
+        .args(more)
         .args(["--mount", "--propagation", "private", "--"])
         .arg(exe)
         .args([

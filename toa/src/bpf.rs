@@ -21,7 +21,8 @@ use crate::host::Host;
 /// tcp_create_openreq_child where the kernel allows it, else a cgroup
 /// sock_ops program); cgroup getpeername programs make accept() and getpeername()
 /// return it. They are attached for every process on the machine (the
-/// cgroup programs at the cgroup v2 root) and pinned under /sys/fs/bpf/toa,
+/// cgroup programs at the cgroup v2 root), or with --cgroup for the
+/// processes of one cgroup only, and pinned under /sys/fs/bpf/toa,
 /// so they stay after this command exits; `toa status`, `toa stats` and
 /// `toa selftest` work in this mode as with toa.ko.
 ///
@@ -45,6 +46,12 @@ enum Action {
 /// the new settings into their maps in place (no detach, no gap). Pins whose
 /// links no longer run the programs (detached by other means) are replaced
 /// by a fresh load. One load or unload runs at a time (a lock under /run/toa).
+///
+/// Upgrades: when the attached programs come from another toa (another BPF
+/// object), each is replaced in place with this binary's, keeping the maps
+/// that hold each open connection's client, so those connections keep it;
+/// only when the new programs cannot use those maps is everything loaded
+/// afresh, and it says so.
 ///
 /// Refused while toa.ko is loaded (one mode at a time). Mounts the BPF
 /// filesystem when needed and finds the cgroup v2 root; on a cgroup v1 host
@@ -77,6 +84,18 @@ struct LoadArgs {
     #[arg(long, value_name = "PATH", env = "TOA_CAPTURE", default_value = "auto",
           value_parser = toa_bpf::CaptureChoice::parse)]
     capture: toa_bpf::CaptureChoice,
+    /// Attach the getpeername programs (and the sock-ops capture) to this
+    /// cgroup v2 only: its processes get clients, every other process pays
+    /// nothing. A path under the cgroup v2 root, as systemd names a unit's
+    /// (`systemctl show -p ControlGroup nginx.service`: /system.slice/nginx.service;
+    /// a slice outlives its services' restarts) or absolute under the root's
+    /// mount (/sys/fs/cgroup/system.slice). `/`: every process. Without it: the
+    /// cgroup the loaded programs are attached to, else every process. With
+    /// the fexit capture every accepted connection of the machine still
+    /// passes that program once; sock-ops keeps the capture in the cgroup too.
+    #[arg(long, value_name = "PATH", env = "TOA_CGROUP",
+          value_parser = toa_bpf::CgroupChoice::parse)]
+    cgroup: Option<toa_bpf::CgroupChoice>,
 }
 
 /// Detach the programs and remove every pin under /sys/fs/bpf/toa.
@@ -124,20 +143,53 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 
 fn load(a: &LoadArgs) -> Result<ExitCode> {
     let settings = toa_bpf::Settings::parse(&a.trusted_proxies, a.formats, &a.ports)?;
-    let done = toa_bpf::load(&settings, a.capture)?;
-    let capture = match done {
-        toa_bpf::Loaded::Attached(c) => {
+    let cgroup = a.cgroup.clone().unwrap_or_default();
+    let done = toa_bpf::load(&settings, a.capture, &cgroup)?;
+    let this = toa_bpf::embedded();
+    match &done {
+        toa_bpf::Loaded::Attached(_) => {
             println!("toa: eBPF mode attached, pinned under {}", toa_bpf::PIN_DIR);
-            c
         }
-        toa_bpf::Loaded::Updated(c) => {
+        toa_bpf::Loaded::Updated(_) => {
             println!(
                 "toa: eBPF mode was attached already: settings updated in place (nothing detached)"
             );
-            c
         }
-    };
+        toa_bpf::Loaded::Replaced {
+            previous, notes, ..
+        } => {
+            if previous.as_ref() == Some(&this) {
+                println!(
+                    "toa: eBPF mode reattached in place, with its maps: open connections keep \
+                     their client"
+                );
+            } else {
+                let from = previous
+                    .as_ref()
+                    .map_or("an earlier toa".to_string(), |p| format!("toa {p}"));
+                println!(
+                    "toa: eBPF mode replaced in place: the programs of {from} by those of toa \
+                     {this}; open connections keep their client"
+                );
+            }
+            for n in notes {
+                println!("  note: {n}");
+            }
+        }
+        toa_bpf::Loaded::Reloaded { why, .. } => {
+            println!("toa: eBPF mode loaded afresh: {why}");
+            eprintln!(
+                "toa: warning: the programs could not be replaced in place, so open connections \
+                 lost their client (they see the proxy's address); new ones get it"
+            );
+        }
+    }
+    let capture = done.capture();
     println!("  capture         = {} ({capture})", capture.word());
+    println!("  object          = toa {this}");
+    if let Some(s) = toa_bpf::status().ok().flatten() {
+        println!("  cgroup          = {}", describe_cgroup(&s));
+    }
     let trusted = settings.trusted_text();
     let ports = settings.ports_text();
     println!(
@@ -198,26 +250,30 @@ pub struct Active {
     pub problems: Vec<String>,
     /// Where the cgroup programs are attached, as `toa status` shows it.
     pub cgroup: String,
+    /// The one cgroup the programs are scoped to (`--cgroup`); `None`: the
+    /// cgroup v2 root, every process.
+    pub scoped_to: Option<std::path::PathBuf>,
+    /// The loaded object next to this binary's, as `toa status` shows it.
+    pub object: String,
+    /// Whether the loaded object is another than this binary's.
+    pub object_differs: bool,
     /// The counters summed over CPUs, in the module's file order.
     pub counters: Snapshot,
 }
 
 impl Active {
     fn of(s: toa_bpf::Status) -> Active {
+        let cgroup = describe_cgroup(&s);
         Active {
             trusted_proxies: s.settings.trusted_text(),
             ports: s.settings.ports_text(),
             formats: s.settings.formats,
             capture: s.capture,
             problems: s.problems,
-            cgroup: match &s.cgroup {
-                Some(p) if toa_bpf::is_private_cgroup2(p) => format!(
-                    "{} (toa's own cgroup2 mount: this host mounts cgroup v1 only)",
-                    p.display()
-                ),
-                Some(p) => format!("{} (the cgroup v2 root)", p.display()),
-                None => "(no cgroup v2 hierarchy is mounted here)".into(),
-            },
+            cgroup,
+            scoped_to: s.cgroup.clone().filter(|_| s.scoped),
+            object: describe_object(s.object.as_ref()),
+            object_differs: s.object.as_ref() != Some(&toa_bpf::embedded()),
             counters: Snapshot {
                 cpus: s.cpus,
                 counters: s
@@ -231,6 +287,37 @@ impl Active {
                     .collect(),
             },
         }
+    }
+}
+
+/// Where the cgroup programs are attached, for people.
+fn describe_cgroup(s: &toa_bpf::Status) -> String {
+    match &s.cgroup {
+        Some(p) if s.scoped => format!(
+            "{} (scoped: only its processes get clients and pay the hook)",
+            p.display()
+        ),
+        Some(p) if toa_bpf::is_private_cgroup2(p) => format!(
+            "{} (toa's own cgroup2 mount: this host mounts cgroup v1 only)",
+            p.display()
+        ),
+        Some(p) => format!("{} (the cgroup v2 root)", p.display()),
+        None => "(no cgroup v2 hierarchy is mounted here)".into(),
+    }
+}
+
+/// The loaded object next to this binary's.
+fn describe_object(loaded: Option<&toa_bpf::Identity>) -> String {
+    let this = toa_bpf::embedded();
+    match loaded {
+        Some(l) if *l == this => format!("toa {l}, this binary's"),
+        Some(l) => format!(
+            "toa {l}; this binary is toa {this}: `toa bpf load` replaces the programs in place"
+        ),
+        None => format!(
+            "loaded by a toa that does not record it; this binary is toa {this}: `toa bpf load` \
+             replaces the programs in place"
+        ),
     }
 }
 
@@ -296,6 +383,8 @@ mod tests {
             capture: toa_bpf::Capture::Fexit,
             problems: vec![],
             cgroup: Some("/sys/fs/cgroup".into()),
+            scoped: false,
+            object: Some(toa_bpf::embedded()),
             counters: vec![("syn_recv_sock_toa", 5), ("getname_toa_ok", 9)],
             cpus: 2,
         });
@@ -303,6 +392,8 @@ mod tests {
         assert_eq!(a.ports, "443");
         assert_eq!(a.formats, 3);
         assert_eq!(a.cgroup, "/sys/fs/cgroup (the cgroup v2 root)");
+        assert!(!a.object_differs);
+        assert!(a.object.ends_with("this binary's"), "{}", a.object);
         assert_eq!(a.counters.cpus, 2);
         assert_eq!(a.counters.get("getname_toa_ok"), Some(9));
     }

@@ -281,10 +281,17 @@ fn bpf(active: &Active, o: &Observed<'_>) -> Vec<Finding> {
         out.push(finding(
             Level::Ok,
             format!(
-                "the eBPF mode is attached at the cgroup v2 root ({}); connections accepted \
+                "the eBPF mode is attached at {}, pinned under {}; connections accepted \
                  before it was loaded keep the proxy's address",
+                active.cgroup,
                 toa_bpf::PIN_DIR
             ),
+        ));
+    }
+    if active.object_differs {
+        out.push(finding(
+            Level::Warn,
+            format!("the loaded programs are not this toa's: {}", active.object),
         ));
     }
     for problem in &active.problems {
@@ -538,8 +545,30 @@ mod tests {
             capture: toa_bpf::Capture::Fexit,
             problems: vec![],
             cgroup: "/sys/fs/cgroup (the cgroup v2 root)".into(),
+            scoped_to: None,
+            object: "toa 0.0.0, this binary's".into(),
+            object_differs: false,
             counters: parse("CPU0\nsyn_recv_sock_toa: 0\n").unwrap(),
         }
+    }
+
+    /// After an upgrade of the binary alone, status says the programs are
+    /// another toa's and how to replace them: a warning, not a failure.
+    #[test]
+    fn programs_of_another_toa_are_a_warning_that_says_how_to_replace_them() {
+        let a = parse("CPU0\nsyn_recv_sock_toa: 2\n").unwrap();
+        let mut older = active("10.0.0.0/8");
+        older.object = "toa 0.0.1 (object sha256 0123456789ab); this binary is toa 0.1.0 \
+             (object sha256 ba9876543210): `toa bpf load` replaces the programs in place"
+            .into();
+        older.object_differs = true;
+        let f = judge(&Mode::Bpf(older), None, &a, &a);
+        assert_eq!(worst(&f), Level::Warn, "{f:?}");
+        let warn = text_of(&f, Level::Warn);
+        assert!(warn.contains("not this toa's: toa 0.0.1"), "{warn}");
+        assert!(warn.contains("toa bpf load"), "{warn}");
+        let same = judge(&Mode::Bpf(active("10.0.0.0/8")), None, &a, &a);
+        assert_eq!(worst(&same), Level::Ok, "{same:?}");
     }
 
     #[test]

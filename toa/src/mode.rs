@@ -40,9 +40,13 @@ impl Mode {
                 l.version.as_deref().unwrap_or("(no version)"),
                 l.srcversion.as_deref().unwrap_or("?")
             ),
-            Mode::Bpf(_) => format!(
-                "eBPF (toa {}, programs attached at the cgroup v2 root, pinned under {})",
+            Mode::Bpf(a) => format!(
+                "eBPF (toa {}, programs attached at {}, pinned under {})",
                 env!("CARGO_PKG_VERSION"),
+                match &a.scoped_to {
+                    Some(c) => format!("the cgroup {} only", c.display()),
+                    None => "the cgroup v2 root".into(),
+                },
                 toa_bpf::PIN_DIR
             ),
             Mode::None => "none: neither toa.ko nor the eBPF mode is active, applications see the \

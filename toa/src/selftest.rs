@@ -20,6 +20,7 @@ use toa_sim::socket::{self, Accepted};
 use toa_sim::tcp_client::{OptionPlan, TcpClient};
 use toa_sim::tun::{Addressing, Tun};
 
+use crate::bpf::Active;
 use crate::host::Host;
 use crate::mode::Mode;
 use plan::{Check, Plan, Settings};
@@ -33,6 +34,8 @@ use plan::{Check, Plan, Settings};
 /// listeners' accept() and getpeername() return. Proxy addresses, the
 /// listener port and the TOA layouts are chosen so that the active mode's
 /// trusted_proxies, ports and formats allow them (toa.ko or the eBPF mode).
+/// With the eBPF mode scoped to one cgroup (`toa bpf load --cgroup`), it
+/// joins that cgroup first: only that cgroup's sockets are rewritten.
 ///
 /// One line per check; exit 0 only when every check passed. Needs root
 /// (CAP_SYS_ADMIN and CAP_NET_ADMIN) and /dev/net/tun.
@@ -57,6 +60,18 @@ pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
     enter_private_network()?;
     let mode = Mode::detect(host)?;
     println!("mode: {}", mode.describe());
+    if let Mode::Bpf(Active {
+        scoped_to: Some(cgroup),
+        ..
+    }) = &mode
+    {
+        join_cgroup(cgroup)?;
+        println!(
+            "selftest: joined {}, where the eBPF mode is scoped, so that its connections pass \
+             the programs",
+            cgroup.display()
+        );
+    }
     let plan = plan::plan(&Settings::of(&mode)?)?;
     let tun = Tun::create(TUN_NAME, args.trace)
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -95,6 +110,20 @@ pub fn run(host: &Host, args: &Args) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(crate::EXIT_UNHEALTHY)
+    })
+}
+
+/// Moves this process into `cgroup` (the programs run for the sockets a
+/// process of the scoped cgroup makes; the process leaves it when it exits).
+fn join_cgroup(cgroup: &std::path::Path) -> Result<()> {
+    let procs = cgroup.join("cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string()).with_context(|| {
+        format!(
+            "joining {}, where the eBPF mode is scoped (its sockets alone are rewritten), \
+             through {}",
+            cgroup.display(),
+            procs.display()
+        )
     })
 }
 

@@ -147,6 +147,7 @@ fn print_bpf_settings(a: &Active) {
     );
     println!("  capture         = {} ({})", a.capture.word(), a.capture);
     println!("  cgroup          = {}", a.cgroup);
+    println!("  object          = {}", a.object);
 }
 
 /// The TOA layouts a `formats` mask accepts (DESIGN "Wire formats").

@@ -368,6 +368,10 @@ fn bpf_settings_are_checked_before_anything_is_loaded() {
             "prefix length",
         ),
         (&["bpf", "load", "--ports", "90-80"][..], "backwards"),
+        (
+            &["bpf", "load", "--cgroup", "system.slice/../x"][..],
+            "without '.' or '..'",
+        ),
         (&["bpf", "reload"][..], "unrecognized subcommand"),
     ] {
         let out = unprivileged(args, &[]);
@@ -411,6 +415,9 @@ fn bpf_help_states_the_limits() {
         "TOA_TRUSTED_PROXIES",
         "TOA_FORMATS",
         "TOA_PORTS",
+        "TOA_CGROUP",
+        "--cgroup",
+        "replaced in place",
         "toa.ko is loaded",
     ] {
         assert!(text(&out).contains(word), "{word}: {}", text(&out));

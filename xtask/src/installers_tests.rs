@@ -1604,6 +1604,7 @@ case "$1 ${{2:-}}" in
         : >"$pins/attached"
         printf '%s\n' "${{TOA_TRUSTED_PROXIES:-any}}" >"$pins/trusted_proxies"
         printf 'ports=%s formats=%s capture=%s\n' "${{TOA_PORTS:-any}}" "${{TOA_FORMATS:-0xf}}" "${{TOA_CAPTURE:-auto}}" >"$pins/settings"
+        printf '%s\n' "${{TOA_CGROUP:-kept}}" >"$pins/cgroup"
         echo "attached at the cgroup v2 root; pinned under /sys/fs/bpf/toa" ;;
     "bpf unload") rm -rf "$pins" ;;
     "selftest "*)
@@ -1642,6 +1643,7 @@ fn the_unit_is_compiled_into_install_toa_sh() {
         "RemainAfterExit=yes",
         "EnvironmentFile=/etc/toa/bpf.env",
         "ExecStart=/usr/local/sbin/toa bpf load",
+        "ExecReload=/usr/local/sbin/toa bpf load",
         "Before=network-pre.target shutdown.target",
         "Wants=network-pre.target",
         "WantedBy=multi-user.target",
@@ -1742,6 +1744,87 @@ fn bpf_mode_installs_unit_and_settings_reruns_change_nothing_uninstall_removes_a
         removed.text()
     );
     lab.cleanup();
+}
+
+/// The unit as install_toa.sh writes it: the text of its here-document.
+fn rendered_unit() -> String {
+    let script = render(SCRIPTS[0].1, "https://downloads.example.com/toa").unwrap();
+    let start = script
+        .find("<<'TOA_UNIT'\n")
+        .expect("the unit's here-document")
+        + 13;
+    let end = start + script[start..].find("\nTOA_UNIT\n").expect("its end");
+    script[start..=end].to_string()
+}
+
+/// `systemctl reload toa-bpf` after an edit of bpf.env loads again (settings
+/// and cgroup updated in place, open connections keep their client), never
+/// unloads; a load refused at boot fails the unit with toa's message in the
+/// journal (and on the console), and nothing skips the unit silently.
+#[test]
+fn the_unit_reloads_in_place_and_a_refused_load_fails_it_loudly() {
+    let unit = rendered_unit();
+    assert_eq!(unit, BPF_UNIT);
+    let values = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(values("ExecStart"), ["/usr/local/sbin/toa bpf load"]);
+    assert_eq!(
+        values("ExecReload"),
+        values("ExecStart"),
+        "a reload is a load again, in place"
+    );
+    assert_eq!(values("ExecStop"), ["/usr/local/sbin/toa bpf unload"]);
+    assert_eq!(values("Type"), ["oneshot"], "a failed load fails the unit");
+    assert!(
+        unit.lines().all(|l| !l.starts_with("Condition")),
+        "a condition skips the unit without an error"
+    );
+    assert_eq!(values("AssertFileIsExecutable"), ["/usr/local/sbin/toa"]);
+    for exec in ["ExecStart", "ExecReload"] {
+        for v in values(exec) {
+            assert!(
+                !v.starts_with(['-', '+', ':', '!']),
+                "{exec}={v}: a prefix would ignore a failure or change how it runs"
+            );
+        }
+    }
+    let stderr = values("StandardError");
+    assert!(
+        stderr.len() == 1 && stderr[0].split('+').any(|t| t == "journal"),
+        "toa's reason must reach the journal: {stderr:?}"
+    );
+    assert!(stderr[0].contains("console"), "{stderr:?}");
+    assert!(
+        unit.contains("TOA_CGROUP"),
+        "the unit says which settings bpf.env holds"
+    );
+    // systemd's own parser, where it is installed: every key is one it knows
+    // (a misspelt one is ignored with a warning, silently dropping a rule).
+    if let Some(analyze) = which("systemd-analyze") {
+        let dir = std::env::temp_dir().join(format!("toa-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("toa-bpf.service");
+        std::fs::write(&path, &unit).unwrap();
+        let out = std::process::Command::new(analyze)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        // The toa command is not installed here: that one complaint is expected.
+        let other: Vec<&str> = said
+            .lines()
+            .filter(|l| !l.contains("/usr/local/sbin/toa is not executable"))
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert!(other.is_empty(), "systemd-analyze verify: {said}");
+    }
 }
 
 /// The eBPF mode's settings lines of bpf.env, in order.
@@ -2567,5 +2650,104 @@ fn uninstall_with_a_pinned_module_built_by_dkms_removes_the_registration() {
         .join(format!("lib/modules/{KREL}/updates/dkms/toa.ko"))
         .exists());
     assert!(lab.read(MODULES_LOAD).is_none());
+    lab.cleanup();
+}
+
+/// --cgroup: written to bpf.env as TOA_CGROUP, passed to `toa bpf load`,
+/// kept by a rerun that does not give it, `/` for every process again;
+/// refused with toa.ko and when it holds what the unit's environment file
+/// would read differently.
+#[test]
+fn bpf_mode_cgroup_is_written_kept_and_checked() {
+    let lab = Lab::new("bpf-cgroup");
+    publish_bpf_toa_command(&lab);
+    lab.publish(&[standard_module()]);
+    let before = snapshot(&lab.root);
+    for (args, says) in [
+        (
+            &["--mode", "bpf", "--cgroup", "/system.slice/a b.service"][..],
+            "--cgroup takes a cgroup v2 path",
+        ),
+        (
+            &["--mode", "bpf", "--cgroup", "/system.slice/../x"][..],
+            "no '..'",
+        ),
+        (&["--mode", "bpf", "--cgroup"][..], "--cgroup needs"),
+        (
+            &["--mode", "kmod", "--cgroup", "/system.slice"][..],
+            "--cgroup: settings of the eBPF mode",
+        ),
+    ] {
+        let out = lab.run("install_toa.sh", args);
+        assert!(!out.ok, "{args:?}: {}", out.text());
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.text());
+        assert!(out.mutating().is_empty(), "{args:?}: {}", out.text());
+        assert_eq!(snapshot(&lab.root), before, "{args:?}");
+    }
+
+    let out = lab.run(
+        "install_toa.sh",
+        &[
+            "--mode",
+            "bpf",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+            "--cgroup",
+            "/system.slice/nginx.service",
+        ],
+    );
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=10.0.0.0/8",
+            "TOA_CGROUP=/system.slice/nginx.service",
+        ]
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/cgroup")).unwrap(),
+        "/system.slice/nginx.service\n",
+        "the loader got it"
+    );
+    assert!(
+        out.stderr
+            .contains("/system.slice/nginx.service is a service's own cgroup"),
+        "{}",
+        out.text()
+    );
+
+    // Another setting only: the cgroup stays.
+    let out = lab.run("install_toa.sh", &["--ports", "443"]);
+    assert!(out.ok, "{}", out.text());
+    assert_eq!(
+        bpf_env_settings(&lab),
+        [
+            "TOA_TRUSTED_PROXIES=10.0.0.0/8",
+            "TOA_PORTS=443",
+            "TOA_CGROUP=/system.slice/nginx.service",
+        ]
+    );
+    assert_eq!(
+        lab.read(&format!("{BPF_PINS}/cgroup")).unwrap(),
+        "/system.slice/nginx.service\n"
+    );
+
+    // Told otherwise: every process, said explicitly (a load without it
+    // would keep the cgroup the programs are attached to).
+    for root in ["/", ""] {
+        let out = lab.run("install_toa.sh", &["--cgroup", root]);
+        assert!(out.ok, "{root:?}: {}", out.text());
+        assert_eq!(
+            bpf_env_settings(&lab),
+            [
+                "TOA_TRUSTED_PROXIES=10.0.0.0/8",
+                "TOA_PORTS=443",
+                "TOA_CGROUP=/",
+            ],
+            "{root:?}"
+        );
+        assert_eq!(lab.read(&format!("{BPF_PINS}/cgroup")).unwrap(), "/\n");
+        assert!(!out.stderr.contains("own cgroup"), "{}", out.text());
+    }
     lab.cleanup();
 }
