@@ -959,8 +959,10 @@ fn prune_old_indices(current: &Path, arch: &str) {
 mod tests {
     use super::*;
 
-    const BOOKWORM: &str = include_str!("../tests/fixtures/debian/Packages-bookworm");
-    const SID: &str = include_str!("../tests/fixtures/debian/Packages-sid");
+    const BOOKWORM: &str =
+        include_str!("../tests/fixtures/apt/debian-12/bookworm/binary-amd64/Packages");
+    const SID: &str =
+        include_str!("../tests/fixtures/apt/debian-unstable/sid/binary-amd64/Packages");
     const INRELEASE: &str = include_str!("../tests/fixtures/debian/InRelease");
 
     fn index(text: &str, suite: &str) -> Index {
