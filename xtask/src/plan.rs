@@ -24,7 +24,7 @@
 use crate::distro::Distro;
 use crate::kernels::{self, Kernel};
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -51,9 +51,14 @@ pub struct Args {
     #[arg(long, value_name = "FILE|URL")]
     pub missing_from: Option<String>,
     /// Append `matrix=<json>` and `count=<jobs>` to this file (a job's
-    /// $GITHUB_OUTPUT) instead of printing the matrix.
+    /// $GITHUB_OUTPUT) instead of printing the matrix; and `plan=<json>`, the
+    /// matrix with the releases --keep-going left out, for `cargo xtask merge --plan`.
     #[arg(long, value_name = "FILE")]
     pub github_output: Option<PathBuf>,
+    /// A release whose repository metadata cannot be read (an archive
+    /// unreachable) is left out with a warning instead of failing the plan.
+    #[arg(long)]
+    pub keep_going: bool,
     /// Offline, no matrix: for every recipe in distros/ (each architecture it
     /// lists), the kernels its real-metadata fixture (xtask/tests/fixtures)
     /// lists, and the builder image and compiler each kernel gets.
@@ -67,8 +72,40 @@ pub struct Matrix {
     pub include: Vec<Shard>,
 }
 
+/// The plan as the release job reads it back (`cargo xtask merge --plan`):
+/// the matrix's rows, and the releases whose kernels could not be listed
+/// (`--keep-going`). A bare matrix reads as a plan with none unplanned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub include: Vec<Shard>,
+    #[serde(default)]
+    pub unplanned: Vec<Unplanned>,
+}
+
+/// A release left out of the plan because its metadata could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unplanned {
+    pub distro: String,
+    pub arch: String,
+    pub error: String,
+}
+
+impl Record {
+    /// The plan in `path` (a plan record or a bare matrix).
+    pub fn read(path: &std::path::Path) -> Result<Record> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a plan (cargo xtask plan's matrix or the plan job's plan output)",
+                path.display()
+            )
+        })
+    }
+}
+
 /// One build job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
     /// `debian-11-001`: unique in the matrix; names the job's artifact (`part-<shard>`).
     pub shard: String,
@@ -97,6 +134,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let distros = per_arch(releases)?;
     let mut planned = Vec::new();
+    let mut unplanned = Vec::new();
     for distro in distros {
         // A release whose repositories need credentials nobody supplied here
         // (SLES in CI) is left out of the matrix, saying what it needs.
@@ -106,8 +144,21 @@ pub fn run(args: Args) -> Result<()> {
                 continue;
             }
         }
-        let all = kernels::discover(&distro)
-            .with_context(|| format!("listing the kernels of {}", distro.name))?;
+        let all = match kernels::discover(&distro)
+            .with_context(|| format!("listing the kernels of {}", distro.name))
+        {
+            Ok(all) => all,
+            Err(e) if args.keep_going => {
+                eprintln!("warning: not planned: {e:#}");
+                unplanned.push(Unplanned {
+                    distro: distro.name.clone(),
+                    arch: distro.arch.clone(),
+                    error: crate::failures::one_line(&e),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let picked = match args.latest {
             Some(n) => kernels::select(&distro, &all, &[], Some(n))?,
             None => all,
@@ -163,8 +214,16 @@ pub fn run(args: Args) -> Result<()> {
                 .create(true)
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            writeln!(file, "matrix={json}\ncount={}", matrix.include.len())
-                .with_context(|| format!("writing {}", path.display()))?;
+            let record = serde_json::to_string(&Record {
+                include: matrix.include.clone(),
+                unplanned,
+            })?;
+            writeln!(
+                file,
+                "matrix={json}\ncount={}\nplan={record}",
+                matrix.include.len()
+            )
+            .with_context(|| format!("writing {}", path.display()))?;
         }
         None => println!("{}", serde_json::to_string_pretty(&matrix)?),
     }
