@@ -658,6 +658,76 @@ mod tests {
         );
     }
 
+    // Failed before: the release job ran only when every build job passed,
+    // each job's upload demanded its tarball, and merge got no plan, so one
+    // failing kernel (or archive) held back the whole release.
+    #[test]
+    fn one_failing_kernel_does_not_hold_back_the_release() {
+        let text = render(&releases(), &Settings::default()).unwrap();
+        let job = |name: &str| -> &str {
+            // From `  name:` to the next line indented by two (the next job).
+            let start = text.find(&format!("\n  {name}:\n")).unwrap() + 1;
+            let rest = &text[start..];
+            let end = rest
+                .match_indices("\n  ")
+                .map(|(i, _)| i)
+                .find(|&i| rest[i + 3..].starts_with(|c: char| c.is_ascii_alphabetic()))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        };
+        let plan = step(job("plan"), "Plan the build matrix");
+        assert_eq!(plan.matches("--keep-going").count(), 2, "{plan}");
+        assert!(job("plan").contains("plan: ${{ steps.plan.outputs.plan }}"));
+
+        let build = job("build");
+        assert!(build.contains("fail-fast: false"), "{build}");
+        assert!(
+            build.contains("--failures \"target/dist/$DIST_NAME.failed.json\""),
+            "{build}"
+        );
+        let upload = &build[build.find("actions/upload-artifact").unwrap()..];
+        assert!(upload.contains("if: ${{ !cancelled() }}"), "{upload}");
+        assert!(
+            upload.contains("${{ matrix.dist_name }}.failed.json"),
+            "{upload}"
+        );
+        assert!(upload.contains("if-no-files-found: warn"), "{upload}");
+
+        let release = job("release");
+        assert!(
+            release
+                .contains("(needs.build.result == 'success' || needs.build.result == 'failure')"),
+            "{release}"
+        );
+        assert!(
+            !release.contains("&& needs.build.result == 'success'\n"),
+            "{release}"
+        );
+        assert!(release.contains(
+            "cargo xtask merge --out target/dist --plan target/plan.json --notes target/release-notes.md parts/*"
+        ));
+        assert!(release.contains("PLAN: ${{ needs.plan.outputs.plan }}"));
+        // Both ways of creating a release carry the notes.
+        assert!(
+            release.contains("--notes-file target/notes.md --latest"),
+            "{release}"
+        );
+        assert!(
+            release.contains(
+                "--generate-notes \\\n              --notes-file target/release-notes.md"
+            ),
+            "{release}"
+        );
+
+        // The VM lab proves what built, and skips a release with nothing built.
+        let vm = job("vm-lab");
+        assert!(vm.contains("(needs.build.result == 'success' || needs.build.result == 'failure')"));
+        assert!(
+            vm.contains("if: steps.merge.outputs.built == 'true'"),
+            "{vm}"
+        );
+    }
+
     #[test]
     fn the_shard_size_travels_in_the_header() {
         let four = Settings { shard_size: 4 };
