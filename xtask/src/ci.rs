@@ -676,13 +676,14 @@ mod tests {
             &rest[..end]
         };
         let plan = step(job("plan"), "Plan the build matrix");
-        assert_eq!(plan.matches("--keep-going").count(), 2, "{plan}");
+        assert_eq!(plan.matches("\"${keep_going[@]}\"").count(), 2, "{plan}");
+        assert!(plan.contains("keep_going=(--keep-going)"), "{plan}");
         assert!(job("plan").contains("plan: ${{ steps.plan.outputs.plan }}"));
 
         let build = job("build");
         assert!(build.contains("fail-fast: false"), "{build}");
         assert!(
-            build.contains("--failures \"target/dist/$DIST_NAME.failed.json\""),
+            build.contains("args+=(--failures \"target/dist/$DIST_NAME.failed.json\")"),
             "{build}"
         );
         let upload = &build[build.find("actions/upload-artifact").unwrap()..];
@@ -703,8 +704,12 @@ mod tests {
             !release.contains("&& needs.build.result == 'success'\n"),
             "{release}"
         );
+        assert!(
+            release.contains("plan=(--plan target/plan.json)"),
+            "{release}"
+        );
         assert!(release.contains(
-            "cargo xtask merge --out target/dist --plan target/plan.json --notes target/release-notes.md parts/*"
+            "cargo xtask merge --out target/dist \"${plan[@]}\" --notes target/release-notes.md parts/*"
         ));
         assert!(release.contains("PLAN: ${{ needs.plan.outputs.plan }}"));
         // Both ways of creating a release carry the notes.
