@@ -246,8 +246,8 @@ fn per_arch(releases: Vec<Distro>) -> Result<Vec<Distro>> {
     Ok(distros)
 }
 
-/// What `plan --all` prints: per recipe and architecture, its builder image,
-/// then each kernel its real-metadata fixture lists with the compiler chosen
+/// What `plan --all` prints: per recipe and architecture, its builder image
+/// and the repositories its kernels come from, then each kernel its real-metadata fixture lists with the compiler chosen
 /// for it, or that it has no fixture (the recipe is checked by rendering
 /// its commands only). Reads nothing but distros/ and the fixtures.
 pub fn offline(distros: &[Distro]) -> Result<String> {
@@ -262,6 +262,15 @@ pub fn offline(distros: &[Distro]) -> Result<String> {
             .map(|p| format!(" (cross: CROSS_COMPILE={p})"))
             .unwrap_or_default();
         writeln!(out, "{} {}: image {}{cross}", d.name, d.arch, b.image)?;
+        let sources: Vec<String> = match &d.repo {
+            crate::distro::Repo::Apt(apt) => apt
+                .archives
+                .iter()
+                .map(|a| format!("{} ({})", a.mirror, a.suites.join(", ")))
+                .collect(),
+            crate::distro::Repo::RpmMd(rpm) => rpm.baseurls.clone(),
+        };
+        writeln!(out, "  kernels from {}", sources.join("; "))?;
         match crate::fixtures::kernels(d)? {
             None => {
                 without += 1;
@@ -673,7 +682,8 @@ cc = "gcc-12"
             }
         }
         // The recipes with real-metadata fixtures list what those hold.
-        assert!(text.contains("centos-stream-9 x86_64: image quay.io/centos/centos:stream9\n  fixture xtask/tests/fixtures/rpm/centos-stream-9: 5 kernel(s)\n"), "{text}");
+        assert!(text.contains("centos-stream-9 x86_64: image quay.io/centos/centos:stream9\n  kernels from https://mirror.stream.centos.org/9-stream/AppStream/x86_64/os/\n  fixture xtask/tests/fixtures/rpm/centos-stream-9: 5 kernel(s)\n"), "{text}");
+        assert!(text.contains("debian-12 x86_64: image debian:bookworm\n  kernels from http://deb.debian.org/debian (bookworm, bookworm-updates, bookworm-backports); http://deb.debian.org/debian-security (bookworm-security)\n"), "{text}");
         assert!(text.contains("    5.14.0-547.el9.x86_64"), "{text}");
         assert!(text.contains("    6.4.0-150600.23.47-default"), "{text}");
         assert!(text.contains("    6.1.0-50-amd64"), "{text}");
