@@ -140,7 +140,17 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("{}: which kernel the top-level toa.ko is for", distro.name))
         .and_then(|default| build(&distro, &kernels, default.as_ref(), args.backend, jobs));
     let built = match (built, &args.failures) {
-        (Ok(built), _) => built,
+        (Ok(built), None) => built,
+        (Ok(built), Some(path)) => {
+            // Nothing failed: no record, not even one an earlier run left.
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => {}
+            }
+            built
+        }
         (Err(err), None) => return Err(err),
         (Err(err), Some(path)) => {
             let record = failure_record(&distro, &kernels, &err);
