@@ -6,7 +6,7 @@ use crate::distro::Distro;
 use crate::kernels::{self, Kernel};
 use crate::package::KernelModule;
 use crate::{cache, kmod_object, modcheck, package};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -39,6 +39,79 @@ pub struct Args {
     /// Print the commands every step would run (cached steps included) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// When kernels fail, write which and why to FILE (JSON, read by `cargo
+    /// xtask merge`); the ones that built are packed all the same. The exit
+    /// status still says the build failed.
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub failures: Option<PathBuf>,
+}
+
+/// The error of a build in which some kernels failed: each with its error,
+/// and the tarball the others were packed in (None: no kernel built).
+#[derive(Debug)]
+pub struct KernelsFailed {
+    pub distro: String,
+    pub total: usize,
+    pub failed: Vec<(Kernel, anyhow::Error)>,
+    pub packed: Option<PathBuf>,
+}
+
+impl std::fmt::Display for KernelsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.packed {
+            None => write!(
+                f,
+                "{}: no kernel built ({} failed)",
+                self.distro,
+                self.failed.len()
+            ),
+            Some(tarball) => write!(
+                f,
+                "{}: {} of {} kernel(s) failed ({}); the others are packed in {}",
+                self.distro,
+                self.failed.len(),
+                self.total,
+                self.failed
+                    .iter()
+                    .map(|(k, _)| k.release.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                tarball.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KernelsFailed {}
+
+/// The failure record of a build of `kernels` that ended in `err`: the
+/// kernels [`KernelsFailed`] names with their own errors, or every kernel
+/// with `err` when the build failed as a whole (its image, an archive).
+pub fn failure_record(
+    distro: &Distro,
+    kernels: &[Kernel],
+    err: &anyhow::Error,
+) -> crate::failures::Record {
+    let failed = match err.downcast_ref::<KernelsFailed>() {
+        Some(kf) => kf
+            .failed
+            .iter()
+            .map(|(k, e)| crate::failures::Failed {
+                release: k.release.clone(),
+                version: k.version.clone(),
+                error: crate::failures::one_line(e),
+            })
+            .collect(),
+        None => kernels
+            .iter()
+            .map(|k| crate::failures::Failed {
+                release: k.release.clone(),
+                version: k.version.clone(),
+                error: crate::failures::one_line(err),
+            })
+            .collect(),
+    };
+    crate::failures::Record::new(&distro.name, &distro.arch, failed)
 }
 
 /// What a build produced for one distro release.
@@ -62,10 +135,34 @@ pub fn run(args: Args) -> Result<()> {
         return dry_run(&distro, &args);
     }
     let kernels = pick_kernels(&distro, &args)?;
-    let default = kernels::default_kernel(&distro)
-        .with_context(|| format!("{}: which kernel the top-level toa.ko is for", distro.name))?;
     let jobs = args.jobs.unwrap_or_else(default_jobs);
-    let built = build(&distro, &kernels, default.as_ref(), args.backend, jobs)?;
+    let built = kernels::default_kernel(&distro)
+        .with_context(|| format!("{}: which kernel the top-level toa.ko is for", distro.name))
+        .and_then(|default| build(&distro, &kernels, default.as_ref(), args.backend, jobs));
+    let built = match (built, &args.failures) {
+        (Ok(built), None) => built,
+        (Ok(built), Some(path)) => {
+            // Nothing failed: no record, not even one an earlier run left.
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => {}
+            }
+            built
+        }
+        (Err(err), None) => return Err(err),
+        (Err(err), Some(path)) => {
+            let record = failure_record(&distro, &kernels, &err);
+            record.write(path)?;
+            eprintln!(
+                "{} kernel(s) failed; recorded in {}",
+                record.failed.len(),
+                path.display()
+            );
+            return Err(err);
+        }
+    };
     for m in &built.modules {
         println!(
             "built toa.ko for {} (kernel package {})",
@@ -258,7 +355,7 @@ fn build_into(
     let builder = builder;
     let shared_root = kind == BackendKind::Chroot;
     let mut ready = Vec::new();
-    let mut failed: Vec<(String, anyhow::Error)> = Vec::new();
+    let mut failed: Vec<(Kernel, anyhow::Error)> = Vec::new();
     if shared_root {
         for k in kernels {
             match builder.execute(
@@ -269,7 +366,7 @@ fn build_into(
                 Ok(()) => ready.push(k.clone()),
                 Err(e) => {
                     overall.inc(1);
-                    failed.push((k.release.clone(), e));
+                    failed.push((k.clone(), e));
                 }
             }
         }
@@ -279,7 +376,7 @@ fn build_into(
     prep.finish_and_clear();
 
     let results: Mutex<Vec<KernelModule>> = Mutex::new(Vec::new());
-    let failures: Mutex<Vec<(String, anyhow::Error)>> = Mutex::new(failed);
+    let failures: Mutex<Vec<(Kernel, anyhow::Error)>> = Mutex::new(failed);
     let queue: Mutex<Vec<Kernel>> = Mutex::new(ready.into_iter().rev().collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
@@ -296,7 +393,7 @@ fn build_into(
                 };
                 match headers.and_then(|()| build_one(&builder, &k, &objects, &log, &bar)) {
                     Ok(m) => results.lock().unwrap().push(m),
-                    Err(e) => failures.lock().unwrap().push((k.release.clone(), e)),
+                    Err(e) => failures.lock().unwrap().push((k.clone(), e)),
                 }
                 bar.finish_and_clear();
                 overall.inc(1);
@@ -308,16 +405,18 @@ fn build_into(
     let mut modules = results.into_inner().unwrap();
     modules.sort_by(|a, b| kernels::release_cmp(&a.release, &b.release));
     let mut failures = failures.into_inner().unwrap();
-    failures.sort_by(|a, b| kernels::release_cmp(&a.0, &b.0));
-    for (release, err) in &failures {
-        eprintln!("FAILED {release}: {err:#}");
+    failures.sort_by(|a, b| kernels::release_cmp(&a.0.release, &b.0.release));
+    for (k, err) in &failures {
+        eprintln!("FAILED {}: {err:#}", k.release);
     }
     if modules.is_empty() {
-        bail!(
-            "{}: no kernel built ({} failed)",
-            distro.name,
-            failures.len()
-        );
+        return Err(KernelsFailed {
+            distro: distro.name.clone(),
+            total: kernels.len(),
+            failed: failures,
+            packed: None,
+        }
+        .into());
     }
     let dist_name = distro.dist_name();
     let tarball = package::write_tarball_with_default(
@@ -331,18 +430,13 @@ fn build_into(
     // The manifest covers every tarball in dist/, this one included.
     crate::index::write_index(dist_dir)?;
     if !failures.is_empty() {
-        bail!(
-            "{}: {} of {} kernel(s) failed ({}); the others are packed in {}",
-            distro.name,
-            failures.len(),
-            kernels.len(),
-            failures
-                .iter()
-                .map(|(r, _)| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            tarball.display()
-        );
+        return Err(KernelsFailed {
+            distro: distro.name.clone(),
+            total: kernels.len(),
+            failed: failures,
+            packed: Some(tarball),
+        }
+        .into());
     }
     let top = default
         .and_then(|d| modules.iter().find(|m| m.release == d.release))
@@ -472,4 +566,61 @@ pub fn sync_sources(kbuild: &Path, objects: &[PathBuf], dest: &Path) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_record_names_each_failed_kernel_with_its_error() {
+        let distro = crate::distro::find("debian-12").unwrap();
+        let kernels = [
+            Kernel::pinned("6.1.0-9-amd64", "6.1.1-1"),
+            Kernel::pinned("6.1.0-10-amd64", "6.1.2-1"),
+        ];
+        let err: anyhow::Error = KernelsFailed {
+            distro: "debian-12".into(),
+            total: 2,
+            failed: vec![(
+                kernels[1].clone(),
+                anyhow::anyhow!("exit status 2").context("make modules"),
+            )],
+            packed: Some(PathBuf::from("target/dist/Debian-12-x86_64.tar.gz")),
+        }
+        .into();
+        assert_eq!(
+            err.to_string(),
+            "debian-12: 1 of 2 kernel(s) failed (6.1.0-10-amd64); the others are packed in \
+             target/dist/Debian-12-x86_64.tar.gz"
+        );
+        let r = failure_record(&distro, &kernels, &err);
+        assert_eq!(
+            (r.distro.as_str(), r.arch.as_str()),
+            ("debian-12", "x86_64")
+        );
+        assert_eq!(
+            r.failed,
+            [crate::failures::Failed {
+                release: "6.1.0-10-amd64".into(),
+                version: "6.1.2-1".into(),
+                error: "make modules: exit status 2".into(),
+            }]
+        );
+        // A build that failed as a whole (its image, an archive): every kernel.
+        let err = anyhow::anyhow!("docker pull debian:bookworm: timeout");
+        let r = failure_record(&distro, &kernels, &err);
+        assert_eq!(r.failed.len(), 2);
+        assert!(r
+            .failed
+            .iter()
+            .all(|f| f.error == "docker pull debian:bookworm: timeout"));
+        // Written and read back as merge reads it.
+        let path = std::env::temp_dir()
+            .join(format!("toa-failures-{}", std::process::id()))
+            .join("Debian-12-x86_64.failed.json");
+        r.write(&path).unwrap();
+        assert_eq!(crate::failures::Record::read(&path).unwrap(), r);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
 }

@@ -3,10 +3,11 @@
 //! `distros/*.toml`.
 //!
 //! The workflow plans at run time (`cargo xtask plan`, which reads distros/
-//! itself) and passes the build matrix between jobs as data. What it takes
-//! from distros/ at generation time is what names releases in the YAML: the
-//! releases the plan job lists, the release pull requests build, and the VM-lab
-//! rows. So a distros/ change without `cargo xtask ci` is caught by
+//! itself) and passes the build matrix between jobs as data. The plan job
+//! names no release: it plans the recipes of the commit it checked out (on
+//! the daily run, the latest release's tag), never a list frozen into the
+//! YAML from the default branch. What the YAML takes from distros/ at
+//! generation time: the release pull requests build and the VM-lab rows. So a distros/ change without `cargo xtask ci` is caught by
 //! `cargo xtask ci --check`, which prints the diff and the command that fixes it.
 //! [`check_all`] adds actionlint (and shellcheck on `ci/`) for the test command.
 
@@ -284,10 +285,6 @@ pub fn render(releases: &[Release], settings: &Settings) -> Result<String> {
         ),
         "# `cargo xtask ci --check` (run by `cargo xtask test`) fails while it is out of date.".into(),
     ];
-    let plan_distros = releases
-        .iter()
-        .map(|r| format!("--distro {} \\", r.name))
-        .collect();
     let vm_rows = vm
         .iter()
         .flat_map(|r| {
@@ -299,11 +296,7 @@ pub fn render(releases: &[Release], settings: &Settings) -> Result<String> {
         .collect();
     fill(
         TEMPLATE,
-        &[
-            ("@HEADER@", header),
-            ("@PLAN_DISTROS@", plan_distros),
-            ("@VM_ROWS@", vm_rows),
-        ],
+        &[("@HEADER@", header), ("@VM_ROWS@", vm_rows)],
         &[
             ("@SHARD_SIZE@", settings.shard_size.to_string()),
             ("@PR_DISTRO@", pr.name.clone()),
@@ -549,16 +542,9 @@ mod tests {
     }
 
     #[test]
-    fn the_workflow_names_every_release_and_the_vm_rows() {
+    fn the_workflow_names_the_vm_rows_and_the_pull_request_release() {
         let text = render(&releases(), &Settings::default()).unwrap();
         assert!(text.starts_with("# GENERATED FILE, do not edit: `cargo xtask ci` writes it"));
-        for r in releases() {
-            assert!(
-                text.contains(&format!("--distro {} \\\n", r.name)),
-                "{}",
-                r.name
-            );
-        }
         assert!(text.contains(
             "        include:\n          - distro: debian-11\n            dist_name: Debian-11-x86_64\n          - distro: debian-12\n"
         ), "{text}");
@@ -595,16 +581,12 @@ mod tests {
             err.contains("To fix it, run `cargo xtask ci` and commit"),
             "{err}"
         );
-        assert!(
-            err.contains("\n+              --distro debian-13 \\\n"),
-            "{err}"
-        );
         assert!(err.contains("\n+          - distro: debian-13\n"), "{err}");
         assert!(err.contains("--- .github/workflows/release.yml (committed)\n+++ .github/workflows/release.yml (generated)\n@@ -"), "{err}");
 
         // A renamed one.
         let mut renamed = releases();
-        renamed[3] = release("ubuntu-22.04-lts", "Ubuntu-22.04-x86_64", false);
+        renamed[1] = release("debian-11-lts", "Debian-11-x86_64", true);
         let err = check_text(
             Some(&committed),
             &render(&renamed, &settings).unwrap(),
@@ -612,7 +594,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("\n-              --distro ubuntu-22.04 \\\n+              --distro ubuntu-22.04-lts \\\n"), "{err}");
+        assert!(
+            err.contains("\n-          - distro: debian-11\n+          - distro: debian-11-lts\n"),
+            "{err}"
+        );
 
         // No workflow at all.
         let err = check_text(None, &committed, &settings)
@@ -621,6 +606,130 @@ mod tests {
         assert!(
             err.contains("is missing") && err.contains("run `cargo xtask ci`"),
             "{err}"
+        );
+    }
+
+    /// The step named `name`, to the next step.
+    fn step<'a>(text: &'a str, name: &str) -> &'a str {
+        let start = text
+            .find(&format!("- name: {name}"))
+            .unwrap_or_else(|| panic!("no step {name:?}"));
+        let rest = &text[start + 1..];
+        let end = rest.find("\n      - ").unwrap_or(rest.len());
+        &rest[..end]
+    }
+
+    // Failed before: the plan lines carried `--distro <each release>`, frozen
+    // into the YAML from the default branch, while the daily run builds the
+    // latest tag (a release added or removed since then broke the plan).
+    #[test]
+    fn the_daily_run_plans_the_recipes_of_the_tag_it_builds() {
+        let text = render(&releases(), &Settings::default()).unwrap();
+        let plan_job = &text[text.find("\n  plan:\n").unwrap()..text.find("\n  build:\n").unwrap()];
+        let checkout = plan_job
+            .find("git checkout --quiet \"refs/tags/$latest\"")
+            .expect("the daily run checks out the latest tag");
+        let plan = step(plan_job, "Plan the build matrix");
+        assert!(plan_job.find("cargo xtask plan").unwrap() > checkout);
+        let daily = plan
+            .split("elif [ \"$EVENT\" = schedule ]; then")
+            .nth(1)
+            .unwrap()
+            .split("else")
+            .next()
+            .unwrap();
+        assert!(
+            daily.contains("cargo xtask plan") && daily.contains("--missing-from"),
+            "{daily}"
+        );
+        // Only the pull-request line names a release; tags and the daily run
+        // plan every recipe of their own checkout.
+        let naming: Vec<&str> = plan.lines().filter(|l| l.contains("--distro")).collect();
+        assert_eq!(naming.len(), 1, "{plan}");
+        assert!(
+            naming[0].contains("--latest 1 --distro debian-12"),
+            "{plan}"
+        );
+        // Build and release jobs build what the plan job checked out.
+        assert_eq!(
+            text.matches("ref: ${{ needs.plan.outputs.ref }}").count(),
+            2,
+            "{text}"
+        );
+    }
+
+    // Failed before: the release job ran only when every build job passed,
+    // each job's upload demanded its tarball, and merge got no plan, so one
+    // failing kernel (or archive) held back the whole release.
+    #[test]
+    fn one_failing_kernel_does_not_hold_back_the_release() {
+        let text = render(&releases(), &Settings::default()).unwrap();
+        let job = |name: &str| -> &str {
+            // From `  name:` to the next line indented by two (the next job).
+            let start = text.find(&format!("\n  {name}:\n")).unwrap() + 1;
+            let rest = &text[start..];
+            let end = rest
+                .match_indices("\n  ")
+                .map(|(i, _)| i)
+                .find(|&i| rest[i + 3..].starts_with(|c: char| c.is_ascii_alphabetic()))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        };
+        let plan = step(job("plan"), "Plan the build matrix");
+        assert_eq!(plan.matches("\"${keep_going[@]}\"").count(), 2, "{plan}");
+        assert!(plan.contains("keep_going=(--keep-going)"), "{plan}");
+        assert!(job("plan").contains("plan: ${{ steps.plan.outputs.plan }}"));
+
+        let build = job("build");
+        assert!(build.contains("fail-fast: false"), "{build}");
+        assert!(
+            build.contains("args+=(--failures \"target/dist/$DIST_NAME.failed.json\")"),
+            "{build}"
+        );
+        let upload = &build[build.find("actions/upload-artifact").unwrap()..];
+        assert!(upload.contains("if: ${{ !cancelled() }}"), "{upload}");
+        assert!(
+            upload.contains("${{ matrix.dist_name }}.failed.json"),
+            "{upload}"
+        );
+        assert!(upload.contains("if-no-files-found: warn"), "{upload}");
+
+        let release = job("release");
+        assert!(
+            release
+                .contains("(needs.build.result == 'success' || needs.build.result == 'failure')"),
+            "{release}"
+        );
+        assert!(
+            !release.contains("&& needs.build.result == 'success'\n"),
+            "{release}"
+        );
+        assert!(
+            release.contains("plan=(--plan target/plan.json)"),
+            "{release}"
+        );
+        assert!(release.contains(
+            "cargo xtask merge --out target/dist \"${plan[@]}\" --notes target/release-notes.md parts/*"
+        ));
+        assert!(release.contains("PLAN: ${{ needs.plan.outputs.plan }}"));
+        // Both ways of creating a release carry the notes.
+        assert!(
+            release.contains("--notes-file target/notes.md --latest"),
+            "{release}"
+        );
+        assert!(
+            release.contains(
+                "--generate-notes \\\n              --notes-file target/release-notes.md"
+            ),
+            "{release}"
+        );
+
+        // The VM lab proves what built, and skips a release with nothing built.
+        let vm = job("vm-lab");
+        assert!(vm.contains("(needs.build.result == 'success' || needs.build.result == 'failure')"));
+        assert!(
+            vm.contains("if: steps.merge.outputs.built == 'true'"),
+            "{vm}"
         );
     }
 

@@ -758,8 +758,24 @@ pub fn have_gpgv() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Where a suite's `InRelease` is: `<mirror>/dists/<suite>/InRelease`. The
+/// mirror is the suite's own archive root, which may differ by architecture
+/// (`[repo.aarch64]`: Ubuntu's arm64 suites are on ports.ubuntu.com).
+pub fn inrelease_url(mirror: &str, suite: &str) -> String {
+    format!("{}/dists/{suite}/InRelease", mirror.trim_end_matches('/'))
+}
+
+/// The cache directory of one suite of one archive root: suites of the same
+/// name on two roots (Ubuntu's jammy on archive and on ports) stay apart.
+fn suite_cache(mirror: &str, suite: &str) -> PathBuf {
+    Path::new("debian")
+        .join(crate::rpm_repo::url_key(mirror.trim_end_matches('/')))
+        .join(suite)
+}
+
 /// Fetch and check `InRelease`, returning its signed text.
 fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
+    let cache_dir = suite_cache(mirror, suite);
     let (keyring, keyring_package) = keyring(mirror);
     let verify = have_gpgv() && keyring.is_file();
     let mirror = if verify {
@@ -779,7 +795,7 @@ fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
             None => mirror.to_string(),
         }
     };
-    let url = format!("{mirror}/dists/{suite}/InRelease");
+    let url = inrelease_url(&mirror, suite);
     // Kept apart by how they are trusted: a copy fetched over HTTPS without a
     // signature check must never stand in for one that gpgv checks.
     let name = if verify {
@@ -787,7 +803,7 @@ fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
     } else {
         "InRelease.https"
     };
-    let rel = Path::new("debian").join(suite).join(name);
+    let rel = cache_dir.join(name);
     let path = match crate::download::fetch_fresh(&url, &rel) {
         Ok(path) => path,
         Err(err) => {
@@ -921,7 +937,7 @@ fn load_index(mirror: &str, suite: &str, arch: &str) -> Result<Index> {
         sha256: sha256.clone(),
         size,
     };
-    let dir = Path::new("debian").join(suite);
+    let dir = suite_cache(mirror, suite);
     let name = format!("Packages-{arch}-{}.{ext}", &sha256[..16.min(sha256.len())]);
     let plain = format!("{mirror}/dists/{suite}/{rel_path}");
     let path = if release.acquire_by_hash {
@@ -959,8 +975,10 @@ fn prune_old_indices(current: &Path, arch: &str) {
 mod tests {
     use super::*;
 
-    const BOOKWORM: &str = include_str!("../tests/fixtures/debian/Packages-bookworm");
-    const SID: &str = include_str!("../tests/fixtures/debian/Packages-sid");
+    const BOOKWORM: &str =
+        include_str!("../tests/fixtures/apt/debian-12/bookworm/binary-amd64/Packages");
+    const SID: &str =
+        include_str!("../tests/fixtures/apt/debian-unstable/sid/binary-amd64/Packages");
     const INRELEASE: &str = include_str!("../tests/fixtures/debian/InRelease");
 
     fn index(text: &str, suite: &str) -> Index {

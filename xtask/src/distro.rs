@@ -467,6 +467,10 @@ mod tests {
     }
 
     fn load_str(name: &str, text: &str) -> Result<Distro> {
+        load_str_for(name, text, None)
+    }
+
+    fn load_str_for(name: &str, text: &str, arch: Option<Arch>) -> Result<Distro> {
         // Tests run in parallel and several load the same name: one
         // directory per call, or one test removes another's file.
         static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -478,9 +482,118 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, text).unwrap();
-        let out = load_file(&file);
+        let out = load_file_for(&file, arch);
         std::fs::remove_dir_all(&dir).unwrap();
         out
+    }
+
+    /// Ubuntu's arm64 suites live on ports.ubuntu.com, its amd64 ones on
+    /// archive.ubuntu.com: `[repo.aarch64]` gives an architecture its own
+    /// archives, and kernel discovery reads the indices from there.
+    const UBUNTU_PORTS: &str = r#"
+name = "ubuntu-x"
+tarball = "Ubuntu-X"
+family = "debian"
+arch = ["x86_64", "aarch64"]
+[repo]
+type = "apt"
+mirror = "http://archive.ubuntu.com/ubuntu"
+suite = "jammy"
+archives = [{ mirror = "http://archive.ubuntu.com/ubuntu", suites = ["jammy", "jammy-updates", "jammy-security"] }]
+flavours = ["generic"]
+[repo.aarch64]
+mirror = "http://ports.ubuntu.com/ubuntu-ports"
+archives = [{ mirror = "http://ports.ubuntu.com/ubuntu-ports", suites = ["jammy", "jammy-updates", "jammy-security"] }]
+[builder]
+image = "ubuntu:22.04"
+prepare = []
+install_headers = "apt-get install -y linux-headers-{release}"
+kdir = "/usr/src/linux-headers-{release}"
+cc = "gcc-11"
+"#;
+
+    #[test]
+    fn each_architecture_reads_its_own_archive() {
+        let urls = |d: &Distro| -> Vec<String> {
+            d.debian()
+                .unwrap()
+                .suites()
+                .iter()
+                .map(|s| crate::debian_repo::inrelease_url(&s.mirror, &s.suite))
+                .collect()
+        };
+        let amd64 = load_str_for("ubuntu-x", UBUNTU_PORTS, None).unwrap();
+        assert_eq!(amd64.arches, ["x86_64", "aarch64"]);
+        assert_eq!(
+            urls(&amd64),
+            [
+                "http://archive.ubuntu.com/ubuntu/dists/jammy/InRelease",
+                "http://archive.ubuntu.com/ubuntu/dists/jammy-updates/InRelease",
+                "http://archive.ubuntu.com/ubuntu/dists/jammy-security/InRelease",
+            ]
+        );
+        let arm64 = load_str_for("ubuntu-x", UBUNTU_PORTS, Some(Arch::Aarch64)).unwrap();
+        assert_eq!(arm64.arch, "aarch64");
+        assert_eq!(
+            urls(&arm64),
+            [
+                "http://ports.ubuntu.com/ubuntu-ports/dists/jammy/InRelease",
+                "http://ports.ubuntu.com/ubuntu-ports/dists/jammy-updates/InRelease",
+                "http://ports.ubuntu.com/ubuntu-ports/dists/jammy-security/InRelease",
+            ]
+        );
+        // The release suite must be among the architecture's own archives.
+        let err = format!(
+            "{:#}",
+            load_str_for(
+                "ubuntu-x",
+                &UBUNTU_PORTS.replace(
+                    "mirror = \"http://ports.ubuntu.com/ubuntu-ports\"\narchives",
+                    "archives"
+                ),
+                Some(Arch::Aarch64)
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("must be one of repo.archives' suites"),
+            "{err}"
+        );
+    }
+
+    /// RPM repositories: one baseurl per architecture.
+    #[test]
+    fn an_rpm_recipe_takes_its_architectures_baseurls() {
+        let text = r#"
+name = "el-x"
+tarball = "EL-X"
+family = "rhel"
+arch = ["x86_64", "aarch64"]
+[repo]
+type = "rpm-md"
+baseurls = ["https://mirror.example.org/9/AppStream/x86_64/os/"]
+headers_package = "kernel-devel"
+[repo.aarch64]
+baseurls = ["https://mirror.example.org/9/AppStream/aarch64/os/"]
+[builder]
+image = "quay.io/centos/centos:stream9"
+prepare = []
+install_headers = "dnf install -y kernel-devel-{version}"
+kdir = "/usr/src/kernels/{release}"
+cc = "gcc"
+"#;
+        let baseurls = |d: Distro| match d.repo {
+            Repo::RpmMd(r) => r.baseurls,
+            Repo::Apt(_) => panic!("rpm-md"),
+        };
+        assert_eq!(
+            baseurls(load_str_for("el-x", text, None).unwrap()),
+            ["https://mirror.example.org/9/AppStream/x86_64/os/"]
+        );
+        assert_eq!(
+            baseurls(load_str_for("el-x", text, Some(Arch::Aarch64)).unwrap()),
+            ["https://mirror.example.org/9/AppStream/aarch64/os/"]
+        );
     }
 
     const GOOD: &str = r#"

@@ -6,9 +6,16 @@
 //! arch = ["x86_64", "aarch64"]
 //! [repo]
 //! flavours = { x86_64 = ["amd64", "cloud-amd64"], aarch64 = ["arm64"] }
+//! [repo.aarch64]              # keys that replace [repo]'s for aarch64
+//! mirror = "http://ports.ubuntu.com/ubuntu-ports"
+//! archives = [{ mirror = "http://ports.ubuntu.com/ubuntu-ports", suites = ["jammy"] }]
 //! [builder.aarch64]           # keys that replace [builder]'s for aarch64
 //! cross_compile = "aarch64-linux-gnu-"
 //! ```
+//!
+//! `[repo.<arch>]` is for archives that differ by architecture: Ubuntu
+//! publishes arm64 on another root (ports.ubuntu.com) than amd64, and RPM
+//! repositories have one baseurl per architecture.
 //!
 //! [`specialise`] turns such a file into the single-architecture shape the
 //! rest of xtask reads (`arch = "aarch64"`, `flavours = [...]`).
@@ -69,28 +76,47 @@ pub fn specialise(table: &mut Table, arch: Option<Arch>, file: &Path) -> Result<
             }
             repo.insert("flavours".into(), list);
         }
+        let overrides = take_overrides(repo, "repo", &chosen, &listed, &here)?;
+        for (key, value) in overrides {
+            if key == "type" {
+                bail!("{here}: repo.{chosen} cannot change the repository type");
+            }
+            repo.insert(key, value);
+        }
     }
 
     if let Some(Value::Table(builder)) = table.get_mut("builder") {
-        let mut overrides = None;
-        for a in Arch::ALL {
-            match builder.remove(a.name()) {
-                Some(Value::Table(t)) if a.name() == chosen => overrides = Some(t),
-                Some(Value::Table(_)) if !listed.iter().any(|l| l == a.name()) => {
-                    bail!(
-                        "{here}: builder.{} is given, but arch does not list it",
-                        a.name()
-                    )
-                }
-                Some(Value::Table(_)) | None => {}
-                Some(other) => bail!("{here}: builder.{} must be a table, not {other}", a.name()),
-            }
-        }
-        for (key, value) in overrides.unwrap_or_default() {
+        for (key, value) in take_overrides(builder, "builder", &chosen, &listed, &here)? {
             builder.insert(key, value);
         }
     }
     Ok(listed)
+}
+
+/// Removes every `<section>.<arch>` table from `section` and returns the
+/// chosen architecture's (empty if it has none).
+fn take_overrides(
+    section: &mut Table,
+    name: &str,
+    chosen: &str,
+    listed: &[String],
+    here: &impl std::fmt::Display,
+) -> Result<Table> {
+    let mut overrides = Table::new();
+    for a in Arch::ALL {
+        match section.remove(a.name()) {
+            Some(Value::Table(t)) if a.name() == chosen => overrides = t,
+            Some(Value::Table(_)) if !listed.iter().any(|l| l == a.name()) => {
+                bail!(
+                    "{here}: {name}.{} is given, but arch does not list it",
+                    a.name()
+                )
+            }
+            Some(Value::Table(_)) | None => {}
+            Some(other) => bail!("{here}: {name}.{} must be a table, not {other}", a.name()),
+        }
+    }
+    Ok(overrides)
 }
 
 #[cfg(test)]
@@ -161,6 +187,61 @@ install_headers = "cross {release}"
             err.to_string(),
             "debian-x is not built for aarch64; its architectures: x86_64"
         );
+    }
+
+    const PORTS: &str = r#"
+arch = ["x86_64", "aarch64"]
+[repo]
+type = "apt"
+mirror = "http://archive.ubuntu.com/ubuntu"
+archives = [{ mirror = "http://archive.ubuntu.com/ubuntu", suites = ["jammy"] }]
+flavours = { x86_64 = ["generic"], aarch64 = ["generic"] }
+[repo.aarch64]
+mirror = "http://ports.ubuntu.com/ubuntu-ports"
+archives = [{ mirror = "http://ports.ubuntu.com/ubuntu-ports", suites = ["jammy"] }]
+"#;
+
+    #[test]
+    fn an_architecture_takes_its_own_archives() {
+        let (t, _) = specialised(PORTS, Some(Arch::Aarch64)).unwrap();
+        let repo = t["repo"].as_table().unwrap();
+        assert_eq!(
+            repo["mirror"].as_str(),
+            Some("http://ports.ubuntu.com/ubuntu-ports")
+        );
+        assert_eq!(
+            repo["archives"][0]["mirror"].as_str(),
+            Some("http://ports.ubuntu.com/ubuntu-ports")
+        );
+        assert!(!repo.contains_key("aarch64"));
+        assert_eq!(repo["type"].as_str(), Some("apt"));
+        let (t, _) = specialised(PORTS, None).unwrap();
+        let repo = t["repo"].as_table().unwrap();
+        assert_eq!(
+            repo["mirror"].as_str(),
+            Some("http://archive.ubuntu.com/ubuntu")
+        );
+        assert!(!repo.contains_key("aarch64"));
+
+        let err = specialised(
+            &PORTS
+                .replace("\"x86_64\", \"aarch64\"", "\"x86_64\"")
+                .replace(", aarch64 = [\"generic\"]", ""),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("repo.aarch64 is given, but arch does not list it"),
+            "{err}"
+        );
+        let err = specialised(
+            &PORTS.replace("[repo.aarch64]\n", "[repo.aarch64]\ntype = \"rpm-md\"\n"),
+            Some(Arch::Aarch64),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cannot change the repository type"), "{err}");
     }
 
     #[test]

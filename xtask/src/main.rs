@@ -15,6 +15,8 @@ mod debian_repo;
 mod distro;
 mod distro_arch;
 mod download;
+mod failures;
+mod fixtures;
 mod fuzz;
 mod host;
 mod index;

@@ -26,8 +26,90 @@ pub struct Args {
     /// What the build jobs produced: directories holding their `<Name>-<arch>.tar.gz`
     /// parts (one directory per job, as downloaded artifacts are laid out), or part
     /// tarballs themselves.
+    /// Directories that hold no tarball (a job whose every kernel failed, or
+    /// that left nothing) are reported, not refused; so are the kernels in the
+    /// failure records (`*.failed.json`, from `cargo xtask build --failures`)
+    /// beside the parts.
     #[arg(required = true, value_name = "PART")]
     pub parts: Vec<PathBuf>,
+    /// The plan the parts were built from (`cargo xtask plan`'s matrix, or the
+    /// plan job's `plan` output): every planned kernel no part holds a module
+    /// for is reported as failed, with its job's failure record, or as a job
+    /// that left no part (`part-<shard>` missing).
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Write release notes (Markdown) to FILE: the kernels without a module
+    /// and why, or that every planned kernel built.
+    #[arg(long, value_name = "FILE")]
+    pub notes: Option<PathBuf>,
+}
+
+/// What did not make it into the merged release.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Kernels planned, or recorded as failed, that no part holds a module
+    /// for; sorted by release, architecture and kernel.
+    pub failed: Vec<FailedKernel>,
+    /// Releases the plan could not list the kernels of.
+    pub unplanned: Vec<crate::plan::Unplanned>,
+    /// Part directories with neither a tarball nor a failure record.
+    pub empty: Vec<PathBuf>,
+    /// How many kernels the plan held (0 without one).
+    pub planned: usize,
+}
+
+/// One kernel without a module, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FailedKernel {
+    pub distro: String,
+    pub arch: String,
+    pub release: String,
+    pub why: String,
+}
+
+impl Report {
+    /// The release notes' section on what is missing.
+    pub fn notes(&self) -> String {
+        const MAX: usize = 400;
+        let mut out = String::new();
+        if self.failed.is_empty() && self.unplanned.is_empty() {
+            if self.planned > 0 {
+                out.push_str(&format!("Every planned kernel built ({}).\n", self.planned));
+            } else {
+                out.push_str("No build job recorded a failed kernel.\n");
+            }
+            return out;
+        }
+        out.push_str("## Kernels without a module in this release\n\n");
+        out.push_str(
+            "These kernels did not build, so this release has no toa.ko for them. The daily \
+             run plans every kernel the latest release lacks, so they are tried again.\n\n",
+        );
+        let clip = |s: &str| -> String {
+            match s.char_indices().nth(MAX) {
+                Some((at, _)) => format!("{} ...", &s[..at]),
+                None => s.to_string(),
+            }
+        };
+        for f in &self.failed {
+            out.push_str(&format!(
+                "- `{}` {} `{}`: {}\n",
+                f.distro,
+                f.arch,
+                f.release,
+                clip(&f.why)
+            ));
+        }
+        for u in &self.unplanned {
+            out.push_str(&format!(
+                "- `{}` {}: its kernels could not be listed: {}\n",
+                u.distro,
+                u.arch,
+                clip(&u.error)
+            ));
+        }
+        out
+    }
 }
 
 /// One merged tarball.
@@ -40,7 +122,34 @@ pub struct Merged {
 
 pub fn run(args: Args) -> Result<()> {
     let out = args.out.unwrap_or_else(cache::dist_dir);
-    let merged = merge(&args.parts, &out)?;
+    let plan = args
+        .plan
+        .as_deref()
+        .map(crate::plan::Record::read)
+        .transpose()?;
+    let (merged, report) = merge_reporting(&args.parts, &out, plan.as_ref())?;
+    for dir in &report.empty {
+        eprintln!(
+            "note: part {} holds no tarball and no failure record",
+            dir.display()
+        );
+    }
+    for f in &report.failed {
+        eprintln!("FAILED {} {} {}: {}", f.distro, f.arch, f.release, f.why);
+    }
+    for u in &report.unplanned {
+        eprintln!("NOT PLANNED {} {}: {}", u.distro, u.arch, u.error);
+    }
+    if !report.failed.is_empty() || !report.unplanned.is_empty() {
+        eprintln!(
+            "{} kernel(s) without a module, {} release(s) not planned; the others are merged",
+            report.failed.len(),
+            report.unplanned.len()
+        );
+    }
+    if let Some(path) = &args.notes {
+        crate::index::write_atomic(path, report.notes().as_bytes())?;
+    }
     for m in &merged {
         println!(
             "{}: {} kernel(s) from {} part(s)",
@@ -55,16 +164,50 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Merges `parts` into `out` and indexes `out`.
+#[cfg(test)]
 pub fn merge(parts: &[PathBuf], out: &Path) -> Result<Vec<Merged>> {
+    merge_reporting(parts, out, None).map(|(merged, _)| merged)
+}
+
+/// [`merge`], and what did not make it: failure records, empty parts and,
+/// with `plan`, every planned kernel no part holds.
+pub fn merge_reporting(
+    parts: &[PathBuf],
+    out: &Path,
+    plan: Option<&crate::plan::Record>,
+) -> Result<(Vec<Merged>, Report)> {
+    let found = find_parts(parts)?;
+    let mut records = Vec::new();
+    for path in &found.records {
+        records.push(crate::failures::Record::read(path)?);
+    }
+    if found.tarballs.is_empty() {
+        let failed: usize = records.iter().map(|r| r.failed.len()).sum();
+        bail!(
+            "no part holds a built <Name>-<arch>.tar.gz ({} failure record(s) naming {failed} kernel(s), \
+             {} empty part(s)): nothing to publish",
+            records.len(),
+            found.empty.len()
+        );
+    }
     let mut groups: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for tarball in part_tarballs(parts)? {
-        let name = file_name(&tarball)?;
-        groups.entry(name).or_default().push(tarball);
+    for tarball in &found.tarballs {
+        let name = file_name(tarball)?;
+        groups.entry(name).or_default().push(tarball.clone());
     }
     let mut merged = Vec::new();
+    // (distro, arch, release) of every module merged.
+    let mut built = std::collections::BTreeSet::new();
     for (name, tarballs) in &groups {
         let stem = name.trim_end_matches(".tar.gz");
         let release = merge_release(stem, tarballs)?;
+        for m in &release.modules {
+            built.insert((
+                release.distro.clone(),
+                release.arch.clone(),
+                m.release.clone(),
+            ));
+        }
         let tarball = package::write_tarball_with_default(
             out,
             stem,
@@ -99,41 +242,118 @@ pub fn merge(parts: &[PathBuf], out: &Path) -> Result<Vec<Merged>> {
         );
     }
     index::write_index(out)?;
-    Ok(merged)
+
+    let mut report = Report {
+        empty: found.empty.clone(),
+        ..Report::default()
+    };
+    let mut failed: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    for r in &records {
+        for f in &r.failed {
+            let key = (r.distro.clone(), r.arch.clone(), f.release.clone());
+            if !built.contains(&key) {
+                failed.entry(key).or_insert_with(|| f.error.clone());
+            }
+        }
+    }
+    if let Some(plan) = plan {
+        report.unplanned = plan.unplanned.clone();
+        for shard in &plan.include {
+            let dir_name = format!("part-{}", shard.shard);
+            let part = parts.iter().find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy() == dir_name)
+            });
+            let left_nothing = part.is_none_or(|p| found.empty.contains(p));
+            for pin in shard.kernels.split_whitespace() {
+                report.planned += 1;
+                let release = pin.split_once('=').map_or(pin, |(r, _)| r);
+                let key = (
+                    shard.distro.clone(),
+                    shard.arch.clone(),
+                    release.to_string(),
+                );
+                if built.contains(&key) || failed.contains_key(&key) {
+                    continue;
+                }
+                let why = if left_nothing {
+                    format!("its build job left no part ({dir_name}): it failed before packing or recording anything")
+                } else {
+                    format!("not in {dir_name}, and its build job recorded no failure for it")
+                };
+                failed.insert(key, why);
+            }
+        }
+    }
+    report.failed = failed
+        .into_iter()
+        .map(|((distro, arch, release), why)| FailedKernel {
+            distro,
+            arch,
+            release,
+            why,
+        })
+        .collect();
+    report.failed.sort_by(|a, b| {
+        (&a.distro, &a.arch)
+            .cmp(&(&b.distro, &b.arch))
+            .then_with(|| kernels::release_cmp(&a.release, &b.release))
+    });
+    Ok((merged, report))
 }
 
-/// The part tarballs: the `*.tar.gz` files directly in each directory, and
-/// each file given by name.
-fn part_tarballs(parts: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// What the part arguments hold.
+#[derive(Debug, Default)]
+struct Found {
+    /// `*.tar.gz` directly in each directory, and each one given by name.
+    tarballs: Vec<PathBuf>,
+    /// `*.failed.json` beside them, or given by name.
+    records: Vec<PathBuf>,
+    /// Directories with neither.
+    empty: Vec<PathBuf>,
+}
+
+fn find_parts(parts: &[PathBuf]) -> Result<Found> {
+    let mut out = Found::default();
+    let is_record = |name: &str| name.ends_with(crate::failures::SUFFIX) && !name.starts_with('.');
     for part in parts {
         let meta = std::fs::metadata(part).with_context(|| format!("part {}", part.display()))?;
         if meta.is_file() {
-            out.push(part.clone());
+            let name = part
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if is_record(&name) {
+                out.records.push(part.clone());
+            } else {
+                out.tarballs.push(part.clone());
+            }
             continue;
         }
-        let mut found = Vec::new();
+        let mut tarballs = Vec::new();
+        let mut records = Vec::new();
         for entry in
             std::fs::read_dir(part).with_context(|| format!("reading {}", part.display()))?
         {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type()?.is_file()
-                && name.ends_with(".tar.gz")
-                && !name.starts_with('.')
-                && name != index::SOURCE_TARBALL
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            if name.ends_with(".tar.gz") && !name.starts_with('.') && name != index::SOURCE_TARBALL
             {
-                found.push(entry.path());
+                tarballs.push(entry.path());
+            } else if is_record(&name) {
+                records.push(entry.path());
             }
         }
-        if found.is_empty() {
-            bail!(
-                "part {} holds no <Name>-<arch>.tar.gz from a build",
-                part.display()
-            );
+        if tarballs.is_empty() && records.is_empty() {
+            out.empty.push(part.clone());
         }
-        found.sort();
-        out.extend(found);
+        tarballs.sort();
+        records.sort();
+        out.tarballs.extend(tarballs);
+        out.records.extend(records);
     }
     Ok(out)
 }
@@ -673,7 +893,181 @@ mod tests {
         let empty = dir.join("empty");
         std::fs::create_dir_all(&empty).unwrap();
         let err = format!("{:#}", merge(&[empty], &dir.join("out")).unwrap_err());
-        assert!(err.contains("holds no"), "{err}");
+        assert!(
+            err.contains("no part holds a built") && err.contains("1 empty part(s)"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn record(dir: &Path, distro: &str, failed: &[(&str, &str)]) {
+        crate::failures::Record::new(
+            distro,
+            "x86_64",
+            failed
+                .iter()
+                .map(|(release, error)| crate::failures::Failed {
+                    release: release.to_string(),
+                    version: "1".into(),
+                    error: error.to_string(),
+                })
+                .collect(),
+        )
+        .write(&dir.join(format!("{}-x86_64.failed.json", title(distro))))
+        .unwrap();
+    }
+
+    fn shard(shard: &str, distro: &str, releases: &[&str]) -> crate::plan::Shard {
+        crate::plan::Shard {
+            shard: shard.into(),
+            distro: distro.into(),
+            arch: "x86_64".into(),
+            dist_name: format!("{}-x86_64", title(distro)),
+            kernels: releases
+                .iter()
+                .map(|r| format!("{r}=1"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            count: releases.len(),
+        }
+    }
+
+    // Failed before: a part directory with no tarball (every kernel of the
+    // job failed) stopped the merge, so one failing shard failed the release.
+    #[test]
+    fn failed_and_missing_shards_are_reported_and_the_rest_is_published() {
+        let dir = scratch("partial");
+        let parts = dir.join("parts");
+        // Shard 1: kernel 9 built, 10 failed.
+        let p1 = part(
+            &parts,
+            "part-debian-12-001",
+            "debian-12",
+            &[module("6.1.0-9-amd64", "nine")],
+        );
+        record(&p1, "debian-12", &[("6.1.0-10-amd64", "headers: HTTP 404")]);
+        // Shard 2: its only kernel failed; only the record was uploaded.
+        let p2 = parts.join("part-debian-12-002");
+        std::fs::create_dir_all(&p2).unwrap();
+        record(&p2, "debian-12", &[("6.1.0-11-amd64", "compiler mismatch")]);
+        // Shard 3 left no artifact at all; debian-11's built.
+        let p4 = part(
+            &parts,
+            "part-debian-11-001",
+            "debian-11",
+            &[module("5.10.0-30-amd64", "bullseye")],
+        );
+        let plan = crate::plan::Record {
+            include: vec![
+                shard(
+                    "debian-12-001",
+                    "debian-12",
+                    &["6.1.0-9-amd64", "6.1.0-10-amd64"],
+                ),
+                shard("debian-12-002", "debian-12", &["6.1.0-11-amd64"]),
+                shard("debian-12-003", "debian-12", &["6.1.0-12-amd64"]),
+                shard("debian-11-001", "debian-11", &["5.10.0-30-amd64"]),
+            ],
+            unplanned: vec![crate::plan::Unplanned {
+                distro: "ubuntu-22.04".into(),
+                arch: "x86_64".into(),
+                error: "archive.ubuntu.com: connection refused".into(),
+            }],
+        };
+        let out = dir.join("out");
+        let (merged, report) = merge_reporting(&[p1, p2, p4], &out, Some(&plan)).unwrap();
+        assert_eq!(merged.len(), 2);
+        let got: Vec<(&str, &str)> = report
+            .failed
+            .iter()
+            .map(|f| (f.release.as_str(), f.why.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("6.1.0-10-amd64", "headers: HTTP 404"),
+                ("6.1.0-11-amd64", "compiler mismatch"),
+                (
+                    "6.1.0-12-amd64",
+                    "its build job left no part (part-debian-12-003): it failed before packing or recording anything"
+                ),
+            ]
+        );
+        assert_eq!(report.planned, 5);
+        let index = std::fs::read_to_string(out.join("index.json")).unwrap();
+        assert!(index.contains("6.1.0-9-amd64") && index.contains("5.10.0-30-amd64"));
+        assert!(!index.contains("6.1.0-10-amd64"), "{index}");
+        let notes = report.notes();
+        assert!(notes.contains("## Kernels without a module in this release"));
+        assert!(
+            notes.contains("- `debian-12` x86_64 `6.1.0-10-amd64`: headers: HTTP 404\n"),
+            "{notes}"
+        );
+        assert!(notes.contains("- `ubuntu-22.04` x86_64: its kernels could not be listed: archive.ubuntu.com: connection refused\n"), "{notes}");
+        assert!(notes.contains("tried again"), "{notes}");
+
+        // The plan file as the plan job writes it, through the command.
+        let plan_file = dir.join("plan.json");
+        std::fs::write(&plan_file, serde_json::to_string(&plan).unwrap()).unwrap();
+        let notes_file = dir.join("notes.md");
+        run(Args {
+            out: Some(dir.join("out2")),
+            parts: vec![
+                parts.join("part-debian-12-001"),
+                parts.join("part-debian-12-002"),
+                parts.join("part-debian-11-001"),
+            ],
+            plan: Some(plan_file),
+            notes: Some(notes_file.clone()),
+        })
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&notes_file).unwrap(), notes);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_kernel_built_elsewhere_is_not_reported_and_all_built_says_so() {
+        let dir = scratch("rebuilt");
+        // Shard 1 recorded kernel 10 as failed, but the latest release's
+        // tarball (merged in by the daily run) holds it.
+        let p1 = part(
+            &dir,
+            "part-debian-12-001",
+            "debian-12",
+            &[module("6.1.0-9-amd64", "nine")],
+        );
+        record(&p1, "debian-12", &[("6.1.0-10-amd64", "timeout")]);
+        let latest = part(
+            &dir,
+            "latest",
+            "debian-12",
+            &[module("6.1.0-10-amd64", "ten")],
+        );
+        let plan = crate::plan::Record {
+            include: vec![shard(
+                "debian-12-001",
+                "debian-12",
+                &["6.1.0-9-amd64", "6.1.0-10-amd64"],
+            )],
+            unplanned: vec![],
+        };
+        let (_, report) = merge_reporting(&[p1, latest], &dir.join("out"), Some(&plan)).unwrap();
+        assert_eq!(report.failed, []);
+        assert_eq!(report.notes(), "Every planned kernel built (2).\n");
+        // A bare matrix (cargo xtask plan's output) reads as a plan.
+        let file = dir.join("matrix.json");
+        std::fs::write(
+            &file,
+            serde_json::to_string(&crate::plan::Matrix {
+                include: plan.include.clone(),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(crate::plan::Record::read(&file).unwrap(), plan);
+        std::fs::write(&file, "{\"shards\":[]}").unwrap();
+        let err = format!("{:#}", crate::plan::Record::read(&file).unwrap_err());
+        assert!(err.contains("is not a plan"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -24,7 +24,7 @@
 use crate::distro::Distro;
 use crate::kernels::{self, Kernel};
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -51,9 +51,19 @@ pub struct Args {
     #[arg(long, value_name = "FILE|URL")]
     pub missing_from: Option<String>,
     /// Append `matrix=<json>` and `count=<jobs>` to this file (a job's
-    /// $GITHUB_OUTPUT) instead of printing the matrix.
+    /// $GITHUB_OUTPUT) instead of printing the matrix; and `plan=<json>`, the
+    /// matrix with the releases --keep-going left out, for `cargo xtask merge --plan`.
     #[arg(long, value_name = "FILE")]
     pub github_output: Option<PathBuf>,
+    /// A release whose repository metadata cannot be read (an archive
+    /// unreachable) is left out with a warning instead of failing the plan.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Offline, no matrix: for every recipe in distros/ (each architecture it
+    /// lists), the kernels its real-metadata fixture (xtask/tests/fixtures)
+    /// lists, and the builder image and compiler each kernel gets.
+    #[arg(long, conflicts_with_all = ["distros", "latest", "missing_from", "github_output"])]
+    pub all: bool,
 }
 
 /// The matrix: GitHub's `strategy.matrix` with one `include` row per job.
@@ -62,8 +72,40 @@ pub struct Matrix {
     pub include: Vec<Shard>,
 }
 
+/// The plan as the release job reads it back (`cargo xtask merge --plan`):
+/// the matrix's rows, and the releases whose kernels could not be listed
+/// (`--keep-going`). A bare matrix reads as a plan with none unplanned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub include: Vec<Shard>,
+    #[serde(default)]
+    pub unplanned: Vec<Unplanned>,
+}
+
+/// A release left out of the plan because its metadata could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unplanned {
+    pub distro: String,
+    pub arch: String,
+    pub error: String,
+}
+
+impl Record {
+    /// The plan in `path` (a plan record or a bare matrix).
+    pub fn read(path: &std::path::Path) -> Result<Record> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a plan (cargo xtask plan's matrix or the plan job's plan output)",
+                path.display()
+            )
+        })
+    }
+}
+
 /// One build job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
     /// `debian-11-001`: unique in the matrix; names the job's artifact (`part-<shard>`).
     pub shard: String,
@@ -78,6 +120,10 @@ pub struct Shard {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.all {
+        print!("{}", offline(&per_arch(crate::distro::all()?)?)?);
+        return Ok(());
+    }
     let releases = if args.distros.is_empty() {
         crate::distro::all()?
     } else {
@@ -86,19 +132,9 @@ pub fn run(args: Args) -> Result<()> {
             .map(|name| crate::distro::find(name))
             .collect::<Result<Vec<_>>>()?
     };
-    // Each release once per architecture its file lists.
-    let mut distros = Vec::new();
-    for release in releases {
-        for arch in &release.arches {
-            match crate::arch::Arch::from_name(arch) {
-                Some(a) if *arch != release.arch => {
-                    distros.push(crate::distro::find_for(&release.name, Some(a))?)
-                }
-                _ => distros.push(release.clone()),
-            }
-        }
-    }
+    let distros = per_arch(releases)?;
     let mut planned = Vec::new();
+    let mut unplanned = Vec::new();
     for distro in distros {
         // A release whose repositories need credentials nobody supplied here
         // (SLES in CI) is left out of the matrix, saying what it needs.
@@ -108,8 +144,21 @@ pub fn run(args: Args) -> Result<()> {
                 continue;
             }
         }
-        let all = kernels::discover(&distro)
-            .with_context(|| format!("listing the kernels of {}", distro.name))?;
+        let all = match kernels::discover(&distro)
+            .with_context(|| format!("listing the kernels of {}", distro.name))
+        {
+            Ok(all) => all,
+            Err(e) if args.keep_going => {
+                eprintln!("warning: not planned: {e:#}");
+                unplanned.push(Unplanned {
+                    distro: distro.name.clone(),
+                    arch: distro.arch.clone(),
+                    error: crate::failures::one_line(&e),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let picked = match args.latest {
             Some(n) => kernels::select(&distro, &all, &[], Some(n))?,
             None => all,
@@ -165,12 +214,112 @@ pub fn run(args: Args) -> Result<()> {
                 .create(true)
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            writeln!(file, "matrix={json}\ncount={}", matrix.include.len())
-                .with_context(|| format!("writing {}", path.display()))?;
+            let record = serde_json::to_string(&Record {
+                include: matrix.include.clone(),
+                unplanned,
+            })?;
+            writeln!(
+                file,
+                "matrix={json}\ncount={}\nplan={record}",
+                matrix.include.len()
+            )
+            .with_context(|| format!("writing {}", path.display()))?;
         }
         None => println!("{}", serde_json::to_string_pretty(&matrix)?),
     }
     Ok(())
+}
+
+/// Each release once per architecture its file lists.
+fn per_arch(releases: Vec<Distro>) -> Result<Vec<Distro>> {
+    let mut distros = Vec::new();
+    for release in releases {
+        for arch in &release.arches {
+            match crate::arch::Arch::from_name(arch) {
+                Some(a) if *arch != release.arch => {
+                    distros.push(crate::distro::find_for(&release.name, Some(a))?)
+                }
+                _ => distros.push(release.clone()),
+            }
+        }
+    }
+    Ok(distros)
+}
+
+/// What `plan --all` prints: per recipe and architecture, its builder image
+/// and the repositories its kernels come from, then each kernel its real-metadata fixture lists with the compiler chosen
+/// for it, or that it has no fixture (the recipe is checked by rendering
+/// its commands only). Reads nothing but distros/ and the fixtures.
+pub fn offline(distros: &[Distro]) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let (mut with, mut without) = (0, 0);
+    for d in distros {
+        let b = &d.builder;
+        let cross = b
+            .cross_compile
+            .as_deref()
+            .map(|p| format!(" (cross: CROSS_COMPILE={p})"))
+            .unwrap_or_default();
+        writeln!(out, "{} {}: image {}{cross}", d.name, d.arch, b.image)?;
+        let sources: Vec<String> = match &d.repo {
+            crate::distro::Repo::Apt(apt) => apt
+                .archives
+                .iter()
+                .map(|a| format!("{} ({})", a.mirror, a.suites.join(", ")))
+                .collect(),
+            crate::distro::Repo::RpmMd(rpm) => rpm.baseurls.clone(),
+        };
+        writeln!(out, "  kernels from {}", sources.join("; "))?;
+        match crate::fixtures::kernels(d)? {
+            None => {
+                without += 1;
+                let rules: Vec<String> = b
+                    .compilers
+                    .iter()
+                    .map(|r| format!(", {}* {}", r.release_prefix, r.cc))
+                    .collect();
+                writeln!(
+                    out,
+                    "  no fixture: checked by rendering only (compiler {}{})",
+                    b.cc,
+                    rules.concat()
+                )?;
+            }
+            Some(found) => {
+                with += 1;
+                writeln!(
+                    out,
+                    "  fixture {}: {} kernel(s)",
+                    found.dir,
+                    found.kernels.len()
+                )?;
+                for m in &found.missing {
+                    writeln!(out, "  fixture has no copy of {m}")?;
+                }
+                for k in &found.kernels {
+                    writeln!(
+                        out,
+                        "    {:<32} {:<24} {:<12} cc {}",
+                        k.release,
+                        k.version,
+                        if k.flavour.is_empty() {
+                            "-"
+                        } else {
+                            &k.flavour
+                        },
+                        b.cc_for(&k.release)
+                    )?;
+                }
+            }
+        }
+    }
+    writeln!(
+        out,
+        "{} recipe architecture(s): {with} checked against a real-metadata fixture, {without} by rendering only",
+        distros.len()
+    )?;
+    Ok(out)
 }
 
 /// `(distro, release)` of every module a published index.json lists.
@@ -494,6 +643,64 @@ cc = "gcc-12"
         );
         assert!(err.contains("reading"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `plan --all` over every recipe: each architecture of each file
+    /// appears with its image and either kernels from its fixture (each
+    /// with a compiler) or the explicit no-fixture line.
+    #[test]
+    fn plan_all_lists_every_recipe_offline() {
+        let distros = per_arch(crate::distro::all().unwrap()).unwrap();
+        let text = offline(&distros).unwrap();
+        let blocks: Vec<&str> = text.lines().collect();
+        for d in &distros {
+            let head = format!("{} {}: image {}", d.name, d.arch, d.builder.image);
+            let at = blocks
+                .iter()
+                .position(|l| l.starts_with(&head))
+                .unwrap_or_else(|| panic!("{head} missing from:\n{text}"));
+            let body: Vec<&str> = blocks[at + 1..]
+                .iter()
+                .take_while(|l| l.starts_with(' '))
+                .copied()
+                .collect();
+            let no_fixture = body
+                .iter()
+                .any(|l| l.starts_with("  no fixture: checked by rendering only"));
+            let kernels: Vec<&str> = body
+                .iter()
+                .filter(|l| l.starts_with("    "))
+                .copied()
+                .collect();
+            assert!(
+                no_fixture == kernels.is_empty(),
+                "{head}: kernels or the no-fixture line:\n{}",
+                body.join("\n")
+            );
+            for k in &kernels {
+                assert!(k.contains(" cc "), "{k}");
+            }
+        }
+        // The recipes with real-metadata fixtures list what those hold.
+        assert!(text.contains("centos-stream-9 x86_64: image quay.io/centos/centos:stream9\n  kernels from https://mirror.stream.centos.org/9-stream/AppStream/x86_64/os/\n  fixture xtask/tests/fixtures/rpm/centos-stream-9: 5 kernel(s)\n"), "{text}");
+        assert!(text.contains("debian-12 x86_64: image debian:bookworm\n  kernels from http://deb.debian.org/debian (bookworm, bookworm-updates, bookworm-backports); http://deb.debian.org/debian-security (bookworm-security)\n"), "{text}");
+        assert!(text.contains("    5.14.0-547.el9.x86_64"), "{text}");
+        assert!(text.contains("    6.4.0-150600.23.47-default"), "{text}");
+        assert!(text.contains("    6.1.0-50-amd64"), "{text}");
+        assert!(text.contains("centos-7.9 x86_64: image "), "{text}");
+    }
+
+    #[test]
+    fn plan_all_takes_no_selection() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        assert!(Cli::try_parse_from(["plan", "--all"]).unwrap().args.all);
+        assert!(Cli::try_parse_from(["plan", "--all", "--distro", "debian-12"]).is_err());
+        assert!(Cli::try_parse_from(["plan", "--all", "--missing-from", "x"]).is_err());
     }
 
     #[test]

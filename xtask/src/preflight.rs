@@ -210,6 +210,8 @@ pub fn needs(command: &Command) -> Needs {
         Command::Bench(_) => Needs::vm("bench", true),
         Command::VmInstallTest(_) => Needs::vm("vm-install-test", true).tools(GUEST_IMAGE),
         Command::Kernels(_) => Needs::new("kernels").tools(REPOSITORY),
+        // Offline: distros/ and the fixtures only.
+        Command::Plan(args) if args.all => Needs::default(),
         Command::Plan(_) => Needs::new("plan").tools(REPOSITORY),
         Command::Ci(args) if args.lint => Needs::new("ci --check --lint").tools(LINT),
         // The toa command embeds the eBPF programs, which clang compiles.
@@ -771,6 +773,7 @@ mod tests {
             backend: None,
             jobs: Some(1),
             dry_run: false,
+            failures: None,
         }));
         let plan = plan(&needs, &project_toolchain(), &machine);
         let err = provision(&needs, &plan, &machine).unwrap_err();
@@ -812,6 +815,7 @@ mod tests {
             backend: None,
             jobs: Some(1),
             dry_run: true,
+            failures: None,
         });
         let needs = needs(&dry);
         let plan = plan(&needs, &toolchain, &machine);

@@ -162,7 +162,7 @@ pub fn kernel_of(family: Family, p: &RpmPackage) -> Result<Kernel> {
 }
 
 /// A file-system-safe name for a repository URL.
-fn url_key(url: &str) -> String {
+pub(crate) fn url_key(url: &str) -> String {
     url.trim_start_matches("https://")
         .trim_start_matches("http://")
         .chars()
@@ -527,50 +527,21 @@ pub(crate) mod tests {
         assert_eq!(k.version, "4.12.14-122.37.1");
     }
 
-    /// [`Fetch`] from `tests/fixtures/rpm/<distro>/<repository>/`: each
-    /// repository's `repomd.xml` and an uncompressed `primary.xml` excerpt
-    /// (read without a checksum check: an excerpt cannot match the real file's).
-    pub struct Fixtures {
-        pub dir: PathBuf,
-    }
-
-    impl Fixtures {
-        pub fn of(distro: &str) -> Fixtures {
-            Fixtures {
-                dir: Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/rpm")
-                    .join(distro),
-            }
-        }
-
-        fn file(&self, url: &str, name: &str) -> Result<PathBuf> {
-            let base = url.split_once("/repodata/").map_or(url, |(base, _)| base);
-            let path = self.dir.join(url_key(base)).join(name);
-            if !path.is_file() {
-                bail!("no fixture for {url} ({} is missing)", path.display());
-            }
-            Ok(path)
-        }
-    }
-
-    impl Fetch for Fixtures {
-        fn fresh(&self, url: &str, _cache: &Path) -> Result<PathBuf> {
-            let name = url.rsplit('/').next().unwrap_or_default();
-            self.file(url, name)
-        }
-
-        fn checked(&self, url: &str, _: &str, _: Option<u64>, _: &Path) -> Result<PathBuf> {
-            self.file(url, "primary.xml")
-        }
-    }
-
     /// The kernels `distro`'s recipe finds in its fixtures.
     pub fn fixture_kernels(distro: &str) -> Result<Vec<Kernel>> {
         let d = crate::distro::find(distro)?;
         let crate::distro::Repo::RpmMd(repo) = &d.repo else {
             bail!("{distro} is not an rpm-md release");
         };
-        kernels_with(&Fixtures::of(distro), &d.name, d.family, &d.arch, repo)
+        kernels_with(
+            &crate::fixtures::RpmFixtures {
+                dir: crate::fixtures::root().join("rpm").join(distro),
+            },
+            &d.name,
+            d.family,
+            &d.arch,
+            repo,
+        )
     }
 
     // Failed on the old recipe, which read update/leap/15.6/oss/: no fixture
@@ -636,7 +607,7 @@ pub(crate) mod tests {
             keys: keys.iter().map(|k| k.display().to_string()).collect(),
         };
         kernels_with(
-            &Fixtures { dir },
+            &crate::fixtures::RpmFixtures { dir },
             "repomd-signature-test",
             Family::Suse,
             "x86_64",
