@@ -63,9 +63,13 @@ fn attack(lab: &Lab) -> Result<String> {
     );
     hooks.delay_insert(PORT, INSERT_HOLD_MS)?;
     hooks.delay_exit(EXIT_HOLD_MS)?;
+    // rmmod spins on CPU 0 during its hold; everything of the lab (its TUN
+    // pump, the origin) runs elsewhere, so no thread of the handshake waits
+    // on a runqueue that the hold keeps busy.
+    let placed = cpus::keep_off_cpu0();
     let outcome = (|| -> Result<String> {
-        let mut rmmod = Command::new("rmmod")
-            .arg(MODULE_NAME)
+        placed?;
+        let mut rmmod = cpus::on_cpu0(Command::new("rmmod").arg(MODULE_NAME))
             .spawn()
             .context("starting rmmod")?;
         let held = hooks.wait_for(
@@ -115,5 +119,65 @@ fn attack(lab: &Lab) -> Result<String> {
         ))
     })();
     let _ = hooks.clear();
+    cpus::release();
     outcome
+}
+
+/// CPU placement for the holds (sched_setaffinity on every thread).
+mod cpus {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    use crate::error::{lab_err, Result};
+
+    fn set(tid: libc::pid_t, cpus: impl Iterator<Item = usize>) -> std::io::Result<()> {
+        // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays inside it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for cpu in cpus {
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        // SAFETY: the set is a live cpu_set_t of the size given.
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn online() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Every thread of this process to the CPUs but 0.
+    pub fn keep_off_cpu0() -> Result<()> {
+        let n = online();
+        if n < 2 {
+            return Err(lab_err!("the holds need two CPUs, the guest has {n}"));
+        }
+        every_thread(|tid| set(tid, 1..n))
+    }
+
+    /// Every thread of this process back on every CPU.
+    pub fn release() {
+        let n = online();
+        let _ = every_thread(|tid| set(tid, 0..n));
+    }
+
+    fn every_thread(f: impl Fn(libc::pid_t) -> std::io::Result<()>) -> Result<()> {
+        let tasks =
+            std::fs::read_dir("/proc/self/task").map_err(|e| lab_err!("/proc/self/task: {e}"))?;
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            f(tid).map_err(|e| lab_err!("sched_setaffinity({tid}): {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// `command`, started on CPU 0 only.
+    pub fn on_cpu0(command: &mut Command) -> &mut Command {
+        // SAFETY: sched_setaffinity is async-signal-safe.
+        unsafe { command.pre_exec(|| set(0, std::iter::once(0))) }
+    }
 }
