@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::link::{bpf, obj_get};
+use crate::link::{bpf, info_by_fd, obj_get};
 
 /// Its pin name, next to the maps and links.
 pub const PIN: &str = "toa_loaded";
@@ -22,7 +22,6 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
 /// Bumped when [`Value`] changes; a record of another format is not read.
@@ -126,13 +125,6 @@ struct ObjPin {
     file_flags: u32,
 }
 
-#[repr(C)]
-struct InfoByFd {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
-}
-
 /// The start of `struct bpf_map_info`.
 #[repr(C)]
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,12 +141,7 @@ pub struct MapInfo {
 pub fn pinned_map_info(path: &Path) -> Result<MapInfo> {
     let fd = obj_get(path)?;
     let mut info = MapInfo::default();
-    let get = InfoByFd {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<MapInfo>() as u32,
-        info: &mut info as *mut MapInfo as u64,
-    };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &get)?;
+    info_by_fd(&fd, &mut info)?;
     Ok(info)
 }
 

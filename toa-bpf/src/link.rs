@@ -99,6 +99,18 @@ pub(crate) fn obj_get(path: &Path) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// BPF_OBJ_GET_INFO_BY_FD: the kernel fills `info` (a prefix of the
+/// object's `bpf_*_info` struct, as long as `T`).
+pub(crate) fn info_by_fd<T>(fd: &OwnedFd, info: &mut T) -> Result<()> {
+    let get = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<T>() as u32,
+        info: info as *mut T as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &get)?;
+    Ok(())
+}
+
 /// The link pinned at `path`; an error when it cannot be opened or is not a
 /// link.
 pub fn pinned_info(path: &Path) -> Result<LinkInfo> {
@@ -112,12 +124,7 @@ pub fn pinned_info(path: &Path) -> Result<LinkInfo> {
         bail!("not a BPF link ({})", kind.display());
     }
     let mut raw = RawLinkInfo::default();
-    let get = InfoByFd {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<RawLinkInfo>() as u32,
-        info: &mut raw as *mut RawLinkInfo as u64,
-    };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &get)?;
+    info_by_fd(&fd, &mut raw)?;
     let u = raw.union;
     let (attach_type, cgroup_id) = match raw.link_type {
         LINK_TYPE_CGROUP => {
