@@ -42,7 +42,17 @@ enum State {
     Bpf,
     /// The eBPF mode with the sock_ops capture, the fallback.
     BpfSockOps,
+    /// The eBPF mode scoped to one cgroup (`--cgroup`), measured from a
+    /// process outside it: what every other service pays.
+    BpfScopedOut,
+    /// ... and from a process inside it: what the scoped service pays.
+    BpfScopedIn,
 }
+
+/// The cgroup the scoped states attach to, under the cgroup v2 root.
+const SCOPE: &str = "toa-bench-scope";
+/// Where the bench finds (or mounts) the cgroup v2 root in the guest.
+const CGROUP2: &str = "/sys/fs/cgroup";
 
 impl State {
     /// The `module=` word of the BENCH line.
@@ -52,6 +62,22 @@ impl State {
             State::Module => "loaded",
             State::Bpf => "bpf",
             State::BpfSockOps => "bpf-sock-ops",
+            State::BpfScopedOut => "bpf-scoped-out",
+            State::BpfScopedIn => "bpf-scoped-in",
+        }
+    }
+
+    /// The cgroup `toa bpf load --cgroup` is given, for the scoped states.
+    fn scope(self) -> Option<&'static str> {
+        matches!(self, State::BpfScopedOut | State::BpfScopedIn).then_some(SCOPE)
+    }
+
+    /// What connections show in this state, from where the bench runs.
+    fn expect(self) -> Expect {
+        match self {
+            State::Unloaded | State::BpfScopedOut => Expect::Kernel,
+            State::Module => Expect::Module,
+            State::Bpf | State::BpfSockOps | State::BpfScopedIn => Expect::Bpf,
         }
     }
 
@@ -60,6 +86,7 @@ impl State {
         match self {
             State::Bpf => Some("auto"),
             State::BpfSockOps => Some("sock-ops"),
+            State::BpfScopedOut | State::BpfScopedIn => Some("auto"),
             State::Unloaded | State::Module => None,
         }
     }
@@ -103,6 +130,14 @@ fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
         system::run(&loader.to_string_lossy(), &["bpf", "unload"])?;
     }
     set_loaded(&opts.module, state == State::Module)?;
+    // The bench's process (all its threads) joins the scope only for the
+    // state measured inside it; the sockets a state makes are its own, so
+    // they belong to the cgroup the process is in then.
+    join_cgroup(if state == State::BpfScopedIn {
+        Some(SCOPE)
+    } else {
+        None
+    })?;
     let Some(capture) = state.capture() else {
         return Ok(None);
     };
@@ -110,7 +145,11 @@ fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
         .loader
         .as_ref()
         .expect("eBPF states only with a loader");
-    let text = toa_command(loader, &["bpf", "load", "--capture", capture])?;
+    let mut args = vec!["bpf", "load", "--capture", capture];
+    if let Some(scope) = state.scope() {
+        args.extend(["--cgroup", scope]);
+    }
+    let text = toa_command(loader, &args)?;
     // "  capture         = fexit (fexit on ...)"
     let used = text.lines().find_map(|l| {
         let rest = l
@@ -124,11 +163,37 @@ fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
         .ok_or_else(|| lab_err!("toa bpf load did not say which capture it attached: {text}"))
 }
 
+/// Moves this process into `scope` under the cgroup v2 root (made if
+/// needed), or back to the root with `None`. The guest mounts no cgroup2
+/// when it runs toa.ko: the bench mounts it where the eBPF mode finds it.
+fn join_cgroup(scope: Option<&str>) -> Result<()> {
+    let root = std::path::Path::new(CGROUP2);
+    if !root.join("cgroup.procs").exists() {
+        system::run("mount", &["-t", "cgroup2", "cgroup2", CGROUP2])?;
+    }
+    let dir = match scope {
+        Some(s) => {
+            let dir = root.join(s);
+            std::fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
+            dir
+        }
+        None => root.to_path_buf(),
+    };
+    let procs = dir.join("cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string())
+        .context(format!("moving the bench into {}", procs.display()))
+}
+
 fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
     let mut connection = 0u64;
     let mut states = vec![State::Unloaded, State::Module];
     if opts.loader.is_some() {
-        states.extend([State::Bpf, State::BpfSockOps]);
+        states.extend([
+            State::Bpf,
+            State::BpfSockOps,
+            State::BpfScopedOut,
+            State::BpfScopedIn,
+        ]);
     }
     warm_up(lab, opts, &mut connection)?;
     for round in 1..=opts.rounds {
@@ -143,11 +208,7 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
             let listener =
                 TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
             // Connections are checked against what this state must show.
-            lab.expect = match state {
-                State::Unloaded => Expect::Kernel,
-                State::Module => Expect::Module,
-                State::Bpf | State::BpfSockOps => Expect::Bpf,
-            };
+            lab.expect = state.expect();
             let accept = accept_rate(&listener, opts.window)?;
             let (toa_getpeername, setup) = toa_figures(lab, opts.window, &mut connection)?;
             let plain_getpeername = plain_getpeername_rate(&listener, opts.window)?;

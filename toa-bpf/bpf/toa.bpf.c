@@ -16,7 +16,10 @@
  *  - cgroup/getpeername4 and getpeername6: accept() and getpeername() pass
  *    through them; they write the stored client over the kernel's answer.
  *
- * sock_ops and getpeername read only UAPI context fields. The fexit programs
+ * Listeners the kernel made for itself (in-kernel servers) are left alone,
+ * as toa.ko leaves them: no client is taken from their handshakes.
+ *
+ * getpeername reads only UAPI context fields. sock_ops and the fexit programs
  * read a few kernel fields, located on the running kernel by CO-RE (the local
  * struct definitions below carry preserve_access_index). The object carries
  * BTF (-g) because socket storage maps and CO-RE require it.
@@ -37,6 +40,7 @@
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static void *(*bpf_sk_storage_get)(void *map, void *sk, void *value, __u64 flags) = (void *)107;
 static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
+static void *(*bpf_skc_to_tcp_sock)(void *sk) = (void *)137;
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -70,6 +74,46 @@ struct request_sock___toa {
 	struct sock_common___toa __req_common;
 } __core;
 
+/* Set on sockets the kernel made for itself (sock_create_kern): in-kernel
+ * servers. A listener's children inherit it (sk_clone_lock copies it). */
+struct sock___toa {
+	__u8 sk_kern_sock : 1;
+} __core;
+
+/*
+ * A bitfield's value on the running kernel, as libbpf's
+ * BPF_CORE_READ_BITFIELD reads it: CO-RE gives the offset and size of the
+ * bytes that hold it and the shifts that isolate it. The empty asm keeps
+ * clang from folding the relocated offset into a load it cannot relocate.
+ */
+#ifdef __bpf__
+#define FIELD_BYTE_OFFSET 0
+#define FIELD_BYTE_SIZE 1
+#define FIELD_LSHIFT_U64 4
+#define FIELD_RSHIFT_U64 5
+#define CORE_BITFIELD(s, field) ({						\
+	const void *p_ = (const void *)(s) +					\
+		__builtin_preserve_field_info((s)->field, FIELD_BYTE_OFFSET);	\
+	__u32 size_ = __builtin_preserve_field_info((s)->field, FIELD_BYTE_SIZE); \
+	__u64 v_;								\
+	asm volatile("" : "=r"(p_) : "0"(p_));					\
+	if (size_ == 1)								\
+		v_ = *(const __u8 *)p_;						\
+	else if (size_ == 2)							\
+		v_ = *(const __u16 *)p_;					\
+	else if (size_ == 4)							\
+		v_ = *(const __u32 *)p_;					\
+	else									\
+		v_ = *(const __u64 *)p_;					\
+	v_ <<= __builtin_preserve_field_info((s)->field, FIELD_LSHIFT_U64);	\
+	v_ >>= __builtin_preserve_field_info((s)->field, FIELD_RSHIFT_U64);	\
+	v_;									\
+})
+#else
+/* Compiled natively (the walker's differential test): no CO-RE there. */
+#define CORE_BITFIELD(s, field) ((s)->field)
+#endif
+
 /* Counters: indices match the names the loader reports (src/counters.rs). */
 enum counter {
 	SYN_RECV_SOCK_TOA,		/* handshake completed with a honoured TOA */
@@ -81,6 +125,7 @@ enum counter {
 	/* No getname_toa_empty: counting every answer on a plain socket would
 	 * cost each getpeername() a map update (about 3 % of its rate). */
 	GETNAME_FAMILY_KEPT,		/* IPv6 client, AF_INET socket: cannot be shown */
+	SYN_RECV_SOCK_KERNEL_SOCKET,	/* handshake on an in-kernel listener: left alone */
 	NR_COUNTERS
 };
 
@@ -333,6 +378,21 @@ int toa_sockops(struct bpf_sock_ops *skops)
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return 1;
 
+	struct bpf_sock *sk = skops->sk;
+	if (!sk) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		return 1;
+	}
+	struct sock___toa *full = bpf_skc_to_tcp_sock(sk);
+	if (!full) {
+		count(SYN_RECV_SOCK_NO_TOA);
+		return 1;
+	}
+	if (CORE_BITFIELD(full, sk_kern_sock)) {
+		count(SYN_RECV_SOCK_KERNEL_SOCKET);
+		return 1;
+	}
+
 	struct settings *s = settings();
 	if (!s)
 		return 1;
@@ -347,11 +407,6 @@ int toa_sockops(struct bpf_sock_ops *skops)
 	if (doff < TCP_FIXED_LEN) {
 		count(SYN_RECV_SOCK_NO_TOA);
 		count(OPTIONS_MALFORMED);
-		return 1;
-	}
-	struct bpf_sock *sk = skops->sk;
-	if (!sk) {
-		count(SYN_RECV_SOCK_NO_TOA);
 		return 1;
 	}
 
@@ -379,6 +434,7 @@ int toa_sockops(struct bpf_sock_ops *skops)
  * the return value. The request holds the addresses: the child gets them
  * only after this returns.
  */
+#define OPENREQ_LISTENER 0
 #define OPENREQ_REQ 1
 #define OPENREQ_SKB 2
 #define OPENREQ_CHILD 3
@@ -397,6 +453,11 @@ int toa_openreq_child(__u64 *ctx)
 
 	if (!child)
 		return 0;
+	struct sock___toa *listener = (void *)ctx[OPENREQ_LISTENER];
+	if (CORE_BITFIELD(listener, sk_kern_sock)) {
+		count(SYN_RECV_SOCK_KERNEL_SOCKET);
+		return 0;
+	}
 	struct settings *s = settings();
 	if (!s)
 		return 0;

@@ -2,7 +2,7 @@
 //! bpf/toa.bpf.c. Where toa.ko has a counter of the same meaning, the name is
 //! the module's, so dashboards read both modes alike.
 
-pub const COUNTERS: [&str; 7] = [
+pub const COUNTERS: [&str; 8] = [
     "syn_recv_sock_toa",
     "syn_recv_sock_no_toa",
     "options_malformed",
@@ -14,4 +14,8 @@ pub const COUNTERS: [&str; 7] = [
     // An IPv6 client behind an AF_INET listener: a getpeername program cannot
     // change the family of the answer, so the proxy's address stays.
     "getname_family_kept",
+    // Handshakes on listeners the kernel made for itself (in-kernel servers):
+    // left alone, as toa.ko leaves them (it counts the listener instead, as
+    // listen_kernel_socket).
+    "syn_recv_sock_kernel_socket",
 ];

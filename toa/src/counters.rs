@@ -45,6 +45,7 @@ const MEANINGS: &[(&str, &str)] = &[
     ("listen_armed_at_load", "Listeners already open when toa.ko loaded, armed then: their new connections get the client from the load on."),
     ("pinned", "1 once toa.ko pinned itself (a socket took kTLS or another TCP ULP): rmmod is refused until reboot."),
     ("records_live", "Records in memory now (a gauge): 0 once every TOA connection has closed."),
+    ("syn_recv_sock_kernel_socket", "eBPF mode: handshakes on listeners the kernel made for itself (in-kernel servers): left alone, no client taken."),
     ("getname_family_kept", "eBPF mode: IPv6 clients behind an AF_INET listener, shown the proxy (a getpeername program cannot change the family)."),
 ];
 

@@ -63,6 +63,11 @@ pub struct Figure {
     pub bpf: Option<Measured>,
     /// The eBPF mode with the sock_ops capture (`module=bpf-sock-ops`).
     pub bpf_sock_ops: Option<Measured>,
+    /// The eBPF mode scoped to one cgroup (`--cgroup`), measured from a
+    /// process outside it (`module=bpf-scoped-out`): what other services pay.
+    pub bpf_scoped_out: Option<Measured>,
+    /// ... from a process inside it (`module=bpf-scoped-in`).
+    pub bpf_scoped_in: Option<Measured>,
 }
 
 /// One more state's samples of a figure.
@@ -141,15 +146,16 @@ fn module_cost(distro: &crate::distro::Distro, rounds: u32, window: f64) -> Resu
             rounds.to_string(),
             "--window".into(),
             window.to_string(),
-            // The eBPF mode (both capture paths) as more states of the same boot.
+            // The eBPF mode (both capture paths, and scoped to a cgroup seen
+            // from outside and inside it) as more states of the same boot.
             "--toa".into(),
             "/bin/toa".into(),
         ])
     );
     let opts = crate::vm_test::LabOptions {
-        // Four figures, four states, a few seconds each, in instruction time;
+        // Four figures, six states, a few seconds each, in instruction time;
         // TCG runs the guest several times slower than that on a busy host.
-        timeout: Duration::from_secs(600 + u64::from(rounds) * ((window + 1.0) * 200.0) as u64),
+        timeout: Duration::from_secs(600 + u64::from(rounds) * ((window + 1.0) * 300.0) as u64),
         append: lab_args,
         qemu_args: vec!["-icount".into(), "shift=0,sleep=off".into()],
         cpus: 1,
@@ -186,8 +192,8 @@ fn bpf_capture(console: &str) -> Option<String> {
 
 /// Medians and ratios from the guest's `TOA-LAB BENCH` lines.
 pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
-    // Keyed by figure and state: "unloaded", "loaded" (toa.ko), "bpf" or
-    // "bpf-sock-ops".
+    // Keyed by figure and state: "unloaded", "loaded" (toa.ko), "bpf",
+    // "bpf-sock-ops", "bpf-scoped-out" or "bpf-scoped-in".
     let mut samples: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     let mut allocs = None;
     for line in console.lines() {
@@ -203,8 +209,14 @@ pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
             continue;
         }
         let state = match fields.get("module") {
-            Some(&s @ ("loaded" | "unloaded" | "bpf" | "bpf-sock-ops")) => s,
-            _ => bail!("a BENCH line without module=loaded|unloaded|bpf|bpf-sock-ops: {rest}"),
+            Some(
+                &s @ ("loaded" | "unloaded" | "bpf" | "bpf-sock-ops" | "bpf-scoped-out"
+                | "bpf-scoped-in"),
+            ) => s,
+            _ => bail!(
+                "a BENCH line without module=loaded|unloaded|bpf|bpf-sock-ops|bpf-scoped-out|\
+                 bpf-scoped-in: {rest}"
+            ),
         };
         for (name, _) in FIGURES {
             let v: f64 = fields
@@ -241,6 +253,8 @@ pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
             loaded: on.clone(),
             bpf: other("bpf"),
             bpf_sock_ops: other("bpf-sock-ops"),
+            bpf_scoped_out: other("bpf-scoped-out"),
+            bpf_scoped_in: other("bpf-scoped-in"),
         });
     }
     Ok((figures, allocs))
@@ -278,6 +292,14 @@ fn module_markdown(c: &ModuleCost) -> String {
         for (state, m) in [
             (bpf_label.as_str(), &f.bpf),
             ("eBPF mode (sock-ops)", &f.bpf_sock_ops),
+            (
+                "eBPF mode scoped to a cgroup, process outside it",
+                &f.bpf_scoped_out,
+            ),
+            (
+                "eBPF mode scoped to a cgroup, process inside it",
+                &f.bpf_scoped_in,
+            ),
         ] {
             if let Some(m) = m {
                 md.push_str(&format!(
@@ -421,7 +443,9 @@ TOA-LAB RESULT bench PASS 2 rounds
     fn each_ebpf_state_gets_its_own_ratio() {
         let with_bpf = format!(
             "{CONSOLE}\nTOA-LAB BENCH round=1 module=bpf capture=fexit accept_per_s=100.0 getpeername_toa_per_s=800.0 getpeername_plain_per_s=850.0 toa_setup_per_s=50.0\n\
-             TOA-LAB BENCH round=1 module=bpf-sock-ops capture=sock-ops accept_per_s=98.0 getpeername_toa_per_s=790.0 getpeername_plain_per_s=850.0 toa_setup_per_s=50.0\n"
+             TOA-LAB BENCH round=1 module=bpf-sock-ops capture=sock-ops accept_per_s=98.0 getpeername_toa_per_s=790.0 getpeername_plain_per_s=850.0 toa_setup_per_s=50.0\n\
+             TOA-LAB BENCH round=1 module=bpf-scoped-out capture=fexit accept_per_s=99.0 getpeername_toa_per_s=1004.0 getpeername_plain_per_s=1003.0 toa_setup_per_s=50.0\n\
+             TOA-LAB BENCH round=1 module=bpf-scoped-in capture=fexit accept_per_s=97.0 getpeername_toa_per_s=780.0 getpeername_plain_per_s=840.0 toa_setup_per_s=50.0\n"
         );
         let (figures, _) = aggregate(&with_bpf).unwrap();
         let toa = figures
@@ -433,6 +457,12 @@ TOA-LAB RESULT bench PASS 2 rounds
         assert_eq!(bpf.ratio, 800.0 / 1005.0);
         let accept = figures.iter().find(|f| f.name == "accept_per_s").unwrap();
         assert_eq!(accept.bpf_sock_ops.as_ref().unwrap().ratio, 98.0 / 101.0);
+        let plain = figures
+            .iter()
+            .find(|f| f.name == "getpeername_plain_per_s")
+            .unwrap();
+        assert_eq!(plain.bpf_scoped_out.as_ref().unwrap().median, 1003.0);
+        assert_eq!(plain.bpf_scoped_in.as_ref().unwrap().ratio, 840.0 / 1002.5);
         assert_eq!(bpf_capture(&with_bpf).as_deref(), Some("fexit"));
         let (plain, _) = aggregate(CONSOLE).unwrap();
         assert!(plain

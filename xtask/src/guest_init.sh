@@ -18,8 +18,11 @@ mount -t tmpfs tmpfs /tmp
 # toa_lab.kmod=0 loads the eBPF mode (/bin/toa bpf load) instead of toa.ko,
 # toa_lab.capture=WORD with that capture path (every `toa bpf load` here and
 # in the lab reads TOA_CAPTURE), and toa_lab.capture_expect=WORD is the one
-# `toa status` must then show.
+# `toa status` must then show. toa_lab.cgroup=v1 (eBPF mode) boots a cgroup
+# v1 host: a tmpfs at /sys/fs/cgroup holding each v1 controller, no cgroup2.
 printk=1
+cgroup=v2
+cgroup_v1_unmounted=
 kmod=1
 # The chaos run (random syscall sequences, see toa-lab chaos): seconds and
 # seed; 0 seconds leaves it out.
@@ -39,6 +42,7 @@ for word in $cmdline; do
         toa_lab.kmod=*) kmod="${word#toa_lab.kmod=}" ;;
         toa_lab.capture=*) export TOA_CAPTURE="${word#toa_lab.capture=}" ;;
         toa_lab.capture_expect=*) capture_expect="${word#toa_lab.capture_expect=}" ;;
+        toa_lab.cgroup=*) cgroup="${word#toa_lab.cgroup=}" ;;
         toa_lab.chaos=*) chaos_secs="${word#toa_lab.chaos=}" ;;
         toa_lab.chaos_seed=*) chaos_seed="${word#toa_lab.chaos_seed=}" ;;
         toa_lab.chaos_tls=*) chaos_tls="${word#toa_lab.chaos_tls=}" ;;
@@ -113,17 +117,54 @@ for m in $(cat /lib/modules/preload); do
 done
 echo "TOA-LAB KERNEL $(uname -r)"
 
+# The mounts at and under /sys/fs/cgroup, as /proc/mounts lists them.
+cgroup_mounts() {
+    awk '$2 == "/sys/fs/cgroup" || index($2, "/sys/fs/cgroup/") == 1' /proc/mounts
+}
+
+# cgroup_v1_check WHEN: reports (as an operator check, cgroup-v1-WHEN)
+# whether the cgroup v1 mounts are all as this guest made them and no
+# cgroup2 sits at or under /sys/fs/cgroup; after unload, also that toa's
+# own cgroup2 mount is gone.
+cgroup_v1_check() {
+    cgroup_mounts > /tmp/cgroup-v1.now
+    n=$(grep -c ' cgroup ' /tmp/cgroup-v1.before)
+    others=$(awk '$3 == "cgroup2" { print $2 }' /proc/mounts | tr '\n' ' ')
+    if [ "$n" -lt 1 ] || [ -n "$cgroup_v1_unmounted" ]; then
+        echo "TOA-LAB OPERATOR cgroup-v1-$1 FAIL the guest could not mount its v1 controllers (mounted $n; failed:${cgroup_v1_unmounted:- none})"
+    elif [ "$(cat /tmp/cgroup-v1.now)" != "$(cat /tmp/cgroup-v1.before)" ]; then
+        echo "TOA-LAB OPERATOR cgroup-v1-$1 FAIL the mounts under /sys/fs/cgroup changed: $(tr '\n' ';' < /tmp/cgroup-v1.now)"
+    elif [ "$1" = unload ] && [ -n "$others" ]; then
+        echo "TOA-LAB OPERATOR cgroup-v1-$1 FAIL cgroup2 still mounted at $others"
+    else
+        echo "TOA-LAB OPERATOR cgroup-v1-$1 PASS $n v1 controllers mounted as before; cgroup2 at: ${others:-nowhere}"
+    fi
+}
+
 # Everything dmesg says after this mark is checked for warnings and oopses.
 echo "TOA-LAB MARK before toa.ko" > /dev/kmsg
 if [ "$kmod" = 0 ]; then
-    # The eBPF mode attaches at the cgroup v2 root and pins in bpffs.
-    mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    # The eBPF mode attaches at the cgroup v2 root and pins in bpffs. A
+    # cgroup v1 host has the v1 controllers under /sys/fs/cgroup and no
+    # cgroup2: toa must attach in a cgroup2 mount of its own and leave them.
+    if [ "$cgroup" = v1 ]; then
+        mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
+        for c in $(awk '$1 !~ /^#/ && $4 == 1 { print $1 }' /proc/cgroups); do
+            mkdir -p "/sys/fs/cgroup/$c"
+            mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" ||
+                cgroup_v1_unmounted="$cgroup_v1_unmounted $c"
+        done
+        cgroup_mounts > /tmp/cgroup-v1.before
+    else
+        mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    fi
     mount -t bpf bpf /sys/fs/bpf 2>/dev/null
     if out=$(/bin/toa bpf load 2>&1); then
         echo "TOA-LAB INSMOD OK toa bpf load: $(echo "$out" | head -n 1);$(echo "$out" | grep capture)"
     else
         echo "TOA-LAB INSMOD FAIL toa bpf load: $out"
     fi
+    [ "$cgroup" = v1 ] && cgroup_v1_check load
 else
     load_toa
 fi
@@ -172,7 +213,11 @@ if [ -x /bin/toa ] && [ "$kmod" != 0 ] && [ "${args%%,*}" = scenarios ]; then
     operator status-no-module 1 "no toa mode is active" /bin/toa status --sample 0.2
     operator stats-no-module 1 "toa.ko is not loaded" /bin/toa stats
 elif [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
-    echo "TOA-LAB OPERATOR-CHECKS 10"
+    if [ "$cgroup" = v1 ]; then
+        echo "TOA-LAB OPERATOR-CHECKS 12"
+    else
+        echo "TOA-LAB OPERATOR-CHECKS 10"
+    fi
     operator status 0 "mode:    eBPF" /bin/toa status --sample 0.2
     operator capture 0 "capture         = ${capture_expect:-?} (" /bin/toa status --sample 0.2
     operator stats-prometheus 0 "toa_getname_family_kept_total" /bin/toa stats --format prometheus
@@ -182,6 +227,7 @@ elif [ -x /bin/toa ] && [ "${args%%,*}" = scenarios ]; then
     operator status-narrowed 0 "only 10.9.0.0/16,fd00:9::/64 may set" /bin/toa status --sample 0.2
     operator selftest-narrowed 0 "proxy 10.9.0.1 sends TOA" /bin/toa selftest
     operator bpf-unload 0 "eBPF mode detached" /bin/toa bpf unload
+    [ "$cgroup" = v1 ] && cgroup_v1_check unload
     operator selftest-unloaded 1 "FAIL v4-toa-on-inet" /bin/toa selftest
     operator status-unloaded 1 "no toa mode is active" /bin/toa status --sample 0.2
 fi

@@ -179,6 +179,9 @@ pub struct LabImage<'a> {
     /// proves after the scenarios (status, stats, selftest with and without
     /// the module).
     pub operator_cli: Option<&'a Path>,
+    /// The previous release's `toa`, as /bin/toa-previous (the eBPF mode's
+    /// upgrade scenario).
+    pub previous_operator_cli: Option<&'a Path>,
     /// Modules the lab loads and unloads itself, under `/lib/modules/`: the
     /// test-only in-kernel listener, the kernel's tls.ko (the ktls scenario
     /// wants kTLS tables built fresh, so it is not preloaded).
@@ -236,6 +239,9 @@ pub fn lab_archive(image: &LabImage) -> Result<Archive> {
     a.file_from("bin/toa-lab", 0o755, image.lab_program)?;
     if let Some(toa) = image.operator_cli {
         a.file_from("bin/toa", 0o755, toa)?;
+    }
+    if let Some(toa) = image.previous_operator_cli {
+        a.file_from("bin/toa-previous", 0o755, toa)?;
     }
     Ok(a)
 }
@@ -391,6 +397,7 @@ mod tests {
             toa_ko: &toa,
             lab_program: &lab,
             operator_cli: Some(&operator),
+            previous_operator_cli: None,
             test_modules: &on_demand,
             init: GUEST_INIT,
         };

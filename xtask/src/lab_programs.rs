@@ -2,7 +2,7 @@
 
 use crate::arch::Arch;
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Cargo profile of the guest programs (workspace Cargo.toml).
 pub const PROFILE: &str = "lab";
@@ -15,8 +15,24 @@ pub fn build_lab_program(arch: Arch) -> Result<PathBuf> {
 /// Build binary `bin` of `package` static for `arch` (its musl target) with
 /// the lab profile and return it.
 pub fn build_static(package: &str, bin: &str, arch: Arch) -> Result<PathBuf> {
+    build_static_from(
+        &crate::cache::project_root(),
+        &crate::cache::target_dir(),
+        package,
+        bin,
+        arch,
+    )
+}
+
+/// [`build_static`] for the workspace at `root`, into `target_dir`.
+pub fn build_static_from(
+    root: &Path,
+    target_dir: &Path,
+    package: &str,
+    bin: &str,
+    arch: Arch,
+) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target_dir = crate::cache::target_dir();
     let target = arch.musl_target();
     let mut cmd = duct::cmd!(
         &cargo,
@@ -30,9 +46,9 @@ pub fn build_static(package: &str, bin: &str, arch: Arch) -> Result<PathBuf> {
         "--target",
         target,
         "--target-dir",
-        &target_dir
+        target_dir
     )
-    .dir(crate::cache::project_root());
+    .dir(root);
     if arch == Arch::Aarch64 {
         // The host's `cc` cannot link aarch64; rustup's lld can, with the
         // target's self-contained musl CRT objects and libc.
@@ -47,7 +63,7 @@ pub fn build_static(package: &str, bin: &str, arch: Arch) -> Result<PathBuf> {
 }
 
 /// The guest has no dynamic loader: insist on a static executable.
-fn check_static(binary: &std::path::Path, arch: Arch) -> Result<()> {
+pub fn check_static(binary: &Path, arch: Arch) -> Result<()> {
     use object::Object;
     let bytes = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
     let file = object::File::parse(&*bytes)

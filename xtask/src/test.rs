@@ -113,16 +113,22 @@ pub fn run(args: Args) -> Result<()> {
         // eBPF object is the same on arm64; Debian 12's arm64 kernel proves
         // that auto falls back there (it cannot attach fexit).
         for (name, flavour, arch) in &lab {
-            let runs: &[(Mode, Capture)] = match (flavour, arch) {
+            // The sock_ops boot is also a cgroup v1 host's (cgroup_v1): its
+            // capture is the cgroup program, attached in toa's own cgroup2
+            // mount there, and the guest checks the v1 mounts stay put.
+            let runs: &[(Mode, Capture, bool)] = match (flavour, arch) {
                 (None, Arch::X86_64) => &[
-                    (Mode::Kmod, Capture::Auto),
-                    (Mode::Bpf, Capture::Auto),
-                    (Mode::Bpf, Capture::SockOps),
+                    (Mode::Kmod, Capture::Auto, false),
+                    (Mode::Bpf, Capture::Auto, false),
+                    (Mode::Bpf, Capture::SockOps, true),
                 ],
-                (None, Arch::Aarch64) => &[(Mode::Kmod, Capture::Auto), (Mode::Bpf, Capture::Auto)],
-                _ => &[(Mode::Kmod, Capture::Auto)],
+                (None, Arch::Aarch64) => &[
+                    (Mode::Kmod, Capture::Auto, false),
+                    (Mode::Bpf, Capture::Auto, false),
+                ],
+                _ => &[(Mode::Kmod, Capture::Auto, false)],
             };
-            for &(mode, capture) in runs {
+            for &(mode, capture, cgroup_v1) in runs {
                 let mut what = format!("VM lab on {name}");
                 if let Some(f) = flavour {
                     what.push_str(&format!(" ({f})"));
@@ -131,10 +137,14 @@ pub fn run(args: Args) -> Result<()> {
                     what.push_str(&format!(" ({})", arch.name()));
                 }
                 if mode == Mode::Bpf {
-                    what.push_str(&format!(" (eBPF mode, capture {})", capture.word()));
+                    what.push_str(&format!(" (eBPF mode, capture {}", capture.word()));
+                    what.push_str(if cgroup_v1 { ", cgroup v1 host)" } else { ")" });
                 }
                 step(what, &mut || {
-                    crate::vm_test::run(lab_args(name, *arch, flavour.clone(), mode, capture))
+                    crate::vm_test::run(crate::vm_test::Args {
+                        cgroup_v1,
+                        ..lab_args(name, *arch, flavour.clone(), mode, capture)
+                    })
                 })?;
             }
         }
@@ -186,6 +196,7 @@ fn lab_args(
         chaos: None,
         chaos_seed: None,
         chaos_tls: false,
+        cgroup_v1: false,
     }
 }
 

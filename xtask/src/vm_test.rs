@@ -64,6 +64,13 @@ pub struct Args {
     /// one this kernel should accept (fexit from 5.11, sock-ops before).
     #[arg(long, value_enum, default_value_t = Capture::Auto)]
     pub capture: Capture,
+    /// With `--mode bpf`: boot the guest as a cgroup v1 host (a tmpfs at
+    /// /sys/fs/cgroup holding each v1 controller and no cgroup2, as Amazon
+    /// Linux 2 or `systemd.unified_cgroup_hierarchy=0` boot); the guest
+    /// checks that `toa bpf load` and `toa bpf unload` leave every v1 mount
+    /// as it was.
+    #[arg(long)]
+    pub cgroup_v1: bool,
     /// Boot Debian 12's kernel built here with KASAN, lockdep (PROVE_LOCKING,
     /// PROVE_RCU), might-sleep and list checks, with toa.ko built against it,
     /// and `panic_on_warn=1` (and hung-task and soft-lockup panics; x86_64,
@@ -144,11 +151,23 @@ pub const KTLS: &str = "ktls";
 /// The chaos run's result name (`toa-lab chaos`, a lab run of its own).
 pub const CHAOS: &str = "chaos";
 
+/// The guest's checks of a cgroup v1 boot (`--cgroup-v1`, guest_init.sh):
+/// the v1 mounts after `toa bpf load` and after the operator's unload.
+pub const CGROUP_V1_CHECKS: [&str; 2] = ["cgroup-v1-load", "cgroup-v1-unload"];
+
 /// Scenarios that must report a result besides what the lab runs by
 /// default: a module-mode run's second lab run (ktls), or each one named.
 pub(crate) fn required_results(args: &Args) -> Vec<String> {
     match args.mode {
-        Mode::Bpf => Vec::new(),
+        Mode::Bpf if args.cgroup_v1 && args.only.is_empty() => {
+            CGROUP_V1_CHECKS.map(String::from).to_vec()
+        }
+        Mode::Bpf if args.cgroup_v1 => {
+            let mut names = vec![CGROUP_V1_CHECKS[0].to_string()];
+            names.extend(args.only.iter().cloned());
+            names
+        }
+        Mode::Bpf => args.only.clone(),
         Mode::Kmod if args.only.is_empty() && args.chaos == Some(0) => vec![KTLS.to_string()],
         Mode::Kmod if args.only.is_empty() => vec![CHAOS.to_string(), KTLS.to_string()],
         Mode::Kmod => args.only.clone(),
@@ -211,6 +230,9 @@ pub(crate) fn scenario_args(args: &Args, release: &str, arch: crate::arch::Arch)
             args.capture.word(),
             args.capture.expected(release, arch).word()
         );
+        if args.cgroup_v1 {
+            kernel_args.push_str("toa_lab.cgroup=v1 ");
+        }
     }
     Some(format!(
         "{kernel_args}toa_lab.args={}",
@@ -239,6 +261,9 @@ pub struct LabOptions {
     pub own_kernel: Option<crate::sanitizer::LabKernel>,
     /// Scenarios whose result must be on the console (see [`missing_results`]).
     pub required: Vec<String>,
+    /// Put the previous release's `toa` in the guest too, as
+    /// /bin/toa-previous, for the eBPF mode's upgrade scenario.
+    pub previous_toa: bool,
 }
 
 impl Default for LabOptions {
@@ -257,6 +282,7 @@ impl Default for LabOptions {
             memory_mb: None,
             own_kernel: None,
             required: Vec::new(),
+            previous_toa: false,
         }
     }
 }
@@ -265,6 +291,11 @@ pub fn run(args: Args) -> Result<()> {
     // Hook: a kernel built here with sanitizers (crate::sanitizer).
     if args.sanitizers {
         return crate::sanitizer::vm_test(&args);
+    }
+    if args.cgroup_v1 && args.mode != Mode::Bpf {
+        crate::report::usage_bail!(
+            "--cgroup-v1 boots a cgroup v1 host for the eBPF mode: give it with --mode bpf"
+        );
     }
     let distro = crate::distro::find_for(&args.distro, args.arch)?;
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
@@ -278,6 +309,7 @@ pub fn run(args: Args) -> Result<()> {
         kvm: args.kvm,
         append: scenario_args(&args, &release, distro.arch_kind()).unwrap_or_default(),
         required: required_results(&args),
+        previous_toa: args.mode == Mode::Bpf,
         ..LabOptions::default()
     };
     let report = run_lab(&distro, &module, &opts)?;
@@ -750,7 +782,10 @@ pub fn problems(p: &Parsed, expected_release: &str) -> Vec<String> {
 pub fn missing_results(p: &Parsed, required: &[String]) -> Vec<String> {
     required
         .iter()
-        .filter(|name| !p.results.iter().any(|r| &r.name == *name))
+        .filter(|name| {
+            !p.results.iter().any(|r| &r.name == *name)
+                && !p.operator.iter().any(|r| &r.name == *name)
+        })
         .map(|name| {
             if name == KTLS || name == CHAOS {
                 format!("scenario {name} reported no result (the guest runs it after the operator checks, in a lab run of its own)")
@@ -895,6 +930,11 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let arch = distro.arch_kind();
     let lab_program = crate::lab_programs::build_lab_program(arch)?;
     let operator_cli = crate::operator_cli::build_for_lab(arch)?;
+    let previous_toa = if opts.previous_toa {
+        Some(crate::previous_release::build(arch)?)
+    } else {
+        None
+    };
     let lab_modules = match own_kernel_hooks::lab_modules(opts) {
         Some(paths) => paths,
         None => crate::lab_kmod::build(distro, &kernel.release)
@@ -919,6 +959,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
             toa_ko: module_ko,
             lab_program: &lab_program,
             operator_cli: Some(&operator_cli),
+            previous_operator_cli: previous_toa.as_deref(),
             test_modules: &[&lab_modules[..], &on_demand[..]].concat(),
             init: crate::initramfs::GUEST_INIT,
         },
@@ -1145,6 +1186,7 @@ mod tests {
             chaos: None,
             chaos_seed: None,
             chaos_tls: false,
+            cgroup_v1: false,
         }
     }
 
@@ -1209,6 +1251,7 @@ mod tests {
             chaos: None,
             chaos_seed: None,
             chaos_tls: false,
+            cgroup_v1: false,
         };
         let x86 = crate::arch::Arch::X86_64;
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Scenarios of the eBPF mode alone: settings changed by loading again (the
-//! pinned maps are updated in place, nothing is detached) and unloading with
-//! a TOA connection open.
+//! pinned maps are updated in place, nothing is detached), in-kernel servers
+//! left alone, an upgrade from the previous release with a TOA connection
+//! open, and unloading with one open.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,13 +18,25 @@ use super::trusted::{probe, PROXIES};
 
 type Run = fn(&Lab, &Path) -> Result<String>;
 
-pub const NAMES: &[&str] = &["bpf-trusted-proxies", "bpf-ports", "bpf-unload-open"];
+pub const NAMES: &[&str] = &[
+    "bpf-trusted-proxies",
+    "bpf-ports",
+    "bpf-kernel-socket",
+    "bpf-upgrade",
+    "bpf-unload-open",
+];
 
-pub const SCENARIOS: [(&str, Run); 3] = [
+pub const SCENARIOS: [(&str, Run); 5] = [
     ("bpf-trusted-proxies", trusted_proxies),
     ("bpf-ports", ports),
+    ("bpf-kernel-socket", kernel_socket),
+    ("bpf-upgrade", upgrade),
     ("bpf-unload-open", unload_open),
 ];
+
+/// The previous release's `toa` in the guest image (xtask builds it from
+/// the commit operators run today, see xtask's previous_release).
+const PREVIOUS: &str = "/bin/toa-previous";
 
 /// Runs the operator's `toa` command; its output goes into the error when it fails.
 pub fn loader(path: &Path, args: &[&str]) -> Result<String> {
@@ -112,6 +125,122 @@ fn ports(lab: &Lab, path: &Path) -> Result<String> {
     })();
     restore(lab, path)?;
     outcome
+}
+
+/// An in-kernel server's listener (a socket the kernel made for itself, in
+/// the cgroup the programs are attached to) is left alone, as toa.ko leaves
+/// it: its kernel_getpeername() shows the connection's own source, no client
+/// is taken from the handshake, and only syn_recv_sock_kernel_socket moves.
+fn kernel_socket(lab: &Lab, path: &Path) -> Result<String> {
+    let read = |what: &str| -> Result<Vec<(String, u64)>> {
+        let table =
+            loader(path, &["stats", "--interval", "0"]).context(format!("toa stats {what}"))?;
+        Ok(table
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+            })
+            .collect())
+    };
+    let before = read("before")?;
+    let (client, seen) = super::kernel_socket::accept_one_with(lab, "198.51.100.42:40042")?;
+    let after = read("after")?;
+    let moved: Vec<String> = after
+        .iter()
+        .filter_map(|(name, v)| {
+            let was = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, v)| *v);
+            (*v != was).then(|| format!("{name}{:+}", i128::from(*v) - i128::from(was)))
+        })
+        .collect();
+    if moved != ["syn_recv_sock_kernel_socket+1"] {
+        return Err(lab_err!(
+            "counters: expected syn_recv_sock_kernel_socket+1 and nothing else, saw [{}]",
+            moved.join(" ")
+        ));
+    }
+    Ok(format!(
+        "TOA with client {client} to an in-kernel listener: it saw [{seen}]; syn_recv_sock_kernel_socket+1, nothing else moved"
+    ))
+}
+
+/// An upgrade from the previous release's `toa` to this one with a TOA
+/// connection open: this release's programs replace the previous ones in
+/// place, with the pinned socket storage, so the open connection keeps its
+/// client; `toa status` shows the previous object before and this binary's
+/// after; new connections get their client.
+fn upgrade(lab: &Lab, path: &Path) -> Result<String> {
+    let previous = Path::new(PREVIOUS);
+    if !previous.exists() {
+        return Err(lab_err!("{PREVIOUS} is not in the guest image"));
+    }
+    loader(path, &["bpf", "unload"])?;
+    let outcome = (|| {
+        loader(previous, &["bpf", "load"]).context("loading the previous release's toa")?;
+        let status = loader(path, &["status", "--sample", "0.2"]).unwrap_or_else(|e| e.to_string());
+        let before = line_of(&status, "object ");
+        if !before.contains("this binary is toa") {
+            return Err(lab_err!(
+                "with the previous release loaded, toa status should name another object than \
+                 this binary's; it said [{before}]"
+            ));
+        }
+        let client = "198.51.100.9:40400";
+        let spec = ConnSpec::new(ProxyFamily::V4, Listener::V4, toa(client));
+        let super::Kept {
+            client: conn, fd, ..
+        } = super::open_kept(lab, &spec, "the upgrade")?;
+        let kept = (|| {
+            let said = loader(path, &["bpf", "load"]).context("upgrading to this release's toa")?;
+            if !said.contains("replaced in place") {
+                return Err(lab_err!(
+                    "the upgrade did not replace the programs in place: [{}]",
+                    said.replace('\n', "; ")
+                ));
+            }
+            let seen =
+                peer_of(&fd).context("getpeername on the kept connection after the upgrade")?;
+            let want = PeerName::v4(client.parse().expect("valid address"));
+            if seen != want {
+                return Err(lab_err!(
+                    "after the upgrade the kept connection showed [{seen}], expected its client [{want}]"
+                ));
+            }
+            Ok(said.lines().next().unwrap_or_default().to_string())
+        })();
+        drop(fd);
+        let closed = conn.close().context("closing the kept connection");
+        let said = kept?;
+        closed?;
+        let status = loader(path, &["status", "--sample", "0.2"])?;
+        let after = line_of(&status, "object ");
+        if !after.contains("this binary's") {
+            return Err(lab_err!(
+                "after the upgrade toa status should show this binary's object; it said [{after}]"
+            ));
+        }
+        let fresh = ConnSpec::new(ProxyFamily::V4, Listener::V4, toa("198.51.100.9:40401"));
+        let detail = lab
+            .exercise(&fresh)
+            .context("a new connection after the upgrade")?;
+        Ok(format!(
+            "kept connection showed {client} across [{said}]; status [{after}]; new connection {detail}"
+        ))
+    })();
+    restore(lab, path)?;
+    outcome
+}
+
+/// The first line of `text` that starts (after spaces) with `key`.
+fn line_of(text: &str, key: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(key))
+        .unwrap_or("(no such line)")
+        .to_string()
 }
 
 /// Unload with a TOA connection open: that socket gets the kernel's answer
