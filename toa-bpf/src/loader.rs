@@ -764,10 +764,12 @@ fn refused(name: &str, needs: &str, e: ProgramError) -> anyhow::Error {
 /// switch to them and stale ones removed after, so no connection sees an
 /// empty list in between.
 fn write_settings(settings: &mut Map, v4: &mut Map, v6: &mut Map, s: &Settings) -> Result<()> {
-    let mut v4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(v4)?;
-    let mut v6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(v6)?;
-    let want4: Vec<Key<[u8; 4]>> = s.trusted_proxies.iter().filter_map(maps::v4_key).collect();
-    let want6: Vec<Key<[u8; 16]>> = s.trusted_proxies.iter().filter_map(maps::v6_key).collect();
+    let mut v4: LpmTrie<_, maps::TrustedV4, u8> = LpmTrie::try_from(v4)?;
+    let mut v6: LpmTrie<_, maps::TrustedV6, u8> = LpmTrie::try_from(v6)?;
+    let want4: Vec<Key<maps::TrustedV4>> =
+        s.trusted_proxies.iter().filter_map(maps::v4_key).collect();
+    let want6: Vec<Key<maps::TrustedV6>> =
+        s.trusted_proxies.iter().filter_map(maps::v6_key).collect();
     for k in &want4 {
         v4.insert(k, 1, 0).context("adding a trusted IPv4 proxy")?;
     }
@@ -894,14 +896,14 @@ pub(crate) fn status_at(place: &Place) -> Result<Option<Status>> {
         .get(&0, 0)
         .context("reading the settings map")?
         .decode();
-    let v4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(&m.trusted_v4)?;
+    let v4: LpmTrie<_, maps::TrustedV4, u8> = LpmTrie::try_from(&m.trusted_v4)?;
     for k in v4.keys().filter_map(|k| k.ok()) {
         settings.trusted_proxies.push(Cidr {
             addr: IpAddr::from(k.data()),
             prefix: k.prefix_len() as u8,
         });
     }
-    let v6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(&m.trusted_v6)?;
+    let v6: LpmTrie<_, maps::TrustedV6, u8> = LpmTrie::try_from(&m.trusted_v6)?;
     for k in v6.keys().filter_map(|k| k.ok()) {
         settings.trusted_proxies.push(Cidr {
             addr: IpAddr::from(k.data()),
