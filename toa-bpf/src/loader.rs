@@ -412,19 +412,9 @@ fn attach_fresh(
     })?;
     std::fs::create_dir_all(&place.pin_dir)
         .with_context(|| format!("creating {}", place.pin_dir.display()))?;
-    let mut take = |name: &str| {
-        ebpf.take_map(name)
-            .with_context(|| format!("map {name} missing from the BPF object"))
-    };
-    let mut settings_map = take(maps::SETTINGS)?;
-    let mut v4 = take(maps::TRUSTED_V4)?;
-    let mut v6 = take(maps::TRUSTED_V6)?;
-    let others = [take(maps::COUNTERS)?, take(maps::CLIENTS)?];
-    write_settings(&mut settings_map, &mut v4, &mut v6, settings)?;
-    for (map, name) in [&settings_map, &v4, &v6, &others[0], &others[1]]
-        .into_iter()
-        .zip(maps::ALL)
-    {
+    let mut taken = take_maps(&mut ebpf)?;
+    write_settings_into(&mut taken, settings)?;
+    for (name, map) in &taken {
         map.pin(place.pin(name))
             .with_context(|| format!("pinning map {name}"))?;
     }
@@ -493,6 +483,7 @@ fn map_mismatch(pin: &Path, def: &aya_obj::Map) -> Option<String> {
         value_size: def.value_size(),
         max_entries: def.max_entries(),
         map_flags: def.map_flags(),
+        name: have.name,
     };
     (have != want).then(|| {
         format!(
@@ -557,21 +548,10 @@ fn replace(
     let mut ebpf = loader
         .load(object.bytes)
         .map_err(|e| anyhow!("loading the new BPF object with the pinned maps: {e}"))?;
-    // Taken maps live to the end: the programs load with their descriptors.
-    let mut take = |name: &str| {
-        ebpf.take_map(name)
-            .with_context(|| format!("map {name} missing from the BPF object"))
-    };
-    let mut settings_map = take(maps::SETTINGS)?;
-    let mut v4 = take(maps::TRUSTED_V4)?;
-    let mut v6 = take(maps::TRUSTED_V6)?;
-    let counters = take(maps::COUNTERS)?;
-    write_settings(&mut settings_map, &mut v4, &mut v6, settings)?;
-    for (map, name) in [&settings_map, &v4, &v6, &counters]
-        .into_iter()
-        .zip(maps::ALL)
-    {
-        if !keep.contains(&name) {
+    let mut taken = take_maps(&mut ebpf)?;
+    write_settings_into(&mut taken, settings)?;
+    for (name, map) in &taken {
+        if !keep.contains(name) {
             pin_over(&place.pin(name), |tmp| {
                 map.pin(tmp).map_err(anyhow::Error::from)
             })
@@ -758,6 +738,37 @@ fn refused(name: &str, needs: &str, e: ProgramError) -> anyhow::Error {
         "this kernel does not support the eBPF mode: it refused {name}, which needs {needs}: \
          {detail}\nUse toa.ko on this kernel."
     )
+}
+
+/// The object's maps, each taken out of `ebpf` by its name. They live to the
+/// end of a load: the programs load with their descriptors.
+fn take_maps(ebpf: &mut Ebpf) -> Result<Vec<(&'static str, Map)>> {
+    maps::ALL
+        .into_iter()
+        .map(|name| {
+            let map = ebpf
+                .take_map(name)
+                .with_context(|| format!("map {name} missing from the BPF object"))?;
+            Ok((name, map))
+        })
+        .collect()
+}
+
+/// [`write_settings`] into the maps of that name among `taken`.
+fn write_settings_into(taken: &mut [(&'static str, Map)], s: &Settings) -> Result<()> {
+    let at = |name: &str| {
+        taken
+            .iter()
+            .position(|(n, _)| *n == name)
+            .with_context(|| format!("map {name} missing from the BPF object"))
+    };
+    let which = [
+        at(maps::SETTINGS)?,
+        at(maps::TRUSTED_V4)?,
+        at(maps::TRUSTED_V6)?,
+    ];
+    let [settings, v4, v6] = taken.get_disjoint_mut(which).context("the settings maps")?;
+    write_settings(&mut settings.1, &mut v4.1, &mut v6.1, s)
 }
 
 /// Writes `s` into the maps. Trusted entries are added before the settings
