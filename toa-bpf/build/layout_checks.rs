@@ -171,8 +171,14 @@ fn structure(out: &mut String, btf: &Btf, name: &str, mirror: &Mirror) -> Result
     Ok(())
 }
 
+/// clang gives an enum BTF only as the type of a variable.
+fn enumeration(btf: &Btf, name: &str) -> Result<Vec<(String, i64)>, String> {
+    btf.enumeration(name)
+        .map_err(|e| format!("{e} (struct shared_enums must have a field of its type)"))
+}
+
 fn counters(out: &mut String, btf: &Btf) -> Result<(), String> {
-    let mut values = btf.enumeration(COUNTER_ENUM)?;
+    let mut values = enumeration(btf, COUNTER_ENUM)?;
     match values.pop() {
         Some((last, n)) if last == COUNTER_COUNT && n == values.len() as i64 => {}
         _ => {
@@ -209,7 +215,7 @@ fn counters(out: &mut String, btf: &Btf) -> Result<(), String> {
 }
 
 fn flags(out: &mut String, btf: &Btf) -> Result<(), String> {
-    for (name, value) in btf.enumeration(FLAG_ENUM)? {
+    for (name, value) in enumeration(btf, FLAG_ENUM)? {
         check(
             out,
             &format!("{FLAG_MODULE}::{name} as i64 == {value}"),
