@@ -2,8 +2,9 @@
 //! shares with bpf/toa.bpf.c, the C side's value read from the object's BTF
 //! (btf.rs). src/layout_checks.rs includes them, so a Rust mirror that
 //! differs fails the build with a message naming the struct field, counter,
-//! flag or map. New fields, counters, flags and maps in C are checked without
-//! a change here; a new struct or map needs a line below.
+//! flag or map. New fields, counters and flags in C are checked without a
+//! change here; a new map stops the build until a line below says how the
+//! loader reads it.
 
 use std::fmt::Write;
 
