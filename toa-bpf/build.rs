@@ -2,6 +2,15 @@
 //! loader can embed the object with include_bytes!. One object serves every
 //! kernel >= 5.10: the cgroup programs read only UAPI context fields, and the
 //! fexit capture's few kernel fields are located at load time by CO-RE.
+//!
+//! bpf/toa.bpf.c is also the source of the layouts the loader shares with the
+//! programs: from the object's BTF this writes the assertions that
+//! src/layout_checks.rs makes of the Rust side (build/layout_checks.rs).
+
+#[path = "build/btf.rs"]
+mod btf;
+#[path = "build/layout_checks.rs"]
+mod layout_checks;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -31,6 +40,14 @@ fn main() {
              install Debian's package `clang` (or set CLANG to a clang binary)"
         )),
     }
+
+    let bytes = std::fs::read(&object)
+        .unwrap_or_else(|e| fail(&format!("reading {}: {e}", object.display())));
+    let checks = layout_checks::generate(&bytes)
+        .unwrap_or_else(|e| fail(&format!("the layouts of {SOURCE}: {e}")));
+    let path = out.join("layout_checks.rs");
+    std::fs::write(&path, checks)
+        .unwrap_or_else(|e| fail(&format!("writing {}: {e}", path.display())));
 }
 
 fn host_arch() -> String {

@@ -129,9 +129,11 @@ enum counter {
 	NR_COUNTERS
 };
 
-/* Settings flags. */
-#define TRUST_ANY 0x1	/* trusted_proxies empty: every source may set a client */
-#define PORTS_ANY 0x2	/* ports empty: every listener honours TOA */
+/* The bits of struct settings' flags. */
+enum settings_flag {
+	TRUST_ANY = 0x1,	/* trusted_proxies empty: every source may set a client */
+	PORTS_ANY = 0x2,	/* ports empty: every listener honours TOA */
+};
 
 struct settings {
 	__u32 formats;	/* toa.ko's bitmask: 0x1 254/8, 0x2 254/20, 0x4 253/20, 0x8 200/8 */
@@ -154,6 +156,21 @@ struct trusted_v6 {
 	__u32 prefixlen;
 	__u32 addr[4];
 };
+
+/*
+ * This file is the source of the layouts the loader shares with these
+ * programs (src/maps.rs, src/counters.rs): build.rs reads them from the
+ * object's BTF and fails the build where the Rust side differs. The maps
+ * bring their key and value structs into BTF; clang writes an enum there only
+ * when a variable's type uses it (its enumerators are not enough), hence this
+ * variable. Its section, like the license's, is no map: nothing is allocated
+ * for it.
+ */
+struct shared_enums {
+	enum counter counter;
+	enum settings_flag settings_flag;
+};
+struct shared_enums toa_shared_enums SEC("shared_enums");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

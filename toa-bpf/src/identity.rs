@@ -135,6 +135,8 @@ pub struct MapInfo {
     pub value_size: u32,
     pub max_entries: u32,
     pub map_flags: u32,
+    /// The name the object gave the map, NUL-padded.
+    pub name: [u8; 16],
 }
 
 /// What the map pinned at `path` is.

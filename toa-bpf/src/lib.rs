@@ -15,6 +15,7 @@
 mod capture;
 mod counters;
 mod identity;
+mod layout_checks;
 mod link;
 mod loader;
 mod lock;

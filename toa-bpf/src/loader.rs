@@ -412,19 +412,9 @@ fn attach_fresh(
     })?;
     std::fs::create_dir_all(&place.pin_dir)
         .with_context(|| format!("creating {}", place.pin_dir.display()))?;
-    let mut take = |name: &str| {
-        ebpf.take_map(name)
-            .with_context(|| format!("map {name} missing from the BPF object"))
-    };
-    let mut settings_map = take(maps::SETTINGS)?;
-    let mut v4 = take(maps::TRUSTED_V4)?;
-    let mut v6 = take(maps::TRUSTED_V6)?;
-    let others = [take(maps::COUNTERS)?, take(maps::CLIENTS)?];
-    write_settings(&mut settings_map, &mut v4, &mut v6, settings)?;
-    for (map, name) in [&settings_map, &v4, &v6, &others[0], &others[1]]
-        .into_iter()
-        .zip(maps::ALL)
-    {
+    let mut taken = take_maps(&mut ebpf)?;
+    write_settings_into(&mut taken, settings)?;
+    for (name, map) in &taken {
         map.pin(place.pin(name))
             .with_context(|| format!("pinning map {name}"))?;
     }
@@ -493,6 +483,7 @@ fn map_mismatch(pin: &Path, def: &aya_obj::Map) -> Option<String> {
         value_size: def.value_size(),
         max_entries: def.max_entries(),
         map_flags: def.map_flags(),
+        name: have.name,
     };
     (have != want).then(|| {
         format!(
@@ -557,21 +548,10 @@ fn replace(
     let mut ebpf = loader
         .load(object.bytes)
         .map_err(|e| anyhow!("loading the new BPF object with the pinned maps: {e}"))?;
-    // Taken maps live to the end: the programs load with their descriptors.
-    let mut take = |name: &str| {
-        ebpf.take_map(name)
-            .with_context(|| format!("map {name} missing from the BPF object"))
-    };
-    let mut settings_map = take(maps::SETTINGS)?;
-    let mut v4 = take(maps::TRUSTED_V4)?;
-    let mut v6 = take(maps::TRUSTED_V6)?;
-    let counters = take(maps::COUNTERS)?;
-    write_settings(&mut settings_map, &mut v4, &mut v6, settings)?;
-    for (map, name) in [&settings_map, &v4, &v6, &counters]
-        .into_iter()
-        .zip(maps::ALL)
-    {
-        if !keep.contains(&name) {
+    let mut taken = take_maps(&mut ebpf)?;
+    write_settings_into(&mut taken, settings)?;
+    for (name, map) in &taken {
+        if !keep.contains(name) {
             pin_over(&place.pin(name), |tmp| {
                 map.pin(tmp).map_err(anyhow::Error::from)
             })
@@ -760,14 +740,47 @@ fn refused(name: &str, needs: &str, e: ProgramError) -> anyhow::Error {
     )
 }
 
+/// The object's maps, each taken out of `ebpf` by its name. They live to the
+/// end of a load: the programs load with their descriptors.
+fn take_maps(ebpf: &mut Ebpf) -> Result<Vec<(&'static str, Map)>> {
+    maps::ALL
+        .into_iter()
+        .map(|name| {
+            let map = ebpf
+                .take_map(name)
+                .with_context(|| format!("map {name} missing from the BPF object"))?;
+            Ok((name, map))
+        })
+        .collect()
+}
+
+/// [`write_settings`] into the maps of that name among `taken`.
+fn write_settings_into(taken: &mut [(&'static str, Map)], s: &Settings) -> Result<()> {
+    let at = |name: &str| {
+        taken
+            .iter()
+            .position(|(n, _)| *n == name)
+            .with_context(|| format!("map {name} missing from the BPF object"))
+    };
+    let which = [
+        at(maps::SETTINGS)?,
+        at(maps::TRUSTED_V4)?,
+        at(maps::TRUSTED_V6)?,
+    ];
+    let [settings, v4, v6] = taken.get_disjoint_mut(which).context("the settings maps")?;
+    write_settings(&mut settings.1, &mut v4.1, &mut v6.1, s)
+}
+
 /// Writes `s` into the maps. Trusted entries are added before the settings
 /// switch to them and stale ones removed after, so no connection sees an
 /// empty list in between.
 fn write_settings(settings: &mut Map, v4: &mut Map, v6: &mut Map, s: &Settings) -> Result<()> {
-    let mut v4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(v4)?;
-    let mut v6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(v6)?;
-    let want4: Vec<Key<[u8; 4]>> = s.trusted_proxies.iter().filter_map(maps::v4_key).collect();
-    let want6: Vec<Key<[u8; 16]>> = s.trusted_proxies.iter().filter_map(maps::v6_key).collect();
+    let mut v4: LpmTrie<_, maps::TrustedV4, u8> = LpmTrie::try_from(v4)?;
+    let mut v6: LpmTrie<_, maps::TrustedV6, u8> = LpmTrie::try_from(v6)?;
+    let want4: Vec<Key<maps::TrustedV4>> =
+        s.trusted_proxies.iter().filter_map(maps::v4_key).collect();
+    let want6: Vec<Key<maps::TrustedV6>> =
+        s.trusted_proxies.iter().filter_map(maps::v6_key).collect();
     for k in &want4 {
         v4.insert(k, 1, 0).context("adding a trusted IPv4 proxy")?;
     }
@@ -894,14 +907,14 @@ pub(crate) fn status_at(place: &Place) -> Result<Option<Status>> {
         .get(&0, 0)
         .context("reading the settings map")?
         .decode();
-    let v4: LpmTrie<_, [u8; 4], u8> = LpmTrie::try_from(&m.trusted_v4)?;
+    let v4: LpmTrie<_, maps::TrustedV4, u8> = LpmTrie::try_from(&m.trusted_v4)?;
     for k in v4.keys().filter_map(|k| k.ok()) {
         settings.trusted_proxies.push(Cidr {
             addr: IpAddr::from(k.data()),
             prefix: k.prefix_len() as u8,
         });
     }
-    let v6: LpmTrie<_, [u8; 16], u8> = LpmTrie::try_from(&m.trusted_v6)?;
+    let v6: LpmTrie<_, maps::TrustedV6, u8> = LpmTrie::try_from(&m.trusted_v6)?;
     for k in v6.keys().filter_map(|k| k.ok()) {
         settings.trusted_proxies.push(Cidr {
             addr: IpAddr::from(k.data()),

@@ -1,5 +1,8 @@
-//! The maps' value layouts, shared with bpf/toa.bpf.c (keep them in step), and
-//! the encoding of [`Settings`] into them.
+//! The maps' names and layouts as the loader reads them, and the encoding of
+//! [`Settings`] into them. bpf/toa.bpf.c is their source: the build checks
+//! everything here that it defines (struct fields, flags, map names, key and
+//! value sizes) against the object's BTF and fails naming what differs: the
+//! assertions build/layout_checks.rs writes, evaluated in src/layout_checks.rs.
 
 use std::net::IpAddr;
 
@@ -12,9 +15,14 @@ pub const COUNTERS: &str = "toa_counters";
 pub const CLIENTS: &str = "toa_clients";
 pub const ALL: [&str; 5] = [SETTINGS, TRUSTED_V4, TRUSTED_V6, COUNTERS, CLIENTS];
 
-/// `struct settings` flags.
+/// `enum settings_flag`: the bits of `struct settings`' flags.
 pub const TRUST_ANY: u32 = 0x1;
 pub const PORTS_ANY: u32 = 0x2;
+
+/// The data of the trusted-proxy tries' keys (`struct trusted_v4` and
+/// `trusted_v6` after the prefix length): the address in network order.
+pub type TrustedV4 = [u8; 4];
+pub type TrustedV6 = [u8; 16];
 
 /// `struct settings`: formats, flags and a bitmap of honoured ports.
 #[repr(C)]
@@ -74,7 +82,7 @@ impl SettingsValue {
 }
 
 /// LPM trie key data: the network-order address bytes, masked to the prefix.
-pub fn v4_key(c: &Cidr) -> Option<aya::maps::lpm_trie::Key<[u8; 4]>> {
+pub fn v4_key(c: &Cidr) -> Option<aya::maps::lpm_trie::Key<TrustedV4>> {
     let IpAddr::V4(a) = c.addr else { return None };
     let masked = u32::from(a) & mask32(c.prefix);
     Some(aya::maps::lpm_trie::Key::new(
@@ -83,7 +91,7 @@ pub fn v4_key(c: &Cidr) -> Option<aya::maps::lpm_trie::Key<[u8; 4]>> {
     ))
 }
 
-pub fn v6_key(c: &Cidr) -> Option<aya::maps::lpm_trie::Key<[u8; 16]>> {
+pub fn v6_key(c: &Cidr) -> Option<aya::maps::lpm_trie::Key<TrustedV6>> {
     let IpAddr::V6(a) = c.addr else { return None };
     let mask = if c.prefix == 0 {
         0
