@@ -114,7 +114,8 @@ struct sock___toa {
 #define CORE_BITFIELD(s, field) ((s)->field)
 #endif
 
-/* Counters: indices match the names the loader reports (src/counters.rs). */
+/* Counters: indices match the names the loader reports (src/counters.rs).
+ * New ones go last: an earlier release's map must stay a prefix. */
 enum counter {
 	SYN_RECV_SOCK_TOA,		/* handshake completed with a honoured TOA */
 	SYN_RECV_SOCK_NO_TOA,		/* ... without one */

@@ -1,8 +1,10 @@
 //! Names of the per-CPU counters, in the order of `enum counter` in
 //! bpf/toa.bpf.c, lower case: that enum is their source, and the build fails
-//! naming the entry that differs (build/layout_checks.rs). Where toa.ko has a
-//! counter of the same meaning, the name is the module's, so dashboards read
-//! both modes alike.
+//! naming the entry that differs (build/layout_checks.rs). New counters are
+//! appended, never inserted: the programs of an earlier release, loaded until
+//! `toa bpf load` replaces them, count into a map that holds a prefix of
+//! these. Where toa.ko has a counter of the same meaning, the name is the
+//! module's, so dashboards read both modes alike.
 
 pub const COUNTERS: [&str; 8] = [
     "syn_recv_sock_toa",

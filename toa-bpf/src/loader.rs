@@ -924,7 +924,10 @@ pub(crate) fn status_at(place: &Place) -> Result<Option<Status>> {
     let per_cpu: PerCpuArray<_, u64> = PerCpuArray::try_from(&m.counters)?;
     let mut counters = Vec::new();
     let mut cpus = 0;
-    for (i, name) in COUNTERS.iter().enumerate() {
+    // Counters are only ever appended: the programs of an earlier release
+    // (loaded until `toa bpf load` replaces them) keep a prefix of ours.
+    let loaded = per_cpu.len() as usize;
+    for (i, name) in COUNTERS.iter().enumerate().take(loaded) {
         let values = per_cpu
             .get(&(i as u32), 0)
             .with_context(|| format!("reading counter {name}"))?;
