@@ -33,6 +33,8 @@ mod package;
 mod plan;
 mod preflight;
 mod qemu;
+#[cfg(test)]
+mod recipe_tests;
 mod report;
 mod rpm_repo;
 mod sanitizer;
