@@ -30,6 +30,9 @@ struct Recorded {
 
 const ROCKY_9_APPSTREAM: &str = "https://dl.rockylinux.org/pub/rocky/9/AppStream/x86_64/os";
 const ROCKY_8_BASEOS: &str = "https://dl.rockylinux.org/pub/rocky/8/BaseOS/x86_64/os";
+const ALMA_9_APPSTREAM: &str = "https://repo.almalinux.org/almalinux/9/AppStream/x86_64/os";
+const ALMA_8_BASEOS: &str = "https://repo.almalinux.org/almalinux/8/BaseOS/x86_64/os";
+const AL2023_ROOT: &str = "https://cdn.amazonlinux.com/al2023/core/guids/2e72950d9c98c42332a8cdac3c1dcc2dc43a814a10d1fc9b2a6a94df1f71b191/x86_64";
 
 const CASES: &[Case] = &[
     Case {
@@ -50,6 +53,34 @@ const CASES: &[Case] = &[
         kernels: &[
             ("4.18.0-553.8.1.el8_10", ROCKY_8_BASEOS),
             ("4.18.0-553.16.1.el8_10", ROCKY_8_BASEOS),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/rocky-8-4.18.0-513.5.1.el8_9.config"),
+            release: "4.18.0-513.5.1.el8_9.x86_64",
+            gcc: 8,
+        }),
+    },
+    Case {
+        distro: "almalinux-9",
+        kernels: &[
+            ("5.14.0-503.11.1.el9_5", ALMA_9_APPSTREAM),
+            ("5.14.0-570.12.1.el9_6", ALMA_9_APPSTREAM),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!(
+                "../tests/fixtures/kconfig/almalinux-9-5.14.0-427.35.1.el9_4.config"
+            ),
+            release: "5.14.0-427.35.1.el9_4.x86_64",
+            gcc: 11,
+        }),
+    },
+    Case {
+        distro: "almalinux-8",
+        kernels: &[
+            ("4.18.0-553.5.1.el8_10", ALMA_8_BASEOS),
+            ("4.18.0-553.16.1.el8_10", ALMA_8_BASEOS),
         ],
         cc: "gcc",
         recorded: Some(Recorded {
