@@ -33,6 +33,11 @@ const ROCKY_8_BASEOS: &str = "https://dl.rockylinux.org/pub/rocky/8/BaseOS/x86_6
 const ALMA_9_APPSTREAM: &str = "https://repo.almalinux.org/almalinux/9/AppStream/x86_64/os";
 const ALMA_8_BASEOS: &str = "https://repo.almalinux.org/almalinux/8/BaseOS/x86_64/os";
 const AL2023_ROOT: &str = "https://cdn.amazonlinux.com/al2023/core/guids/2e72950d9c98c42332a8cdac3c1dcc2dc43a814a10d1fc9b2a6a94df1f71b191/x86_64";
+const CENTOS_8_BASEOS: &str = "https://vault.centos.org/centos/8/BaseOS/x86_64/os";
+const CENTOS_7_0_OS: &str = "https://vault.centos.org/7.0.1406/os/x86_64";
+const CENTOS_7_0_UPDATES: &str = "https://vault.centos.org/7.0.1406/updates/x86_64";
+const CENTOS_7_1_OS: &str = "https://vault.centos.org/7.1.1503/os/x86_64";
+const CENTOS_7_1_UPDATES: &str = "https://vault.centos.org/7.1.1503/updates/x86_64";
 
 const CASES: &[Case] = &[
     Case {
@@ -88,6 +93,51 @@ const CASES: &[Case] = &[
             release: "4.18.0-513.5.1.el8_9.x86_64",
             gcc: 8,
         }),
+    },
+    Case {
+        distro: "centos-8",
+        kernels: &[
+            ("4.18.0-348.el8", CENTOS_8_BASEOS),
+            ("4.18.0-348.2.1.el8_5", CENTOS_8_BASEOS),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/centos-8-4.18.0-348.el8.config"),
+            release: "4.18.0-348.el8.x86_64",
+            gcc: 8,
+        }),
+    },
+    Case {
+        distro: "centos-7.0",
+        kernels: &[
+            ("3.10.0-123.el7", CENTOS_7_0_OS),
+            ("3.10.0-123.1.2.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.4.2.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.4.4.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.6.3.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.8.1.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.9.2.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.9.3.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.13.1.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.13.2.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.20.1.el7", CENTOS_7_0_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.1",
+        kernels: &[
+            ("3.10.0-229.el7", CENTOS_7_1_OS),
+            ("3.10.0-229.1.2.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.4.2.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.7.2.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.11.1.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.14.1.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.20.1.el7", CENTOS_7_1_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
     },
 ];
 
