@@ -124,7 +124,9 @@ pub type DebianRepo = AptRepo;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RpmRepo {
-    /// Repository roots, each holding `repodata/repomd.xml` (base, updates, ...).
+    /// Repository roots, each holding `repodata/repomd.xml` (base, updates, ...),
+    /// or the URL of a `mirror.list` whose first line is the current root
+    /// (Amazon Linux).
     pub baseurls: Vec<String>,
     /// The package whose versions are the kernels: `kernel-devel`, `kernel-default-devel`.
     pub headers_package: String,

@@ -33,6 +33,8 @@ const ROCKY_8_BASEOS: &str = "https://dl.rockylinux.org/pub/rocky/8/BaseOS/x86_6
 const ALMA_9_APPSTREAM: &str = "https://repo.almalinux.org/almalinux/9/AppStream/x86_64/os";
 const ALMA_8_BASEOS: &str = "https://repo.almalinux.org/almalinux/8/BaseOS/x86_64/os";
 const AL2023_ROOT: &str = "https://cdn.amazonlinux.com/al2023/core/guids/2e72950d9c98c42332a8cdac3c1dcc2dc43a814a10d1fc9b2a6a94df1f71b191/x86_64";
+const AL2_CORE_ROOT: &str = "http://amazonlinux.us-east-1.amazonaws.com/2/core/2.0/x86_64/d9eabb739ad3274f51dac6426f86e0ef8889ded0f20abc635fbf05a6663a56f7";
+const AL2_5_10_ROOT: &str = "http://amazonlinux.us-east-1.amazonaws.com/2/extras/kernel-5.10/stable/x86_64/bd9e4454eecab86ce885d5d80053d73d9aed8eae887ae720cf69f35b109aac11";
 const CENTOS_8_BASEOS: &str = "https://vault.centos.org/centos/8/BaseOS/x86_64/os";
 const CENTOS_7_0_OS: &str = "https://vault.centos.org/7.0.1406/os/x86_64";
 const CENTOS_7_0_UPDATES: &str = "https://vault.centos.org/7.0.1406/updates/x86_64";
@@ -81,6 +83,8 @@ const CASES: &[Case] = &[
             gcc: 11,
         }),
     },
+    // No AlmaLinux 8 kernel banner was found: Rocky 8's kernel, a rebuild of
+    // the same RHEL 8 sources with the same gcc 8.5.0, stands in.
     Case {
         distro: "almalinux-8",
         kernels: &[
@@ -138,6 +142,47 @@ const CASES: &[Case] = &[
         ],
         cc: "gcc",
         recorded: None,
+    },
+    // The mirror list names the root the kernels are found in.
+    Case {
+        distro: "amazonlinux-2023",
+        kernels: &[
+            ("6.1.102-108.177.amzn2023", AL2023_ROOT),
+            ("6.1.109-118.189.amzn2023", AL2023_ROOT),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!(
+                "../tests/fixtures/kconfig/amazonlinux-2023-6.1.102-108.177.config"
+            ),
+            release: "6.1.102-108.177.amzn2023.x86_64",
+            gcc: 11,
+        }),
+    },
+    Case {
+        distro: "amazonlinux-2",
+        kernels: &[
+            ("4.14.285-215.501.amzn2", AL2_CORE_ROOT),
+            ("4.14.287-215.504.amzn2", AL2_CORE_ROOT),
+            ("4.14.290-217.505.amzn2", AL2_CORE_ROOT),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    // Built with gcc10-gcc, not the release's gcc 7.
+    Case {
+        distro: "amazonlinux-2-kernel-5.10",
+        kernels: &[
+            ("5.10.126-117.518.amzn2", AL2_5_10_ROOT),
+            ("5.10.130-118.517.amzn2", AL2_5_10_ROOT),
+            ("5.10.135-122.509.amzn2", AL2_5_10_ROOT),
+        ],
+        cc: "gcc10-gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/amazonlinux-2-5.10.147-133.644.config"),
+            release: "5.10.147-133.644.amzn2.x86_64",
+            gcc: 10,
+        }),
     },
 ];
 
@@ -261,4 +306,61 @@ fn the_offline_plan_lists_the_fixture_kernels() {
             assert!(row.ends_with(&format!("cc {}", case.cc)), "{row}");
         }
     }
+}
+
+/// A copy of amazonlinux-2023's fixture whose mirror list reads `list`.
+fn al2023_with_mirror_list(case: &str, list: &str) -> anyhow::Result<Vec<Kernel>> {
+    let src = crate::fixtures::root().join("rpm/amazonlinux-2023");
+    let dir = std::env::temp_dir().join(format!("toa-mirror-list-{case}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let from = entry.unwrap().path();
+        if !from.is_dir() {
+            continue;
+        }
+        let to = dir.join(from.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for file in std::fs::read_dir(&from).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let list_dir = dir.join("cdn.amazonlinux.com_al2023_core_mirrors_latest_x86_64_mirror.list");
+    std::fs::write(list_dir.join("mirror.list"), list).unwrap();
+    let d = crate::distro::find("amazonlinux-2023").unwrap();
+    let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+        panic!("amazonlinux-2023 is an rpm-md release");
+    };
+    let found = crate::rpm_repo::kernels_with(
+        &crate::fixtures::RpmFixtures { dir: dir.clone() },
+        &d.name,
+        d.family,
+        &d.arch,
+        repo,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    found
+}
+
+#[test]
+fn a_mirror_list_root_gets_the_architecture_and_an_empty_list_is_an_error() {
+    let kernels = al2023_with_mirror_list(
+        "basearch",
+        &format!("\n{}/$basearch/\n", AL2023_ROOT.trim_end_matches("/x86_64")),
+    )
+    .unwrap();
+    assert_eq!(kernels.len(), 2);
+    assert!(
+        kernels.iter().all(|k| k.suite == AL2023_ROOT),
+        "{kernels:?}"
+    );
+
+    let err = format!(
+        "{:#}",
+        al2023_with_mirror_list("empty", "\n\n").unwrap_err()
+    );
+    assert!(
+        err.contains("amazonlinux-2023: mirror list https://cdn.amazonlinux.com/al2023/core/mirrors/latest/x86_64/mirror.list names no repository URL"),
+        "{err}"
+    );
 }
