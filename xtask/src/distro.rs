@@ -130,6 +130,10 @@ pub struct RpmRepo {
     pub baseurls: Vec<String>,
     /// The package whose versions are the kernels: `kernel-devel`, `kernel-default-devel`.
     pub headers_package: String,
+    /// What a variant kernel adds to `uname -r` after the architecture:
+    /// EL9's kernel-rt-devel 5.14.0-427.35.1.el9_4 is for 5.14.0-427.35.1.el9_4.x86_64+rt.
+    #[serde(default)]
+    pub release_suffix: String,
     /// Credentials the repositories demand (SLES: SUSE Customer Center).
     pub credentials: Option<Credentials>,
     /// ASCII-armored public keys (paths under `distros/`) of which one signs

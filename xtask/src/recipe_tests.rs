@@ -13,7 +13,8 @@ use crate::kernels::Kernel;
 struct Case {
     distro: &'static str,
     /// `(package version, repository root)` of every kernel the fixture
-    /// lists, oldest first; each runs as `<version>.x86_64` (`uname -r`).
+    /// lists, oldest first; each runs as `<version>.x86_64` plus the
+    /// recipe's release suffix (`uname -r`).
     kernels: &'static [(&'static str, &'static str)],
     cc: &'static str,
     /// `None` for 3.10 kernels, whose configs record no compiler.
@@ -29,6 +30,7 @@ struct Recorded {
 }
 
 const ROCKY_9_APPSTREAM: &str = "https://dl.rockylinux.org/pub/rocky/9/AppStream/x86_64/os";
+const ROCKY_9_RT: &str = "https://dl.rockylinux.org/pub/rocky/9/RT/x86_64/os";
 const ROCKY_8_BASEOS: &str = "https://dl.rockylinux.org/pub/rocky/8/BaseOS/x86_64/os";
 const ALMA_9_APPSTREAM: &str = "https://repo.almalinux.org/almalinux/9/AppStream/x86_64/os";
 const ALMA_8_BASEOS: &str = "https://repo.almalinux.org/almalinux/8/BaseOS/x86_64/os";
@@ -184,7 +186,30 @@ const CASES: &[Case] = &[
             gcc: 10,
         }),
     },
+    // The real-time variant: the RT repository's kernel-rt-devel, run as +rt.
+    Case {
+        distro: "rocky-9-rt",
+        kernels: &[
+            ("5.14.0-427.31.1.el9_4", ROCKY_9_RT),
+            ("5.14.0-427.35.1.el9_4", ROCKY_9_RT),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/rocky-9-5.14.0-503.35.1.el9_5.config"),
+            release: "5.14.0-503.35.1.el9_5.x86_64",
+            gcc: 11,
+        }),
+    },
 ];
+
+/// `uname -r` of `distro`'s kernel of package version `version`.
+fn release_of(distro: &str, version: &str) -> String {
+    let d = crate::distro::find(distro).unwrap();
+    let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+        panic!("{distro} is an rpm-md release");
+    };
+    format!("{version}.x86_64{}", repo.release_suffix)
+}
 
 #[test]
 fn discovery_finds_the_published_kernels() {
@@ -197,7 +222,7 @@ fn discovery_finds_the_published_kernels() {
         let releases: Vec<String> = case
             .kernels
             .iter()
-            .map(|(version, _)| format!("{version}.x86_64"))
+            .map(|(version, _)| release_of(case.distro, version))
             .collect();
         let want: Vec<(&str, &str, &str)> = case
             .kernels
@@ -217,7 +242,7 @@ fn the_recipe_compiler_matches_the_recorded_gcc() {
     for case in CASES {
         let d = crate::distro::find(case.distro).unwrap();
         for (version, _) in case.kernels {
-            let release = format!("{version}.x86_64");
+            let release = release_of(case.distro, version);
             assert_eq!(d.builder.cc_for(&release), case.cc, "{release}");
         }
         let Some(rec) = &case.recorded else {
@@ -252,8 +277,11 @@ fn the_recipe_compiler_matches_the_recorded_gcc() {
 fn every_fixture_kernel_renders_a_complete_build() {
     for case in CASES {
         let d = crate::distro::find(case.distro).unwrap();
+        let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+            panic!("{} is an rpm-md release", case.distro);
+        };
         for (version, _) in case.kernels {
-            let release = format!("{version}.x86_64");
+            let release = release_of(case.distro, version);
             let lines = plan(
                 case.distro,
                 BackendKind::Docker,
@@ -269,7 +297,7 @@ fn every_fixture_kernel_renders_a_complete_build() {
             for step in d.builder.prepare.iter().filter(|s| !s.contains('\'')) {
                 has(&lines, step);
             }
-            has(&lines, &format!("kernel-devel-{version}"));
+            has(&lines, &format!("{}-{version}", repo.headers_package));
             has(
                 &lines,
                 &format!(
@@ -297,7 +325,7 @@ fn the_offline_plan_lists_the_fixture_kernels() {
             "{text}"
         );
         for (version, _) in case.kernels {
-            let release = format!("{version}.x86_64");
+            let release = release_of(case.distro, version);
             let row = text
                 .lines()
                 .find(|l| l.trim_start().starts_with(&release))
@@ -362,5 +390,31 @@ fn a_mirror_list_root_gets_the_architecture_and_an_empty_list_is_an_error() {
     assert!(
         err.contains("amazonlinux-2023: mirror list https://cdn.amazonlinux.com/al2023/core/mirrors/latest/x86_64/mirror.list names no repository URL"),
         "{err}"
+    );
+}
+
+/// A real-time kernel is named with its +rt suffix everywhere a kernel is:
+/// discovery, the offline `--kernel` value, the build directory.
+#[test]
+fn rocky_9_rt_kernels_run_as_plus_rt() {
+    let found = crate::rpm_repo::tests::fixture_kernels("rocky-9-rt").unwrap();
+    assert_eq!(found[1].release, "5.14.0-427.35.1.el9_4.x86_64+rt");
+    assert_eq!(found[1].version, "5.14.0-427.35.1.el9_4");
+
+    let d = crate::distro::find("rocky-9-rt").unwrap();
+    let (kernels, notes) =
+        crate::kernels::from_recipe(&d, &["5.14.0-427.35.1.el9_4.x86_64+rt".to_string()]).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(kernels[0].release, "5.14.0-427.35.1.el9_4.x86_64+rt");
+    assert_eq!(kernels[0].version, "5.14.0-427.35.1.el9_4");
+
+    let lines = plan("rocky-9-rt", BackendKind::Docker, &kernels[0]);
+    has(
+        &lines,
+        "dnf install -y kernel-rt-devel-5.14.0-427.35.1.el9_4'",
+    );
+    has(
+        &lines,
+        "make -C /usr/src/kernels/5.14.0-427.35.1.el9_4.x86_64+rt M=/build/toa CC=gcc",
     );
 }

@@ -460,9 +460,11 @@ pub fn kernels_with(
             .with_context(|| format!("{} is not UTF-8", crate::download::redact(&url)))?;
         for p in parse_primary(&xml, &repo.headers_package)? {
             if p.arch == arch || (p.arch == "noarch" && family == Family::Suse) {
+                let k = kernel_of(family, &p)?;
                 let k = Kernel {
+                    release: format!("{}{}", k.release, repo.release_suffix),
                     suite: base.to_string(),
-                    ..kernel_of(family, &p)?
+                    ..k
                 };
                 if !out.iter().any(|o| o.release == k.release) {
                     out.push(k);
@@ -633,6 +635,7 @@ pub(crate) mod tests {
         let repo = RpmRepo {
             baseurls: vec!["https://repo.example.invalid/signed/".into()],
             headers_package: "kernel-default-devel".into(),
+            release_suffix: String::new(),
             credentials: None,
             keys: keys.iter().map(|k| k.display().to_string()).collect(),
         };
