@@ -767,14 +767,14 @@ pub fn spinner(prefix: &str) -> ProgressBar {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn kernel(release: &str, version: &str) -> Kernel {
         Kernel::pinned(release, version)
     }
 
-    fn plan(distro: &str, kind: BackendKind, k: &Kernel) -> Vec<String> {
+    pub(crate) fn plan(distro: &str, kind: BackendKind, k: &Kernel) -> Vec<String> {
         let builder = Builder::new(kind, &crate::distro::find(distro).unwrap());
         let mut steps = builder.prepare_steps().unwrap();
         steps.extend(builder.headers_steps(k));
@@ -782,7 +782,7 @@ mod tests {
         steps.iter().map(Step::shell_line).collect()
     }
 
-    fn has(lines: &[String], needle: &str) {
+    pub(crate) fn has(lines: &[String], needle: &str) {
         assert!(
             lines.iter().any(|l| l.contains(needle)),
             "no line contains {needle:?}:\n{}",
@@ -891,12 +891,12 @@ mod tests {
 
     /// A kernel build directory holding `config`, and fake compilers
     /// `gcc-7` ... `gcc-16` (each expands `__GNUC__` to its number) first in PATH.
-    struct CompilerScene {
+    pub(crate) struct CompilerScene {
         dir: PathBuf,
     }
 
     impl CompilerScene {
-        fn new(case: &str, config: &str) -> CompilerScene {
+        pub(crate) fn new(case: &str, config: &str) -> CompilerScene {
             let dir =
                 std::env::temp_dir().join(format!("toa-cc-check-{case}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
@@ -917,8 +917,13 @@ mod tests {
         }
 
         /// Adds a plain `gcc` (an RPM release's system compiler) of `major`.
-        fn with_gcc(self, major: u32) -> CompilerScene {
-            let cc = self.dir.join("bin/gcc");
+        pub(crate) fn with_gcc(self, major: u32) -> CompilerScene {
+            self.with_cc("gcc", major)
+        }
+
+        /// Adds a compiler called `name` (`gcc10-gcc`) of `major`.
+        pub(crate) fn with_cc(self, name: &str, major: u32) -> CompilerScene {
+            let cc = self.dir.join("bin").join(name);
             std::fs::write(
                 &cc,
                 format!("#!/bin/sh\ncat >/dev/null\necho\necho {major}\n"),
@@ -930,7 +935,7 @@ mod tests {
         }
 
         /// Runs the check with compiler `cc`: (exit status, stderr).
-        fn check(&self, release: &str, cc: &str) -> (i32, String) {
+        pub(crate) fn check(&self, release: &str, cc: &str) -> (i32, String) {
             let script = compiler_check(&path_str(&self.dir.join("kdir")), release, cc);
             let path = format!(
                 "{}:{}",

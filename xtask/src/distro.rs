@@ -124,10 +124,16 @@ pub type DebianRepo = AptRepo;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RpmRepo {
-    /// Repository roots, each holding `repodata/repomd.xml` (base, updates, ...).
+    /// Repository roots, each holding `repodata/repomd.xml` (base, updates, ...),
+    /// or the URL of a `mirror.list` whose first line is the current root
+    /// (Amazon Linux).
     pub baseurls: Vec<String>,
     /// The package whose versions are the kernels: `kernel-devel`, `kernel-default-devel`.
     pub headers_package: String,
+    /// What a variant kernel adds to `uname -r` after the architecture:
+    /// EL9's kernel-rt-devel 5.14.0-427.35.1.el9_4 is for 5.14.0-427.35.1.el9_4.x86_64+rt.
+    #[serde(default)]
+    pub release_suffix: String,
     /// Credentials the repositories demand (SLES: SUSE Customer Center).
     pub credentials: Option<Credentials>,
     /// ASCII-armored public keys (paths under `distros/`) of which one signs

@@ -213,9 +213,14 @@ fn derive(distro: &Distro, value: &str) -> (String, Option<String>, Option<Strin
     match distro.family {
         // Packages are named by release (`linux-headers-<release>`).
         Family::Debian => (value.to_string(), None, None),
-        // kernel-devel-<version>; `uname -r` is <version>.<arch>.
+        // kernel-devel-<version>; `uname -r` is <version>.<arch>, and a
+        // variant's suffix after it (`+rt`).
         Family::Rhel => {
-            let suffix = format!(".{}", distro.arch);
+            let variant = match &distro.repo {
+                crate::distro::Repo::RpmMd(r) => r.release_suffix.as_str(),
+                crate::distro::Repo::Apt(_) => "",
+            };
+            let suffix = format!(".{}{variant}", distro.arch);
             match value.strip_suffix(&suffix) {
                 Some(version) => (value.to_string(), Some(version.to_string()), None),
                 None => (

@@ -34,6 +34,8 @@ mod plan;
 mod preflight;
 mod previous_release;
 mod qemu;
+#[cfg(test)]
+mod recipe_tests;
 mod report;
 mod rpm_repo;
 mod sanitizer;

@@ -355,6 +355,29 @@ fn base64_decode(text: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The repository root a `mirror.list` (Amazon Linux) names on its first
+/// line, `$basearch` filled in. Amazon publishes each update as a new root
+/// (`.../guids/<hash>/x86_64/`), so only the list's URL stays the same.
+fn mirror_list_root(fetch: &dyn Fetch, distro_name: &str, arch: &str, url: &str) -> Result<String> {
+    let cache = Path::new("rpm").join(distro_name).join(url_key(url));
+    let path = fetch
+        .fresh(url, &cache.join("mirror.list"))
+        .with_context(|| format!("{distro_name}: mirror list {url}"))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{distro_name}: reading mirror list {url}"))?;
+    let root = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.replace("$basearch", arch));
+    match root {
+        Some(root) if root.starts_with("https://") || root.starts_with("http://") => {
+            Ok(root.trim_end_matches('/').to_string())
+        }
+        _ => bail!("{distro_name}: mirror list {url} names no repository URL"),
+    }
+}
+
 /// Every kernel of the release across its repositories, oldest first.
 pub fn kernels(
     distro_name: &str,
@@ -381,6 +404,13 @@ pub fn kernels_with(
     let mut out: Vec<Kernel> = Vec::new();
     for base in &repo.baseurls {
         let base = base.trim_end_matches('/');
+        let resolved;
+        let base = if base.ends_with("/mirror.list") {
+            resolved = mirror_list_root(fetch, distro_name, arch, base)?;
+            resolved.as_str()
+        } else {
+            base
+        };
         let authed = match &credentials {
             Some((user, password)) => with_userinfo(base, user, password)?,
             None => base.to_string(),
@@ -430,9 +460,11 @@ pub fn kernels_with(
             .with_context(|| format!("{} is not UTF-8", crate::download::redact(&url)))?;
         for p in parse_primary(&xml, &repo.headers_package)? {
             if p.arch == arch || (p.arch == "noarch" && family == Family::Suse) {
+                let k = kernel_of(family, &p)?;
                 let k = Kernel {
+                    release: format!("{}{}", k.release, repo.release_suffix),
                     suite: base.to_string(),
-                    ..kernel_of(family, &p)?
+                    ..k
                 };
                 if !out.iter().any(|o| o.release == k.release) {
                     out.push(k);
@@ -603,6 +635,7 @@ pub(crate) mod tests {
         let repo = RpmRepo {
             baseurls: vec!["https://repo.example.invalid/signed/".into()],
             headers_package: "kernel-default-devel".into(),
+            release_suffix: String::new(),
             credentials: None,
             keys: keys.iter().map(|k| k.display().to_string()).collect(),
         };

@@ -1,0 +1,420 @@
+//! The EL-family and cloud recipes of issue 23 against their real-metadata
+//! fixtures (`xtask/tests/fixtures/rpm/<distro>`) and the compiler their
+//! kernels record (`xtask/tests/fixtures/kconfig`): kernel discovery finds
+//! exactly the published kernels, the recipe picks the compiler of the
+//! kernel's gcc major version, and a build renders complete commands.
+
+use crate::builder::tests::{has, plan, CompilerScene};
+use crate::builder::{BackendKind, COMPILER_MISMATCH};
+use crate::kernels::Kernel;
+
+/// One recipe's fixture: what discovery must find, the compiler the recipe
+/// must pick for those kernels, and the compiler a kernel of it recorded.
+struct Case {
+    distro: &'static str,
+    /// `(package version, repository root)` of every kernel the fixture
+    /// lists, oldest first; each runs as `<version>.x86_64` plus the
+    /// recipe's release suffix (`uname -r`).
+    kernels: &'static [(&'static str, &'static str)],
+    cc: &'static str,
+    /// `None` for 3.10 kernels, whose configs record no compiler.
+    recorded: Option<Recorded>,
+}
+
+/// A kernel config fragment holding the compiler a kernel of the release
+/// recorded, that kernel's release, and the gcc major version it names.
+struct Recorded {
+    config: &'static str,
+    release: &'static str,
+    gcc: u32,
+}
+
+const ROCKY_9_APPSTREAM: &str = "https://dl.rockylinux.org/pub/rocky/9/AppStream/x86_64/os";
+const ROCKY_9_RT: &str = "https://dl.rockylinux.org/pub/rocky/9/RT/x86_64/os";
+const ROCKY_8_BASEOS: &str = "https://dl.rockylinux.org/pub/rocky/8/BaseOS/x86_64/os";
+const ALMA_9_APPSTREAM: &str = "https://repo.almalinux.org/almalinux/9/AppStream/x86_64/os";
+const ALMA_8_BASEOS: &str = "https://repo.almalinux.org/almalinux/8/BaseOS/x86_64/os";
+const AL2023_ROOT: &str = "https://cdn.amazonlinux.com/al2023/core/guids/2e72950d9c98c42332a8cdac3c1dcc2dc43a814a10d1fc9b2a6a94df1f71b191/x86_64";
+const AL2_CORE_ROOT: &str = "http://amazonlinux.us-east-1.amazonaws.com/2/core/2.0/x86_64/d9eabb739ad3274f51dac6426f86e0ef8889ded0f20abc635fbf05a6663a56f7";
+const AL2_5_10_ROOT: &str = "http://amazonlinux.us-east-1.amazonaws.com/2/extras/kernel-5.10/stable/x86_64/bd9e4454eecab86ce885d5d80053d73d9aed8eae887ae720cf69f35b109aac11";
+const CENTOS_8_BASEOS: &str = "https://vault.centos.org/centos/8/BaseOS/x86_64/os";
+const CENTOS_7_0_OS: &str = "https://vault.centos.org/7.0.1406/os/x86_64";
+const CENTOS_7_0_UPDATES: &str = "https://vault.centos.org/7.0.1406/updates/x86_64";
+const CENTOS_7_1_OS: &str = "https://vault.centos.org/7.1.1503/os/x86_64";
+const CENTOS_7_1_UPDATES: &str = "https://vault.centos.org/7.1.1503/updates/x86_64";
+
+const CASES: &[Case] = &[
+    Case {
+        distro: "rocky-9",
+        kernels: &[
+            ("5.14.0-427.31.1.el9_4", ROCKY_9_APPSTREAM),
+            ("5.14.0-427.35.1.el9_4", ROCKY_9_APPSTREAM),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/rocky-9-5.14.0-503.35.1.el9_5.config"),
+            release: "5.14.0-503.35.1.el9_5.x86_64",
+            gcc: 11,
+        }),
+    },
+    Case {
+        distro: "rocky-8",
+        kernels: &[
+            ("4.18.0-553.8.1.el8_10", ROCKY_8_BASEOS),
+            ("4.18.0-553.16.1.el8_10", ROCKY_8_BASEOS),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/rocky-8-4.18.0-513.5.1.el8_9.config"),
+            release: "4.18.0-513.5.1.el8_9.x86_64",
+            gcc: 8,
+        }),
+    },
+    Case {
+        distro: "almalinux-9",
+        kernels: &[
+            ("5.14.0-503.11.1.el9_5", ALMA_9_APPSTREAM),
+            ("5.14.0-570.12.1.el9_6", ALMA_9_APPSTREAM),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!(
+                "../tests/fixtures/kconfig/almalinux-9-5.14.0-427.35.1.el9_4.config"
+            ),
+            release: "5.14.0-427.35.1.el9_4.x86_64",
+            gcc: 11,
+        }),
+    },
+    // No AlmaLinux 8 kernel banner was found: Rocky 8's kernel, a rebuild of
+    // the same RHEL 8 sources with the same gcc 8.5.0, stands in.
+    Case {
+        distro: "almalinux-8",
+        kernels: &[
+            ("4.18.0-553.5.1.el8_10", ALMA_8_BASEOS),
+            ("4.18.0-553.16.1.el8_10", ALMA_8_BASEOS),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/rocky-8-4.18.0-513.5.1.el8_9.config"),
+            release: "4.18.0-513.5.1.el8_9.x86_64",
+            gcc: 8,
+        }),
+    },
+    Case {
+        distro: "centos-8",
+        kernels: &[
+            ("4.18.0-348.el8", CENTOS_8_BASEOS),
+            ("4.18.0-348.2.1.el8_5", CENTOS_8_BASEOS),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/centos-8-4.18.0-348.el8.config"),
+            release: "4.18.0-348.el8.x86_64",
+            gcc: 8,
+        }),
+    },
+    Case {
+        distro: "centos-7.0",
+        kernels: &[
+            ("3.10.0-123.el7", CENTOS_7_0_OS),
+            ("3.10.0-123.1.2.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.4.2.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.4.4.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.6.3.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.8.1.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.9.2.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.9.3.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.13.1.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.13.2.el7", CENTOS_7_0_UPDATES),
+            ("3.10.0-123.20.1.el7", CENTOS_7_0_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.1",
+        kernels: &[
+            ("3.10.0-229.el7", CENTOS_7_1_OS),
+            ("3.10.0-229.1.2.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.4.2.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.7.2.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.11.1.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.14.1.el7", CENTOS_7_1_UPDATES),
+            ("3.10.0-229.20.1.el7", CENTOS_7_1_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    // The mirror list names the root the kernels are found in.
+    Case {
+        distro: "amazonlinux-2023",
+        kernels: &[
+            ("6.1.102-108.177.amzn2023", AL2023_ROOT),
+            ("6.1.109-118.189.amzn2023", AL2023_ROOT),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!(
+                "../tests/fixtures/kconfig/amazonlinux-2023-6.1.102-108.177.config"
+            ),
+            release: "6.1.102-108.177.amzn2023.x86_64",
+            gcc: 11,
+        }),
+    },
+    Case {
+        distro: "amazonlinux-2",
+        kernels: &[
+            ("4.14.285-215.501.amzn2", AL2_CORE_ROOT),
+            ("4.14.287-215.504.amzn2", AL2_CORE_ROOT),
+            ("4.14.290-217.505.amzn2", AL2_CORE_ROOT),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    // Built with gcc10-gcc, not the release's gcc 7.
+    Case {
+        distro: "amazonlinux-2-kernel-5.10",
+        kernels: &[
+            ("5.10.126-117.518.amzn2", AL2_5_10_ROOT),
+            ("5.10.130-118.517.amzn2", AL2_5_10_ROOT),
+            ("5.10.135-122.509.amzn2", AL2_5_10_ROOT),
+        ],
+        cc: "gcc10-gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/amazonlinux-2-5.10.147-133.644.config"),
+            release: "5.10.147-133.644.amzn2.x86_64",
+            gcc: 10,
+        }),
+    },
+    // The real-time variant: the RT repository's kernel-rt-devel, run as +rt.
+    Case {
+        distro: "rocky-9-rt",
+        kernels: &[
+            ("5.14.0-427.31.1.el9_4", ROCKY_9_RT),
+            ("5.14.0-427.35.1.el9_4", ROCKY_9_RT),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/rocky-9-5.14.0-503.35.1.el9_5.config"),
+            release: "5.14.0-503.35.1.el9_5.x86_64",
+            gcc: 11,
+        }),
+    },
+];
+
+/// `uname -r` of `distro`'s kernel of package version `version`.
+fn release_of(distro: &str, version: &str) -> String {
+    let d = crate::distro::find(distro).unwrap();
+    let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+        panic!("{distro} is an rpm-md release");
+    };
+    format!("{version}.x86_64{}", repo.release_suffix)
+}
+
+#[test]
+fn discovery_finds_the_published_kernels() {
+    for case in CASES {
+        let found = crate::rpm_repo::tests::fixture_kernels(case.distro).unwrap();
+        let found: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
+            .collect();
+        let releases: Vec<String> = case
+            .kernels
+            .iter()
+            .map(|(version, _)| release_of(case.distro, version))
+            .collect();
+        let want: Vec<(&str, &str, &str)> = case
+            .kernels
+            .iter()
+            .zip(&releases)
+            .map(|((version, root), release)| (release.as_str(), *version, *root))
+            .collect();
+        assert_eq!(found, want, "{}", case.distro);
+    }
+}
+
+/// The recipe picks its compiler for every fixture kernel; where the kernel
+/// recorded one, that compiler passes the check, and one major version off
+/// the check stops the build (exit 3).
+#[test]
+fn the_recipe_compiler_matches_the_recorded_gcc() {
+    for case in CASES {
+        let d = crate::distro::find(case.distro).unwrap();
+        for (version, _) in case.kernels {
+            let release = release_of(case.distro, version);
+            assert_eq!(d.builder.cc_for(&release), case.cc, "{release}");
+        }
+        let Some(rec) = &case.recorded else {
+            continue;
+        };
+        let cc = d.builder.cc_for(rec.release);
+        assert_eq!(cc, case.cc, "{}", case.distro);
+        let scene = CompilerScene::new(case.distro, rec.config).with_cc(cc, rec.gcc);
+        assert_eq!(
+            scene.check(rec.release, cc),
+            (0, String::new()),
+            "{}",
+            case.distro
+        );
+        let wrong = CompilerScene::new(&format!("{}-wrong", case.distro), rec.config)
+            .with_cc(cc, rec.gcc + 1);
+        let (status, err) = wrong.check(rec.release, cc);
+        assert_eq!(status, COMPILER_MISMATCH, "{}: {err}", case.distro);
+        assert!(
+            err.contains(&format!("was built with gcc {}", rec.gcc))
+                && err.contains(&format!("is gcc {}", rec.gcc + 1)),
+            "{}: {err}",
+            case.distro
+        );
+    }
+}
+
+/// A build of every fixture kernel renders complete commands: the image,
+/// the recipe's preparation, that kernel's headers package, kbuild in its
+/// build directory with the recipe's compiler, and no template field left.
+#[test]
+fn every_fixture_kernel_renders_a_complete_build() {
+    for case in CASES {
+        let d = crate::distro::find(case.distro).unwrap();
+        let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+            panic!("{} is an rpm-md release", case.distro);
+        };
+        for (version, _) in case.kernels {
+            let release = release_of(case.distro, version);
+            let lines = plan(
+                case.distro,
+                BackendKind::Docker,
+                &Kernel::pinned(&release, version),
+            );
+            for line in &lines {
+                for field in ["{release}", "{version}", "{cc}"] {
+                    assert!(!line.contains(field), "{}: {line}", case.distro);
+                }
+            }
+            has(&lines, &format!("docker pull {}", d.builder.image));
+            // A step with single quotes reaches the shell line re-quoted.
+            for step in d.builder.prepare.iter().filter(|s| !s.contains('\'')) {
+                has(&lines, step);
+            }
+            has(&lines, &format!("{}-{version}", repo.headers_package));
+            has(
+                &lines,
+                &format!(
+                    "make -C /usr/src/kernels/{release} M=/build/toa CC={}",
+                    case.cc
+                ),
+            );
+            has(&lines, &format!("kernel {release} was built with"));
+        }
+    }
+}
+
+/// `plan --all` lists each recipe's fixture kernels with the compiler chosen.
+#[test]
+fn the_offline_plan_lists_the_fixture_kernels() {
+    for case in CASES {
+        let d = crate::distro::find(case.distro).unwrap();
+        let text = crate::plan::offline(std::slice::from_ref(&d)).unwrap();
+        assert!(
+            text.contains(&format!(
+                "fixture xtask/tests/fixtures/rpm/{}: {} kernel(s)",
+                case.distro,
+                case.kernels.len()
+            )),
+            "{text}"
+        );
+        for (version, _) in case.kernels {
+            let release = release_of(case.distro, version);
+            let row = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(&release))
+                .unwrap_or_else(|| panic!("{release} missing:\n{text}"));
+            assert!(row.contains(version), "{row}");
+            assert!(row.ends_with(&format!("cc {}", case.cc)), "{row}");
+        }
+    }
+}
+
+/// A copy of amazonlinux-2023's fixture whose mirror list reads `list`.
+fn al2023_with_mirror_list(case: &str, list: &str) -> anyhow::Result<Vec<Kernel>> {
+    let src = crate::fixtures::root().join("rpm/amazonlinux-2023");
+    let dir = std::env::temp_dir().join(format!("toa-mirror-list-{case}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let from = entry.unwrap().path();
+        if !from.is_dir() {
+            continue;
+        }
+        let to = dir.join(from.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for file in std::fs::read_dir(&from).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let list_dir = dir.join("cdn.amazonlinux.com_al2023_core_mirrors_latest_x86_64_mirror.list");
+    std::fs::write(list_dir.join("mirror.list"), list).unwrap();
+    let d = crate::distro::find("amazonlinux-2023").unwrap();
+    let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+        panic!("amazonlinux-2023 is an rpm-md release");
+    };
+    let found = crate::rpm_repo::kernels_with(
+        &crate::fixtures::RpmFixtures { dir: dir.clone() },
+        &d.name,
+        d.family,
+        &d.arch,
+        repo,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    found
+}
+
+#[test]
+fn a_mirror_list_root_gets_the_architecture_and_an_empty_list_is_an_error() {
+    let kernels = al2023_with_mirror_list(
+        "basearch",
+        &format!("\n{}/$basearch/\n", AL2023_ROOT.trim_end_matches("/x86_64")),
+    )
+    .unwrap();
+    assert_eq!(kernels.len(), 2);
+    assert!(
+        kernels.iter().all(|k| k.suite == AL2023_ROOT),
+        "{kernels:?}"
+    );
+
+    let err = format!(
+        "{:#}",
+        al2023_with_mirror_list("empty", "\n\n").unwrap_err()
+    );
+    assert!(
+        err.contains("amazonlinux-2023: mirror list https://cdn.amazonlinux.com/al2023/core/mirrors/latest/x86_64/mirror.list names no repository URL"),
+        "{err}"
+    );
+}
+
+/// A real-time kernel is named with its +rt suffix everywhere a kernel is:
+/// discovery, the offline `--kernel` value, the build directory.
+#[test]
+fn rocky_9_rt_kernels_run_as_plus_rt() {
+    let found = crate::rpm_repo::tests::fixture_kernels("rocky-9-rt").unwrap();
+    assert_eq!(found[1].release, "5.14.0-427.35.1.el9_4.x86_64+rt");
+    assert_eq!(found[1].version, "5.14.0-427.35.1.el9_4");
+
+    let d = crate::distro::find("rocky-9-rt").unwrap();
+    let (kernels, notes) =
+        crate::kernels::from_recipe(&d, &["5.14.0-427.35.1.el9_4.x86_64+rt".to_string()]).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(kernels[0].release, "5.14.0-427.35.1.el9_4.x86_64+rt");
+    assert_eq!(kernels[0].version, "5.14.0-427.35.1.el9_4");
+
+    let lines = plan("rocky-9-rt", BackendKind::Docker, &kernels[0]);
+    has(
+        &lines,
+        "dnf install -y kernel-rt-devel-5.14.0-427.35.1.el9_4'",
+    );
+    has(
+        &lines,
+        "make -C /usr/src/kernels/5.14.0-427.35.1.el9_4.x86_64+rt M=/build/toa CC=gcc",
+    );
+}
