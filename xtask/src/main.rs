@@ -36,6 +36,7 @@ mod qemu;
 mod report;
 mod rpm_repo;
 mod sanitizer;
+mod scc;
 mod source;
 mod stress;
 mod test;
