@@ -10,8 +10,8 @@
 //! the same credentials; the index lists the repositories, each URL carrying
 //! an access token as its query:
 //! `https://updates.suse.com/SUSE/Updates/SLE-SERVER/12-SP5/x86_64/update?<token>`.
-//! Neither the credentials nor a token is a password the update servers take
-//! as basic auth: only the tokenized URLs open a repository.
+//! The update servers take no credentials (basic auth is refused): only the
+//! tokenized URLs open a repository.
 //!
 //! Here: `GET <server>/connect/systems/activations` with the system
 //! credentials (pkg/registration/activation.go) gives the services; each
@@ -414,7 +414,9 @@ pub fn repositories(
         )
     })?;
     let mut index = Vec::new();
-    for service in &services {
+    let mut read = std::collections::HashSet::new();
+    // Several activations may share a service: its index is read once.
+    for service in services.iter().filter(|s| read.insert(s.url.clone())) {
         index.extend(
             service_index(&client, service, &system, creds).with_context(|| {
                 format!(
@@ -1113,6 +1115,12 @@ mod tests {
         );
         // The API request as SUSEConnect sends it; the update server gets
         // the token, never the password.
+        // What `kernels --json` prints and `plan` reads: no token.
+        let json = serde_json::to_string(&kernels).unwrap();
+        assert!(
+            !json.contains("?token") && !json.contains("<token>"),
+            "{json}"
+        );
         assert_eq!(log[0].header("Accept"), Some(API_ACCEPT));
         assert_eq!(log[0].header("Content-Type"), Some("application/json"));
         assert_eq!(log[0].header("System-Token"), None);
@@ -1141,6 +1149,48 @@ mod tests {
                 .iter()
                 .all(|p| !p.contains("token") && !p.contains('?')),
             "{paths:?}"
+        );
+    }
+
+    /// The builder's `.repo` file: the tokenized URL, readable by its owner
+    /// only, gone when the build is over.
+    #[test]
+    fn the_builders_repo_file_holds_the_tokens_until_the_build_ends() {
+        use std::os::unix::fs::PermissionsExt;
+        let scene = Scene::new("repo-file");
+        let mut distro = crate::distro::find("sles-12-sp5").unwrap();
+        distro.name = format!("scc-test-repo-file-{}", std::process::id());
+        let repo = scene.repo(&["https://updates.suse.com/repo/$RCE/RES7/x86_64/"]);
+        let env = repo.credentials.as_ref().unwrap().env.clone();
+        distro.repo = crate::distro::Repo::RpmMd(repo);
+        let builder = crate::builder::Builder::new(crate::builder::BackendKind::Docker, &distro);
+        std::env::set_var(&env, &scene.creds_file);
+        let written = builder.write_registered_repos();
+        std::env::remove_var(&env);
+        let guard = written.unwrap().expect("registered repositories");
+        let (path, preview) = builder.registered_repo_preview().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "[toa-repo__RCE_RES7_x86_64]\nname=toa-repo__RCE_RES7_x86_64\nenabled=1\n\
+                 autorefresh=1\nbaseurl={}/repo/$RCE/RES7/x86_64?token\ntype=rpm-md\n\n",
+                scene.base
+            )
+        );
+        assert!(
+            preview.contains("x86_64?<token>\n") && !preview.contains("?token"),
+            "{preview}"
+        );
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        drop(guard);
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(
+            crate::cache::cache_dir()
+                .join("builders")
+                .join(&distro.name),
         );
     }
 
