@@ -223,6 +223,16 @@ fn print_plan(builder: &Builder, kernels: &[Kernel]) {
         "# backend: {:?}; steps whose result is cached are skipped at run time",
         builder.kind
     );
+    if let Some((path, text)) = builder.registered_repo_preview() {
+        println!(
+            "# zypper steps mount {}: the repositories the registration server gives the \
+             system, written there at run time (access tokens shown as <token>):",
+            path.display()
+        );
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            println!("#   {line}");
+        }
+    }
     for step in builder.prepare_steps().unwrap_or_default() {
         println!("# {}\n{}", step.what, step.shell_line());
     }
@@ -323,6 +333,8 @@ fn build_into(
     let kind = builder::select(backend, distro)?;
     let mut builder = Builder::new(kind, distro);
     builder.ensure_host()?;
+    // Held to the end of the build: dropping it removes the tokens' file.
+    let _registered = builder.write_registered_repos()?;
     let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let logs = cache::target_dir().join("build-logs").join(&distro.name);
 

@@ -34,6 +34,14 @@ pub const SRC_INSIDE: &str = "/build/toa";
 /// symbols can be checked on the host whatever the backend.
 pub const KERNEL_SYMVERS: &str = ".kernel.symvers";
 
+/// Where a release's registered repositories (SLES) are mounted into the
+/// containers that run zypper, read-only: a `.repo` file holding their URLs
+/// with access tokens, which must never be in a command line or an image.
+const ZYPPER_INSIDE: &str = "/run/toa-zypper";
+
+/// That file's name, on the host and in `/etc/zypp/repos.d`.
+const REGISTERED_REPO_FILE: &str = "toa-registered.repo";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
     Docker,
@@ -497,16 +505,31 @@ impl Builder {
         let engine = self.engine();
         let done = Done::Image(tag.to_string());
         let rm = argv(&[engine, "rm", "-f", container]);
+        let run = match self.registered_repos() {
+            Some(dir) => {
+                let volume = format!("{}:{ZYPPER_INSIDE}:ro", path_str(&dir));
+                argv(&[
+                    engine,
+                    "run",
+                    "--name",
+                    container,
+                    "-v",
+                    &volume,
+                    from,
+                    "/bin/sh",
+                    "-c",
+                    &with_registered_repos(script),
+                ])
+            }
+            None => argv(&[
+                engine, "run", "--name", container, from, "/bin/sh", "-c", script,
+            ]),
+        };
         vec![
             Step::new("remove a leftover container", rm.clone()).done_when(done.clone()),
-            Step::new(
-                what,
-                argv(&[
-                    engine, "run", "--name", container, from, "/bin/sh", "-c", script,
-                ]),
-            )
-            .done_when(done.clone())
-            .cleanup(rm.clone()),
+            Step::new(what, run)
+                .done_when(done.clone())
+                .cleanup(rm.clone()),
             Step::new(
                 format!("commit {tag}"),
                 argv(&[engine, "commit", container, tag]),
@@ -515,6 +538,82 @@ impl Builder {
             .cleanup(rm.clone()),
             Step::new("remove the container", rm).done_when(done),
         ]
+    }
+
+    /// The host directory of the registered repositories' `.repo` file, when
+    /// the release's repositories need a registration (SLES).
+    fn registered_repos(&self) -> Option<PathBuf> {
+        match &self.distro.repo {
+            Repo::RpmMd(rpm) if rpm.credentials.is_some() => Some(self.base.join("zypper")),
+            _ => None,
+        }
+    }
+
+    /// What the registered repositories' `.repo` file holds, the access
+    /// tokens shown as `<token>` (for `--dry-run`); None for public repositories.
+    pub fn registered_repo_preview(&self) -> Option<(PathBuf, String)> {
+        let dir = self.registered_repos()?;
+        let Repo::RpmMd(rpm) = &self.distro.repo else {
+            return None;
+        };
+        let repos: Vec<(String, String, String)> = rpm
+            .baseurls
+            .iter()
+            .map(|b| {
+                let alias = crate::scc::builder_alias(b);
+                let shown = format!("{}?{}", b.trim_end_matches('/'), crate::scc::TOKEN_SHOWN);
+                (alias.clone(), alias, shown)
+            })
+            .collect();
+        Some((
+            dir.join(REGISTERED_REPO_FILE),
+            crate::scc::repo_file(&repos),
+        ))
+    }
+
+    /// Asks the registration server for the release's repositories and
+    /// writes their `.repo` file (only the owner may read it), which the
+    /// returned guard removes again; None for public repositories.
+    pub fn write_registered_repos(&self) -> Result<Option<RegisteredRepos>> {
+        let Some(dir) = self.registered_repos() else {
+            return Ok(None);
+        };
+        let Repo::RpmMd(rpm) = &self.distro.repo else {
+            return Ok(None);
+        };
+        let Some(creds) = &rpm.credentials else {
+            return Ok(None);
+        };
+        let urls = crate::scc::repositories(&self.distro.name, &rpm.baseurls, creds)?;
+        let repos: Vec<(String, String, String)> = rpm
+            .baseurls
+            .iter()
+            .zip(&urls)
+            .map(|(b, u)| {
+                let alias = crate::scc::builder_alias(b);
+                (alias.clone(), alias, u.secret_url())
+            })
+            .collect();
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+        let path = dir.join(REGISTERED_REPO_FILE);
+        let partial = dir.join(format!(".{REGISTERED_REPO_FILE}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&partial);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .and_then(|mut f| f.write_all(crate::scc::repo_file(&repos).as_bytes()))
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Some(RegisteredRepos { path }))
     }
 
     /// A shell command that lists every suite of the release besides its own
@@ -703,6 +802,31 @@ fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// The registered repositories' `.repo` file on the host, removed when the
+/// build is over: it holds the access tokens.
+pub struct RegisteredRepos {
+    path: PathBuf,
+}
+
+impl Drop for RegisteredRepos {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `script` with the registered repositories in zypper's list while it runs.
+/// Everything that may hold their URLs (the `.repo` file, zypper's caches of
+/// them, its log) is gone before the container is committed, so no image
+/// holds a token; the script's own exit status is kept. A subshell, so an
+/// `exit` in the script still leaves the clean-up to run.
+fn with_registered_repos(script: &str) -> String {
+    format!(
+        "cp {ZYPPER_INSIDE}/{REGISTERED_REPO_FILE} /etc/zypp/repos.d/ && ({script}); status=$?; \
+         rm -rf /etc/zypp/repos.d/{REGISTERED_REPO_FILE} /var/cache/zypp/*/toa-* /var/log/zypper.log; \
+         exit $status"
+    )
+}
+
 /// Runs `cmd` with its output going to `log`; `bar` shows the last line.
 pub fn run_logged(
     cmd: duct::Expression,
@@ -850,6 +974,111 @@ pub(crate) mod tests {
             &lines,
             "make -C /lib/modules/4.12.14-122.37-default/build M=/build/toa CC=gcc",
         );
+    }
+
+    /// SLES's repositories reach zypper through a mounted `.repo` file:
+    /// every zypper step mounts it and removes its traces before the commit;
+    /// no command line holds a URL of them, and the build runs offline.
+    #[test]
+    fn sles_zypper_steps_mount_the_registered_repositories() {
+        let d = crate::distro::find("sles-12-sp5").unwrap();
+        let builder = Builder::new(BackendKind::Docker, &d);
+        let k = kernel("4.12.14-122.37-default", "4.12.14-122.37.1");
+        let dir = crate::cache::cache_dir().join("builders/sles-12-sp5/zypper");
+        let mount = format!("-v {}:/run/toa-zypper:ro", dir.display());
+        let steps: Vec<Step> = builder
+            .prepare_steps()
+            .unwrap()
+            .into_iter()
+            .chain(builder.headers_steps(&k))
+            .collect();
+        let zypper: Vec<String> = steps
+            .iter()
+            .map(Step::shell_line)
+            .filter(|l| l.contains("zypper --non-interactive install"))
+            .collect();
+        assert_eq!(zypper.len(), 2, "{zypper:?}");
+        for line in &zypper {
+            assert!(line.contains(&mount), "{line}");
+            assert!(
+                line.contains("'cp /run/toa-zypper/toa-registered.repo /etc/zypp/repos.d/ && (zypper --non-interactive "),
+                "{line}"
+            );
+            assert!(
+                line.contains("); status=$?; rm -rf /etc/zypp/repos.d/toa-registered.repo /var/cache/zypp/*/toa-* /var/log/zypper.log; exit $status'"),
+                "{line}"
+            );
+            assert!(!line.contains("updates.suse.com"), "{line}");
+        }
+        let build = builder
+            .build_step(&k, Path::new("/src"), "0.1.0")
+            .shell_line();
+        assert!(!build.contains("toa-zypper"), "{build}");
+        assert!(build.contains("--network none"), "{build}");
+        // Public repositories: nothing mounted.
+        let centos = plan(
+            "centos-7.9",
+            BackendKind::Docker,
+            &kernel("3.10.0-1160.el7.x86_64", "3.10.0-1160.el7"),
+        );
+        assert!(
+            centos.iter().all(|l| !l.contains("toa-zypper")),
+            "{centos:?}"
+        );
+
+        let (path, text) = builder.registered_repo_preview().unwrap();
+        assert_eq!(path, dir.join("toa-registered.repo"));
+        assert_eq!(
+            text,
+            "[toa-SUSE_Products_SLE-SERVER_12-SP5_x86_64_product]\n\
+             name=toa-SUSE_Products_SLE-SERVER_12-SP5_x86_64_product\nenabled=1\nautorefresh=1\n\
+             baseurl=https://updates.suse.com/SUSE/Products/SLE-SERVER/12-SP5/x86_64/product?<token>\n\
+             type=rpm-md\n\n\
+             [toa-SUSE_Updates_SLE-SERVER_12-SP5_x86_64_update]\n\
+             name=toa-SUSE_Updates_SLE-SERVER_12-SP5_x86_64_update\nenabled=1\nautorefresh=1\n\
+             baseurl=https://updates.suse.com/SUSE/Updates/SLE-SERVER/12-SP5/x86_64/update?<token>\n\
+             type=rpm-md\n\n"
+        );
+    }
+
+    /// The wrapped script keeps the recipe script's exit status and leaves
+    /// no trace of the repositories, whether it fails or not.
+    #[test]
+    fn registered_repositories_leave_no_trace() {
+        let root = std::env::temp_dir().join(format!("toa-zypper-trace-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in [
+            "run/toa-zypper",
+            "etc/zypp/repos.d",
+            "var/cache/zypp/raw/toa-x",
+            "var/cache/zypp/solv/toa-x",
+            "var/cache/zypp/raw/other",
+            "var/log",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("run/toa-zypper/toa-registered.repo"), "[toa-x]\n").unwrap();
+        std::fs::write(root.join("var/log/zypper.log"), "url?token\n").unwrap();
+        let r = root.display().to_string();
+        for (script, status) in [
+            ("test -f /etc/zypp/repos.d/toa-registered.repo", 0),
+            ("exit 7", 7),
+        ] {
+            let wrapped = with_registered_repos(script).replace(" /", &format!(" {r}/"));
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&wrapped)
+                .status()
+                .unwrap();
+            assert_eq!(out.code(), Some(status), "{wrapped}");
+            assert!(!root.join("etc/zypp/repos.d/toa-registered.repo").exists());
+            assert!(!root.join("var/cache/zypp/raw/toa-x").exists());
+            assert!(!root.join("var/cache/zypp/solv/toa-x").exists());
+            assert!(!root.join("var/log/zypper.log").exists());
+            assert!(root.join("var/cache/zypp/raw/other").exists());
+            std::fs::create_dir_all(root.join("var/cache/zypp/raw/toa-x")).unwrap();
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

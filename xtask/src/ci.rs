@@ -53,6 +53,10 @@ pub struct Release {
     pub dist_name: String,
     /// Whether the VM lab can boot its kernels.
     pub vm_lab: bool,
+    /// The variable naming the file of credentials its repositories need
+    /// (`TOA_SCC_CREDENTIALS`): the workflow writes the repository secret of
+    /// that name to a file for the plan and build jobs.
+    pub credentials: Option<String>,
 }
 
 impl Release {
@@ -61,6 +65,10 @@ impl Release {
             name: d.name.clone(),
             dist_name: d.dist_name(),
             vm_lab: vm_lab_boots(d),
+            credentials: match &d.repo {
+                Repo::RpmMd(r) => r.credentials.as_ref().map(|c| c.env.clone()),
+                Repo::Apt(_) => None,
+            },
         }
     }
 }
@@ -270,6 +278,7 @@ pub fn render(releases: &[Release], settings: &Settings) -> Result<String> {
             );
         }
     }
+    let (secrets, plan_files, build_files) = credential_lines(releases)?;
     let vm: Vec<&Release> = releases.iter().filter(|r| r.vm_lab).collect();
     let Some(first_vm) = vm.first() else {
         bail!("no release whose kernels the VM lab boots (Debian, amd64)");
@@ -296,13 +305,83 @@ pub fn render(releases: &[Release], settings: &Settings) -> Result<String> {
         .collect();
     fill(
         TEMPLATE,
-        &[("@HEADER@", header), ("@VM_ROWS@", vm_rows)],
+        &[
+            ("@HEADER@", header),
+            ("@VM_ROWS@", vm_rows),
+            ("@CREDENTIAL_SECRETS@", secrets),
+            ("@PLAN_CREDENTIALS@", plan_files),
+            ("@BUILD_CREDENTIALS@", build_files),
+        ],
         &[
             ("@SHARD_SIZE@", settings.shard_size.to_string()),
             ("@PR_DISTRO@", pr.name.clone()),
             ("@RUNNER@", RUNNER.to_string()),
         ],
     )
+}
+
+/// For the releases whose repositories need credentials (SLES): the step
+/// `env:` lines that hand each repository secret to the plan and build steps,
+/// and the shell lines of each step that write it to a file (only the owner
+/// may read it) and set the variable the recipe names to that file. Without
+/// the secret, the plan leaves those releases out and says so in the job
+/// summary; a build job of such a release fails.
+fn credential_lines(releases: &[Release]) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
+    let mut by_env: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in releases {
+        let Some(env) = r.credentials.as_deref() else {
+            continue;
+        };
+        if env.is_empty()
+            || env.starts_with("GITHUB_")
+            || !env
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            bail!(
+                "{}: credentials env {env:?} cannot name a repository secret \
+                 (capitals, digits and '_', not starting with GITHUB_)",
+                r.name
+            );
+        }
+        match by_env.iter_mut().find(|(e, _)| *e == env) {
+            Some((_, names)) => names.push(&r.name),
+            None => by_env.push((env, vec![&r.name])),
+        }
+    }
+    let (mut secrets, mut plan, mut build) = (Vec::new(), Vec::new(), Vec::new());
+    for (env, names) in by_env {
+        let list = names.join(", ");
+        let write = [
+            format!("  (umask 077 && printf '%s\\n' \"${env}_SECRET\" >\"$RUNNER_TEMP/{env}\")"),
+            format!("  export {env}=\"$RUNNER_TEMP/{env}\""),
+        ];
+        secrets.push(format!("{env}_SECRET: ${{{{ secrets.{env} }}}}"));
+        plan.push(format!(
+            "# {list}: planned only with the {env} repository secret (a registered system's credentials file)."
+        ));
+        plan.push(format!("if [ -n \"${env}_SECRET\" ]; then"));
+        plan.extend(write.iter().cloned());
+        plan.push("elif [ \"$EVENT\" != pull_request ]; then".into());
+        plan.push(format!(
+            "  echo \"::notice::{list} not planned: the {env} secret is not set\""
+        ));
+        plan.push(format!(
+            "  echo \"{list}: not planned, the repository secret {env} is not set (see distros/).\" >>\"$GITHUB_STEP_SUMMARY\""
+        ));
+        plan.push("fi".into());
+        build.push(format!("case \"$DISTRO\" in {})", names.join("|")));
+        build.push(format!("  if [ -z \"${env}_SECRET\" ]; then"));
+        build.push(format!(
+            "    echo \"::error::$DISTRO: the {env} secret is not set, so its repositories cannot be read\""
+        ));
+        build.push("    exit 1".into());
+        build.push("  fi".into());
+        build.extend(write.iter().cloned());
+        build.push("  ;;".into());
+        build.push("esac".into());
+    }
+    Ok((secrets, plan, build))
 }
 
 /// Replaces each line that is only a `lines` placeholder by its lines (at
@@ -529,6 +608,7 @@ mod tests {
             name: name.into(),
             dist_name: dist_name.into(),
             vm_lab,
+            credentials: None,
         }
     }
 
@@ -731,6 +811,56 @@ mod tests {
             vm.contains("if: steps.merge.outputs.built == 'true'"),
             "{vm}"
         );
+    }
+
+    /// A release whose repositories need credentials gets its secret as a
+    /// file in the plan and build steps, read from the secret's env entry;
+    /// without it the plan says so in the summary and its build job fails.
+    #[test]
+    fn the_credentials_secret_reaches_plan_and_build_as_a_file() {
+        let mut all = releases();
+        let mut sles = release("sles-12-sp5", "SLES-12-SP5-x86_64", false);
+        sles.credentials = Some("TOA_SCC_CREDENTIALS".into());
+        all.push(sles);
+        let text = render(&all, &Settings::default()).unwrap();
+        let plan = step(&text, "Plan the build matrix");
+        assert!(
+            plan.contains(
+                "          TOA_SCC_CREDENTIALS_SECRET: ${{ secrets.TOA_SCC_CREDENTIALS }}\n"
+            ),
+            "{plan}"
+        );
+        let write = "(umask 077 && printf '%s\\n' \"$TOA_SCC_CREDENTIALS_SECRET\" >\"$RUNNER_TEMP/TOA_SCC_CREDENTIALS\")\n";
+        let export = "export TOA_SCC_CREDENTIALS=\"$RUNNER_TEMP/TOA_SCC_CREDENTIALS\"\n";
+        assert!(plan.contains(write) && plan.contains(export), "{plan}");
+        assert!(
+            plan.contains("echo \"sles-12-sp5: not planned, the repository secret TOA_SCC_CREDENTIALS is not set (see distros/).\" >>\"$GITHUB_STEP_SUMMARY\""),
+            "{plan}"
+        );
+        // Set before the plan runs.
+        assert!(plan.find(export).unwrap() < plan.find("cargo xtask plan").unwrap());
+        let build = step(&text, "Build ${{ matrix.count }} kernel(s)");
+        assert!(
+            build.contains("TOA_SCC_CREDENTIALS_SECRET: ${{ secrets.TOA_SCC_CREDENTIALS }}"),
+            "{build}"
+        );
+        assert!(
+            build.contains("case \"$DISTRO\" in sles-12-sp5)"),
+            "{build}"
+        );
+        assert!(build.find(export).unwrap() < build.find("cargo xtask build").unwrap());
+        // The secret never on a command line.
+        assert!(!text.contains("--credentials"), "{text}");
+
+        // Without such a release: nothing of it.
+        let plain = render(&releases(), &Settings::default()).unwrap();
+        assert!(!plain.contains("SECRET"), "{plain}");
+        // A name GitHub cannot hold as a secret.
+        let mut bad = releases();
+        let mut r = release("sles-x", "SLES-X-x86_64", false);
+        r.credentials = Some("GITHUB_TOKEN".into());
+        bad.push(r);
+        assert!(render(&bad, &Settings::default()).is_err());
     }
 
     #[test]

@@ -151,38 +151,57 @@ impl RpmRepo {
     }
 }
 
-/// Credentials a maintainer must supply for a release's repositories.
+/// The registration a release's repositories need (SLES): the credentials
+/// of a system registered with SUSE Customer Center, which gives the system
+/// its repositories' URLs with their access tokens (see [`crate::scc`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// The environment variable naming the credentials file, a zypp
-    /// credentials file (`username=...` and `password=...` lines).
+    /// credentials file (`username=...` and `password=...` lines), as
+    /// SUSEConnect writes `/etc/zypp/credentials.d/SCCcredentials`.
     pub env: String,
     /// What to supply and where to get it: the message when it is missing.
     pub help: String,
+    /// The registration server the system is registered with (SUSEConnect's
+    /// `--url`). Default: SUSE Customer Center, <https://scc.suse.com>.
+    pub server: Option<String>,
 }
 
 impl Credentials {
-    /// `(username, password)` from the file `env` names, or an error that
-    /// says what to supply.
-    pub fn read(&self, distro: &str) -> Result<(String, String)> {
+    /// The registration server's URL.
+    pub fn server(&self) -> &str {
+        self.server.as_deref().unwrap_or(crate::scc::SCC)
+    }
+
+    /// Whether the variable naming the credentials file is set at all: a
+    /// release without it is left out of a plan, not failed.
+    pub fn supplied(&self) -> bool {
+        std::env::var_os(&self.env).is_some_and(|v| !v.is_empty())
+    }
+
+    /// The system credentials in the file `env` names, or an error that says
+    /// what to supply.
+    pub fn read(&self, distro: &str) -> Result<crate::scc::System> {
         let missing = || {
             format!(
                 "{distro}: its repositories need credentials: {}; set {} to that file",
                 self.help, self.env
             )
         };
-        let Some(path) = std::env::var_os(&self.env) else {
-            bail!("{}", missing());
+        let path = match std::env::var_os(&self.env) {
+            Some(path) if !path.is_empty() => path,
+            _ => bail!("{}", missing()),
         };
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
-                "{} ({}): {}",
+                "{} names {}, which cannot be read: {}",
                 self.env,
                 Path::new(&path).display(),
                 missing()
             )
         })?;
+        // As SUSEConnect reads it (connect-ng internal/credentials/credentials.go).
         let field = |key: &str| {
             text.lines()
                 .filter_map(|l| l.split_once('='))
@@ -191,7 +210,11 @@ impl Credentials {
                 .filter(|v| !v.is_empty())
         };
         match (field("username"), field("password")) {
-            (Some(user), Some(password)) => Ok((user, password)),
+            (Some(username), Some(password)) => Ok(crate::scc::System {
+                username,
+                password,
+                system_token: field("system_token"),
+            }),
             _ => bail!(
                 "{} ({}) has no username= and password= lines: {}",
                 self.env,
@@ -699,12 +722,36 @@ cc = "gcc-12"
         );
         let dir = std::env::temp_dir().join(format!("toa-creds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        // A directory where the file should be: named, with the help.
+        std::env::set_var(&c.env, &dir);
+        let err = format!("{:#}", c.read("sles-12-sp5").unwrap_err());
+        assert!(
+            err.contains(&format!(
+                "{} names {}, which cannot be read",
+                c.env,
+                dir.display()
+            )) && err.contains("SUSE Customer Center"),
+            "{err}"
+        );
         let file = dir.join("SCCcredentials");
-        std::fs::write(&file, "username=SCC_0123\npassword=secret\n").unwrap();
+        std::fs::copy(crate::fixtures::root().join("scc/SCCcredentials"), &file).unwrap();
         std::env::set_var(&c.env, &file);
+        let system = c.read("sles-12-sp5").unwrap();
+        assert_eq!(system.username, "SCC_f93f438773944ef087a30a37af7fc0a5");
+        assert_eq!(system.password, "231982b59ce961e38777c83685a5c42f");
+        assert_eq!(system.system_token, None);
+        assert!(
+            !format!("{system:?}").contains(&system.password),
+            "{system:?}"
+        );
+        std::fs::write(
+            &file,
+            "username=SCC_0123\npassword=secret\nsystem_token=abc\n",
+        )
+        .unwrap();
         assert_eq!(
-            c.read("sles-12-sp5").unwrap(),
-            ("SCC_0123".to_string(), "secret".to_string())
+            c.read("sles-12-sp5").unwrap().system_token.as_deref(),
+            Some("abc")
         );
         std::fs::write(&file, "username=SCC_0123\n").unwrap();
         let err = c.read("sles-12-sp5").unwrap_err().to_string();

@@ -200,6 +200,8 @@ fn try_download(
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     bar.abandon();
+                    // The client's message may quote the URL.
+                    let e = e.to_string().replace(url, &shown);
                     return Err(fail(
                         true,
                         anyhow::anyhow!("GET {shown}: transfer failed after {got} bytes: {e}"),
@@ -283,13 +285,22 @@ fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.part-{}-{n}", std::process::id()))
 }
 
-/// `url` without the user and password it may carry.
+/// `url` without the user and password it may carry, and with `<token>` for
+/// its query: the query of a registered repository's URL is its access token
+/// (see [`crate::scc`]).
 pub fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() || u.query().is_some() => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
-            u.to_string()
+            let query = u.query().is_some_and(|q| !q.is_empty());
+            u.set_query(None);
+            let mut shown = u.to_string();
+            if query {
+                shown.push('?');
+                shown.push_str(crate::scc::TOKEN_SHOWN);
+            }
+            shown
         }
         _ => url.to_string(),
     }
@@ -349,13 +360,13 @@ fn unreachable(url: &str, err: &reqwest::Error) -> anyhow::Error {
     while let Some(source) = why.source() {
         why = source;
     }
+    // Credentials in a URL go out as basic auth, never into a message.
+    let shown = redact(url);
     let why = if err.is_timeout() {
         "timed out".to_string()
     } else {
-        why.to_string()
+        why.to_string().replace(url, &shown)
     };
-    // Credentials in a URL go out as basic auth, never into a message.
-    let shown = redact(url);
     anyhow::anyhow!("GET {shown}: connection failed: {why}").context(format!(
         "cannot reach {host}{through}; check the network and the proxy settings \
          (http_proxy, https_proxy), or point the release at a reachable mirror in distros/"
@@ -533,6 +544,62 @@ mod tests {
             .local_addr()
             .unwrap()
             .port()
+    }
+
+    #[test]
+    fn messages_never_show_credentials_or_tokens() {
+        // A URL as SUSE Customer Center hands it out (its token from a
+        // `zypper -x ls` in github.com/SUSE/connect-ng testdata/services.xml).
+        let token = "pO5gYsm13mf3R-q-FnkAN-xWozBPNQGQY7KvT4uKqAsOwZPyrniMfnciXOqUVgAXdzp5zwFcdOLLdN5H2LNEj6g0z8L3bbubNZm2gIBBSDUxLlvuDxYONou8y2oHIqRD9RfkYncCjIa1N_9D";
+        let url = format!(
+            "https://updates.suse.com/SUSE/Products/SUSE-MicroOS/5.0/x86_64/product/repodata/repomd.xml?{token}"
+        );
+        assert_eq!(
+            redact(&url),
+            "https://updates.suse.com/SUSE/Products/SUSE-MicroOS/5.0/x86_64/product/repodata/repomd.xml?<token>"
+        );
+        assert_eq!(
+            redact("https://SCC_0123:secret@updates.suse.com/x/"),
+            "https://updates.suse.com/x/"
+        );
+        assert_eq!(
+            redact("http://deb.debian.org/debian/"),
+            "http://deb.debian.org/debian/"
+        );
+
+        // Refused, and unreachable: neither message has the token.
+        let server = serve(vec![]);
+        let cache = temp_cache("token");
+        let refused = format!(
+            "{:#}",
+            fetch_in(
+                &cache,
+                &format!("{}/r/repomd.xml?{token}", server.base),
+                None,
+                Path::new("r")
+            )
+            .unwrap_err()
+        );
+        assert!(
+            refused.contains("/r/repomd.xml?<token>: HTTP 404"),
+            "{refused}"
+        );
+        let port = closed_port();
+        let unreachable = format!(
+            "{:#}",
+            fetch_in(
+                &cache,
+                &format!("http://127.0.0.1:{port}/r?{token}"),
+                None,
+                Path::new("r")
+            )
+            .unwrap_err()
+        );
+        assert!(unreachable.contains("connection failed"), "{unreachable}");
+        for err in [&refused, &unreachable] {
+            assert!(!err.contains(token), "{err}");
+        }
+        std::fs::remove_dir_all(&cache).unwrap();
     }
 
     #[test]

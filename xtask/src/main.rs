@@ -39,6 +39,7 @@ mod recipe_tests;
 mod report;
 mod rpm_repo;
 mod sanitizer;
+mod scc;
 mod source;
 mod stress;
 mod test;

@@ -137,12 +137,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut unplanned = Vec::new();
     for distro in distros {
         // A release whose repositories need credentials nobody supplied here
-        // (SLES in CI) is left out of the matrix, saying what it needs.
-        if let crate::distro::Repo::RpmMd(repo) = &distro.repo {
-            if let Some(Err(e)) = repo.credentials.as_ref().map(|c| c.read(&distro.name)) {
-                eprintln!("warning: not planned: {e:#}");
-                continue;
-            }
+        // (SLES in a workflow without the secret) is left out, saying what
+        // it needs. Credentials supplied but unusable fail like an archive
+        // that cannot be read.
+        if let Some(note) = not_supplied(&distro) {
+            eprintln!("note: {note}");
+            continue;
         }
         let all = match kernels::discover(&distro)
             .with_context(|| format!("listing the kernels of {}", distro.name))
@@ -228,6 +228,19 @@ pub fn run(args: Args) -> Result<()> {
         None => println!("{}", serde_json::to_string_pretty(&matrix)?),
     }
     Ok(())
+}
+
+/// Why `distro` is left out of the plan: its repositories need credentials
+/// and the variable that names them is not set.
+pub fn not_supplied(distro: &Distro) -> Option<String> {
+    let crate::distro::Repo::RpmMd(repo) = &distro.repo else {
+        return None;
+    };
+    let c = repo.credentials.as_ref().filter(|c| !c.supplied())?;
+    Some(format!(
+        "{} ({}) not planned: {} is not set; its repositories need {}",
+        distro.name, distro.arch, c.env, c.help
+    ))
 }
 
 /// Each release once per architecture its file lists.
@@ -701,6 +714,41 @@ cc = "gcc-12"
         assert!(Cli::try_parse_from(["plan", "--all"]).unwrap().args.all);
         assert!(Cli::try_parse_from(["plan", "--all", "--distro", "debian-12"]).is_err());
         assert!(Cli::try_parse_from(["plan", "--all", "--missing-from", "x"]).is_err());
+    }
+
+    /// SLES is planned only where its credentials are supplied; unset, it
+    /// is left out with a note naming the variable.
+    #[test]
+    fn a_release_needing_credentials_is_left_out_only_without_them() {
+        let sles = crate::distro::find("sles-12-sp5").unwrap();
+        let crate::distro::Repo::RpmMd(repo) = &sles.repo else {
+            panic!("rpm-md");
+        };
+        let env = repo.credentials.as_ref().unwrap().env.clone();
+        let mut sles = sles.clone();
+        let crate::distro::Repo::RpmMd(repo) = &mut sles.repo else {
+            unreachable!()
+        };
+        let var = format!("TOA_TEST_PLAN_CREDENTIALS_{}", std::process::id());
+        repo.credentials.as_mut().unwrap().env = var.clone();
+        std::env::remove_var(&var);
+        let note = not_supplied(&sles).expect("left out");
+        assert!(
+            note.starts_with(&format!(
+                "sles-12-sp5 (x86_64) not planned: {var} is not set"
+            )) && note.contains("SUSE Customer Center"),
+            "{note}"
+        );
+        std::env::set_var(&var, "");
+        assert!(not_supplied(&sles).is_some());
+        std::env::set_var(&var, "/nonexistent/SCCcredentials");
+        assert_eq!(not_supplied(&sles), None);
+        std::env::remove_var(&var);
+        assert_eq!(env, "TOA_SCC_CREDENTIALS");
+        assert_eq!(
+            not_supplied(&crate::distro::find("debian-12").unwrap()),
+            None
+        );
     }
 
     #[test]

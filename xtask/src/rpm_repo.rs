@@ -176,16 +176,6 @@ pub(crate) fn url_key(url: &str) -> String {
         .collect()
 }
 
-/// `base` with a user and password, which the HTTP client sends as basic auth
-/// (and the download messages leave out).
-fn with_userinfo(base: &str, user: &str, password: &str) -> Result<String> {
-    let mut url = reqwest::Url::parse(base).with_context(|| format!("{base} is not a URL"))?;
-    if url.set_username(user).is_err() || url.set_password(Some(password)).is_err() {
-        bail!("{base}: cannot carry credentials");
-    }
-    Ok(url.to_string().trim_end_matches('/').to_string())
-}
-
 /// Where a repository's files come from: the network through the download
 /// cache, or (in tests) fixture files.
 pub trait Fetch {
@@ -396,36 +386,41 @@ pub fn kernels_with(
     arch: &str,
     repo: &RpmRepo,
 ) -> Result<Vec<Kernel>> {
-    let credentials = match &repo.credentials {
-        Some(c) => Some(c.read(distro_name)?),
-        None => None,
+    // Registered repositories (SLES) open only with the access tokens the
+    // registration server hands the system; the recipe's URLs name them.
+    let access = match &repo.credentials {
+        Some(c) => crate::scc::repositories(distro_name, &repo.baseurls, c)?,
+        None => repo
+            .baseurls
+            .iter()
+            .map(|b| crate::scc::RepoUrl::plain(b))
+            .collect(),
     };
     let keyring = signing_keyring(distro_name, repo)?;
     let mut out: Vec<Kernel> = Vec::new();
-    for base in &repo.baseurls {
+    for (base, access) in repo.baseurls.iter().zip(&access) {
         let base = base.trim_end_matches('/');
+        // A mirror list names the repository's root on its first line.
         let resolved;
-        let base = if base.ends_with("/mirror.list") {
+        let (base, mirrored) = if base.ends_with("/mirror.list") {
             resolved = mirror_list_root(fetch, distro_name, arch, base)?;
-            resolved.as_str()
+            (resolved.as_str(), Some(crate::scc::RepoUrl::plain(&resolved)))
         } else {
-            base
+            (base, None)
         };
-        let authed = match &credentials {
-            Some((user, password)) => with_userinfo(base, user, password)?,
-            None => base.to_string(),
-        };
+        let access = mirrored.as_ref().unwrap_or(access);
+        // Named by the recipe's URL: no token in a path or a message.
         let cache = Path::new("rpm").join(distro_name).join(url_key(base));
         let repomd_path = fetch
             .fresh(
-                &format!("{authed}/repodata/repomd.xml"),
+                &access.file("repodata/repomd.xml"),
                 &cache.join("repomd.xml"),
             )
             .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
         if let Some(keyring) = &keyring {
             let asc_path = fetch
                 .fresh(
-                    &format!("{authed}/repodata/repomd.xml.asc"),
+                    &access.file("repodata/repomd.xml.asc"),
                     &cache.join("repomd.xml.asc"),
                 )
                 .with_context(|| {
@@ -440,7 +435,7 @@ pub fn kernels_with(
         let repomd = std::fs::read_to_string(&repomd_path)?;
         let primary =
             parse_repomd(&repomd).with_context(|| format!("{base}/repodata/repomd.xml"))?;
-        let url = format!("{authed}/{}", primary.href);
+        let url = access.file(&primary.href);
         let file_name = primary
             .href
             .rsplit('/')
