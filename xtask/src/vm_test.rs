@@ -159,15 +159,8 @@ pub const CGROUP_V1_CHECKS: [&str; 2] = ["cgroup-v1-load", "cgroup-v1-unload"];
 /// default: a module-mode run's second lab run (ktls), or each one named.
 pub(crate) fn required_results(args: &Args) -> Vec<String> {
     match args.mode {
-        Mode::Bpf if args.cgroup_v1 && args.only.is_empty() => {
-            CGROUP_V1_CHECKS.map(String::from).to_vec()
-        }
-        Mode::Bpf if args.cgroup_v1 => {
-            let mut names = vec![CGROUP_V1_CHECKS[0].to_string()];
-            names.extend(args.only.iter().cloned());
-            names
-        }
-        Mode::Bpf => args.only.clone(),
+        Mode::Bpf if args.cgroup_v1 => CGROUP_V1_CHECKS.map(String::from).to_vec(),
+        Mode::Bpf => Vec::new(),
         Mode::Kmod if args.only.is_empty() && args.chaos == Some(0) => vec![KTLS.to_string()],
         Mode::Kmod if args.only.is_empty() => vec![CHAOS.to_string(), KTLS.to_string()],
         Mode::Kmod => args.only.clone(),
@@ -1213,6 +1206,14 @@ mod tests {
         );
         args.mode = Mode::Bpf;
         assert!(required_results(&args).is_empty());
+        // A cgroup v1 guest must report its mount checks.
+        args.cgroup_v1 = true;
+        assert_eq!(required_results(&args), CGROUP_V1_CHECKS);
+        assert!(scenario_args(&args, "6.1.0-57-amd64", x86)
+            .unwrap()
+            .contains(" toa_lab.cgroup=v1 "));
+        let missing = missing_results(&parse_console(GOOD), &required_results(&args));
+        assert_eq!(missing.len(), 2, "{missing:?}");
     }
 
     #[test]
