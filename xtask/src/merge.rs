@@ -692,7 +692,7 @@ mod tests {
             module("6.1.0-11-amd64", "eleven"),
         );
         // Shards are oldest first, but the merge must not depend on it.
-        let p1 = part(&dir, "p1", "debian-12", &[c.clone()]);
+        let p1 = part(&dir, "p1", "debian-12", std::slice::from_ref(&c));
         let p2 = part(&dir, "p2", "debian-12", &[a.clone(), b.clone()]);
         let p3 = part(
             &dir,
@@ -753,7 +753,7 @@ mod tests {
         let a = module("6.1.0-9-amd64", "nine");
         let b = module("6.1.0-10-amd64", "ten");
         let p1 = part(&dir, "p1", "debian-12", &[a.clone(), b.clone()]);
-        let p2 = part(&dir, "p2", "debian-12", &[b.clone()]);
+        let p2 = part(&dir, "p2", "debian-12", std::slice::from_ref(&b));
         let merged = merge(&[p1, p2], &dir.join("out")).unwrap();
         assert_eq!(merged[0].kernels, 2);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -829,7 +829,7 @@ mod tests {
                 ("6.1.0-10-amd64/toa.ko", ko),
             ],
         );
-        merge(&[p1.clone()], &dir.join("ok")).unwrap();
+        merge(std::slice::from_ref(&p1), &dir.join("ok")).unwrap();
         let err = format!(
             "{:#}",
             merge(&[p1, p2.clone()], &dir.join("out")).unwrap_err()
@@ -849,7 +849,9 @@ mod tests {
         let ours = env!("CARGO_PKG_VERSION");
         let good: &[u8] = b"nine";
         let meta = metadata(ours, "6.1.0-9-amd64", &[("6.1.0-9-amd64", good)]);
-        let cases: [(&str, Vec<(&str, &[u8])>, &str); 5] = [
+        // (case, files of the part, what the error must say)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a str);
+        let cases: [Case; 5] = [
             (
                 "sha",
                 vec![
