@@ -15,10 +15,9 @@
 use crate::distro::{Bootstrap, Distro, Repo};
 use crate::kernels::Kernel;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Packages a debootstrap rootfs gets besides what `prepare` installs.
 const BOOTSTRAP_PACKAGES: &[&str] = &["gcc", "make", "libc6-dev", "kmod", "ca-certificates"];
@@ -673,11 +672,11 @@ impl Builder {
 
     /// Runs the steps that are not cached yet, logging to `log`.
     pub fn execute(&self, steps: &[Step], log: &Path, bar: &ProgressBar) -> Result<()> {
-        for step in steps {
+        for (n, step) in steps.iter().enumerate() {
             if step.is_done(self.engine()) {
                 continue;
             }
-            bar.set_message(step.what.clone());
+            crate::progress::step(bar, n + 1, steps.len(), &step.what);
             let cmd = duct::cmd(&step.argv[0], &step.argv[1..])
                 .env("LC_ALL", "C")
                 .env(
@@ -752,18 +751,6 @@ pub fn run_logged(
             log.display()
         ),
     }
-}
-
-/// A spinner for one job.
-pub fn spinner(prefix: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
-            .expect("template"),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
 
 #[cfg(test)]

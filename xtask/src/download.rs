@@ -6,7 +6,7 @@
 //! tampered entry is replaced rather than trusted.
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -297,20 +297,7 @@ pub fn redact(url: &str) -> String {
 
 fn progress_bar(url: &str, total: Option<u64>) -> ProgressBar {
     let name = url.rsplit('/').next().unwrap_or(url);
-    let bar = match total {
-        Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
-            .with_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            ),
-        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})")
-                .expect("valid template"),
-        ),
-    };
+    let bar = crate::progress::bytes(name, total);
     if bar.is_hidden() {
         // Not a terminal (CI logs): one line per download instead of a bar.
         match total {
@@ -318,7 +305,6 @@ fn progress_bar(url: &str, total: Option<u64>) -> ProgressBar {
             None => eprintln!("downloading {url}"),
         }
     }
-    bar.set_message(name.to_string());
     bar
 }
 

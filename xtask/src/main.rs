@@ -32,6 +32,7 @@ mod operator_cli;
 mod package;
 mod plan;
 mod preflight;
+mod progress;
 mod qemu;
 mod report;
 mod rpm_repo;

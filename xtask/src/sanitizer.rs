@@ -31,7 +31,6 @@ use crate::debian_repo::{KernelPackages, PackageRef};
 use crate::distro::Distro;
 use crate::report::usage_bail;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -478,15 +477,10 @@ fn ensure_unpacked(tree: &Tree, entry: &Path) -> Result<()> {
     let deb = tree.source.fetch()?;
     let partial = entry.join("unpack.partial");
     std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let bar = ProgressBar::new(tree.source.size).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} [{elapsed}]")
-            .expect("template")
-            .progress_chars("=> "),
+    let bar = crate::progress::bytes(
+        &format!("unpacking {} {}", tree.source.name, tree.source.version),
+        Some(tree.source.size),
     );
-    bar.set_message(format!(
-        "unpacking {} {}",
-        tree.source.name, tree.source.version
-    ));
     if bar.is_hidden() {
         eprintln!("unpacking {} {}", tree.source.name, tree.source.version);
     }
@@ -550,7 +544,7 @@ fn ensure_configured(tree: &Tree, entry: &Path, log: &Path) -> Result<()> {
     {
         return Ok(());
     }
-    let bar = crate::builder::spinner("sanitizer kernel");
+    let bar = crate::progress::spinner("sanitizer kernel");
     let script = tree.dir.join("scripts/config");
     let fragment = config::script_args();
     let steps: Vec<(String, duct::Expression)> = vec![
@@ -598,7 +592,7 @@ fn ensure_configured(tree: &Tree, entry: &Path, log: &Path) -> Result<()> {
 /// Module.symvers and prepares the tree for `M=` builds); returns the release.
 fn make(tree: &Tree, log: &Path) -> Result<String> {
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bar = crate::builder::spinner("sanitizer kernel");
+    let bar = crate::progress::spinner("sanitizer kernel");
     if bar.is_hidden() {
         eprintln!(
             "building the sanitizer kernel in {} (make -j{jobs}; log: {})",
