@@ -617,9 +617,7 @@ mod tests {
             .iter()
             .all(|f| f.error == "docker pull debian:bookworm: timeout"));
         // Written and read back as merge reads it.
-        let path = std::env::temp_dir()
-            .join(format!("toa-failures-{}", std::process::id()))
-            .join("Debian-12-x86_64.failed.json");
+        let path = crate::testing::scratch("failures").join("Debian-12-x86_64.failed.json");
         r.write(&path).unwrap();
         assert_eq!(crate::failures::Record::read(&path).unwrap(), r);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();

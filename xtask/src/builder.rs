@@ -884,9 +884,7 @@ mod tests {
 
     impl CompilerScene {
         fn new(case: &str, config: &str) -> CompilerScene {
-            let dir =
-                std::env::temp_dir().join(format!("toa-cc-check-{case}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = crate::testing::scratch(&format!("cc-check-{case}"));
             std::fs::create_dir_all(dir.join("bin")).unwrap();
             std::fs::create_dir_all(dir.join("kdir")).unwrap();
             std::fs::write(dir.join("kdir/.config"), config).unwrap();

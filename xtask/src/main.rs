@@ -40,6 +40,8 @@ mod sanitizer;
 mod source;
 mod stress;
 mod test;
+#[cfg(test)]
+mod testing;
 mod vm_install;
 mod vm_test;
 

@@ -614,13 +614,6 @@ mod tests {
     use super::*;
     use crate::package::write_tarball;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("toa-merge-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     fn module(release: &str, ko: &str) -> KernelModule {
         KernelModule::new(
             release,
@@ -685,7 +678,7 @@ mod tests {
 
     #[test]
     fn two_parts_give_what_one_build_of_both_gives() {
-        let dir = scratch("equal");
+        let dir = crate::testing::scratch("merge-equal");
         let (a, b, c) = (
             module("6.1.0-9-amd64", "nine"),
             module("6.1.0-10-amd64", "ten"),
@@ -749,7 +742,7 @@ mod tests {
 
     #[test]
     fn the_same_module_in_two_parts_is_merged_once() {
-        let dir = scratch("overlap");
+        let dir = crate::testing::scratch("merge-overlap");
         let a = module("6.1.0-9-amd64", "nine");
         let b = module("6.1.0-10-amd64", "ten");
         let p1 = part(&dir, "p1", "debian-12", &[a.clone(), b.clone()]);
@@ -761,7 +754,7 @@ mod tests {
 
     #[test]
     fn different_modules_for_one_kernel_are_a_conflict() {
-        let dir = scratch("conflict");
+        let dir = crate::testing::scratch("merge-conflict");
         let p1 = part(
             &dir,
             "p1",
@@ -802,7 +795,7 @@ mod tests {
 
     #[test]
     fn another_toa_version_is_a_conflict() {
-        let dir = scratch("version");
+        let dir = crate::testing::scratch("merge-version");
         let ours = env!("CARGO_PKG_VERSION");
         let ko: &[u8] = b"nine";
         let p1 = raw_part(
@@ -845,7 +838,7 @@ mod tests {
 
     #[test]
     fn a_part_that_disagrees_with_its_metadata_is_refused() {
-        let dir = scratch("sha");
+        let dir = crate::testing::scratch("merge-sha");
         let ours = env!("CARGO_PKG_VERSION");
         let good: &[u8] = b"nine";
         let meta = metadata(ours, "6.1.0-9-amd64", &[("6.1.0-9-amd64", good)]);
@@ -938,7 +931,7 @@ mod tests {
     // job failed) stopped the merge, so one failing shard failed the release.
     #[test]
     fn failed_and_missing_shards_are_reported_and_the_rest_is_published() {
-        let dir = scratch("partial");
+        let dir = crate::testing::scratch("merge-partial");
         let parts = dir.join("parts");
         // Shard 1: kernel 9 built, 10 failed.
         let p1 = part(
@@ -1029,7 +1022,7 @@ mod tests {
 
     #[test]
     fn a_kernel_built_elsewhere_is_not_reported_and_all_built_says_so() {
-        let dir = scratch("rebuilt");
+        let dir = crate::testing::scratch("merge-rebuilt");
         // Shard 1 recorded kernel 10 as failed, but the latest release's
         // tarball (merged in by the daily run) holds it.
         let p1 = part(
@@ -1085,7 +1078,7 @@ mod tests {
         let all = kernels::discover(&distro).unwrap();
         assert!(all.len() >= 2, "debian-11 lists fewer than two kernels");
         let pair = &all[all.len() - 2..];
-        let dir = scratch("real");
+        let dir = crate::testing::scratch("merge-real");
         let dist = cache::dist_dir();
         let tarball = format!("{}.tar.gz", distro.dist_name());
         let build_into = |name: &str, kernels: &[kernels::Kernel]| -> PathBuf {

@@ -482,8 +482,7 @@ mod tests {
     #[test]
     fn timeout_kills_a_hung_guest() {
         // A script that prints like a guest and then hangs stands in for QEMU.
-        let dir = std::env::temp_dir().join(format!("toa-qemu-timeout-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("qemu-timeout");
         let fake = dir.join("fake-qemu");
         std::fs::write(&fake, "#!/bin/sh\necho 'TOA-LAB INIT'\nexec sleep 30\n").unwrap();
         use std::os::unix::fs::PermissionsExt;

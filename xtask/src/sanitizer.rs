@@ -293,11 +293,11 @@ pub fn tree(distro: &Distro) -> Result<Tree> {
     let tree = Tree { release, ..tree };
     let stamp = Stamp {
         release: tree.release.clone(),
-        bzimage: crate::download::sha256_file(&tree.bzimage())?,
-        symvers: crate::download::sha256_file(&tree.symvers())?,
+        bzimage: crate::index::sha256_file(&tree.bzimage())?,
+        symvers: crate::index::sha256_file(&tree.symvers())?,
         ..want
     };
-    crate::deb::write_atomic(&built, stamp.render().as_bytes())?;
+    crate::index::write_atomic(&built, stamp.render().as_bytes())?;
     eprintln!(
         "sanitizer kernel {} built in {:.1} min: {} (log: {})",
         tree.release,
@@ -382,7 +382,7 @@ fn check_built(tree: &Tree, built: &Path, want: &Stamp) -> Result<Option<String>
         (tree.bzimage(), &stamp.bzimage),
         (tree.symvers(), &stamp.symvers),
     ] {
-        match crate::download::sha256_file(&path) {
+        match crate::index::sha256_file(&path) {
             Ok(got) if &got == sha => {}
             Ok(got) => corrupt.push(format!("{} has sha256 {got}, built {sha}", path.display())),
             Err(e) => corrupt.push(format!("{e:#}")),
@@ -515,7 +515,7 @@ fn ensure_unpacked(tree: &Tree, entry: &Path) -> Result<()> {
     std::fs::rename(&unpacked, &tree.dir)
         .with_context(|| format!("moving {} to {}", unpacked.display(), tree.dir.display()))?;
     let _ = std::fs::remove_dir_all(&partial);
-    crate::deb::write_atomic(&stamp, want.as_bytes())
+    crate::index::write_atomic(&stamp, want.as_bytes())
 }
 
 /// `make` in the tree with the compiler and reproducible build identity.
@@ -585,7 +585,7 @@ fn ensure_configured(tree: &Tree, entry: &Path, log: &Path) -> Result<()> {
             unmet.join("\n  ")
         );
     }
-    crate::deb::write_atomic(&stamp, want.as_bytes())
+    crate::index::write_atomic(&stamp, want.as_bytes())
 }
 
 /// `make -j<cpus> bzImage modules` (modules: there are none, but it writes
@@ -726,8 +726,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_cache_entry_is_found_and_its_image_removed() {
-        let dir = std::env::temp_dir().join(format!("toa-sanitizer-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::scratch("sanitizer");
         let tree = Tree {
             dir: dir.join("linux"),
             release: String::new(),
@@ -761,8 +760,8 @@ mod tests {
         let built = dir.join("built");
         let good = Stamp {
             release: "6.1.192-toa-sanitizers".into(),
-            bzimage: crate::download::sha256_file(&tree.bzimage()).unwrap(),
-            symvers: crate::download::sha256_file(&tree.symvers()).unwrap(),
+            bzimage: crate::index::sha256_file(&tree.bzimage()).unwrap(),
+            symvers: crate::index::sha256_file(&tree.symvers()).unwrap(),
             ..want.clone()
         };
         std::fs::write(&built, good.render()).unwrap();
