@@ -17,8 +17,6 @@ use super::trusted::{probe, PROXIES};
 
 type Run = fn(&Lab, &Path) -> Result<String>;
 
-pub const NAMES: &[&str] = &["bpf-trusted-proxies", "bpf-ports", "bpf-unload-open"];
-
 pub const SCENARIOS: [(&str, Run); 3] = [
     ("bpf-trusted-proxies", trusted_proxies),
     ("bpf-ports", ports),
