@@ -757,6 +757,38 @@ pub fn run_logged(
 mod tests {
     use super::*;
 
+    /// A command that prints once and then works quietly (a `docker commit`,
+    /// a dpkg run) still gives a log a line every interval, naming the step
+    /// and its last output.
+    #[test]
+    fn a_quiet_command_keeps_the_log_alive() {
+        let every = std::time::Duration::from_millis(100);
+        let (bar, sink) = crate::progress::watched("prepare", every);
+        let dir = crate::testing::scratch("quiet-step");
+        let cmd = duct::cmd!("sh", "-c", "echo committing; sleep 1");
+        run_logged(
+            cmd,
+            &dir.join("log"),
+            "docker commit",
+            "docker commit",
+            &bar,
+        )
+        .unwrap();
+        let lines = sink.lines();
+        assert!(
+            lines.iter().all(|l| l.starts_with("[prepare] elapsed 0m0")),
+            "{lines:?}"
+        );
+        // The first tick may come before the echo is read on a busy machine.
+        let named = lines
+            .iter()
+            .filter(|l| l.ends_with(": docker commit: committing"))
+            .count();
+        assert!(named >= 4, "{lines:?}");
+        bar.finish_and_clear();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn kernel(release: &str, version: &str) -> Kernel {
         Kernel::pinned(release, version)
     }

@@ -154,15 +154,26 @@ fn watch(bar: &ProgressBar, every: Duration, unit: Unit, mut out: impl Write + S
     });
 }
 
+/// A bar as a log shows it, named `prefix`, whose ticker writes to the
+/// returned sink every `every`.
 #[cfg(test)]
-mod tests {
+pub fn watched(prefix: &str, every: Duration) -> (ProgressBar, tests::Sink) {
+    let bar = hidden(None);
+    bar.set_prefix(prefix.to_string());
+    let sink = tests::Sink::default();
+    watch(&bar, every, Unit::Steps, sink.clone());
+    (bar, sink)
+}
+
+#[cfg(test)]
+pub mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
     /// Lines written by a ticker, shared with the test.
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub struct Sink(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Sink {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -175,7 +186,7 @@ mod tests {
     }
 
     impl Sink {
-        fn lines(&self) -> Vec<String> {
+        pub fn lines(&self) -> Vec<String> {
             let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
             text.lines().map(str::to_string).collect()
         }
@@ -183,11 +194,8 @@ mod tests {
 
     #[test]
     fn a_blocked_step_still_prints_within_the_interval() {
-        let bar = hidden(None);
-        bar.set_prefix("debian-12 prepare");
-        let sink = Sink::default();
         let every = Duration::from_millis(100);
-        watch(&bar, every, Unit::Steps, sink.clone());
+        let (bar, sink) = watched("debian-12 prepare", every);
         bar.set_message("docker commit");
         // The step blocks for 3.5 intervals and prints nothing itself.
         let start = Instant::now();
