@@ -166,12 +166,11 @@ fn parse_scenarios(args: &[String]) -> Result<Options> {
             // comma inside one word.
             "--only" => {
                 let names: Vec<String> = value.split(',').map(str::to_string).collect();
-                let known =
-                    |n: &str| scenarios::ALL.contains(&n) || scenarios::BPF_ONLY.contains(&n);
-                if let Some(bad) = names.iter().find(|n| !known(n)) {
+                let known = scenarios::names();
+                if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
                     return Err(lab_err!(
                         "unknown scenario {bad:?}; known: {}",
-                        scenarios::ALL.join(",")
+                        known.join(",")
                     ));
                 }
                 only.get_or_insert_with(Vec::new).extend(names);

@@ -3,6 +3,7 @@
 #ifndef TOA_H
 #define TOA_H
 
+#include <linux/moduleparam.h>
 #include <linux/percpu.h>
 #include <linux/hash.h>
 #include <linux/rculist.h>
@@ -157,6 +158,35 @@ static inline void toa_leave(void)
 {
 	this_cpu_inc(toa_calls.out);
 }
+
+/*
+ * A module parameter replaced as a whole (toa_param.c). Its value starts with
+ * a struct toa_param_value, so that the value's own allocation is what
+ * kfree_rcu() and kfree() free.
+ */
+#define TOA_PARAM_TEXT_MAX	1024
+
+struct toa_param_value {
+	struct rcu_head rcu;
+	/* What was written, without the newline; what a read of the file shows. */
+	char text[TOA_PARAM_TEXT_MAX];
+};
+
+struct toa_param {
+	const char *name;
+	struct toa_param_value __rcu *value;
+	/* Set at unload (under the parameter lock): later writes are refused. */
+	bool closed;
+};
+
+/* The written text's length (up to a newline) in *len; -EBUSY once closed, -EINVAL when too long. */
+int toa_param_text_len(const struct toa_param *p, const char *val, size_t *len);
+/* Makes `v` the value (the caller holds the parameter lock, as a setter does). */
+void toa_param_publish(struct toa_param *p, struct toa_param_value *v);
+/* kernel_param_ops.get of a parameter whose `arg` is its struct toa_param. */
+int toa_param_get(char *buf, const struct kernel_param *kp);
+/* At unload: frees the value and refuses later writes. */
+void toa_param_close(struct toa_param *p);
 
 /* ports (toa_ports.c): true when a listener on local port `port` honours TOA. */
 bool toa_port_honoured(__u16 port);

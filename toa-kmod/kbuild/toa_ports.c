@@ -14,16 +14,13 @@
 #include <linux/string.h>
 #include "toa.h"
 
-#define TOA_PORTS_TEXT_MAX	1024
-
 struct toa_ports {
-	struct rcu_head rcu;
+	struct toa_param_value head;	/* first: see struct toa_param_value */
 	bool all;
 	DECLARE_BITMAP(map, 65536);
-	char text[TOA_PORTS_TEXT_MAX];
 };
 
-static struct toa_ports __rcu *toa_ports;
+static struct toa_param toa_ports = { .name = "ports" };
 
 /* One entry, "N" or "N-M", 1 <= N <= M <= 65535; false when it is not that. */
 static bool toa_ports_entry(const char *s, size_t len, unsigned int *lo, unsigned int *hi)
@@ -46,26 +43,21 @@ static bool toa_ports_entry(const char *s, size_t len, unsigned int *lo, unsigne
 	return true;
 }
 
-/* Set at unload (under the parameter lock): later writes are refused. */
-static bool toa_ports_closed;
-
 static int toa_ports_set(const char *val, const struct kernel_param *kp)
 {
-	size_t len = strcspn(val, "\n");
-	struct toa_ports *p, *old;
-	size_t at = 0, n;
+	struct toa_ports *p;
+	size_t len, at = 0, n;
 	unsigned int lo, hi;
+	int rc;
 
-	if (toa_ports_closed)
-		return -EBUSY;
-	if (len >= TOA_PORTS_TEXT_MAX) {
-		pr_err("ports rejected: longer than %d bytes\n", TOA_PORTS_TEXT_MAX - 1);
-		return -EINVAL;
-	}
+	BUILD_BUG_ON(offsetof(struct toa_ports, head) != 0);
+	rc = toa_param_text_len(&toa_ports, val, &len);
+	if (rc)
+		return rc;
 	p = kzalloc(sizeof(*p), GFP_KERNEL);
 	if (!p)
 		return -ENOMEM;
-	memcpy(p->text, val, len);
+	memcpy(p->head.text, val, len);
 	p->all = len == 0;
 	while (at < len) {
 		n = strcspn(val + at, ",\n");
@@ -89,43 +81,28 @@ static int toa_ports_set(const char *val, const struct kernel_param *kp)
 	if (p->all)
 		pr_info("ports is empty: listeners on every port honour TOA\n");
 	else
-		pr_info("ports: only listeners on %s honour TOA\n", p->text);
-
-	/* Writers are serialised by the module parameter lock. */
-	old = rcu_dereference_protected(toa_ports, 1);
-	rcu_assign_pointer(toa_ports, p);
-	if (old)
-		kfree_rcu(old, rcu);
+		pr_info("ports: only listeners on %s honour TOA\n", p->head.text);
+	toa_param_publish(&toa_ports, &p->head);
 	return 0;
-}
-
-static int toa_ports_get(char *buf, const struct kernel_param *kp)
-{
-	struct toa_ports *p;
-	int n;
-
-	rcu_read_lock();
-	p = rcu_dereference(toa_ports);
-	n = scnprintf(buf, PAGE_SIZE, "%s\n", p ? p->text : "");
-	rcu_read_unlock();
-	return n;
 }
 
 static const struct kernel_param_ops toa_ports_ops = {
 	.set = toa_ports_set,
-	.get = toa_ports_get,
+	.get = toa_param_get,
 };
-module_param_cb(ports, &toa_ports_ops, NULL, 0644);
+module_param_cb(ports, &toa_ports_ops, &toa_ports, 0644);
 MODULE_PARM_DESC(ports,
 		 "Comma-separated local ports or ranges (80,443,8000-8099) whose listeners honour TOA; a TOA to any other port is ignored. Empty (default): every port");
 
 bool toa_port_honoured(__u16 port)
 {
+	struct toa_param_value *v;
 	struct toa_ports *p;
 	bool ok;
 
 	rcu_read_lock();
-	p = rcu_dereference(toa_ports);
+	v = rcu_dereference(toa_ports.value);
+	p = v ? container_of(v, struct toa_ports, head) : NULL;
 	ok = !p || p->all || test_bit(port, p->map);
 	rcu_read_unlock();
 	return ok;
@@ -133,10 +110,5 @@ bool toa_port_honoured(__u16 port)
 
 void toa_ports_exit(void)
 {
-	/* A write to the parameter's sysfs file may be running until the module is gone. */
-	toa_param_lock();
-	kfree(rcu_dereference_protected(toa_ports, 1));
-	RCU_INIT_POINTER(toa_ports, NULL);
-	toa_ports_closed = true;
-	toa_param_unlock();
+	toa_param_close(&toa_ports);
 }

@@ -13,16 +13,22 @@
 #include "toa.h"
 
 #define TOA_MAX_TRUSTED		64
-#define TOA_TRUSTED_TEXT_MAX	1024
 
 struct toa_trust {
-	struct rcu_head rcu;
+	struct toa_param_value head;	/* first: see struct toa_param_value */
 	int n;
 	struct toa_cidr cidrs[TOA_MAX_TRUSTED];
-	char text[TOA_TRUSTED_TEXT_MAX];
 };
 
-static struct toa_trust __rcu *toa_trust;
+static struct toa_param toa_trust = { .name = "trusted_proxies" };
+
+/* The current list, or NULL; under rcu_read_lock(). */
+static struct toa_trust *toa_trust_current(void)
+{
+	struct toa_param_value *v = rcu_dereference(toa_trust.value);
+
+	return v ? container_of(v, struct toa_trust, head) : NULL;
+}
 
 static const char *toa_trust_reason(int rc)
 {
@@ -42,21 +48,16 @@ static const char *toa_trust_reason(int rc)
 	}
 }
 
-/* Set at unload (under the parameter lock): later writes are refused. */
-static bool toa_trust_closed;
-
 static int toa_trusted_set(const char *val, const struct kernel_param *kp)
 {
-	struct toa_trust *t, *old;
-	size_t len = strcspn(val, "\n");
-	size_t offset = 0;
+	struct toa_trust *t;
+	size_t len, offset = 0;
+	int rc;
 
-	if (toa_trust_closed)
-		return -EBUSY;
-	if (len >= TOA_TRUSTED_TEXT_MAX) {
-		pr_err("trusted_proxies rejected: longer than %d bytes\n", TOA_TRUSTED_TEXT_MAX - 1);
-		return -EINVAL;
-	}
+	BUILD_BUG_ON(offsetof(struct toa_trust, head) != 0);
+	rc = toa_param_text_len(&toa_trust, val, &len);
+	if (rc)
+		return rc;
 	t = kzalloc(sizeof(*t), GFP_KERNEL);
 	if (!t)
 		return -ENOMEM;
@@ -67,37 +68,20 @@ static int toa_trusted_set(const char *val, const struct kernel_param *kp)
 		kfree(t);
 		return -EINVAL;
 	}
-	memcpy(t->text, val, len);
+	memcpy(t->head.text, val, len);
 	if (t->n == 0)
 		pr_info("trusted_proxies is empty: a TOA is accepted from any source\n");
 	else
-		pr_info("trusted_proxies: TOA accepted only from %s\n", t->text);
-
-	/* Writers are serialised by the module parameter lock. */
-	old = rcu_dereference_protected(toa_trust, 1);
-	rcu_assign_pointer(toa_trust, t);
-	if (old)
-		kfree_rcu(old, rcu);
+		pr_info("trusted_proxies: TOA accepted only from %s\n", t->head.text);
+	toa_param_publish(&toa_trust, &t->head);
 	return 0;
-}
-
-static int toa_trusted_get(char *buf, const struct kernel_param *kp)
-{
-	struct toa_trust *t;
-	int n;
-
-	rcu_read_lock();
-	t = rcu_dereference(toa_trust);
-	n = scnprintf(buf, PAGE_SIZE, "%s\n", t ? t->text : "");
-	rcu_read_unlock();
-	return n;
 }
 
 static const struct kernel_param_ops toa_trusted_ops = {
 	.set = toa_trusted_set,
-	.get = toa_trusted_get,
+	.get = toa_param_get,
 };
-module_param_cb(trusted_proxies, &toa_trusted_ops, NULL, 0644);
+module_param_cb(trusted_proxies, &toa_trusted_ops, &toa_trust, 0644);
 MODULE_PARM_DESC(trusted_proxies,
 		 "Comma-separated IPv4/IPv6 CIDRs of the L4 proxies; a TOA from any other source is ignored. Empty (default): TOA accepted from any source");
 
@@ -107,7 +91,7 @@ bool toa_trusted(const struct toa_endpoint *source)
 	bool ok;
 
 	rcu_read_lock();
-	t = rcu_dereference(toa_trust);
+	t = toa_trust_current();
 	ok = !t || t->n == 0 || toa_trusted_match(t->cidrs, t->n, source);
 	rcu_read_unlock();
 	return ok;
@@ -118,7 +102,7 @@ void toa_trust_report(void)
 	struct toa_trust *t;
 
 	rcu_read_lock();
-	t = rcu_dereference(toa_trust);
+	t = toa_trust_current();
 	if (!t || t->n == 0)
 		pr_info("trusted_proxies not set: a TOA is accepted from any source that reaches this host\n");
 	rcu_read_unlock();
@@ -126,10 +110,5 @@ void toa_trust_report(void)
 
 void toa_trust_exit(void)
 {
-	/* A write to the parameter's sysfs file may be running until the module is gone. */
-	toa_param_lock();
-	kfree(rcu_dereference_protected(toa_trust, 1));
-	RCU_INIT_POINTER(toa_trust, NULL);
-	toa_trust_closed = true;
-	toa_param_unlock();
+	toa_param_close(&toa_trust);
 }

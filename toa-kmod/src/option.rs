@@ -53,6 +53,9 @@ impl Format {
         }
     }
 
+    /// The option's length byte on the wire. Not a container's length, so
+    /// there is no `is_empty` to pair it with.
+    #[allow(clippy::len_without_is_empty)]
     pub const fn len(self) -> u8 {
         match self {
             Format::Lvs4 | Format::Tencent4 => 8,

@@ -5,9 +5,9 @@ use crate::builder::{self, BackendKind, Builder};
 use crate::distro::Distro;
 use crate::kernels::{self, Kernel};
 use crate::package::KernelModule;
-use crate::{cache, kmod_object, modcheck, package};
+use crate::{cache, kmod_object, modcheck, package, progress};
 use anyhow::{Context, Result};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -339,14 +339,15 @@ fn build_into(
     let logs = cache::target_dir().join("build-logs").join(&distro.name);
 
     let multi = MultiProgress::new();
-    let overall = multi.add(ProgressBar::new(kernels.len() as u64));
-    overall.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} kernels [{elapsed}]")
-            .expect("template"),
-    );
-    overall.set_prefix(format!("{} ({})", distro.name, kind_name(kind)));
+    let overall = multi.add(progress::counter(
+        &format!("{} ({})", distro.name, kind_name(kind)),
+        kernels.len() as u64,
+        "{prefix} [{bar:30}] {pos}/{len} kernels [{elapsed}]",
+    ));
+    // Shown in a log's lines only (the terminal's template has it already).
+    overall.set_message("kernels done");
 
-    let prep = multi.add(builder::spinner("prepare"));
+    let prep = multi.add(progress::spinner("prepare"));
     builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &prep)?;
     // A chroot's kernels share one package database: their headers go in
     // one at a time. With a container engine, one image takes every kernel's
@@ -377,7 +378,7 @@ fn build_into(
             ) {
                 Ok(()) => ready.push(k.clone()),
                 Err(e) => {
-                    overall.inc(1);
+                    progress::advance(&overall);
                     failed.push((k.clone(), e));
                 }
             }
@@ -396,7 +397,7 @@ fn build_into(
                 let Some(k) = queue.lock().unwrap().pop() else {
                     break;
                 };
-                let bar = multi.add(builder::spinner(&k.release));
+                let bar = multi.add(progress::spinner(&k.release));
                 let log = logs.join(format!("{}.log", k.release));
                 let headers = if headers_ready {
                     Ok(())
@@ -408,7 +409,7 @@ fn build_into(
                     Err(e) => failures.lock().unwrap().push((k.clone(), e)),
                 }
                 bar.finish_and_clear();
-                overall.inc(1);
+                progress::advance(&overall);
             });
         }
     });
@@ -511,7 +512,7 @@ pub fn build_test_module(distro: &Distro, release: &str) -> Result<KernelModule>
         .join("build-logs")
         .join(&distro.name)
         .join(format!("{release}-{NO_REWRITE_MARK}.log"));
-    let bar = builder::spinner(&format!("{release} ({NO_REWRITE_MARK}, test only)"));
+    let bar = progress::spinner(&format!("{release} ({NO_REWRITE_MARK}, test only)"));
     let src = work_dir(distro, k).with_file_name(format!("{release}-{NO_REWRITE_MARK}"));
     let built = builder
         .execute(&builder.prepare_steps()?, &log, &bar)
@@ -628,9 +629,7 @@ mod tests {
             .iter()
             .all(|f| f.error == "docker pull debian:bookworm: timeout"));
         // Written and read back as merge reads it.
-        let path = std::env::temp_dir()
-            .join(format!("toa-failures-{}", std::process::id()))
-            .join("Debian-12-x86_64.failed.json");
+        let path = crate::testing::scratch("failures").join("Debian-12-x86_64.failed.json");
         r.write(&path).unwrap();
         assert_eq!(crate::failures::Record::read(&path).unwrap(), r);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();

@@ -15,10 +15,9 @@
 use crate::distro::{Bootstrap, Distro, Repo};
 use crate::kernels::Kernel;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Packages a debootstrap rootfs gets besides what `prepare` installs.
 const BOOTSTRAP_PACKAGES: &[&str] = &["gcc", "make", "libc6-dev", "kmod", "ca-certificates"];
@@ -772,11 +771,11 @@ impl Builder {
 
     /// Runs the steps that are not cached yet, logging to `log`.
     pub fn execute(&self, steps: &[Step], log: &Path, bar: &ProgressBar) -> Result<()> {
-        for step in steps {
+        for (n, step) in steps.iter().enumerate() {
             if step.is_done(self.engine()) {
                 continue;
             }
-            bar.set_message(step.what.clone());
+            crate::progress::step(bar, n + 1, steps.len(), &step.what);
             let cmd = duct::cmd(&step.argv[0], &step.argv[1..])
                 .env("LC_ALL", "C")
                 .env(
@@ -878,21 +877,41 @@ pub fn run_logged(
     }
 }
 
-/// A spinner for one job.
-pub fn spinner(prefix: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
-            .expect("template"),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A command that prints once and then works quietly (a `docker commit`,
+    /// a dpkg run) still gives a log a line every interval, naming the step
+    /// and its last output.
+    #[test]
+    fn a_quiet_command_keeps_the_log_alive() {
+        let every = std::time::Duration::from_millis(100);
+        let (bar, sink) = crate::progress::watched("prepare", every);
+        let dir = crate::testing::scratch("quiet-step");
+        let cmd = duct::cmd!("sh", "-c", "echo committing; sleep 1");
+        run_logged(
+            cmd,
+            &dir.join("log"),
+            "docker commit",
+            "docker commit",
+            &bar,
+        )
+        .unwrap();
+        let lines = sink.lines();
+        assert!(
+            lines.iter().all(|l| l.starts_with("[prepare] elapsed 0m0")),
+            "{lines:?}"
+        );
+        // The first tick may come before the echo is read on a busy machine.
+        let named = lines
+            .iter()
+            .filter(|l| l.ends_with(": docker commit: committing"))
+            .count();
+        assert!(named >= 4, "{lines:?}");
+        bar.finish_and_clear();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn kernel(release: &str, version: &str) -> Kernel {
         Kernel::pinned(release, version)
@@ -1045,8 +1064,7 @@ pub(crate) mod tests {
     /// no trace of the repositories, whether it fails or not.
     #[test]
     fn registered_repositories_leave_no_trace() {
-        let root = std::env::temp_dir().join(format!("toa-zypper-trace-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = crate::testing::scratch("zypper-trace");
         for d in [
             "run/toa-zypper",
             "etc/zypp/repos.d",
@@ -1126,9 +1144,7 @@ pub(crate) mod tests {
 
     impl CompilerScene {
         pub(crate) fn new(case: &str, config: &str) -> CompilerScene {
-            let dir =
-                std::env::temp_dir().join(format!("toa-cc-check-{case}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = crate::testing::scratch(&format!("cc-check-{case}"));
             std::fs::create_dir_all(dir.join("bin")).unwrap();
             std::fs::create_dir_all(dir.join("kdir")).unwrap();
             std::fs::write(dir.join("kdir/.config"), config).unwrap();

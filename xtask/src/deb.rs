@@ -264,7 +264,7 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
     ];
     let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
     let (_, vmlinuz) = read_one(&image, &refs)?;
-    write_atomic(&tmp.join("vmlinuz"), &vmlinuz)?;
+    crate::index::write_atomic(&tmp.join("vmlinuz"), &vmlinuz)?;
 
     let (pkg, deb) = match (&kernel.modules, modules_deb) {
         (Some(p), Some(d)) => (p, d),
@@ -280,12 +280,12 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
     let mut names = String::new();
     for (name, bytes) in order {
         let file = format!("{name}.ko");
-        write_atomic(&tmp.join("modules").join(&file), &bytes)?;
+        crate::index::write_atomic(&tmp.join("modules").join(&file), &bytes)?;
         names.push_str(&file);
         names.push('\n');
     }
-    write_atomic(&tmp.join("modules.list"), names.as_bytes())?;
-    write_atomic(&tmp.join("stamp"), stamp_text.as_bytes())?;
+    crate::index::write_atomic(&tmp.join("modules.list"), names.as_bytes())?;
+    crate::index::write_atomic(&tmp.join("stamp"), stamp_text.as_bytes())?;
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(err) = std::fs::rename(&tmp, &dir) {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -437,25 +437,10 @@ pub fn busybox(pkg: &PackageRef) -> Result<PathBuf> {
     if !bytes.starts_with(b"\x7fELF") {
         bail!("{}: bin/busybox is not an ELF binary", pkg.url);
     }
-    write_atomic(&out, &bytes)?;
+    crate::index::write_atomic(&out, &bytes)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755))?;
     Ok(out)
-}
-
-/// Write `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
@@ -556,16 +541,9 @@ mod tests {
         elf
     }
 
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("toa-deb-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn reads_files_from_xz_data_tar_and_skips_odd_members() {
-        let dir = temp("read");
+        let dir = crate::testing::scratch("deb-read");
         let data = xz(&tar_of(
             &[("usr/bin/busybox", b"\x7fELF busybox")],
             &[("bin/sh", "busybox")],
@@ -590,7 +568,7 @@ mod tests {
 
     #[test]
     fn not_a_deb_is_an_error() {
-        let dir = temp("bad");
+        let dir = crate::testing::scratch("deb-bad");
         let deb = dir.join("bad.deb");
         std::fs::write(&deb, b"<html>not found</html>").unwrap();
         let err = format!("{:#}", read_one(&deb, &["x"]).unwrap_err());
@@ -600,7 +578,7 @@ mod tests {
 
     #[test]
     fn modules_come_with_dependencies_in_load_order_and_decompressed() {
-        let dir = temp("mods");
+        let dir = crate::testing::scratch("deb-mods");
         let rel = "9.9.9-1-amd64";
         let tun =
             fake_ko("license=GPL\ndepends=net-core,helper\nvermagic=9.9.9-1-amd64 SMP mod_unload");

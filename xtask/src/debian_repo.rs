@@ -1437,8 +1437,7 @@ mod tests {
         let err = format!("{:#}", gpgv_verify(&file, &trixie).unwrap_err());
         assert!(err.contains("no good signature"), "{err}");
         // One changed byte in the signed text: every signature is bad.
-        let dir = std::env::temp_dir().join(format!("toa-gpgv-dual-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("gpgv-dual");
         let tampered = dir.join("InRelease");
         let text = std::fs::read_to_string(&file).unwrap();
         std::fs::write(&tampered, text.replacen("Version: 12", "Version: 13", 1)).unwrap();
@@ -1454,8 +1453,7 @@ mod tests {
             eprintln!("skipped: gpgv or {} missing", keyring.display());
             return;
         }
-        let dir = std::env::temp_dir().join(format!("toa-gpgv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("gpgv");
         let file = dir.join("InRelease");
         std::fs::write(&file, INRELEASE).unwrap();
         let err = format!("{:#}", gpgv_verify(&file, &keyring).unwrap_err());

@@ -504,11 +504,7 @@ mod tests {
         // directory per call, or one test removes another's file.
         static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "toa-distro-test-{}-{call}-{name}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch(&format!("distro-test-{call}-{name}"));
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, text).unwrap();
         let out = load_file_for(&file, arch);
@@ -720,8 +716,7 @@ cc = "gcc-12"
             err.contains("SUSE Customer Center") && err.contains(&c.env),
             "{err}"
         );
-        let dir = std::env::temp_dir().join(format!("toa-creds-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("creds");
         // A directory where the file should be: named, with the help.
         std::env::set_var(&c.env, &dir);
         let err = format!("{:#}", c.read("sles-12-sp5").unwrap_err());

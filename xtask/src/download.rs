@@ -6,7 +6,7 @@
 //! tampered entry is replaced rather than trusted.
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -94,28 +94,11 @@ pub fn verify_file(path: &Path, expected: &Expected) -> Result<()> {
             expected.size
         );
     }
-    let got = sha256_file(path)?;
+    let got = crate::index::sha256_file(path)?;
     if !got.eq_ignore_ascii_case(&expected.sha256) {
         bail!("sha256 mismatch: expected {}, got {got}", expected.sha256);
     }
     Ok(())
-}
-
-/// The sha256 of a file, lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 fn client() -> Result<reqwest::blocking::Client> {
@@ -308,20 +291,7 @@ pub fn redact(url: &str) -> String {
 
 fn progress_bar(url: &str, total: Option<u64>) -> ProgressBar {
     let name = url.rsplit('/').next().unwrap_or(url);
-    let bar = match total {
-        Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
-            .with_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            ),
-        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})")
-                .expect("valid template"),
-        ),
-    };
+    let bar = crate::progress::bytes(name, total);
     if bar.is_hidden() {
         // Not a terminal (CI logs): one line per download instead of a bar.
         match total {
@@ -329,7 +299,6 @@ fn progress_bar(url: &str, total: Option<u64>) -> ProgressBar {
             None => eprintln!("downloading {url}"),
         }
     }
-    bar.set_message(name.to_string());
     bar
 }
 
@@ -437,13 +406,6 @@ mod tests {
     use super::test_server::serve;
     use super::*;
 
-    fn temp_cache(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("toa-download-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     fn expected(body: &[u8]) -> Expected {
         Expected {
             sha256: hex::encode(Sha256::digest(body)),
@@ -466,7 +428,7 @@ mod tests {
     fn good_download_is_cached_and_reused() {
         let body = b"hello, cache".to_vec();
         let server = serve(vec![("/a/file.bin", body.clone())]);
-        let cache = temp_cache("good");
+        let cache = crate::testing::scratch("download-good");
         let url = format!("{}/a/file.bin", server.base);
         let exp = expected(&body);
         let path = fetch_in(&cache, &url, Some(&exp), Path::new("sub/file.bin")).unwrap();
@@ -482,7 +444,7 @@ mod tests {
     #[test]
     fn checksum_mismatch_fails_and_leaves_nothing() {
         let server = serve(vec![("/evil", b"tampered bytes".to_vec())]);
-        let cache = temp_cache("mismatch");
+        let cache = crate::testing::scratch("download-mismatch");
         let url = format!("{}/evil", server.base);
         let mut exp = expected(b"genuine bytes!");
         exp.size = 14;
@@ -512,7 +474,7 @@ mod tests {
     fn corrupt_cache_entry_is_replaced() {
         let body = b"the real content".to_vec();
         let server = serve(vec![("/f", body.clone())]);
-        let cache = temp_cache("corrupt");
+        let cache = crate::testing::scratch("download-corrupt");
         std::fs::create_dir_all(cache.join("x")).unwrap();
         std::fs::write(cache.join("x/f"), b"the real c0ntent").unwrap();
         let url = format!("{}/f", server.base);
@@ -525,7 +487,7 @@ mod tests {
     #[test]
     fn http_error_names_the_url_and_status() {
         let server = serve(vec![]);
-        let cache = temp_cache("404");
+        let cache = crate::testing::scratch("download-404");
         let url = format!("{}/missing.deb", server.base);
         let err = format!(
             "{:#}",
@@ -569,7 +531,7 @@ mod tests {
 
         // Refused, and unreachable: neither message has the token.
         let server = serve(vec![]);
-        let cache = temp_cache("token");
+        let cache = crate::testing::scratch("download-token");
         let refused = format!(
             "{:#}",
             fetch_in(
@@ -605,7 +567,7 @@ mod tests {
     #[test]
     fn connection_error_names_the_url() {
         let port = closed_port();
-        let cache = temp_cache("refused");
+        let cache = crate::testing::scratch("download-refused");
         let url = format!("http://127.0.0.1:{port}/x");
         let err = format!(
             "{:#}",
@@ -626,7 +588,7 @@ mod tests {
     #[test]
     fn a_corrupt_entry_that_cannot_be_fetched_again_is_named() {
         let port = closed_port();
-        let cache = temp_cache("corrupt-offline");
+        let cache = crate::testing::scratch("download-corrupt-offline");
         std::fs::create_dir_all(cache.join("x")).unwrap();
         let entry = cache.join("x/f");
         std::fs::write(&entry, b"the real c0ntent").unwrap();

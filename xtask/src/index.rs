@@ -256,6 +256,7 @@ pub fn sha256sums(dist_dir: &Path) -> Result<String> {
     Ok(out)
 }
 
+/// The sha256 of a file, lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -264,14 +265,20 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Writes beside the target and renames, so a reader never sees half a file.
+/// Writes beside the target and renames, so a reader never sees half a file;
+/// the temporary name carries the process id, so two writers never share it.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().context("path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().context("path has no file name")?;
-    let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
@@ -280,16 +287,9 @@ mod tests {
     use super::*;
     use crate::package::{write_tarball, KernelModule};
 
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("toa-index-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn index_has_one_line_per_module_and_is_json() {
-        let dist = scratch("lines");
+        let dist = crate::testing::scratch("index-lines");
         write_tarball(
             &dist,
             "Debian-12-x86_64",
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn empty_dist_gives_an_empty_json_list() {
-        let dist = scratch("empty");
+        let dist = crate::testing::scratch("index-empty");
         write_index(&dist).unwrap();
         let text = std::fs::read_to_string(dist.join(INDEX)).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn stray_tarball_without_metadata_is_an_error() {
-        let dist = scratch("stray");
+        let dist = crate::testing::scratch("index-stray");
         std::fs::write(dist.join("Other-x86_64.tar.gz"), b"not a tarball").unwrap();
         let err = format!("{:#}", write_index(&dist).unwrap_err());
         assert!(err.contains("Other-x86_64.tar.gz"), "{err}");

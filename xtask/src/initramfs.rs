@@ -126,7 +126,7 @@ impl Archive {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         self.write_cpio(&mut gz)?;
         let bytes = gz.finish()?;
-        crate::deb::write_atomic(path, &bytes)
+        crate::index::write_atomic(path, &bytes)
     }
 }
 
@@ -266,13 +266,6 @@ mod tests {
             .is_ok_and(|o| o.status.success())
     }
 
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("toa-cpio-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn newc_layout_is_aligned_and_padded() {
         let mut a = Archive::new();
@@ -306,7 +299,7 @@ mod tests {
             eprintln!("skipped: cpio is not installed (apt-get install cpio)");
             return;
         }
-        let dir = temp("extract");
+        let dir = crate::testing::scratch("cpio-extract");
         let mut a = Archive::new();
         a.file("init", 0o755, "#!/bin/sh\necho hi\n")
             .file("lib/modules/tun.ko", 0o644, vec![7u8; 1001])
@@ -355,7 +348,7 @@ mod tests {
             eprintln!("skipped: cpio is not installed (apt-get install cpio)");
             return;
         }
-        let dir = temp("list");
+        let dir = crate::testing::scratch("cpio-list");
         let mut a = Archive::new();
         a.char_dev("dev/console", 0o600, 5, 1);
         let archive = dir.join("a.cpio");
@@ -377,7 +370,7 @@ mod tests {
 
     #[test]
     fn lab_archive_has_everything_init_uses() {
-        let dir = temp("lab");
+        let dir = crate::testing::scratch("cpio-lab");
         let write = |name: &str, data: &str| {
             let p = dir.join(name);
             std::fs::write(&p, data).unwrap();

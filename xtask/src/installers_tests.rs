@@ -344,9 +344,7 @@ struct Lab {
 
 impl Lab {
     fn new(name: &str) -> Lab {
-        let dir =
-            std::env::temp_dir().join(format!("toa-installers-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::scratch(&format!("installers-{name}"));
         let (root, dist, bin, tmp) = (
             dir.join("root"),
             dir.join("dist"),
@@ -533,8 +531,7 @@ fn rendered_scripts_pass_shellcheck() {
     let Some(shellcheck) = which("shellcheck") else {
         panic!("shellcheck is not installed; install it with: sudo apt-get install -y shellcheck");
     };
-    let dir = std::env::temp_dir().join(format!("toa-shellcheck-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::testing::scratch("shellcheck");
     let written = write_installers(&dir, "https://downloads.example.com/toa").unwrap();
     for path in written {
         let out = Command::new(&shellcheck)
@@ -1805,8 +1802,7 @@ fn the_unit_reloads_in_place_and_a_refused_load_fails_it_loudly() {
     // systemd's own parser, where it is installed: every key is one it knows
     // (a misspelt one is ignored with a warning, silently dropping a rule).
     if let Some(analyze) = which("systemd-analyze") {
-        let dir = std::env::temp_dir().join(format!("toa-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("unit");
         let path = dir.join("toa-bpf.service");
         std::fs::write(&path, &unit).unwrap();
         let out = std::process::Command::new(analyze)

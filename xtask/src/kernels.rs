@@ -57,8 +57,8 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<34} {:<24} {:<20} {}",
-        "RELEASE", "VERSION", "SUITE", "FLAVOUR"
+        "{:<34} {:<24} {:<20} FLAVOUR",
+        "RELEASE", "VERSION", "SUITE"
     );
     for k in &kernels {
         println!(

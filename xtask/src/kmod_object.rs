@@ -154,6 +154,10 @@ fn build(arch: Arch, flavour: Flavour, out_dir: &Path) -> Result<PathBuf> {
             .map(String::from),
         );
     }
+    // A cold build (fat LTO, and core built from source for arm64) takes
+    // minutes with its output captured: the spinner keeps a log alive.
+    let bar = crate::progress::spinner(&format!("Rust core ({what})"));
+    bar.set_message("cargo rustc --profile kmod");
     let output = duct::cmd(cargo, &argv)
         .dir(crate::cache::project_root())
         // -Zfunction-return and -Zbuild-std are not stable yet; the kernel's
@@ -167,7 +171,9 @@ fn build(arch: Arch, flavour: Flavour, out_dir: &Path) -> Result<PathBuf> {
         .stderr_capture()
         .unchecked()
         .run()
-        .with_context(|| format!("starting cargo for the Rust core ({what})"))?;
+        .with_context(|| format!("starting cargo for the Rust core ({what})"));
+    bar.finish_and_clear();
+    let output = output?;
     let diagnostics = without_sls_notes(&String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
         bail!("building the Rust core ({what}) failed:\n{diagnostics}");

@@ -41,7 +41,7 @@ pub fn build(distro: &Distro, release: &str) -> Result<Vec<PathBuf>> {
         .join("build-logs")
         .join(&distro.name);
     let log = logs.join(format!("lab-kmod-{release}.log"));
-    let bar = builder::spinner("lab kmod");
+    let bar = crate::progress::spinner("lab kmod");
     builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &bar)?;
     builder.execute(&builder.headers_steps(kernel), &log, &bar)?;
 

@@ -33,6 +33,7 @@ mod package;
 mod plan;
 mod preflight;
 mod previous_release;
+mod progress;
 mod qemu;
 #[cfg(test)]
 mod recipe_tests;
@@ -43,6 +44,8 @@ mod scc;
 mod source;
 mod stress;
 mod test;
+#[cfg(test)]
+mod testing;
 mod vm_install;
 mod vm_test;
 

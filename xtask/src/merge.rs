@@ -614,13 +614,6 @@ mod tests {
     use super::*;
     use crate::package::write_tarball;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("toa-merge-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     fn module(release: &str, ko: &str) -> KernelModule {
         KernelModule::new(
             release,
@@ -685,14 +678,14 @@ mod tests {
 
     #[test]
     fn two_parts_give_what_one_build_of_both_gives() {
-        let dir = scratch("equal");
+        let dir = crate::testing::scratch("merge-equal");
         let (a, b, c) = (
             module("6.1.0-9-amd64", "nine"),
             module("6.1.0-10-amd64", "ten"),
             module("6.1.0-11-amd64", "eleven"),
         );
         // Shards are oldest first, but the merge must not depend on it.
-        let p1 = part(&dir, "p1", "debian-12", &[c.clone()]);
+        let p1 = part(&dir, "p1", "debian-12", std::slice::from_ref(&c));
         let p2 = part(&dir, "p2", "debian-12", &[a.clone(), b.clone()]);
         let p3 = part(
             &dir,
@@ -749,11 +742,11 @@ mod tests {
 
     #[test]
     fn the_same_module_in_two_parts_is_merged_once() {
-        let dir = scratch("overlap");
+        let dir = crate::testing::scratch("merge-overlap");
         let a = module("6.1.0-9-amd64", "nine");
         let b = module("6.1.0-10-amd64", "ten");
         let p1 = part(&dir, "p1", "debian-12", &[a.clone(), b.clone()]);
-        let p2 = part(&dir, "p2", "debian-12", &[b.clone()]);
+        let p2 = part(&dir, "p2", "debian-12", std::slice::from_ref(&b));
         let merged = merge(&[p1, p2], &dir.join("out")).unwrap();
         assert_eq!(merged[0].kernels, 2);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -761,7 +754,7 @@ mod tests {
 
     #[test]
     fn different_modules_for_one_kernel_are_a_conflict() {
-        let dir = scratch("conflict");
+        let dir = crate::testing::scratch("merge-conflict");
         let p1 = part(
             &dir,
             "p1",
@@ -802,7 +795,7 @@ mod tests {
 
     #[test]
     fn another_toa_version_is_a_conflict() {
-        let dir = scratch("version");
+        let dir = crate::testing::scratch("merge-version");
         let ours = env!("CARGO_PKG_VERSION");
         let ko: &[u8] = b"nine";
         let p1 = raw_part(
@@ -829,7 +822,7 @@ mod tests {
                 ("6.1.0-10-amd64/toa.ko", ko),
             ],
         );
-        merge(&[p1.clone()], &dir.join("ok")).unwrap();
+        merge(std::slice::from_ref(&p1), &dir.join("ok")).unwrap();
         let err = format!(
             "{:#}",
             merge(&[p1, p2.clone()], &dir.join("out")).unwrap_err()
@@ -845,11 +838,13 @@ mod tests {
 
     #[test]
     fn a_part_that_disagrees_with_its_metadata_is_refused() {
-        let dir = scratch("sha");
+        let dir = crate::testing::scratch("merge-sha");
         let ours = env!("CARGO_PKG_VERSION");
         let good: &[u8] = b"nine";
         let meta = metadata(ours, "6.1.0-9-amd64", &[("6.1.0-9-amd64", good)]);
-        let cases: [(&str, Vec<(&str, &[u8])>, &str); 5] = [
+        // (case, files of the part, what the error must say)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a str);
+        let cases: [Case; 5] = [
             (
                 "sha",
                 vec![
@@ -936,7 +931,7 @@ mod tests {
     // job failed) stopped the merge, so one failing shard failed the release.
     #[test]
     fn failed_and_missing_shards_are_reported_and_the_rest_is_published() {
-        let dir = scratch("partial");
+        let dir = crate::testing::scratch("merge-partial");
         let parts = dir.join("parts");
         // Shard 1: kernel 9 built, 10 failed.
         let p1 = part(
@@ -1027,7 +1022,7 @@ mod tests {
 
     #[test]
     fn a_kernel_built_elsewhere_is_not_reported_and_all_built_says_so() {
-        let dir = scratch("rebuilt");
+        let dir = crate::testing::scratch("merge-rebuilt");
         // Shard 1 recorded kernel 10 as failed, but the latest release's
         // tarball (merged in by the daily run) holds it.
         let p1 = part(
@@ -1083,7 +1078,7 @@ mod tests {
         let all = kernels::discover(&distro).unwrap();
         assert!(all.len() >= 2, "debian-11 lists fewer than two kernels");
         let pair = &all[all.len() - 2..];
-        let dir = scratch("real");
+        let dir = crate::testing::scratch("merge-real");
         let dist = cache::dist_dir();
         let tarball = format!("{}.tar.gz", distro.dist_name());
         let build_into = |name: &str, kernels: &[kernels::Kernel]| -> PathBuf {

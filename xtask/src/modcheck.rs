@@ -2,7 +2,7 @@
 //! kernel it was built for.
 
 use anyhow::{bail, Context, Result};
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSymbol};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -11,19 +11,7 @@ const REQUIRED_MODINFO: &[&str] = &["license", "vermagic", "name", "version", "d
 
 /// The `.modinfo` section as key → value (the last value of repeated keys).
 pub fn modinfo(ko: &[u8]) -> Result<BTreeMap<String, String>> {
-    let file = object::File::parse(ko).context("not an ELF module")?;
-    let section = file
-        .section_by_name(".modinfo")
-        .context("no .modinfo section")?;
-    let data = section.data()?;
-    let mut out = BTreeMap::new();
-    for entry in data.split(|b| *b == 0).filter(|e| !e.is_empty()) {
-        let entry = String::from_utf8_lossy(entry);
-        if let Some((k, v)) = entry.split_once('=') {
-            out.insert(k.to_string(), v.to_string());
-        }
-    }
-    Ok(out)
+    Ok(crate::deb::modinfo(ko)?.into_iter().collect())
 }
 
 /// Exported symbol names of a kernel's `Module.symvers`.

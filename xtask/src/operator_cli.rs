@@ -81,8 +81,7 @@ mod tests {
 
     #[test]
     fn index_lines_name_file_and_checksum() {
-        let dist = std::env::temp_dir().join(format!("xtask-operator-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dist).unwrap();
+        let dist = crate::testing::scratch("operator-cli");
         assert!(index_lines(&dist).unwrap().is_empty());
         std::fs::write(dist.join("toa-x86_64"), b"binary").unwrap();
         let lines = index_lines(&dist).unwrap();
@@ -97,9 +96,7 @@ mod tests {
 
     #[test]
     fn a_build_in_dist_is_indexed_and_checksummed() {
-        let dist =
-            std::env::temp_dir().join(format!("xtask-operator-index-{}", std::process::id()));
-        std::fs::create_dir_all(&dist).unwrap();
+        let dist = crate::testing::scratch("operator-index");
         index::write_index(&dist).unwrap();
         let text = std::fs::read_to_string(dist.join(index::INDEX)).unwrap();
         assert!(!text.contains("programs"), "no build, no list: {text}");

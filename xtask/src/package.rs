@@ -89,28 +89,18 @@ pub fn write_tarball_with_default(
         default_from: chosen.map(|(_, d)| d.from.as_str()),
         modules,
     })?;
-    let mut entries: Vec<(String, &[u8], u32)> = vec![
-        (format!("{dist_name}/toa.ko"), &top.ko, 0o644),
-        (format!("{dist_name}/metadata.json"), &metadata, 0o644),
+    let mut entries: Vec<(String, &[u8])> = vec![
+        (format!("{dist_name}/toa.ko"), &top.ko),
+        (format!("{dist_name}/metadata.json"), &metadata),
     ];
     for m in modules {
-        entries.push((format!("{dist_name}/{}/toa.ko", m.release), &m.ko, 0o644));
+        entries.push((format!("{dist_name}/{}/toa.ko", m.release), &m.ko));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-
-    std::fs::create_dir_all(dist_dir)?;
-    let out = dist_dir.join(format!("{dist_name}.tar.gz"));
-    let tmp = dist_dir.join(format!(".{dist_name}.tar.gz.partial"));
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(file, flate2::Compression::best());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
+    // The directories that hold a file, sorted by name before the slash.
     let mut dirs: Vec<String> = entries
         .iter()
-        .filter_map(|(p, _, _)| {
+        .filter_map(|(p, _)| {
             Path::new(p)
                 .parent()
                 .map(|d| d.to_string_lossy().into_owned())
@@ -118,19 +108,50 @@ pub fn write_tarball_with_default(
         .collect();
     dirs.sort();
     dirs.dedup();
-    for dir in &dirs {
+    let dirs: Vec<String> = dirs.into_iter().map(|d| format!("{d}/")).collect();
+
+    let out = dist_dir.join(format!("{dist_name}.tar.gz"));
+    write_tar_gz(&out, &dirs, &entries)?;
+    Ok(out)
+}
+
+/// Writes `out` as a `.tar.gz` of the directories `dirs` (each ending in
+/// `/`), then `files` (path in the archive, bytes), in the order given.
+/// Same inputs, same bytes: owner root, mode 0755 for directories and 0644
+/// for files, mtime 0, a gzip header without name or time. Written beside
+/// `out` and renamed, so a reader never sees half a tarball.
+pub fn write_tar_gz<D: AsRef<[u8]>>(
+    out: &Path,
+    dirs: &[String],
+    files: &[(String, D)],
+) -> Result<()> {
+    let dir = out.parent().context("tarball path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = out.file_name().context("tarball path has no file name")?;
+    let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(file, flate2::Compression::best());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    for dir in dirs {
         let mut h = header(tar::EntryType::Directory, 0o755, 0);
-        tar.append_data(&mut h, format!("{dir}/"), std::io::empty())?;
+        tar.append_data(&mut h, dir, std::io::empty())?;
     }
-    for (path, data, mode) in &entries {
-        let mut h = header(tar::EntryType::Regular, *mode, data.len() as u64);
-        tar.append_data(&mut h, path, *data)?;
+    for (path, data) in files {
+        let data = data.as_ref();
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        tar.append_data(&mut h, path, data)?;
     }
     let mut gz = tar.into_inner()?;
     gz.flush()?;
-    gz.finish()?.sync_all()?;
-    std::fs::rename(&tmp, &out)?;
-    Ok(out)
+    gz.finish()?
+        .sync_all()
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
+    Ok(())
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -166,7 +187,7 @@ mod tests {
 
     #[test]
     fn tarball_is_reproducible_and_readable() {
-        let dir = std::env::temp_dir().join(format!("toa-pack-test-{}", std::process::id()));
+        let dir = crate::testing::scratch("pack-test");
         let modules = [
             KernelModule::new("6.1.0-1-amd64", "6.1.1-1", b"old module".to_vec()),
             KernelModule::new("6.1.0-2-amd64", "6.1.2-1", b"new module".to_vec()),
@@ -196,9 +217,30 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The bytes of a tarball are part of a release (its sha256 is
+    /// published): this digest is what the writer produced before the module
+    /// and source tarballs shared it, for the same entries.
+    #[test]
+    fn the_tar_writer_keeps_its_bytes() {
+        let dir = crate::testing::scratch("pack-bytes");
+        let out = dir.join("w.tar.gz");
+        let dirs = ["top/", "top/sub/", "top/sub/deep/"].map(String::from);
+        let files = [
+            ("top/a.txt".to_string(), &b"alpha"[..]),
+            ("top/sub/deep/b.o".to_string(), b"beta"),
+            ("top/z".to_string(), b""),
+        ];
+        write_tar_gz(&out, &dirs, &files).unwrap();
+        assert_eq!(
+            crate::index::sha256_file(&out).unwrap(),
+            "4b2b5cb61d00b037d74adf5066063103f9b2a38a224ba76abde37d9703ceabbb"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn the_default_kernel_is_the_top_level_module() {
-        let dir = std::env::temp_dir().join(format!("toa-pack-default-{}", std::process::id()));
+        let dir = crate::testing::scratch("pack-default");
         let modules = [
             KernelModule::new("6.1.0-57-amd64", "6.1.192-3", b"default".to_vec()),
             KernelModule::new("6.12.95+deb12-amd64", "6.12.95-1", b"backport".to_vec()),

@@ -644,8 +644,7 @@ cc = "gcc-12"
     fn a_file_that_is_not_an_index_is_refused() {
         assert!(parse_published("{}").is_err());
         assert!(parse_published(r#"{"format":2,"modules":[]}"#).is_err());
-        let dir = std::env::temp_dir().join(format!("toa-plan-missing-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("plan-missing");
         let file = dir.join("index.json");
         std::fs::write(&file, index_json(&[("debian-12", "6.1.0-1-amd64")])).unwrap();
         let got = published(file.to_str().unwrap()).unwrap();

@@ -656,8 +656,7 @@ mod tests {
     /// A directory holding an executable `apt-get` and nothing else.
     fn apt_only() -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("toa-preflight-apt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("preflight-apt");
         let apt = dir.join("apt-get");
         std::fs::write(&apt, "#!/bin/sh\nexit 1\n").unwrap();
         std::fs::set_permissions(&apt, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -348,34 +348,53 @@ pub fn boot(b: &Boot) -> Result<BootOutcome> {
     })
 }
 
-/// A spinner with the last `TOA-LAB` line on a terminal; plain lines otherwise.
+/// A spinner with the last `TOA-LAB` line on a terminal; plain lines otherwise,
+/// and one at least every [`crate::progress::EVERY`] while the guest says
+/// nothing (a boot under TCG, a long scenario).
 struct Progress {
     bar: Option<ProgressBar>,
+    /// When the last plain line was printed.
+    printed: std::cell::Cell<Instant>,
 }
 
 impl Progress {
     fn new() -> Progress {
-        if !std::io::stderr().is_terminal() {
-            return Progress { bar: None };
+        let printed = std::cell::Cell::new(Instant::now());
+        if crate::progress::plain() {
+            return Progress { bar: None, printed };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template("{spinner} [{elapsed}] {msg}").expect("valid template"),
         );
         bar.set_message("booting");
-        Progress { bar: Some(bar) }
+        Progress {
+            bar: Some(bar),
+            printed,
+        }
     }
 
     fn line(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(line.to_string()),
-            None => eprintln!("  {line}"),
+            None => {
+                eprintln!("  {line}");
+                self.printed.set(Instant::now());
+            }
         }
     }
 
-    fn tick(&self, _elapsed: Duration) {
-        if let Some(bar) = &self.bar {
-            bar.tick();
+    fn tick(&self, elapsed: Duration) {
+        match &self.bar {
+            Some(bar) => bar.tick(),
+            None if self.printed.get().elapsed() >= crate::progress::EVERY => {
+                eprintln!(
+                    "  [guest] elapsed {}: running",
+                    crate::progress::elapsed(elapsed)
+                );
+                self.printed.set(Instant::now());
+            }
+            None => {}
         }
     }
 
@@ -463,8 +482,7 @@ mod tests {
     #[test]
     fn timeout_kills_a_hung_guest() {
         // A script that prints like a guest and then hangs stands in for QEMU.
-        let dir = std::env::temp_dir().join(format!("toa-qemu-timeout-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("qemu-timeout");
         let fake = dir.join("fake-qemu");
         std::fs::write(&fake, "#!/bin/sh\necho 'TOA-LAB INIT'\nexec sleep 30\n").unwrap();
         use std::os::unix::fs::PermissionsExt;

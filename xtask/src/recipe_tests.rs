@@ -339,8 +339,7 @@ fn the_offline_plan_lists_the_fixture_kernels() {
 /// A copy of amazonlinux-2023's fixture whose mirror list reads `list`.
 fn al2023_with_mirror_list(case: &str, list: &str) -> anyhow::Result<Vec<Kernel>> {
     let src = crate::fixtures::root().join("rpm/amazonlinux-2023");
-    let dir = std::env::temp_dir().join(format!("toa-mirror-list-{case}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = crate::testing::scratch(&format!("mirror-list-{case}"));
     for entry in std::fs::read_dir(&src).unwrap() {
         let from = entry.unwrap().path();
         if !from.is_dir() {

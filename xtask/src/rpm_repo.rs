@@ -205,7 +205,7 @@ impl Fetch for Net {
             ),
             None => {
                 let path = crate::download::fetch_fresh(url, cache)?;
-                let got = crate::download::sha256_file(&path)?;
+                let got = crate::index::sha256_file(&path)?;
                 if got != sha256 {
                     let _ = std::fs::remove_file(&path);
                     bail!(
@@ -404,7 +404,10 @@ pub fn kernels_with(
         let resolved;
         let (base, mirrored) = if base.ends_with("/mirror.list") {
             resolved = mirror_list_root(fetch, distro_name, arch, base)?;
-            (resolved.as_str(), Some(crate::scc::RepoUrl::plain(&resolved)))
+            (
+                resolved.as_str(),
+                Some(crate::scc::RepoUrl::plain(&resolved)),
+            )
         } else {
             (base, None)
         };
@@ -646,7 +649,7 @@ pub(crate) mod tests {
     /// A copy of the signed repository in a temporary directory, with
     /// `change` applied to it.
     fn altered_copy(case: &str, change: impl Fn(&Path)) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("toa-repomd-{case}-{}", std::process::id()));
+        let dir = crate::testing::scratch(&format!("repomd-{case}"));
         let repo = dir.join("repo.example.invalid_signed");
         std::fs::create_dir_all(&repo).unwrap();
         for f in ["repomd.xml", "repomd.xml.asc", "primary.xml"] {

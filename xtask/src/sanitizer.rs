@@ -31,7 +31,6 @@ use crate::debian_repo::{KernelPackages, PackageRef};
 use crate::distro::Distro;
 use crate::report::usage_bail;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -294,11 +293,11 @@ pub fn tree(distro: &Distro) -> Result<Tree> {
     let tree = Tree { release, ..tree };
     let stamp = Stamp {
         release: tree.release.clone(),
-        bzimage: crate::download::sha256_file(&tree.bzimage())?,
-        symvers: crate::download::sha256_file(&tree.symvers())?,
+        bzimage: crate::index::sha256_file(&tree.bzimage())?,
+        symvers: crate::index::sha256_file(&tree.symvers())?,
         ..want
     };
-    crate::deb::write_atomic(&built, stamp.render().as_bytes())?;
+    crate::index::write_atomic(&built, stamp.render().as_bytes())?;
     eprintln!(
         "sanitizer kernel {} built in {:.1} min: {} (log: {})",
         tree.release,
@@ -383,7 +382,7 @@ fn check_built(tree: &Tree, built: &Path, want: &Stamp) -> Result<Option<String>
         (tree.bzimage(), &stamp.bzimage),
         (tree.symvers(), &stamp.symvers),
     ] {
-        match crate::download::sha256_file(&path) {
+        match crate::index::sha256_file(&path) {
             Ok(got) if &got == sha => {}
             Ok(got) => corrupt.push(format!("{} has sha256 {got}, built {sha}", path.display())),
             Err(e) => corrupt.push(format!("{e:#}")),
@@ -478,15 +477,10 @@ fn ensure_unpacked(tree: &Tree, entry: &Path) -> Result<()> {
     let deb = tree.source.fetch()?;
     let partial = entry.join("unpack.partial");
     std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let bar = ProgressBar::new(tree.source.size).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} [{elapsed}]")
-            .expect("template")
-            .progress_chars("=> "),
+    let bar = crate::progress::bytes(
+        &format!("unpacking {} {}", tree.source.name, tree.source.version),
+        Some(tree.source.size),
     );
-    bar.set_message(format!(
-        "unpacking {} {}",
-        tree.source.name, tree.source.version
-    ));
     if bar.is_hidden() {
         eprintln!("unpacking {} {}", tree.source.name, tree.source.version);
     }
@@ -521,7 +515,7 @@ fn ensure_unpacked(tree: &Tree, entry: &Path) -> Result<()> {
     std::fs::rename(&unpacked, &tree.dir)
         .with_context(|| format!("moving {} to {}", unpacked.display(), tree.dir.display()))?;
     let _ = std::fs::remove_dir_all(&partial);
-    crate::deb::write_atomic(&stamp, want.as_bytes())
+    crate::index::write_atomic(&stamp, want.as_bytes())
 }
 
 /// `make` in the tree with the compiler and reproducible build identity.
@@ -550,7 +544,7 @@ fn ensure_configured(tree: &Tree, entry: &Path, log: &Path) -> Result<()> {
     {
         return Ok(());
     }
-    let bar = crate::builder::spinner("sanitizer kernel");
+    let bar = crate::progress::spinner("sanitizer kernel");
     let script = tree.dir.join("scripts/config");
     let fragment = config::script_args();
     let steps: Vec<(String, duct::Expression)> = vec![
@@ -591,14 +585,14 @@ fn ensure_configured(tree: &Tree, entry: &Path, log: &Path) -> Result<()> {
             unmet.join("\n  ")
         );
     }
-    crate::deb::write_atomic(&stamp, want.as_bytes())
+    crate::index::write_atomic(&stamp, want.as_bytes())
 }
 
 /// `make -j<cpus> bzImage modules` (modules: there are none, but it writes
 /// Module.symvers and prepares the tree for `M=` builds); returns the release.
 fn make(tree: &Tree, log: &Path) -> Result<String> {
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bar = crate::builder::spinner("sanitizer kernel");
+    let bar = crate::progress::spinner("sanitizer kernel");
     if bar.is_hidden() {
         eprintln!(
             "building the sanitizer kernel in {} (make -j{jobs}; log: {})",
@@ -732,8 +726,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_cache_entry_is_found_and_its_image_removed() {
-        let dir = std::env::temp_dir().join(format!("toa-sanitizer-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::scratch("sanitizer");
         let tree = Tree {
             dir: dir.join("linux"),
             release: String::new(),
@@ -767,8 +760,8 @@ mod tests {
         let built = dir.join("built");
         let good = Stamp {
             release: "6.1.192-toa-sanitizers".into(),
-            bzimage: crate::download::sha256_file(&tree.bzimage()).unwrap(),
-            symvers: crate::download::sha256_file(&tree.symvers()).unwrap(),
+            bzimage: crate::index::sha256_file(&tree.bzimage()).unwrap(),
+            symvers: crate::index::sha256_file(&tree.symvers()).unwrap(),
             ..want.clone()
         };
         std::fs::write(&built, good.render()).unwrap();

@@ -947,9 +947,7 @@ mod tests {
 
     impl Scene {
         fn new(case: &str) -> Scene {
-            let dir = std::env::temp_dir().join(format!("toa-scc-{case}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = crate::testing::scratch(&format!("scc-{case}"));
             let creds_file = dir.join("SCCcredentials");
             std::fs::copy(
                 crate::fixtures::root().join("scc/SCCcredentials"),

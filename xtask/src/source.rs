@@ -13,7 +13,6 @@
 
 use crate::{cache, index, kmod_object};
 use anyhow::{bail, Context, Result};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const DKMS_CONF: &str = include_str!("../../dist/dkms.conf");
@@ -130,54 +129,14 @@ pub fn write_source_tarball(dist_dir: &Path, objects: &[PathBuf]) -> Result<Path
         .collect();
     dirs.sort();
     dirs.dedup();
-
-    std::fs::create_dir_all(dist_dir)
-        .with_context(|| format!("creating {}", dist_dir.display()))?;
     let out = dist_dir.join(index::SOURCE_TARBALL);
-    let tmp = dist_dir.join(format!(".{}.partial", index::SOURCE_TARBALL));
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(file, flate2::Compression::best());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
-    for dir in &dirs {
-        let mut h = header(tar::EntryType::Directory, 0o755, 0);
-        tar.append_data(&mut h, dir, std::io::empty())?;
-    }
-    for (path, data) in &files {
-        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
-        tar.append_data(&mut h, path, &data[..])?;
-    }
-    let mut gz = tar.into_inner()?;
-    gz.flush()?;
-    gz.finish()?.sync_all()?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
+    crate::package::write_tar_gz(&out, &dirs, &files)?;
     Ok(out)
-}
-
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("toa-source-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     fn fake_objects(dir: &Path) -> Vec<PathBuf> {
         ["plain", "rethunk"]
@@ -210,7 +169,7 @@ mod tests {
 
     #[test]
     fn source_tarball_is_reproducible_and_complete() {
-        let dir = scratch("repro");
+        let dir = crate::testing::scratch("source-repro");
         let objects = fake_objects(&dir);
         let a = write_source_tarball(&dir.join("a"), &objects).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -301,7 +260,7 @@ mod tests {
             .max()
             .expect("kernel headers in the builder rootfs");
 
-        let scratch = scratch("chroot");
+        let scratch = crate::testing::scratch("source-chroot");
         let objects = kmod_object::build_all(&scratch.join("objects")).unwrap();
         let tarball = write_source_tarball(&scratch, &objects).unwrap();
         let inside = format!("/tmp/toa-source-test-{}", std::process::id());

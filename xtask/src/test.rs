@@ -1,9 +1,10 @@
 //! `cargo xtask test`: the project's test command (README, `.ci/run`).
 //!
-//! Host tests of every crate (parser, policy, audit, packaging, metadata, the
-//! proxy simulator against a real kernel in a namespace), the release workflow
-//! against distros/ (with actionlint), the audit of the real Rust kernel
-//! objects, then the VM lab on each kernel asked for.
+//! Formatting and clippy lints, host tests of every crate (parser, policy,
+//! audit, packaging, metadata, the proxy simulator against a real kernel in a
+//! namespace), the release workflow against distros/ (with actionlint), the
+//! audit of the real Rust kernel objects, then the VM lab on each kernel asked
+//! for.
 
 use crate::arch::Arch;
 use crate::vm_test::{Capture, Mode};
@@ -66,13 +67,18 @@ pub fn run(args: Args) -> Result<()> {
         Ok(())
     };
 
+    // Formatting and lints first: they take seconds and fail for reasons a
+    // contributor fixes in seconds, before minutes of tests and VMs.
+    for &(args, fix) in STATIC_CHECKS {
+        step(format!("cargo {}", args.join(" ")), &mut || {
+            cargo(args, fix)
+        })?;
+    }
     step("host tests (cargo test --workspace)".into(), &mut || {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        duct::cmd!(cargo, "test", "--workspace", "--quiet")
-            .dir(crate::cache::project_root())
-            .run()
-            .context("cargo test --workspace")?;
-        Ok(())
+        cargo(
+            &["test", "--workspace", "--quiet"],
+            "a host test failed (above)",
+        )
     })?;
     step(
         "release workflow (ci --check --lint: drift, actionlint, shellcheck)".into(),
@@ -170,6 +176,38 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The checks that need no build: the cargo arguments, and what to do when
+/// one fails. Clippy covers every crate and target (tests too) and denies
+/// warnings, so a lint cannot creep in as a warning nobody reads.
+const STATIC_CHECKS: &[(&[&str], &str)] = &[
+    (
+        &["fmt", "--all", "--", "--check"],
+        "the code is not formatted as rustfmt formats it (diff above): run `cargo fmt --all`",
+    ),
+    (
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "clippy found lints (above): fix them, or allow one where the lint is wrong, saying why",
+    ),
+];
+
+/// `cargo <args>` in the project root; `fix` says what its failure means.
+fn cargo(args: &[&str], fix: &str) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    duct::cmd(cargo, args)
+        .dir(crate::cache::project_root())
+        .run()
+        .map(drop)
+        .with_context(|| fix.to_string())
+}
+
 /// One VM lab run of the test command: the release's default kernel (in
 /// `flavour`), every scenario, the default timeout and chaos run.
 fn lab_args(
@@ -223,6 +261,23 @@ mod tests {
         assert_eq!(
             readme_setup_commands(),
             ["cargo xtask build --distro debian-12", "cargo xtask test"]
+        );
+    }
+
+    /// The test command fails on unformatted code and on any clippy lint in
+    /// any crate or target, before the host tests.
+    #[test]
+    fn format_and_every_lint_are_checked() {
+        let commands: Vec<String> = super::STATIC_CHECKS
+            .iter()
+            .map(|(args, _)| args.join(" "))
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                "fmt --all -- --check",
+                "clippy --workspace --all-targets --quiet -- -D warnings"
+            ]
         );
     }
 

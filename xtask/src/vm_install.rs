@@ -955,8 +955,7 @@ TOA-INSTALL END 1\r
 
     #[test]
     fn payload_is_a_tar_in_whole_blocks() {
-        let dir = std::env::temp_dir().join(format!("toa-vi-payload-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("vi-payload");
         let path = dir.join("payload.tar");
         write_payload(
             &path,

@@ -421,7 +421,7 @@ pub fn extract_from_tarball(tarball: &Path, member: &str, out: &Path) -> Result<
         if path == want && entry.header().entry_type().is_file() {
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes)?;
-            return crate::deb::write_atomic(out, &bytes);
+            return crate::index::write_atomic(out, &bytes);
         }
         seen.push(path);
     }
@@ -1434,8 +1434,7 @@ mod tests {
 
     #[test]
     fn module_is_taken_from_the_tarball() {
-        let dir = std::env::temp_dir().join(format!("toa-vmtest-tar-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testing::scratch("vmtest-tar");
         let tarball = dir.join("Debian-12-x86_64.tar.gz");
         let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
             std::fs::File::create(&tarball).unwrap(),

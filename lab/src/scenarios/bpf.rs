@@ -18,14 +18,6 @@ use super::trusted::{probe, PROXIES};
 
 type Run = fn(&Lab, &Path) -> Result<String>;
 
-pub const NAMES: &[&str] = &[
-    "bpf-trusted-proxies",
-    "bpf-ports",
-    "bpf-kernel-socket",
-    "bpf-upgrade",
-    "bpf-unload-open",
-];
-
 pub const SCENARIOS: [(&str, Run); 5] = [
     ("bpf-trusted-proxies", trusted_proxies),
     ("bpf-ports", ports),

@@ -151,7 +151,7 @@ fn rewrite(rest: &[u8]) {
     }
     let mut guarded = vec![GUARD; GUARD_LEN];
     guarded.extend_from_slice(&buf);
-    guarded.extend(std::iter::repeat(GUARD).take(GUARD_LEN));
+    guarded.extend(std::iter::repeat_n(GUARD, GUARD_LEN));
     let before = guarded.clone();
     // SAFETY: the buffer is writable for cap bytes; both endpoints are valid.
     let got = unsafe {

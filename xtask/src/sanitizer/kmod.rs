@@ -54,7 +54,7 @@ fn kbuild(tree: &Tree, src: &Path, module: &str, vars: &[&str]) -> Result<PathBu
         .join("sanitizer-kernel")
         .join(format!("{}-{module}.log", tree.release));
     let _ = std::fs::remove_file(&log);
-    let bar = crate::builder::spinner(&format!("{module} for {}", tree.release));
+    let bar = crate::progress::spinner(&format!("{module} for {}", tree.release));
     let m = format!("M={}", src.display());
     let version = format!("TOA_VERSION={}", env!("CARGO_PKG_VERSION"));
     let mut args = vec![m.as_str(), version.as_str()];

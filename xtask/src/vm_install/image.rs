@@ -247,7 +247,7 @@ fn chroot(root: &Path, script: &str) -> duct::Expression {
 fn step(what: &str, log: &Path, cmd: duct::Expression) -> Result<()> {
     let started = Instant::now();
     eprintln!("guest image: {what} (log: {})", log.display());
-    let bar = crate::builder::spinner("guest image");
+    let bar = crate::progress::spinner("guest image");
     let cmd = cmd.env("LC_ALL", "C").env(
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -135,8 +135,7 @@ mod tests {
 
     #[test]
     fn serves_files_and_nothing_outside_its_root() {
-        let dir = std::env::temp_dir().join(format!("toa-vi-server-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testing::scratch("vi-server");
         std::fs::create_dir_all(dir.join("root/sub")).unwrap();
         std::fs::write(dir.join("root/sub/a.txt"), b"hello").unwrap();
         std::fs::write(dir.join("secret"), b"no").unwrap();
