@@ -683,8 +683,14 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), all.len(), "{all:?}");
         assert_eq!(
-            all[all.len() - 3..],
-            ["bpf-trusted-proxies", "bpf-ports", "bpf-unload-open"]
+            all[all.len() - bpf::SCENARIOS.len()..],
+            [
+                "bpf-trusted-proxies",
+                "bpf-ports",
+                "bpf-kernel-socket",
+                "bpf-upgrade",
+                "bpf-unload-open"
+            ]
         );
     }
 
