@@ -163,20 +163,19 @@ fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
         .ok_or_else(|| lab_err!("toa bpf load did not say which capture it attached: {text}"))
 }
 
-/// Moves this process into `scope` under the cgroup v2 root (made if
-/// needed), or back to the root with `None`. The guest mounts no cgroup2
-/// when it runs toa.ko: the bench mounts it where the eBPF mode finds it.
+/// Moves this process into `scope` under the cgroup v2 root, or back to the
+/// root with `None`. The guest mounts no cgroup2 when it runs toa.ko: the
+/// bench mounts it where the eBPF mode finds it, with the scope made in it
+/// (the scoped states attach there wherever the bench runs).
 fn join_cgroup(scope: Option<&str>) -> Result<()> {
     let root = std::path::Path::new(CGROUP2);
     if !root.join("cgroup.procs").exists() {
         system::run("mount", &["-t", "cgroup2", "cgroup2", CGROUP2])?;
     }
+    let made = root.join(SCOPE);
+    std::fs::create_dir_all(&made).context(format!("creating {}", made.display()))?;
     let dir = match scope {
-        Some(s) => {
-            let dir = root.join(s);
-            std::fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
-            dir
-        }
+        Some(s) => root.join(s),
         None => root.to_path_buf(),
     };
     let procs = dir.join("cgroup.procs");
