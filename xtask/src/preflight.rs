@@ -69,6 +69,17 @@ const HOST_TESTS: &[Tool] = &[
     BPF_COMPILER,
 ];
 
+/// The container test: the simulator's namespace and veth (ip, nsenter,
+/// sysctl), the pinned links read independently of toa (bpftool). The
+/// docker engine is a service, not a tool to install: it is asked for first.
+const CONTAINER_TEST: &[Tool] = &[
+    command!("ip" from "iproute2"),
+    command!("nsenter" from "util-linux"),
+    command!("sysctl" from "procps"),
+    command!("bpftool" from "bpftool"),
+    BPF_COMPILER,
+];
+
 /// toa-bpf's build script compiles the BPF programs with clang.
 const BPF_COMPILER: Tool = command!("clang" from "clang");
 
@@ -210,6 +221,7 @@ pub fn needs(command: &Command) -> Needs {
         Command::Bench(_) => Needs::vm("bench", true),
         Command::VmInstallTest(_) => Needs::vm("vm-install-test", true).tools(GUEST_IMAGE),
         Command::Kernels(_) => Needs::new("kernels").tools(REPOSITORY),
+        Command::ContainerTest(_) => Needs::new("container-test").rust().tools(CONTAINER_TEST),
         // Offline: distros/ and the fixtures only.
         Command::Plan(args) if args.all => Needs::default(),
         Command::Plan(_) => Needs::new("plan").tools(REPOSITORY),
