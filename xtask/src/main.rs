@@ -26,6 +26,8 @@ mod initramfs;
 mod installers;
 mod kernels;
 mod kmod_object;
+#[cfg(test)]
+mod kubernetes_manifest;
 mod lab_kmod;
 mod lab_programs;
 mod merge;
