@@ -187,6 +187,7 @@ pub fn needs(command: &Command) -> Needs {
         Command::Test(args) if args.no_vm => Needs::new("test --no-vm")
             .rust()
             .tools(HOST_TESTS)
+            .tools(CONTAINER_TEST)
             .tools(LINT),
         Command::Test(args) => {
             let needs = Needs::new(if args.sanitizers {
@@ -196,6 +197,7 @@ pub fn needs(command: &Command) -> Needs {
             })
             .rust()
             .tools(HOST_TESTS)
+            .tools(CONTAINER_TEST)
             .tools(LINT)
             .tools(REPOSITORY)
             .tools(BUILDER)
@@ -724,6 +726,8 @@ mod tests {
                     "iproute2",
                     "shellcheck",
                     "clang",
+                    "procps",
+                    "bpftool",
                     "python3-venv",
                     "gpgv",
                     "debian-archive-keyring",
@@ -767,10 +771,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`cargo xtask test --no-vm` needs what this machine lacks:\n  \
-             host packages cpio, util-linux, iproute2, shellcheck, clang, python3-venv: run as \
-             root and xtask installs them, or install them with:\n    \
+             host packages cpio, util-linux, iproute2, shellcheck, clang, procps, bpftool, \
+             python3-venv: run as root and xtask installs them, or install them with:\n    \
              sudo apt-get install -y --no-install-recommends cpio util-linux iproute2 shellcheck \
-             clang python3-venv"
+             clang procps bpftool python3-venv"
         );
     }
 
