@@ -24,7 +24,9 @@ usage:
   toa-lab chaos --module PATH [--module-param NAME=VALUE]... [--seconds N]
                 [--max-steps N] [--seed S] [--tls PATH] [--step-timeout SECS]
   toa-lab craft --kind N --client IP:PORT
-  toa-lab request --port N [--client IP:PORT] [--kind N] [--path /PATH] [--step-timeout SECS]
+  toa-lab request --port N [--to IP] [--client IP:PORT] [--kind N] [--path /PATH]
+                  [--step-timeout SECS]
+  toa-lab serve --port N [--connections N]
 
 scenarios   create TUN device toa0 (10.0.0.1/24, fd00::1/64), act as L4 proxy
             (10.0.0.2, fd00::2) and origin (ports 8080 AF_INET, 8081 AF_INET6),
@@ -66,7 +68,12 @@ request     one HTTP/1.0 GET for --path (/) to port --port of this host, as an L
             proxy sends it: TUN device toar0 (10.77.0.1/24), proxy 10.77.0.2,
             TOA kind --kind (254) naming --client on the handshake ACK (none
             without --client); prints the status line, exit 0 on any HTTP
-            answer; needs root; the device is gone when it ends
+            answer; needs root; the device is gone when it ends; --to sends it
+            to that address instead (routed by this host: a server behind a veth)
+serve       an HTTP/1.0 origin on port --port (AF_INET, every address): for each
+            connection prints `TOA-LAB SERVE accept=IP:PORT getpeername=IP:PORT`,
+            the peer as accept() and getpeername() give it, and answers 200;
+            ends after --connections connections (default: never)
 ";
 
 /// Where the lab guest keeps the operator's toa command (`toa bpf load`).
@@ -83,6 +90,7 @@ pub fn main(args: &[String]) -> i32 {
         Some("bench") => parse_bench(&args[1..]).map(bench::run),
         Some("craft") => craft(&args[1..]).map(|()| 0),
         Some("request") => crate::request::parse(&args[1..]).map(crate::request::run),
+        Some("serve") => crate::serve::parse(&args[1..]).map(crate::serve::run),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return 0;

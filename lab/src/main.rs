@@ -17,6 +17,7 @@ mod output;
 mod request;
 mod rng;
 mod scenarios;
+mod serve;
 mod stats;
 mod stress;
 

@@ -5,9 +5,11 @@
 //! [`ORIGIN`]/24), plays the proxy at [`PROXY`] with the user-space TCP
 //! client, puts the TOA on the ACK that completes the handshake, sends
 //! `GET <path> HTTP/1.0` to [`ORIGIN`]:`--port` and prints the status line
-//! of the answer. The only destination is the host's own address on a device
-//! this command created; closing the device's file removes it, so nothing is
-//! left when the command ends, however it ends.
+//! of the answer. The destination is the host's own address on a device
+//! this command created, or with `--to` an address this host routes to (a
+//! test's container behind a veth, this namespace forwarding); closing the
+//! device's file removes it, so nothing is left when the command ends,
+//! however it ends.
 //!
 //! What the service logged for the request (`$remote_addr` in nginx's
 //! access.log) is the answer accept() gave it: the client in the TOA when
@@ -36,6 +38,8 @@ const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Options {
     /// The service's TCP port on this host.
     pub port: u16,
+    /// Where the service is: [`ORIGIN`] (this host) unless told.
+    pub to: Ipv4Addr,
     /// The client the TOA names; `None`: a proxied connection with no TOA.
     pub client: Option<SocketAddr>,
     /// The TOA's kind (254 unless told).
@@ -51,6 +55,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
     let mut port = None;
     let mut opts = Options {
         port: 0,
+        to: ORIGIN,
         client: None,
         kind: KIND_TOA,
         path: "/".into(),
@@ -71,6 +76,11 @@ pub fn parse(args: &[String]) -> Result<Options> {
                         .filter(|p| *p != 0)
                         .ok_or_else(|| lab_err!("--port wants 1-65535, not {value:?}"))?,
                 )
+            }
+            "--to" => {
+                opts.to = value
+                    .parse()
+                    .map_err(|_| lab_err!("--to wants an IPv4 address, not {value:?}"))?
             }
             "--client" => {
                 opts.client = Some(value.parse().map_err(|_| {
@@ -104,11 +114,11 @@ pub fn parse(args: &[String]) -> Result<Options> {
 }
 
 /// The request's bytes: HTTP/1.0, so the service closes after answering.
-pub fn http_request(path: &str, port: u16) -> Vec<u8> {
+pub fn http_request(path: &str, to: Ipv4Addr, port: u16) -> Vec<u8> {
     let host = if port == 80 {
-        ORIGIN.to_string()
+        to.to_string()
     } else {
-        format!("{ORIGIN}:{port}")
+        format!("{to}:{port}")
     };
     format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: toa-lab\r\nConnection: close\r\n\r\n"
@@ -163,7 +173,7 @@ fn request(opts: &Options) -> Result<String> {
     system::run("ip", &["link", "set", dev, "up"]).context(format!("bringing {dev} up"))?;
 
     let local = SocketAddr::V4(SocketAddrV4::new(PROXY, proxy_port()));
-    let remote = SocketAddr::V4(SocketAddrV4::new(ORIGIN, opts.port));
+    let remote = SocketAddr::V4(SocketAddrV4::new(opts.to, opts.port));
     let toa = opts.client.map(|c| Toa::new(opts.kind, c));
     match &toa {
         Some(t) => {
@@ -180,7 +190,7 @@ fn request(opts: &Options) -> Result<String> {
     )
     .context("handshake")?;
     client
-        .send(&http_request(&opts.path, opts.port))
+        .send(&http_request(&opts.path, opts.to, opts.port))
         .context("sending the request")?;
     let answer = client.read_line().context("reading the answer")?;
     let status = status_line(&answer).ok_or_else(|| {
@@ -218,6 +228,9 @@ mod tests {
         assert_eq!((o.port, o.client, o.kind), (8080, None, 200));
         assert_eq!(o.path, "/");
         assert_eq!(o.step_timeout, Duration::from_millis(2500));
+        assert_eq!(o.to, ORIGIN, "this host unless told");
+        let o = parse(&args("--port 8080 --to 10.78.0.2")).unwrap();
+        assert_eq!(o.to, Ipv4Addr::new(10, 78, 0, 2));
     }
 
     #[test]
@@ -232,6 +245,8 @@ mod tests {
             "--port 80 --kind 256",
             "--port 80 --step-timeout 0",
             "--port 80 --trace",
+            "--port 80 --to fd00::2",
+            "--port 80 --to",
             "--port",
             "80",
         ] {
@@ -242,11 +257,12 @@ mod tests {
     #[test]
     fn test_request_bytes() {
         assert_eq!(
-            http_request("/?a=b", 80),
+            http_request("/?a=b", ORIGIN, 80),
             b"GET /?a=b HTTP/1.0\r\nHost: 10.77.0.1\r\nUser-Agent: toa-lab\r\nConnection: close\r\n\r\n"
         );
-        let other = String::from_utf8(http_request("/", 8080)).unwrap();
-        assert!(other.contains("\r\nHost: 10.77.0.1:8080\r\n"), "{other}");
+        let other =
+            String::from_utf8(http_request("/", Ipv4Addr::new(10, 78, 0, 2), 8080)).unwrap();
+        assert!(other.contains("\r\nHost: 10.78.0.2:8080\r\n"), "{other}");
     }
 
     #[test]

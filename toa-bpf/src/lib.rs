@@ -32,7 +32,7 @@ pub use identity::Identity;
 pub use loader::{embedded, load, pinned, status, unload, Loaded, Status, PIN_DIR};
 pub use scope::CgroupChoice;
 pub use settings::{Cidr, Settings, ALL_FORMATS};
-pub use system::is_private_cgroup2;
+pub use system::{is_private_cgroup2, use_cgroup2_root};
 
 /// The compiled BPF object (built from bpf/toa.bpf.c by build.rs).
 pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/toa.bpf.o"));

@@ -379,6 +379,14 @@ fn target(place: &Place, choice: &CgroupChoice, record: Option<&Record>) -> Resu
             None => scope::resolve(&root, Path::new("/"))?,
         },
     };
+    if target.is_root() && !system::is_hierarchy_root(&target.dir) {
+        bail!(
+            "the cgroup v2 root seen here, {}, is a cgroup namespace's: the programs would cover \
+             only its own processes (a container's). Mount the host's cgroup v2 root into the \
+             container and name it (--cgroup-root), or name a cgroup with --cgroup",
+            target.dir.display()
+        );
+    }
     // This host's tests attach only to cgroups they made.
     #[cfg(test)]
     assert!(

@@ -3,8 +3,9 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 pub const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -94,8 +95,54 @@ fn cgroup2_root_in(run_dir: &Path) -> Result<PathBuf> {
     Ok(private)
 }
 
-/// The cgroup v2 root mounted now, if any (nothing is mounted).
+/// The cgroup v2 root named by [`use_cgroup2_root`], if it was.
+static NAMED_ROOT: OnceLock<PathBuf> = OnceLock::new();
+
+/// Takes `dir` as the cgroup v2 root from now on instead of looking for one.
+/// For a container with a private cgroup namespace (Kubernetes' default on
+/// cgroup v2): every cgroup2 mount it sees, and any it makes, is rooted at
+/// its own cgroup, so the host's root must be mounted into it and named.
+/// Refused unless `dir` is the hierarchy's root itself.
+pub fn use_cgroup2_root(dir: &Path) -> Result<()> {
+    require_hierarchy_root(dir)?;
+    NAMED_ROOT
+        .set(dir.to_path_buf())
+        .map_err(|_| anyhow!("the cgroup v2 root was named already"))
+}
+
+/// The kernel gives every cgroup but the hierarchy's root a
+/// `cgroup.events` file (CFTYPE_NOT_ON_ROOT): a cgroup namespace's root,
+/// which looks like the root from inside, has one.
+pub(crate) fn is_hierarchy_root(dir: &Path) -> bool {
+    !dir.join("cgroup.events").exists()
+}
+
+fn require_hierarchy_root(dir: &Path) -> Result<()> {
+    if fs_magic(dir) != Some(CGROUP2_SUPER_MAGIC) {
+        bail!(
+            "{} is not a cgroup v2 mount: mount the host's cgroup v2 root there (/sys/fs/cgroup, \
+             or /sys/fs/cgroup/unified on a host that also mounts cgroup v1)",
+            dir.display()
+        );
+    }
+    if !is_hierarchy_root(dir) {
+        bail!(
+            "{} is a cgroup, not the root of the cgroup v2 hierarchy (in a container with a \
+             private cgroup namespace, a cgroup2 mount made inside it is its own cgroup): mount \
+             the host's cgroup v2 root there (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a \
+             host that also mounts cgroup v1)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The cgroup v2 root mounted now, if any (nothing is mounted); the one
+/// named by [`use_cgroup2_root`] when it was.
 pub fn mounted_cgroup2() -> Result<Option<PathBuf>> {
+    if let Some(named) = NAMED_ROOT.get() {
+        return Ok(Some(named.clone()));
+    }
     let info =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     // A mount hidden under a later one is still listed: take one that is
@@ -289,6 +336,37 @@ mod tests {
         );
         assert_eq!(unescape(r"a\011b\134"), "a\tb\\");
         assert_eq!(unescape(r"trailing\04"), r"trailing\04");
+    }
+
+    #[test]
+    fn only_the_hierarchys_root_can_be_named() {
+        let tmp = std::env::temp_dir();
+        let e = require_hierarchy_root(&tmp).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is not a cgroup v2 mount"),
+            "{e:#}"
+        );
+        let Some(root) = mounted_cgroup2().unwrap() else {
+            eprintln!("skipped the rest: no cgroup v2 hierarchy is mounted");
+            return;
+        };
+        if !is_hierarchy_root(&root) {
+            eprintln!("skipped the rest: this runs in a cgroup namespace");
+            return;
+        }
+        require_hierarchy_root(&root).unwrap();
+        // Any cgroup below the root (systemd's init.scope, docker's, ...).
+        let child = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.is_dir());
+        if let Some(child) = child {
+            let e = require_hierarchy_root(&child).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("not the root of the cgroup v2 hierarchy"),
+                "{e:#}"
+            );
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub struct Args {
 enum Action {
     Load(LoadArgs),
     Unload(UnloadArgs),
+    Run(RunArgs),
 }
 
 /// Load and attach the programs, or, when they are attached already, write
@@ -96,6 +97,33 @@ struct LoadArgs {
     #[arg(long, value_name = "PATH", env = "TOA_CGROUP",
           value_parser = toa_bpf::CgroupChoice::parse)]
     cgroup: Option<toa_bpf::CgroupChoice>,
+    /// The host's cgroup v2 root, mounted here: --cgroup is resolved against
+    /// it and the programs attach there. For a container with a private cgroup
+    /// namespace (Kubernetes' default on cgroup v2), where every cgroup2 mount
+    /// is rooted at the container's own cgroup: mount the host's
+    /// /sys/fs/cgroup (/sys/fs/cgroup/unified on a host that also mounts
+    /// cgroup v1) into it and name the mount. Without it: the cgroup2 mount
+    /// found here, else one toa mounts itself.
+    #[arg(long, value_name = "DIR", env = "TOA_CGROUP_ROOT")]
+    cgroup_root: Option<std::path::PathBuf>,
+}
+
+/// Load as `toa bpf load` does, then wait for SIGTERM or SIGINT: the
+/// process a container runs (a Kubernetes DaemonSet's pod).
+///
+/// The programs are pinned and stay attached whether this process runs or
+/// not; when it is stopped they stay too, so that a pod's restart or a
+/// rollout leaves every connection its client, unless --unload-on-stop asks
+/// to detach them (`toa bpf unload`) on the way out.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// On SIGTERM or SIGINT, detach the programs and remove the pins before
+    /// exiting (for a DaemonSet being deleted for good). Without it they stay
+    /// attached.
+    #[arg(long, env = "TOA_UNLOAD_ON_STOP")]
+    unload_on_stop: bool,
 }
 
 /// Detach the programs and remove every pin under /sys/fs/bpf/toa.
@@ -138,10 +166,36 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     match &args.action {
         Action::Load(a) => load(a),
         Action::Unload(_) => unload(),
+        Action::Run(a) => load_and_wait(a),
     }
 }
 
+fn load_and_wait(a: &RunArgs) -> Result<ExitCode> {
+    // Blocked before loading: a stop that comes during the load is answered
+    // once it is done, never by dying half way.
+    let stop = crate::stop_signal::StopSignals::block()?;
+    load(&a.load)?;
+    if a.unload_on_stop {
+        println!("toa: waiting for SIGTERM; then the programs are detached (--unload-on-stop)");
+    } else {
+        println!("toa: waiting for SIGTERM; the programs stay attached when it comes");
+    }
+    let signal = stop.wait()?;
+    println!("toa: {signal} received");
+    if a.unload_on_stop {
+        return unload();
+    }
+    println!(
+        "toa: the programs stay attached, pinned under {}; `toa bpf unload` detaches them",
+        toa_bpf::PIN_DIR
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load(a: &LoadArgs) -> Result<ExitCode> {
+    if let Some(root) = &a.cgroup_root {
+        toa_bpf::use_cgroup2_root(root)?;
+    }
     let settings = toa_bpf::Settings::parse(&a.trusted_proxies, a.formats, &a.ports)?;
     let cgroup = a.cgroup.clone().unwrap_or_default();
     let done = toa_bpf::load(&settings, a.capture, &cgroup)?;
@@ -354,6 +408,7 @@ pub fn pinned(host: &Host) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn formats_take_decimal_or_hex_and_no_unknown_bit() {
@@ -374,6 +429,59 @@ mod tests {
         assert!(parse_trusted("10.0.0.0/33").is_err());
         assert_eq!(parse_ports("80, 8000-8099").as_deref(), Ok("80,8000-8099"));
         assert!(parse_ports("90-80").unwrap_err().contains("backwards"));
+    }
+
+    /// `toa bpf ...` as the command line gives it.
+    fn parse(line: &str) -> Result<Action, clap::Error> {
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct Bpf {
+            #[command(subcommand)]
+            action: Action,
+        }
+        Bpf::try_parse_from(std::iter::once("bpf").chain(line.split_whitespace())).map(|b| b.action)
+    }
+
+    #[test]
+    fn run_takes_the_load_flags_and_keeps_the_programs_unless_asked() {
+        let Action::Run(r) = parse(
+            "run --cgroup /kubepods.slice --cgroup-root /host/cgroup2 \
+                                    --capture sock-ops --trusted-proxies 10.0.0.0/8",
+        )
+        .unwrap() else {
+            panic!("not run")
+        };
+        assert!(!r.unload_on_stop, "the programs stay unless asked");
+        assert_eq!(
+            r.load.cgroup,
+            Some(toa_bpf::CgroupChoice::Path("/kubepods.slice".into()))
+        );
+        assert_eq!(
+            r.load.cgroup_root.as_deref(),
+            Some(Path::new("/host/cgroup2"))
+        );
+        assert_eq!(r.load.trusted_proxies, "10.0.0.0/8");
+        let Action::Run(r) = parse("run --unload-on-stop").unwrap() else {
+            panic!("not run")
+        };
+        assert!(r.unload_on_stop);
+        assert!(parse("run --unload-on-stop=yes --cgroup-root").is_err());
+        assert!(
+            parse("load --unload-on-stop").is_err(),
+            "a load does not wait"
+        );
+    }
+
+    #[test]
+    fn a_cgroup_root_that_is_no_cgroup2_mount_is_refused_before_loading() {
+        let Action::Load(a) = parse("load --cgroup-root /").unwrap() else {
+            panic!("not load")
+        };
+        let e = load(&a).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("/ is not a cgroup v2 mount"),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod mode;
 mod selftest;
 mod stats;
 mod status;
+mod stop_signal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

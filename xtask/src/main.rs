@@ -10,6 +10,8 @@ mod build;
 mod builder;
 mod cache;
 mod ci;
+mod container_image;
+mod container_test;
 mod deb;
 mod debian_repo;
 mod distro;
@@ -24,6 +26,8 @@ mod initramfs;
 mod installers;
 mod kernels;
 mod kmod_object;
+#[cfg(test)]
+mod kubernetes_manifest;
 mod lab_kmod;
 mod lab_programs;
 mod merge;
@@ -80,6 +84,8 @@ enum Command {
     VmInstallTest(vm_install::Args),
     /// The test suite: host unit tests, object audit checks, and the VM lab.
     Test(test::Args),
+    /// The eBPF mode as the Kubernetes DaemonSet deploys it, with this machine's docker engine, in a cgroup of its own.
+    ContainerTest(container_test::Args),
     /// List every kernel a distro release shipped (from its repository metadata).
     Kernels(kernels::Args),
     /// Audit a Rust kernel object (panic symbols, undefined symbols, relocations).
@@ -114,6 +120,7 @@ fn run(command: Command) -> Result<()> {
         Command::VmInstallTest(args) => vm_install::run(args),
         Command::Stress(args) => stress::run(args),
         Command::Test(args) => test::run(args),
+        Command::ContainerTest(args) => container_test::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Kernels(args) => kernels::run(args),
         Command::Installers(args) => installers::run(args),

@@ -69,6 +69,17 @@ const HOST_TESTS: &[Tool] = &[
     BPF_COMPILER,
 ];
 
+/// The container test: the simulator's namespace and veth (ip, nsenter,
+/// sysctl), the pinned links read independently of toa (bpftool). The
+/// docker engine is a service, not a tool to install: it is asked for first.
+const CONTAINER_TEST: &[Tool] = &[
+    command!("ip" from "iproute2"),
+    command!("nsenter" from "util-linux"),
+    command!("sysctl" from "procps"),
+    command!("bpftool" from "bpftool"),
+    BPF_COMPILER,
+];
+
 /// toa-bpf's build script compiles the BPF programs with clang.
 const BPF_COMPILER: Tool = command!("clang" from "clang");
 
@@ -176,6 +187,7 @@ pub fn needs(command: &Command) -> Needs {
         Command::Test(args) if args.no_vm => Needs::new("test --no-vm")
             .rust()
             .tools(HOST_TESTS)
+            .tools(CONTAINER_TEST)
             .tools(LINT),
         Command::Test(args) => {
             let needs = Needs::new(if args.sanitizers {
@@ -185,6 +197,7 @@ pub fn needs(command: &Command) -> Needs {
             })
             .rust()
             .tools(HOST_TESTS)
+            .tools(CONTAINER_TEST)
             .tools(LINT)
             .tools(REPOSITORY)
             .tools(BUILDER)
@@ -210,6 +223,7 @@ pub fn needs(command: &Command) -> Needs {
         Command::Bench(_) => Needs::vm("bench", true),
         Command::VmInstallTest(_) => Needs::vm("vm-install-test", true).tools(GUEST_IMAGE),
         Command::Kernels(_) => Needs::new("kernels").tools(REPOSITORY),
+        Command::ContainerTest(_) => Needs::new("container-test").rust().tools(CONTAINER_TEST),
         // Offline: distros/ and the fixtures only.
         Command::Plan(args) if args.all => Needs::default(),
         Command::Plan(_) => Needs::new("plan").tools(REPOSITORY),
@@ -711,6 +725,8 @@ mod tests {
                     "iproute2",
                     "shellcheck",
                     "clang",
+                    "procps",
+                    "bpftool",
                     "python3-venv",
                     "gpgv",
                     "debian-archive-keyring",
@@ -754,10 +770,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`cargo xtask test --no-vm` needs what this machine lacks:\n  \
-             host packages cpio, util-linux, iproute2, shellcheck, clang, python3-venv: run as \
-             root and xtask installs them, or install them with:\n    \
+             host packages cpio, util-linux, iproute2, shellcheck, clang, procps, bpftool, \
+             python3-venv: run as root and xtask installs them, or install them with:\n    \
              sudo apt-get install -y --no-install-recommends cpio util-linux iproute2 shellcheck \
-             clang python3-venv"
+             clang procps bpftool python3-venv"
         );
     }
 

@@ -100,6 +100,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         Ok(())
     })?;
+    step(
+        "eBPF mode in containers (container-test: docker, a cgroup of its own)".into(),
+        &mut || crate::container_test::run(crate::container_test::Args {}),
+    )?;
     if !args.no_vm {
         step(
             "benchmark smoke (bench --smoke: one short round)".into(),
