@@ -95,23 +95,12 @@ fn labelled_sha(tag: &str) -> Result<Option<String>> {
 fn rootfs_tar(binary: &[u8]) -> Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     for dir in DIRECTORIES {
-        let mut header = header(tar::EntryType::Directory, 0o755, 0);
+        let mut header = crate::package::header(tar::EntryType::Directory, 0o755, 0);
         tar.append_data(&mut header, Path::new(dir), std::io::empty())?;
     }
-    let mut header = header(tar::EntryType::Regular, 0o755, binary.len() as u64);
+    let mut header = crate::package::header(tar::EntryType::Regular, 0o755, binary.len() as u64);
     tar.append_data(&mut header, BINARY.trim_start_matches('/'), binary)?;
     Ok(tar.into_inner()?)
-}
-
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h
 }
 
 #[cfg(test)]

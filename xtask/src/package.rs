@@ -154,7 +154,9 @@ pub fn write_tar_gz<D: AsRef<[u8]>>(
     Ok(())
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+/// A tar header with nothing of the machine that wrote it (owner 0, time 0):
+/// archives made from the same inputs have the same bytes.
+pub fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
