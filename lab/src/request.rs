@@ -50,6 +50,15 @@ pub struct Options {
     pub step_timeout: Duration,
 }
 
+/// `--port`'s value: a TCP port, 1-65535.
+pub fn port_flag(value: &str) -> Result<u16> {
+    value
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| lab_err!("--port wants 1-65535, not {value:?}"))
+}
+
 /// Parses the arguments after `request`.
 pub fn parse(args: &[String]) -> Result<Options> {
     let mut port = None;
@@ -68,15 +77,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
         }
         let value = it.next().ok_or_else(|| lab_err!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--port" => {
-                port = Some(
-                    value
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|p| *p != 0)
-                        .ok_or_else(|| lab_err!("--port wants 1-65535, not {value:?}"))?,
-                )
-            }
+            "--port" => port = Some(port_flag(value)?),
             "--to" => {
                 opts.to = value
                     .parse()

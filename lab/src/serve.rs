@@ -24,15 +24,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| lab_err!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--port" => {
-                port = Some(
-                    value
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|p| *p != 0)
-                        .ok_or_else(|| lab_err!("--port wants 1-65535, not {value:?}"))?,
-                )
-            }
+            "--port" => port = Some(crate::request::port_flag(value)?),
             "--connections" => {
                 connections = Some(
                     value
