@@ -42,6 +42,7 @@ const CENTOS_7_0_OS: &str = "https://vault.centos.org/7.0.1406/os/x86_64";
 const CENTOS_7_0_UPDATES: &str = "https://vault.centos.org/7.0.1406/updates/x86_64";
 const CENTOS_7_1_OS: &str = "https://vault.centos.org/7.1.1503/os/x86_64";
 const CENTOS_7_1_UPDATES: &str = "https://vault.centos.org/7.1.1503/updates/x86_64";
+const ALINUX_3_PLUS: &str = "https://mirrors.aliyun.com/alinux/3/plus/x86_64";
 
 const CASES: &[Case] = &[
     Case {
@@ -198,6 +199,20 @@ const CASES: &[Case] = &[
             config: include_str!("../tests/fixtures/kconfig/rocky-9-5.14.0-503.35.1.el9_5.config"),
             release: "5.14.0-503.35.1.el9_5.x86_64",
             gcc: 11,
+        }),
+    },
+    Case {
+        distro: "alinux-3",
+        kernels: &[
+            ("5.10.134-15.al8", ALINUX_3_PLUS),
+            ("5.10.134-15.1.al8", ALINUX_3_PLUS),
+            ("5.10.134-15.2.al8", ALINUX_3_PLUS),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/alinux-3-5.10.134-18.al8.config"),
+            release: "5.10.134-18.al8.x86_64",
+            gcc: 10,
         }),
     },
 ];
