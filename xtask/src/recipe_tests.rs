@@ -43,6 +43,7 @@ const CENTOS_7_0_UPDATES: &str = "https://vault.centos.org/7.0.1406/updates/x86_
 const CENTOS_7_1_OS: &str = "https://vault.centos.org/7.1.1503/os/x86_64";
 const CENTOS_7_1_UPDATES: &str = "https://vault.centos.org/7.1.1503/updates/x86_64";
 const ALINUX_3_PLUS: &str = "https://mirrors.aliyun.com/alinux/3/plus/x86_64";
+const ALINUX_2_PLUS: &str = "https://mirrors.aliyun.com/alinux/2.1903/plus/x86_64";
 
 const CASES: &[Case] = &[
     Case {
@@ -213,6 +214,20 @@ const CASES: &[Case] = &[
             config: include_str!("../tests/fixtures/kconfig/alinux-3-5.10.134-18.al8.config"),
             release: "5.10.134-18.al8.x86_64",
             gcc: 10,
+        }),
+    },
+    // Built with the release's own gcc 4.8.5, whose major version is 4.
+    Case {
+        distro: "alinux-2",
+        kernels: &[
+            ("4.19.91-27.5.al7", ALINUX_2_PLUS),
+            ("4.19.91-27.6.al7", ALINUX_2_PLUS),
+        ],
+        cc: "gcc",
+        recorded: Some(Recorded {
+            config: include_str!("../tests/fixtures/kconfig/alinux-2-4.19.91-23.al7.config"),
+            release: "4.19.91-23.al7.x86_64",
+            gcc: 4,
         }),
     },
 ];
