@@ -623,11 +623,19 @@ impl Builder {
             return None;
         };
         let home = repo.home();
+        // An archive of the kernels' architecture alone is not in the
+        // image's sources (its own suite neither), and apt must not ask it
+        // for the builder's architecture.
+        let only = if repo.arch_only {
+            format!("[arch={}] ", self.distro.arch_kind().debian())
+        } else {
+            String::new()
+        };
         let lines: Vec<String> = repo
             .suites()
             .into_iter()
-            .filter(|s| *s != home)
-            .map(|s| format!("deb {} {} main", s.mirror, s.suite))
+            .filter(|s| repo.arch_only || *s != home)
+            .map(|s| format!("deb {only}{} {} main", s.mirror, s.suite))
             .collect();
         if lines.is_empty() {
             return None;

@@ -62,6 +62,12 @@ pub struct AptRepo {
     /// The first is the default install's: its `linux-image-<flavour>`
     /// metapackage picks the kernel a tarball's top-level toa.ko is for.
     pub flavours: Vec<String>,
+    /// The archives serve this architecture only, not the builder's
+    /// (Ubuntu's ports.ubuntu.com has no amd64): the builder's apt lists
+    /// every suite of them, the release's own too, restricted to it
+    /// (`deb [arch=arm64] ...`). Given in `[repo.<arch>]`.
+    #[serde(default)]
+    pub arch_only: bool,
 }
 
 /// One archive root and the suites of the release it serves.
