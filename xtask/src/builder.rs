@@ -243,7 +243,11 @@ impl Builder {
         releases.sort_unstable();
         releases.dedup();
         let digest = hex::encode(Sha256::digest(releases.join("\n")));
-        format!("toa-builder/{}:set-{}", self.distro.name, &digest[..16])
+        format!(
+            "toa-builder/{}:set-{}",
+            self.distro.build_name(),
+            &digest[..16]
+        )
     }
 
     /// With a container engine and more than one kernel: the steps that make
@@ -262,7 +266,7 @@ impl Builder {
         };
         let container = format!(
             "toa-prep-{}-{}",
-            self.distro.name,
+            self.distro.build_name(),
             tag.rsplit(':').next().unwrap_or_default()
         );
         let steps = self.commit_steps(
@@ -303,10 +307,12 @@ impl Builder {
         }
     }
 
+    /// One kernel's image: named by the architecture too (see
+    /// [`Distro::build_name`]); the base image is the release's, shared.
     fn kernel_tag(&self, kernel: &Kernel) -> String {
         format!(
             "toa-builder/{}:{}",
-            self.distro.name,
+            self.distro.build_name(),
             kernel.release.replace('+', "_")
         )
     }
@@ -680,7 +686,7 @@ impl Builder {
             BackendKind::Docker | BackendKind::Podman => {
                 let container = format!(
                     "toa-prep-{}-{}",
-                    self.distro.name,
+                    self.distro.build_name(),
                     kernel.release.replace('+', "_")
                 );
                 let script = match self.distro.repo {
@@ -1419,6 +1425,16 @@ pub(crate) mod tests {
             &kernel("5.15.0-181-generic", ""),
         );
         has(&lines, "docker pull ubuntu:22.04");
+        // The base image is the release's; the kernel's is arm64's own
+        // (amd64 has a 5.15.0-181-generic too).
+        has(
+            &lines,
+            "docker run --name toa-prep-ubuntu-22.04-aarch64-5.15.0-181-generic toa-builder/ubuntu-22.04:base ",
+        );
+        has(
+            &lines,
+            "docker commit toa-prep-ubuntu-22.04-aarch64-5.15.0-181-generic toa-builder/ubuntu-22.04-aarch64:5.15.0-181-generic",
+        );
         // (The container's script is one quoted word: its quotes are '\''.)
         has(
             &lines,

@@ -294,6 +294,17 @@ impl Distro {
         format!("{}-{}", self.tarball, self.arch)
     }
 
+    /// `ubuntu-22.04` for x86_64, `ubuntu-22.04-aarch64` for another
+    /// architecture: what names one architecture's kernel builder images and
+    /// work directories. Ubuntu names a kernel alike on both
+    /// (5.15.0-181-generic is an amd64 and an arm64 kernel).
+    pub fn build_name(&self) -> String {
+        match self.arch_kind() {
+            Arch::X86_64 => self.name.clone(),
+            arch => format!("{}-{}", self.name, arch.name()),
+        }
+    }
+
     /// [`Distro::arch`] as an [`Arch`] (validated when the file was loaded).
     pub fn arch_kind(&self) -> Arch {
         Arch::from_name(&self.arch).unwrap_or(Arch::X86_64)
