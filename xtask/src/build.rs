@@ -304,7 +304,7 @@ pub fn build_for_lab(distro: &Distro, also: Option<&str>) -> Result<Built> {
 fn work_dir(distro: &Distro, kernel: &Kernel) -> PathBuf {
     cache::cache_dir()
         .join("work")
-        .join(&distro.name)
+        .join(distro.build_name())
         .join(&kernel.release)
 }
 
@@ -336,7 +336,9 @@ fn build_into(
     // Held to the end of the build: dropping it removes the tokens' file.
     let _registered = builder.write_registered_repos()?;
     let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
-    let logs = cache::target_dir().join("build-logs").join(&distro.name);
+    let logs = cache::target_dir()
+        .join("build-logs")
+        .join(distro.build_name());
 
     let multi = MultiProgress::new();
     let overall = multi.add(progress::counter(
@@ -510,7 +512,7 @@ pub fn build_test_module(distro: &Distro, release: &str) -> Result<KernelModule>
     let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let log = cache::target_dir()
         .join("build-logs")
-        .join(&distro.name)
+        .join(distro.build_name())
         .join(format!("{release}-{NO_REWRITE_MARK}.log"));
     let bar = progress::spinner(&format!("{release} ({NO_REWRITE_MARK}, test only)"));
     let src = work_dir(distro, k).with_file_name(format!("{release}-{NO_REWRITE_MARK}"));

@@ -243,7 +243,11 @@ impl Builder {
         releases.sort_unstable();
         releases.dedup();
         let digest = hex::encode(Sha256::digest(releases.join("\n")));
-        format!("toa-builder/{}:set-{}", self.distro.name, &digest[..16])
+        format!(
+            "toa-builder/{}:set-{}",
+            self.distro.build_name(),
+            &digest[..16]
+        )
     }
 
     /// With a container engine and more than one kernel: the steps that make
@@ -262,7 +266,7 @@ impl Builder {
         };
         let container = format!(
             "toa-prep-{}-{}",
-            self.distro.name,
+            self.distro.build_name(),
             tag.rsplit(':').next().unwrap_or_default()
         );
         let steps = self.commit_steps(
@@ -303,10 +307,12 @@ impl Builder {
         }
     }
 
+    /// One kernel's image: named by the architecture too (see
+    /// [`Distro::build_name`]); the base image is the release's, shared.
     fn kernel_tag(&self, kernel: &Kernel) -> String {
         format!(
             "toa-builder/{}:{}",
-            self.distro.name,
+            self.distro.build_name(),
             kernel.release.replace('+', "_")
         )
     }
@@ -623,11 +629,19 @@ impl Builder {
             return None;
         };
         let home = repo.home();
+        // An archive of the kernels' architecture alone is not in the
+        // image's sources (its own suite neither), and apt must not ask it
+        // for the builder's architecture.
+        let only = if repo.arch_only {
+            format!("[arch={}] ", self.distro.arch_kind().debian())
+        } else {
+            String::new()
+        };
         let lines: Vec<String> = repo
             .suites()
             .into_iter()
-            .filter(|s| *s != home)
-            .map(|s| format!("deb {} {} main", s.mirror, s.suite))
+            .filter(|s| repo.arch_only || *s != home)
+            .map(|s| format!("deb {only}{} {} main", s.mirror, s.suite))
             .collect();
         if lines.is_empty() {
             return None;
@@ -672,7 +686,7 @@ impl Builder {
             BackendKind::Docker | BackendKind::Podman => {
                 let container = format!(
                     "toa-prep-{}-{}",
-                    self.distro.name,
+                    self.distro.build_name(),
                     kernel.release.replace('+', "_")
                 );
                 let script = match self.distro.repo {
@@ -1313,6 +1327,222 @@ pub(crate) mod tests {
         assert_eq!(
             recipe_check("ubuntu-24.04", "6.14.0-27-generic", NOBLE_614),
             (0, String::new())
+        );
+    }
+
+    const JAMMY_ARM64_GA: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-22.04-arm64-5.15.0-181-generic.config");
+    const JAMMY_ARM64_HWE: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-22.04-arm64-6.8.0-44-generic.config");
+    const FOCAL_ARM64_GA: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-20.04-arm64-5.4.0-97-generic.config");
+    const NOBLE_ARM64: &str =
+        include_str!("../tests/fixtures/kconfig/ubuntu-24.04-arm64-6.8.0-51-generic.config");
+
+    /// The cross compiler an aarch64 recipe picks for `release` (its
+    /// `cross_compile` prefix before the gcc the kernel series uses),
+    /// checked against the kernel's config in a scene that has every
+    /// `aarch64-linux-gnu-gcc-N` (and no plain gcc-N of that version).
+    fn recipe_check_arm64(distro: &str, release: &str, config: &str) -> (String, (i32, String)) {
+        let d = crate::distro::find_for(distro, Some(crate::arch::Arch::Aarch64)).unwrap();
+        let prefix = d.builder.cross_compile.clone().expect("a cross builder");
+        let cc = format!("{prefix}{}", d.builder.cc_for(release));
+        let mut scene = CompilerScene::new(&format!("{distro}-arm64-{release}"), config);
+        for major in 7..=16 {
+            scene = scene.with_cc(&format!("{prefix}gcc-{major}"), major);
+        }
+        let result = scene.check(release, &cc);
+        (cc, result)
+    }
+
+    #[test]
+    fn ubuntu_arm64_kernels_take_the_cross_compiler_of_their_gcc() {
+        for (distro, release, config, want) in [
+            (
+                "ubuntu-20.04",
+                "5.4.0-97-generic",
+                FOCAL_ARM64_GA,
+                "aarch64-linux-gnu-gcc-9",
+            ),
+            (
+                "ubuntu-22.04",
+                "5.15.0-181-generic",
+                JAMMY_ARM64_GA,
+                "aarch64-linux-gnu-gcc-11",
+            ),
+            (
+                "ubuntu-22.04",
+                "6.8.0-44-generic",
+                JAMMY_ARM64_HWE,
+                "aarch64-linux-gnu-gcc-12",
+            ),
+            (
+                "ubuntu-24.04",
+                "6.8.0-51-generic",
+                NOBLE_ARM64,
+                "aarch64-linux-gnu-gcc-13",
+            ),
+        ] {
+            let (cc, result) = recipe_check_arm64(distro, release, config);
+            assert_eq!(cc, want, "{distro} {release}");
+            assert_eq!(result, (0, String::new()), "{distro} {release}");
+        }
+        // The jammy GA kernel's gcc 11 against the HWE series' compiler.
+        let scene = CompilerScene::new("arm64-mismatch", JAMMY_ARM64_GA)
+            .with_cc("aarch64-linux-gnu-gcc-12", 12);
+        let (status, err) = scene.check("5.15.0-181-generic", "aarch64-linux-gnu-gcc-12");
+        assert_eq!(status, COMPILER_MISMATCH, "{err}");
+        assert!(
+            err.contains("kernel 5.15.0-181-generic was built with gcc 11 (gcc (Ubuntu 11.4.0-1ubuntu1~22.04.3) 11.4.0), but the builder's aarch64-linux-gnu-gcc-12 is gcc 12"),
+            "{err}"
+        );
+    }
+
+    pub(crate) fn plan_for(
+        distro: &str,
+        arch: Option<crate::arch::Arch>,
+        kind: BackendKind,
+        k: &Kernel,
+    ) -> Vec<String> {
+        let builder = Builder::new(kind, &crate::distro::find_for(distro, arch).unwrap());
+        let mut steps = builder.prepare_steps().unwrap();
+        steps.extend(builder.headers_steps(k));
+        steps.push(builder.build_step(k, Path::new("/home/maintainer/toa"), "0.1.0"));
+        steps.iter().map(Step::shell_line).collect()
+    }
+
+    /// Ubuntu's arm64 kernels: the ports suites in the apt sources for arm64
+    /// alone (the release's own suite too: the image's sources are amd64's),
+    /// the arm64 headers unpacked with the amd64 package's host tools, and
+    /// kbuild cross-compiling with the kernel's gcc.
+    #[test]
+    fn ubuntu_arm64_docker_plan_cross_builds_from_ports() {
+        let arm = Some(crate::arch::Arch::Aarch64);
+        let lines = plan_for(
+            "ubuntu-22.04",
+            arm,
+            BackendKind::Docker,
+            &kernel("5.15.0-181-generic", ""),
+        );
+        has(&lines, "docker pull ubuntu:22.04");
+        // The base image is the release's; the kernel's is arm64's own
+        // (amd64 has a 5.15.0-181-generic too).
+        has(
+            &lines,
+            "docker run --name toa-prep-ubuntu-22.04-aarch64-5.15.0-181-generic toa-builder/ubuntu-22.04:base ",
+        );
+        has(
+            &lines,
+            "docker commit toa-prep-ubuntu-22.04-aarch64-5.15.0-181-generic toa-builder/ubuntu-22.04-aarch64:5.15.0-181-generic",
+        );
+        // (The container's script is one quoted word: its quotes are '\''.)
+        has(
+            &lines,
+            "'\\''deb [arch=arm64] http://ports.ubuntu.com/ubuntu-ports jammy main'\\'' \
+             '\\''deb [arch=arm64] http://ports.ubuntu.com/ubuntu-ports jammy-updates main'\\'' \
+             '\\''deb [arch=arm64] http://ports.ubuntu.com/ubuntu-ports jammy-security main'\\'' \
+             > /etc/apt/sources.list.d/toa-release-suites.list && apt-get update -q && ",
+        );
+        has(&lines, "s/^deb http/deb [arch=amd64] http/'\\'' /etc/apt/sources.list && dpkg --add-architecture arm64 && apt-get update -q");
+        has(
+            &lines,
+            "apt-get download linux-headers-5.15.0-181-generic:arm64 linux-headers-5.15.0-181-generic:amd64",
+        );
+        has(
+            &lines,
+            "apt-get install -y --no-install-recommends gcc-11-aarch64-linux-gnu $deps",
+        );
+        has(&lines, "make -C /usr/src/linux-headers-5.15.0-181-generic M=/build/toa ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- CC=aarch64-linux-gnu-gcc-11 TOA_VERSION=0.1.0");
+        has(
+            &lines,
+            "but the builder'\\''s aarch64-linux-gnu-gcc-11 is gcc $bmaj",
+        );
+        for line in &lines {
+            for field in ["{release}", "{version}", "{cc}"] {
+                assert!(!line.contains(field), "{line}");
+            }
+            assert!(!line.contains("archive.ubuntu.com"), "{line}");
+        }
+        let hwe = plan_for(
+            "ubuntu-24.04",
+            arm,
+            BackendKind::Docker,
+            &kernel("6.8.0-51-generic", ""),
+        );
+        has(
+            &hwe,
+            "deb [arch=arm64] http://ports.ubuntu.com/ubuntu-ports noble main",
+        );
+        has(
+            &hwe,
+            "s/^Types: deb$/&\\nArchitectures: amd64/'\\'' /etc/apt/sources.list.d/ubuntu.sources",
+        );
+        has(&hwe, "CC=aarch64-linux-gnu-gcc-13");
+        // amd64 is unchanged: no ports, no foreign architecture.
+        let amd64 = plan(
+            "ubuntu-22.04",
+            BackendKind::Docker,
+            &kernel("5.15.0-119-generic", "5.15.0-119.129"),
+        );
+        has(
+            &amd64,
+            "deb http://archive.ubuntu.com/ubuntu jammy-updates main",
+        );
+        assert!(
+            amd64
+                .iter()
+                .all(|l| !l.contains("ports.ubuntu.com") && !l.contains("arm64")),
+            "{amd64:?}"
+        );
+    }
+
+    /// The headers of several arm64 kernels go into one image: every
+    /// package name is repeated per kernel, each compiler named once.
+    #[test]
+    fn ubuntu_arm64_headers_set_names_every_kernel() {
+        let d = crate::distro::find_for("ubuntu-22.04", Some(crate::arch::Arch::Aarch64)).unwrap();
+        let builder = Builder::new(BackendKind::Docker, &d);
+        let kernels = [
+            kernel("5.15.0-181-generic", ""),
+            kernel("6.8.0-44-generic", ""),
+        ];
+        let (_, steps) = builder.headers_set_steps(&kernels).unwrap();
+        let lines: Vec<String> = steps.iter().map(Step::shell_line).collect();
+        has(&lines, "apt-get download linux-headers-5.15.0-181-generic:arm64 linux-headers-6.8.0-44-generic:arm64 linux-headers-5.15.0-181-generic:amd64 linux-headers-6.8.0-44-generic:amd64 &&");
+        has(
+            &lines,
+            "--no-install-recommends gcc-11-aarch64-linux-gnu gcc-12-aarch64-linux-gnu $deps",
+        );
+    }
+
+    /// The recipe takes the arch-all headers package from the arm64
+    /// package's Depends: checked on a real stanza (linux-s32's, whose
+    /// common package is named after its source, as the HWE ones are).
+    #[test]
+    fn ubuntu_arm64_recipe_finds_the_common_headers_package() {
+        let d = crate::distro::find_for("ubuntu-22.04", Some(crate::arch::Arch::Aarch64)).unwrap();
+        let install = &d.builder.install_headers;
+        let start = install.find("sed -n '").unwrap() + "sed -n '".len();
+        let pattern = &install[start..start + install[start..].find('\'').unwrap()];
+        let stanza = include_str!(
+            "../tests/fixtures/apt/stanzas/ubuntu-jammy-arm64-linux-headers-5.15.0-1034-s32"
+        );
+        let depends = stanza
+            .lines()
+            .find_map(|l| l.strip_prefix("Depends: "))
+            .unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '%s\\n' \"$1\" | tr , '\\n' | sed -n '{pattern}' | sort -u"
+            ))
+            .arg("sh")
+            .arg(depends)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "linux-s32-headers-5.15.0-1034\n"
         );
     }
 

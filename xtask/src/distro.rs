@@ -62,6 +62,12 @@ pub struct AptRepo {
     /// The first is the default install's: its `linux-image-<flavour>`
     /// metapackage picks the kernel a tarball's top-level toa.ko is for.
     pub flavours: Vec<String>,
+    /// The archives serve this architecture only, not the builder's
+    /// (Ubuntu's ports.ubuntu.com has no amd64): the builder's apt lists
+    /// every suite of them, the release's own too, restricted to it
+    /// (`deb [arch=arm64] ...`). Given in `[repo.<arch>]`.
+    #[serde(default)]
+    pub arch_only: bool,
 }
 
 /// One archive root and the suites of the release it serves.
@@ -288,6 +294,17 @@ impl Distro {
         format!("{}-{}", self.tarball, self.arch)
     }
 
+    /// `ubuntu-22.04` for x86_64, `ubuntu-22.04-aarch64` for another
+    /// architecture: what names one architecture's kernel builder images and
+    /// work directories. Ubuntu names a kernel alike on both
+    /// (5.15.0-181-generic is an amd64 and an arm64 kernel).
+    pub fn build_name(&self) -> String {
+        match self.arch_kind() {
+            Arch::X86_64 => self.name.clone(),
+            arch => format!("{}-{}", self.name, arch.name()),
+        }
+    }
+
     /// [`Distro::arch`] as an [`Arch`] (validated when the file was loaded).
     pub fn arch_kind(&self) -> Arch {
         Arch::from_name(&self.arch).unwrap_or(Arch::X86_64)
@@ -480,6 +497,50 @@ mod tests {
         }
         assert_eq!(find("debian-12").unwrap().dist_name(), "Debian-12-x86_64");
         assert_eq!(find("centos-7.2").unwrap().dist_name(), "CentOS-7.2-x86_64");
+    }
+
+    /// Ubuntu's arm64 kernels come from ports.ubuntu.com, release, -updates
+    /// and -security, listed for arm64 alone; amd64 keeps archive.ubuntu.com.
+    #[test]
+    fn ubuntu_recipes_take_arm64_from_ports() {
+        for (name, codename, tarball) in [
+            ("ubuntu-20.04", "focal", "Ubuntu-20.04"),
+            ("ubuntu-22.04", "jammy", "Ubuntu-22.04"),
+            ("ubuntu-24.04", "noble", "Ubuntu-24.04"),
+        ] {
+            let arm = find_for(name, Some(Arch::Aarch64)).unwrap();
+            assert_eq!(arm.arches, ["x86_64", "aarch64"], "{name}");
+            assert_eq!(arm.dist_name(), format!("{tarball}-aarch64"));
+            let repo = arm.debian().unwrap();
+            assert!(repo.arch_only, "{name}");
+            assert_eq!(repo.mirror, "http://ports.ubuntu.com/ubuntu-ports");
+            assert_eq!(repo.flavours, ["generic"], "{name}");
+            let suites: Vec<(String, String)> = repo
+                .suites()
+                .into_iter()
+                .map(|s| (s.mirror, s.suite))
+                .collect();
+            let ports = "http://ports.ubuntu.com/ubuntu-ports".to_string();
+            assert_eq!(
+                suites,
+                [
+                    (ports.clone(), codename.to_string()),
+                    (ports.clone(), format!("{codename}-updates")),
+                    (ports, format!("{codename}-security")),
+                ],
+                "{name}"
+            );
+            assert_eq!(
+                arm.builder.cross_compile.as_deref(),
+                Some("aarch64-linux-gnu-")
+            );
+            let amd64 = find(name).unwrap();
+            assert_eq!(amd64.dist_name(), format!("{tarball}-x86_64"));
+            let repo = amd64.debian().unwrap();
+            assert!(!repo.arch_only && amd64.builder.cross_compile.is_none());
+            assert_eq!(repo.mirror, "http://archive.ubuntu.com/ubuntu");
+            assert_eq!(repo.default_flavour(), "generic");
+        }
     }
 
     #[test]

@@ -177,6 +177,39 @@ mod tests {
         assert_eq!(kernels(&arm).unwrap(), None);
     }
 
+    /// Discovery reads an Ubuntu arm64 index as it reads amd64's: on a real
+    /// arm64 stanza (linux-s32's headers, jammy), its flavour's kernel and
+    /// nothing for the recipe's flavours. The arm64 Ubuntu recipes have no
+    /// index excerpt of their own (see apt/README).
+    #[test]
+    fn an_ubuntu_arm64_stanza_is_discovered_by_its_flavour() {
+        let arm =
+            crate::distro::find_for("ubuntu-22.04", Some(crate::arch::Arch::Aarch64)).unwrap();
+        assert_eq!(kernels(&arm).unwrap(), None);
+        let repo = arm.debian().unwrap();
+        let text = std::fs::read_to_string(
+            root().join("apt/stanzas/ubuntu-jammy-arm64-linux-headers-5.15.0-1034-s32"),
+        )
+        .unwrap();
+        let index =
+            crate::debian_repo::Index::from_packages(&repo.mirror, "jammy-updates", &text).unwrap();
+        let index = vec![Arc::new(index)];
+        let found: Vec<(String, String, String)> =
+            crate::debian_repo::kernels_of(&index, &["s32".to_string()])
+                .into_iter()
+                .map(|k| (k.release, k.version, k.flavour))
+                .collect();
+        assert_eq!(
+            found,
+            [(
+                "5.15.0-1034-s32".to_string(),
+                "5.15.0-1034.43".to_string(),
+                "s32".to_string()
+            )]
+        );
+        assert!(crate::debian_repo::kernels_of(&index, &repo.flavours).is_empty());
+    }
+
     #[test]
     fn a_recipe_without_fixture_says_so() {
         assert_eq!(

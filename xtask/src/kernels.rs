@@ -286,6 +286,12 @@ mod tests {
         assert_eq!(ks[0].release, "5.15.0-91-generic");
         assert!(notes[0].contains("no command needs it"), "{notes:?}");
 
+        let arm =
+            crate::distro::find_for("ubuntu-22.04", Some(crate::arch::Arch::Aarch64)).unwrap();
+        let (ks, notes) = from_recipe(&arm, &["5.15.0-181-generic".into()]).unwrap();
+        assert_eq!(ks[0].release, "5.15.0-181-generic");
+        assert!(notes[0].contains("no command needs it"), "{notes:?}");
+
         let sles = crate::distro::find("sles-12-sp5").unwrap();
         let (ks, notes) = from_recipe(&sles, &["4.12.14-122.37-default".into()]).unwrap();
         assert_eq!(
