@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::cgroup_noop;
 use crate::error::{lab_err, Context, Result};
 use crate::lab::{ConnSpec, Expect, Lab, ProxyFamily};
 use crate::origin::{self, Listener};
@@ -47,6 +48,10 @@ enum State {
     BpfScopedOut,
     /// ... and from a process inside it: what the scoped service pays.
     BpfScopedIn,
+    /// No toa at all: a do-nothing getpeername program on the same cgroup,
+    /// measured from outside it. The floor any cgroup program sets for
+    /// everyone else, to hold `BpfScopedOut` against.
+    NoopScopedOut,
 }
 
 /// The cgroup the scoped states attach to, under the cgroup v2 root.
@@ -64,6 +69,7 @@ impl State {
             State::BpfSockOps => "bpf-sock-ops",
             State::BpfScopedOut => "bpf-scoped-out",
             State::BpfScopedIn => "bpf-scoped-in",
+            State::NoopScopedOut => "noop-scoped-out",
         }
     }
 
@@ -75,7 +81,7 @@ impl State {
     /// What connections show in this state, from where the bench runs.
     fn expect(self) -> Expect {
         match self {
-            State::Unloaded | State::BpfScopedOut => Expect::Kernel,
+            State::Unloaded | State::BpfScopedOut | State::NoopScopedOut => Expect::Kernel,
             State::Module => Expect::Module,
             State::Bpf | State::BpfSockOps | State::BpfScopedIn => Expect::Bpf,
         }
@@ -87,7 +93,7 @@ impl State {
             State::Bpf => Some("auto"),
             State::BpfSockOps => Some("sock-ops"),
             State::BpfScopedOut | State::BpfScopedIn => Some("auto"),
-            State::Unloaded | State::Module => None,
+            State::Unloaded | State::Module | State::NoopScopedOut => None,
         }
     }
 }
@@ -123,9 +129,15 @@ fn set_loaded(module: &std::path::Path, loaded: bool) -> Result<()> {
     }
 }
 
+/// A state in force: what `toa bpf load` reported, and the do-nothing
+/// program's links while `NoopScopedOut` is measured (dropping detaches).
+struct Applied {
+    capture: Option<String>,
+    _noop: Option<cgroup_noop::Attached>,
+}
+
 /// One state at a time: the module and the eBPF mode never run together.
-/// Returns the capture path `toa bpf load` reported for an eBPF state.
-fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
+fn set_state(opts: &Options, state: State) -> Result<Applied> {
     if let Some(loader) = &opts.loader {
         system::run(&loader.to_string_lossy(), &["bpf", "unload"])?;
     }
@@ -138,8 +150,18 @@ fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
     } else {
         None
     })?;
+    if state == State::NoopScopedOut {
+        let noop = cgroup_noop::attach(&std::path::Path::new(CGROUP2).join(SCOPE))?;
+        return Ok(Applied {
+            capture: None,
+            _noop: Some(noop),
+        });
+    }
     let Some(capture) = state.capture() else {
-        return Ok(None);
+        return Ok(Applied {
+            capture: None,
+            _noop: None,
+        });
     };
     let loader = opts
         .loader
@@ -159,8 +181,12 @@ fn set_state(opts: &Options, state: State) -> Result<Option<String>> {
             .strip_prefix('=')?;
         rest.split_whitespace().next().map(str::to_string)
     });
-    used.map(Some)
-        .ok_or_else(|| lab_err!("toa bpf load did not say which capture it attached: {text}"))
+    let used =
+        used.ok_or_else(|| lab_err!("toa bpf load did not say which capture it attached: {text}"))?;
+    Ok(Applied {
+        capture: Some(used),
+        _noop: None,
+    })
 }
 
 /// Moves this process into `scope` under the cgroup v2 root, or back to the
@@ -192,6 +218,7 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
             State::BpfSockOps,
             State::BpfScopedOut,
             State::BpfScopedIn,
+            State::NoopScopedOut,
         ]);
     }
     warm_up(lab, opts, &mut connection)?;
@@ -200,7 +227,7 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
         let mut order = states.clone();
         order.rotate_left((round as usize - 1) % states.len());
         for state in order {
-            let capture = set_state(opts, state)?;
+            let applied = set_state(opts, state)?;
             // toa.ko takes over listeners that listen() while it is loaded:
             // every state gets listeners of its own, as a restarted service.
             lab.origin.relisten(lab.step_timeout)?;
@@ -211,7 +238,9 @@ fn measure(lab: &mut Lab, opts: &Options) -> Result<String> {
             let accept = accept_rate(&listener, opts.window)?;
             let (toa_getpeername, setup) = toa_figures(lab, opts.window, &mut connection)?;
             let plain_getpeername = plain_getpeername_rate(&listener, opts.window)?;
-            let capture = capture.map(|c| format!(" capture={c}")).unwrap_or_default();
+            let capture = (applied.capture.as_ref())
+                .map(|c| format!(" capture={c}"))
+                .unwrap_or_default();
             output::bench(&format!(
                 "round={round} module={}{capture} accept_per_s={accept:.1} getpeername_toa_per_s={toa_getpeername:.1} getpeername_plain_per_s={plain_getpeername:.1} toa_setup_per_s={setup:.1}",
                 state.word(),

@@ -5,6 +5,7 @@
 //! byte), and the origin application that asks the kernel who its peer is.
 
 mod bench;
+mod cgroup_noop;
 mod chaos;
 mod cli;
 mod error;

@@ -68,6 +68,10 @@ pub struct Figure {
     pub bpf_scoped_out: Option<Measured>,
     /// ... from a process inside it (`module=bpf-scoped-in`).
     pub bpf_scoped_in: Option<Measured>,
+    /// No toa: a do-nothing getpeername program on that cgroup, from a
+    /// process outside it (`module=noop-scoped-out`): the floor the kernel
+    /// sets for everyone once any cgroup has such a program.
+    pub noop_scoped_out: Option<Measured>,
 }
 
 /// One more state's samples of a figure.
@@ -193,7 +197,7 @@ fn bpf_capture(console: &str) -> Option<String> {
 /// Medians and ratios from the guest's `TOA-LAB BENCH` lines.
 pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
     // Keyed by figure and state: "unloaded", "loaded" (toa.ko), "bpf",
-    // "bpf-sock-ops", "bpf-scoped-out" or "bpf-scoped-in".
+    // "bpf-sock-ops", "bpf-scoped-out", "bpf-scoped-in" or "noop-scoped-out".
     let mut samples: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     let mut allocs = None;
     for line in console.lines() {
@@ -211,11 +215,11 @@ pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
         let state = match fields.get("module") {
             Some(
                 &s @ ("loaded" | "unloaded" | "bpf" | "bpf-sock-ops" | "bpf-scoped-out"
-                | "bpf-scoped-in"),
+                | "bpf-scoped-in" | "noop-scoped-out"),
             ) => s,
             _ => bail!(
                 "a BENCH line without module=loaded|unloaded|bpf|bpf-sock-ops|bpf-scoped-out|\
-                 bpf-scoped-in: {rest}"
+                 bpf-scoped-in|noop-scoped-out: {rest}"
             ),
         };
         for (name, _) in FIGURES {
@@ -255,6 +259,7 @@ pub fn aggregate(console: &str) -> Result<(Vec<Figure>, Option<f64>)> {
             bpf_sock_ops: other("bpf-sock-ops"),
             bpf_scoped_out: other("bpf-scoped-out"),
             bpf_scoped_in: other("bpf-scoped-in"),
+            noop_scoped_out: other("noop-scoped-out"),
         });
     }
     Ok((figures, allocs))
@@ -299,6 +304,10 @@ fn module_markdown(c: &ModuleCost) -> String {
             (
                 "eBPF mode scoped to a cgroup, process inside it",
                 &f.bpf_scoped_in,
+            ),
+            (
+                "no toa, a do-nothing getpeername program on that cgroup, process outside it",
+                &f.noop_scoped_out,
             ),
         ] {
             if let Some(m) = m {
@@ -445,7 +454,8 @@ TOA-LAB RESULT bench PASS 2 rounds
             "{CONSOLE}\nTOA-LAB BENCH round=1 module=bpf capture=fexit accept_per_s=100.0 getpeername_toa_per_s=800.0 getpeername_plain_per_s=850.0 toa_setup_per_s=50.0\n\
              TOA-LAB BENCH round=1 module=bpf-sock-ops capture=sock-ops accept_per_s=98.0 getpeername_toa_per_s=790.0 getpeername_plain_per_s=850.0 toa_setup_per_s=50.0\n\
              TOA-LAB BENCH round=1 module=bpf-scoped-out capture=fexit accept_per_s=99.0 getpeername_toa_per_s=1004.0 getpeername_plain_per_s=1003.0 toa_setup_per_s=50.0\n\
-             TOA-LAB BENCH round=1 module=bpf-scoped-in capture=fexit accept_per_s=97.0 getpeername_toa_per_s=780.0 getpeername_plain_per_s=840.0 toa_setup_per_s=50.0\n"
+             TOA-LAB BENCH round=1 module=bpf-scoped-in capture=fexit accept_per_s=97.0 getpeername_toa_per_s=780.0 getpeername_plain_per_s=840.0 toa_setup_per_s=50.0\n\
+             TOA-LAB BENCH round=1 module=noop-scoped-out accept_per_s=99.0 getpeername_toa_per_s=1001.0 getpeername_plain_per_s=1002.0 toa_setup_per_s=50.0\n"
         );
         let (figures, _) = aggregate(&with_bpf).unwrap();
         let toa = figures
@@ -463,6 +473,7 @@ TOA-LAB RESULT bench PASS 2 rounds
             .unwrap();
         assert_eq!(plain.bpf_scoped_out.as_ref().unwrap().median, 1003.0);
         assert_eq!(plain.bpf_scoped_in.as_ref().unwrap().ratio, 840.0 / 1002.5);
+        assert_eq!(plain.noop_scoped_out.as_ref().unwrap().median, 1002.0);
         assert_eq!(bpf_capture(&with_bpf).as_deref(), Some("fexit"));
         let (plain, _) = aggregate(CONSOLE).unwrap();
         assert!(plain
