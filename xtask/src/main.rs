@@ -42,6 +42,7 @@ mod qemu;
 #[cfg(test)]
 mod recipe_tests;
 mod report;
+mod rpm_payload;
 mod rpm_repo;
 mod sanitizer;
 mod scc;
