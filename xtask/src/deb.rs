@@ -229,21 +229,23 @@ pub struct KernelFiles {
 /// the kernel packages, into the cache. Built-in modules are skipped.
 pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFiles> {
     let image = kernel.image.fetch()?;
-    let modules_deb = match &kernel.modules {
-        Some(m) => Some(m.fetch()?),
-        None => None,
-    };
+    let modules_files = kernel
+        .modules
+        .iter()
+        .map(PackageRef::fetch)
+        .collect::<Result<Vec<_>>>()?;
     let dir = crate::cache::cache_dir()
         .join("kernels")
         .join(format!("{}_{}", kernel.release, kernel.version));
+    let modules_sums: Vec<&str> = kernel.modules.iter().map(|m| m.sha256.as_str()).collect();
     let stamp_text = format!(
         "image {}\nmodules {}\nwanted {}\n",
         kernel.image.sha256,
-        kernel
-            .modules
-            .as_ref()
-            .map(|m| m.sha256.as_str())
-            .unwrap_or("-"),
+        if modules_sums.is_empty() {
+            "-".to_string()
+        } else {
+            modules_sums.join(" ")
+        },
         wanted.join(" ")
     );
     if let Some(files) = cached_kernel_files(&dir, &kernel.release, &stamp_text) {
@@ -274,9 +276,7 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
     // Split kernels keep some modules beside vmlinuz (EL8/9's kernel-core)
     // and the rest in a modules package: look in both.
     let mut packages = vec![(&kernel.image, image)];
-    if let (Some(pkg), Some(file)) = (&kernel.modules, modules_deb) {
-        packages.push((pkg, file));
-    }
+    packages.extend(kernel.modules.iter().zip(modules_files));
     let names: Vec<&str> = packages.iter().map(|(p, _)| p.file_name()).collect();
     eprintln!(
         "extracting modules {} from {}",
