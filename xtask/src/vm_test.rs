@@ -92,6 +92,11 @@ pub struct Args {
     /// fresh tls.ko: use with `--only chaos`.
     #[arg(long)]
     pub chaos_tls: bool,
+    /// Offline: print what a run would download (from the recipe's fixture
+    /// metadata under xtask/tests/fixtures/), extract, build, pack into the
+    /// initramfs and give QEMU, and stop. RPM-family recipes.
+    #[arg(long, conflicts_with_all = ["sanitizers", "module"])]
+    pub dry_run: bool,
 }
 
 /// Which implementation the guest runs.
@@ -291,6 +296,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let distro = crate::distro::find_for(&args.distro, args.arch)?;
+    crate::lab_kernel::ensure_bootable(&distro)?;
+    if args.dry_run {
+        return crate::vm_dry_run::run(&distro, &args);
+    }
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
         (Some(path), _) => path,
         (None, None) => packed_module(&distro)?,
@@ -892,7 +901,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let release = module_release(module_ko)?;
     let kernel = match own_kernel_hooks::default_kernel(distro, opts) {
         Ok(newest) if newest.release == release => newest,
-        _ => crate::debian_repo::kernel_for_release(distro, &release).with_context(|| {
+        _ => crate::lab_kernel::for_release(distro, &release).with_context(|| {
             format!(
                 "{} is for kernel {release}, which {} does not offer",
                 module_ko.display(),
@@ -919,7 +928,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
         .iter()
         .cloned()
         .partition(|m| m.file_name().is_some_and(|n| n == "tls.ko"));
-    let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
+    let busybox = crate::deb::busybox(&crate::lab_kernel::busybox(distro)?)?;
     let arch = distro.arch_kind();
     let lab_program = crate::lab_programs::build_lab_program(arch)?;
     let operator_cli = crate::operator_cli::build_for_lab(arch)?;
@@ -1180,6 +1189,7 @@ mod tests {
             chaos_seed: None,
             chaos_tls: false,
             cgroup_v1: false,
+            dry_run: false,
         }
     }
 
@@ -1253,6 +1263,7 @@ mod tests {
             chaos_seed: None,
             chaos_tls: false,
             cgroup_v1: false,
+            dry_run: false,
         };
         let x86 = crate::arch::Arch::X86_64;
         assert_eq!(
