@@ -45,6 +45,12 @@ pub fn skip(scenario: &str, why: &str) {
     emit(format!("{PREFIX} SKIP {scenario} {}", one_line(why)));
 }
 
+/// A scenario this kernel cannot run (a feature it lacks): neither a pass
+/// nor a failure, and said so, with what is missing.
+pub fn not_offered(scenario: &str, why: &str) {
+    emit(format!("{PREFIX} NOT-OFFERED {scenario} {}", one_line(why)));
+}
+
 pub fn stats(snapshot: &Snapshot) {
     emit(format!("{PREFIX} STATS {snapshot}"));
 }

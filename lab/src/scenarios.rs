@@ -609,6 +609,10 @@ pub fn run(opts: Options) -> i32 {
             );
             continue;
         }
+        if let Some(why) = not_offered(scenario.name) {
+            output::not_offered(scenario.name, &why);
+            continue;
+        }
         let outcome = (scenario.run)(&lab, &mut ctx).map_err(|e| e.to_string());
         if outcome.is_ok() {
             pass += 1;
@@ -646,6 +650,17 @@ pub fn run(opts: Options) -> i32 {
     origin.shutdown();
     output::done(pass, fail);
     i32::from(fail > 0)
+}
+
+/// Why this kernel cannot run scenario `name`, for those that need more than
+/// toa.ko and TCP (the module-only scenarios run everywhere from 3.10 on).
+/// Probed, not read off the version: EL kernels backport features.
+fn not_offered(name: &str) -> Option<String> {
+    match name {
+        lock_wait::NAME => lock_wait::not_offered(),
+        ktls::NAME => ktls::not_offered(),
+        _ => None,
+    }
 }
 
 /// Decimal or 0x-hexadecimal, as kstrtouint(…, 0) reads module parameters.

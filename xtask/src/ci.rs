@@ -73,12 +73,22 @@ impl Release {
     }
 }
 
-/// The VM lab boots Debian's own kernels (`linux-image-*-amd64` and sid's
-/// split packages), fetched from the release's archive.
+/// Releases of the other families whose newest kernel the release workflow
+/// boots, one per kind of kernel package the lab reads: CentOS 7's last
+/// minor release (3.10, `kernel`), an EL9 (`kernel-core` + modules from
+/// BaseOS) and Ubuntu's generic kernel (signed image + `linux-modules`).
+const VM_LAB_ONE_PER_FAMILY: [&str; 3] = ["centos-7.9", "rocky-9", "ubuntu-22.04"];
+
+/// Every Debian release's own kernels (`linux-image-*-amd64` and sid's
+/// split packages) and [`VM_LAB_ONE_PER_FAMILY`], x86_64 only.
 fn vm_lab_boots(d: &Distro) -> bool {
-    d.family == Family::Debian
-        && d.arch == "x86_64"
-        && matches!(&d.repo, Repo::Apt(r) if r.default_flavour() == "amd64")
+    if d.arch != "x86_64" || crate::lab_kernel::unbootable(d).is_some() {
+        return false;
+    }
+    match &d.repo {
+        Repo::Apt(r) if d.family == Family::Debian && r.default_flavour() == "amd64" => true,
+        _ => VM_LAB_ONE_PER_FAMILY.contains(&d.name.as_str()),
+    }
 }
 
 /// Generator settings that are not in distros/.
@@ -281,7 +291,7 @@ pub fn render(releases: &[Release], settings: &Settings) -> Result<String> {
     let (secrets, plan_files, build_files) = credential_lines(releases)?;
     let vm: Vec<&Release> = releases.iter().filter(|r| r.vm_lab).collect();
     let Some(first_vm) = vm.first() else {
-        bail!("no release whose kernels the VM lab boots (Debian, amd64)");
+        bail!("no release whose kernels the VM lab boots (Debian amd64, or one of {VM_LAB_ONE_PER_FAMILY:?})");
     };
     let pr = releases
         .iter()
@@ -891,7 +901,7 @@ mod tests {
     }
 
     #[test]
-    fn real_distros_give_vm_rows_for_debian_only() {
+    fn real_distros_give_vm_rows_for_debian_and_one_release_per_family() {
         let all = crate::distro::all().unwrap();
         let vm: Vec<String> = all
             .iter()
@@ -899,8 +909,21 @@ mod tests {
             .filter(|r| r.vm_lab)
             .map(|r| r.name)
             .collect();
+        let others: Vec<&str> = vm
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with("debian-"))
+            .collect();
         assert!(vm.contains(&"debian-12".to_string()), "{vm:?}");
-        assert!(vm.iter().all(|n| n.starts_with("debian-")), "{vm:?}");
+        assert_eq!(others, ["centos-7.9", "rocky-9", "ubuntu-22.04"]);
+        // CentOS 7's row is its last minor release.
+        let newest_7 = all
+            .iter()
+            .filter_map(|d| d.name.strip_prefix("centos-7."))
+            .filter_map(|minor| minor.parse::<u32>().ok())
+            .max()
+            .unwrap();
+        assert_eq!(format!("centos-7.{newest_7}"), VM_LAB_ONE_PER_FAMILY[0]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Reading Debian packages without dpkg: the `.deb` ar archive, its
 //! `data.tar.{xz,zst,gz}`, and the files the VM lab needs from kernel and
 //! busybox packages (vmlinuz, modules with their dependencies, busybox).
+//! Kernel packages of the RPM family go through the same walk (see
+//! [`crate::rpm_payload`]), so everything below takes either kind.
 //!
 //! Modules compressed as `.ko.xz`, `.ko.zst` or `.ko.gz` are decompressed on
 //! the host so that busybox `insmod` (which takes a plain ELF) can load them.
@@ -92,13 +94,16 @@ pub enum EntryKind {
     Other,
 }
 
-/// Walk the file system tarball of `deb`, calling `visit(path, kind, reader)`
-/// for each entry until it returns `Ok(false)`. Paths are relative, without
-/// a leading `./` or `/`.
+/// Walk the file system tarball of `deb` (or the payload of an RPM),
+/// calling `visit(path, kind, reader)` for each entry until it returns
+/// `Ok(false)`. Paths are relative, without a leading `./` or `/`.
 pub fn for_each_entry(
     deb: &Path,
     mut visit: impl FnMut(&str, EntryKind, &mut dyn Read) -> Result<bool>,
 ) -> Result<()> {
+    if crate::rpm_payload::is_rpm(deb) {
+        return crate::rpm_payload::for_each_entry(deb, visit);
+    }
     let file = File::open(deb).with_context(|| format!("opening {}", deb.display()))?;
     let (name, member) = ar_member(BufReader::with_capacity(1 << 20, file), deb, |n| {
         n.starts_with("data.tar")
@@ -224,21 +229,23 @@ pub struct KernelFiles {
 /// the kernel packages, into the cache. Built-in modules are skipped.
 pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFiles> {
     let image = kernel.image.fetch()?;
-    let modules_deb = match &kernel.modules {
-        Some(m) => Some(m.fetch()?),
-        None => None,
-    };
+    let modules_files = kernel
+        .modules
+        .iter()
+        .map(PackageRef::fetch)
+        .collect::<Result<Vec<_>>>()?;
     let dir = crate::cache::cache_dir()
         .join("kernels")
         .join(format!("{}_{}", kernel.release, kernel.version));
+    let modules_sums: Vec<&str> = kernel.modules.iter().map(|m| m.sha256.as_str()).collect();
     let stamp_text = format!(
         "image {}\nmodules {}\nwanted {}\n",
         kernel.image.sha256,
-        kernel
-            .modules
-            .as_ref()
-            .map(|m| m.sha256.as_str())
-            .unwrap_or("-"),
+        if modules_sums.is_empty() {
+            "-".to_string()
+        } else {
+            modules_sums.join(" ")
+        },
         wanted.join(" ")
     );
     if let Some(files) = cached_kernel_files(&dir, &kernel.release, &stamp_text) {
@@ -266,17 +273,24 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
     let (_, vmlinuz) = read_one(&image, &refs)?;
     crate::index::write_atomic(&tmp.join("vmlinuz"), &vmlinuz)?;
 
-    let (pkg, deb) = match (&kernel.modules, modules_deb) {
-        (Some(p), Some(d)) => (p, d),
-        _ => (&kernel.image, image),
-    };
+    // Split kernels keep some modules beside vmlinuz (EL8/9's kernel-core)
+    // and the rest in a modules package: look in both.
+    let mut packages = vec![(&kernel.image, image)];
+    packages.extend(kernel.modules.iter().zip(modules_files));
+    let names: Vec<&str> = packages.iter().map(|(p, _)| p.file_name()).collect();
     eprintln!(
         "extracting modules {} from {}",
         wanted.join(", "),
-        pkg.file_name()
+        names.join(" and ")
     );
-    let order = extract_modules(&deb, rel, wanted)
-        .with_context(|| format!("modules of {} {} ({})", pkg.name, pkg.version, pkg.url))?;
+    let files: Vec<PathBuf> = packages.iter().map(|(_, f)| f.clone()).collect();
+    let order = extract_modules(&files, rel, wanted).with_context(|| {
+        let what: Vec<String> = packages
+            .iter()
+            .map(|(p, _)| format!("{} {} ({})", p.name, p.version, p.url))
+            .collect();
+        format!("modules of {}", what.join(" + "))
+    })?;
     let mut names = String::new();
     for (name, bytes) in order {
         let file = format!("{name}.ko");
@@ -318,9 +332,11 @@ fn cached_kernel_files(dir: &Path, release: &str, stamp_text: &str) -> Option<Ke
 }
 
 /// Modules `wanted` plus their dependencies (from `.modinfo` `depends=`),
-/// decompressed, in load order. Scans the package once per dependency level.
+/// decompressed, in load order, found in any of `packages` (each holding part
+/// of the release's `lib/modules/<release>/` tree). Scans the packages once
+/// per dependency level.
 pub fn extract_modules(
-    deb: &Path,
+    packages: &[PathBuf],
     release: &str,
     wanted: &[&str],
 ) -> Result<Vec<(String, Vec<u8>)>> {
@@ -335,34 +351,36 @@ pub fn extract_modules(
     let mut first_pass = true;
     while !need.is_empty() {
         let mut seen_tree = false;
-        for_each_entry(deb, |path, kind, reader| {
-            let Some(rest) = roots.iter().find_map(|r| path.strip_prefix(r.as_str())) else {
-                return Ok(true);
-            };
-            seen_tree = true;
-            if first_pass && rest == "modules.builtin" && matches!(kind, EntryKind::File) {
-                let mut text = String::new();
-                reader.read_to_string(&mut text)?;
-                builtin.extend(text.lines().filter_map(module_name_of));
-                return Ok(true);
-            }
-            if !matches!(kind, EntryKind::File) {
-                return Ok(true);
-            }
-            let Some(name) = module_name_of(rest) else {
-                return Ok(true);
-            };
-            if need.contains(&name) && !have.contains_key(&name) {
-                let mut raw = Vec::new();
-                reader.read_to_end(&mut raw)?;
-                let ko = decompress(rest, &raw)?;
-                modinfo(&ko).with_context(|| format!("{path} is not a loadable module"))?;
-                have.insert(name, ko);
-            }
-            Ok(true)
-        })?;
+        for deb in packages {
+            for_each_entry(deb, |path, kind, reader| {
+                let Some(rest) = roots.iter().find_map(|r| path.strip_prefix(r.as_str())) else {
+                    return Ok(true);
+                };
+                seen_tree = true;
+                if first_pass && rest == "modules.builtin" && matches!(kind, EntryKind::File) {
+                    let mut text = String::new();
+                    reader.read_to_string(&mut text)?;
+                    builtin.extend(text.lines().filter_map(module_name_of));
+                    return Ok(true);
+                }
+                if !matches!(kind, EntryKind::File) {
+                    return Ok(true);
+                }
+                let Some(name) = module_name_of(rest) else {
+                    return Ok(true);
+                };
+                if need.contains(&name) && !have.contains_key(&name) {
+                    let mut raw = Vec::new();
+                    reader.read_to_end(&mut raw)?;
+                    let ko = decompress(rest, &raw)?;
+                    modinfo(&ko).with_context(|| format!("{path} is not a loadable module"))?;
+                    have.insert(name, ko);
+                }
+                Ok(true)
+            })?;
+        }
         if !seen_tree {
-            bail!("{} has no lib/modules/{release}/ tree", deb.display());
+            bail!("{} has no lib/modules/{release}/ tree", shown(packages));
         }
         first_pass = false;
         let mut next = BTreeSet::new();
@@ -385,7 +403,7 @@ pub fn extract_modules(
                 None if builtin.contains(name) => {}
                 None => bail!(
                     "module \"{name}\" not found under lib/modules/{release}/ of {}",
-                    deb.display()
+                    shown(packages)
                 ),
             }
         }
@@ -420,6 +438,12 @@ pub fn extract_modules(
             (n, ko)
         })
         .collect())
+}
+
+/// Package files for a message: `a.deb` or `a.rpm and b.rpm`.
+fn shown(packages: &[PathBuf]) -> String {
+    let names: Vec<String> = packages.iter().map(|p| p.display().to_string()).collect();
+    names.join(" and ")
 }
 
 /// The static busybox binary of a `busybox-static` package, extracted into the cache.
@@ -615,7 +639,7 @@ mod tests {
             ar(&[("debian-binary", b"2.0\n"), ("data.tar", &data)]),
         )
         .unwrap();
-        let got = extract_modules(&deb, rel, &["tun", "ipv6"]).unwrap();
+        let got = extract_modules(std::slice::from_ref(&deb), rel, &["tun", "ipv6"]).unwrap();
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["helper", "net_core", "tun"]);
         assert_eq!(got[2].1, tun);
@@ -623,10 +647,139 @@ mod tests {
             modinfo_value(&got[2].1, "vermagic").unwrap().as_deref(),
             Some("9.9.9-1-amd64 SMP mod_unload")
         );
-        let err = format!("{:#}", extract_modules(&deb, rel, &["nosuch"]).unwrap_err());
+        let err = format!(
+            "{:#}",
+            extract_modules(std::slice::from_ref(&deb), rel, &["nosuch"]).unwrap_err()
+        );
         assert!(err.contains("module \"nosuch\" not found"), "{err}");
-        let err = format!("{:#}", extract_modules(&deb, "1.0", &["tun"]).unwrap_err());
+        let err = format!(
+            "{:#}",
+            extract_modules(std::slice::from_ref(&deb), "1.0", &["tun"]).unwrap_err()
+        );
         assert!(err.contains("no lib/modules/1.0/ tree"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// CentOS 7's `kernel` package: vmlinuz under /boot and every module,
+    /// xz-compressed, in the same RPM.
+    #[test]
+    fn centos_7_kernel_rpm_gives_vmlinuz_and_decompressed_modules() {
+        let dir = crate::testing::scratch("rpm-el7");
+        let rel = "3.10.0-1160.el7.x86_64";
+        let virtio_net = fake_ko(&format!(
+            "depends=virtio_ring,virtio\nvermagic={rel} SMP mod_unload modversions"
+        ));
+        let virtio_ring = fake_ko("depends=virtio\nname=virtio_ring");
+        let virtio = fake_ko("depends=\nname=virtio");
+        let tun = fake_ko("depends=\nname=tun");
+        let modules = |path: &str| format!("/lib/modules/{rel}/kernel/{path}");
+        let paths = [
+            modules("drivers/net/virtio_net.ko.xz"),
+            modules("drivers/virtio/virtio_ring.ko.xz"),
+            modules("drivers/virtio/virtio.ko.xz"),
+            modules("drivers/net/tun.ko.xz"),
+        ];
+        let bodies = [xz(&virtio_net), xz(&virtio_ring), xz(&virtio), xz(&tun)];
+        let vmlinuz = format!("/boot/vmlinuz-{rel}");
+        let builtin = format!("/lib/modules/{rel}/modules.builtin");
+        let mut files: Vec<(&str, &[u8])> = vec![
+            (vmlinuz.as_str(), b"MZ bzImage"),
+            (builtin.as_str(), b"kernel/drivers/block/loop.ko\n"),
+        ];
+        files.extend(
+            paths
+                .iter()
+                .map(String::as_str)
+                .zip(bodies.iter().map(Vec::as_slice)),
+        );
+        let rpm =
+            crate::rpm_payload::testing::package(&dir, "kernel", "3.10.0", "1160.el7", &files);
+
+        let (path, image) = read_one(&rpm, &[&format!("boot/vmlinuz-{rel}")]).unwrap();
+        assert_eq!(path, format!("boot/vmlinuz-{rel}"));
+        assert_eq!(image, b"MZ bzImage");
+        let got = extract_modules(
+            std::slice::from_ref(&rpm),
+            rel,
+            &["virtio_net", "tun", "loop"],
+        )
+        .unwrap();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["virtio", "virtio_ring", "virtio_net", "tun"]);
+        assert_eq!(got[2].1, virtio_net, "decompressed for busybox insmod");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// EL8/9 split the kernel: kernel-core holds vmlinuz beside the core
+    /// modules, kernel-modules the rest, whose dependencies may be in core.
+    #[test]
+    fn el9_modules_come_from_kernel_core_and_kernel_modules() {
+        let dir = crate::testing::scratch("rpm-el9");
+        let rel = "5.14.0-427.35.1.el9_4.x86_64";
+        let tls = fake_ko("depends=\nname=tls");
+        let tun = fake_ko("depends=\nname=tun");
+        let sctp = fake_ko("depends=libcrc32c\nname=sctp");
+        let crc = fake_ko("depends=\nname=libcrc32c");
+        let under = |path: &str| format!("/lib/modules/{rel}/{path}");
+        let (core_paths, core_bodies) = (
+            [
+                under("vmlinuz"),
+                under("kernel/drivers/net/tun.ko.xz"),
+                under("kernel/lib/libcrc32c.ko.xz"),
+            ],
+            [b"MZ el9".to_vec(), xz(&tun), xz(&crc)],
+        );
+        let core_files: Vec<(&str, &[u8])> = core_paths
+            .iter()
+            .map(String::as_str)
+            .zip(core_bodies.iter().map(Vec::as_slice))
+            .collect();
+        let core = crate::rpm_payload::testing::package(
+            &dir,
+            "kernel-core",
+            "5.14.0",
+            "427.35.1.el9_4",
+            &core_files,
+        );
+        let (mod_paths, mod_bodies) = (
+            [
+                under("kernel/net/tls/tls.ko.xz"),
+                under("kernel/net/sctp/sctp.ko.xz"),
+            ],
+            [xz(&tls), xz(&sctp)],
+        );
+        let mod_files: Vec<(&str, &[u8])> = mod_paths
+            .iter()
+            .map(String::as_str)
+            .zip(mod_bodies.iter().map(Vec::as_slice))
+            .collect();
+        let modules = crate::rpm_payload::testing::package(
+            &dir,
+            "kernel-modules",
+            "5.14.0",
+            "427.35.1.el9_4",
+            &mod_files,
+        );
+
+        let (_, image) = read_one(&core, &[&format!("lib/modules/{rel}/vmlinuz")]).unwrap();
+        assert_eq!(image, b"MZ el9");
+        let got = extract_modules(
+            &[core.clone(), modules.clone()],
+            rel,
+            &["tun", "tls", "sctp"],
+        )
+        .unwrap();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["tun", "tls", "libcrc32c", "sctp"]);
+        // kernel-core alone lacks tls: the message names the package searched.
+        let err = format!(
+            "{:#}",
+            extract_modules(std::slice::from_ref(&core), rel, &["tls"]).unwrap_err()
+        );
+        assert!(
+            err.contains("module \"tls\" not found") && err.contains("kernel-core-"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

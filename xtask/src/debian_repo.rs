@@ -41,9 +41,15 @@ impl PackageRef {
         self.url.rsplit('/').next().unwrap_or(&self.url)
     }
 
-    /// Download (or reuse from the cache) this package; returns the `.deb`.
+    /// Download (or reuse from the cache) this package; returns the `.deb`
+    /// (or the `.rpm`, for kernels of the RPM family).
     pub fn fetch(&self) -> Result<PathBuf> {
-        let rel = Path::new("debs").join(self.file_name());
+        let kind = if self.file_name().ends_with(".rpm") {
+            "rpms"
+        } else {
+            "debs"
+        };
+        let rel = Path::new(kind).join(self.file_name());
         crate::download::fetch(&self.url, Some(self.expected()), rel)
     }
 }
@@ -58,9 +64,10 @@ pub struct KernelPackages {
     /// The package holding vmlinuz (`linux-image-<release>-unsigned`, or
     /// `linux-binary-<release>` where the kernel is split).
     pub image: PackageRef,
-    /// The package holding the modules when they are not in `image`
-    /// (`linux-modules-<release>`).
-    pub modules: Option<PackageRef>,
+    /// The packages holding the modules that are not in `image`
+    /// (`linux-modules-<release>`; EL9's `kernel-modules-core` and
+    /// `kernel-modules`), searched after it.
+    pub modules: Vec<PackageRef>,
     /// Package name of the headers: `linux-headers-<release>`.
     pub headers: String,
 }
@@ -289,7 +296,7 @@ pub fn kernel_release_in(
         );
     };
     let image = index.package_ref(stanza)?;
-    let modules = match index.newest(&modules_name) {
+    let modules: Option<PackageRef> = match index.newest(&modules_name) {
         Some(m) if split => Some(index.package_ref(m)?),
         None if split && stanza.package.starts_with("linux-binary-") => bail!(
             "kernel modules package \"{modules_name}\" not found in {}",
@@ -297,7 +304,8 @@ pub fn kernel_release_in(
         ),
         _ => None,
     };
-    for p in std::iter::once(&image).chain(modules.as_ref()) {
+    let modules: Vec<PackageRef> = modules.into_iter().collect();
+    for p in std::iter::once(&image).chain(&modules) {
         if p.version != version {
             eprintln!(
                 "warning: {} is version {} but {headers} is {version}; the release string matches, continuing",
@@ -1121,7 +1129,7 @@ mod tests {
             k.image.sha256,
             "439422e41d2dbb840b60b81e3bf5e5955bfa56b7a8c268aec83c9ff882d421e6"
         );
-        assert_eq!(k.modules, None);
+        assert!(k.modules.is_empty());
     }
 
     #[test]
@@ -1130,11 +1138,8 @@ mod tests {
         assert_eq!(k.release, "7.2.13+deb14-amd64");
         assert_eq!(k.version, "7.2.13-1");
         assert_eq!(k.image.name, "linux-binary-7.2.13+deb14-amd64");
-        assert_eq!(
-            k.modules.as_ref().unwrap().name,
-            "linux-modules-7.2.13+deb14-amd64"
-        );
-        assert_eq!(k.modules.unwrap().size, 110095088);
+        assert_eq!(k.modules[0].name, "linux-modules-7.2.13+deb14-amd64");
+        assert_eq!(k.modules[0].size, 110095088);
         assert_eq!(k.headers, "linux-headers-7.2.13+deb14-amd64");
     }
 
@@ -1168,7 +1173,7 @@ mod tests {
         assert_eq!(k.release, "6.8.0-49-generic");
         assert_eq!(k.version, "6.8.0-49.49");
         assert_eq!(k.image.name, "linux-image-6.8.0-49-generic");
-        assert_eq!(k.modules.unwrap().name, "linux-modules-6.8.0-49-generic");
+        assert_eq!(k.modules[0].name, "linux-modules-6.8.0-49-generic");
     }
 
     #[test]
@@ -1571,7 +1576,7 @@ mod live {
                 k.release,
                 k.version,
                 k.image.name,
-                k.modules.as_ref().map(|m| &m.name),
+                k.modules.iter().map(|m| &m.name).collect::<Vec<_>>(),
                 bb.version
             );
         }

@@ -136,6 +136,13 @@ pub struct RpmRepo {
     pub baseurls: Vec<String>,
     /// The package whose versions are the kernels: `kernel-devel`, `kernel-default-devel`.
     pub headers_package: String,
+    /// More repository roots the VM lab searches for the kernel image
+    /// packages (`kernel`, `kernel-core`, `kernel-modules`) after `baseurls`:
+    /// where they are not beside the headers (EL9 puts kernel-devel in
+    /// AppStream and the kernel in BaseOS). Kernels are still only those the
+    /// headers packages list.
+    #[serde(default)]
+    pub image_baseurls: Vec<String>,
     /// What a variant kernel adds to `uname -r` after the architecture:
     /// EL9's kernel-rt-devel 5.14.0-427.35.1.el9_4 is for 5.14.0-427.35.1.el9_4.x86_64+rt.
     #[serde(default)]

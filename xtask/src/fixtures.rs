@@ -43,18 +43,10 @@ pub fn kernels(distro: &Distro) -> Result<Option<Found>> {
     match &distro.repo {
         Repo::RpmMd(repo) => {
             let dir = root().join("rpm").join(&distro.name);
-            let (covered, missing): (Vec<String>, Vec<String>) =
-                repo.baseurls.iter().cloned().partition(|b| {
-                    dir.join(rpm_repo::url_key(b.trim_end_matches('/')))
-                        .is_dir()
-                });
-            if covered.is_empty() {
+            let (repo, missing) = rpm_covered(distro, repo);
+            if repo.baseurls.is_empty() {
                 return Ok(None);
             }
-            let repo = crate::distro::RpmRepo {
-                baseurls: covered,
-                ..repo.clone()
-            };
             let kernels = rpm_repo::kernels_with(
                 &RpmFixtures { dir: dir.clone() },
                 &distro.name,
@@ -95,6 +87,30 @@ pub fn kernels(distro: &Distro) -> Result<Option<Found>> {
             found(distro, &dir, kernels, missing).map(Some)
         }
     }
+}
+
+/// `repo` with only the repositories (headers' and images') that have a
+/// fixture under `rpm/<distro>/`, and the ones left out.
+pub fn rpm_covered(
+    distro: &Distro,
+    repo: &crate::distro::RpmRepo,
+) -> (crate::distro::RpmRepo, Vec<String>) {
+    let dir = root().join("rpm").join(&distro.name);
+    let has = |b: &String| {
+        dir.join(rpm_repo::url_key(b.trim_end_matches('/')))
+            .is_dir()
+    };
+    let (baseurls, mut missing): (Vec<String>, Vec<String>) =
+        repo.baseurls.iter().cloned().partition(has);
+    let (image_baseurls, images_missing): (Vec<String>, Vec<String>) =
+        repo.image_baseurls.iter().cloned().partition(has);
+    missing.extend(images_missing);
+    let repo = crate::distro::RpmRepo {
+        baseurls,
+        image_baseurls,
+        ..repo.clone()
+    };
+    (repo, missing)
 }
 
 fn found(distro: &Distro, dir: &Path, kernels: Vec<Kernel>, missing: Vec<String>) -> Result<Found> {
@@ -213,7 +229,7 @@ mod tests {
     #[test]
     fn a_recipe_without_fixture_says_so() {
         assert_eq!(
-            kernels(&crate::distro::find("centos-7.9").unwrap()).unwrap(),
+            kernels(&crate::distro::find("centos-7.8").unwrap()).unwrap(),
             None
         );
         assert_eq!(

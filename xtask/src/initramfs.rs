@@ -59,6 +59,22 @@ impl Archive {
         self.entries.insert(key, node);
     }
 
+    /// One line per entry that is not a directory, in archive order:
+    /// `path (N bytes)`, `path -> target` or `path (char dev M:N)`.
+    pub fn listing(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|(path, node)| match node {
+                Node::Dir { .. } => None,
+                Node::File { data, .. } => Some(format!("{path} ({} bytes)", data.len())),
+                Node::Symlink { target } => Some(format!("{path} -> {target}")),
+                Node::CharDev { major, minor, .. } => {
+                    Some(format!("{path} (char dev {major}:{minor})"))
+                }
+            })
+            .collect()
+    }
+
     pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
         self.add(path, Node::Dir { mode });
         self

@@ -28,6 +28,7 @@ mod kernels;
 mod kmod_object;
 #[cfg(test)]
 mod kubernetes_manifest;
+mod lab_kernel;
 mod lab_kmod;
 mod lab_programs;
 mod merge;
@@ -42,6 +43,7 @@ mod qemu;
 #[cfg(test)]
 mod recipe_tests;
 mod report;
+mod rpm_payload;
 mod rpm_repo;
 mod sanitizer;
 mod scc;
@@ -50,6 +52,7 @@ mod stress;
 mod test;
 #[cfg(test)]
 mod testing;
+mod vm_dry_run;
 mod vm_install;
 mod vm_test;
 

@@ -7,13 +7,20 @@ use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
 use std::path::{Path, PathBuf};
 
-/// One `<package>` of primary.xml, the fields kernel discovery needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `<package>` of primary.xml, the fields kernel discovery and the VM
+/// lab's downloads need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RpmPackage {
     pub name: String,
     pub arch: String,
     pub ver: String,
     pub rel: String,
+    /// `<location href>`: the file, relative to the repository root.
+    pub location: String,
+    /// `<checksum type="sha256">` of the package file, lowercase hex.
+    pub sha256: Option<String>,
+    /// `<size package>`: the package file's size in bytes.
+    pub size: Option<u64>,
 }
 
 /// Where repomd.xml says the primary metadata is.
@@ -85,10 +92,16 @@ fn attr(e: &quick_xml::events::BytesStart, key: &str) -> Result<Option<String>> 
 
 /// Every package called `name` in primary.xml.
 pub fn parse_primary(xml: &str, name: &str) -> Result<Vec<RpmPackage>> {
+    parse_primary_of(xml, &[name])
+}
+
+/// Every package called one of `names` in primary.xml.
+pub fn parse_primary_of(xml: &str, names: &[&str]) -> Result<Vec<RpmPackage>> {
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut out = Vec::new();
     let mut current: Option<RpmPackage> = None;
     let mut field = String::new();
+    let mut sha256 = false;
     loop {
         match reader
             .read_event()
@@ -97,20 +110,24 @@ pub fn parse_primary(xml: &str, name: &str) -> Result<Vec<RpmPackage>> {
             Event::Start(e) | Event::Empty(e) => {
                 let tag = e.local_name().as_ref().to_vec();
                 match tag.as_slice() {
-                    b"package" => {
-                        current = Some(RpmPackage {
-                            name: String::new(),
-                            arch: String::new(),
-                            ver: String::new(),
-                            rel: String::new(),
-                        })
-                    }
+                    b"package" => current = Some(RpmPackage::default()),
                     b"version" => {
                         if let Some(p) = current.as_mut() {
                             p.ver = attr(&e, "ver")?.unwrap_or_default();
                             p.rel = attr(&e, "rel")?.unwrap_or_default();
                         }
                     }
+                    b"location" => {
+                        if let Some(p) = current.as_mut() {
+                            p.location = attr(&e, "href")?.unwrap_or_default();
+                        }
+                    }
+                    b"size" => {
+                        if let Some(p) = current.as_mut() {
+                            p.size = attr(&e, "package")?.and_then(|n| n.parse().ok());
+                        }
+                    }
+                    b"checksum" => sha256 = attr(&e, "type")?.as_deref() == Some("sha256"),
                     _ => {}
                 }
                 field = String::from_utf8_lossy(&tag).into_owned();
@@ -120,12 +137,15 @@ pub fn parse_primary(xml: &str, name: &str) -> Result<Vec<RpmPackage>> {
                     match field.as_str() {
                         "name" => p.name = t.unescape()?.trim().to_string(),
                         "arch" => p.arch = t.unescape()?.trim().to_string(),
+                        "checksum" if sha256 => {
+                            p.sha256 = Some(t.unescape()?.trim().to_lowercase())
+                        }
                         _ => {}
                     }
                 }
             }
             Event::End(e) if e.local_name().as_ref() == b"package" => {
-                if let Some(p) = current.take().filter(|p| p.name == name) {
+                if let Some(p) = current.take().filter(|p| names.contains(&p.name.as_str())) {
                     out.push(p);
                 }
             }
@@ -368,6 +388,89 @@ fn mirror_list_root(fetch: &dyn Fetch, distro_name: &str, arch: &str, url: &str)
     }
 }
 
+/// A repository's primary metadata, read and checked.
+struct Primary {
+    /// The repository root (a mirror list resolved), no trailing slash.
+    base: String,
+    /// Where its files are fetched from (the root, with any access token).
+    access: crate::scc::RepoUrl,
+    xml: String,
+}
+
+/// Reads the primary metadata of the repository at `base` (reached through
+/// `access`): repomd.xml (its signature checked with `keyring`), then the
+/// primary file it names, sha256 checked.
+fn primary(
+    fetch: &dyn Fetch,
+    distro_name: &str,
+    arch: &str,
+    keyring: Option<&Path>,
+    base: &str,
+    access: &crate::scc::RepoUrl,
+) -> Result<Primary> {
+    let base = base.trim_end_matches('/');
+    // A mirror list names the repository's root on its first line.
+    let resolved;
+    let (base, mirrored) = if base.ends_with("/mirror.list") {
+        resolved = mirror_list_root(fetch, distro_name, arch, base)?;
+        (
+            resolved.as_str(),
+            Some(crate::scc::RepoUrl::plain(&resolved)),
+        )
+    } else {
+        (base, None)
+    };
+    let access = mirrored.as_ref().unwrap_or(access);
+    // Named by the recipe's URL: no token in a path or a message.
+    let cache = Path::new("rpm").join(distro_name).join(url_key(base));
+    let repomd_path = fetch
+        .fresh(
+            &access.file("repodata/repomd.xml"),
+            &cache.join("repomd.xml"),
+        )
+        .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
+    if let Some(keyring) = keyring {
+        let asc_path = fetch
+            .fresh(
+                &access.file("repodata/repomd.xml.asc"),
+                &cache.join("repomd.xml.asc"),
+            )
+            .with_context(|| {
+                format!(
+                    "{distro_name}: the signature of {base}/repodata/repomd.xml \
+                     (the recipe's repo.keys say it is signed)"
+                )
+            })?;
+        crate::debian_repo::gpgv_verify_detached(&asc_path, &repomd_path, keyring)
+            .with_context(|| format!("{distro_name}: {base}/repodata/repomd.xml"))?;
+    }
+    let repomd = std::fs::read_to_string(&repomd_path)?;
+    let primary = parse_repomd(&repomd).with_context(|| format!("{base}/repodata/repomd.xml"))?;
+    let url = access.file(&primary.href);
+    let file_name = primary
+        .href
+        .rsplit('/')
+        .next()
+        .unwrap_or("primary.xml.gz")
+        .to_string();
+    let Some(sha256) = &primary.sha256 else {
+        bail!("{base}/repodata/repomd.xml gives no sha256 for the primary metadata; refusing unverified metadata");
+    };
+    let path = fetch.checked(&url, sha256, primary.size, &cache.join(&file_name))?;
+    let bytes = std::fs::read(&path)?;
+    let local_name = path
+        .file_name()
+        .map_or(file_name.clone(), |n| n.to_string_lossy().into_owned());
+    let xml = crate::deb::decompress(&local_name, &bytes)?;
+    let xml = String::from_utf8(xml)
+        .with_context(|| format!("{} is not UTF-8", crate::download::redact(&url)))?;
+    Ok(Primary {
+        base: base.to_string(),
+        access: access.clone(),
+        xml,
+    })
+}
+
 /// Every kernel of the release across its repositories, oldest first.
 pub fn kernels(
     distro_name: &str,
@@ -399,63 +502,9 @@ pub fn kernels_with(
     let keyring = signing_keyring(distro_name, repo)?;
     let mut out: Vec<Kernel> = Vec::new();
     for (base, access) in repo.baseurls.iter().zip(&access) {
-        let base = base.trim_end_matches('/');
-        // A mirror list names the repository's root on its first line.
-        let resolved;
-        let (base, mirrored) = if base.ends_with("/mirror.list") {
-            resolved = mirror_list_root(fetch, distro_name, arch, base)?;
-            (
-                resolved.as_str(),
-                Some(crate::scc::RepoUrl::plain(&resolved)),
-            )
-        } else {
-            (base, None)
-        };
-        let access = mirrored.as_ref().unwrap_or(access);
-        // Named by the recipe's URL: no token in a path or a message.
-        let cache = Path::new("rpm").join(distro_name).join(url_key(base));
-        let repomd_path = fetch
-            .fresh(
-                &access.file("repodata/repomd.xml"),
-                &cache.join("repomd.xml"),
-            )
-            .with_context(|| format!("{distro_name}: repository metadata of {base}"))?;
-        if let Some(keyring) = &keyring {
-            let asc_path = fetch
-                .fresh(
-                    &access.file("repodata/repomd.xml.asc"),
-                    &cache.join("repomd.xml.asc"),
-                )
-                .with_context(|| {
-                    format!(
-                        "{distro_name}: the signature of {base}/repodata/repomd.xml \
-                         (the recipe's repo.keys say it is signed)"
-                    )
-                })?;
-            crate::debian_repo::gpgv_verify_detached(&asc_path, &repomd_path, keyring)
-                .with_context(|| format!("{distro_name}: {base}/repodata/repomd.xml"))?;
-        }
-        let repomd = std::fs::read_to_string(&repomd_path)?;
-        let primary =
-            parse_repomd(&repomd).with_context(|| format!("{base}/repodata/repomd.xml"))?;
-        let url = access.file(&primary.href);
-        let file_name = primary
-            .href
-            .rsplit('/')
-            .next()
-            .unwrap_or("primary.xml.gz")
-            .to_string();
-        let Some(sha256) = &primary.sha256 else {
-            bail!("{base}/repodata/repomd.xml gives no sha256 for the primary metadata; refusing unverified metadata");
-        };
-        let path = fetch.checked(&url, sha256, primary.size, &cache.join(&file_name))?;
-        let bytes = std::fs::read(&path)?;
-        let local_name = path
-            .file_name()
-            .map_or(file_name.clone(), |n| n.to_string_lossy().into_owned());
-        let xml = crate::deb::decompress(&local_name, &bytes)?;
-        let xml = String::from_utf8(xml)
-            .with_context(|| format!("{} is not UTF-8", crate::download::redact(&url)))?;
+        let Primary { base, xml, .. } =
+            primary(fetch, distro_name, arch, keyring.as_deref(), base, access)?;
+        let base = base.as_str();
         for p in parse_primary(&xml, &repo.headers_package)? {
             if p.arch == arch || (p.arch == "noarch" && family == Family::Suse) {
                 let k = kernel_of(family, &p)?;
@@ -472,6 +521,168 @@ pub fn kernels_with(
     }
     out.sort_by(|a, b| crate::kernels::release_cmp(&a.release, &b.release));
     Ok(out)
+}
+
+/// The packages of the RHEL family that hold a kernel's image and modules:
+/// EL7's `kernel` holds both; EL8 and later make `kernel` a metapackage and
+/// split the files among `kernel-core` (vmlinuz, the modules a VM boots
+/// with), `kernel-modules-core` (EL9.2 on) and `kernel-modules`.
+const IMAGE_PACKAGES: [&str; 4] = [
+    "kernel",
+    "kernel-core",
+    "kernel-modules-core",
+    "kernel-modules",
+];
+
+/// One package file of a kernel, as a repository's metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRpm {
+    pub package: RpmPackage,
+    /// Repository root + `<location href>`.
+    pub url: String,
+}
+
+impl KernelRpm {
+    /// What the lab downloads: refused without the checksum and size the
+    /// metadata owes every package.
+    pub fn package_ref(&self) -> Result<crate::debian_repo::PackageRef> {
+        let p = &self.package;
+        let (Some(sha256), Some(size)) = (&p.sha256, p.size) else {
+            bail!(
+                "{}: the repository metadata gives no sha256 and size for it; refusing an unverified package",
+                crate::download::redact(&self.url)
+            );
+        };
+        Ok(crate::debian_repo::PackageRef {
+            name: p.name.clone(),
+            version: format!("{}-{}", p.ver, p.rel),
+            url: self.url.clone(),
+            size,
+            sha256: sha256.clone(),
+        })
+    }
+}
+
+/// The package files of one kernel of the RHEL family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRpms {
+    /// `uname -r`.
+    pub release: String,
+    /// `version-release` of the packages.
+    pub version: String,
+    /// `kernel` (EL7) or `kernel-core`: vmlinuz and the modules beside it.
+    pub image: KernelRpm,
+    /// `kernel-modules-core`, `kernel-modules` where the kernel is split.
+    pub modules: Vec<KernelRpm>,
+}
+
+impl KernelRpms {
+    /// The lab's view (see [`crate::deb::kernel_files`]).
+    pub fn packages(&self, headers_package: &str) -> Result<crate::debian_repo::KernelPackages> {
+        Ok(crate::debian_repo::KernelPackages {
+            release: self.release.clone(),
+            version: self.version.clone(),
+            image: self.image.package_ref()?,
+            modules: self
+                .modules
+                .iter()
+                .map(KernelRpm::package_ref)
+                .collect::<Result<_>>()?,
+            headers: format!("{headers_package}-{}", self.version),
+        })
+    }
+}
+
+/// Why the lab cannot boot this RPM-family recipe's kernels, if it cannot.
+pub fn unbootable(family: Family, repo: &RpmRepo) -> Option<String> {
+    if family != Family::Rhel {
+        return Some(format!(
+            "the VM lab boots kernels of Debian, Ubuntu and the RHEL family (kernel or kernel-core packages); \
+             {family:?}-family kernel packages are not supported"
+        ));
+    }
+    if !repo.release_suffix.is_empty() {
+        return Some(format!(
+            "the VM lab boots the plain kernel of the RHEL family; this recipe's kernels are a variant ({} releases)",
+            repo.release_suffix
+        ));
+    }
+    None
+}
+
+/// The packages kernel `release` boots from, over the network.
+pub fn kernel_rpms(distro: &crate::distro::Distro, release: &str) -> Result<KernelRpms> {
+    let crate::distro::Repo::RpmMd(repo) = &distro.repo else {
+        bail!("{} is not an rpm-md release", distro.name);
+    };
+    kernel_rpms_with(
+        &Net,
+        &distro.name,
+        distro.family,
+        &distro.arch,
+        repo,
+        release,
+    )
+}
+
+/// [`kernel_rpms`] with the files coming from `fetch`: the recipe's
+/// repositories, then its `image_baseurls`, are searched for the image
+/// packages of `release`.
+pub fn kernel_rpms_with(
+    fetch: &dyn Fetch,
+    distro_name: &str,
+    family: Family,
+    arch: &str,
+    repo: &RpmRepo,
+    release: &str,
+) -> Result<KernelRpms> {
+    if let Some(why) = unbootable(family, repo) {
+        bail!("{distro_name}: {why}");
+    }
+    let keyring = signing_keyring(distro_name, repo)?;
+    let mut found: Vec<KernelRpm> = Vec::new();
+    let mut searched = Vec::new();
+    for base in repo.baseurls.iter().chain(&repo.image_baseurls) {
+        let access = crate::scc::RepoUrl::plain(base);
+        let Primary { base, access, xml } =
+            primary(fetch, distro_name, arch, keyring.as_deref(), base, &access)?;
+        for p in parse_primary_of(&xml, &IMAGE_PACKAGES)? {
+            let is_it = p.arch == arch && format!("{}-{}.{}", p.ver, p.rel, p.arch) == release;
+            if is_it && !found.iter().any(|f| f.package.name == p.name) {
+                let url = access.file(&p.location);
+                found.push(KernelRpm { package: p, url });
+            }
+        }
+        searched.push(base);
+    }
+    let take = |name: &str| found.iter().find(|f| f.package.name == name).cloned();
+    let image = match (take("kernel-core"), take("kernel")) {
+        (Some(core), _) => core,
+        (None, Some(kernel)) if kernel.package.rel.contains(".el7") => kernel,
+        (None, Some(_)) => bail!(
+            "{distro_name}: kernel {release}: found the `kernel` metapackage but no kernel-core \
+             (which holds vmlinuz from EL8 on) in {}; name the repository that has it in \
+             the recipe's repo.image_baseurls",
+            searched.join(", ")
+        ),
+        (None, None) => bail!(
+            "{distro_name}: no kernel or kernel-core package of {release} ({arch}) in {}; \
+             if the kernel lives in another repository than its headers, name it in \
+             the recipe's repo.image_baseurls",
+            searched.join(", ")
+        ),
+    };
+    let modules = ["kernel-modules-core", "kernel-modules"]
+        .iter()
+        .filter(|_| image.package.name == "kernel-core")
+        .filter_map(|name| take(name))
+        .collect();
+    Ok(KernelRpms {
+        release: release.to_string(),
+        version: format!("{}-{}", image.package.ver, image.package.rel),
+        image,
+        modules,
+    })
 }
 
 #[cfg(test)]
@@ -551,6 +762,7 @@ pub(crate) mod tests {
             arch: "x86_64".into(),
             ver: "4.12.14".into(),
             rel: "122.37.1".into(),
+            ..RpmPackage::default()
         };
         let k = kernel_of(Family::Suse, &p).unwrap();
         assert_eq!(k.release, "4.12.14-122.37-default");
@@ -572,6 +784,97 @@ pub(crate) mod tests {
             &d.arch,
             repo,
         )
+    }
+
+    /// The image packages `distro`'s recipe finds for `release` in its fixtures.
+    pub fn fixture_kernel_rpms(distro: &str, release: &str) -> Result<KernelRpms> {
+        let d = crate::distro::find(distro)?;
+        let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+            bail!("{distro} is not an rpm-md release");
+        };
+        let (repo, _) = crate::fixtures::rpm_covered(&d, repo);
+        let repo = &repo;
+        kernel_rpms_with(
+            &crate::fixtures::RpmFixtures {
+                dir: crate::fixtures::root().join("rpm").join(distro),
+            },
+            &d.name,
+            d.family,
+            &d.arch,
+            repo,
+            release,
+        )
+    }
+
+    #[test]
+    fn centos_7_9_boots_its_kernel_package() {
+        let k = fixture_kernel_rpms("centos-7.9", "3.10.0-1160.92.1.el7.x86_64").unwrap();
+        assert_eq!(k.version, "3.10.0-1160.92.1.el7");
+        assert_eq!(k.image.package.name, "kernel");
+        assert_eq!(
+            k.image.url,
+            "https://vault.centos.org/7.9.2009/updates/x86_64/Packages/kernel-3.10.0-1160.92.1.el7.x86_64.rpm"
+        );
+        assert!(k.modules.is_empty(), "EL7's kernel holds its modules");
+        // The excerpt has no checksum: nothing is downloaded unverified.
+        let err = format!("{:#}", k.packages("kernel-devel").unwrap_err());
+        assert!(err.contains("refusing an unverified package"), "{err}");
+        let err = format!(
+            "{:#}",
+            fixture_kernel_rpms("centos-7.9", "3.10.0-1160.99.1.el7.x86_64").unwrap_err()
+        );
+        assert!(
+            err.contains("no kernel or kernel-core package of 3.10.0-1160.99.1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rocky_9_boots_kernel_core_from_base_os() {
+        let k = fixture_kernel_rpms("rocky-9", "5.14.0-427.35.1.el9_4.x86_64").unwrap();
+        assert_eq!(k.image.package.name, "kernel-core");
+        assert!(k
+            .image
+            .url
+            .starts_with("https://dl.rockylinux.org/pub/rocky/9/BaseOS/"));
+        let modules: Vec<&str> = k.modules.iter().map(|m| m.package.name.as_str()).collect();
+        assert_eq!(modules, ["kernel-modules-core", "kernel-modules"]);
+        let mut with_sums = k.clone();
+        for rpm in std::iter::once(&mut with_sums.image).chain(&mut with_sums.modules) {
+            rpm.package.sha256 = Some("ab".repeat(32));
+            rpm.package.size = Some(10);
+        }
+        let packages = with_sums.packages("kernel-devel").unwrap();
+        assert_eq!(packages.headers, "kernel-devel-5.14.0-427.35.1.el9_4");
+        assert_eq!(packages.modules.len(), 2);
+    }
+
+    #[test]
+    fn recipes_the_lab_cannot_boot_say_why() {
+        let err = format!(
+            "{:#}",
+            fixture_kernel_rpms("opensuse-leap-15.6", "6.4.0-150600.16-default").unwrap_err()
+        );
+        assert!(
+            err.contains("Suse-family kernel packages are not supported"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            fixture_kernel_rpms("rocky-9-rt", "5.14.0-427.35.1.el9_4.x86_64+rt").unwrap_err()
+        );
+        assert!(err.contains("variant"), "{err}");
+    }
+
+    #[test]
+    fn primary_gives_each_package_its_file() {
+        let xml = PRIMARY;
+        let p = &parse_primary(xml, "kernel-devel").unwrap()[0];
+        assert_eq!(
+            p.location,
+            "Packages/kernel-devel-3.10.0-327.el7.x86_64.rpm"
+        );
+        assert_eq!(p.sha256.as_deref(), Some("c0ffee"));
     }
 
     // Failed on the old recipe, which read update/leap/15.6/oss/: no fixture
@@ -633,6 +936,7 @@ pub(crate) mod tests {
         let repo = RpmRepo {
             baseurls: vec!["https://repo.example.invalid/signed/".into()],
             headers_package: "kernel-default-devel".into(),
+            image_baseurls: Vec::new(),
             release_suffix: String::new(),
             credentials: None,
             keys: keys.iter().map(|k| k.display().to_string()).collect(),

@@ -111,7 +111,7 @@ impl LabKernel {
             release: self.release.clone(),
             version: format!("{} {}", self.source.name, self.source.version),
             image: self.source.clone(),
-            modules: None,
+            modules: Vec::new(),
             headers: String::new(),
         }
     }

@@ -1033,6 +1033,7 @@ mod tests {
             crate::distro::RpmRepo {
                 baseurls: baseurls.iter().map(|b| b.to_string()).collect(),
                 headers_package: "kernel-default-devel".into(),
+                image_baseurls: Vec::new(),
                 release_suffix: String::new(),
                 credentials: Some(Credentials {
                     env: format!(

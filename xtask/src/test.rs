@@ -239,6 +239,7 @@ fn lab_args(
         chaos_seed: None,
         chaos_tls: false,
         cgroup_v1: false,
+        dry_run: false,
     }
 }
 

@@ -92,6 +92,11 @@ pub struct Args {
     /// fresh tls.ko: use with `--only chaos`.
     #[arg(long)]
     pub chaos_tls: bool,
+    /// Offline: print what a run would download (from the recipe's fixture
+    /// metadata under xtask/tests/fixtures/), extract, build, pack into the
+    /// initramfs and give QEMU, and stop. RPM-family recipes.
+    #[arg(long, conflicts_with_all = ["sanitizers", "module"])]
+    pub dry_run: bool,
 }
 
 /// Which implementation the guest runs.
@@ -291,6 +296,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let distro = crate::distro::find_for(&args.distro, args.arch)?;
+    crate::lab_kernel::ensure_bootable(&distro)?;
+    if args.dry_run {
+        return crate::vm_dry_run::run(&distro, &args);
+    }
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
         (Some(path), _) => path,
         (None, None) => packed_module(&distro)?,
@@ -451,6 +460,9 @@ pub struct Parsed {
     /// `TOA-LAB OPERATOR name PASS|FAIL detail`: the operator's `toa`
     /// command proven after the scenarios (see guest_init.sh).
     pub operator: Vec<ScenarioResult>,
+    /// `TOA-LAB NOT-OFFERED name why`: scenarios this kernel cannot run
+    /// (a feature it lacks), with the reason; neither passed nor failed.
+    pub not_offered: Vec<ScenarioResult>,
     /// `TOA-LAB OPERATOR-CHECKS n`: how many operator checks follow.
     pub operator_expected: Option<usize>,
     /// The rest of the `TOA-LAB STATS` line(s).
@@ -477,6 +489,8 @@ pub struct LabRun {
     pub first_result: usize,
     /// How many results it printed.
     pub results: usize,
+    /// How many scenarios it found this kernel cannot run.
+    pub not_offered: usize,
     /// `(pass, fail)` of its DONE line.
     pub done: Option<(u32, u32)>,
     /// Its exit status.
@@ -571,6 +585,15 @@ pub fn parse_console(console: &str) -> Parsed {
                 } else {
                     p.operator.push(result);
                 }
+            }
+            "NOT-OFFERED" => {
+                let (name, why) = args.split_once(' ').unwrap_or((args, ""));
+                p.open_run().not_offered += 1;
+                p.not_offered.push(ScenarioResult {
+                    name: name.to_string(),
+                    passed: false,
+                    detail: why.trim().to_string(),
+                });
             }
             "OPERATOR-CHECKS" => p.operator_expected = args.parse().ok(),
             "STATS" => p.stats.push(args.to_string()),
@@ -718,7 +741,7 @@ pub fn problems(p: &Parsed, expected_release: &str) -> Vec<String> {
             None => out.push(format!(
                 "{at}no TOA-LAB DONE line: the lab program did not finish"
             )),
-            Some((0, 0)) => out.push(format!(
+            Some((0, 0)) if run.not_offered == 0 => out.push(format!(
                 "{at}the lab program ran no scenario (DONE pass=0 fail=0)"
             )),
             Some((pass, fail)) => {
@@ -778,6 +801,7 @@ pub fn missing_results(p: &Parsed, required: &[String]) -> Vec<String> {
         .filter(|name| {
             !p.results.iter().any(|r| &r.name == *name)
                 && !p.operator.iter().any(|r| &r.name == *name)
+                && !p.not_offered.iter().any(|r| &r.name == *name)
         })
         .map(|name| {
             if name == KTLS || name == CHAOS {
@@ -836,6 +860,12 @@ impl LabReport {
         for (name, result, detail) in &rows {
             println!("{name:width$}  {result:6}  {detail}");
         }
+        for r in &self.parsed.not_offered {
+            println!(
+                "{:width$}  -       not offered by this kernel: {}",
+                r.name, r.detail
+            );
+        }
         for r in &self.parsed.operator {
             let result = if r.passed { "PASS" } else { "FAIL" };
             println!("toa command: {} {result} {}", r.name, r.detail);
@@ -861,9 +891,10 @@ impl LabReport {
         );
         let passed = self.parsed.results.iter().filter(|r| r.passed).count();
         println!(
-            "vm-test: {} passed, {} failed",
+            "vm-test: {} passed, {} failed, {} not offered by this kernel",
             passed,
-            self.parsed.results.len() - passed
+            self.parsed.results.len() - passed,
+            self.parsed.not_offered.len()
         );
     }
 
@@ -892,7 +923,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     let release = module_release(module_ko)?;
     let kernel = match own_kernel_hooks::default_kernel(distro, opts) {
         Ok(newest) if newest.release == release => newest,
-        _ => crate::debian_repo::kernel_for_release(distro, &release).with_context(|| {
+        _ => crate::lab_kernel::for_release(distro, &release).with_context(|| {
             format!(
                 "{} is for kernel {release}, which {} does not offer",
                 module_ko.display(),
@@ -919,7 +950,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
         .iter()
         .cloned()
         .partition(|m| m.file_name().is_some_and(|n| n == "tls.ko"));
-    let busybox = crate::deb::busybox(&crate::debian_repo::package(distro, "busybox-static")?)?;
+    let busybox = crate::deb::busybox(&crate::lab_kernel::busybox(distro)?)?;
     let arch = distro.arch_kind();
     let lab_program = crate::lab_programs::build_lab_program(arch)?;
     let operator_cli = crate::operator_cli::build_for_lab(arch)?;
@@ -1149,6 +1180,33 @@ mod tests {
     }
 
     #[test]
+    fn a_scenario_the_kernel_cannot_run_is_reported_not_missing() {
+        let p = parse_console(&two_runs(
+            "TOA-LAB NOT-OFFERED ktls kTLS: no tls.ko and none built in (no /proc/sys/net/ipv4/tcp_available_ulp)\n\
+             TOA-LAB DONE pass=0 fail=0\n\
+             TOA-LAB EXIT 0\n",
+        ));
+        assert_eq!(p.not_offered.len(), 1);
+        assert_eq!(p.not_offered[0].name, KTLS);
+        assert!(p.not_offered[0].detail.starts_with("kTLS: no tls.ko"));
+        assert_eq!(p.runs[1].not_offered, 1);
+        assert_eq!(problems(&p, RELEASE), Vec::<String>::new());
+        assert_eq!(
+            missing_results(&p, &[KTLS.to_string()]),
+            Vec::<String>::new()
+        );
+        // A run that offered nothing and ran nothing is still a problem.
+        let empty = parse_console(&two_runs("TOA-LAB DONE pass=0 fail=0\nTOA-LAB EXIT 0\n"));
+        assert!(
+            problems(&empty, RELEASE)
+                .iter()
+                .any(|m| m.contains("ran no scenario")),
+            "{:?}",
+            problems(&empty, RELEASE)
+        );
+    }
+
+    #[test]
     fn a_run_with_a_wrong_done_line_is_named() {
         let p = parse_console(&two_runs(
             "TOA-LAB RESULT ktls PASS x\n\
@@ -1180,6 +1238,7 @@ mod tests {
             chaos_seed: None,
             chaos_tls: false,
             cgroup_v1: false,
+            dry_run: false,
         }
     }
 
@@ -1253,6 +1312,7 @@ mod tests {
             chaos_seed: None,
             chaos_tls: false,
             cgroup_v1: false,
+            dry_run: false,
         };
         let x86 = crate::arch::Arch::X86_64;
         assert_eq!(

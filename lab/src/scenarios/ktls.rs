@@ -95,12 +95,29 @@ fn tls_offered() -> Option<Tls> {
         .then_some(Tls::BuiltIn)
 }
 
+/// Why the scenario cannot run here: a kernel without kTLS (built without
+/// CONFIG_TLS, as Debian 11's, or older than 4.13 without a backport, as
+/// CentOS 7's 3.10) has no ULP that could copy toa's tables.
+pub fn not_offered() -> Option<String> {
+    if tls_offered().is_some() {
+        return None;
+    }
+    let ulps = std::fs::read_to_string(AVAILABLE_ULP);
+    let ulps = match &ulps {
+        Ok(text) => format!("{AVAILABLE_ULP}: {:?}", text.trim()),
+        // TCP ULPs came with 4.13.
+        Err(_) => format!("no {AVAILABLE_ULP}: no TCP ULPs at all"),
+    };
+    Some(format!(
+        "kTLS: no tls.ko and none built in ({ulps}): no ULP here can copy toa's tables"
+    ))
+}
+
 pub fn run(lab: &Lab) -> Result<String> {
     let Some(tls) = tls_offered() else {
-        let ulps = std::fs::read_to_string(AVAILABLE_ULP).unwrap_or_default();
-        return Ok(format!(
-            "this kernel has no kTLS (no tls.ko, {AVAILABLE_ULP}: {:?}): no ULP here can copy toa's tables",
-            ulps.trim()
+        return Err(lab_err!(
+            "{}",
+            not_offered().unwrap_or_else(|| "kTLS went away".to_string())
         ));
     };
     let mut log = Cursor::at_end()?;

@@ -57,6 +57,27 @@ struct UffdioCopy {
     copy: i64,
 }
 
+/// Why the scenario cannot run here: it holds the socket lock with a
+/// userfaultfd page (Linux 4.3; EL7's 3.10 has none), which nothing else
+/// can do from user space for as long.
+pub fn not_offered() -> Option<String> {
+    // SAFETY: a syscall with no pointer arguments; a descriptor it returns is closed here.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: the new descriptor is ours alone.
+        drop(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        return None;
+    }
+    match std::io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::ENOSYS) => {
+            Some("userfaultfd (Linux 4.3) is missing: ENOSYS".to_string())
+        }
+        // Present but refused (a sysctl, a seccomp policy): run and fail,
+        // naming it, rather than hide a setup problem.
+        _ => None,
+    }
+}
+
 pub fn run(lab: &Lab, ctx: &Shared) -> Result<String> {
     let mut log = Cursor::at_end()?;
     let outcome = attack(lab);
