@@ -3,6 +3,8 @@
 //! As root on a Debian-family host a missing tool is installed with apt-get;
 //! otherwise xtask stops and prints the one command that installs it.
 
+pub mod cache;
+
 use anyhow::{bail, Result};
 
 pub fn is_root() -> bool {

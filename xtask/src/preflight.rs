@@ -211,11 +211,11 @@ pub fn needs(command: &Command) -> Needs {
         }
         // No builder: the kernel and its modules are built on the host. A
         // usage mistake installs nothing (run() reports it).
-        Command::VmTest(args) if args.sanitizers => match crate::sanitizer::usage(args) {
+        Command::VmTest(args) if args.sanitizers => match crate::vm::sanitizer::usage(args) {
             Ok(()) => Needs::vm("vm-test --sanitizers", false).tools(KERNEL_BUILD),
             Err(_) => Needs::new("vm-test --sanitizers"),
         },
-        Command::VmTest(args) if args.arch == Some(crate::arch::Arch::Aarch64) => {
+        Command::VmTest(args) if args.arch == Some(crate::distro::arch::Arch::Aarch64) => {
             Needs::vm("vm-test", args.module.is_none()).tools(VM_AARCH64)
         }
         Command::VmTest(args) => Needs::vm("vm-test", args.module.is_none()),
@@ -259,7 +259,7 @@ impl Toolchain {
 
     /// The project's rust-toolchain.toml.
     pub fn load() -> Result<Toolchain> {
-        let path = crate::cache::project_root().join(Self::FILE);
+        let path = crate::host::cache::project_root().join(Self::FILE);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
@@ -314,7 +314,7 @@ impl Machine {
     }
 
     fn detect_rust(&self) -> Result<RustInstall> {
-        let root = crate::cache::project_root();
+        let root = crate::host::cache::project_root();
         if let Some(rustup) = self.find("rustup") {
             // In the project root, so rustup answers for rust-toolchain.toml's toolchain.
             let list = |what: &str| -> Result<Vec<String>> {
@@ -537,7 +537,7 @@ fn distros(command: &Command) -> Vec<&str> {
 }
 
 /// The release and architecture a command names with `--arch`.
-fn distro_arch(command: &Command) -> Option<(&str, crate::arch::Arch)> {
+fn distro_arch(command: &Command) -> Option<(&str, crate::distro::arch::Arch)> {
     match command {
         Command::Build(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
         Command::Kernels(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
@@ -593,7 +593,7 @@ fn run(action: &Action) -> Result<()> {
             let mut args = vec![*what, "add"];
             args.extend(names.iter().map(String::as_str));
             duct::cmd("rustup", &args)
-                .dir(crate::cache::project_root())
+                .dir(crate::host::cache::project_root())
                 .stdout_to_stderr()
                 .run()
                 .with_context(|| format!("`rustup {}` failed", args.join(" ")))?;
