@@ -3,14 +3,15 @@
 
 pub mod builder;
 pub mod failures;
+pub mod package;
 
 use crate::build::builder::{BackendKind, Builder};
 use crate::distro::Distro;
-use crate::release::package::KernelModule;
 use crate::repo::kernels::{self, Kernel};
-use crate::{host::cache, objects::kmod, objects::modcheck, progress, release::package};
+use crate::{host::cache, objects::kmod, objects::modcheck, progress};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar};
+use package::KernelModule;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -317,7 +318,7 @@ fn work_dir(distro: &Distro, kernel: &Kernel) -> PathBuf {
 pub fn build(
     distro: &Distro,
     kernels: &[Kernel],
-    default: Option<&package::DefaultKernel>,
+    default: Option<&crate::repo::kernels::DefaultKernel>,
     backend: Option<BackendKind>,
     jobs: usize,
 ) -> Result<Built> {
@@ -328,7 +329,7 @@ pub fn build(
 fn build_into(
     distro: &Distro,
     kernels: &[Kernel],
-    default: Option<&package::DefaultKernel>,
+    default: Option<&crate::repo::kernels::DefaultKernel>,
     backend: Option<BackendKind>,
     jobs: usize,
     dist_dir: &Path,

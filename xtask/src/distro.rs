@@ -154,6 +154,33 @@ impl RpmRepo {
     }
 }
 
+/// SUSEConnect's default registration server (`--url`).
+pub const SCC: &str = "https://scc.suse.com";
+
+/// A registered system's credentials (an SCCcredentials file).
+#[derive(Clone, PartialEq, Eq)]
+pub struct System {
+    pub username: String,
+    pub password: String,
+    /// SCC's duplicate detection (connect-ng pkg/connection/credentials.go):
+    /// sent back as the `System-Token` header. SCC rotates it only on
+    /// requests that change something; these are all reads.
+    pub system_token: Option<String>,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field(
+                "system_token",
+                &self.system_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 /// The registration a release's repositories need (SLES): the credentials
 /// of a system registered with SUSE Customer Center, which gives the system
 /// its repositories' URLs with their access tokens (see [`crate::repo::scc`]).
@@ -174,7 +201,7 @@ pub struct Credentials {
 impl Credentials {
     /// The registration server's URL.
     pub fn server(&self) -> &str {
-        self.server.as_deref().unwrap_or(crate::repo::scc::SCC)
+        self.server.as_deref().unwrap_or(SCC)
     }
 
     /// Whether the variable naming the credentials file is set at all: a
@@ -185,7 +212,7 @@ impl Credentials {
 
     /// The system credentials in the file `env` names, or an error that says
     /// what to supply.
-    pub fn read(&self, distro: &str) -> Result<crate::repo::scc::System> {
+    pub fn read(&self, distro: &str) -> Result<System> {
         let missing = || {
             format!(
                 "{distro}: its repositories need credentials: {}; set {} to that file",
@@ -213,7 +240,7 @@ impl Credentials {
                 .filter(|v| !v.is_empty())
         };
         match (field("username"), field("password")) {
-            (Some(username), Some(password)) => Ok(crate::repo::scc::System {
+            (Some(username), Some(password)) => Ok(System {
                 username,
                 password,
                 system_token: field("system_token"),
@@ -437,6 +464,13 @@ pub fn find_for(name: &str, arch: Option<Arch>) -> Result<Distro> {
     )
 }
 
+/// Where a suite's `InRelease` is: `<mirror>/dists/<suite>/InRelease`. The
+/// mirror is the suite's own archive root, which may differ by architecture
+/// (`[repo.aarch64]`: Ubuntu's arm64 suites are on ports.ubuntu.com).
+pub fn inrelease_url(mirror: &str, suite: &str) -> String {
+    format!("{}/dists/{suite}/InRelease", mirror.trim_end_matches('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,7 +581,7 @@ cc = "gcc-11"
                 .unwrap()
                 .suites()
                 .iter()
-                .map(|s| crate::repo::debian::inrelease_url(&s.mirror, &s.suite))
+                .map(|s| inrelease_url(&s.mirror, &s.suite))
                 .collect()
         };
         let amd64 = load_str_for("ubuntu-x", UBUNTU_PORTS, None).unwrap();
@@ -733,7 +767,7 @@ cc = "gcc-12"
         );
         let file = dir.join("SCCcredentials");
         std::fs::copy(
-            crate::repo::fixtures::root().join("scc/SCCcredentials"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scc/SCCcredentials"),
             &file,
         )
         .unwrap();

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+use crate::host::{apt_command, apt_install};
 use crate::Command;
 
 /// One way to see that a tool is present.
@@ -455,14 +456,6 @@ pub enum Action {
     },
 }
 
-/// The command that installs `packages`, as a user types it.
-pub fn apt_command(packages: &[&str]) -> String {
-    format!(
-        "apt-get install -y --no-install-recommends {}",
-        packages.join(" ")
-    )
-}
-
 /// What to do about `plan` on `machine`, or one error that names everything
 /// the user has to do by hand.
 pub fn provision(needs: &Needs, plan: &Plan, machine: &Machine) -> Result<Vec<Action>> {
@@ -602,44 +595,6 @@ fn run(action: &Action) -> Result<()> {
             update_first,
             packages,
         } => apt_install(packages, *update_first)?,
-    }
-    Ok(())
-}
-
-/// Installs Debian `packages` with apt-get (as root), refreshing the package
-/// lists first when asked or when the install fails on stale lists.
-pub fn apt_install(packages: &[&str], update_first: bool) -> Result<()> {
-    eprintln!("==> installing host packages: {}", packages.join(" "));
-    let apt = |args: &[&str]| {
-        duct::cmd("apt-get", args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin_null()
-            .stdout_to_stderr()
-            .unchecked()
-            .run()
-            .map(|o| o.status.success())
-    };
-    // Another apt-get may hold the lock: wait for it rather than fail.
-    let lock = "DPkg::Lock::Timeout=300";
-    let update = || -> Result<()> {
-        if !apt(&["update", "-q", "-o", lock]).context("running apt-get update")? {
-            bail!("`apt-get update` failed");
-        }
-        Ok(())
-    };
-    if update_first {
-        update()?;
-    }
-    let mut install = vec!["install", "-y", "-q", "--no-install-recommends", "-o", lock];
-    install.extend(packages);
-    if !apt(&install).context("running apt-get install")? {
-        if update_first {
-            bail!("`{}` failed", apt_command(packages));
-        }
-        update()?;
-        if !apt(&install).context("running apt-get install")? {
-            bail!("`{}` failed", apt_command(packages));
-        }
     }
     Ok(())
 }

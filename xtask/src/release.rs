@@ -1,7 +1,7 @@
-//! What a release is made of and how it is made: the per-distro tarballs,
-//! the source tarball, index.json and SHA256SUMS, the installers, the
-//! operator's command and its container image, the build matrix, the
-//! workflow that runs it, and the merge of its shards.
+//! What a release is made of and how it is made: the source tarball,
+//! index.json and SHA256SUMS, the installers, the operator's command and its
+//! container image, the build matrix, the workflow that runs it, and the
+//! merge of its shards.
 
 pub mod ci;
 pub mod container_image;
@@ -11,7 +11,6 @@ pub mod installers;
 pub mod kubernetes_manifest;
 pub mod merge;
 pub mod operator_cli;
-pub mod package;
 pub mod plan;
 pub mod previous_release;
 pub mod source;

@@ -1403,4 +1403,49 @@ pub(crate) mod tests {
         .to_string();
         assert!(err.contains("use --backend docker or podman"), "{err}");
     }
+
+    /// The builder's `.repo` file: the tokenized URL, readable by its owner
+    /// only, gone when the build is over.
+    #[test]
+    fn the_builders_repo_file_holds_the_tokens_until_the_build_ends() {
+        use std::os::unix::fs::PermissionsExt;
+        let scene = crate::repo::scc::tests::Scene::new("repo-file");
+        let mut distro = crate::distro::find("sles-12-sp5").unwrap();
+        distro.name = format!("scc-test-repo-file-{}", std::process::id());
+        let repo = scene.repo(&["https://updates.suse.com/repo/$RCE/RES7/x86_64/"]);
+        let env = repo.credentials.as_ref().unwrap().env.clone();
+        distro.repo = crate::distro::Repo::RpmMd(repo);
+        let builder = crate::build::builder::Builder::new(
+            crate::build::builder::BackendKind::Docker,
+            &distro,
+        );
+        std::env::set_var(&env, &scene.creds_file);
+        let written = builder.write_registered_repos();
+        std::env::remove_var(&env);
+        let guard = written.unwrap().expect("registered repositories");
+        let (path, preview) = builder.registered_repo_preview().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "[toa-repo__RCE_RES7_x86_64]\nname=toa-repo__RCE_RES7_x86_64\nenabled=1\n\
+                 autorefresh=1\nbaseurl={}/repo/$RCE/RES7/x86_64?token\ntype=rpm-md\n\n",
+                scene.base
+            )
+        );
+        assert!(
+            preview.contains("x86_64?<token>\n") && !preview.contains("?token"),
+            "{preview}"
+        );
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        drop(guard);
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(
+            crate::host::cache::cache_dir()
+                .join("builders")
+                .join(&distro.name),
+        );
+    }
 }

@@ -49,7 +49,7 @@ impl Record {
         }
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
-        crate::release::index::write_atomic(path, text.as_bytes())
+        crate::host::fs::write_atomic(path, text.as_bytes())
     }
 
     pub fn read(path: &Path) -> Result<Record> {

@@ -136,7 +136,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("{WORKFLOW} is up to date");
         return Ok(());
     }
-    crate::release::index::write_atomic(&path, generated.as_bytes())?;
+    crate::host::fs::write_atomic(&path, generated.as_bytes())?;
     println!("wrote {WORKFLOW}");
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! the image id differs between machines; its one layer does not.
 
 use crate::distro::arch::Arch;
-use crate::{release::index, release::operator_cli};
+use crate::release::operator_cli;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -32,7 +32,7 @@ pub fn tag() -> String {
 /// the engine has its image; returns the image's tag.
 pub fn ensure(arch: Arch) -> Result<String> {
     let binary = operator_cli::build_for_lab(arch)?;
-    let sha = index::sha256_file(&binary)?;
+    let sha = crate::host::fs::sha256_file(&binary)?;
     let tag = tag();
     if labelled_sha(&tag)?.as_deref() == Some(sha.as_str()) {
         eprintln!("==> image {tag} holds this toa (sha256 {sha}): kept");
@@ -95,11 +95,11 @@ fn labelled_sha(tag: &str) -> Result<Option<String>> {
 fn rootfs_tar(binary: &[u8]) -> Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     for dir in DIRECTORIES {
-        let mut header = crate::release::package::header(tar::EntryType::Directory, 0o755, 0);
+        let mut header = crate::build::package::header(tar::EntryType::Directory, 0o755, 0);
         tar.append_data(&mut header, Path::new(dir), std::io::empty())?;
     }
     let mut header =
-        crate::release::package::header(tar::EntryType::Regular, 0o755, binary.len() as u64);
+        crate::build::package::header(tar::EntryType::Regular, 0o755, binary.len() as u64);
     tar.append_data(&mut header, BINARY.trim_start_matches('/'), binary)?;
     Ok(tar.into_inner()?)
 }

@@ -59,7 +59,7 @@ pub fn write_installers(dist_dir: &Path, base_url: &str) -> Result<Vec<PathBuf>>
     for (name, source) in SCRIPTS {
         let text = render(source, base_url).with_context(|| format!("rendering {name}"))?;
         let path = dist_dir.join(name);
-        index::write_atomic(&path, text.as_bytes())?;
+        crate::host::fs::write_atomic(&path, text.as_bytes())?;
         set_executable(&path)?;
         written.push(path);
     }

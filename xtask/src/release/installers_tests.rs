@@ -9,7 +9,7 @@
 //! operators run them.
 
 use super::*;
-use crate::release::package::{write_tarball, KernelModule};
+use crate::build::package::{write_tarball, KernelModule};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;

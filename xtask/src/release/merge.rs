@@ -9,7 +9,7 @@
 //! kernel package, and all parts must be of this toa version. The merged
 //! tarball is what one build of all those kernels writes, byte for byte.
 
-use crate::release::package::{self, KernelModule};
+use crate::build::package::{self, KernelModule};
 use crate::{host::cache, release::index, repo::kernels};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -148,7 +148,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if let Some(path) = &args.notes {
-        crate::release::index::write_atomic(path, report.notes().as_bytes())?;
+        crate::host::fs::write_atomic(path, report.notes().as_bytes())?;
     }
     for m in &merged {
         println!(
@@ -403,7 +403,7 @@ struct Part {
     arch: String,
     toa_version: String,
     /// The metapackage's kernel, where the part's build knew it.
-    default: Option<package::DefaultKernel>,
+    default: Option<crate::repo::kernels::DefaultKernel>,
     modules: Vec<KernelModule>,
 }
 
@@ -504,10 +504,12 @@ fn read_part(path: &Path, stem: &str) -> Result<Part> {
         distro: meta.distro,
         arch: meta.arch,
         toa_version: meta.toa_version,
-        default: meta.default_from.map(|from| package::DefaultKernel {
-            release: meta.default_release,
-            from,
-        }),
+        default: meta
+            .default_from
+            .map(|from| crate::repo::kernels::DefaultKernel {
+                release: meta.default_release,
+                from,
+            }),
         modules,
     })
 }
@@ -518,14 +520,14 @@ struct Release {
     distro: String,
     arch: String,
     /// The metapackage's kernel: the top-level toa.ko (else the newest).
-    default: Option<package::DefaultKernel>,
+    default: Option<crate::repo::kernels::DefaultKernel>,
     modules: Vec<KernelModule>,
 }
 
 fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
     let ours = env!("CARGO_PKG_VERSION");
     let mut first: Option<Part> = None;
-    let mut default: Option<package::DefaultKernel> = None;
+    let mut default: Option<crate::repo::kernels::DefaultKernel> = None;
     // release -> (module, the part it came from)
     let mut modules: BTreeMap<String, (KernelModule, PathBuf)> = BTreeMap::new();
     for path in tarballs {
@@ -613,7 +615,7 @@ fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::release::package::write_tarball;
+    use crate::build::package::write_tarball;
 
     fn module(release: &str, ko: &str) -> KernelModule {
         KernelModule::new(

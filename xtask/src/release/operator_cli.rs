@@ -6,7 +6,7 @@
 //! runs that before `cargo xtask installers`, which rewrites the index).
 
 use crate::distro::arch::Arch;
-use crate::{objects::lab_programs, release::index};
+use crate::objects::lab_programs;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -31,7 +31,7 @@ pub fn build_into(dist_dir: &Path) -> Result<Vec<PathBuf>> {
         let bytes =
             std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
         let dest = dist_dir.join(file_name(arch.name()));
-        index::write_atomic(&dest, &bytes)?;
+        crate::host::fs::write_atomic(&dest, &bytes)?;
         set_executable(&dest)?;
         written.push(dest);
     }
@@ -57,7 +57,7 @@ pub fn index_lines(dist_dir: &Path) -> Result<Vec<String>> {
         let file = file_name(arch);
         let path = dist_dir.join(&file);
         if path.is_file() {
-            let sha = index::sha256_file(&path)?;
+            let sha = crate::host::fs::sha256_file(&path)?;
             lines.push(format!(
                 r#"{{"name":"toa","arch":"{arch}","file":"{file}","sha256":"{sha}"}}"#
             ));
@@ -69,6 +69,7 @@ pub fn index_lines(dist_dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::release::index;
 
     #[test]
     fn only_known_architectures_are_programs() {
@@ -89,7 +90,7 @@ mod tests {
         assert_eq!(v["file"], "toa-x86_64");
         assert_eq!(
             v["sha256"],
-            index::sha256_file(&dist.join("toa-x86_64")).unwrap()
+            crate::host::fs::sha256_file(&dist.join("toa-x86_64")).unwrap()
         );
         std::fs::remove_dir_all(&dist).unwrap();
     }
@@ -110,7 +111,7 @@ mod tests {
             "one program a line: {text}"
         );
         let sums = std::fs::read_to_string(dist.join(index::SUMS)).unwrap();
-        let sha = index::sha256_file(&dist.join("toa-x86_64")).unwrap();
+        let sha = crate::host::fs::sha256_file(&dist.join("toa-x86_64")).unwrap();
         assert!(sums.contains(&format!("{sha}  toa-x86_64\n")), "{sums}");
         std::fs::remove_dir_all(&dist).unwrap();
     }

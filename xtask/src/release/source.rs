@@ -130,7 +130,7 @@ pub fn write_source_tarball(dist_dir: &Path, objects: &[PathBuf]) -> Result<Path
     dirs.sort();
     dirs.dedup();
     let out = dist_dir.join(index::SOURCE_TARBALL);
-    crate::release::package::write_tar_gz(&out, &dirs, &files)?;
+    crate::build::package::write_tar_gz(&out, &dirs, &files)?;
     Ok(out)
 }
 
@@ -210,7 +210,7 @@ mod tests {
             .all(|(p, mode, _)| *mode == if p.ends_with('/') { 0o755 } else { 0o644 }));
 
         let conf = String::from_utf8(
-            crate::release::package::read_from_tarball(&a, &format!("{top}/dkms.conf")).unwrap(),
+            crate::build::package::read_from_tarball(&a, &format!("{top}/dkms.conf")).unwrap(),
         )
         .unwrap();
         assert!(conf.contains(&format!(
@@ -219,7 +219,7 @@ mod tests {
         )));
         assert!(!conf.contains('@'), "placeholders left in dkms.conf");
         let kbuild = String::from_utf8(
-            crate::release::package::read_from_tarball(&a, &format!("{top}/Kbuild")).unwrap(),
+            crate::build::package::read_from_tarball(&a, &format!("{top}/Kbuild")).unwrap(),
         )
         .unwrap();
         assert!(

@@ -264,7 +264,7 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
     ];
     let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
     let (_, vmlinuz) = read_one(&image, &refs)?;
-    crate::release::index::write_atomic(&tmp.join("vmlinuz"), &vmlinuz)?;
+    crate::host::fs::write_atomic(&tmp.join("vmlinuz"), &vmlinuz)?;
 
     let (pkg, deb) = match (&kernel.modules, modules_deb) {
         (Some(p), Some(d)) => (p, d),
@@ -280,12 +280,12 @@ pub fn kernel_files(kernel: &KernelPackages, wanted: &[&str]) -> Result<KernelFi
     let mut names = String::new();
     for (name, bytes) in order {
         let file = format!("{name}.ko");
-        crate::release::index::write_atomic(&tmp.join("modules").join(&file), &bytes)?;
+        crate::host::fs::write_atomic(&tmp.join("modules").join(&file), &bytes)?;
         names.push_str(&file);
         names.push('\n');
     }
-    crate::release::index::write_atomic(&tmp.join("modules.list"), names.as_bytes())?;
-    crate::release::index::write_atomic(&tmp.join("stamp"), stamp_text.as_bytes())?;
+    crate::host::fs::write_atomic(&tmp.join("modules.list"), names.as_bytes())?;
+    crate::host::fs::write_atomic(&tmp.join("stamp"), stamp_text.as_bytes())?;
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(err) = std::fs::rename(&tmp, &dir) {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -437,7 +437,7 @@ pub fn busybox(pkg: &PackageRef) -> Result<PathBuf> {
     if !bytes.starts_with(b"\x7fELF") {
         bail!("{}: bin/busybox is not an ELF binary", pkg.url);
     }
-    crate::release::index::write_atomic(&out, &bytes)?;
+    crate::host::fs::write_atomic(&out, &bytes)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755))?;
     Ok(out)

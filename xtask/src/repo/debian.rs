@@ -758,13 +758,6 @@ pub fn have_gpgv() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Where a suite's `InRelease` is: `<mirror>/dists/<suite>/InRelease`. The
-/// mirror is the suite's own archive root, which may differ by architecture
-/// (`[repo.aarch64]`: Ubuntu's arm64 suites are on ports.ubuntu.com).
-pub fn inrelease_url(mirror: &str, suite: &str) -> String {
-    format!("{}/dists/{suite}/InRelease", mirror.trim_end_matches('/'))
-}
-
 /// The cache directory of one suite of one archive root: suites of the same
 /// name on two roots (Ubuntu's jammy on archive and on ports) stay apart.
 fn suite_cache(mirror: &str, suite: &str) -> PathBuf {
@@ -795,7 +788,7 @@ fn fetch_release(mirror: &str, suite: &str) -> Result<String> {
             None => mirror.to_string(),
         }
     };
-    let url = inrelease_url(&mirror, suite);
+    let url = crate::distro::inrelease_url(&mirror, suite);
     // Kept apart by how they are trusted: a copy fetched over HTTPS without a
     // signature check must never stand in for one that gpgv checks.
     let name = if verify {

@@ -94,7 +94,7 @@ pub fn verify_file(path: &Path, expected: &Expected) -> Result<()> {
             expected.size
         );
     }
-    let got = crate::release::index::sha256_file(path)?;
+    let got = crate::host::fs::sha256_file(path)?;
     if !got.eq_ignore_ascii_case(&expected.sha256) {
         bail!("sha256 mismatch: expected {}, got {got}", expected.sha256);
     }

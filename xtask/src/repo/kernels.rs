@@ -110,12 +110,21 @@ pub fn discover(distro: &Distro) -> Result<Vec<Kernel>> {
     Ok(kernels)
 }
 
+/// The kernel whose module is a tarball's top-level toa.ko.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultKernel {
+    /// `uname -r`: `6.1.0-57-amd64`.
+    pub release: String,
+    /// What chose it: the metapackage, `linux-image-amd64`.
+    pub from: String,
+}
+
 /// The kernel a default install of the release runs after updates, and the
 /// metapackage that says so; `None` where the family has no such metapackage
 /// (the RHEL family and SUSE install the newest kernel: it stands in).
-pub fn default_kernel(distro: &Distro) -> Result<Option<crate::release::package::DefaultKernel>> {
+pub fn default_kernel(distro: &Distro) -> Result<Option<DefaultKernel>> {
     match &distro.repo {
-        Repo::Apt(repo) => Ok(Some(crate::release::package::DefaultKernel {
+        Repo::Apt(repo) => Ok(Some(DefaultKernel {
             release: crate::repo::debian::default_release(distro)?,
             from: format!("linux-image-{}", repo.default_flavour()),
         })),

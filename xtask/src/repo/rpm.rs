@@ -205,7 +205,7 @@ impl Fetch for Net {
             ),
             None => {
                 let path = crate::repo::download::fetch_fresh(url, cache)?;
-                let got = crate::release::index::sha256_file(&path)?;
+                let got = crate::host::fs::sha256_file(&path)?;
                 if got != sha256 {
                     let _ = std::fs::remove_file(&path);
                     bail!(

@@ -20,13 +20,11 @@
 //! reach a message: [`RepoUrl`]'s `Display` shows `?<token>`.
 
 use crate::distro::Credentials;
+use crate::distro::System;
 use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// SUSEConnect's default registration server (`--url`).
-pub const SCC: &str = "https://scc.suse.com";
 
 /// The API version SUSEConnect asks for (connect-ng pkg/connection/connection.go,
 /// `DefaultAPIVersion`).
@@ -56,30 +54,6 @@ const ZYPP_PARAMS: &[&str] = &[
 
 /// What `Display` puts where an access token was.
 pub const TOKEN_SHOWN: &str = "<token>";
-
-/// A registered system's credentials (an SCCcredentials file).
-#[derive(Clone, PartialEq, Eq)]
-pub struct System {
-    pub username: String,
-    pub password: String,
-    /// SCC's duplicate detection (connect-ng pkg/connection/credentials.go):
-    /// sent back as the `System-Token` header. SCC rotates it only on
-    /// requests that change something; these are all reads.
-    pub system_token: Option<String>,
-}
-
-impl std::fmt::Debug for System {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("System")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field(
-                "system_token",
-                &self.system_token.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
 
 /// One service of an activated product.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -633,7 +607,7 @@ pub fn builder_alias(baseurl: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
@@ -938,15 +912,15 @@ mod tests {
     /// the index's `RES7/x86_64` path that answers only with that token
     /// (metadata: the Leap 15.6 update excerpt, its repomd.xml made here so
     /// its checksum is right).
-    struct Scene {
-        base: String,
+    pub(crate) struct Scene {
+        pub(crate) base: String,
         log: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
-        creds_file: std::path::PathBuf,
+        pub(crate) creds_file: std::path::PathBuf,
         dir: std::path::PathBuf,
     }
 
     impl Scene {
-        fn new(case: &str) -> Scene {
+        pub(crate) fn new(case: &str) -> Scene {
             let dir = crate::testing::scratch(&format!("scc-{case}"));
             let creds_file = dir.join("SCCcredentials");
             std::fs::copy(
@@ -1029,7 +1003,7 @@ mod tests {
         }
 
         /// A release whose repository is `baseurl`, registered at the scene's server.
-        fn repo(&self, baseurls: &[&str]) -> crate::distro::RpmRepo {
+        pub(crate) fn repo(&self, baseurls: &[&str]) -> crate::distro::RpmRepo {
             crate::distro::RpmRepo {
                 baseurls: baseurls.iter().map(|b| b.to_string()).collect(),
                 headers_package: "kernel-default-devel".into(),
@@ -1151,51 +1125,6 @@ mod tests {
                 .iter()
                 .all(|p| !p.contains("token") && !p.contains('?')),
             "{paths:?}"
-        );
-    }
-
-    /// The builder's `.repo` file: the tokenized URL, readable by its owner
-    /// only, gone when the build is over.
-    #[test]
-    fn the_builders_repo_file_holds_the_tokens_until_the_build_ends() {
-        use std::os::unix::fs::PermissionsExt;
-        let scene = Scene::new("repo-file");
-        let mut distro = crate::distro::find("sles-12-sp5").unwrap();
-        distro.name = format!("scc-test-repo-file-{}", std::process::id());
-        let repo = scene.repo(&["https://updates.suse.com/repo/$RCE/RES7/x86_64/"]);
-        let env = repo.credentials.as_ref().unwrap().env.clone();
-        distro.repo = crate::distro::Repo::RpmMd(repo);
-        let builder = crate::build::builder::Builder::new(
-            crate::build::builder::BackendKind::Docker,
-            &distro,
-        );
-        std::env::set_var(&env, &scene.creds_file);
-        let written = builder.write_registered_repos();
-        std::env::remove_var(&env);
-        let guard = written.unwrap().expect("registered repositories");
-        let (path, preview) = builder.registered_repo_preview().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            text,
-            format!(
-                "[toa-repo__RCE_RES7_x86_64]\nname=toa-repo__RCE_RES7_x86_64\nenabled=1\n\
-                 autorefresh=1\nbaseurl={}/repo/$RCE/RES7/x86_64?token\ntype=rpm-md\n\n",
-                scene.base
-            )
-        );
-        assert!(
-            preview.contains("x86_64?<token>\n") && !preview.contains("?token"),
-            "{preview}"
-        );
-        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().unwrap()), 0o700);
-        drop(guard);
-        assert!(!path.exists());
-        let _ = std::fs::remove_dir_all(
-            crate::host::cache::cache_dir()
-                .join("builders")
-                .join(&distro.name),
         );
     }
 

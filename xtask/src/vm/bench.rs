@@ -128,8 +128,8 @@ pub fn run(args: Args) -> Result<()> {
 
 fn write<T: Serialize>(dir: &std::path::Path, name: &str, value: &T, md: &str) -> Result<()> {
     let json = serde_json::to_string_pretty(value)?;
-    crate::release::index::write_atomic(&dir.join(format!("{name}.json")), json.as_bytes())?;
-    crate::release::index::write_atomic(&dir.join(format!("{name}.md")), md.as_bytes())?;
+    crate::host::fs::write_atomic(&dir.join(format!("{name}.json")), json.as_bytes())?;
+    crate::host::fs::write_atomic(&dir.join(format!("{name}.md")), md.as_bytes())?;
     eprintln!("wrote {}/{name}.json and {name}.md", dir.display());
     Ok(())
 }

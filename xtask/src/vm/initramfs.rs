@@ -126,7 +126,7 @@ impl Archive {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         self.write_cpio(&mut gz)?;
         let bytes = gz.finish()?;
-        crate::release::index::write_atomic(path, &bytes)
+        crate::host::fs::write_atomic(path, &bytes)
     }
 }
 

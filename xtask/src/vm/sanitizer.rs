@@ -296,11 +296,11 @@ pub fn tree(distro: &Distro) -> Result<Tree> {
     let tree = Tree { release, ..tree };
     let stamp = Stamp {
         release: tree.release.clone(),
-        bzimage: crate::release::index::sha256_file(&tree.bzimage())?,
-        symvers: crate::release::index::sha256_file(&tree.symvers())?,
+        bzimage: crate::host::fs::sha256_file(&tree.bzimage())?,
+        symvers: crate::host::fs::sha256_file(&tree.symvers())?,
         ..want
     };
-    crate::release::index::write_atomic(&built, stamp.render().as_bytes())?;
+    crate::host::fs::write_atomic(&built, stamp.render().as_bytes())?;
     eprintln!(
         "sanitizer kernel {} built in {:.1} min: {} (log: {})",
         tree.release,
@@ -385,7 +385,7 @@ fn check_built(tree: &Tree, built: &Path, want: &Stamp) -> Result<Option<String>
         (tree.bzimage(), &stamp.bzimage),
         (tree.symvers(), &stamp.symvers),
     ] {
-        match crate::release::index::sha256_file(&path) {
+        match crate::host::fs::sha256_file(&path) {
             Ok(got) if &got == sha => {}
             Ok(got) => corrupt.push(format!("{} has sha256 {got}, built {sha}", path.display())),
             Err(e) => corrupt.push(format!("{e:#}")),
@@ -453,10 +453,10 @@ fn ensure_host(cc: &str) -> Result<()> {
     if !crate::host::is_root() || !crate::host::have("apt-get") {
         bail!(
             "the sanitizer kernel's build needs host packages; install them with:\n    sudo {}",
-            crate::preflight::apt_command(&missing)
+            crate::host::apt_command(&missing)
         );
     }
-    crate::preflight::apt_install(&missing, false)
+    crate::host::apt_install(&missing, false)
 }
 
 /// Unpacks the source tarball of the package into `tree.dir`, unless the
@@ -518,7 +518,7 @@ fn ensure_unpacked(tree: &Tree, entry: &Path) -> Result<()> {
     std::fs::rename(&unpacked, &tree.dir)
         .with_context(|| format!("moving {} to {}", unpacked.display(), tree.dir.display()))?;
     let _ = std::fs::remove_dir_all(&partial);
-    crate::release::index::write_atomic(&stamp, want.as_bytes())
+    crate::host::fs::write_atomic(&stamp, want.as_bytes())
 }
 
 /// `make` in the tree with the compiler and reproducible build identity.
@@ -588,7 +588,7 @@ fn ensure_configured(tree: &Tree, entry: &Path, log: &Path) -> Result<()> {
             unmet.join("\n  ")
         );
     }
-    crate::release::index::write_atomic(&stamp, want.as_bytes())
+    crate::host::fs::write_atomic(&stamp, want.as_bytes())
 }
 
 /// `make -j<cpus> bzImage modules` (modules: there are none, but it writes
@@ -763,8 +763,8 @@ mod tests {
         let built = dir.join("built");
         let good = Stamp {
             release: "6.1.192-toa-sanitizers".into(),
-            bzimage: crate::release::index::sha256_file(&tree.bzimage()).unwrap(),
-            symvers: crate::release::index::sha256_file(&tree.symvers()).unwrap(),
+            bzimage: crate::host::fs::sha256_file(&tree.bzimage()).unwrap(),
+            symvers: crate::host::fs::sha256_file(&tree.symvers()).unwrap(),
             ..want.clone()
         };
         std::fs::write(&built, good.render()).unwrap();

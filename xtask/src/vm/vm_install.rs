@@ -39,8 +39,8 @@ mod server;
 
 use crate::distro::Distro;
 use crate::{
-    host::cache, objects::kmod, objects::lab_programs, release::index, release::installers,
-    release::operator_cli, release::package, release::source, vm::qemu,
+    build::package, host::cache, objects::kmod, objects::lab_programs, release::index,
+    release::installers, release::operator_cli, release::source, vm::qemu,
 };
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;

@@ -425,7 +425,7 @@ pub fn extract_from_tarball(tarball: &Path, member: &str, out: &Path) -> Result<
         if path == want && entry.header().entry_type().is_file() {
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes)?;
-            return crate::release::index::write_atomic(out, &bytes);
+            return crate::host::fs::write_atomic(out, &bytes);
         }
         seen.push(path);
     }

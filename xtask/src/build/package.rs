@@ -7,6 +7,7 @@
 //! Same inputs, same bytes: entries sorted, fixed owner, mode and mtime, and a
 //! gzip header without name or time.
 
+use crate::repo::kernels::DefaultKernel;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -45,15 +46,6 @@ struct Metadata<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     default_from: Option<&'a str>,
     modules: &'a [KernelModule],
-}
-
-/// The kernel whose module is a tarball's top-level toa.ko.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefaultKernel {
-    /// `uname -r`: `6.1.0-57-amd64`.
-    pub release: String,
-    /// What chose it: the metapackage, `linux-image-amd64`.
-    pub from: String,
 }
 
 /// Writes `<dist_dir>/<dist_name>.tar.gz`; `modules` newest last; the newest
@@ -234,7 +226,7 @@ mod tests {
         ];
         write_tar_gz(&out, &dirs, &files).unwrap();
         assert_eq!(
-            crate::release::index::sha256_file(&out).unwrap(),
+            crate::host::fs::sha256_file(&out).unwrap(),
             "4b2b5cb61d00b037d74adf5066063103f9b2a38a224ba76abde37d9703ceabbb"
         );
         std::fs::remove_dir_all(&dir).unwrap();
