@@ -3,6 +3,7 @@
 
 pub mod builder;
 pub mod failures;
+pub mod index;
 pub mod package;
 
 use crate::build::builder::{BackendKind, Builder};
@@ -445,7 +446,7 @@ fn build_into(
         default,
     )?;
     // The manifest covers every tarball in dist/, this one included.
-    crate::release::index::write_index(dist_dir)?;
+    crate::build::index::write_index(dist_dir)?;
     if !failures.is_empty() {
         return Err(KernelsFailed {
             distro: distro.name.clone(),

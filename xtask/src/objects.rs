@@ -6,3 +6,4 @@ pub mod audit;
 pub mod kmod;
 pub mod lab_programs;
 pub mod modcheck;
+pub mod operator_cli;

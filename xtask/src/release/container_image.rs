@@ -8,7 +8,7 @@
 //! the image id differs between machines; its one layer does not.
 
 use crate::distro::arch::Arch;
-use crate::release::operator_cli;
+use crate::objects::operator_cli;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 

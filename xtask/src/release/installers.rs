@@ -9,7 +9,7 @@
 //! download besides the script. index.json and SHA256SUMS are rewritten afterwards so they
 //! cover the new scripts.
 
-use crate::{host::cache, release::index};
+use crate::{build::index, host::cache};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 

@@ -10,7 +10,7 @@
 //! tarball is what one build of all those kernels writes, byte for byte.
 
 use crate::build::package::{self, KernelModule};
-use crate::{host::cache, release::index, repo::kernels};
+use crate::{build::index, host::cache, repo::kernels};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

@@ -587,9 +587,9 @@ cc = "gcc-12"
 
     /// An index.json as `index::render` writes it.
     fn index_json(modules: &[(&str, &str)]) -> String {
-        let entries: Vec<crate::release::index::Entry> = modules
+        let entries: Vec<crate::build::index::Entry> = modules
             .iter()
-            .map(|(distro, release)| crate::release::index::Entry {
+            .map(|(distro, release)| crate::build::index::Entry {
                 release: release.to_string(),
                 arch: "x86_64".into(),
                 uname_v: String::new(),
@@ -600,7 +600,7 @@ cc = "gcc-12"
                 ko_sha256: "b".repeat(64),
             })
             .collect();
-        crate::release::index::render("0.1.0", &entries)
+        crate::build::index::render("0.1.0", &entries)
     }
 
     #[test]

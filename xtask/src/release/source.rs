@@ -11,7 +11,7 @@
 //! Same inputs, same bytes: entries sorted, owner root, fixed modes, mtime 0,
 //! gzip header without name or time.
 
-use crate::{host::cache, objects::kmod, release::index};
+use crate::{build::index, host::cache, objects::kmod};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ pub fn run(_args: Args) -> Result<()> {
     let objects = kmod::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let dist = cache::dist_dir();
     let tarball = write_source_tarball(&dist, &objects)?;
-    let programs = crate::release::operator_cli::build_into(&dist)?;
+    let programs = crate::objects::operator_cli::build_into(&dist)?;
     index::write_index(&dist)?;
     println!("{}", tarball.display());
     programs.iter().for_each(|p| println!("{}", p.display()));

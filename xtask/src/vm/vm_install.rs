@@ -39,8 +39,8 @@ mod server;
 
 use crate::distro::Distro;
 use crate::{
-    build::package, host::cache, objects::kmod, objects::lab_programs, release::index,
-    release::installers, release::operator_cli, release::source, vm::qemu,
+    build::index, build::package, host::cache, objects::kmod, objects::lab_programs,
+    objects::operator_cli, release::installers, release::source, vm::qemu,
 };
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;

@@ -927,7 +927,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
         crate::repo::deb::busybox(&crate::repo::debian::package(distro, "busybox-static")?)?;
     let arch = distro.arch_kind();
     let lab_program = crate::objects::lab_programs::build_lab_program(arch)?;
-    let operator_cli = crate::release::operator_cli::build_for_lab(arch)?;
+    let operator_cli = crate::objects::operator_cli::build_for_lab(arch)?;
     let previous_toa = if opts.previous_toa {
         Some(crate::release::previous_release::build(arch)?)
     } else {

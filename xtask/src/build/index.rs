@@ -119,7 +119,7 @@ pub fn write_index(dist_dir: &Path) -> Result<()> {
     let mut index = render(env!("CARGO_PKG_VERSION"), &entries);
     with_programs(
         &mut index,
-        &crate::release::operator_cli::index_lines(dist_dir)?,
+        &crate::objects::operator_cli::index_lines(dist_dir)?,
     );
     write_atomic(&dist_dir.join(INDEX), index.as_bytes())?;
     let sums = sha256sums(dist_dir)?;
@@ -234,7 +234,7 @@ fn ships(name: &str) -> bool {
         && (name.ends_with(".tar.gz")
             || name.ends_with(".sh")
             || name == INDEX
-            || crate::release::operator_cli::is_program(name))
+            || crate::objects::operator_cli::is_program(name))
 }
 
 /// `sha256sum` lines for every file that ships, by name.

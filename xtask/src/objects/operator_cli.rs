@@ -69,7 +69,7 @@ pub fn index_lines(dist_dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::release::index;
+    use crate::build::index;
 
     #[test]
     fn only_known_architectures_are_programs() {
