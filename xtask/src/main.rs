@@ -6,6 +6,8 @@
 mod build;
 mod distro;
 mod host;
+#[cfg(test)]
+mod layering;
 mod objects;
 mod preflight;
 mod progress;

@@ -391,4 +391,25 @@ mod tests {
         e.ko_sha256 = "B".repeat(64);
         assert!(e.check().is_err());
     }
+
+    #[test]
+    fn a_build_in_dist_is_indexed_and_checksummed() {
+        let dist = crate::testing::scratch("operator-index");
+        write_index(&dist).unwrap();
+        let text = std::fs::read_to_string(dist.join(INDEX)).unwrap();
+        assert!(!text.contains("programs"), "no build, no list: {text}");
+        std::fs::write(dist.join("toa-x86_64"), b"binary").unwrap();
+        write_index(&dist).unwrap();
+        let text = std::fs::read_to_string(dist.join(INDEX)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["programs"][0]["arch"], "x86_64");
+        assert!(
+            text.lines().any(|l| l.starts_with(r#"{"name":"toa","#)),
+            "one program a line: {text}"
+        );
+        let sums = std::fs::read_to_string(dist.join(SUMS)).unwrap();
+        let sha = crate::host::fs::sha256_file(&dist.join("toa-x86_64")).unwrap();
+        assert!(sums.contains(&format!("{sha}  toa-x86_64\n")), "{sums}");
+        std::fs::remove_dir_all(&dist).unwrap();
+    }
 }
