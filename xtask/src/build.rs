@@ -1,13 +1,18 @@
 //! `cargo xtask build`: toa.ko for kernels of a distro release, each built in
 //! the release's own environment, checked, and packed under target/dist.
 
-use crate::builder::{self, BackendKind, Builder};
+pub mod builder;
+pub mod failures;
+pub mod index;
+pub mod package;
+
+use crate::build::builder::{BackendKind, Builder};
 use crate::distro::Distro;
-use crate::kernels::{self, Kernel};
-use crate::package::KernelModule;
-use crate::{cache, kmod_object, modcheck, package, progress};
+use crate::repo::kernels::{self, Kernel};
+use crate::{host::cache, objects::kmod, objects::modcheck, progress};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar};
+use package::KernelModule;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -20,7 +25,7 @@ pub struct Args {
     /// arm64 kernels into `<Tarball>-aarch64.tar.gz`. Default: x86_64 (or the
     /// release's only one).
     #[arg(long, value_enum)]
-    pub arch: Option<crate::arch::Arch>,
+    pub arch: Option<crate::distro::arch::Arch>,
     /// Kernel release to build for, as `uname -r` prints it (repeatable). `RELEASE=VERSION`
     /// names one with its headers package version, for kernels the metadata does not list.
     /// Default: every kernel of the release (all suites, all flavours; see `cargo xtask kernels`).
@@ -91,27 +96,27 @@ pub fn failure_record(
     distro: &Distro,
     kernels: &[Kernel],
     err: &anyhow::Error,
-) -> crate::failures::Record {
+) -> crate::build::failures::Record {
     let failed = match err.downcast_ref::<KernelsFailed>() {
         Some(kf) => kf
             .failed
             .iter()
-            .map(|(k, e)| crate::failures::Failed {
+            .map(|(k, e)| crate::build::failures::Failed {
                 release: k.release.clone(),
                 version: k.version.clone(),
-                error: crate::failures::one_line(e),
+                error: crate::build::failures::one_line(e),
             })
             .collect(),
         None => kernels
             .iter()
-            .map(|k| crate::failures::Failed {
+            .map(|k| crate::build::failures::Failed {
                 release: k.release.clone(),
                 version: k.version.clone(),
-                error: crate::failures::one_line(err),
+                error: crate::build::failures::one_line(err),
             })
             .collect(),
     };
-    crate::failures::Record::new(&distro.name, &distro.arch, failed)
+    crate::build::failures::Record::new(&distro.name, &distro.arch, failed)
 }
 
 /// What a build produced for one distro release.
@@ -314,7 +319,7 @@ fn work_dir(distro: &Distro, kernel: &Kernel) -> PathBuf {
 pub fn build(
     distro: &Distro,
     kernels: &[Kernel],
-    default: Option<&package::DefaultKernel>,
+    default: Option<&crate::repo::kernels::DefaultKernel>,
     backend: Option<BackendKind>,
     jobs: usize,
 ) -> Result<Built> {
@@ -325,7 +330,7 @@ pub fn build(
 fn build_into(
     distro: &Distro,
     kernels: &[Kernel],
-    default: Option<&package::DefaultKernel>,
+    default: Option<&crate::repo::kernels::DefaultKernel>,
     backend: Option<BackendKind>,
     jobs: usize,
     dist_dir: &Path,
@@ -335,7 +340,7 @@ fn build_into(
     builder.ensure_host()?;
     // Held to the end of the build: dropping it removes the tokens' file.
     let _registered = builder.write_registered_repos()?;
-    let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
+    let objects = kmod::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let logs = cache::target_dir()
         .join("build-logs")
         .join(distro.build_name());
@@ -443,7 +448,7 @@ fn build_into(
         default,
     )?;
     // The manifest covers every tarball in dist/, this one included.
-    crate::index::write_index(dist_dir)?;
+    crate::build::index::write_index(dist_dir)?;
     if !failures.is_empty() {
         return Err(KernelsFailed {
             distro: distro.name.clone(),
@@ -509,7 +514,7 @@ pub fn build_test_module(distro: &Distro, release: &str) -> Result<KernelModule>
     let mut builder = Builder::new(kind, distro);
     builder.make_vars = vec!["TOA_TEST_NO_REWRITE=1".to_string()];
     builder.ensure_host()?;
-    let objects = kmod_object::build_all(&cache::cache_dir().join("kmod-objects"))?;
+    let objects = kmod::build_all(&cache::cache_dir().join("kmod-objects"))?;
     let log = cache::target_dir()
         .join("build-logs")
         .join(distro.build_name())
@@ -616,7 +621,7 @@ mod tests {
         );
         assert_eq!(
             r.failed,
-            [crate::failures::Failed {
+            [crate::build::failures::Failed {
                 release: "6.1.0-10-amd64".into(),
                 version: "6.1.2-1".into(),
                 error: "make modules: exit status 2".into(),
@@ -633,7 +638,7 @@ mod tests {
         // Written and read back as merge reads it.
         let path = crate::testing::scratch("failures").join("Debian-12-x86_64.failed.json");
         r.write(&path).unwrap();
-        assert_eq!(crate::failures::Record::read(&path).unwrap(), r);
+        assert_eq!(crate::build::failures::Record::read(&path).unwrap(), r);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

@@ -1,7 +1,10 @@
 //! Distro releases as described by `distros/*.toml`: identity, where the
 //! release lists its kernels, and how its builder environment is made.
 
-use crate::arch::Arch;
+pub mod arch;
+pub mod per_arch;
+
+use crate::distro::arch::Arch;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -164,9 +167,36 @@ impl RpmRepo {
     }
 }
 
+/// SUSEConnect's default registration server (`--url`).
+pub const SCC: &str = "https://scc.suse.com";
+
+/// A registered system's credentials (an SCCcredentials file).
+#[derive(Clone, PartialEq, Eq)]
+pub struct System {
+    pub username: String,
+    pub password: String,
+    /// SCC's duplicate detection (connect-ng pkg/connection/credentials.go):
+    /// sent back as the `System-Token` header. SCC rotates it only on
+    /// requests that change something; these are all reads.
+    pub system_token: Option<String>,
+}
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field(
+                "system_token",
+                &self.system_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 /// The registration a release's repositories need (SLES): the credentials
 /// of a system registered with SUSE Customer Center, which gives the system
-/// its repositories' URLs with their access tokens (see [`crate::scc`]).
+/// its repositories' URLs with their access tokens (see [`crate::repo::scc`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -184,7 +214,7 @@ pub struct Credentials {
 impl Credentials {
     /// The registration server's URL.
     pub fn server(&self) -> &str {
-        self.server.as_deref().unwrap_or(crate::scc::SCC)
+        self.server.as_deref().unwrap_or(SCC)
     }
 
     /// Whether the variable naming the credentials file is set at all: a
@@ -195,7 +225,7 @@ impl Credentials {
 
     /// The system credentials in the file `env` names, or an error that says
     /// what to supply.
-    pub fn read(&self, distro: &str) -> Result<crate::scc::System> {
+    pub fn read(&self, distro: &str) -> Result<System> {
         let missing = || {
             format!(
                 "{distro}: its repositories need credentials: {}; set {} to that file",
@@ -223,7 +253,7 @@ impl Credentials {
                 .filter(|v| !v.is_empty())
         };
         match (field("username"), field("password")) {
-            (Some(username), Some(password)) => Ok(crate::scc::System {
+            (Some(username), Some(password)) => Ok(System {
                 username,
                 password,
                 system_token: field("system_token"),
@@ -401,7 +431,7 @@ impl Repo {
 }
 
 pub fn distros_dir() -> PathBuf {
-    crate::cache::project_root().join("distros")
+    crate::host::cache::project_root().join("distros")
 }
 
 /// Every distro release, sorted by name.
@@ -429,7 +459,7 @@ pub fn load_file_for(path: &Path, arch: Option<Arch>) -> Result<Distro> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut table: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let arches = crate::distro_arch::specialise(&mut table, arch, path)?;
+    let arches = crate::distro::per_arch::specialise(&mut table, arch, path)?;
     let mut distro: Distro = table
         .try_into()
         .with_context(|| format!("parsing {}", path.display()))?;
@@ -458,6 +488,13 @@ pub fn find_for(name: &str, arch: Option<Arch>) -> Result<Distro> {
     )
 }
 
+/// Where a suite's `InRelease` is: `<mirror>/dists/<suite>/InRelease`. The
+/// mirror is the suite's own archive root, which may differ by architecture
+/// (`[repo.aarch64]`: Ubuntu's arm64 suites are on ports.ubuntu.com).
+pub fn inrelease_url(mirror: &str, suite: &str) -> String {
+    format!("{}/dists/{suite}/InRelease", mirror.trim_end_matches('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,7 +503,7 @@ mod tests {
     #[test]
     fn the_readme_lists_every_recipe() {
         let readme =
-            std::fs::read_to_string(crate::cache::project_root().join("README.md")).unwrap();
+            std::fs::read_to_string(crate::host::cache::project_root().join("README.md")).unwrap();
         let section = readme
             .split("## Distro releases")
             .nth(1)
@@ -612,7 +649,7 @@ cc = "gcc-11"
                 .unwrap()
                 .suites()
                 .iter()
-                .map(|s| crate::debian_repo::inrelease_url(&s.mirror, &s.suite))
+                .map(|s| inrelease_url(&s.mirror, &s.suite))
                 .collect()
         };
         let amd64 = load_str_for("ubuntu-x", UBUNTU_PORTS, None).unwrap();
@@ -797,7 +834,11 @@ cc = "gcc-12"
             "{err}"
         );
         let file = dir.join("SCCcredentials");
-        std::fs::copy(crate::fixtures::root().join("scc/SCCcredentials"), &file).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scc/SCCcredentials"),
+            &file,
+        )
+        .unwrap();
         std::env::set_var(&c.env, &file);
         let system = c.read("sles-12-sp5").unwrap();
         assert_eq!(system.username, "SCC_f93f438773944ef087a30a37af7fc0a5");

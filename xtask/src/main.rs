@@ -3,62 +3,31 @@
 //! This file only declares modules and dispatches; each subcommand lives in
 //! its own file with an `Args` struct and a `run`.
 
-mod arch;
-mod audit;
-mod bench;
 mod build;
-mod builder;
-mod cache;
-mod ci;
-mod container_image;
-mod container_test;
-mod deb;
-mod debian_repo;
 mod distro;
-mod distro_arch;
-mod download;
-mod failures;
-mod fixtures;
-mod fuzz;
 mod host;
-mod index;
-mod initramfs;
-mod installers;
-mod kernels;
-mod kmod_object;
 #[cfg(test)]
-mod kubernetes_manifest;
-mod lab_kernel;
-mod lab_kmod;
-mod lab_programs;
-mod merge;
-mod modcheck;
-mod operator_cli;
-mod package;
-mod plan;
+mod layering;
+mod objects;
 mod preflight;
-mod previous_release;
 mod progress;
-mod qemu;
 #[cfg(test)]
 mod recipe_tests;
+mod release;
+mod repo;
 mod report;
-mod rpm_payload;
-mod rpm_repo;
-mod sanitizer;
-mod scc;
-mod source;
-mod stress;
 mod test;
 #[cfg(test)]
 mod testing;
-mod vm_dry_run;
-mod vm_install;
-mod vm_test;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use objects::audit;
+use release::{ci, installers, merge, plan, source};
+use repo::kernels;
 use std::process::ExitCode;
+use vm::{bench, container_test, fuzz, stress, vm_install, vm_test};
 
 #[derive(Parser)]
 #[command(

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+use crate::host::{apt_command, apt_install};
 use crate::Command;
 
 /// One way to see that a tool is present.
@@ -211,11 +212,11 @@ pub fn needs(command: &Command) -> Needs {
         }
         // No builder: the kernel and its modules are built on the host. A
         // usage mistake installs nothing (run() reports it).
-        Command::VmTest(args) if args.sanitizers => match crate::sanitizer::usage(args) {
+        Command::VmTest(args) if args.sanitizers => match crate::vm::sanitizer::usage(args) {
             Ok(()) => Needs::vm("vm-test --sanitizers", false).tools(KERNEL_BUILD),
             Err(_) => Needs::new("vm-test --sanitizers"),
         },
-        Command::VmTest(args) if args.arch == Some(crate::arch::Arch::Aarch64) => {
+        Command::VmTest(args) if args.arch == Some(crate::distro::arch::Arch::Aarch64) => {
             Needs::vm("vm-test", args.module.is_none()).tools(VM_AARCH64)
         }
         Command::VmTest(args) => Needs::vm("vm-test", args.module.is_none()),
@@ -259,7 +260,7 @@ impl Toolchain {
 
     /// The project's rust-toolchain.toml.
     pub fn load() -> Result<Toolchain> {
-        let path = crate::cache::project_root().join(Self::FILE);
+        let path = crate::host::cache::project_root().join(Self::FILE);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
@@ -314,7 +315,7 @@ impl Machine {
     }
 
     fn detect_rust(&self) -> Result<RustInstall> {
-        let root = crate::cache::project_root();
+        let root = crate::host::cache::project_root();
         if let Some(rustup) = self.find("rustup") {
             // In the project root, so rustup answers for rust-toolchain.toml's toolchain.
             let list = |what: &str| -> Result<Vec<String>> {
@@ -455,14 +456,6 @@ pub enum Action {
     },
 }
 
-/// The command that installs `packages`, as a user types it.
-pub fn apt_command(packages: &[&str]) -> String {
-    format!(
-        "apt-get install -y --no-install-recommends {}",
-        packages.join(" ")
-    )
-}
-
 /// What to do about `plan` on `machine`, or one error that names everything
 /// the user has to do by hand.
 pub fn provision(needs: &Needs, plan: &Plan, machine: &Machine) -> Result<Vec<Action>> {
@@ -537,7 +530,7 @@ fn distros(command: &Command) -> Vec<&str> {
 }
 
 /// The release and architecture a command names with `--arch`.
-fn distro_arch(command: &Command) -> Option<(&str, crate::arch::Arch)> {
+fn distro_arch(command: &Command) -> Option<(&str, crate::distro::arch::Arch)> {
     match command {
         Command::Build(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
         Command::Kernels(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
@@ -593,7 +586,7 @@ fn run(action: &Action) -> Result<()> {
             let mut args = vec![*what, "add"];
             args.extend(names.iter().map(String::as_str));
             duct::cmd("rustup", &args)
-                .dir(crate::cache::project_root())
+                .dir(crate::host::cache::project_root())
                 .stdout_to_stderr()
                 .run()
                 .with_context(|| format!("`rustup {}` failed", args.join(" ")))?;
@@ -602,44 +595,6 @@ fn run(action: &Action) -> Result<()> {
             update_first,
             packages,
         } => apt_install(packages, *update_first)?,
-    }
-    Ok(())
-}
-
-/// Installs Debian `packages` with apt-get (as root), refreshing the package
-/// lists first when asked or when the install fails on stale lists.
-pub fn apt_install(packages: &[&str], update_first: bool) -> Result<()> {
-    eprintln!("==> installing host packages: {}", packages.join(" "));
-    let apt = |args: &[&str]| {
-        duct::cmd("apt-get", args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin_null()
-            .stdout_to_stderr()
-            .unchecked()
-            .run()
-            .map(|o| o.status.success())
-    };
-    // Another apt-get may hold the lock: wait for it rather than fail.
-    let lock = "DPkg::Lock::Timeout=300";
-    let update = || -> Result<()> {
-        if !apt(&["update", "-q", "-o", lock]).context("running apt-get update")? {
-            bail!("`apt-get update` failed");
-        }
-        Ok(())
-    };
-    if update_first {
-        update()?;
-    }
-    let mut install = vec!["install", "-y", "-q", "--no-install-recommends", "-o", lock];
-    install.extend(packages);
-    if !apt(&install).context("running apt-get install")? {
-        if update_first {
-            bail!("`{}` failed", apt_command(packages));
-        }
-        update()?;
-        if !apt(&install).context("running apt-get install")? {
-            bail!("`{}` failed", apt_command(packages));
-        }
     }
     Ok(())
 }

@@ -4,9 +4,9 @@
 //! exactly the published kernels, the recipe picks the compiler of the
 //! kernel's gcc major version, and a build renders complete commands.
 
-use crate::builder::tests::{has, plan, CompilerScene};
-use crate::builder::{BackendKind, COMPILER_MISMATCH};
-use crate::kernels::Kernel;
+use crate::build::builder::tests::{has, plan, CompilerScene};
+use crate::build::builder::{BackendKind, COMPILER_MISMATCH};
+use crate::repo::kernels::Kernel;
 
 /// One recipe's fixture: what discovery must find, the compiler the recipe
 /// must pick for those kernels, and the compiler a kernel of it recorded.
@@ -244,7 +244,7 @@ fn release_of(distro: &str, version: &str) -> String {
 #[test]
 fn discovery_finds_the_published_kernels() {
     for case in CASES {
-        let found = crate::rpm_repo::tests::fixture_kernels(case.distro).unwrap();
+        let found = crate::repo::rpm::tests::fixture_kernels(case.distro).unwrap();
         let found: Vec<(&str, &str, &str)> = found
             .iter()
             .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
@@ -345,7 +345,7 @@ fn every_fixture_kernel_renders_a_complete_build() {
 fn the_offline_plan_lists_the_fixture_kernels() {
     for case in CASES {
         let d = crate::distro::find(case.distro).unwrap();
-        let text = crate::plan::offline(std::slice::from_ref(&d)).unwrap();
+        let text = crate::release::plan::offline(std::slice::from_ref(&d)).unwrap();
         assert!(
             text.contains(&format!(
                 "fixture xtask/tests/fixtures/rpm/{}: {} kernel(s)",
@@ -368,7 +368,7 @@ fn the_offline_plan_lists_the_fixture_kernels() {
 
 /// A copy of amazonlinux-2023's fixture whose mirror list reads `list`.
 fn al2023_with_mirror_list(case: &str, list: &str) -> anyhow::Result<Vec<Kernel>> {
-    let src = crate::fixtures::root().join("rpm/amazonlinux-2023");
+    let src = crate::repo::fixtures::root().join("rpm/amazonlinux-2023");
     let dir = crate::testing::scratch(&format!("mirror-list-{case}"));
     for entry in std::fs::read_dir(&src).unwrap() {
         let from = entry.unwrap().path();
@@ -388,8 +388,8 @@ fn al2023_with_mirror_list(case: &str, list: &str) -> anyhow::Result<Vec<Kernel>
     let crate::distro::Repo::RpmMd(repo) = &d.repo else {
         panic!("amazonlinux-2023 is an rpm-md release");
     };
-    let found = crate::rpm_repo::kernels_with(
-        &crate::fixtures::RpmFixtures { dir: dir.clone() },
+    let found = crate::repo::rpm::kernels_with(
+        &crate::repo::fixtures::RpmFixtures { dir: dir.clone() },
         &d.name,
         d.family,
         &d.arch,
@@ -426,13 +426,14 @@ fn a_mirror_list_root_gets_the_architecture_and_an_empty_list_is_an_error() {
 /// discovery, the offline `--kernel` value, the build directory.
 #[test]
 fn rocky_9_rt_kernels_run_as_plus_rt() {
-    let found = crate::rpm_repo::tests::fixture_kernels("rocky-9-rt").unwrap();
+    let found = crate::repo::rpm::tests::fixture_kernels("rocky-9-rt").unwrap();
     assert_eq!(found[1].release, "5.14.0-427.35.1.el9_4.x86_64+rt");
     assert_eq!(found[1].version, "5.14.0-427.35.1.el9_4");
 
     let d = crate::distro::find("rocky-9-rt").unwrap();
     let (kernels, notes) =
-        crate::kernels::from_recipe(&d, &["5.14.0-427.35.1.el9_4.x86_64+rt".to_string()]).unwrap();
+        crate::repo::kernels::from_recipe(&d, &["5.14.0-427.35.1.el9_4.x86_64+rt".to_string()])
+            .unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(kernels[0].release, "5.14.0-427.35.1.el9_4.x86_64+rt");
     assert_eq!(kernels[0].version, "5.14.0-427.35.1.el9_4");

@@ -6,8 +6,8 @@
 //! audit of the real Rust kernel objects, then the VM lab on each kernel asked
 //! for.
 
-use crate::arch::Arch;
-use crate::vm_test::{Capture, Mode};
+use crate::distro::arch::Arch;
+use crate::vm::vm_test::{Capture, Mode};
 use anyhow::{Context, Result};
 use std::time::Instant;
 
@@ -82,19 +82,19 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     step(
         "release workflow (ci --check --lint: drift, actionlint, shellcheck)".into(),
-        &mut crate::ci::check_all,
+        &mut crate::release::ci::check_all,
     )?;
     step(
-        format!("fuzz the Rust core ({} s)", crate::fuzz::SMOKE_SECONDS),
+        format!("fuzz the Rust core ({} s)", crate::vm::fuzz::SMOKE_SECONDS),
         &mut || {
-            let report = crate::fuzz::fuzz(crate::fuzz::SMOKE_SECONDS, false)?;
+            let report = crate::vm::fuzz::fuzz(crate::vm::fuzz::SMOKE_SECONDS, false)?;
             eprintln!("    {report}");
             Ok(())
         },
     )?;
     step("audit of the Rust kernel objects".into(), &mut || {
         let objects =
-            crate::kmod_object::build_all(&crate::cache::cache_dir().join("kmod-objects"))?;
+            crate::objects::kmod::build_all(&crate::host::cache::cache_dir().join("kmod-objects"))?;
         for o in &objects {
             eprintln!("    {}: audit ok", o.display());
         }
@@ -102,13 +102,13 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     step(
         "eBPF mode in containers (container-test: docker, a cgroup of its own)".into(),
-        &mut || crate::container_test::run(crate::container_test::Args {}),
+        &mut || crate::vm::container_test::run(crate::vm::container_test::Args {}),
     )?;
     if !args.no_vm {
         step(
             "benchmark smoke (bench --smoke: one short round)".into(),
             &mut || {
-                crate::bench::run(crate::bench::Args {
+                crate::vm::bench::run(crate::vm::bench::Args {
                     distro: "debian-12".into(),
                     rounds: 1,
                     window: 0.5,
@@ -151,7 +151,7 @@ pub fn run(args: Args) -> Result<()> {
                     what.push_str(if cgroup_v1 { ", cgroup v1 host)" } else { ")" });
                 }
                 step(what, &mut || {
-                    crate::vm_test::run(crate::vm_test::Args {
+                    crate::vm::vm_test::run(crate::vm::vm_test::Args {
                         cgroup_v1,
                         ..lab_args(name, *arch, flavour.clone(), mode, capture)
                     })
@@ -164,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         step(
             "VM lab on the sanitizer kernel (KASAN, lockdep)".into(),
             &mut || {
-                crate::vm_test::run(crate::vm_test::Args {
+                crate::vm::vm_test::run(crate::vm::vm_test::Args {
                     sanitizers: true,
                     ..lab_args("debian-12", Arch::X86_64, None, Mode::Kmod, Capture::Auto)
                 })
@@ -206,7 +206,7 @@ const STATIC_CHECKS: &[(&[&str], &str)] = &[
 fn cargo(args: &[&str], fix: &str) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     duct::cmd(cargo, args)
-        .dir(crate::cache::project_root())
+        .dir(crate::host::cache::project_root())
         .run()
         .map(drop)
         .with_context(|| fix.to_string())
@@ -220,8 +220,8 @@ fn lab_args(
     flavour: Option<String>,
     mode: Mode,
     capture: Capture,
-) -> crate::vm_test::Args {
-    crate::vm_test::Args {
+) -> crate::vm::vm_test::Args {
+    crate::vm::vm_test::Args {
         distro: distro.to_string(),
         arch: Some(arch),
         kernel: None,
@@ -248,7 +248,7 @@ mod tests {
     /// The README's set-up commands, in the order it gives them.
     fn readme_setup_commands() -> Vec<String> {
         let readme =
-            std::fs::read_to_string(crate::cache::project_root().join("README.md")).unwrap();
+            std::fs::read_to_string(crate::host::cache::project_root().join("README.md")).unwrap();
         let setup = readme
             .split("\n## ")
             .find(|s| s.starts_with("Set up"))
@@ -289,7 +289,8 @@ mod tests {
     /// CI proves the README: `.ci/run` runs its test command and provisions nothing.
     #[test]
     fn ci_runs_the_readme_test_command_and_nothing_else() {
-        let script = std::fs::read_to_string(crate::cache::project_root().join(".ci/run")).unwrap();
+        let script =
+            std::fs::read_to_string(crate::host::cache::project_root().join(".ci/run")).unwrap();
         let commands: Vec<&str> = script
             .lines()
             .map(str::trim)

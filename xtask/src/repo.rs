@@ -1,0 +1,13 @@
+//! Where kernels come from: distro repositories (apt and RPM metadata, the
+//! SUSE Customer Center), verified downloads into the cache, `.deb` reading,
+//! and the real-metadata fixtures tests read offline.
+
+pub mod deb;
+pub mod debian;
+pub mod download;
+pub mod fixtures;
+pub mod kernels;
+pub mod lab_kernel;
+pub mod rpm;
+pub mod rpm_payload;
+pub mod scc;

@@ -1,0 +1,238 @@
+//! The recipes' real-metadata fixtures under `xtask/tests/fixtures/`: copies
+//! (or excerpts) of the repository metadata a distro really published, which
+//! kernel discovery reads offline exactly as it reads the network.
+//!
+//! Layout, one directory per recipe (each says where its content comes from
+//! in a README beside it):
+//!
+//! ```text
+//! rpm/<distro>/<repository>/repomd.xml, primary.xml   (repository: the baseurl as the cache names it)
+//! apt/<distro>/<suite>/binary-<arch>/Packages        (arch: Debian's name, amd64, arm64)
+//! ```
+//!
+//! A fixture may cover only some of a recipe's repositories (suites): the
+//! kernels it lists are those of the covered ones, and [`Found::missing`]
+//! names the others.
+
+use crate::distro::{Distro, Repo};
+use crate::repo::kernels::Kernel;
+use crate::repo::rpm::{self, Fetch};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `xtask/tests/fixtures`.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// What a recipe's fixture lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The fixture directory, relative to the project root.
+    pub dir: String,
+    /// Every kernel discovery finds in it, oldest first.
+    pub kernels: Vec<Kernel>,
+    /// The recipe's repositories (suites) the fixture has no copy of.
+    pub missing: Vec<String>,
+}
+
+/// The kernels `distro`'s recipe finds in its fixture; `None` when the
+/// recipe (for its architecture) has no fixture.
+pub fn kernels(distro: &Distro) -> Result<Option<Found>> {
+    match &distro.repo {
+        Repo::RpmMd(repo) => {
+            let dir = root().join("rpm").join(&distro.name);
+            let (repo, missing) = rpm_covered(distro, repo);
+            if repo.baseurls.is_empty() {
+                return Ok(None);
+            }
+            let kernels = rpm::kernels_with(
+                &RpmFixtures { dir: dir.clone() },
+                &distro.name,
+                distro.family,
+                &distro.arch,
+                &repo,
+            )
+            .with_context(|| format!("{}: its fixture {}", distro.name, relative(&dir)))?;
+            found(distro, &dir, kernels, missing).map(Some)
+        }
+        Repo::Apt(repo) => {
+            let dir = root().join("apt").join(&distro.name);
+            let arch = crate::distro::arch::Arch::from_name(&distro.arch)
+                .with_context(|| format!("{}: unknown arch {}", distro.name, distro.arch))?
+                .debian();
+            let mut indices = Vec::new();
+            let mut missing = Vec::new();
+            for suite in repo.suites() {
+                let file = dir
+                    .join(&suite.suite)
+                    .join(format!("binary-{arch}"))
+                    .join("Packages");
+                if !file.is_file() {
+                    missing.push(format!("{} {}", suite.mirror, suite.suite));
+                    continue;
+                }
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", relative(&file)))?;
+                let index =
+                    crate::repo::debian::Index::from_packages(&suite.mirror, &suite.suite, &text)
+                        .with_context(|| format!("parsing {}", relative(&file)))?;
+                indices.push(Arc::new(index));
+            }
+            if indices.is_empty() {
+                return Ok(None);
+            }
+            let kernels = crate::repo::debian::kernels_of(&indices, &repo.flavours);
+            found(distro, &dir, kernels, missing).map(Some)
+        }
+    }
+}
+
+/// `repo` with only the repositories (headers' and images') that have a
+/// fixture under `rpm/<distro>/`, and the ones left out.
+pub fn rpm_covered(
+    distro: &Distro,
+    repo: &crate::distro::RpmRepo,
+) -> (crate::distro::RpmRepo, Vec<String>) {
+    let dir = root().join("rpm").join(&distro.name);
+    let has = |b: &String| dir.join(rpm::url_key(b.trim_end_matches('/'))).is_dir();
+    let (baseurls, mut missing): (Vec<String>, Vec<String>) =
+        repo.baseurls.iter().cloned().partition(has);
+    let (image_baseurls, images_missing): (Vec<String>, Vec<String>) =
+        repo.image_baseurls.iter().cloned().partition(has);
+    missing.extend(images_missing);
+    let repo = crate::distro::RpmRepo {
+        baseurls,
+        image_baseurls,
+        ..repo.clone()
+    };
+    (repo, missing)
+}
+
+fn found(distro: &Distro, dir: &Path, kernels: Vec<Kernel>, missing: Vec<String>) -> Result<Found> {
+    if kernels.is_empty() {
+        bail!(
+            "{}: its fixture {} lists no kernel of the recipe's flavours and packages",
+            distro.name,
+            relative(dir)
+        );
+    }
+    Ok(Found {
+        dir: relative(dir),
+        kernels,
+        missing,
+    })
+}
+
+/// `path` relative to the project root, for messages.
+fn relative(path: &Path) -> String {
+    let root = crate::host::cache::project_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// [`Fetch`] from `rpm/<distro>/<repository>/`: each repository's
+/// `repomd.xml` (and `repomd.xml.asc` where the recipe names keys) and an
+/// uncompressed `primary.xml` excerpt, read without a checksum check: an
+/// excerpt cannot match the real file's.
+pub struct RpmFixtures {
+    pub dir: PathBuf,
+}
+
+impl RpmFixtures {
+    fn file(&self, url: &str, name: &str) -> Result<PathBuf> {
+        let base = url.split_once("/repodata/").map_or(url, |(base, _)| base);
+        let path = self.dir.join(rpm::url_key(base)).join(name);
+        if !path.is_file() {
+            bail!("no fixture for {url} ({} is missing)", relative(&path));
+        }
+        Ok(path)
+    }
+}
+
+impl Fetch for RpmFixtures {
+    fn fresh(&self, url: &str, _cache: &Path) -> Result<PathBuf> {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        self.file(url, name)
+    }
+
+    fn checked(&self, url: &str, _: &str, _: Option<u64>, _: &Path) -> Result<PathBuf> {
+        self.file(url, "primary.xml")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_12_lists_the_bookworm_excerpt_and_names_the_suites_it_lacks() {
+        let d = crate::distro::find("debian-12").unwrap();
+        let f = kernels(&d).unwrap().expect("debian-12 has a fixture");
+        assert_eq!(f.dir, "xtask/tests/fixtures/apt/debian-12");
+        let found: Vec<(&str, &str, &str)> = f
+            .kernels
+            .iter()
+            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
+            .collect();
+        assert_eq!(found, [("6.1.0-50-amd64", "6.1.176-1", "bookworm")]);
+        assert!(
+            f.missing
+                .contains(&"http://deb.debian.org/debian-security bookworm-security".to_string()),
+            "{:?}",
+            f.missing
+        );
+        // No arm64 Packages excerpt: no fixture for that architecture.
+        let arm =
+            crate::distro::find_for("debian-12", Some(crate::distro::arch::Arch::Aarch64)).unwrap();
+        assert_eq!(kernels(&arm).unwrap(), None);
+    }
+
+    /// Discovery reads an Ubuntu arm64 index as it reads amd64's: on a real
+    /// arm64 stanza (linux-s32's headers, jammy), its flavour's kernel and
+    /// nothing for the recipe's flavours. The arm64 Ubuntu recipes have no
+    /// index excerpt of their own (see apt/README).
+    #[test]
+    fn an_ubuntu_arm64_stanza_is_discovered_by_its_flavour() {
+        let arm = crate::distro::find_for("ubuntu-22.04", Some(crate::distro::arch::Arch::Aarch64))
+            .unwrap();
+        assert_eq!(kernels(&arm).unwrap(), None);
+        let repo = arm.debian().unwrap();
+        let text = std::fs::read_to_string(
+            root().join("apt/stanzas/ubuntu-jammy-arm64-linux-headers-5.15.0-1034-s32"),
+        )
+        .unwrap();
+        let index = crate::repo::debian::Index::from_packages(&repo.mirror, "jammy-updates", &text)
+            .unwrap();
+        let index = vec![Arc::new(index)];
+        let found: Vec<(String, String, String)> =
+            crate::repo::debian::kernels_of(&index, &["s32".to_string()])
+                .into_iter()
+                .map(|k| (k.release, k.version, k.flavour))
+                .collect();
+        assert_eq!(
+            found,
+            [(
+                "5.15.0-1034-s32".to_string(),
+                "5.15.0-1034.43".to_string(),
+                "s32".to_string()
+            )]
+        );
+        assert!(crate::repo::debian::kernels_of(&index, &repo.flavours).is_empty());
+    }
+
+    #[test]
+    fn a_recipe_without_fixture_says_so() {
+        assert_eq!(
+            kernels(&crate::distro::find("centos-7.8").unwrap()).unwrap(),
+            None
+        );
+        assert_eq!(
+            kernels(&crate::distro::find("sles-12-sp5").unwrap()).unwrap(),
+            None
+        );
+    }
+}

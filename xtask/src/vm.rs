@@ -1,0 +1,15 @@
+//! Proving toa: the VM lab (QEMU, its initramfs and guest, the lab's test
+//! modules), the installers' VM test, stress, bench, the sanitizer kernel,
+//! fuzzing and the container test.
+
+pub mod bench;
+pub mod container_test;
+pub mod fuzz;
+pub mod initramfs;
+pub mod lab_kmod;
+pub mod qemu;
+pub mod sanitizer;
+pub mod stress;
+pub mod vm_dry_run;
+pub mod vm_install;
+pub mod vm_test;
