@@ -20,6 +20,7 @@ mod download;
 mod failures;
 mod fixtures;
 mod fuzz;
+mod headers_cache;
 mod host;
 mod index;
 mod initramfs;
