@@ -3,6 +3,7 @@
 
 pub mod builder;
 pub mod failures;
+pub mod headers_cache;
 pub mod index;
 pub mod package;
 
@@ -216,14 +217,39 @@ fn dry_run(distro: &Distro, args: &Args) -> Result<()> {
         .backend
         .map_or_else(|| builder::select(None, distro), Ok)?;
     let mut builder = Builder::new(kind, distro);
-    if let Some((tag, _)) = builder.headers_set_steps(&kernels) {
-        builder.use_set_image(&kernels, &tag);
+    let mut toolchain = None;
+    if builder.uses_headers_cache() {
+        match crate::build::headers_cache::plan(distro, &kernels) {
+            Ok(planned) => {
+                for (k, e) in &planned.failed {
+                    println!("# note: {}: {e:#}", k.release);
+                }
+                let ready: Vec<Kernel> = kernels
+                    .iter()
+                    .filter(|k| planned.mounts.contains_key(&k.release))
+                    .cloned()
+                    .collect();
+                let (tag, steps) = builder.toolchain_steps(&ready, &planned.external);
+                for (release, mounts) in planned.mounts {
+                    builder.use_cached_headers(&release, &tag, mounts);
+                }
+                toolchain = Some(steps);
+            }
+            Err(e) => println!(
+                "# note: the archive indices cannot be read ({e:#}); shown with apt installing the headers"
+            ),
+        }
     }
-    print_plan(&builder, &kernels);
+    if toolchain.is_none() {
+        if let Some((tag, _)) = builder.headers_set_steps(&kernels) {
+            builder.use_set_image(&kernels, &tag);
+        }
+    }
+    print_plan(&builder, &kernels, toolchain.as_deref());
     Ok(())
 }
 
-fn print_plan(builder: &Builder, kernels: &[Kernel]) {
+fn print_plan(builder: &Builder, kernels: &[Kernel], toolchain: Option<&[builder::Step]>) {
     println!(
         "# backend: {:?}; steps whose result is cached are skipped at run time",
         builder.kind
@@ -241,14 +267,24 @@ fn print_plan(builder: &Builder, kernels: &[Kernel]) {
     for step in builder.prepare_steps().unwrap_or_default() {
         println!("# {}\n{}", step.what, step.shell_line());
     }
-    let set = builder.headers_set_steps(kernels);
-    if let Some((_, steps)) = &set {
+    let set = match toolchain {
+        Some(steps) => {
+            println!(
+                "# headers: each kernel's packages are downloaded (sha256-checked) and unpacked \
+                 once into {}/<sha256>/, then mounted read-only into its build",
+                crate::build::headers_cache::cache_root().display()
+            );
+            Some(steps.to_vec())
+        }
+        None => builder.headers_set_steps(kernels).map(|(_, steps)| steps),
+    };
+    if let Some(steps) = &set {
         for step in steps {
             println!("# {}\n{}", step.what, step.shell_line());
         }
     }
     for k in kernels {
-        if set.is_none() {
+        if set.is_none() || (toolchain.is_some() && !builder.has_cached_headers(&k.release)) {
             for step in builder.headers_steps(k) {
                 println!("# {}\n{}", step.what, step.shell_line());
             }
@@ -357,10 +393,27 @@ fn build_into(
     let prep = multi.add(progress::spinner("prepare"));
     builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &prep)?;
     // A chroot's kernels share one package database: their headers go in
-    // one at a time. With a container engine, one image takes every kernel's
-    // headers; should that fail, each build job makes its own kernel's image.
+    // one at a time. With a container engine, apt releases mount each
+    // kernel's unpacked packages; others get one image with every kernel's
+    // headers, and should that fail, each build job makes its own kernel's image.
     let mut headers_ready = kind == BackendKind::Chroot;
-    if let Some((tag, steps)) = builder.headers_set_steps(kernels) {
+    let mut failed: Vec<(Kernel, anyhow::Error)> = Vec::new();
+    let mut to_build = kernels.to_vec();
+    if builder.uses_headers_cache() {
+        let unresolved = cached_headers(
+            &mut builder,
+            kernels,
+            jobs,
+            &logs.join("toolchain.log"),
+            &prep,
+        )?;
+        for (k, e) in unresolved {
+            to_build.retain(|b| b.release != k.release);
+            progress::advance(&overall);
+            failed.push((k, e));
+        }
+        headers_ready = true;
+    } else if let Some((tag, steps)) = builder.headers_set_steps(kernels) {
         match builder.execute(&steps, &logs.join("headers.log"), &prep) {
             Ok(()) => {
                 builder.use_set_image(kernels, &tag);
@@ -375,7 +428,6 @@ fn build_into(
     let builder = builder;
     let shared_root = kind == BackendKind::Chroot;
     let mut ready = Vec::new();
-    let mut failed: Vec<(Kernel, anyhow::Error)> = Vec::new();
     if shared_root {
         for k in kernels {
             match builder.execute(
@@ -391,7 +443,7 @@ fn build_into(
             }
         }
     } else {
-        ready = kernels.to_vec();
+        ready = to_build;
     }
     prep.finish_and_clear();
 
@@ -480,6 +532,36 @@ fn kind_name(kind: BackendKind) -> &'static str {
     }
 }
 
+/// Downloads and unpacks the headers of `kernels` into the cache, makes
+/// the toolchain image they are built in, and points `builder` at both
+/// (see [`crate::build::headers_cache`]). Returns the kernels whose headers could
+/// not be made ready, each with its error; a toolchain image that cannot be
+/// made fails them all.
+pub fn cached_headers(
+    builder: &mut Builder,
+    kernels: &[Kernel],
+    jobs: usize,
+    log: &Path,
+    bar: &ProgressBar,
+) -> Result<Vec<(Kernel, anyhow::Error)>> {
+    let distro = builder.distro.clone();
+    let prepared = crate::build::headers_cache::prepare(&distro, kernels, jobs, bar)?;
+    let ready: Vec<Kernel> = kernels
+        .iter()
+        .filter(|k| prepared.mounts.contains_key(&k.release))
+        .cloned()
+        .collect();
+    if !ready.is_empty() {
+        let (tag, steps) = builder.toolchain_steps(&ready, &prepared.external);
+        builder.execute(&steps, log, bar)?;
+        builder.image_id = builder.image_id_of(&tag);
+        for (release, mounts) in prepared.mounts {
+            builder.use_cached_headers(&release, &tag, mounts);
+        }
+    }
+    Ok(prepared.failed)
+}
+
 fn build_one(
     builder: &Builder,
     k: &Kernel,
@@ -523,7 +605,7 @@ pub fn build_test_module(distro: &Distro, release: &str) -> Result<KernelModule>
     let src = work_dir(distro, k).with_file_name(format!("{release}-{NO_REWRITE_MARK}"));
     let built = builder
         .execute(&builder.prepare_steps()?, &log, &bar)
-        .and_then(|()| builder.execute(&builder.headers_steps(k), &log, &bar))
+        .and_then(|()| headers_for_one(&mut builder, k, &log, &bar))
         .and_then(|()| compile(&builder, k, &objects, &src, &log, &bar));
     bar.finish_and_clear();
     let ko = built?;
@@ -537,6 +619,24 @@ pub fn build_test_module(distro: &Distro, release: &str) -> Result<KernelModule>
     Ok(KernelModule::new(&k.release, &k.version, bytes))
 }
 
+/// Makes kernel `k`'s headers ready for `builder` on its own: from the
+/// cache where the builder uses it, else installed in the kernel's image.
+pub fn headers_for_one(
+    builder: &mut Builder,
+    k: &Kernel,
+    log: &Path,
+    bar: &ProgressBar,
+) -> Result<()> {
+    if builder.uses_headers_cache() {
+        match cached_headers(builder, std::slice::from_ref(k), 1, log, bar)?.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    } else {
+        builder.execute(&builder.headers_steps(k), log, bar)
+    }
+}
+
 /// Runs kbuild for `k` in `src` (sources synced first); returns toa.ko's path.
 fn compile(
     builder: &Builder,
@@ -547,18 +647,52 @@ fn compile(
     bar: &ProgressBar,
 ) -> Result<PathBuf> {
     let _ = std::fs::remove_file(log);
-    sync_sources(&cache::project_root().join("toa-kmod/kbuild"), objects, src)?;
-    builder.execute(
-        &[builder.build_step(k, src, env!("CARGO_PKG_VERSION"))],
-        log,
-        bar,
-    )?;
-    Ok(src.join("toa.ko"))
+    let inputs = sync_sources(&cache::project_root().join("toa-kmod/kbuild"), objects, src)?;
+    let step = builder.build_step(k, src, env!("CARGO_PKG_VERSION"));
+    let ko = src.join("toa.ko");
+    // With cached headers every input of the build is known: the sources,
+    // the command (it names the headers' directories, keyed by their
+    // packages' sha256) and the toolchain image's id. When none changed
+    // since the last successful build, its module is the result: starting
+    // a container per kernel only to hear kbuild say so costs more than
+    // the rest of a warm build.
+    let stamp_path = src.join(BUILD_STAMP);
+    let stamp = builder
+        .image_id
+        .as_ref()
+        .filter(|_| builder.has_cached_headers(&k.release))
+        .map(|id| build_stamp(&inputs, &step.shell_line(), id));
+    if let Some(stamp) = &stamp {
+        if ko.is_file()
+            && src.join(builder::KERNEL_SYMVERS).is_file()
+            && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
+        {
+            return Ok(ko);
+        }
+    }
+    let _ = std::fs::remove_file(&stamp_path);
+    builder.execute(&[step], log, bar)?;
+    if let Some(stamp) = &stamp {
+        std::fs::write(&stamp_path, stamp)
+            .with_context(|| format!("writing {}", stamp_path.display()))?;
+    }
+    Ok(ko)
+}
+
+/// Where [`compile`] records the inputs of the module it built.
+const BUILD_STAMP: &str = ".toa-build-inputs";
+
+/// The sha256 of a build's inputs: sources, command line, image.
+fn build_stamp(inputs: &str, line: &str, image_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(format!("{inputs}\n{line}\n{image_id}\n")))
 }
 
 /// Mirrors the kbuild sources and Rust objects into the build directory,
 /// writing only what changed so kbuild's own change tracking stays useful.
-pub fn sync_sources(kbuild: &Path, objects: &[PathBuf], dest: &Path) -> Result<()> {
+/// Returns the sha256 of what it mirrored (names and contents).
+pub fn sync_sources(kbuild: &Path, objects: &[PathBuf], dest: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
     std::fs::create_dir_all(dest.join("rust"))?;
     let mut files: Vec<(PathBuf, PathBuf)> = Vec::new();
     for entry in
@@ -579,13 +713,18 @@ pub fn sync_sources(kbuild: &Path, objects: &[PathBuf], dest: &Path) -> Result<(
                 .join(object.file_name().expect("file name")),
         ));
     }
+    files.sort();
+    let mut digest = Sha256::new();
     for (from, to) in files {
         let data = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+        digest.update(to.to_string_lossy().as_bytes());
+        digest.update((data.len() as u64).to_le_bytes());
+        digest.update(&data);
         if std::fs::read(&to).ok().as_deref() != Some(&data[..]) {
             std::fs::write(&to, &data).with_context(|| format!("writing {}", to.display()))?;
         }
     }
-    Ok(())
+    Ok(hex::encode(digest.finalize()))
 }
 
 #[cfg(test)]

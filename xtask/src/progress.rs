@@ -2,7 +2,7 @@
 //! sanitizer kernel). On a terminal: indicatif bars and spinners. Anywhere
 //! else (CI, `2>&1 | cat`, a log file) a bar is hidden and plain lines take its
 //! place: one at each step, and one at least every [`EVERY`] while a single
-//! command runs (a `docker commit`, one dpkg run of 80 header packages), so a
+//! command runs (a `docker commit`, an `apt-get install`), so a
 //! log never goes silent for long enough to look hung.
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -5,8 +5,11 @@
 //! that says whether its result is already cached):
 //! * `docker` / `podman`: a base image of the release with the compiler
 //!   (pulled, or `docker import`ed from a debootstrap rootfs where no registry is
-//!   reachable), one image per kernel with its headers, and a throwaway
-//!   container per build with the sources mounted at /build/toa.
+//!   reachable), and a throwaway container per build with the sources mounted
+//!   at /build/toa. Apt releases add a small image with what the kernels'
+//!   headers packages need (compilers, kbuild's libraries) and mount each
+//!   kernel's headers read-only from the cache ([`crate::build::headers_cache`]);
+//!   rpm releases and cross builds install the headers into an image.
 //! * `chroot`: a debootstrap rootfs of the release (Debian family only), entered
 //!   through `unshare --mount`, so its /proc and bind mounts vanish with the command.
 //!
@@ -200,9 +203,15 @@ pub struct Builder {
     base: PathBuf,
     /// Kernels whose headers are in a shared image (see [`Builder::headers_set_steps`]).
     set_image: std::collections::HashMap<String, String>,
+    /// Kernels whose headers are unpacked in the cache: the read-only
+    /// mounts of each (see [`crate::build::headers_cache`]), built in `set_image`'s
+    /// toolchain image.
+    header_mounts: std::collections::HashMap<String, Vec<crate::build::headers_cache::Mount>>,
     /// More `NAME=VALUE` words for kbuild's make; empty for a release (see
     /// [`crate::build::build_test_module`]).
     pub make_vars: Vec<String>,
+    /// The id of the toolchain image the cached-headers builds run in.
+    pub image_id: Option<String>,
 }
 
 impl Builder {
@@ -215,7 +224,9 @@ impl Builder {
             distro: distro.clone(),
             base,
             set_image: Default::default(),
+            header_mounts: Default::default(),
             make_vars: Vec::new(),
+            image_id: None,
         }
     }
 
@@ -298,6 +309,98 @@ impl Builder {
             }
         }
         words.join(" ")
+    }
+
+    /// Whether kernels' headers come from the unpacked package cache
+    /// ([`crate::build::headers_cache`]) instead of an image: apt releases built
+    /// natively with a container engine. A chroot installs them with apt as
+    /// before; rpm releases keep their package manager's own resolution; a
+    /// cross build's headers come from another architecture's index.
+    pub fn uses_headers_cache(&self) -> bool {
+        self.kind != BackendKind::Chroot
+            && matches!(self.distro.repo, Repo::Apt(_))
+            && self.distro.builder.cross_compile.is_none()
+    }
+
+    /// The steps that make the image kernels with cached headers are built
+    /// in: the base plus `external` (what their headers packages depend on
+    /// besides each other: the compiler meta packages, kbuild's libraries)
+    /// and each kernel's `{cc}`, installed with the recipe's own apt-get
+    /// options. Tagged by that package set, so kernels that need nothing new
+    /// reuse it; a new kernel adds no image.
+    pub fn toolchain_steps(
+        &self,
+        kernels: &[Kernel],
+        external: &std::collections::BTreeSet<String>,
+    ) -> (String, Vec<Step>) {
+        use sha2::{Digest, Sha256};
+        let mut packages = external.clone();
+        for k in kernels {
+            packages.insert(self.distro.builder.cc_for(&k.release).to_string());
+        }
+        let list: Vec<&str> = packages.iter().map(String::as_str).collect();
+        let digest = hex::encode(Sha256::digest(list.join("\n")));
+        let tag = format!("toa-builder/{}:tools-{}", self.distro.name, &digest[..16]);
+        let options: Vec<&str> = self
+            .distro
+            .builder
+            .install_headers
+            .split_whitespace()
+            .filter(|w| !w.contains('{'))
+            .collect();
+        let script = format!(
+            "{} && {} {}",
+            self.apt_update(),
+            options.join(" "),
+            list.join(" ")
+        );
+        let container = format!(
+            "toa-prep-{}-{}",
+            self.distro.name,
+            tag.rsplit(':').next().unwrap_or_default()
+        );
+        let steps = self.commit_steps(
+            &container,
+            &self.base_tag(),
+            &script,
+            &tag,
+            &format!("install the toolchain ({})", list.join(" ")),
+        );
+        (tag, steps)
+    }
+
+    /// Build kernel `release` in the toolchain image `tag` with its cached
+    /// headers mounted read-only.
+    pub fn use_cached_headers(
+        &mut self,
+        release: &str,
+        tag: &str,
+        mounts: Vec<crate::build::headers_cache::Mount>,
+    ) {
+        self.set_image.insert(release.to_string(), tag.to_string());
+        self.header_mounts.insert(release.to_string(), mounts);
+    }
+
+    /// The engine's id of image `tag`, if it has one.
+    pub fn image_id_of(&self, tag: &str) -> Option<String> {
+        duct::cmd!(
+            self.engine(),
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            tag
+        )
+        .stderr_null()
+        .read()
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    }
+
+    /// Whether kernel `release`'s headers are mounted from the cache.
+    pub fn has_cached_headers(&self, release: &str) -> bool {
+        self.header_mounts.contains_key(release)
     }
 
     /// Build `kernels` in the image `tag` (made by [`Builder::headers_set_steps`]).
@@ -723,24 +826,35 @@ impl Builder {
             ),
             BackendKind::Docker | BackendKind::Podman => {
                 let volume = format!("{}:{SRC_INSIDE}", path_str(src));
-                Step::new(
-                    what,
-                    argv(&[
-                        self.engine(),
-                        "run",
-                        "--rm",
-                        "--network",
-                        "none",
-                        "-v",
-                        &volume,
-                        "-w",
-                        SRC_INSIDE,
-                        &self.kernel_image(kernel),
-                        "/bin/sh",
-                        "-c",
-                        &make,
-                    ]),
-                )
+                let mut args = argv(&[
+                    self.engine(),
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "-v",
+                    &volume,
+                ]);
+                // Read-only: an external module's build must never write
+                // into the kernel's tree, which other builds share.
+                for m in self
+                    .header_mounts
+                    .get(&kernel.release)
+                    .into_iter()
+                    .flatten()
+                {
+                    args.push("-v".to_string());
+                    args.push(format!("{}:{}:ro", path_str(&m.host), m.inside));
+                }
+                args.extend(argv(&[
+                    "-w",
+                    SRC_INSIDE,
+                    &self.kernel_image(kernel),
+                    "/bin/sh",
+                    "-c",
+                    &make,
+                ]));
+                Step::new(what, args)
             }
         }
     }

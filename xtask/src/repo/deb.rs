@@ -104,6 +104,24 @@ pub fn for_each_entry(
     if crate::repo::rpm_payload::is_rpm(deb) {
         return crate::repo::rpm_payload::for_each_entry(deb, visit);
     }
+    for_each_entry_meta(deb, |path, kind, _meta, reader| visit(path, kind, reader))
+}
+
+/// What an unpacker needs of a tar entry besides its kind: the permission
+/// bits (dpkg keeps them, and kbuild runs the packaged scripts), the
+/// modification time (kbuild compares it with its objects'), and the
+/// target of a hard link (relative to the archive root, like `path`).
+pub struct EntryMeta {
+    pub mode: u32,
+    pub mtime: u64,
+    pub hardlink: Option<String>,
+}
+
+/// [`for_each_entry`] with each entry's [`EntryMeta`].
+pub fn for_each_entry_meta(
+    deb: &Path,
+    mut visit: impl FnMut(&str, EntryKind, EntryMeta, &mut dyn Read) -> Result<bool>,
+) -> Result<()> {
     let file = File::open(deb).with_context(|| format!("opening {}", deb.display()))?;
     let (name, member) = ar_member(BufReader::with_capacity(1 << 20, file), deb, |n| {
         n.starts_with("data.tar")
@@ -120,7 +138,22 @@ pub fn for_each_entry(
             .trim_start_matches("./")
             .trim_start_matches('/')
             .to_string();
-        let kind = match entry.header().entry_type() {
+        let header = entry.header();
+        let kind_type = header.entry_type();
+        let meta = EntryMeta {
+            mode: header.mode().unwrap_or(0o644),
+            mtime: header.mtime().unwrap_or(0),
+            hardlink: match kind_type {
+                tar::EntryType::Link => entry.link_name()?.map(|l| {
+                    l.to_string_lossy()
+                        .trim_start_matches("./")
+                        .trim_start_matches('/')
+                        .to_string()
+                }),
+                _ => None,
+            },
+        };
+        let kind = match kind_type {
             tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
             tar::EntryType::Directory => EntryKind::Dir,
             tar::EntryType::Symlink => EntryKind::Symlink(
@@ -131,7 +164,7 @@ pub fn for_each_entry(
             ),
             _ => EntryKind::Other,
         };
-        let more = visit(&path, kind, &mut entry)
+        let more = visit(&path, kind, meta, &mut entry)
             .with_context(|| format!("{} in {}", path, deb.display()))?;
         if !more {
             break;
@@ -468,11 +501,11 @@ pub fn busybox(pkg: &PackageRef) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An ar archive with the given members.
-    fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    pub(crate) fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = b"!<arch>\n".to_vec();
         for (name, data) in members {
             let header = format!(
@@ -516,7 +549,7 @@ mod tests {
         builder.into_inner().unwrap()
     }
 
-    fn xz(data: &[u8]) -> Vec<u8> {
+    pub(crate) fn xz(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         liblzma::read::XzEncoder::new(data, 1)
             .read_to_end(&mut out)

@@ -181,7 +181,12 @@ impl Index {
             .max_by(|a, b| version_cmp(&a.version, &b.version))
     }
 
-    fn where_(&self) -> String {
+    /// Every version of `name` the index lists.
+    pub fn versions(&self, name: &str) -> &[Stanza] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn where_(&self) -> String {
         format!(
             "suite \"{}\" of {} (main/binary-amd64)",
             self.suite, self.mirror
@@ -195,7 +200,7 @@ impl Index {
         }
     }
 
-    fn package_ref(&self, s: &Stanza) -> Result<PackageRef> {
+    pub(crate) fn package_ref(&self, s: &Stanza) -> Result<PackageRef> {
         if s.filename.is_empty() || s.sha256.len() != 64 || s.size == 0 {
             bail!(
                 "package \"{}\" {} in {} has no Filename/Size/SHA256",

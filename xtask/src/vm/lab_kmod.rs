@@ -35,7 +35,7 @@ pub fn build(distro: &Distro, release: &str) -> Result<Vec<PathBuf>> {
         .find(|k| k.release == release)
         .with_context(|| format!("{} does not offer kernel {release}", distro.name))?;
     let kind = builder::select(None, distro)?;
-    let builder = Builder::new(kind, distro);
+    let mut builder = Builder::new(kind, distro);
     builder.ensure_host()?;
     let logs = crate::host::cache::target_dir()
         .join("build-logs")
@@ -43,7 +43,7 @@ pub fn build(distro: &Distro, release: &str) -> Result<Vec<PathBuf>> {
     let log = logs.join(format!("lab-kmod-{release}.log"));
     let bar = crate::progress::spinner("lab kmod");
     builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &bar)?;
-    builder.execute(&builder.headers_steps(kernel), &log, &bar)?;
+    crate::build::headers_for_one(&mut builder, kernel, &log, &bar)?;
 
     let src = crate::host::cache::cache_dir()
         .join("lab-kmod")
