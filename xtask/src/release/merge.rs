@@ -267,7 +267,7 @@ pub fn merge_reporting(
             let left_nothing = part.is_none_or(|p| found.empty.contains(p));
             for pin in shard.kernels.split_whitespace() {
                 report.planned += 1;
-                let release = pin.split_once('=').map_or(pin, |(r, _)| r);
+                let (release, _) = crate::distro::kernel::parse_pin(pin)?;
                 let key = (
                     shard.distro.clone(),
                     shard.arch.clone(),

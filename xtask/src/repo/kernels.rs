@@ -145,7 +145,7 @@ pub fn select(
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     for w in wanted {
-        if let Some((release, version)) = w.split_once('=') {
+        if let (release, Some(version)) = crate::distro::kernel::parse_pin(w)? {
             out.push(Kernel::pinned(release, version));
         } else if let Some(k) = all.iter().find(|k| &k.release == w) {
             out.push(k.clone());
@@ -188,7 +188,7 @@ pub fn from_recipe(distro: &Distro, wanted: &[String]) -> Result<(Vec<Kernel>, V
     let mut kernels = Vec::new();
     let mut notes = Vec::new();
     for w in wanted {
-        if let Some((release, version)) = w.split_once('=') {
+        if let (release, Some(version)) = crate::distro::kernel::parse_pin(w)? {
             kernels.push(Kernel::pinned(release, version));
             continue;
         }
