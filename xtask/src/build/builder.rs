@@ -12,8 +12,8 @@
 //!
 //! `--dry-run` prints the same plan that a real run executes.
 
+use crate::distro::kernel::Kernel;
 use crate::distro::{Bootstrap, Distro, Repo};
-use crate::repo::kernels::Kernel;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use std::io::{BufRead, BufReader, Write};

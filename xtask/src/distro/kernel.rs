@@ -1,6 +1,50 @@
 //! Kernels as a release names them.
 
 use anyhow::Result;
+use std::cmp::Ordering;
+
+/// One kernel of a release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Kernel {
+    /// As `uname -r` prints it: `6.1.0-50-amd64`, `3.10.0-327.el7.x86_64`.
+    pub release: String,
+    /// The headers package's version: `6.1.176-1`, `3.10.0-327.el7`.
+    pub version: String,
+    /// `uname -v`, where one release string covers several builds.
+    pub uname_v: Option<String>,
+    /// Where the metadata lists it: a suite (`bookworm-security`) or a
+    /// repository URL; empty for a kernel pinned on the command line.
+    #[serde(default)]
+    pub suite: String,
+    /// Its flavour (`amd64`, `cloud-amd64`, `generic`, `aws`); empty where the
+    /// release has one kind of kernel.
+    #[serde(default)]
+    pub flavour: String,
+}
+
+impl Kernel {
+    /// A kernel named on the command line as `RELEASE=VERSION`.
+    pub fn pinned(release: &str, version: &str) -> Kernel {
+        Kernel {
+            release: release.into(),
+            version: version.into(),
+            ..Kernel::default()
+        }
+    }
+}
+
+/// Orders kernel releases by their numeric parts (`3.10.0-327.3.1` after `3.10.0-327`).
+pub fn release_cmp(a: &str, b: &str) -> Ordering {
+    let parts = |s: &str| -> Vec<(u64, String)> {
+        s.split(|c: char| !c.is_ascii_alphanumeric())
+            .map(|p| {
+                let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
+                (digits.parse().unwrap_or(0), p[digits.len()..].to_string())
+            })
+            .collect()
+    };
+    parts(a).cmp(&parts(b))
+}
 
 /// A kernel as the command line and the build plan name it: `RELEASE` (as
 /// `uname -r` prints it) or `RELEASE=VERSION` (pinned to its headers package

@@ -297,7 +297,7 @@ pub fn merge_reporting(
     report.failed.sort_by(|a, b| {
         (&a.distro, &a.arch)
             .cmp(&(&b.distro, &b.arch))
-            .then_with(|| kernels::release_cmp(&a.release, &b.release))
+            .then_with(|| crate::distro::kernel::release_cmp(&a.release, &b.release))
     });
     Ok((merged, report))
 }
@@ -589,7 +589,8 @@ fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
         // the metapackage only moves on, so the newest kernel named wins.
         if let Some(d) = &part.default {
             let newer = default.as_ref().is_none_or(|seen| {
-                kernels::release_cmp(&d.release, &seen.release) == std::cmp::Ordering::Greater
+                crate::distro::kernel::release_cmp(&d.release, &seen.release)
+                    == std::cmp::Ordering::Greater
             });
             if newer {
                 default = Some(d.clone());
@@ -602,7 +603,8 @@ fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
     let first = first.context("no parts")?;
     let mut modules: Vec<KernelModule> = modules.into_values().map(|(m, _)| m).collect();
     modules.sort_by(|a, b| {
-        kernels::release_cmp(&a.release, &b.release).then_with(|| a.release.cmp(&b.release))
+        crate::distro::kernel::release_cmp(&a.release, &b.release)
+            .then_with(|| a.release.cmp(&b.release))
     });
     Ok(Release {
         distro: first.distro,
@@ -1087,7 +1089,7 @@ mod tests {
         let dir = crate::testing::scratch("merge-real");
         let dist = cache::dist_dir();
         let tarball = format!("{}.tar.gz", distro.dist_name());
-        let build_into = |name: &str, kernels: &[kernels::Kernel]| -> PathBuf {
+        let build_into = |name: &str, kernels: &[crate::distro::kernel::Kernel]| -> PathBuf {
             let _ = std::fs::remove_file(dist.join(&tarball));
             crate::build::build(&distro, kernels, None, None, 1).unwrap();
             let to = dir.join(name);

@@ -833,7 +833,7 @@ fn arch_of(distro: &Distro) -> Result<&'static str> {
 /// Every kernel of the release: each versioned `linux-headers-<abi>-<flavour>`
 /// package of every flavour in every suite, oldest first. A release found in
 /// several suites is listed once, from the first suite that has it.
-pub fn kernels(distro: &Distro) -> Result<Vec<crate::repo::kernels::Kernel>> {
+pub fn kernels(distro: &Distro) -> Result<Vec<crate::distro::kernel::Kernel>> {
     let repo = distro.debian()?;
     let mut found = Vec::new();
     for suite in repo.suites() {
@@ -846,8 +846,8 @@ pub fn kernels(distro: &Distro) -> Result<Vec<crate::repo::kernels::Kernel>> {
 pub fn kernels_of(
     indices: &[Arc<Index>],
     flavours: &[String],
-) -> Vec<crate::repo::kernels::Kernel> {
-    let mut out: Vec<crate::repo::kernels::Kernel> = Vec::new();
+) -> Vec<crate::distro::kernel::Kernel> {
+    let mut out: Vec<crate::distro::kernel::Kernel> = Vec::new();
     for index in indices {
         for flavour in flavours {
             for k in kernels_in(index, flavour) {
@@ -857,13 +857,13 @@ pub fn kernels_of(
             }
         }
     }
-    out.sort_by(|a, b| crate::repo::kernels::release_cmp(&a.release, &b.release));
+    out.sort_by(|a, b| crate::distro::kernel::release_cmp(&a.release, &b.release));
     out
 }
 
 /// The kernels of one flavour in one index.
-pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::repo::kernels::Kernel> {
-    let mut out: Vec<crate::repo::kernels::Kernel> = index
+pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::distro::kernel::Kernel> {
+    let mut out: Vec<crate::distro::kernel::Kernel> = index
         .by_name
         .keys()
         .filter_map(|name| {
@@ -873,7 +873,7 @@ pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::repo::kernels::Ker
         })
         .filter_map(|(name, release)| {
             let stanza = index.newest(name)?;
-            Some(crate::repo::kernels::Kernel {
+            Some(crate::distro::kernel::Kernel {
                 release: release.to_string(),
                 version: stanza.version.clone(),
                 uname_v: None,
@@ -882,7 +882,7 @@ pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::repo::kernels::Ker
             })
         })
         .collect();
-    out.sort_by(|a, b| crate::repo::kernels::release_cmp(&a.release, &b.release));
+    out.sort_by(|a, b| crate::distro::kernel::release_cmp(&a.release, &b.release));
     out
 }
 
@@ -1519,7 +1519,7 @@ mod archive_count {
             "bookworm-backports",
         ]);
         let distro = crate::distro::find("debian-12").unwrap();
-        let got = crate::repo::kernels::discover(&distro).unwrap();
+        let got = super::kernels(&distro).unwrap();
         assert_eq!(got.len(), want, "{got:#?}");
         // 39 on 2026-12-01; the archive only grows within a release's life.
         assert!(want >= 39, "{want}");
@@ -1545,7 +1545,7 @@ mod archive_count {
             ("debian-unstable", &["sid"]),
         ] {
             let distro = crate::distro::find(name).unwrap();
-            let got = crate::repo::kernels::discover(&distro).unwrap().len();
+            let got = super::kernels(&distro).unwrap().len();
             assert_eq!(got, count(suites), "{name}");
             eprintln!("{name}: {got} kernels");
         }

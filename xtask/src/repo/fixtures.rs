@@ -14,8 +14,8 @@
 //! kernels it lists are those of the covered ones, and [`Found::missing`]
 //! names the others.
 
+use crate::distro::kernel::Kernel;
 use crate::distro::{Distro, Repo};
-use crate::repo::kernels::Kernel;
 use crate::repo::rpm::{self, Fetch};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};

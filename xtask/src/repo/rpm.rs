@@ -1,8 +1,8 @@
 //! RPM repositories (`repodata/repomd.xml` → primary metadata): the kernels a
 //! CentOS / RHEL / SUSE release shipped, found by its kernel headers package.
 
+use crate::distro::kernel::Kernel;
 use crate::distro::{Family, RpmRepo};
-use crate::repo::kernels::Kernel;
 use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
 use std::path::{Path, PathBuf};
@@ -470,7 +470,7 @@ pub fn kernels_with(
             }
         }
     }
-    out.sort_by(|a, b| crate::repo::kernels::release_cmp(&a.release, &b.release));
+    out.sort_by(|a, b| crate::distro::kernel::release_cmp(&a.release, &b.release));
     Ok(out)
 }
 

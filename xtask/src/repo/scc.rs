@@ -1027,7 +1027,7 @@ pub(crate) mod tests {
         fn kernels(
             &self,
             repo: &crate::distro::RpmRepo,
-        ) -> Result<Vec<crate::repo::kernels::Kernel>> {
+        ) -> Result<Vec<crate::distro::kernel::Kernel>> {
             let env = &repo.credentials.as_ref().unwrap().env;
             std::env::set_var(env, &self.creds_file);
             let out = crate::repo::rpm::kernels_with(
