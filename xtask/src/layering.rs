@@ -384,8 +384,6 @@ fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 /// broken yet, as (`folder/from`, `to`), each with why. The check ignores
 /// these edges, so any other cycle still fails it; a broken one is taken off.
 const CYCLES_NOT_BROKEN_YET: &[(&str, &str)] = &[
-    // The gpgv helpers live in debian.
-    ("repo/rpm", "debian"),
     // decompress lives in deb.
     ("repo/debian", "deb"),
     // url_key lives in rpm.

@@ -226,7 +226,7 @@ fn signing_keyring(distro_name: &str, repo: &RpmRepo) -> Result<Option<PathBuf>>
     if repo.keys.is_empty() {
         return Ok(None);
     }
-    if !crate::repo::debian::have_gpgv() {
+    if !crate::host::gpgv::have_gpgv() {
         if let Some(http) = repo.baseurls.iter().find(|b| !b.starts_with("https://")) {
             bail!(
                 "{distro_name}: gpgv is missing, so the signature of {http}repodata/repomd.xml \
@@ -432,7 +432,7 @@ pub fn kernels_with(
                          (the recipe's repo.keys say it is signed)"
                     )
                 })?;
-            crate::repo::debian::gpgv_verify_detached(&asc_path, &repomd_path, keyring)
+            crate::host::gpgv::gpgv_verify_detached(&asc_path, &repomd_path, keyring)
                 .with_context(|| format!("{distro_name}: {base}/repodata/repomd.xml"))?;
         }
         let repomd = std::fs::read_to_string(&repomd_path)?;
@@ -665,7 +665,7 @@ pub(crate) mod tests {
 
     #[test]
     fn signed_repomd_is_checked_with_the_recipes_key() {
-        if !crate::repo::debian::have_gpgv() {
+        if !crate::host::gpgv::have_gpgv() {
             eprintln!("skipped: gpgv missing");
             return;
         }
