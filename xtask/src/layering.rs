@@ -384,16 +384,10 @@ fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 /// broken yet, as (`folder/from`, `to`), each with why. The check ignores
 /// these edges, so any other cycle still fails it; a broken one is taken off.
 const CYCLES_NOT_BROKEN_YET: &[(&str, &str)] = &[
-    // decompress lives in deb.
-    ("repo/debian", "deb"),
-    // url_key lives in rpm.
-    ("repo/debian", "rpm"),
     // The fixtures implement rpm's Fetch; rpm's tests read the fixtures.
     ("repo/fixtures", "rpm"),
     // scc's tests read kernels through rpm, which asks scc for repositories.
     ("repo/scc", "rpm"),
-    // TOKEN_SHOWN lives in scc, which redacts with download's redact.
-    ("repo/download", "scc"),
     // vm_test runs the sanitizer lab itself, which is built on vm_test.
     ("vm/vm_test", "sanitizer"),
 ];

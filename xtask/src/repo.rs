@@ -4,6 +4,7 @@
 
 pub mod deb;
 pub mod debian;
+pub mod decompress;
 pub mod download;
 pub mod fixtures;
 pub mod kernels;

@@ -563,7 +563,7 @@ impl Builder {
                 let shown = format!(
                     "{}?{}",
                     b.trim_end_matches('/'),
-                    crate::repo::scc::TOKEN_SHOWN
+                    crate::repo::download::TOKEN_SHOWN
                 );
                 (alias.clone(), alias, shown)
             })

@@ -622,7 +622,7 @@ fn keyring(mirror: &str) -> (PathBuf, &'static str) {
 /// name on two roots (Ubuntu's jammy on archive and on ports) stay apart.
 fn suite_cache(mirror: &str, suite: &str) -> PathBuf {
     Path::new("debian")
-        .join(crate::repo::rpm::url_key(mirror.trim_end_matches('/')))
+        .join(crate::host::cache::url_key(mirror.trim_end_matches('/')))
         .join(suite)
 }
 
@@ -805,7 +805,7 @@ fn load_index(mirror: &str, suite: &str, arch: &str) -> Result<Index> {
     };
     prune_old_indices(&path, arch);
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8(crate::repo::deb::decompress(&name, &bytes)?)
+    let text = String::from_utf8(crate::repo::decompress::decompress(&name, &bytes)?)
         .with_context(|| format!("{plain} is not UTF-8"))?;
     Index::from_packages(mirror, suite, &text).with_context(|| format!("parsing {plain}"))
 }

@@ -43,11 +43,11 @@ pub fn kernels(distro: &Distro) -> Result<Option<Found>> {
     match &distro.repo {
         Repo::RpmMd(repo) => {
             let dir = root().join("rpm").join(&distro.name);
-            let (covered, missing): (Vec<String>, Vec<String>) = repo
-                .baseurls
-                .iter()
-                .cloned()
-                .partition(|b| dir.join(rpm::url_key(b.trim_end_matches('/'))).is_dir());
+            let (covered, missing): (Vec<String>, Vec<String>) =
+                repo.baseurls.iter().cloned().partition(|b| {
+                    dir.join(crate::host::cache::url_key(b.trim_end_matches('/')))
+                        .is_dir()
+                });
             if covered.is_empty() {
                 return Ok(None);
             }
@@ -132,7 +132,7 @@ pub struct RpmFixtures {
 impl RpmFixtures {
     fn file(&self, url: &str, name: &str) -> Result<PathBuf> {
         let base = url.split_once("/repodata/").map_or(url, |(base, _)| base);
-        let path = self.dir.join(rpm::url_key(base)).join(name);
+        let path = self.dir.join(crate::host::cache::url_key(base)).join(name);
         if !path.is_file() {
             bail!("no fixture for {url} ({} is missing)", relative(&path));
         }

@@ -3,6 +3,7 @@
 
 use crate::distro::kernel::Kernel;
 use crate::distro::{Family, RpmRepo};
+use crate::host::cache::url_key;
 use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
 use std::path::{Path, PathBuf};
@@ -159,21 +160,6 @@ pub fn kernel_of(family: Family, p: &RpmPackage) -> Result<Kernel> {
         version,
         ..Kernel::default()
     })
-}
-
-/// A file-system-safe name for a repository URL.
-pub(crate) fn url_key(url: &str) -> String {
-    url.trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Where a repository's files come from: the network through the download
@@ -453,7 +439,7 @@ pub fn kernels_with(
         let local_name = path
             .file_name()
             .map_or(file_name.clone(), |n| n.to_string_lossy().into_owned());
-        let xml = crate::repo::deb::decompress(&local_name, &bytes)?;
+        let xml = crate::repo::decompress::decompress(&local_name, &bytes)?;
         let xml = String::from_utf8(xml)
             .with_context(|| format!("{} is not UTF-8", crate::repo::download::redact(&url)))?;
         for p in parse_primary(&xml, &repo.headers_package)? {

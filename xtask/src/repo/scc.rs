@@ -21,6 +21,7 @@
 
 use crate::distro::Credentials;
 use crate::distro::System;
+use crate::repo::download::TOKEN_SHOWN;
 use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
 use std::collections::HashMap;
@@ -51,9 +52,6 @@ const ZYPP_PARAMS: &[&str] = &[
     "credentials",
     "head_requests",
 ];
-
-/// What `Display` puts where an access token was.
-pub const TOKEN_SHOWN: &str = "<token>";
 
 /// One service of an activated product.
 #[derive(Debug, Clone, PartialEq, Eq)]
