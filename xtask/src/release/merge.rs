@@ -10,7 +10,7 @@
 //! tarball is what one build of all those kernels writes, byte for byte.
 
 use crate::build::package::{self, KernelModule};
-use crate::{build::index, host::cache, repo::kernels};
+use crate::{build::index, host::cache};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -1083,7 +1083,7 @@ mod tests {
     #[ignore = "builds two real kernels' modules: needs root and minutes"]
     fn merge_of_two_real_builds_equals_one_build_of_both() {
         let distro = crate::distro::find("debian-11").unwrap();
-        let all = kernels::discover(&distro).unwrap();
+        let all = crate::repo::kernels::discover(&distro).unwrap();
         assert!(all.len() >= 2, "debian-11 lists fewer than two kernels");
         let pair = &all[all.len() - 2..];
         let dir = crate::testing::scratch("merge-real");

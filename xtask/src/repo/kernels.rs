@@ -1,7 +1,7 @@
 //! `cargo xtask kernels`: every kernel a distro release shipped, from its
 //! repository metadata.
 
-use crate::distro::kernel::{release_cmp, Kernel};
+use crate::distro::kernel::Kernel;
 use crate::distro::{Distro, Repo};
 use anyhow::{bail, Result};
 
@@ -273,7 +273,7 @@ mod tests {
             "3.10.0-327.el7.x86_64",
             "3.10.0-514.el7.x86_64",
         ];
-        v.sort_by(|a, b| release_cmp(a, b));
+        v.sort_by(|a, b| crate::distro::kernel::release_cmp(a, b));
         assert_eq!(
             v,
             [
