@@ -388,8 +388,6 @@ const CYCLES_NOT_BROKEN_YET: &[(&str, &str)] = &[
     ("repo/fixtures", "rpm"),
     // scc's tests read kernels through rpm, which asks scc for repositories.
     ("repo/scc", "rpm"),
-    // vm_test runs the sanitizer lab itself, which is built on vm_test.
-    ("vm/vm_test", "sanitizer"),
 ];
 
 #[test]

@@ -12,3 +12,12 @@ pub mod sanitizer;
 pub mod stress;
 pub mod vm_install;
 pub mod vm_test;
+
+/// `cargo xtask vm-test`: the lab on a distro's kernel, or with
+/// `--sanitizers` on a kernel built here (see [`sanitizer`]).
+pub fn run_vm_test(args: vm_test::Args) -> anyhow::Result<()> {
+    if args.sanitizers {
+        return sanitizer::vm_test(&args);
+    }
+    vm_test::run(args)
+}
