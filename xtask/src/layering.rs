@@ -384,9 +384,12 @@ fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 /// broken yet, as (`folder/from`, `to`), each with why. The check ignores
 /// these edges, so any other cycle still fails it; a broken one is taken off.
 const CYCLES_NOT_BROKEN_YET: &[(&str, &str)] = &[
-    // The fixtures implement rpm's Fetch; rpm's tests read the fixtures.
-    ("repo/fixtures", "rpm"),
-    // scc's tests read kernels through rpm, which asks scc for repositories.
+    // Test-only: rpm's tests read the fixtures, and the fixtures list their
+    // kernels with rpm's kernels_with (breaking it moves tests between files).
+    ("repo/rpm", "fixtures"),
+    // Test-only: scc's tests read the fixtures and kernels through rpm, which
+    // asks scc for a registered system's repositories.
+    ("repo/scc", "fixtures"),
     ("repo/scc", "rpm"),
 ];
 
