@@ -8,8 +8,9 @@ pub mod index;
 pub mod package;
 
 use crate::build::builder::{BackendKind, Builder};
+use crate::distro::kernel::{release_cmp, Kernel};
 use crate::distro::Distro;
-use crate::repo::kernels::{self, Kernel};
+use crate::repo::kernels;
 use crate::{host::cache, objects::kmod, objects::modcheck, progress};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar};
@@ -475,9 +476,9 @@ fn build_into(
     overall.finish_and_clear();
 
     let mut modules = results.into_inner().unwrap();
-    modules.sort_by(|a, b| kernels::release_cmp(&a.release, &b.release));
+    modules.sort_by(|a, b| release_cmp(&a.release, &b.release));
     let mut failures = failures.into_inner().unwrap();
-    failures.sort_by(|a, b| kernels::release_cmp(&a.0.release, &b.0.release));
+    failures.sort_by(|a, b| release_cmp(&a.0.release, &b.0.release));
     for (k, err) in &failures {
         eprintln!("FAILED {}: {err:#}", k.release);
     }

@@ -2,6 +2,7 @@
 //! release lists its kernels, and how its builder environment is made.
 
 pub mod arch;
+pub mod kernel;
 pub mod per_arch;
 
 use crate::distro::arch::Arch;

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod fs;
+pub mod gpgv;
 
 use anyhow::{bail, Context, Result};
 

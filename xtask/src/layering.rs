@@ -1,6 +1,7 @@
 //! The layers of xtask's modules, checked on every `cargo test`: a module
 //! imports (`crate::<module>`) only from its own top-level module and the
-//! layers below it, and no top-level modules import each other in a cycle.
+//! layers below it, no top-level modules import each other in a cycle, and
+//! neither do the files of one folder (`repo/deb.rs`, `repo/debian.rs`).
 //!
 //! From the bottom: what every layer shares (`progress`, `report`, `testing`),
 //! `host`, `distro`, `repo`, `objects`, `build`, `release`, `vm`, and the
@@ -147,6 +148,79 @@ fn crate_refs(src: &str) -> Vec<String> {
     refs
 }
 
+/// Every `crate::` path, whole: `["repo", "deb", "Package"]` for
+/// `crate::repo::deb::Package`, one per member of a group (`use
+/// crate::repo::{deb, rpm::Rpm}` gives `["repo", "deb"]` and `["repo", "rpm",
+/// "Rpm"]`).
+fn crate_paths(src: &str) -> Vec<Vec<String>> {
+    let code = code_only(src);
+    let mut paths = Vec::new();
+    let mut at = 0;
+    while let Some(n) = code[at..].find("crate::") {
+        let start = at + n;
+        at = start + "crate::".len();
+        let before = code[..start].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        use_tree(&code[at..], Vec::new(), &mut paths);
+    }
+    paths
+}
+
+/// Reads the path or use tree at the start of `s`, pushes `prefix` plus each
+/// path it names, and returns how many bytes it read.
+fn use_tree(s: &str, prefix: Vec<String>, paths: &mut Vec<Vec<String>>) -> usize {
+    let blank = |s: &str| s.len() - s.trim_start().len();
+    let given = prefix.len();
+    let mut path = prefix;
+    let mut i = 0;
+    loop {
+        i += blank(&s[i..]);
+        if s[i..].starts_with('{') {
+            i += 1;
+            loop {
+                i += blank(&s[i..]);
+                let rest = &s[i..];
+                if rest.is_empty() || rest.starts_with('}') {
+                    return (i + 1).min(s.len());
+                }
+                if rest.starts_with(',') {
+                    i += 1;
+                    continue;
+                }
+                let read = use_tree(rest, path.clone(), paths);
+                i += read.max(rest.chars().next().map_or(1, char::len_utf8));
+            }
+        }
+        let name = ident(&s[i..]);
+        if name.is_empty() {
+            // `a::*`: the glob names a.
+            if path.len() > given {
+                paths.push(path);
+            }
+            return i;
+        }
+        i += name.len();
+        path.push(name);
+        let rest = &s[i..];
+        if let Some(after) = rest.trim_start().strip_prefix("::") {
+            i += rest.len() - after.len();
+            continue;
+        }
+        paths.push(path);
+        // `a as b`: b names nothing in the crate.
+        let rest = &s[i..];
+        if let Some(after) = rest.trim_start().strip_prefix("as") {
+            if after.starts_with(char::is_whitespace) {
+                let alias = blank(after);
+                i += rest.len() - after.len() + alias + ident(&after[alias..]).len();
+            }
+        }
+        return i;
+    }
+}
+
 fn ident(s: &str) -> String {
     s.chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_')
@@ -195,6 +269,59 @@ fn imports() -> Vec<(String, String, String)> {
             };
             if to != from {
                 out.push((relative.display().to_string(), from.clone(), to));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The files and folders directly in `dir`, by stem: `repo/deb.rs` and
+/// `repo/deb/` are both `deb`.
+fn siblings(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+        .collect()
+}
+
+/// Imports between the files of one folder, as (importing file, folder,
+/// from, to): `repo/deb.rs` naming `crate::repo::debian` is `deb` -> `debian`
+/// in `repo`. A file under `vm/sanitizer/` is `sanitizer` in `vm` and one of
+/// its own files in `vm/sanitizer`.
+fn file_imports() -> Vec<(String, String, String, String)> {
+    let src = src_dir();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let parts: Vec<String> = relative
+            .with_extension("")
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .collect();
+        let paths = crate_paths(&std::fs::read_to_string(&file).unwrap());
+        for depth in 1..parts.len() {
+            let folder = &parts[..depth];
+            let from = &parts[depth];
+            let names = siblings(&src.join(folder.join("/")));
+            for path in &paths {
+                if path.len() > depth && path[..depth] == *folder {
+                    let to = &path[depth];
+                    if to != from && names.contains(to) {
+                        out.push((
+                            relative.display().to_string(),
+                            folder.join("/"),
+                            from.clone(),
+                            to.clone(),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -252,6 +379,19 @@ fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     }
     None
 }
+
+/// Imports between the files of a folder that close a cycle and are not
+/// broken yet, as (`folder/from`, `to`), each with why. The check ignores
+/// these edges, so any other cycle still fails it; a broken one is taken off.
+const CYCLES_NOT_BROKEN_YET: &[(&str, &str)] = &[
+    // Test-only: rpm's tests read the fixtures, and the fixtures list their
+    // kernels with rpm's kernels_with (breaking it moves tests between files).
+    ("repo/rpm", "fixtures"),
+    // Test-only: scc's tests read the fixtures and kernels through rpm, which
+    // asks scc for a registered system's repositories.
+    ("repo/scc", "fixtures"),
+    ("repo/scc", "rpm"),
+];
 
 #[test]
 fn every_top_level_module_has_a_layer() {
@@ -325,4 +465,54 @@ fn a_cycle_is_found_and_named() {
     assert_eq!(cycle(&edges).unwrap(), ["a", "b", "c", "a"]);
     edges.get_mut("c").unwrap().remove("a");
     assert_eq!(cycle(&edges), None);
+}
+
+#[test]
+fn the_files_of_each_folder_import_each_other_in_no_cycle() {
+    let imports = file_imports();
+    let mut folders: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for (_, folder, from, to) in &imports {
+        let allowed = CYCLES_NOT_BROKEN_YET.contains(&(&format!("{folder}/{from}"), to));
+        if !allowed {
+            let edges = folders.entry(folder.clone()).or_default();
+            edges.entry(from.clone()).or_default().insert(to.clone());
+        }
+    }
+    let mut found = Vec::new();
+    for (folder, edges) in &folders {
+        if let Some(cycle) = cycle(edges) {
+            found.push(format!("{folder}/: {}", cycle.join(" -> ")));
+            for (file, f, from, to) in &imports {
+                if f == folder && cycle.windows(2).any(|w| w[0] == *from && w[1] == *to) {
+                    found.push(format!(
+                        "  {file}: crate::{}::{to}",
+                        folder.replace('/', "::")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "import cycles between files:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn whole_paths_are_read_through_groups_and_renames() {
+    let src = r#"
+use crate::repo::{deb, rpm::{self, Rpm as R}, debian::*};
+let k = crate::distro::kernel::Kernel::default();
+use crate::vm::vm_test as lab;
+"#;
+    let want: Vec<Vec<&str>> = vec![
+        vec!["repo", "deb"],
+        vec!["repo", "rpm", "self"],
+        vec!["repo", "rpm", "Rpm"],
+        vec!["repo", "debian"],
+        vec!["distro", "kernel", "Kernel", "default"],
+        vec!["vm", "vm_test"],
+    ];
+    assert_eq!(crate_paths(src), want);
 }

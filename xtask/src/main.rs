@@ -88,7 +88,7 @@ fn run(command: Command) -> Result<()> {
     preflight::ensure(&command)?;
     match command {
         Command::Build(args) => build::run(args),
-        Command::VmTest(args) => vm_test::run(args),
+        Command::VmTest(args) => vm::run_vm_test(args),
         Command::VmInstallTest(args) => vm_install::run(args),
         Command::Stress(args) => stress::run(args),
         Command::Test(args) => test::run(args),

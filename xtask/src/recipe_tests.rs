@@ -6,7 +6,7 @@
 
 use crate::build::builder::tests::{has, plan, CompilerScene};
 use crate::build::builder::{BackendKind, COMPILER_MISMATCH};
-use crate::repo::kernels::Kernel;
+use crate::distro::kernel::Kernel;
 
 /// One recipe's fixture: what discovery must find, the compiler the recipe
 /// must pick for those kernels, and the compiler a kernel of it recorded.

@@ -4,7 +4,9 @@
 
 pub mod deb;
 pub mod debian;
+pub mod decompress;
 pub mod download;
+pub mod entry;
 pub mod fixtures;
 pub mod kernels;
 pub mod lab_kernel;

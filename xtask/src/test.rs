@@ -151,7 +151,7 @@ pub fn run(args: Args) -> Result<()> {
                     what.push_str(if cgroup_v1 { ", cgroup v1 host)" } else { ")" });
                 }
                 step(what, &mut || {
-                    crate::vm::vm_test::run(crate::vm::vm_test::Args {
+                    crate::vm::run_vm_test(crate::vm::vm_test::Args {
                         cgroup_v1,
                         ..lab_args(name, *arch, flavour.clone(), mode, capture)
                     })
@@ -164,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         step(
             "VM lab on the sanitizer kernel (KASAN, lockdep)".into(),
             &mut || {
-                crate::vm::vm_test::run(crate::vm::vm_test::Args {
+                crate::vm::run_vm_test(crate::vm::vm_test::Args {
                     sanitizers: true,
                     ..lab_args("debian-12", Arch::X86_64, None, Mode::Kmod, Capture::Auto)
                 })

@@ -15,8 +15,8 @@
 //!
 //! `--dry-run` prints the same plan that a real run executes.
 
+use crate::distro::kernel::Kernel;
 use crate::distro::{Bootstrap, Distro, Repo};
-use crate::repo::kernels::Kernel;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use std::io::{BufRead, BufReader, Write};
@@ -672,7 +672,7 @@ impl Builder {
                 let shown = format!(
                     "{}?{}",
                     b.trim_end_matches('/'),
-                    crate::repo::scc::TOKEN_SHOWN
+                    crate::repo::download::TOKEN_SHOWN
                 );
                 (alias.clone(), alias, shown)
             })
@@ -1793,5 +1793,89 @@ pub(crate) mod tests {
                 .join("builders")
                 .join(&distro.name),
         );
+    }
+
+    /// The build of a kernel with cached headers: each package directory
+    /// mounted read-only at its real path, no network, the toolchain image.
+    #[test]
+    fn the_build_mounts_each_package_read_only_without_network() {
+        use crate::build::headers_cache::mounts;
+        use crate::distro::kernel::Kernel;
+        use crate::repo::debian::PackageRef;
+        use std::collections::BTreeSet;
+        use std::path::Path;
+        let distro = crate::distro::find("debian-12").unwrap();
+        let mut builder = Builder::new(BackendKind::Docker, &distro);
+        assert!(builder.uses_headers_cache());
+        let k = Kernel::pinned("6.1.0-50-amd64", "6.1.176-1");
+        let external: BTreeSet<String> = ["linux-compiler-gcc-12-x86".to_string()].into();
+        let (tag, steps) = builder.toolchain_steps(std::slice::from_ref(&k), &external);
+        assert!(tag.starts_with("toa-builder/debian-12:tools-"), "{tag}");
+        let lines: Vec<String> = steps.iter().map(|s| s.shell_line()).collect();
+        has(
+            &lines,
+            "apt-get update -q && INITRD=No DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc-12 linux-compiler-gcc-12-x86'",
+        );
+        has(
+            &lines,
+            &format!(
+                "docker commit toa-prep-debian-12-{} {tag}",
+                tag.rsplit(':').next().unwrap()
+            ),
+        );
+        // The same set finds the same image; another compiler makes another.
+        let (again, _) = builder.toolchain_steps(std::slice::from_ref(&k), &external);
+        assert_eq!(again, tag);
+        let (other, _) = builder.toolchain_steps(std::slice::from_ref(&k), &BTreeSet::new());
+        assert_ne!(other, tag);
+
+        let root = Path::new("/cache/headers");
+        let own: Vec<PackageRef> = [
+            "linux-headers-6.1.0-50-amd64",
+            "linux-headers-6.1.0-50-common",
+            "linux-kbuild-6.1",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(n, name)| PackageRef {
+            name: name.to_string(),
+            version: "6.1.176-1".into(),
+            url: format!("http://deb.debian.org/debian/pool/main/l/linux/{name}.deb"),
+            size: 1,
+            sha256: format!("{n}").repeat(64),
+        })
+        .collect();
+        let m = mounts(root, &own).unwrap();
+        builder.use_cached_headers(&k.release, &tag, m);
+        let line = builder
+            .build_step(&k, Path::new("/src"), "0.1.0")
+            .shell_line();
+        let expected = format!(
+            "docker run --rm --network none -v /src:/build/toa \
+             -v /cache/headers/{0}/usr/src/linux-headers-6.1.0-50-amd64:/usr/src/linux-headers-6.1.0-50-amd64:ro \
+             -v /cache/headers/{1}/usr/src/linux-headers-6.1.0-50-common:/usr/src/linux-headers-6.1.0-50-common:ro \
+             -v /cache/headers/{2}/usr/lib/linux-kbuild-6.1:/usr/lib/linux-kbuild-6.1:ro \
+             -w /build/toa {tag} /bin/sh -c ",
+            "0".repeat(64),
+            "1".repeat(64),
+            "2".repeat(64),
+        );
+        assert!(line.starts_with(&expected), "{line}\n{expected}");
+        assert!(
+            line.contains("make -C /usr/src/linux-headers-6.1.0-50-amd64 M=/build/toa CC=gcc-12"),
+            "{line}"
+        );
+        assert!(
+            line.contains("kernel 6.1.0-50-amd64 was built with"),
+            "{line}"
+        );
+        assert!(line.contains("cp /usr/src/linux-headers-6.1.0-50-amd64/Module.symvers /build/toa/.kernel.symvers"), "{line}");
+        // Chroot, rpm and cross builds keep their way.
+        assert!(!Builder::new(BackendKind::Chroot, &distro).uses_headers_cache());
+        let centos = crate::distro::find("centos-7.9").unwrap();
+        assert!(!Builder::new(BackendKind::Docker, &centos).uses_headers_cache());
+        let arm =
+            crate::distro::find_for("debian-12", Some(crate::distro::arch::Arch::Aarch64)).unwrap();
+        assert!(!Builder::new(BackendKind::Docker, &arm).uses_headers_cache());
     }
 }

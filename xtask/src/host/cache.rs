@@ -31,3 +31,18 @@ pub fn cache_dir() -> PathBuf {
         None => target_dir().join("cache"),
     }
 }
+
+/// A file-system-safe name for a repository URL.
+pub fn url_key(url: &str) -> String {
+    url.trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -10,7 +10,7 @@
 //! tarball is what one build of all those kernels writes, byte for byte.
 
 use crate::build::package::{self, KernelModule};
-use crate::{build::index, host::cache, repo::kernels};
+use crate::{build::index, host::cache};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -267,7 +267,7 @@ pub fn merge_reporting(
             let left_nothing = part.is_none_or(|p| found.empty.contains(p));
             for pin in shard.kernels.split_whitespace() {
                 report.planned += 1;
-                let release = pin.split_once('=').map_or(pin, |(r, _)| r);
+                let (release, _) = crate::distro::kernel::parse_pin(pin)?;
                 let key = (
                     shard.distro.clone(),
                     shard.arch.clone(),
@@ -297,7 +297,7 @@ pub fn merge_reporting(
     report.failed.sort_by(|a, b| {
         (&a.distro, &a.arch)
             .cmp(&(&b.distro, &b.arch))
-            .then_with(|| kernels::release_cmp(&a.release, &b.release))
+            .then_with(|| crate::distro::kernel::release_cmp(&a.release, &b.release))
     });
     Ok((merged, report))
 }
@@ -589,7 +589,8 @@ fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
         // the metapackage only moves on, so the newest kernel named wins.
         if let Some(d) = &part.default {
             let newer = default.as_ref().is_none_or(|seen| {
-                kernels::release_cmp(&d.release, &seen.release) == std::cmp::Ordering::Greater
+                crate::distro::kernel::release_cmp(&d.release, &seen.release)
+                    == std::cmp::Ordering::Greater
             });
             if newer {
                 default = Some(d.clone());
@@ -602,7 +603,8 @@ fn merge_release(stem: &str, tarballs: &[PathBuf]) -> Result<Release> {
     let first = first.context("no parts")?;
     let mut modules: Vec<KernelModule> = modules.into_values().map(|(m, _)| m).collect();
     modules.sort_by(|a, b| {
-        kernels::release_cmp(&a.release, &b.release).then_with(|| a.release.cmp(&b.release))
+        crate::distro::kernel::release_cmp(&a.release, &b.release)
+            .then_with(|| a.release.cmp(&b.release))
     });
     Ok(Release {
         distro: first.distro,
@@ -1081,13 +1083,13 @@ mod tests {
     #[ignore = "builds two real kernels' modules: needs root and minutes"]
     fn merge_of_two_real_builds_equals_one_build_of_both() {
         let distro = crate::distro::find("debian-11").unwrap();
-        let all = kernels::discover(&distro).unwrap();
+        let all = crate::repo::kernels::discover(&distro).unwrap();
         assert!(all.len() >= 2, "debian-11 lists fewer than two kernels");
         let pair = &all[all.len() - 2..];
         let dir = crate::testing::scratch("merge-real");
         let dist = cache::dist_dir();
         let tarball = format!("{}.tar.gz", distro.dist_name());
-        let build_into = |name: &str, kernels: &[kernels::Kernel]| -> PathBuf {
+        let build_into = |name: &str, kernels: &[crate::distro::kernel::Kernel]| -> PathBuf {
             let _ = std::fs::remove_file(dist.join(&tarball));
             crate::build::build(&distro, kernels, None, None, 1).unwrap();
             let to = dir.join(name);

@@ -21,8 +21,9 @@
 //! archive); with none missing the matrix is empty and `count=0` tells the
 //! workflow to stop there.
 
+use crate::distro::kernel::{release_cmp, Kernel};
 use crate::distro::Distro;
-use crate::repo::kernels::{self, Kernel};
+use crate::repo::kernels;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -411,7 +412,7 @@ pub fn plan(releases: &[(Distro, Vec<Kernel>)], shard_size: usize) -> Result<Mat
     for (distro, kernels) in releases {
         check_value(&distro.name, "distro name", &distro.name)?;
         let mut kernels = kernels.clone();
-        kernels.sort_by(|a, b| kernels::release_cmp(&a.release, &b.release));
+        kernels.sort_by(|a, b| release_cmp(&a.release, &b.release));
         kernels.dedup();
         for k in &kernels {
             check_value(&distro.name, "kernel release", &k.release)?;

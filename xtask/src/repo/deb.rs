@@ -8,6 +8,8 @@
 //! the host so that busybox `insmod` (which takes a plain ELF) can load them.
 
 use crate::repo::debian::{KernelPackages, PackageRef};
+use crate::repo::decompress::{decompress, decompressor};
+use crate::repo::entry::EntryKind;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -57,41 +59,6 @@ fn ar_member<R: Read>(
             bail!("{}: truncated ar member {name}", deb.display());
         }
     }
-}
-
-/// A decompressing reader for `name` (by its suffix).
-fn decompressor<'a, R: Read + 'a>(name: &str, reader: R) -> Result<Box<dyn Read + 'a>> {
-    Ok(if name.ends_with(".xz") {
-        Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader))
-    } else if name.ends_with(".zst") {
-        Box::new(
-            ruzstd::decoding::StreamingDecoder::new(reader)
-                .map_err(|e| anyhow::anyhow!("zstd: {e}"))?,
-        )
-    } else if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else if name.ends_with(".tar") || name.ends_with(".ko") || name.ends_with(".xml") {
-        Box::new(reader)
-    } else {
-        bail!("unsupported compression for {name}")
-    })
-}
-
-/// Decompress a whole in-memory file according to its name's suffix.
-pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    decompressor(name, bytes)?
-        .read_to_end(&mut out)
-        .with_context(|| format!("decompressing {name}"))?;
-    Ok(out)
-}
-
-/// What one tar entry of a package is.
-pub enum EntryKind {
-    File,
-    Dir,
-    Symlink(String),
-    Other,
 }
 
 /// Walk the file system tarball of `deb` (or the payload of an RPM),

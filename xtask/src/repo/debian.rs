@@ -9,6 +9,7 @@
 //! the sha256 and size that `Packages` lists.
 
 use crate::distro::Distro;
+use crate::host::gpgv::{gpgv_verify, have_gpgv};
 use anyhow::{bail, Context, Result};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -610,137 +611,6 @@ pub fn clearsigned_payload(text: &str) -> Result<String> {
     Ok(out)
 }
 
-/// What gpgv's `--status-fd` lines say about the signatures of one file.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Signatures {
-    /// Fingerprints of good signatures by keys of the keyring (`VALIDSIG`).
-    pub good: Vec<String>,
-    /// Key ids of signatures that do not match the signed text (`BADSIG`).
-    pub bad: Vec<String>,
-    /// Key ids of signatures by keys the keyring lacks (`NO_PUBKEY`).
-    pub unknown_key: Vec<String>,
-    /// Key ids of signatures that could not be checked for another reason
-    /// (`ERRSIG` without `NO_PUBKEY`), or whose key expired or was revoked
-    /// (`EXPKEYSIG`, `REVKEYSIG`, `EXPSIG`).
-    pub unusable: Vec<String>,
-}
-
-impl Signatures {
-    /// Reads gpgv's status lines (`[GNUPG:] KEYWORD args`); other lines are skipped.
-    pub fn parse(status: &str) -> Signatures {
-        let mut out = Signatures::default();
-        let mut errsig = Vec::new();
-        for line in status.lines() {
-            let Some(rest) = line.strip_prefix("[GNUPG:] ") else {
-                continue;
-            };
-            let mut words = rest.split_whitespace();
-            let keyword = words.next().unwrap_or_default();
-            let arg = words.next().unwrap_or_default().to_string();
-            match keyword {
-                "VALIDSIG" => out.good.push(arg),
-                "BADSIG" => out.bad.push(arg),
-                "NO_PUBKEY" => out.unknown_key.push(arg),
-                "ERRSIG" => errsig.push(arg),
-                "EXPKEYSIG" | "REVKEYSIG" | "EXPSIG" => out.unusable.push(arg),
-                _ => {}
-            }
-        }
-        errsig.retain(|id| !out.unknown_key.contains(id));
-        out.unusable.extend(errsig);
-        out
-    }
-
-    /// apt's rule: trusted when at least one signature is good and none is
-    /// bad; signatures by keys the keyring lacks (a second signer, a newer
-    /// release key) are left aside.
-    pub fn verdict(&self) -> Result<()> {
-        if !self.bad.is_empty() {
-            bail!("BAD signature from key {}", self.bad.join(", "));
-        }
-        if self.good.is_empty() {
-            let mut why = Vec::new();
-            if !self.unknown_key.is_empty() {
-                why.push(format!(
-                    "signed only by keys the keyring lacks ({})",
-                    self.unknown_key.join(", ")
-                ));
-            }
-            if !self.unusable.is_empty() {
-                why.push(format!(
-                    "signatures that cannot be used ({})",
-                    self.unusable.join(", ")
-                ));
-            }
-            if why.is_empty() {
-                why.push("no signature".to_string());
-            }
-            bail!("no good signature: {}", why.join("; "));
-        }
-        Ok(())
-    }
-}
-
-/// Runs gpgv with `--status-fd 2` against `keyring` and applies
-/// [`Signatures::verdict`]; `what` names the file in the error.
-fn run_gpgv(keyring: &Path, args: &[&Path], what: &Path) -> Result<std::process::Output> {
-    let mut argv: Vec<std::ffi::OsString> = vec![
-        "--status-fd".into(),
-        "2".into(),
-        "--keyring".into(),
-        keyring.into(),
-    ];
-    argv.extend(args.iter().map(|a| a.as_os_str().to_owned()));
-    let out = duct::cmd("gpgv", argv)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("running gpgv")?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if let Err(err) = Signatures::parse(&stderr).verdict() {
-        let messages: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.starts_with("[GNUPG:] "))
-            .collect();
-        bail!(
-            "signature check of {} failed: {err} (gpgv --keyring {} exited with {}):\n{}",
-            what.display(),
-            keyring.display(),
-            out.status,
-            messages.join("\n").trim()
-        );
-    }
-    Ok(out)
-}
-
-/// Verify a clearsigned file with gpgv and return the signed text. Trusted
-/// when gpgv reports at least one good signature by a key of `keyring` and
-/// no bad one ([`Signatures::verdict`]): gpgv's own exit status also fails
-/// when a second signature is by a key the keyring lacks, which apt accepts.
-pub fn gpgv_verify(file: &Path, keyring: &Path) -> Result<String> {
-    let out = run_gpgv(
-        keyring,
-        &[Path::new("--output"), Path::new("-"), file],
-        file,
-    )?;
-    if out.stdout.is_empty() {
-        bail!(
-            "gpgv --keyring {} wrote no signed text for {} (exit status {})",
-            keyring.display(),
-            file.display(),
-            out.status
-        );
-    }
-    String::from_utf8(out.stdout).context("verified InRelease is not UTF-8")
-}
-
-/// Verify `data` against its detached signature `signature` (`repomd.xml.asc`)
-/// with gpgv, by the same rule as [`gpgv_verify`].
-pub fn gpgv_verify_detached(signature: &Path, data: &Path, keyring: &Path) -> Result<()> {
-    run_gpgv(keyring, &[signature, data], data).map(|_| ())
-}
-
 /// The keyring that signs `mirror`'s InRelease files (`TOA_APT_KEYRING` overrides),
 /// and the Debian package that installs it.
 fn keyring(mirror: &str) -> (PathBuf, &'static str) {
@@ -761,21 +631,11 @@ fn keyring(mirror: &str) -> (PathBuf, &'static str) {
     }
 }
 
-/// Whether gpgv runs here.
-pub fn have_gpgv() -> bool {
-    duct::cmd!("gpgv", "--version")
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// The cache directory of one suite of one archive root: suites of the same
 /// name on two roots (Ubuntu's jammy on archive and on ports) stay apart.
 fn suite_cache(mirror: &str, suite: &str) -> PathBuf {
     Path::new("debian")
-        .join(crate::repo::rpm::url_key(mirror.trim_end_matches('/')))
+        .join(crate::host::cache::url_key(mirror.trim_end_matches('/')))
         .join(suite)
 }
 
@@ -846,7 +706,7 @@ fn arch_of(distro: &Distro) -> Result<&'static str> {
 /// Every kernel of the release: each versioned `linux-headers-<abi>-<flavour>`
 /// package of every flavour in every suite, oldest first. A release found in
 /// several suites is listed once, from the first suite that has it.
-pub fn kernels(distro: &Distro) -> Result<Vec<crate::repo::kernels::Kernel>> {
+pub fn kernels(distro: &Distro) -> Result<Vec<crate::distro::kernel::Kernel>> {
     let repo = distro.debian()?;
     let mut found = Vec::new();
     for suite in repo.suites() {
@@ -859,8 +719,8 @@ pub fn kernels(distro: &Distro) -> Result<Vec<crate::repo::kernels::Kernel>> {
 pub fn kernels_of(
     indices: &[Arc<Index>],
     flavours: &[String],
-) -> Vec<crate::repo::kernels::Kernel> {
-    let mut out: Vec<crate::repo::kernels::Kernel> = Vec::new();
+) -> Vec<crate::distro::kernel::Kernel> {
+    let mut out: Vec<crate::distro::kernel::Kernel> = Vec::new();
     for index in indices {
         for flavour in flavours {
             for k in kernels_in(index, flavour) {
@@ -870,13 +730,13 @@ pub fn kernels_of(
             }
         }
     }
-    out.sort_by(|a, b| crate::repo::kernels::release_cmp(&a.release, &b.release));
+    out.sort_by(|a, b| crate::distro::kernel::release_cmp(&a.release, &b.release));
     out
 }
 
 /// The kernels of one flavour in one index.
-pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::repo::kernels::Kernel> {
-    let mut out: Vec<crate::repo::kernels::Kernel> = index
+pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::distro::kernel::Kernel> {
+    let mut out: Vec<crate::distro::kernel::Kernel> = index
         .by_name
         .keys()
         .filter_map(|name| {
@@ -886,7 +746,7 @@ pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::repo::kernels::Ker
         })
         .filter_map(|(name, release)| {
             let stanza = index.newest(name)?;
-            Some(crate::repo::kernels::Kernel {
+            Some(crate::distro::kernel::Kernel {
                 release: release.to_string(),
                 version: stanza.version.clone(),
                 uname_v: None,
@@ -895,7 +755,7 @@ pub fn kernels_in(index: &Index, flavour: &str) -> Vec<crate::repo::kernels::Ker
             })
         })
         .collect();
-    out.sort_by(|a, b| crate::repo::kernels::release_cmp(&a.release, &b.release));
+    out.sort_by(|a, b| crate::distro::kernel::release_cmp(&a.release, &b.release));
     out
 }
 
@@ -958,7 +818,7 @@ fn load_index(mirror: &str, suite: &str, arch: &str) -> Result<Index> {
     };
     prune_old_indices(&path, arch);
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8(crate::repo::deb::decompress(&name, &bytes)?)
+    let text = String::from_utf8(crate::repo::decompress::decompress(&name, &bytes)?)
         .with_context(|| format!("{plain} is not UTF-8"))?;
     Index::from_packages(mirror, suite, &text).with_context(|| format!("parsing {plain}"))
 }
@@ -983,6 +843,7 @@ fn prune_old_indices(current: &Path, arch: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::gpgv::Signatures;
 
     const BOOKWORM: &str =
         include_str!("../../tests/fixtures/apt/debian-12/bookworm/binary-amd64/Packages");
@@ -1529,7 +1390,7 @@ mod archive_count {
             "bookworm-backports",
         ]);
         let distro = crate::distro::find("debian-12").unwrap();
-        let got = crate::repo::kernels::discover(&distro).unwrap();
+        let got = super::kernels(&distro).unwrap();
         assert_eq!(got.len(), want, "{got:#?}");
         // 39 on 2026-12-01; the archive only grows within a release's life.
         assert!(want >= 39, "{want}");
@@ -1555,7 +1416,7 @@ mod archive_count {
             ("debian-unstable", &["sid"]),
         ] {
             let distro = crate::distro::find(name).unwrap();
-            let got = crate::repo::kernels::discover(&distro).unwrap().len();
+            let got = super::kernels(&distro).unwrap().len();
             assert_eq!(got, count(suites), "{name}");
             eprintln!("{name}: {got} kernels");
         }

@@ -268,6 +268,9 @@ fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.part-{}-{n}", std::process::id()))
 }
 
+/// What `Display` puts where an access token was.
+pub const TOKEN_SHOWN: &str = "<token>";
+
 /// `url` without the user and password it may carry, and with `<token>` for
 /// its query: the query of a registered repository's URL is its access token
 /// (see [`crate::repo::scc`]).
@@ -281,7 +284,7 @@ pub fn redact(url: &str) -> String {
             let mut shown = u.to_string();
             if query {
                 shown.push('?');
-                shown.push_str(crate::repo::scc::TOKEN_SHOWN);
+                shown.push_str(TOKEN_SHOWN);
             }
             shown
         }

@@ -14,8 +14,8 @@
 //! kernels it lists are those of the covered ones, and [`Found::missing`]
 //! names the others.
 
+use crate::distro::kernel::Kernel;
 use crate::distro::{Distro, Repo};
-use crate::repo::kernels::Kernel;
 use crate::repo::rpm::{self, Fetch};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -96,7 +96,10 @@ pub fn rpm_covered(
     repo: &crate::distro::RpmRepo,
 ) -> (crate::distro::RpmRepo, Vec<String>) {
     let dir = root().join("rpm").join(&distro.name);
-    let has = |b: &String| dir.join(rpm::url_key(b.trim_end_matches('/'))).is_dir();
+    let has = |b: &String| {
+        dir.join(crate::host::cache::url_key(b.trim_end_matches('/')))
+            .is_dir()
+    };
     let (baseurls, mut missing): (Vec<String>, Vec<String>) =
         repo.baseurls.iter().cloned().partition(has);
     let (image_baseurls, images_missing): (Vec<String>, Vec<String>) =
@@ -145,7 +148,7 @@ pub struct RpmFixtures {
 impl RpmFixtures {
     fn file(&self, url: &str, name: &str) -> Result<PathBuf> {
         let base = url.split_once("/repodata/").map_or(url, |(base, _)| base);
-        let path = self.dir.join(rpm::url_key(base)).join(name);
+        let path = self.dir.join(crate::host::cache::url_key(base)).join(name);
         if !path.is_file() {
             bail!("no fixture for {url} ({} is missing)", relative(&path));
         }

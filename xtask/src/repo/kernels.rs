@@ -1,9 +1,9 @@
 //! `cargo xtask kernels`: every kernel a distro release shipped, from its
 //! repository metadata.
 
+use crate::distro::kernel::Kernel;
 use crate::distro::{Distro, Repo};
 use anyhow::{bail, Result};
-use std::cmp::Ordering;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,36 +17,6 @@ pub struct Args {
     /// Print JSON (one object per kernel) instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// One kernel of a release.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Kernel {
-    /// As `uname -r` prints it: `6.1.0-50-amd64`, `3.10.0-327.el7.x86_64`.
-    pub release: String,
-    /// The headers package's version: `6.1.176-1`, `3.10.0-327.el7`.
-    pub version: String,
-    /// `uname -v`, where one release string covers several builds.
-    pub uname_v: Option<String>,
-    /// Where the metadata lists it: a suite (`bookworm-security`) or a
-    /// repository URL; empty for a kernel pinned on the command line.
-    #[serde(default)]
-    pub suite: String,
-    /// Its flavour (`amd64`, `cloud-amd64`, `generic`, `aws`); empty where the
-    /// release has one kind of kernel.
-    #[serde(default)]
-    pub flavour: String,
-}
-
-impl Kernel {
-    /// A kernel named on the command line as `RELEASE=VERSION`.
-    pub fn pinned(release: &str, version: &str) -> Kernel {
-        Kernel {
-            release: release.into(),
-            version: version.into(),
-            ..Kernel::default()
-        }
-    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -145,7 +115,7 @@ pub fn select(
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     for w in wanted {
-        if let Some((release, version)) = w.split_once('=') {
+        if let (release, Some(version)) = crate::distro::kernel::parse_pin(w)? {
             out.push(Kernel::pinned(release, version));
         } else if let Some(k) = all.iter().find(|k| &k.release == w) {
             out.push(k.clone());
@@ -188,7 +158,7 @@ pub fn from_recipe(distro: &Distro, wanted: &[String]) -> Result<(Vec<Kernel>, V
     let mut kernels = Vec::new();
     let mut notes = Vec::new();
     for w in wanted {
-        if let Some((release, version)) = w.split_once('=') {
+        if let (release, Some(version)) = crate::distro::kernel::parse_pin(w)? {
             kernels.push(Kernel::pinned(release, version));
             continue;
         }
@@ -256,19 +226,6 @@ fn derive(distro: &Distro, value: &str) -> (String, Option<String>, Option<Strin
     }
 }
 
-/// Orders kernel releases by their numeric parts (`3.10.0-327.3.1` after `3.10.0-327`).
-pub fn release_cmp(a: &str, b: &str) -> Ordering {
-    let parts = |s: &str| -> Vec<(u64, String)> {
-        s.split(|c: char| !c.is_ascii_alphanumeric())
-            .map(|p| {
-                let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
-                (digits.parse().unwrap_or(0), p[digits.len()..].to_string())
-            })
-            .collect()
-    };
-    parts(a).cmp(&parts(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +279,7 @@ mod tests {
             "3.10.0-327.el7.x86_64",
             "3.10.0-514.el7.x86_64",
         ];
-        v.sort_by(|a, b| release_cmp(a, b));
+        v.sort_by(|a, b| crate::distro::kernel::release_cmp(a, b));
         assert_eq!(
             v,
             [

@@ -1,8 +1,9 @@
 //! RPM repositories (`repodata/repomd.xml` → primary metadata): the kernels a
 //! CentOS / RHEL / SUSE release shipped, found by its kernel headers package.
 
+use crate::distro::kernel::Kernel;
 use crate::distro::{Family, RpmRepo};
-use crate::repo::kernels::Kernel;
+use crate::host::cache::url_key;
 use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
 use std::path::{Path, PathBuf};
@@ -181,21 +182,6 @@ pub fn kernel_of(family: Family, p: &RpmPackage) -> Result<Kernel> {
     })
 }
 
-/// A file-system-safe name for a repository URL.
-pub(crate) fn url_key(url: &str) -> String {
-    url.trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Where a repository's files come from: the network through the download
 /// cache, or (in tests) fixture files.
 pub trait Fetch {
@@ -246,7 +232,7 @@ fn signing_keyring(distro_name: &str, repo: &RpmRepo) -> Result<Option<PathBuf>>
     if repo.keys.is_empty() {
         return Ok(None);
     }
-    if !crate::repo::debian::have_gpgv() {
+    if !crate::host::gpgv::have_gpgv() {
         if let Some(http) = repo.baseurls.iter().find(|b| !b.starts_with("https://")) {
             bail!(
                 "{distro_name}: gpgv is missing, so the signature of {http}repodata/repomd.xml \
@@ -441,7 +427,7 @@ fn primary(
                      (the recipe's repo.keys say it is signed)"
                 )
             })?;
-        crate::repo::debian::gpgv_verify_detached(&asc_path, &repomd_path, keyring)
+        crate::host::gpgv::gpgv_verify_detached(&asc_path, &repomd_path, keyring)
             .with_context(|| format!("{distro_name}: {base}/repodata/repomd.xml"))?;
     }
     let repomd = std::fs::read_to_string(&repomd_path)?;
@@ -461,7 +447,7 @@ fn primary(
     let local_name = path
         .file_name()
         .map_or(file_name.clone(), |n| n.to_string_lossy().into_owned());
-    let xml = crate::repo::deb::decompress(&local_name, &bytes)?;
+    let xml = crate::repo::decompress::decompress(&local_name, &bytes)?;
     let xml = String::from_utf8(xml)
         .with_context(|| format!("{} is not UTF-8", crate::repo::download::redact(&url)))?;
     Ok(Primary {
@@ -519,7 +505,7 @@ pub fn kernels_with(
             }
         }
     }
-    out.sort_by(|a, b| crate::repo::kernels::release_cmp(&a.release, &b.release));
+    out.sort_by(|a, b| crate::distro::kernel::release_cmp(&a.release, &b.release));
     Ok(out)
 }
 
@@ -969,7 +955,7 @@ pub(crate) mod tests {
 
     #[test]
     fn signed_repomd_is_checked_with_the_recipes_key() {
-        if !crate::repo::debian::have_gpgv() {
+        if !crate::host::gpgv::have_gpgv() {
             eprintln!("skipped: gpgv missing");
             return;
         }

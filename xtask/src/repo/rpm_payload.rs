@@ -2,7 +2,7 @@
 //! walked with the same visitor as a `.deb`'s (see [`crate::repo::deb`]), so the
 //! lab takes vmlinuz and modules from either kind alike.
 
-use crate::repo::deb::EntryKind;
+use crate::repo::entry::EntryKind;
 use anyhow::{Context, Result};
 use std::io::Read;
 use std::path::Path;

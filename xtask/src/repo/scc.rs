@@ -21,6 +21,7 @@
 
 use crate::distro::Credentials;
 use crate::distro::System;
+use crate::repo::download::TOKEN_SHOWN;
 use anyhow::{bail, Context, Result};
 use quick_xml::events::Event;
 use std::collections::HashMap;
@@ -51,9 +52,6 @@ const ZYPP_PARAMS: &[&str] = &[
     "credentials",
     "head_requests",
 ];
-
-/// What `Display` puts where an access token was.
-pub const TOKEN_SHOWN: &str = "<token>";
 
 /// One service of an activated product.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1028,7 +1026,7 @@ pub(crate) mod tests {
         fn kernels(
             &self,
             repo: &crate::distro::RpmRepo,
-        ) -> Result<Vec<crate::repo::kernels::Kernel>> {
+        ) -> Result<Vec<crate::distro::kernel::Kernel>> {
             let env = &repo.credentials.as_ref().unwrap().env;
             std::env::set_var(env, &self.creds_file);
             let out = crate::repo::rpm::kernels_with(

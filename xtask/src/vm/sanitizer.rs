@@ -28,7 +28,7 @@ mod kmod;
 pub use kmod::{build_lab_modules, build_toa};
 
 use crate::distro::Distro;
-use crate::repo::debian::{KernelPackages, PackageRef};
+use crate::repo::debian::PackageRef;
 use crate::report::usage_bail;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -91,41 +91,6 @@ impl Tree {
     }
 }
 
-/// What the lab boots instead of a distro kernel (see
-/// `vm_test::LabOptions::own_kernel`): the kernel and the lab's test module
-/// for it. Nothing is preloaded: what the lab needs is built in.
-#[derive(Debug, Clone)]
-pub struct LabKernel {
-    pub release: String,
-    pub vmlinuz: PathBuf,
-    pub source: PackageRef,
-    /// The lab's in-kernel listener, built for this kernel.
-    pub lab_modules: Vec<PathBuf>,
-}
-
-impl LabKernel {
-    /// The kernel as the lab's report names it (the source package stands
-    /// for the image; there is no modules package).
-    pub fn packages(&self) -> KernelPackages {
-        KernelPackages {
-            release: self.release.clone(),
-            version: format!("{} {}", self.source.name, self.source.version),
-            image: self.source.clone(),
-            modules: Vec::new(),
-            headers: String::new(),
-        }
-    }
-
-    /// The guest's kernel files: no module to preload (tun, tls: built in).
-    pub fn files(&self) -> crate::repo::deb::KernelFiles {
-        crate::repo::deb::KernelFiles {
-            release: self.release.clone(),
-            vmlinuz: self.vmlinuz.clone(),
-            modules: Vec::new(),
-        }
-    }
-}
-
 /// The source package of `distro`'s sanitizer kernel, or a usage error.
 fn source_name(distro: &str) -> Result<&'static str> {
     match SOURCES.iter().find(|(d, _)| *d == distro) {
@@ -176,7 +141,7 @@ pub fn vm_test(args: &crate::vm::vm_test::Args) -> Result<()> {
             tree.release
         );
     }
-    let own = LabKernel {
+    let own = crate::vm::vm_test::LabKernel {
         release: tree.release.clone(),
         vmlinuz: tree.bzimage(),
         source: tree.source.clone(),
@@ -490,7 +455,7 @@ fn ensure_unpacked(tree: &Tree, entry: &Path) -> Result<()> {
     let mut tarball = None;
     crate::repo::deb::for_each_entry(&deb, |path, kind, reader| {
         let wanted = path.starts_with("usr/src/linux-source-") && path.ends_with(".tar.xz");
-        if !wanted || !matches!(kind, crate::repo::deb::EntryKind::File) {
+        if !wanted || !matches!(kind, crate::repo::entry::EntryKind::File) {
             return Ok(true);
         }
         let xz = liblzma::read::XzDecoder::new_multi_decoder(bar.wrap_read(reader));

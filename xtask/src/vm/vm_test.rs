@@ -260,7 +260,7 @@ pub struct LabOptions {
     pub memory_mb: Option<u32>,
     /// A kernel built here (`--sanitizers`) in place of the distro's
     /// packages; see [`own_kernel_hooks`].
-    pub own_kernel: Option<crate::vm::sanitizer::LabKernel>,
+    pub own_kernel: Option<LabKernel>,
     /// Scenarios whose result must be on the console (see [`missing_results`]).
     pub required: Vec<String>,
     /// Put the previous release's `toa` in the guest too, as
@@ -289,11 +289,42 @@ impl Default for LabOptions {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
-    // Hook: a kernel built here with sanitizers (crate::vm::sanitizer).
-    if args.sanitizers {
-        return crate::vm::sanitizer::vm_test(&args);
+/// What the lab boots instead of a distro kernel (see
+/// `vm_test::LabOptions::own_kernel`): the kernel and the lab's test module
+/// for it. Nothing is preloaded: what the lab needs is built in.
+#[derive(Debug, Clone)]
+pub struct LabKernel {
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    pub source: crate::repo::debian::PackageRef,
+    /// The lab's in-kernel listener, built for this kernel.
+    pub lab_modules: Vec<PathBuf>,
+}
+
+impl LabKernel {
+    /// The kernel as the lab's report names it (the source package stands
+    /// for the image; there is no modules package).
+    pub fn packages(&self) -> crate::repo::debian::KernelPackages {
+        crate::repo::debian::KernelPackages {
+            release: self.release.clone(),
+            version: format!("{} {}", self.source.name, self.source.version),
+            image: self.source.clone(),
+            modules: Vec::new(),
+            headers: String::new(),
+        }
     }
+
+    /// The guest's kernel files: no module to preload (tun, tls: built in).
+    pub fn files(&self) -> crate::repo::deb::KernelFiles {
+        crate::repo::deb::KernelFiles {
+            release: self.release.clone(),
+            vmlinuz: self.vmlinuz.clone(),
+            modules: Vec::new(),
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
     if args.cgroup_v1 && args.mode != Mode::Bpf {
         crate::report::usage_bail!(
             "--cgroup-v1 boots a cgroup v1 host for the eBPF mode: give it with --mode bpf"
@@ -301,9 +332,6 @@ pub fn run(args: Args) -> Result<()> {
     }
     let distro = crate::distro::find_for(&args.distro, args.arch)?;
     crate::repo::lab_kernel::ensure_bootable(&distro)?;
-    if args.dry_run {
-        return crate::vm::vm_dry_run::run(&distro, &args);
-    }
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
         (Some(path), _) => path,
         (None, None) => packed_module(&distro)?,

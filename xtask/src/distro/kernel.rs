@@ -1,0 +1,97 @@
+//! Kernels as a release names them.
+
+use anyhow::Result;
+use std::cmp::Ordering;
+
+/// One kernel of a release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Kernel {
+    /// As `uname -r` prints it: `6.1.0-50-amd64`, `3.10.0-327.el7.x86_64`.
+    pub release: String,
+    /// The headers package's version: `6.1.176-1`, `3.10.0-327.el7`.
+    pub version: String,
+    /// `uname -v`, where one release string covers several builds.
+    pub uname_v: Option<String>,
+    /// Where the metadata lists it: a suite (`bookworm-security`) or a
+    /// repository URL; empty for a kernel pinned on the command line.
+    #[serde(default)]
+    pub suite: String,
+    /// Its flavour (`amd64`, `cloud-amd64`, `generic`, `aws`); empty where the
+    /// release has one kind of kernel.
+    #[serde(default)]
+    pub flavour: String,
+}
+
+impl Kernel {
+    /// A kernel named on the command line as `RELEASE=VERSION`.
+    pub fn pinned(release: &str, version: &str) -> Kernel {
+        Kernel {
+            release: release.into(),
+            version: version.into(),
+            ..Kernel::default()
+        }
+    }
+}
+
+/// Orders kernel releases by their numeric parts (`3.10.0-327.3.1` after `3.10.0-327`).
+pub fn release_cmp(a: &str, b: &str) -> Ordering {
+    let parts = |s: &str| -> Vec<(u64, String)> {
+        s.split(|c: char| !c.is_ascii_alphanumeric())
+            .map(|p| {
+                let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
+                (digits.parse().unwrap_or(0), p[digits.len()..].to_string())
+            })
+            .collect()
+    };
+    parts(a).cmp(&parts(b))
+}
+
+/// A kernel as the command line and the build plan name it: `RELEASE` (as
+/// `uname -r` prints it) or `RELEASE=VERSION` (pinned to its headers package
+/// version). Returns the release and the version, if one is given.
+pub fn parse_pin(pin: &str) -> Result<(&str, Option<&str>)> {
+    let Some((release, version)) = pin.split_once('=') else {
+        if pin.is_empty() {
+            crate::report::usage_bail!(
+                "an empty kernel release: name it as RELEASE or RELEASE=VERSION"
+            );
+        }
+        return Ok((pin, None));
+    };
+    if release.is_empty() || version.is_empty() || version.contains('=') {
+        crate::report::usage_bail!("{pin:?}: name a kernel as RELEASE or RELEASE=VERSION");
+    }
+    Ok((release, Some(version)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_is_a_release_with_or_without_its_version() {
+        assert_eq!(parse_pin("6.1.0-9-amd64").unwrap(), ("6.1.0-9-amd64", None));
+        assert_eq!(
+            parse_pin("6.1.0-9-amd64=6.1.27-1").unwrap(),
+            ("6.1.0-9-amd64", Some("6.1.27-1"))
+        );
+    }
+
+    #[test]
+    fn a_pin_without_a_release_or_a_version_is_a_usage_error() {
+        for bad in [
+            "",
+            "=6.1.27-1",
+            "6.1.0-9-amd64=",
+            "6.1.0-9-amd64=6.1=1",
+            "=",
+        ] {
+            let err = parse_pin(bad).unwrap_err();
+            assert_eq!(crate::report::status(&err), 2, "{bad:?}: {err}");
+            assert!(
+                err.to_string().contains("RELEASE or RELEASE=VERSION"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+}
