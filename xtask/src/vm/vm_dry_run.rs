@@ -8,9 +8,6 @@ use crate::vm::vm_test::Args;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
-/// The modules the lab asks of the kernel (tls.ko where the kernel has kTLS).
-const WANTED: [&str; 2] = ["tun", "tls"];
-
 pub fn run(distro: &Distro, args: &Args) -> Result<()> {
     let Repo::RpmMd(repo) = &distro.repo else {
         crate::report::usage_bail!(
@@ -85,7 +82,7 @@ pub fn run(distro: &Distro, args: &Args) -> Result<()> {
         "  modules {} and what their .modinfo depends= names, under lib/modules/{release}/ of {}; \
          .ko.xz/.ko.zst/.ko.gz decompressed for busybox insmod; built-in ones (modules.builtin) skipped; \
          tls left out where the kernel has no kTLS",
-        WANTED.join(", "),
+        crate::vm::vm_test::GUEST_MODULES.join(", "),
         from.join(", ")
     );
 

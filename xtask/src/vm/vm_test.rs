@@ -324,6 +324,10 @@ impl LabKernel {
     }
 }
 
+/// The modules the guest takes from the kernel's packages: tun for the
+/// simulator, tls for the ktls scenario (where the kernel has kTLS).
+pub const GUEST_MODULES: [&str; 2] = ["tun", "tls"];
+
 pub fn run(args: Args) -> Result<()> {
     if args.cgroup_v1 && args.mode != Mode::Bpf {
         crate::report::usage_bail!(
@@ -965,7 +969,7 @@ pub fn run_lab(distro: &Distro, module_ko: &Path, opts: &LabOptions) -> Result<L
     };
     let files = match own_kernel_hooks::files(opts) {
         Some(files) => files,
-        None => crate::repo::deb::kernel_files(&kernel, &["tun", "tls"]).or_else(|e| {
+        None => crate::repo::deb::kernel_files(&kernel, &GUEST_MODULES).or_else(|e| {
             // Kernels built without kTLS (Debian 11: CONFIG_TLS unset) ship no
             // tls.ko; the ktls scenario finds none and says so.
             if format!("{e:#}").contains("module \"tls\" not found") {
