@@ -18,11 +18,11 @@ use package::KernelModule;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args)]
 pub struct Args {
     /// Distro release to build for (a file stem under distros/, e.g. debian-12, centos-7.2).
-    #[arg(long, default_value = "debian-12")]
-    pub distro: String,
+    #[arg(long, default_value = "debian-12", value_parser = crate::distro::recipe::parse)]
+    pub distro: crate::distro::Recipe,
     /// Kernel architecture, as `uname -m` prints it: aarch64 cross-builds
     /// arm64 kernels into `<Tarball>-aarch64.tar.gz`. Default: x86_64 (or the
     /// release's only one).
@@ -137,7 +137,7 @@ pub struct Built {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distro = crate::distro::find_for(&args.distro, args.arch)?;
+    let distro = args.distro.distro(args.arch)?;
     if args.dry_run {
         return dry_run(&distro, &args);
     }

@@ -4,8 +4,10 @@
 pub mod arch;
 pub mod kernel;
 pub mod per_arch;
+pub mod recipe;
 
 use crate::distro::arch::Arch;
+pub use crate::distro::recipe::Recipe;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -438,15 +440,10 @@ pub fn distros_dir() -> PathBuf {
 /// Every distro release, sorted by name.
 pub fn all() -> Result<Vec<Distro>> {
     let dir = distros_dir();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            out.push(load_file(&path)?);
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    crate::distro::recipe::names()?
+        .iter()
+        .map(|name| load_file(&dir.join(format!("{name}.toml"))))
+        .collect()
 }
 
 /// The release in `path`, for its default architecture.
@@ -456,17 +453,7 @@ pub fn load_file(path: &Path) -> Result<Distro> {
 
 /// The release in `path` for `arch` (None: its default, x86_64 where listed).
 pub fn load_file_for(path: &Path, arch: Option<Arch>) -> Result<Distro> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let arches = crate::distro::per_arch::specialise(&mut table, arch, path)?;
-    let mut distro: Distro = table
-        .try_into()
-        .with_context(|| format!("parsing {}", path.display()))?;
-    distro.arches = arches;
-    distro.validate(path)?;
-    Ok(distro)
+    Recipe::read(path)?.distro(arch)
 }
 
 /// The distro called `name` for its default architecture, or an error that
@@ -478,15 +465,20 @@ pub fn find(name: &str) -> Result<Distro> {
 /// The distro called `name` for `arch` (None: its default); a usage error
 /// names the known distros, or the architectures the release has.
 pub fn find_for(name: &str, arch: Option<Arch>) -> Result<Distro> {
-    let all = all()?;
-    if all.iter().any(|d| d.name == name) {
-        return load_file_for(&distros_dir().join(format!("{name}.toml")), arch);
+    Recipe::named(name)?.distro(arch)
+}
+
+impl Distro {
+    /// The release a parsed recipe file describes for `arch`, checked.
+    fn from_table(mut table: toml::Table, arch: Option<Arch>, path: &Path) -> Result<Distro> {
+        let arches = crate::distro::per_arch::specialise(&mut table, arch, path)?;
+        let mut distro: Distro = table
+            .try_into()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        distro.arches = arches;
+        distro.validate(path)?;
+        Ok(distro)
     }
-    let known: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
-    crate::report::usage_bail!(
-        "unknown distro \"{name}\"; known distros: {}",
-        known.join(", ")
-    )
 }
 
 /// Where a suite's `InRelease` is: `<mirror>/dists/<suite>/InRelease`. The

@@ -5,7 +5,8 @@
 //!
 //! From the bottom: what every layer shares (`progress`, `report`, `testing`),
 //! `host`, `distro`, `repo`, `objects`, `build`, `release`, `vm`, and the
-//! command line on top (`main`, `preflight`, `test`, `recipe_tests`). A new
+//! command line on top (`main`, `preflight`, `test`, and the test-only
+//! `recipe_tests` and `cli_tests`). A new
 //! top-level module must be given its place in `LAYERS`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +22,14 @@ const LAYERS: &[&[&str]] = &[
     &["build"],
     &["release"],
     &["vm"],
-    &["main", "preflight", "test", "recipe_tests", "layering"],
+    &[
+        "main",
+        "preflight",
+        "test",
+        "recipe_tests",
+        "cli_tests",
+        "layering",
+    ],
 ];
 
 fn layer(module: &str) -> Option<usize> {

@@ -4,6 +4,8 @@
 //! its own file with an `Args` struct and a `run`.
 
 mod build;
+#[cfg(test)]
+mod cli_tests;
 mod distro;
 mod host;
 #[cfg(test)]

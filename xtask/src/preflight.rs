@@ -514,39 +514,23 @@ pub fn provision(needs: &Needs, plan: &Plan, machine: &Machine) -> Result<Vec<Ac
     bail!(message)
 }
 
-/// The distro releases `command` names on its command line.
-fn distros(command: &Command) -> Vec<&str> {
-    match command {
-        Command::Build(a) => vec![a.distro.as_str()],
-        Command::VmTest(a) => vec![a.distro.as_str()],
-        Command::Stress(a) => vec![a.distro.as_str()],
-        Command::Bench(a) => vec![a.distro.as_str()],
-        Command::VmInstallTest(a) => vec![a.distro.as_str()],
-        Command::Kernels(a) => vec![a.distro.as_str()],
-        Command::Test(a) => a.distros.iter().map(String::as_str).collect(),
-        Command::Plan(a) => a.distros.iter().map(String::as_str).collect(),
-        _ => vec![],
-    }
-}
-
 /// The release and architecture a command names with `--arch`.
-fn distro_arch(command: &Command) -> Option<(&str, crate::distro::arch::Arch)> {
+fn distro_arch(command: &Command) -> Option<(&crate::distro::Recipe, crate::distro::arch::Arch)> {
     match command {
-        Command::Build(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
-        Command::Kernels(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
-        Command::VmTest(a) => a.arch.map(|arch| (a.distro.as_str(), arch)),
+        Command::Build(a) => a.arch.map(|arch| (&a.distro, arch)),
+        Command::Kernels(a) => a.arch.map(|arch| (&a.distro, arch)),
+        Command::VmTest(a) => a.arch.map(|arch| (&a.distro, arch)),
         _ => None,
     }
 }
 
-/// Provides what `command` needs on this machine, once its distro names are
-/// known to be right (a typo installs nothing).
+/// Provides what `command` needs on this machine, once its releases are
+/// known to be right: clap has read each `--distro`'s recipe, and an
+/// `--arch` the recipe does not list is refused here (a typo installs
+/// nothing).
 pub fn ensure(command: &Command) -> Result<()> {
-    for name in distros(command) {
-        crate::distro::find(name)?;
-    }
-    if let Some((name, arch)) = distro_arch(command) {
-        crate::distro::find_for(name, Some(arch))?;
+    if let Some((recipe, arch)) = distro_arch(command) {
+        recipe.distro(Some(arch))?;
     }
     let needs = needs(command);
     if !needs.rust && needs.tools.is_empty() {
@@ -736,7 +720,7 @@ mod tests {
     fn without_rustup_the_message_names_the_targets_too() {
         let machine = bare(false, false, vec![]);
         let needs = needs(&Command::Build(crate::build::Args {
-            distro: "debian-12".into(),
+            distro: crate::distro::Recipe::named("debian-12").unwrap(),
             arch: None,
             kernels: vec![],
             latest: None,
@@ -778,7 +762,7 @@ mod tests {
         ]);
         // A dry run and the commands that only read files need no host tools.
         let dry = Command::Build(crate::build::Args {
-            distro: "debian-12".into(),
+            distro: crate::distro::Recipe::named("debian-12").unwrap(),
             arch: None,
             kernels: vec![],
             latest: None,

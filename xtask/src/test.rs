@@ -7,6 +7,7 @@
 //! for.
 
 use crate::distro::arch::Arch;
+use crate::distro::Recipe;
 use crate::vm::vm_test::{Capture, Mode};
 use anyhow::{Context, Result};
 use std::time::Instant;
@@ -31,8 +32,8 @@ pub struct Args {
     /// Distro release whose default kernel the VM lab boots (repeatable). Default:
     /// debian-11, -12, -13 and unstable, plus Debian 12's cloud-amd64 and rt-amd64,
     /// and Debian 12's arm64 kernel.
-    #[arg(long = "distro", value_name = "NAME")]
-    pub distros: Vec<String>,
+    #[arg(long = "distro", value_name = "NAME", value_parser = crate::distro::recipe::parse)]
+    pub distros: Vec<crate::distro::Recipe>,
     /// Host tests only: no module build, no VM.
     #[arg(long)]
     pub no_vm: bool,
@@ -44,19 +45,19 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let lab: Vec<(String, Option<String>, Arch)> = if args.distros.is_empty() {
+    let lab: Vec<(Recipe, Option<String>, Arch)> = if args.distros.is_empty() {
         LAB.iter()
-            .map(|(d, f, a)| (d.to_string(), f.map(String::from), *a))
-            .collect()
+            .map(|(d, f, a)| Ok((Recipe::named(d)?, f.map(String::from), *a)))
+            .collect::<Result<_>>()?
     } else {
         args.distros
             .iter()
             .map(|d| (d.clone(), None, Arch::X86_64))
             .collect()
     };
-    // Unknown names fail before anything slow starts.
-    for (name, _, arch) in &lab {
-        crate::distro::find_for(name, Some(*arch))?;
+    // A release without the architecture fails before anything slow starts.
+    for (recipe, _, arch) in &lab {
+        recipe.distro(Some(*arch))?;
     }
     let mut summary: Vec<(String, std::time::Duration)> = Vec::new();
     let mut step = |name: String, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
@@ -109,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
             "benchmark smoke (bench --smoke: one short round)".into(),
             &mut || {
                 crate::vm::bench::run(crate::vm::bench::Args {
-                    distro: "debian-12".into(),
+                    distro: Recipe::named("debian-12")?,
                     rounds: 1,
                     window: 0.5,
                     smoke: true,
@@ -166,7 +167,13 @@ pub fn run(args: Args) -> Result<()> {
             &mut || {
                 crate::vm::run_vm_test(crate::vm::vm_test::Args {
                     sanitizers: true,
-                    ..lab_args("debian-12", Arch::X86_64, None, Mode::Kmod, Capture::Auto)
+                    ..lab_args(
+                        &Recipe::named("debian-12")?,
+                        Arch::X86_64,
+                        None,
+                        Mode::Kmod,
+                        Capture::Auto,
+                    )
                 })
             },
         )?;
@@ -215,14 +222,14 @@ fn cargo(args: &[&str], fix: &str) -> Result<()> {
 /// One VM lab run of the test command: the release's default kernel (in
 /// `flavour`), every scenario, the default timeout and chaos run.
 fn lab_args(
-    distro: &str,
+    distro: &Recipe,
     arch: Arch,
     flavour: Option<String>,
     mode: Mode,
     capture: Capture,
 ) -> crate::vm::vm_test::Args {
     crate::vm::vm_test::Args {
-        distro: distro.to_string(),
+        distro: distro.clone(),
         arch: Some(arch),
         kernel: None,
         flavour,

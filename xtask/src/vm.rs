@@ -22,7 +22,7 @@ pub fn run_vm_test(args: vm_test::Args) -> anyhow::Result<()> {
         return sanitizer::vm_test(&args);
     }
     if args.dry_run {
-        let distro = crate::distro::find_for(&args.distro, args.arch)?;
+        let distro = args.distro.distro(args.arch)?;
         crate::repo::lab_kernel::ensure_bootable(&distro)?;
         return vm_dry_run::run(&distro, &args);
     }

@@ -39,8 +39,8 @@ pub const MAX_JOBS: usize = 256;
 pub struct Args {
     /// Distro release to plan (repeatable), with every architecture its file
     /// lists. Default: every release under distros/.
-    #[arg(long = "distro", value_name = "NAME")]
-    pub distros: Vec<String>,
+    #[arg(long = "distro", value_name = "NAME", value_parser = crate::distro::recipe::parse)]
+    pub distros: Vec<crate::distro::Recipe>,
     /// Kernels per build job.
     #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, value_name = "N")]
     pub shard_size: usize,
@@ -130,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         args.distros
             .iter()
-            .map(|name| crate::distro::find(name))
+            .map(|recipe| recipe.distro(None))
             .collect::<Result<Vec<_>>>()?
     };
     let distros = per_arch(releases)?;

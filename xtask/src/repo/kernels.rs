@@ -8,8 +8,8 @@ use anyhow::{bail, Result};
 #[derive(clap::Args)]
 pub struct Args {
     /// Distro release (a file stem under distros/).
-    #[arg(long)]
-    pub distro: String,
+    #[arg(long, value_parser = crate::distro::recipe::parse)]
+    pub distro: crate::distro::Recipe,
     /// Kernel architecture, as `uname -m` prints it. Default: x86_64 (or the
     /// release's only one).
     #[arg(long, value_enum)]
@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distro = crate::distro::find_for(&args.distro, args.arch)?;
+    let distro = args.distro.distro(args.arch)?;
     let kernels = discover(&distro)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&kernels)?);

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct Args {
     /// Distro release whose newest kernel is measured.
-    #[arg(long, default_value = "debian-12")]
-    pub distro: String,
+    #[arg(long, default_value = "debian-12", value_parser = crate::distro::recipe::parse)]
+    pub distro: crate::distro::Recipe,
     /// Rounds of (unloaded, loaded) measurements.
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
@@ -110,7 +110,7 @@ struct BuildCost {
 pub fn run(args: Args) -> Result<()> {
     let out_dir = crate::host::cache::target_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let distro = crate::distro::find(&args.distro)?;
+    let distro = args.distro.distro(None)?;
     let (rounds, window) = if args.smoke {
         (1, 0.5)
     } else {

@@ -119,7 +119,7 @@ pub fn usage(args: &crate::vm::vm_test::Args) -> Result<()> {
             "--sanitizers runs the lab with toa.ko (--mode kmod): the sanitizer kernel has no BTF for the eBPF mode"
         );
     }
-    source_name(&args.distro)?;
+    source_name(args.distro.name())?;
     Ok(())
 }
 
@@ -127,7 +127,7 @@ pub fn usage(args: &crate::vm::vm_test::Args) -> Result<()> {
 /// and toa.ko for it, and run the lab on it with `panic_on_warn=1`.
 pub fn vm_test(args: &crate::vm::vm_test::Args) -> Result<()> {
     usage(args)?;
-    let distro = crate::distro::find_for(&args.distro, args.arch)?;
+    let distro = args.distro.distro(args.arch)?;
     let tree = tree(&distro)?;
     let module = match &args.module {
         Some(path) => path.clone(),
@@ -659,7 +659,7 @@ mod tests {
         a.mode = crate::vm::vm_test::Mode::Bpf;
         assert_eq!(crate::report::status(&usage(&a).unwrap_err()), 2);
         a.mode = crate::vm::vm_test::Mode::Kmod;
-        a.distro = "debian-13".into();
+        a.distro = crate::distro::Recipe::named("debian-13").unwrap();
         let err = usage(&a).unwrap_err();
         assert_eq!(crate::report::status(&err), 2);
         assert!(

@@ -13,8 +13,8 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub struct Args {
     /// Distro release whose kernel to boot (see distros/).
-    #[arg(long, default_value = "debian-12")]
-    pub distro: String,
+    #[arg(long, default_value = "debian-12", value_parser = crate::distro::recipe::parse)]
+    pub distro: crate::distro::Recipe,
     /// Virtual CPUs of the guest.
     #[arg(long, default_value_t = 4)]
     pub smp: u32,
@@ -43,7 +43,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let distro = crate::distro::find(&args.distro)?;
+    let distro = args.distro.distro(None)?;
     let module = crate::vm::vm_test::packed_module(&distro)?;
     let lab_args = lab_command(&args);
     eprintln!("stress: toa-lab {}", lab_args.replace(',', " "));
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn the_guest_command_line_has_no_spaces() {
         let args = Args {
-            distro: "debian-12".into(),
+            distro: crate::distro::Recipe::named("debian-12").unwrap(),
             smp: 4,
             cycles: 50,
             threads: 4,

@@ -52,8 +52,8 @@ const STAGE_SCRIPT: &str = include_str!("vm_install/stage.sh");
 #[derive(clap::Args)]
 pub struct Args {
     /// Debian release of the guest: its rootfs, its kernel and the prebuilt module for it.
-    #[arg(long, default_value = "debian-12")]
-    pub distro: String,
+    #[arg(long, default_value = "debian-12", value_parser = crate::distro::recipe::parse)]
+    pub distro: crate::distro::Recipe,
     /// Kill one boot of the guest after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -196,7 +196,7 @@ fn expected_checks(stage: &Stage, with_dkms: bool) -> Vec<&'static str> {
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     crate::host::require_root("vm-install-test (a chroot for the guest image and the builder)")?;
-    let distro = crate::distro::find(&args.distro)?;
+    let distro = args.distro.distro(None)?;
     distro
         .debian()
         .context("the install test needs a Debian release")?;

@@ -20,8 +20,8 @@ use std::time::Duration;
 pub struct Args {
     /// Distro release whose kernel to boot (see distros/). Default kernel: the one
     /// a default install runs after updates (its linux-image-<flavour> metapackage's).
-    #[arg(long, default_value = "debian-12")]
-    pub distro: String,
+    #[arg(long, default_value = "debian-12", value_parser = crate::distro::recipe::parse)]
+    pub distro: crate::distro::Recipe,
     /// Kernel architecture, as `uname -m` prints it: aarch64 boots the release's
     /// arm64 kernel under qemu-system-aarch64 -M virt (TCG). Default: x86_64.
     #[arg(long, value_enum)]
@@ -334,7 +334,7 @@ pub fn run(args: Args) -> Result<()> {
             "--cgroup-v1 boots a cgroup v1 host for the eBPF mode: give it with --mode bpf"
         );
     }
-    let distro = crate::distro::find_for(&args.distro, args.arch)?;
+    let distro = args.distro.distro(args.arch)?;
     crate::repo::lab_kernel::ensure_bootable(&distro)?;
     let module = match (args.module.clone(), kernel_asked(&distro, &args)?) {
         (Some(path), _) => path,
@@ -1257,7 +1257,7 @@ mod tests {
 
     fn kmod_args() -> Args {
         Args {
-            distro: "debian-12".into(),
+            distro: crate::distro::Recipe::named("debian-12").unwrap(),
             arch: None,
             kernel: None,
             flavour: None,
@@ -1333,7 +1333,7 @@ mod tests {
     #[test]
     fn test_bpf_mode_skips_the_module() {
         let mut args = Args {
-            distro: "debian-12".into(),
+            distro: crate::distro::Recipe::named("debian-12").unwrap(),
             arch: None,
             kernel: None,
             flavour: None,
