@@ -366,6 +366,40 @@ fn the_offline_plan_lists_the_fixture_kernels() {
     }
 }
 
+/// `plan --all` lists the arm64 fixture kernels with the recipe's compiler
+/// for their series (cross-prefixed by the builder, see builder.rs).
+#[test]
+fn the_offline_plan_lists_the_ubuntu_arm64_fixture_kernels() {
+    let arm = Some(crate::distro::arch::Arch::Aarch64);
+    for (name, release, cc) in [
+        ("ubuntu-20.04", "5.4.0-26-generic", "gcc-9"),
+        ("ubuntu-22.04", "5.15.0-25-generic", "gcc-11"),
+        ("ubuntu-24.04", "6.8.0-31-generic", "gcc-13"),
+    ] {
+        let d = crate::distro::find_for(name, arm).unwrap();
+        let text = crate::release::plan::offline(std::slice::from_ref(&d)).unwrap();
+        assert!(
+            text.contains(&format!(
+                "{name} aarch64: image {} (cross: CROSS_COMPILE=aarch64-linux-gnu-)\n",
+                d.builder.image
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "  fixture xtask/tests/fixtures/apt/{name}: 1 kernel(s)\n"
+            )),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(release))
+            .unwrap_or_else(|| panic!("{release} missing:\n{text}"));
+        assert!(row.contains(" generic "), "{row}");
+        assert!(row.ends_with(&format!("cc {cc}")), "{row}");
+    }
+}
+
 /// A copy of amazonlinux-2023's fixture whose mirror list reads `list`.
 fn al2023_with_mirror_list(case: &str, list: &str) -> anyhow::Result<Vec<Kernel>> {
     let src = crate::repo::fixtures::root().join("rpm/amazonlinux-2023");

@@ -1615,6 +1615,60 @@ pub(crate) mod tests {
         );
     }
 
+    /// Every kernel of the arm64 Ubuntu recipes' discovery fixtures (their
+    /// ports excerpts, xtask/tests/fixtures/apt/ubuntu-*/) renders a complete
+    /// cross build: its arm64 and amd64 headers packages, the cross compiler
+    /// of its series installed, checked and passed to kbuild with ARCH=arm64.
+    #[test]
+    fn ubuntu_arm64_fixture_kernels_render_with_their_cross_compiler() {
+        let arm = Some(crate::distro::arch::Arch::Aarch64);
+        for (distro, gcc) in [
+            ("ubuntu-20.04", "gcc-9"),
+            ("ubuntu-22.04", "gcc-11"),
+            ("ubuntu-24.04", "gcc-13"),
+        ] {
+            let d = crate::distro::find_for(distro, arm).unwrap();
+            let found = crate::repo::fixtures::kernels(&d)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{distro} aarch64 has a fixture"));
+            assert!(!found.kernels.is_empty(), "{distro}");
+            for k in &found.kernels {
+                let r = &k.release;
+                let cc = format!("aarch64-linux-gnu-{gcc}");
+                let lines = plan_for(distro, arm, BackendKind::Docker, k);
+                has(&lines, &format!("docker pull {}", d.builder.image));
+                has(
+                    &lines,
+                    &format!(
+                        "deb [arch=arm64] http://ports.ubuntu.com/ubuntu-ports {}",
+                        k.suite
+                    ),
+                );
+                has(
+                    &lines,
+                    &format!("apt-get download linux-headers-{r}:arm64 linux-headers-{r}:amd64"),
+                );
+                has(
+                    &lines,
+                    &format!(
+                        "apt-get install -y --no-install-recommends {gcc}-aarch64-linux-gnu $deps"
+                    ),
+                );
+                has(
+                    &lines,
+                    &format!("make -C /usr/src/linux-headers-{r} M=/build/toa ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- CC={cc} TOA_VERSION=0.1.0"),
+                );
+                has(&lines, &format!("but the builder'\\''s {cc} is gcc $bmaj"));
+                for line in &lines {
+                    for field in ["{release}", "{version}", "{cc}"] {
+                        assert!(!line.contains(field), "{distro}: {line}");
+                    }
+                    assert!(!line.contains("archive.ubuntu.com"), "{distro}: {line}");
+                }
+            }
+        }
+    }
+
     /// The headers of several arm64 kernels go into one image: every
     /// package name is repeated per kernel, each compiler named once.
     #[test]

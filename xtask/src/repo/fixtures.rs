@@ -196,13 +196,11 @@ mod tests {
 
     /// Discovery reads an Ubuntu arm64 index as it reads amd64's: on a real
     /// arm64 stanza (linux-s32's headers, jammy), its flavour's kernel and
-    /// nothing for the recipe's flavours. The arm64 Ubuntu recipes have no
-    /// index excerpt of their own (see apt/README).
+    /// nothing for the recipe's flavours.
     #[test]
     fn an_ubuntu_arm64_stanza_is_discovered_by_its_flavour() {
         let arm = crate::distro::find_for("ubuntu-22.04", Some(crate::distro::arch::Arch::Aarch64))
             .unwrap();
-        assert_eq!(kernels(&arm).unwrap(), None);
         let repo = arm.debian().unwrap();
         let text = std::fs::read_to_string(
             root().join("apt/stanzas/ubuntu-jammy-arm64-linux-headers-5.15.0-1034-s32"),
@@ -225,6 +223,65 @@ mod tests {
             )]
         );
         assert!(crate::repo::debian::kernels_of(&index, &repo.flavours).is_empty());
+    }
+
+    /// The arm64 Ubuntu recipes read their release suite's binary-arm64
+    /// excerpt on ports.ubuntu.com (rebuilt from published Filename fields,
+    /// see apt/README): exactly the generic kernel each release was published
+    /// with, not the generic-64k flavour's headers beside it, and the -updates
+    /// and -security suites named as not covered. amd64 has no excerpt.
+    #[test]
+    fn ubuntu_arm64_fixtures_list_each_release_kernel() {
+        let arm = Some(crate::distro::arch::Arch::Aarch64);
+        for (name, suite, release, version) in [
+            ("ubuntu-20.04", "focal", "5.4.0-26-generic", "5.4.0-26.30"),
+            ("ubuntu-22.04", "jammy", "5.15.0-25-generic", "5.15.0-25.25"),
+            ("ubuntu-24.04", "noble", "6.8.0-31-generic", "6.8.0-31.31"),
+        ] {
+            let d = crate::distro::find_for(name, arm).unwrap();
+            let f = kernels(&d)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name} aarch64 has a fixture"));
+            assert_eq!(f.dir, format!("xtask/tests/fixtures/apt/{name}"));
+            let found: Vec<(&str, &str, &str, &str)> = f
+                .kernels
+                .iter()
+                .map(|k| {
+                    (
+                        k.release.as_str(),
+                        k.version.as_str(),
+                        k.suite.as_str(),
+                        k.flavour.as_str(),
+                    )
+                })
+                .collect();
+            assert_eq!(found, [(release, version, suite, "generic")], "{name}");
+            let ports = "http://ports.ubuntu.com/ubuntu-ports";
+            assert_eq!(
+                f.missing,
+                [
+                    format!("{ports} {suite}-updates"),
+                    format!("{ports} {suite}-security")
+                ],
+                "{name}"
+            );
+            assert_eq!(kernels(&crate::distro::find(name).unwrap()).unwrap(), None);
+        }
+        // The 64k pages flavour is in the jammy excerpt, found only by its own name.
+        let d = crate::distro::find_for("ubuntu-22.04", arm).unwrap();
+        let text =
+            std::fs::read_to_string(root().join("apt/ubuntu-22.04/jammy/binary-arm64/Packages"))
+                .unwrap();
+        let index = vec![Arc::new(
+            crate::repo::debian::Index::from_packages(&d.debian().unwrap().mirror, "jammy", &text)
+                .unwrap(),
+        )];
+        let k64: Vec<String> =
+            crate::repo::debian::kernels_of(&index, &["generic-64k".to_string()])
+                .into_iter()
+                .map(|k| k.release)
+                .collect();
+        assert_eq!(k64, ["5.15.0-25-generic-64k"]);
     }
 
     #[test]
