@@ -391,15 +391,7 @@ fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 /// Imports between the files of a folder that close a cycle and are not
 /// broken yet, as (`folder/from`, `to`), each with why. The check ignores
 /// these edges, so any other cycle still fails it; a broken one is taken off.
-const CYCLES_NOT_BROKEN_YET: &[(&str, &str)] = &[
-    // Test-only: rpm's tests read the fixtures, and the fixtures list their
-    // kernels with rpm's kernels_with (breaking it moves tests between files).
-    ("repo/rpm", "fixtures"),
-    // Test-only: scc's tests read the fixtures and kernels through rpm, which
-    // asks scc for a registered system's repositories.
-    ("repo/scc", "fixtures"),
-    ("repo/scc", "rpm"),
-];
+const CYCLES_NOT_BROKEN_YET: &[(&str, &str)] = &[];
 
 #[test]
 fn every_top_level_module_has_a_layer() {

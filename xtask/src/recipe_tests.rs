@@ -244,7 +244,7 @@ fn release_of(distro: &str, version: &str) -> String {
 #[test]
 fn discovery_finds_the_published_kernels() {
     for case in CASES {
-        let found = crate::repo::rpm::tests::fixture_kernels(case.distro).unwrap();
+        let found = crate::repo::fixtures::tests::fixture_kernels(case.distro).unwrap();
         let found: Vec<(&str, &str, &str)> = found
             .iter()
             .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
@@ -460,7 +460,7 @@ fn a_mirror_list_root_gets_the_architecture_and_an_empty_list_is_an_error() {
 /// discovery, the offline `--kernel` value, the build directory.
 #[test]
 fn rocky_9_rt_kernels_run_as_plus_rt() {
-    let found = crate::repo::rpm::tests::fixture_kernels("rocky-9-rt").unwrap();
+    let found = crate::repo::fixtures::tests::fixture_kernels("rocky-9-rt").unwrap();
     assert_eq!(found[1].release, "5.14.0-427.35.1.el9_4.x86_64+rt");
     assert_eq!(found[1].version, "5.14.0-427.35.1.el9_4");
 

@@ -13,3 +13,5 @@ pub mod lab_kernel;
 pub mod rpm;
 pub mod rpm_payload;
 pub mod scc;
+#[cfg(test)]
+mod scc_discovery_tests;

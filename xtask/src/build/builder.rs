@@ -1385,7 +1385,7 @@ pub(crate) mod tests {
     #[test]
     fn fixture_kernels_render_complete_plans() {
         for distro in ["centos-stream-9", "opensuse-leap-15.6"] {
-            let kernels = crate::repo::rpm::tests::fixture_kernels(distro).unwrap();
+            let kernels = crate::repo::fixtures::tests::fixture_kernels(distro).unwrap();
             assert!(!kernels.is_empty(), "{distro}");
             for k in &kernels {
                 let lines = plan(distro, BackendKind::Docker, k);

@@ -10,6 +10,15 @@ pub fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `path` relative to the project root, for messages.
+pub fn relative_to_root(path: &Path) -> String {
+    let root = project_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 /// `target/` of the workspace (honours CARGO_TARGET_DIR).
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {

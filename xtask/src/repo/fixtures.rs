@@ -16,7 +16,7 @@
 
 use crate::distro::kernel::Kernel;
 use crate::distro::{Distro, Repo};
-use crate::repo::rpm::{self, Fetch};
+use crate::repo::rpm;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,7 +54,13 @@ pub fn kernels(distro: &Distro) -> Result<Option<Found>> {
                 &distro.arch,
                 &repo,
             )
-            .with_context(|| format!("{}: its fixture {}", distro.name, relative(&dir)))?;
+            .with_context(|| {
+                format!(
+                    "{}: its fixture {}",
+                    distro.name,
+                    crate::host::cache::relative_to_root(&dir)
+                )
+            })?;
             found(distro, &dir, kernels, missing).map(Some)
         }
         Repo::Apt(repo) => {
@@ -73,11 +79,14 @@ pub fn kernels(distro: &Distro) -> Result<Option<Found>> {
                     missing.push(format!("{} {}", suite.mirror, suite.suite));
                     continue;
                 }
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", relative(&file)))?;
+                let text = std::fs::read_to_string(&file).with_context(|| {
+                    format!("reading {}", crate::host::cache::relative_to_root(&file))
+                })?;
                 let index =
                     crate::repo::debian::Index::from_packages(&suite.mirror, &suite.suite, &text)
-                        .with_context(|| format!("parsing {}", relative(&file)))?;
+                        .with_context(|| {
+                        format!("parsing {}", crate::host::cache::relative_to_root(&file))
+                    })?;
                 indices.push(Arc::new(index));
             }
             if indices.is_empty() {
@@ -118,57 +127,21 @@ fn found(distro: &Distro, dir: &Path, kernels: Vec<Kernel>, missing: Vec<String>
         bail!(
             "{}: its fixture {} lists no kernel of the recipe's flavours and packages",
             distro.name,
-            relative(dir)
+            crate::host::cache::relative_to_root(dir)
         );
     }
     Ok(Found {
-        dir: relative(dir),
+        dir: crate::host::cache::relative_to_root(dir),
         kernels,
         missing,
     })
 }
 
-/// `path` relative to the project root, for messages.
-fn relative(path: &Path) -> String {
-    let root = crate::host::cache::project_root();
-    path.strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
-}
-
-/// [`Fetch`] from `rpm/<distro>/<repository>/`: each repository's
-/// `repomd.xml` (and `repomd.xml.asc` where the recipe names keys) and an
-/// uncompressed `primary.xml` excerpt, read without a checksum check: an
-/// excerpt cannot match the real file's.
-pub struct RpmFixtures {
-    pub dir: PathBuf,
-}
-
-impl RpmFixtures {
-    fn file(&self, url: &str, name: &str) -> Result<PathBuf> {
-        let base = url.split_once("/repodata/").map_or(url, |(base, _)| base);
-        let path = self.dir.join(crate::host::cache::url_key(base)).join(name);
-        if !path.is_file() {
-            bail!("no fixture for {url} ({} is missing)", relative(&path));
-        }
-        Ok(path)
-    }
-}
-
-impl Fetch for RpmFixtures {
-    fn fresh(&self, url: &str, _cache: &Path) -> Result<PathBuf> {
-        let name = url.rsplit('/').next().unwrap_or_default();
-        self.file(url, name)
-    }
-
-    fn checked(&self, url: &str, _: &str, _: Option<u64>, _: &Path) -> Result<PathBuf> {
-        self.file(url, "primary.xml")
-    }
-}
+/// Where xtask's fixtures' RPM repositories are read from.
+pub use crate::repo::rpm::RpmFixtures;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -294,5 +267,141 @@ mod tests {
             kernels(&crate::distro::find("sles-12-sp5").unwrap()).unwrap(),
             None
         );
+    }
+
+    /// `distro`'s recipe, its rpm-md repositories and their fixtures.
+    fn rpm_fixture(
+        distro: &str,
+    ) -> Result<(crate::distro::Distro, crate::distro::RpmRepo, RpmFixtures)> {
+        let d = crate::distro::find(distro)?;
+        let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+            bail!("{distro} is not an rpm-md release");
+        };
+        let repo = repo.clone();
+        let fixtures = RpmFixtures {
+            dir: root().join("rpm").join(distro),
+        };
+        Ok((d, repo, fixtures))
+    }
+
+    /// The kernels `distro`'s recipe finds in its fixtures.
+    pub fn fixture_kernels(distro: &str) -> Result<Vec<Kernel>> {
+        let (d, repo, fixtures) = rpm_fixture(distro)?;
+        rpm::kernels_with(&fixtures, &d.name, d.family, &d.arch, &repo)
+    }
+
+    /// The image packages `distro`'s recipe finds for `release` in its fixtures.
+    pub fn fixture_kernel_rpms(distro: &str, release: &str) -> Result<rpm::KernelRpms> {
+        let (d, repo, fixtures) = rpm_fixture(distro)?;
+        let (repo, _) = rpm_covered(&d, &repo);
+        rpm::kernel_rpms_with(&fixtures, &d.name, d.family, &d.arch, &repo, release)
+    }
+
+    #[test]
+    fn centos_7_9_boots_its_kernel_package() {
+        let k = fixture_kernel_rpms("centos-7.9", "3.10.0-1160.92.1.el7.x86_64").unwrap();
+        assert_eq!(k.version, "3.10.0-1160.92.1.el7");
+        assert_eq!(k.image.package.name, "kernel");
+        assert_eq!(
+            k.image.url,
+            "https://vault.centos.org/7.9.2009/updates/x86_64/Packages/kernel-3.10.0-1160.92.1.el7.x86_64.rpm"
+        );
+        assert!(k.modules.is_empty(), "EL7's kernel holds its modules");
+        // The excerpt has no checksum: nothing is downloaded unverified.
+        let err = format!("{:#}", k.packages("kernel-devel").unwrap_err());
+        assert!(err.contains("refusing an unverified package"), "{err}");
+        let err = format!(
+            "{:#}",
+            fixture_kernel_rpms("centos-7.9", "3.10.0-1160.99.1.el7.x86_64").unwrap_err()
+        );
+        assert!(
+            err.contains("no kernel or kernel-core package of 3.10.0-1160.99.1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rocky_9_boots_kernel_core_from_base_os() {
+        let k = fixture_kernel_rpms("rocky-9", "5.14.0-427.35.1.el9_4.x86_64").unwrap();
+        assert_eq!(k.image.package.name, "kernel-core");
+        assert!(k
+            .image
+            .url
+            .starts_with("https://dl.rockylinux.org/pub/rocky/9/BaseOS/"));
+        let modules: Vec<&str> = k.modules.iter().map(|m| m.package.name.as_str()).collect();
+        assert_eq!(modules, ["kernel-modules-core", "kernel-modules"]);
+        let mut with_sums = k.clone();
+        for rpm in std::iter::once(&mut with_sums.image).chain(&mut with_sums.modules) {
+            rpm.package.sha256 = Some("ab".repeat(32));
+            rpm.package.size = Some(10);
+        }
+        let packages = with_sums.packages("kernel-devel").unwrap();
+        assert_eq!(packages.headers, "kernel-devel-5.14.0-427.35.1.el9_4");
+        assert_eq!(packages.modules.len(), 2);
+    }
+
+    #[test]
+    fn recipes_the_lab_cannot_boot_say_why() {
+        let err = format!(
+            "{:#}",
+            fixture_kernel_rpms("opensuse-leap-15.6", "6.4.0-150600.16-default").unwrap_err()
+        );
+        assert!(
+            err.contains("Suse-family kernel packages are not supported"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            fixture_kernel_rpms("rocky-9-rt", "5.14.0-427.35.1.el9_4.x86_64+rt").unwrap_err()
+        );
+        assert!(err.contains("variant"), "{err}");
+    }
+
+    // Failed on the old recipe, which read update/leap/15.6/oss/: no fixture
+    // (no kernel) there, and the update kernel was never found.
+    #[test]
+    fn leap_15_6_finds_the_update_kernels_in_the_sle_repository() {
+        let kernels = fixture_kernels("opensuse-leap-15.6").unwrap();
+        let found: Vec<(&str, &str, &str)> = kernels
+            .iter()
+            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "6.4.0-150600.16-default",
+                    "6.4.0-150600.16.3",
+                    "https://download.opensuse.org/distribution/leap/15.6/repo/oss"
+                ),
+                (
+                    "6.4.0-150600.23.47-default",
+                    "6.4.0-150600.23.47.2",
+                    "https://download.opensuse.org/update/leap/15.6/sle"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn centos_stream_9_lists_its_appstream_kernels() {
+        let kernels = fixture_kernels("centos-stream-9").unwrap();
+        let found: Vec<(&str, &str)> = kernels
+            .iter()
+            .map(|k| (k.release.as_str(), k.version.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("5.14.0-533.el9.x86_64", "5.14.0-533.el9"),
+                ("5.14.0-536.el9.x86_64", "5.14.0-536.el9"),
+                ("5.14.0-539.el9.x86_64", "5.14.0-539.el9"),
+                ("5.14.0-542.el9.x86_64", "5.14.0-542.el9"),
+                ("5.14.0-547.el9.x86_64", "5.14.0-547.el9"),
+            ]
+        );
+        assert!(kernels
+            .iter()
+            .all(|k| k.suite == "https://mirror.stream.centos.org/9-stream/AppStream/x86_64/os"));
     }
 }

@@ -671,6 +671,39 @@ pub fn kernel_rpms_with(
     })
 }
 
+/// [`Fetch`] from `rpm/<distro>/<repository>/`: each repository's
+/// `repomd.xml` (and `repomd.xml.asc` where the recipe names keys) and an
+/// uncompressed `primary.xml` excerpt, read without a checksum check: an
+/// excerpt cannot match the real file's.
+pub struct RpmFixtures {
+    pub dir: PathBuf,
+}
+
+impl RpmFixtures {
+    fn file(&self, url: &str, name: &str) -> Result<PathBuf> {
+        let base = url.split_once("/repodata/").map_or(url, |(base, _)| base);
+        let path = self.dir.join(crate::host::cache::url_key(base)).join(name);
+        if !path.is_file() {
+            bail!(
+                "no fixture for {url} ({} is missing)",
+                crate::host::cache::relative_to_root(&path)
+            );
+        }
+        Ok(path)
+    }
+}
+
+impl Fetch for RpmFixtures {
+    fn fresh(&self, url: &str, _cache: &Path) -> Result<PathBuf> {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        self.file(url, name)
+    }
+
+    fn checked(&self, url: &str, _: &str, _: Option<u64>, _: &Path) -> Result<PathBuf> {
+        self.file(url, "primary.xml")
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -755,103 +788,6 @@ pub(crate) mod tests {
         assert_eq!(k.version, "4.12.14-122.37.1");
     }
 
-    /// The kernels `distro`'s recipe finds in its fixtures.
-    pub fn fixture_kernels(distro: &str) -> Result<Vec<Kernel>> {
-        let d = crate::distro::find(distro)?;
-        let crate::distro::Repo::RpmMd(repo) = &d.repo else {
-            bail!("{distro} is not an rpm-md release");
-        };
-        kernels_with(
-            &crate::repo::fixtures::RpmFixtures {
-                dir: crate::repo::fixtures::root().join("rpm").join(distro),
-            },
-            &d.name,
-            d.family,
-            &d.arch,
-            repo,
-        )
-    }
-
-    /// The image packages `distro`'s recipe finds for `release` in its fixtures.
-    pub fn fixture_kernel_rpms(distro: &str, release: &str) -> Result<KernelRpms> {
-        let d = crate::distro::find(distro)?;
-        let crate::distro::Repo::RpmMd(repo) = &d.repo else {
-            bail!("{distro} is not an rpm-md release");
-        };
-        let (repo, _) = crate::repo::fixtures::rpm_covered(&d, repo);
-        let repo = &repo;
-        kernel_rpms_with(
-            &crate::repo::fixtures::RpmFixtures {
-                dir: crate::repo::fixtures::root().join("rpm").join(distro),
-            },
-            &d.name,
-            d.family,
-            &d.arch,
-            repo,
-            release,
-        )
-    }
-
-    #[test]
-    fn centos_7_9_boots_its_kernel_package() {
-        let k = fixture_kernel_rpms("centos-7.9", "3.10.0-1160.92.1.el7.x86_64").unwrap();
-        assert_eq!(k.version, "3.10.0-1160.92.1.el7");
-        assert_eq!(k.image.package.name, "kernel");
-        assert_eq!(
-            k.image.url,
-            "https://vault.centos.org/7.9.2009/updates/x86_64/Packages/kernel-3.10.0-1160.92.1.el7.x86_64.rpm"
-        );
-        assert!(k.modules.is_empty(), "EL7's kernel holds its modules");
-        // The excerpt has no checksum: nothing is downloaded unverified.
-        let err = format!("{:#}", k.packages("kernel-devel").unwrap_err());
-        assert!(err.contains("refusing an unverified package"), "{err}");
-        let err = format!(
-            "{:#}",
-            fixture_kernel_rpms("centos-7.9", "3.10.0-1160.99.1.el7.x86_64").unwrap_err()
-        );
-        assert!(
-            err.contains("no kernel or kernel-core package of 3.10.0-1160.99.1"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn rocky_9_boots_kernel_core_from_base_os() {
-        let k = fixture_kernel_rpms("rocky-9", "5.14.0-427.35.1.el9_4.x86_64").unwrap();
-        assert_eq!(k.image.package.name, "kernel-core");
-        assert!(k
-            .image
-            .url
-            .starts_with("https://dl.rockylinux.org/pub/rocky/9/BaseOS/"));
-        let modules: Vec<&str> = k.modules.iter().map(|m| m.package.name.as_str()).collect();
-        assert_eq!(modules, ["kernel-modules-core", "kernel-modules"]);
-        let mut with_sums = k.clone();
-        for rpm in std::iter::once(&mut with_sums.image).chain(&mut with_sums.modules) {
-            rpm.package.sha256 = Some("ab".repeat(32));
-            rpm.package.size = Some(10);
-        }
-        let packages = with_sums.packages("kernel-devel").unwrap();
-        assert_eq!(packages.headers, "kernel-devel-5.14.0-427.35.1.el9_4");
-        assert_eq!(packages.modules.len(), 2);
-    }
-
-    #[test]
-    fn recipes_the_lab_cannot_boot_say_why() {
-        let err = format!(
-            "{:#}",
-            fixture_kernel_rpms("opensuse-leap-15.6", "6.4.0-150600.16-default").unwrap_err()
-        );
-        assert!(
-            err.contains("Suse-family kernel packages are not supported"),
-            "{err}"
-        );
-        let err = format!(
-            "{:#}",
-            fixture_kernel_rpms("rocky-9-rt", "5.14.0-427.35.1.el9_4.x86_64+rt").unwrap_err()
-        );
-        assert!(err.contains("variant"), "{err}");
-    }
-
     #[test]
     fn primary_gives_each_package_its_file() {
         let xml = PRIMARY;
@@ -861,54 +797,6 @@ pub(crate) mod tests {
             "Packages/kernel-devel-3.10.0-327.el7.x86_64.rpm"
         );
         assert_eq!(p.sha256.as_deref(), Some("c0ffee"));
-    }
-
-    // Failed on the old recipe, which read update/leap/15.6/oss/: no fixture
-    // (no kernel) there, and the update kernel was never found.
-    #[test]
-    fn leap_15_6_finds_the_update_kernels_in_the_sle_repository() {
-        let kernels = fixture_kernels("opensuse-leap-15.6").unwrap();
-        let found: Vec<(&str, &str, &str)> = kernels
-            .iter()
-            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
-            .collect();
-        assert_eq!(
-            found,
-            [
-                (
-                    "6.4.0-150600.16-default",
-                    "6.4.0-150600.16.3",
-                    "https://download.opensuse.org/distribution/leap/15.6/repo/oss"
-                ),
-                (
-                    "6.4.0-150600.23.47-default",
-                    "6.4.0-150600.23.47.2",
-                    "https://download.opensuse.org/update/leap/15.6/sle"
-                ),
-            ]
-        );
-    }
-
-    #[test]
-    fn centos_stream_9_lists_its_appstream_kernels() {
-        let kernels = fixture_kernels("centos-stream-9").unwrap();
-        let found: Vec<(&str, &str)> = kernels
-            .iter()
-            .map(|k| (k.release.as_str(), k.version.as_str()))
-            .collect();
-        assert_eq!(
-            found,
-            [
-                ("5.14.0-533.el9.x86_64", "5.14.0-533.el9"),
-                ("5.14.0-536.el9.x86_64", "5.14.0-536.el9"),
-                ("5.14.0-539.el9.x86_64", "5.14.0-539.el9"),
-                ("5.14.0-542.el9.x86_64", "5.14.0-542.el9"),
-                ("5.14.0-547.el9.x86_64", "5.14.0-547.el9"),
-            ]
-        );
-        assert!(kernels
-            .iter()
-            .all(|k| k.suite == "https://mirror.stream.centos.org/9-stream/AppStream/x86_64/os"));
     }
 
     fn signature_fixture(name: &str) -> PathBuf {
@@ -928,7 +816,7 @@ pub(crate) mod tests {
             keys: keys.iter().map(|k| k.display().to_string()).collect(),
         };
         kernels_with(
-            &crate::repo::fixtures::RpmFixtures { dir },
+            &RpmFixtures { dir },
             "repomd-signature-test",
             Family::Suse,
             "x86_64",
