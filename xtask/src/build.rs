@@ -10,6 +10,7 @@ pub mod package;
 use crate::build::builder::{BackendKind, Builder};
 use crate::distro::kernel::{release_cmp, Kernel};
 use crate::distro::Distro;
+use crate::host::needs::{self, Needs};
 use crate::repo::kernels;
 use crate::{host::cache, objects::kmod, objects::modcheck, progress};
 use anyhow::{Context, Result};
@@ -134,6 +135,23 @@ pub struct Built {
     pub ko_in_tarball: String,
     /// Every kernel packed.
     pub modules: Vec<KernelModule>,
+}
+
+impl Args {
+    /// What a build needs: the release's repository and builder; a dry run
+    /// only prints commands. An architecture the recipe lacks is refused
+    /// before anything is installed.
+    pub fn needs(&self) -> Result<Needs> {
+        self.distro.distro(self.arch)?;
+        Ok(if self.dry_run {
+            Needs::new("build --dry-run")
+        } else {
+            Needs::new("build")
+                .rust()
+                .tools(needs::REPOSITORY)
+                .tools(needs::BUILDER)
+        })
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod fs;
 pub mod gpgv;
+pub mod needs;
 
 use anyhow::{bail, Context, Result};
 

@@ -85,9 +85,33 @@ fn main() -> ExitCode {
     report::exit(run(Cli::parse().command))
 }
 
+impl Command {
+    /// What the command needs from the machine, as the command says it.
+    fn needs(&self) -> Result<host::needs::Needs> {
+        match self {
+            Command::Build(args) => args.needs(),
+            Command::VmTest(args) => vm::vm_test_needs(args),
+            Command::VmInstallTest(args) => args.needs(),
+            Command::Stress(args) => args.needs(),
+            Command::Test(args) => args.needs(),
+            Command::ContainerTest(args) => args.needs(),
+            Command::Kernels(args) => args.needs(),
+            Command::Source(args) => args.needs(),
+            Command::Fuzz(args) => args.needs(),
+            Command::Bench(args) => args.needs(),
+            Command::Ci(args) => args.needs(),
+            Command::Plan(args) => args.needs(),
+            // They read and write files only.
+            Command::Audit(_) | Command::Installers(_) | Command::Merge(_) => {
+                Ok(host::needs::Needs::default())
+            }
+        }
+    }
+}
+
 /// Provides what the command needs (preflight), then runs it.
 fn run(command: Command) -> Result<()> {
-    preflight::ensure(&command)?;
+    preflight::ensure(&command.needs()?)?;
     match command {
         Command::Build(args) => build::run(args),
         Command::VmTest(args) => vm::run_vm_test(args),

@@ -1,4 +1,6 @@
-//! What each command needs from the machine, provided before any work starts.
+//! Provides what a command needs from the machine before any work starts.
+//! Each command says what it needs (`Args::needs`, beside its `run`, in the
+//! words of `host/needs.rs`); this file only checks and provides.
 //!
 //! Two kinds of needs: the Rust targets and components that
 //! rust-toolchain.toml lists (added with rustup, which does not add them by
@@ -15,228 +17,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+use crate::host::needs::{Needs, Probe};
 use crate::host::{apt_command, apt_install};
-use crate::Command;
-
-/// One way to see that a tool is present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
-    /// A command on PATH (or in /usr/sbin, /sbin).
-    Command(&'static str),
-    /// An absolute file path.
-    File(&'static str),
-    /// A module that `python3` on PATH can import.
-    PythonModule(&'static str),
-}
-
-/// A host tool and the Debian package that provides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tool {
-    /// Any one of these present is enough.
-    pub probes: &'static [Probe],
-    pub package: &'static str,
-}
-
-/// A command on PATH from a Debian package.
-macro_rules! command {
-    ($name:literal from $package:literal) => {
-        Tool {
-            probes: &[Probe::Command($name)],
-            package: $package,
-        }
-    };
-}
-
-/// `cargo xtask ci --check --lint`: shellcheck, and actionlint (from PyPI,
-/// into a virtualenv, unless one is on PATH).
-const LINT: &[Tool] = &[
-    command!("shellcheck" from "shellcheck"),
-    Tool {
-        probes: &[
-            Probe::Command("actionlint"),
-            Probe::PythonModule("ensurepip"),
-        ],
-        package: "python3-venv",
-    },
-];
-
-/// The host tests: initramfs checks (cpio), the simulator in a network
-/// namespace (unshare, ip), the installers under shellcheck.
-const HOST_TESTS: &[Tool] = &[
-    command!("cpio" from "cpio"),
-    command!("unshare" from "util-linux"),
-    command!("ip" from "iproute2"),
-    command!("shellcheck" from "shellcheck"),
-    BPF_COMPILER,
-];
-
-/// The container test: the simulator's namespace and veth (ip, nsenter,
-/// sysctl), the pinned links read independently of toa (bpftool). The
-/// docker engine is a service, not a tool to install: it is asked for first.
-const CONTAINER_TEST: &[Tool] = &[
-    command!("ip" from "iproute2"),
-    command!("nsenter" from "util-linux"),
-    command!("sysctl" from "procps"),
-    command!("bpftool" from "bpftool"),
-    BPF_COMPILER,
-];
-
-/// toa-bpf's build script compiles the BPF programs with clang.
-const BPF_COMPILER: Tool = command!("clang" from "clang");
-
-/// Reading a release's repository: InRelease signatures.
-const REPOSITORY: &[Tool] = &[
-    command!("gpgv" from "gpgv"),
-    Tool {
-        probes: &[Probe::File(
-            "/usr/share/keyrings/debian-archive-keyring.gpg",
-        )],
-        package: "debian-archive-keyring",
-    },
-];
-
-/// The builder: a debootstrap rootfs of the release, entered with unshare
-/// (or imported into docker/podman).
-const BUILDER: &[Tool] = &[
-    command!("debootstrap" from "debootstrap"),
-    command!("unshare" from "util-linux"),
-    Tool {
-        probes: &[Probe::File("/etc/ssl/certs/ca-certificates.crt")],
-        package: "ca-certificates",
-    },
-];
-
-/// Booting a kernel.
-const VM: &[Tool] = &[
-    command!("qemu-system-x86_64" from "qemu-system-x86"),
-    BPF_COMPILER,
-];
-
-/// Booting an arm64 kernel (`--arch aarch64`, and the test command's arm64 run).
-const VM_AARCH64: &[Tool] = &[command!("qemu-system-aarch64" from "qemu-system-arm")];
-
-/// Building the sanitizer kernel (`vm-test --sanitizers`): kbuild's host
-/// tools and libraries (the compiler comes from the release's TOML).
-const KERNEL_BUILD: &[Tool] = &[
-    command!("make" from "make"),
-    command!("bc" from "bc"),
-    command!("bison" from "bison"),
-    command!("flex" from "flex"),
-    command!("perl" from "perl"),
-    Tool {
-        probes: &[Probe::File("/usr/include/gelf.h")],
-        package: "libelf-dev",
-    },
-    Tool {
-        probes: &[Probe::File("/usr/include/openssl/ssl.h")],
-        package: "libssl-dev",
-    },
-];
-
-/// The guest image of vm-install-test: an ext4 disk.
-const GUEST_IMAGE: &[Tool] = &[command!("mkfs.ext4" from "e2fsprogs")];
-
-/// What one command needs.
-#[derive(Debug, Default)]
-pub struct Needs {
-    /// How the user typed it, for messages: `cargo xtask test`.
-    pub command: String,
-    /// The targets and components of rust-toolchain.toml.
-    pub rust: bool,
-    pub tools: Vec<Tool>,
-}
-
-impl Needs {
-    fn new(command: &str) -> Self {
-        Needs {
-            command: format!("cargo xtask {command}"),
-            ..Needs::default()
-        }
-    }
-
-    fn rust(mut self) -> Self {
-        self.rust = true;
-        self
-    }
-
-    fn tools(mut self, tools: &[Tool]) -> Self {
-        for tool in tools {
-            if !self.tools.contains(tool) {
-                self.tools.push(*tool);
-            }
-        }
-        self
-    }
-
-    /// A VM command that may build the module first.
-    fn vm(command: &str, builds: bool) -> Self {
-        let needs = Needs::new(command).rust().tools(REPOSITORY).tools(VM);
-        if builds {
-            needs.tools(BUILDER)
-        } else {
-            needs
-        }
-    }
-}
-
-/// The needs of `command` with its arguments.
-pub fn needs(command: &Command) -> Needs {
-    match command {
-        // A dry run only prints commands.
-        Command::Build(args) if args.dry_run => Needs::new("build --dry-run"),
-        Command::Build(_) => Needs::new("build").rust().tools(REPOSITORY).tools(BUILDER),
-        Command::Test(args) if args.no_vm => Needs::new("test --no-vm")
-            .rust()
-            .tools(HOST_TESTS)
-            .tools(CONTAINER_TEST)
-            .tools(LINT),
-        Command::Test(args) => {
-            let needs = Needs::new(if args.sanitizers {
-                "test --sanitizers"
-            } else {
-                "test"
-            })
-            .rust()
-            .tools(HOST_TESTS)
-            .tools(CONTAINER_TEST)
-            .tools(LINT)
-            .tools(REPOSITORY)
-            .tools(BUILDER)
-            .tools(VM)
-            .tools(VM_AARCH64);
-            if args.sanitizers {
-                needs.tools(KERNEL_BUILD)
-            } else {
-                needs
-            }
-        }
-        // No builder: the kernel and its modules are built on the host. A
-        // usage mistake installs nothing (run() reports it).
-        Command::VmTest(args) if args.sanitizers => match crate::vm::sanitizer::usage(args) {
-            Ok(()) => Needs::vm("vm-test --sanitizers", false).tools(KERNEL_BUILD),
-            Err(_) => Needs::new("vm-test --sanitizers"),
-        },
-        Command::VmTest(args) if args.arch == Some(crate::distro::arch::Arch::Aarch64) => {
-            Needs::vm("vm-test", args.module.is_none()).tools(VM_AARCH64)
-        }
-        Command::VmTest(args) => Needs::vm("vm-test", args.module.is_none()),
-        Command::Stress(_) => Needs::vm("stress", true),
-        Command::Bench(_) => Needs::vm("bench", true),
-        Command::VmInstallTest(_) => Needs::vm("vm-install-test", true).tools(GUEST_IMAGE),
-        Command::Kernels(_) => Needs::new("kernels").tools(REPOSITORY),
-        Command::ContainerTest(_) => Needs::new("container-test").rust().tools(CONTAINER_TEST),
-        // Offline: distros/ and the fixtures only.
-        Command::Plan(args) if args.all => Needs::default(),
-        Command::Plan(_) => Needs::new("plan").tools(REPOSITORY),
-        Command::Ci(args) if args.lint => Needs::new("ci --check --lint").tools(LINT),
-        // The toa command embeds the eBPF programs, which clang compiles.
-        Command::Source(_) => Needs::new("source").rust().tools(&[BPF_COMPILER]),
-        Command::Fuzz(_) => Needs::new("fuzz").rust(),
-        Command::Ci(_) | Command::Audit(_) | Command::Installers(_) | Command::Merge(_) => {
-            Needs::default()
-        }
-    }
-}
 
 /// The `[toolchain]` table of rust-toolchain.toml.
 #[derive(Debug, Default, Deserialize)]
@@ -514,25 +296,10 @@ pub fn provision(needs: &Needs, plan: &Plan, machine: &Machine) -> Result<Vec<Ac
     bail!(message)
 }
 
-/// The release and architecture a command names with `--arch`.
-fn distro_arch(command: &Command) -> Option<(&crate::distro::Recipe, crate::distro::arch::Arch)> {
-    match command {
-        Command::Build(a) => a.arch.map(|arch| (&a.distro, arch)),
-        Command::Kernels(a) => a.arch.map(|arch| (&a.distro, arch)),
-        Command::VmTest(a) => a.arch.map(|arch| (&a.distro, arch)),
-        _ => None,
-    }
-}
-
-/// Provides what `command` needs on this machine, once its releases are
-/// known to be right: clap has read each `--distro`'s recipe, and an
-/// `--arch` the recipe does not list is refused here (a typo installs
+/// Provides what a command `needs` on this machine (see each command's
+/// `needs`, which has already refused a usage mistake: a typo installs
 /// nothing).
-pub fn ensure(command: &Command) -> Result<()> {
-    if let Some((recipe, arch)) = distro_arch(command) {
-        recipe.distro(Some(arch))?;
-    }
-    let needs = needs(command);
+pub fn ensure(needs: &Needs) -> Result<()> {
     if !needs.rust && needs.tools.is_empty() {
         return Ok(());
     }
@@ -542,12 +309,12 @@ pub fn ensure(command: &Command) -> Result<()> {
         Toolchain::default()
     };
     let machine = Machine::this()?;
-    let plan = plan(&needs, &toolchain, &machine);
-    for action in provision(&needs, &plan, &machine)? {
+    let plan = plan(needs, &toolchain, &machine);
+    for action in provision(needs, &plan, &machine)? {
         run(&action)?;
     }
     if plan != Plan::default() {
-        let left = self::plan(&needs, &toolchain, &Machine::this()?);
+        let left = self::plan(needs, &toolchain, &Machine::this()?);
         if left != Plan::default() {
             bail!(
                 "`{}`: still missing after provisioning: {}",
@@ -586,6 +353,7 @@ fn run(action: &Action) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Command;
 
     /// A machine with nothing: no rustup targets, an empty PATH, no files.
     fn bare(is_root: bool, rustup: bool, path: Vec<PathBuf>) -> Machine {
@@ -647,7 +415,7 @@ mod tests {
     #[test]
     fn the_test_command_on_a_bare_machine_as_root_is_provisioned() {
         let machine = bare(true, true, vec![apt_only()]);
-        let needs = needs(&test_command());
+        let needs = test_command().needs().unwrap();
         let plan = plan(&needs, &project_toolchain(), &machine);
         assert_eq!(
             plan,
@@ -699,11 +467,13 @@ mod tests {
     #[test]
     fn a_user_without_root_gets_one_message_naming_every_package() {
         let machine = bare(false, true, vec![apt_only()]);
-        let needs = needs(&Command::Test(crate::test::Args {
+        let needs = Command::Test(crate::test::Args {
             distros: vec![],
             no_vm: true,
             sanitizers: false,
-        }));
+        })
+        .needs()
+        .unwrap();
         let plan = plan(&needs, &project_toolchain(), &machine);
         let err = provision(&needs, &plan, &machine).unwrap_err();
         assert_eq!(
@@ -719,7 +489,7 @@ mod tests {
     #[test]
     fn without_rustup_the_message_names_the_targets_too() {
         let machine = bare(false, false, vec![]);
-        let needs = needs(&Command::Build(crate::build::Args {
+        let needs = Command::Build(crate::build::Args {
             distro: crate::distro::Recipe::named("debian-12").unwrap(),
             arch: None,
             kernels: vec![],
@@ -728,7 +498,9 @@ mod tests {
             jobs: Some(1),
             dry_run: false,
             failures: None,
-        }));
+        })
+        .needs()
+        .unwrap();
         let plan = plan(&needs, &project_toolchain(), &machine);
         let err = provision(&needs, &plan, &machine).unwrap_err();
         assert_eq!(
@@ -771,7 +543,7 @@ mod tests {
             dry_run: true,
             failures: None,
         });
-        let needs = needs(&dry);
+        let needs = dry.needs().unwrap();
         let plan = plan(&needs, &toolchain, &machine);
         assert_eq!(plan, Plan::default());
         assert_eq!(provision(&needs, &plan, &machine).unwrap(), []);
@@ -795,7 +567,7 @@ mod tests {
         let parse = |args: &[&str]| {
             crate::Cli::parse_from([&["cargo xtask", "vm-test"][..], args].concat()).command
         };
-        let wanted = needs(&parse(&["--sanitizers"]));
+        let wanted = parse(&["--sanitizers"]).needs().unwrap();
         let packages: Vec<&str> = wanted.tools.iter().map(|t| t.package).collect();
         for package in [
             "bison",
@@ -809,7 +581,7 @@ mod tests {
         }
         assert!(!packages.contains(&"debootstrap"), "{packages:?}");
         // A usage mistake installs nothing; the command then says what is wrong.
-        let wrong = needs(&parse(&["--sanitizers", "--arch", "aarch64"]));
-        assert!(wrong.tools.is_empty() && !wrong.rust);
+        let wrong = parse(&["--sanitizers", "--arch", "aarch64"]).needs();
+        assert!(wrong.is_err());
     }
 }

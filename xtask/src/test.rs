@@ -8,6 +8,7 @@
 
 use crate::distro::arch::Arch;
 use crate::distro::Recipe;
+use crate::host::needs::{self, Needs};
 use crate::vm::vm_test::{Capture, Mode};
 use anyhow::{Context, Result};
 use std::time::Instant;
@@ -42,6 +43,37 @@ pub struct Args {
     /// lockdep; about 25 minutes on two cores the first time, then cached).
     #[arg(long, conflicts_with = "no_vm")]
     pub sanitizers: bool,
+}
+
+impl Args {
+    /// Everything the steps below use; `--no-vm` boots nothing, so it
+    /// needs no repository, builder or QEMU.
+    pub fn needs(&self) -> Result<Needs> {
+        let host = |command: &str| {
+            Needs::new(command)
+                .rust()
+                .tools(needs::HOST_TESTS)
+                .tools(needs::CONTAINER_TEST)
+                .tools(needs::LINT)
+        };
+        if self.no_vm {
+            return Ok(host("test --no-vm"));
+        }
+        let all = host(if self.sanitizers {
+            "test --sanitizers"
+        } else {
+            "test"
+        })
+        .tools(needs::REPOSITORY)
+        .tools(needs::BUILDER)
+        .tools(needs::VM)
+        .tools(needs::VM_AARCH64);
+        Ok(if self.sanitizers {
+            all.tools(needs::KERNEL_BUILD)
+        } else {
+            all
+        })
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -12,6 +12,7 @@
 //! [`check_all`] adds actionlint (and shellcheck on `ci/`) for the test command.
 
 use crate::distro::{Distro, Family, Repo};
+use crate::host::needs::{self, Needs};
 use crate::{host, host::cache, release::plan};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -127,6 +128,17 @@ impl Settings {
             }
         }
         Some(settings)
+    }
+}
+
+impl Args {
+    /// Only `--lint` runs tools (shellcheck, actionlint).
+    pub fn needs(&self) -> Result<Needs> {
+        Ok(if self.lint {
+            Needs::new("ci --check --lint").tools(needs::LINT)
+        } else {
+            Needs::default()
+        })
     }
 }
 

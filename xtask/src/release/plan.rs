@@ -23,6 +23,7 @@
 
 use crate::distro::kernel::{release_cmp, Kernel};
 use crate::distro::Distro;
+use crate::host::needs::{self, Needs};
 use crate::repo::kernels;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,18 @@ pub struct Shard {
     /// `RELEASE=VERSION` pins separated by single spaces.
     pub kernels: String,
     pub count: usize,
+}
+
+impl Args {
+    /// `--all` is offline (distros/ and the fixtures); otherwise the
+    /// repositories are read.
+    pub fn needs(&self) -> Result<Needs> {
+        Ok(if self.all {
+            Needs::default()
+        } else {
+            Needs::new("plan").tools(needs::REPOSITORY)
+        })
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -11,6 +11,7 @@
 //! Same inputs, same bytes: entries sorted, owner root, fixed modes, mtime 0,
 //! gzip header without name or time.
 
+use crate::host::needs::{self, Needs};
 use crate::{build::index, host::cache, objects::kmod};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,13 @@ const README: &str = include_str!("../../../dist/source-README.md");
 
 #[derive(clap::Args)]
 pub struct Args {}
+
+impl Args {
+    /// The toa command embeds the eBPF programs, which clang compiles.
+    pub fn needs(&self) -> Result<Needs> {
+        Ok(Needs::new("source").rust().tools(&[needs::BPF_COMPILER]))
+    }
+}
 
 pub fn run(_args: Args) -> Result<()> {
     let objects = kmod::build_all(&cache::cache_dir().join("kmod-objects"))?;

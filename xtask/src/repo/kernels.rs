@@ -3,6 +3,7 @@
 
 use crate::distro::kernel::Kernel;
 use crate::distro::{Distro, Repo};
+use crate::host::needs::{self, Needs};
 use anyhow::{bail, Result};
 
 #[derive(clap::Args)]
@@ -17,6 +18,15 @@ pub struct Args {
     /// Print JSON (one object per kernel) instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl Args {
+    /// Reads the release's repository; an architecture the recipe lacks is
+    /// refused first.
+    pub fn needs(&self) -> Result<Needs> {
+        self.distro.distro(self.arch)?;
+        Ok(Needs::new("kernels").tools(needs::REPOSITORY))
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -13,6 +13,7 @@
 //! the newest kernels of Debian 11, 12, 13 and unstable one build at a time
 //! and two at a time (warm builders), all timed on the host's wall clock.
 
+use crate::host::needs::Needs;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -105,6 +106,13 @@ struct BuildCost {
     matrix_kernels: Vec<String>,
     matrix_j1_s: f64,
     matrix_j2_s: f64,
+}
+
+impl Args {
+    /// Boots a kernel with a module built first.
+    pub fn needs(&self) -> Result<Needs> {
+        Ok(Needs::vm("bench", true))
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

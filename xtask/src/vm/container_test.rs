@@ -26,6 +26,7 @@
 //! namespace (and the veth with it), the cgroups, the bpffs mount.
 
 use crate::distro::arch::Arch;
+use crate::host::needs::{self, Needs};
 use crate::{host, objects::lab_programs, release::container_image};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,16 @@ const SERVER_CIDR: &str = "10.78.0.2/24";
 const PROXY: &str = "10.77.0.2";
 /// The client the TOA names.
 const CLIENT: &str = "198.51.100.7:40001";
+
+impl Args {
+    /// The docker engine is asked for by the test itself (a service, not a
+    /// tool to install).
+    pub fn needs(&self) -> Result<Needs> {
+        Ok(Needs::new("container-test")
+            .rust()
+            .tools(needs::CONTAINER_TEST))
+    }
+}
 
 pub fn run(_args: Args) -> Result<()> {
     host::require_root("container-test (docker, namespaces, BPF)")?;

@@ -8,6 +8,7 @@
 //! is written to `toa-kmod/fuzz/regressions/`, which plain `cargo test`
 //! replays (`toa-kmod/tests/fuzz_regressions.rs`), so it is committed with its fix.
 
+use crate::host::needs::Needs;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -33,6 +34,13 @@ pub struct Args {
     /// Start from the committed seeds only, not the cached corpus.
     #[arg(long)]
     pub fresh: bool,
+}
+
+impl Args {
+    /// cargo-fuzz's targets come from rust-toolchain.toml.
+    pub fn needs(&self) -> Result<Needs> {
+        Ok(Needs::new("fuzz").rust())
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

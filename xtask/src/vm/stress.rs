@@ -7,6 +7,7 @@
 //! record must be freed. The host judges the console and dmesg as for
 //! `vm-test` (no WARN, BUG, Oops, or taint beyond out-of-tree/unsigned).
 
+use crate::host::needs::Needs;
 use anyhow::Result;
 use std::time::Duration;
 
@@ -40,6 +41,13 @@ pub struct Args {
     /// Use KVM when /dev/kvm is usable (the default is TCG).
     #[arg(long)]
     pub kvm: bool,
+}
+
+impl Args {
+    /// Boots a kernel with a module built first.
+    pub fn needs(&self) -> Result<Needs> {
+        Ok(Needs::vm("stress", true))
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

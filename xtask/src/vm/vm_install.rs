@@ -38,6 +38,7 @@ mod image;
 mod server;
 
 use crate::distro::Distro;
+use crate::host::needs::{self, Needs};
 use crate::{
     build::index, build::package, host::cache, objects::kmod, objects::lab_programs,
     objects::operator_cli, release::installers, release::source, vm::qemu,
@@ -191,6 +192,13 @@ fn expected_checks(stage: &Stage, with_dkms: bool) -> Vec<&'static str> {
         );
     }
     checks
+}
+
+impl Args {
+    /// Boots a kernel with a module built first, on an ext4 guest disk.
+    pub fn needs(&self) -> Result<Needs> {
+        Ok(Needs::vm("vm-install-test", true).tools(needs::GUEST_IMAGE))
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
