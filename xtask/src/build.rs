@@ -6,6 +6,7 @@ pub mod failures;
 pub mod headers_cache;
 pub mod index;
 pub mod package;
+pub mod pipeline;
 
 use crate::build::builder::{BackendKind, Builder};
 use crate::distro::kernel::{release_cmp, Kernel};
@@ -16,6 +17,7 @@ use crate::{host::cache, objects::kmod, objects::modcheck, progress};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar};
 use package::KernelModule;
+use pipeline::Pipeline;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -235,82 +237,7 @@ fn dry_run(distro: &Distro, args: &Args) -> Result<()> {
     let kind = args
         .backend
         .map_or_else(|| builder::select(None, distro), Ok)?;
-    let mut builder = Builder::new(kind, distro);
-    let mut toolchain = None;
-    if builder.uses_headers_cache() {
-        match crate::build::headers_cache::plan(distro, &kernels) {
-            Ok(planned) => {
-                for (k, e) in &planned.failed {
-                    println!("# note: {}: {e:#}", k.release);
-                }
-                let ready: Vec<Kernel> = kernels
-                    .iter()
-                    .filter(|k| planned.mounts.contains_key(&k.release))
-                    .cloned()
-                    .collect();
-                let (tag, steps) = builder.toolchain_steps(&ready, &planned.external);
-                for (release, mounts) in planned.mounts {
-                    builder.use_cached_headers(&release, &tag, mounts);
-                }
-                toolchain = Some(steps);
-            }
-            Err(e) => println!(
-                "# note: the archive indices cannot be read ({e:#}); shown with apt installing the headers"
-            ),
-        }
-    }
-    if toolchain.is_none() {
-        if let Some((tag, _)) = builder.headers_set_steps(&kernels) {
-            builder.use_set_image(&kernels, &tag);
-        }
-    }
-    print_plan(&builder, &kernels, toolchain.as_deref());
-    Ok(())
-}
-
-fn print_plan(builder: &Builder, kernels: &[Kernel], toolchain: Option<&[builder::Step]>) {
-    println!(
-        "# backend: {:?}; steps whose result is cached are skipped at run time",
-        builder.kind
-    );
-    if let Some((path, text)) = builder.registered_repo_preview() {
-        println!(
-            "# zypper steps mount {}: the repositories the registration server gives the \
-             system, written there at run time (access tokens shown as <token>):",
-            path.display()
-        );
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            println!("#   {line}");
-        }
-    }
-    for step in builder.prepare_steps().unwrap_or_default() {
-        println!("# {}\n{}", step.what, step.shell_line());
-    }
-    let set = match toolchain {
-        Some(steps) => {
-            println!(
-                "# headers: each kernel's packages are downloaded (sha256-checked) and unpacked \
-                 once into {}/<sha256>/, then mounted read-only into its build",
-                crate::build::headers_cache::cache_root().display()
-            );
-            Some(steps.to_vec())
-        }
-        None => builder.headers_set_steps(kernels).map(|(_, steps)| steps),
-    };
-    if let Some(steps) = &set {
-        for step in steps {
-            println!("# {}\n{}", step.what, step.shell_line());
-        }
-    }
-    for k in kernels {
-        if set.is_none() || (toolchain.is_some() && !builder.has_cached_headers(&k.release)) {
-            for step in builder.headers_steps(k) {
-                println!("# {}\n{}", step.what, step.shell_line());
-            }
-        }
-        let step = builder.build_step(k, &work_dir(&builder.distro, k), env!("CARGO_PKG_VERSION"));
-        println!("# {}\n{}", step.what, step.shell_line());
-    }
+    Pipeline::new(Builder::new(kind, distro), kernels).print(|b, k| work_dir(&b.distro, k))
 }
 
 /// Build, check and pack toa.ko for the kernel a default install of `distro`
@@ -391,7 +318,7 @@ fn build_into(
     dist_dir: &Path,
 ) -> Result<Built> {
     let kind = builder::select(backend, distro)?;
-    let mut builder = Builder::new(kind, distro);
+    let builder = Builder::new(kind, distro);
     builder.ensure_host()?;
     // Held to the end of the build: dropping it removes the tokens' file.
     let _registered = builder.write_registered_repos()?;
@@ -410,65 +337,18 @@ fn build_into(
     overall.set_message("kernels done");
 
     let prep = multi.add(progress::spinner("prepare"));
-    builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &prep)?;
-    // A chroot's kernels share one package database: their headers go in
-    // one at a time. With a container engine, apt releases mount each
-    // kernel's unpacked packages; others get one image with every kernel's
-    // headers, and should that fail, each build job makes its own kernel's image.
-    let mut headers_ready = kind == BackendKind::Chroot;
-    let mut failed: Vec<(Kernel, anyhow::Error)> = Vec::new();
-    let mut to_build = kernels.to_vec();
-    if builder.uses_headers_cache() {
-        let unresolved = cached_headers(
-            &mut builder,
-            kernels,
-            jobs,
-            &logs.join("toolchain.log"),
-            &prep,
-        )?;
-        for (k, e) in unresolved {
-            to_build.retain(|b| b.release != k.release);
-            progress::advance(&overall);
-            failed.push((k, e));
-        }
-        headers_ready = true;
-    } else if let Some((tag, steps)) = builder.headers_set_steps(kernels) {
-        match builder.execute(&steps, &logs.join("headers.log"), &prep) {
-            Ok(()) => {
-                builder.use_set_image(kernels, &tag);
-                headers_ready = true;
-            }
-            Err(e) => eprintln!(
-                "warning: one image for all {} kernels failed ({e:#}); one image per kernel instead",
-                kernels.len()
-            ),
-        }
+    let mut pipeline = Pipeline::new(builder, kernels.to_vec());
+    let ready = pipeline.ready(jobs, &|name| logs.join(format!("{name}.log")), &prep)?;
+    for _ in &ready.failed {
+        progress::advance(&overall);
     }
-    let builder = builder;
-    let shared_root = kind == BackendKind::Chroot;
-    let mut ready = Vec::new();
-    if shared_root {
-        for k in kernels {
-            match builder.execute(
-                &builder.headers_steps(k),
-                &logs.join(format!("{}.log", k.release)),
-                &prep,
-            ) {
-                Ok(()) => ready.push(k.clone()),
-                Err(e) => {
-                    progress::advance(&overall);
-                    failed.push((k.clone(), e));
-                }
-            }
-        }
-    } else {
-        ready = to_build;
-    }
+    let builder = pipeline.builder;
+    let headers_per_job = ready.headers_per_job;
     prep.finish_and_clear();
 
     let results: Mutex<Vec<KernelModule>> = Mutex::new(Vec::new());
-    let failures: Mutex<Vec<(Kernel, anyhow::Error)>> = Mutex::new(failed);
-    let queue: Mutex<Vec<Kernel>> = Mutex::new(ready.into_iter().rev().collect());
+    let failures: Mutex<Vec<(Kernel, anyhow::Error)>> = Mutex::new(ready.failed);
+    let queue: Mutex<Vec<Kernel>> = Mutex::new(ready.to_build.into_iter().rev().collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
@@ -477,10 +357,10 @@ fn build_into(
                 };
                 let bar = multi.add(progress::spinner(&k.release));
                 let log = logs.join(format!("{}.log", k.release));
-                let headers = if headers_ready {
-                    Ok(())
-                } else {
+                let headers = if headers_per_job {
                     builder.execute(&builder.headers_steps(&k), &log, &bar)
+                } else {
+                    Ok(())
                 };
                 match headers.and_then(|()| build_one(&builder, &k, &objects, &log, &bar)) {
                     Ok(m) => results.lock().unwrap().push(m),
@@ -551,36 +431,6 @@ fn kind_name(kind: BackendKind) -> &'static str {
     }
 }
 
-/// Downloads and unpacks the headers of `kernels` into the cache, makes
-/// the toolchain image they are built in, and points `builder` at both
-/// (see [`crate::build::headers_cache`]). Returns the kernels whose headers could
-/// not be made ready, each with its error; a toolchain image that cannot be
-/// made fails them all.
-pub fn cached_headers(
-    builder: &mut Builder,
-    kernels: &[Kernel],
-    jobs: usize,
-    log: &Path,
-    bar: &ProgressBar,
-) -> Result<Vec<(Kernel, anyhow::Error)>> {
-    let distro = builder.distro.clone();
-    let prepared = crate::build::headers_cache::prepare(&distro, kernels, jobs, bar)?;
-    let ready: Vec<Kernel> = kernels
-        .iter()
-        .filter(|k| prepared.mounts.contains_key(&k.release))
-        .cloned()
-        .collect();
-    if !ready.is_empty() {
-        let (tag, steps) = builder.toolchain_steps(&ready, &prepared.external);
-        builder.execute(&steps, log, bar)?;
-        builder.image_id = builder.image_id_of(&tag);
-        for (release, mounts) in prepared.mounts {
-            builder.use_cached_headers(&release, &tag, mounts);
-        }
-    }
-    Ok(prepared.failed)
-}
-
 fn build_one(
     builder: &Builder,
     k: &Kernel,
@@ -622,10 +472,10 @@ pub fn build_test_module(distro: &Distro, release: &str) -> Result<KernelModule>
         .join(format!("{release}-{NO_REWRITE_MARK}.log"));
     let bar = progress::spinner(&format!("{release} ({NO_REWRITE_MARK}, test only)"));
     let src = work_dir(distro, k).with_file_name(format!("{release}-{NO_REWRITE_MARK}"));
-    let built = builder
-        .execute(&builder.prepare_steps()?, &log, &bar)
-        .and_then(|()| headers_for_one(&mut builder, k, &log, &bar))
-        .and_then(|()| compile(&builder, k, &objects, &src, &log, &bar));
+    let mut pipeline = Pipeline::new(builder, vec![k.clone()]);
+    let built = pipeline
+        .ready_one(&log, &bar)
+        .and_then(|()| compile(&pipeline.builder, k, &objects, &src, &log, &bar));
     bar.finish_and_clear();
     let ko = built?;
     modcheck::check_test_build(
@@ -636,24 +486,6 @@ pub fn build_test_module(distro: &Distro, release: &str) -> Result<KernelModule>
     )?;
     let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
     Ok(KernelModule::new(&k.release, &k.version, bytes))
-}
-
-/// Makes kernel `k`'s headers ready for `builder` on its own: from the
-/// cache where the builder uses it, else installed in the kernel's image.
-pub fn headers_for_one(
-    builder: &mut Builder,
-    k: &Kernel,
-    log: &Path,
-    bar: &ProgressBar,
-) -> Result<()> {
-    if builder.uses_headers_cache() {
-        match cached_headers(builder, std::slice::from_ref(k), 1, log, bar)?.pop() {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
-        }
-    } else {
-        builder.execute(&builder.headers_steps(k), log, bar)
-    }
 }
 
 /// Runs kbuild for `k` in `src` (sources synced first); returns toa.ko's path.

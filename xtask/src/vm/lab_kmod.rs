@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 use crate::build::builder::{self, Builder};
+use crate::build::pipeline::Pipeline;
 use crate::distro::Distro;
 
 /// The modules, built together: the in-kernel listener the kernel-socket
@@ -35,15 +36,16 @@ pub fn build(distro: &Distro, release: &str) -> Result<Vec<PathBuf>> {
         .find(|k| k.release == release)
         .with_context(|| format!("{} does not offer kernel {release}", distro.name))?;
     let kind = builder::select(None, distro)?;
-    let mut builder = Builder::new(kind, distro);
+    let builder = Builder::new(kind, distro);
     builder.ensure_host()?;
     let logs = crate::host::cache::target_dir()
         .join("build-logs")
         .join(&distro.name);
     let log = logs.join(format!("lab-kmod-{release}.log"));
     let bar = crate::progress::spinner("lab kmod");
-    builder.execute(&builder.prepare_steps()?, &logs.join("prepare.log"), &bar)?;
-    crate::build::headers_for_one(&mut builder, kernel, &log, &bar)?;
+    let mut pipeline = Pipeline::new(builder, vec![kernel.clone()]);
+    pipeline.ready_one(&log, &bar)?;
+    let builder = pipeline.builder;
 
     let src = crate::host::cache::cache_dir()
         .join("lab-kmod")
