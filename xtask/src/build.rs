@@ -9,7 +9,7 @@ pub mod package;
 pub mod pipeline;
 
 use crate::build::builder::{BackendKind, Builder};
-use crate::distro::kernel::{release_cmp, Kernel};
+use crate::distro::kernel::{release_cmp, Kernel, KernelSpec};
 use crate::distro::Distro;
 use crate::host::needs::{self, Needs};
 use crate::repo::kernels;
@@ -34,8 +34,8 @@ pub struct Args {
     /// Kernel release to build for, as `uname -r` prints it (repeatable). `RELEASE=VERSION`
     /// names one with its headers package version, for kernels the metadata does not list.
     /// Default: every kernel of the release (all suites, all flavours; see `cargo xtask kernels`).
-    #[arg(long = "kernel", value_name = "RELEASE")]
-    pub kernels: Vec<String>,
+    #[arg(long = "kernel", value_name = "RELEASE", value_parser = crate::distro::kernel::parse_spec)]
+    pub kernels: Vec<crate::distro::kernel::KernelSpec>,
     /// Build only the N newest kernels of the release.
     #[arg(long, value_name = "N", conflicts_with = "kernels")]
     pub latest: Option<usize>,
@@ -212,7 +212,7 @@ fn default_jobs() -> usize {
 }
 
 fn pick_kernels(distro: &Distro, args: &Args) -> Result<Vec<Kernel>> {
-    let all_pinned = !args.kernels.is_empty() && args.kernels.iter().all(|k| k.contains('='));
+    let all_pinned = !args.kernels.is_empty() && args.kernels.iter().all(|k| k.version.is_some());
     let all = if all_pinned {
         Vec::new()
     } else {
@@ -275,7 +275,12 @@ pub fn build_for_lab(distro: &Distro, also: Option<&str>) -> Result<Built> {
     };
     let mut picked = vec![default_kernel];
     if let Some(release) = also.filter(|r| *r != picked[0].release) {
-        picked.extend(kernels::select(distro, &all, &[release.to_string()], None)?);
+        picked.extend(kernels::select(
+            distro,
+            &all,
+            &[KernelSpec::release(release)],
+            None,
+        )?);
     }
     build_into(
         distro,

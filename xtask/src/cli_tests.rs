@@ -1,5 +1,6 @@
 //! The command line as clap reads it: every `--distro` is checked against
-//! distros/ by clap itself, before preflight or any command runs.
+//! distros/, and every `--kernel` RELEASE[=VERSION] parsed, by clap itself,
+//! before preflight or any command runs.
 
 use crate::{Cli, Command};
 use clap::error::ErrorKind;
@@ -58,4 +59,39 @@ fn a_known_distro_arrives_as_its_parsed_recipe() {
     };
     let names: Vec<&str> = args.distros.iter().map(|r| r.name()).collect();
     assert_eq!(names, ["debian-11", "debian-13"]);
+}
+
+#[test]
+fn a_malformed_kernel_is_a_usage_error_and_a_pin_arrives_parsed() {
+    for bad in ["=6.1.27-1", "6.1.0-9-amd64=", "6.1.0-9-amd64=6.1=1", ""] {
+        let err = parse(&["build", "--kernel", bad])
+            .err()
+            .unwrap_or_else(|| panic!("--kernel {bad:?} parsed"));
+        assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad:?}");
+        assert!(
+            err.to_string().contains("RELEASE or RELEASE=VERSION"),
+            "{bad:?}: {err}"
+        );
+    }
+    let Ok(Command::Build(args)) = parse(&[
+        "build",
+        "--kernel",
+        "6.1.0-9-amd64=6.1.27-1",
+        "--kernel",
+        "6.1.0-50-amd64",
+    ]) else {
+        panic!("build --kernel did not parse");
+    };
+    let kernels: Vec<(&str, Option<&str>)> = args
+        .kernels
+        .iter()
+        .map(|k| (k.release.as_str(), k.version.as_deref()))
+        .collect();
+    assert_eq!(
+        kernels,
+        [
+            ("6.1.0-9-amd64", Some("6.1.27-1")),
+            ("6.1.0-50-amd64", None)
+        ]
+    );
 }

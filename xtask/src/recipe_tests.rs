@@ -465,9 +465,11 @@ fn rocky_9_rt_kernels_run_as_plus_rt() {
     assert_eq!(found[1].version, "5.14.0-427.35.1.el9_4");
 
     let d = crate::distro::find("rocky-9-rt").unwrap();
-    let (kernels, notes) =
-        crate::repo::kernels::from_recipe(&d, &["5.14.0-427.35.1.el9_4.x86_64+rt".to_string()])
-            .unwrap();
+    let (kernels, notes) = crate::repo::kernels::from_recipe(
+        &d,
+        &["5.14.0-427.35.1.el9_4.x86_64+rt".parse().unwrap()],
+    )
+    .unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(kernels[0].release, "5.14.0-427.35.1.el9_4.x86_64+rt");
     assert_eq!(kernels[0].version, "5.14.0-427.35.1.el9_4");

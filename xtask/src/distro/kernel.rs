@@ -48,20 +48,58 @@ pub fn release_cmp(a: &str, b: &str) -> Ordering {
 
 /// A kernel as the command line and the build plan name it: `RELEASE` (as
 /// `uname -r` prints it) or `RELEASE=VERSION` (pinned to its headers package
-/// version). Returns the release and the version, if one is given.
-pub fn parse_pin(pin: &str) -> Result<(&str, Option<&str>)> {
-    let Some((release, version)) = pin.split_once('=') else {
-        if pin.is_empty() {
-            crate::report::usage_bail!(
-                "an empty kernel release: name it as RELEASE or RELEASE=VERSION"
-            );
+/// version, for kernels the metadata does not list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSpec {
+    pub release: String,
+    pub version: Option<String>,
+}
+
+impl KernelSpec {
+    /// A kernel named by its release alone.
+    pub fn release(release: &str) -> KernelSpec {
+        KernelSpec {
+            release: release.to_string(),
+            version: None,
         }
-        return Ok((pin, None));
-    };
-    if release.is_empty() || version.is_empty() || version.contains('=') {
-        crate::report::usage_bail!("{pin:?}: name a kernel as RELEASE or RELEASE=VERSION");
     }
-    Ok((release, Some(version)))
+}
+
+impl std::str::FromStr for KernelSpec {
+    type Err = anyhow::Error;
+
+    /// A malformed value is a usage error.
+    fn from_str(pin: &str) -> Result<KernelSpec> {
+        let Some((release, version)) = pin.split_once('=') else {
+            if pin.is_empty() {
+                crate::report::usage_bail!(
+                    "an empty kernel release: name it as RELEASE or RELEASE=VERSION"
+                );
+            }
+            return Ok(KernelSpec::release(pin));
+        };
+        if release.is_empty() || version.is_empty() || version.contains('=') {
+            crate::report::usage_bail!("{pin:?}: name a kernel as RELEASE or RELEASE=VERSION");
+        }
+        Ok(KernelSpec {
+            release: release.to_string(),
+            version: Some(version.to_string()),
+        })
+    }
+}
+
+impl std::fmt::Display for KernelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            Some(version) => write!(f, "{}={version}", self.release),
+            None => f.write_str(&self.release),
+        }
+    }
+}
+
+/// clap's value parser for `--kernel RELEASE[=VERSION]`.
+pub fn parse_spec(value: &str) -> std::result::Result<KernelSpec, String> {
+    value.parse().map_err(|e: anyhow::Error| format!("{e:#}"))
 }
 
 #[cfg(test)]
@@ -70,11 +108,13 @@ mod tests {
 
     #[test]
     fn a_pin_is_a_release_with_or_without_its_version() {
-        assert_eq!(parse_pin("6.1.0-9-amd64").unwrap(), ("6.1.0-9-amd64", None));
-        assert_eq!(
-            parse_pin("6.1.0-9-amd64=6.1.27-1").unwrap(),
-            ("6.1.0-9-amd64", Some("6.1.27-1"))
-        );
+        let bare: KernelSpec = "6.1.0-9-amd64".parse().unwrap();
+        assert_eq!(bare, KernelSpec::release("6.1.0-9-amd64"));
+        assert_eq!(bare.to_string(), "6.1.0-9-amd64");
+        let pinned: KernelSpec = "6.1.0-9-amd64=6.1.27-1".parse().unwrap();
+        assert_eq!(pinned.release, "6.1.0-9-amd64");
+        assert_eq!(pinned.version.as_deref(), Some("6.1.27-1"));
+        assert_eq!(pinned.to_string(), "6.1.0-9-amd64=6.1.27-1");
     }
 
     #[test]
@@ -86,7 +126,7 @@ mod tests {
             "6.1.0-9-amd64=6.1=1",
             "=",
         ] {
-            let err = parse_pin(bad).unwrap_err();
+            let err = bad.parse::<KernelSpec>().unwrap_err();
             assert_eq!(crate::report::status(&err), 2, "{bad:?}: {err}");
             assert!(
                 err.to_string().contains("RELEASE or RELEASE=VERSION"),

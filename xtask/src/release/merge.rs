@@ -267,12 +267,8 @@ pub fn merge_reporting(
             let left_nothing = part.is_none_or(|p| found.empty.contains(p));
             for pin in shard.kernels.split_whitespace() {
                 report.planned += 1;
-                let (release, _) = crate::distro::kernel::parse_pin(pin)?;
-                let key = (
-                    shard.distro.clone(),
-                    shard.arch.clone(),
-                    release.to_string(),
-                );
+                let release = pin.parse::<crate::distro::kernel::KernelSpec>()?.release;
+                let key = (shard.distro.clone(), shard.arch.clone(), release);
                 if built.contains(&key) || failed.contains_key(&key) {
                     continue;
                 }

@@ -1,7 +1,7 @@
 //! `cargo xtask kernels`: every kernel a distro release shipped, from its
 //! repository metadata.
 
-use crate::distro::kernel::Kernel;
+use crate::distro::kernel::{Kernel, KernelSpec};
 use crate::distro::{Distro, Repo};
 use crate::host::needs::{self, Needs};
 use anyhow::{bail, Result};
@@ -119,18 +119,18 @@ pub fn default_kernel(distro: &Distro) -> Result<Option<DefaultKernel>> {
 pub fn select(
     distro: &Distro,
     all: &[Kernel],
-    wanted: &[String],
+    wanted: &[KernelSpec],
     latest: Option<usize>,
 ) -> Result<Vec<Kernel>> {
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     for w in wanted {
-        if let (release, Some(version)) = crate::distro::kernel::parse_pin(w)? {
-            out.push(Kernel::pinned(release, version));
-        } else if let Some(k) = all.iter().find(|k| &k.release == w) {
+        if let Some(version) = &w.version {
+            out.push(Kernel::pinned(&w.release, version));
+        } else if let Some(k) = all.iter().find(|k| k.release == w.release) {
             out.push(k.clone());
         } else {
-            unknown.push(w.as_str());
+            unknown.push(w.release.as_str());
         }
     }
     if !unknown.is_empty() {
@@ -161,18 +161,18 @@ pub fn select(
 /// run offline): `RELEASE=VERSION` as given; a bare release gets what the
 /// release's recipe lets xtask derive. Returns the kernels and one note per
 /// value that could not be derived (or was assumed).
-pub fn from_recipe(distro: &Distro, wanted: &[String]) -> Result<(Vec<Kernel>, Vec<String>)> {
+pub fn from_recipe(distro: &Distro, wanted: &[KernelSpec]) -> Result<(Vec<Kernel>, Vec<String>)> {
     let uses_version = [&distro.builder.install_headers, &distro.builder.kdir]
         .iter()
         .any(|t| t.contains("{version}"));
     let mut kernels = Vec::new();
     let mut notes = Vec::new();
     for w in wanted {
-        if let (release, Some(version)) = crate::distro::kernel::parse_pin(w)? {
-            kernels.push(Kernel::pinned(release, version));
+        if let Some(version) = &w.version {
+            kernels.push(Kernel::pinned(&w.release, version));
             continue;
         }
-        let (release, version, note) = derive(distro, w);
+        let (release, version, note) = derive(distro, &w.release);
         if let Some(note) = note {
             notes.push(note);
         }
@@ -247,36 +247,40 @@ mod tests {
     #[test]
     fn dry_run_kernels_come_from_the_recipe() {
         let centos = crate::distro::find("centos-7.2").unwrap();
-        let (ks, notes) = from_recipe(&centos, &["3.10.0-327.el7".into()]).unwrap();
+        let (ks, notes) = from_recipe(&centos, &["3.10.0-327.el7".parse().unwrap()]).unwrap();
         assert_eq!(
             ks,
             [Kernel::pinned("3.10.0-327.el7.x86_64", "3.10.0-327.el7")]
         );
         assert!(notes[0].contains("3.10.0-327.el7.x86_64"), "{notes:?}");
-        let (ks, notes) = from_recipe(&centos, &["3.10.0-327.el7.x86_64".into()]).unwrap();
+        let (ks, notes) =
+            from_recipe(&centos, &["3.10.0-327.el7.x86_64".parse().unwrap()]).unwrap();
         assert_eq!(ks[0].version, "3.10.0-327.el7");
         assert!(notes.is_empty());
 
         let ubuntu = crate::distro::find("ubuntu-22.04").unwrap();
-        let (ks, notes) = from_recipe(&ubuntu, &["5.15.0-91-generic".into()]).unwrap();
+        let (ks, notes) = from_recipe(&ubuntu, &["5.15.0-91-generic".parse().unwrap()]).unwrap();
         assert_eq!(ks[0].release, "5.15.0-91-generic");
         assert!(notes[0].contains("no command needs it"), "{notes:?}");
 
         let arm = crate::distro::find_for("ubuntu-22.04", Some(crate::distro::arch::Arch::Aarch64))
             .unwrap();
-        let (ks, notes) = from_recipe(&arm, &["5.15.0-181-generic".into()]).unwrap();
+        let (ks, notes) = from_recipe(&arm, &["5.15.0-181-generic".parse().unwrap()]).unwrap();
         assert_eq!(ks[0].release, "5.15.0-181-generic");
         assert!(notes[0].contains("no command needs it"), "{notes:?}");
 
         let sles = crate::distro::find("sles-12-sp5").unwrap();
-        let (ks, notes) = from_recipe(&sles, &["4.12.14-122.37-default".into()]).unwrap();
+        let (ks, notes) = from_recipe(&sles, &["4.12.14-122.37-default".parse().unwrap()]).unwrap();
         assert_eq!(
             ks,
             [Kernel::pinned("4.12.14-122.37-default", "4.12.14-122.37.1")]
         );
         assert!(notes[0].contains("rebuild counter"), "{notes:?}");
-        let (ks, notes) =
-            from_recipe(&sles, &["4.12.14-122.37-default=4.12.14-122.37.2".into()]).unwrap();
+        let (ks, notes) = from_recipe(
+            &sles,
+            &["4.12.14-122.37-default=4.12.14-122.37.2".parse().unwrap()],
+        )
+        .unwrap();
         assert_eq!(ks[0].version, "4.12.14-122.37.2");
         assert!(notes.is_empty());
     }
@@ -316,17 +320,17 @@ mod tests {
         );
         assert_eq!(select(&d, &all, &[], Some(2)).unwrap().len(), 2);
         assert_eq!(select(&d, &all, &[], Some(9)).unwrap().len(), 3);
-        let one = select(&d, &all, &["3.10.0-327.el7.x86_64".into()], None).unwrap();
+        let one = select(&d, &all, &["3.10.0-327.el7.x86_64".parse().unwrap()], None).unwrap();
         assert_eq!(one, [k("3.10.0-327.el7.x86_64")]);
         let pinned = select(
             &d,
             &[],
-            &["3.10.0-229.el7.x86_64=3.10.0-229.el7".into()],
+            &["3.10.0-229.el7.x86_64=3.10.0-229.el7".parse().unwrap()],
             None,
         )
         .unwrap();
         assert_eq!(pinned[0].version, "3.10.0-229.el7");
-        let err = select(&d, &all, &["9.9.9".into()], None).unwrap_err();
+        let err = select(&d, &all, &["9.9.9".parse().unwrap()], None).unwrap_err();
         assert_eq!(crate::report::status(&err), 2, "a usage error");
         let err = err.to_string();
         assert!(
