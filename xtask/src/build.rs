@@ -395,6 +395,10 @@ fn build_into(
         .into());
     }
     let dist_name = distro.dist_name();
+    // Compressing 42 modules takes most of a minute on two cores: a log
+    // reader sees it going on.
+    let pack = progress::spinner("pack");
+    progress::step(&pack, 1, 2, &format!("{dist_name}.tar.gz"));
     let tarball = package::write_tarball_with_default(
         dist_dir,
         &dist_name,
@@ -402,9 +406,14 @@ fn build_into(
         &distro.arch,
         &modules,
         default,
-    )?;
+    );
     // The manifest covers every tarball in dist/, this one included.
-    crate::build::index::write_index(dist_dir)?;
+    let tarball = tarball.and_then(|tarball| {
+        progress::step(&pack, 2, 2, "index.json and SHA256SUMS");
+        crate::build::index::write_index(dist_dir).map(|()| tarball)
+    });
+    pack.finish_and_clear();
+    let tarball = tarball?;
     if !failures.is_empty() {
         return Err(KernelsFailed {
             distro: distro.name.clone(),
