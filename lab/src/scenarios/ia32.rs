@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 
-use crate::error::{lab_err, Context, Result};
+use crate::error::Result;
 use crate::lab::{ConnSpec, Lab, ProxyFamily};
 use crate::origin::Listener;
 use crate::toa_option::{Toa, KIND_TOA};
@@ -44,6 +44,7 @@ mod imp {
 
     use super::super::{open_kept, Kept};
     use super::*;
+    use crate::error::{lab_err, Context};
     use crate::sockaddr::PeerName;
     use crate::stats;
 
