@@ -122,7 +122,12 @@ pub fn write_index(dist_dir: &Path) -> Result<()> {
         &crate::objects::operator_cli::index_lines(dist_dir)?,
     );
     write_atomic(&dist_dir.join(INDEX), index.as_bytes())?;
-    let sums = sha256sums(dist_dir)?;
+    // The tarballs were hashed for the index; the other files are small.
+    let known: BTreeMap<String, String> = entries
+        .iter()
+        .map(|e| (e.tarball.clone(), e.tarball_sha256.clone()))
+        .collect();
+    let sums = sha256sums(dist_dir, &known)?;
     write_atomic(&dist_dir.join(SUMS), sums.as_bytes())?;
     Ok(())
 }
@@ -259,10 +264,11 @@ fn file_digests(tarball: &Path, metadata: &str) -> Result<TarballFiles> {
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut entry, &mut data)
             .with_context(|| format!("reading {path} in {}", tarball.display()))?;
+        let sha = hex::encode(Sha256::digest(&data));
         if path == metadata {
-            out.metadata = Some(data.clone());
+            out.metadata = Some(data);
         }
-        out.sha256.insert(path, hex::encode(Sha256::digest(&data)));
+        out.sha256.insert(path, sha);
     }
     Ok(out)
 }
@@ -276,8 +282,9 @@ fn ships(name: &str) -> bool {
             || crate::objects::operator_cli::is_program(name))
 }
 
-/// `sha256sum` lines for every file that ships, by name.
-pub fn sha256sums(dist_dir: &Path) -> Result<String> {
+/// `sha256sum` lines for every file that ships, by name; a file in `known`
+/// (name to sha256) is not read again.
+fn sha256sums(dist_dir: &Path, known: &BTreeMap<String, String>) -> Result<String> {
     let mut names = Vec::new();
     for entry in
         std::fs::read_dir(dist_dir).with_context(|| format!("reading {}", dist_dir.display()))?
@@ -291,10 +298,11 @@ pub fn sha256sums(dist_dir: &Path) -> Result<String> {
     names.sort();
     let mut out = String::new();
     for name in names {
-        out.push_str(&format!(
-            "{}  {name}\n",
-            sha256_file(&dist_dir.join(&name))?
-        ));
+        let sha = match known.get(&name) {
+            Some(sha) => sha.clone(),
+            None => sha256_file(&dist_dir.join(&name))?,
+        };
+        out.push_str(&format!("{sha}  {name}\n"));
     }
     Ok(out)
 }
