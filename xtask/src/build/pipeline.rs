@@ -54,12 +54,8 @@ impl Pipeline {
     pub fn new(builder: Builder, kernels: Vec<Kernel>) -> Pipeline {
         let headers = if builder.uses_headers_cache() {
             Headers::Cached
-        } else if builder.kind == BackendKind::Chroot {
-            Headers::SharedRoot
-        } else if let Some((tag, steps)) = builder.headers_set_steps(&kernels) {
-            Headers::SetImage { tag, steps }
         } else {
-            Headers::PerKernel
+            installed(&builder, &kernels)
         };
         Pipeline {
             builder,
@@ -165,10 +161,7 @@ impl Pipeline {
                     println!(
                         "# note: the archive indices cannot be read ({e:#}); shown with apt installing the headers"
                     );
-                    headers = match builder.headers_set_steps(&self.kernels) {
-                        Some((tag, steps)) => Headers::SetImage { tag, steps },
-                        None => Headers::PerKernel,
-                    };
+                    headers = installed(builder, &self.kernels);
                 }
             }
         }
@@ -218,6 +211,18 @@ impl Pipeline {
             )]);
         }
         Ok(())
+    }
+}
+
+/// The headers installed by the package manager, where the cache is not
+/// used (or, in a dry run, cannot be planned).
+fn installed(builder: &Builder, kernels: &[Kernel]) -> Headers {
+    if builder.kind == BackendKind::Chroot {
+        Headers::SharedRoot
+    } else if let Some((tag, steps)) = builder.headers_set_steps(kernels) {
+        Headers::SetImage { tag, steps }
+    } else {
+        Headers::PerKernel
     }
 }
 
