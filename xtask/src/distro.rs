@@ -5,6 +5,7 @@ pub mod arch;
 pub mod kernel;
 pub mod per_arch;
 pub mod recipe;
+pub mod uname;
 
 use crate::distro::arch::Arch;
 pub use crate::distro::recipe::Recipe;
@@ -153,6 +154,11 @@ pub struct RpmRepo {
     /// EL9's kernel-rt-devel 5.14.0-427.35.1.el9_4 is for 5.14.0-427.35.1.el9_4.x86_64+rt.
     #[serde(default)]
     pub release_suffix: String,
+    /// How `uname -r` spells a kernel whose headers package does not declare
+    /// it (`kernel-devel-uname-r`), and how a bare `--kernel` value is turned
+    /// back into a package version offline. Default: `<version>.<arch>`.
+    #[serde(default)]
+    pub uname: crate::distro::uname::Uname,
     /// Credentials the repositories demand (SLES: SUSE Customer Center).
     pub credentials: Option<Credentials>,
     /// ASCII-armored public keys (paths under `distros/`) of which one signs

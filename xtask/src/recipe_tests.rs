@@ -484,3 +484,88 @@ fn rocky_9_rt_kernels_run_as_plus_rt() {
         "make -C /usr/src/kernels/5.14.0-427.35.1.el9_4.x86_64+rt M=/build/toa CC=gcc",
     );
 }
+
+/// CentOS Stream 9's kernel-devel packages declare the release they are for
+/// (`kernel-devel-uname-r`); discovery takes it, and it is what the RHEL
+/// rule spells (real metadata).
+#[test]
+fn the_declared_uname_is_the_release() {
+    let d = crate::distro::find("centos-stream-9").unwrap();
+    let crate::distro::Repo::RpmMd(repo) = &d.repo else {
+        panic!("centos-stream-9 is rpm-md")
+    };
+    let dir = crate::repo::fixtures::root()
+        .join("rpm/centos-stream-9/mirror.stream.centos.org_9-stream_AppStream_x86_64_os");
+    let xml = std::fs::read_to_string(dir.join("primary.xml")).unwrap();
+    let pkgs = crate::repo::rpm::parse_primary(&xml, "kernel-devel").unwrap();
+    assert_eq!(pkgs.len(), 5);
+    for p in &pkgs {
+        let declared = p.uname_r.clone().expect("kernel-devel-uname-r");
+        assert_eq!(declared, format!("{}-{}.{}", p.ver, p.rel, p.arch));
+        let k = crate::repo::rpm::kernel_of(d.family, repo, p).unwrap();
+        assert_eq!(k.release, declared);
+    }
+}
+
+/// Tencent's releases spell `uname -r` their own ways; each recipe turns a
+/// published running kernel back into the package it came from and builds
+/// in the directory that package installs (`/usr/src/kernels/<uname -r>`).
+#[test]
+fn tencent_kernels_render_under_their_own_spelling() {
+    for (distro, release, command) in [
+        // Older spec: the git tag (github.com/freelw/linux_learn_diary).
+        (
+            "tencentos-3.1",
+            "5.4.119-19-0009.1",
+            "dnf install -y kernel-devel-5.4.119-19.0009.1.tl3'",
+        ),
+        // Spec template: version-release without the dist tag (OpenCloudOS's FAQ).
+        (
+            "opencloudos-8",
+            "5.4.119-19.0009.14",
+            "dnf install -y kernel-devel-5.4.119-19.0009.14.oc8'",
+        ),
+        (
+            "tencentos-2.4",
+            "4.14.105-19-0012",
+            "yum install -y kernel-devel-4.14.105-19.0012.tl2'",
+        ),
+        // The usual shape (OpenCloudOS 9.4's kernel).
+        (
+            "opencloudos-9",
+            "6.6.117-45.oc9.x86_64",
+            "dnf install -y kernel-devel-6.6.117-45.oc9'",
+        ),
+    ] {
+        let d = crate::distro::find(distro).unwrap();
+        let (kernels, notes) =
+            crate::repo::kernels::from_recipe(&d, &[release.parse().unwrap()]).unwrap();
+        assert!(notes.is_empty(), "{distro}: {notes:?}");
+        assert_eq!(kernels[0].release, release, "{distro}");
+        let lines = plan(distro, BackendKind::Docker, &kernels[0]);
+        has(&lines, command);
+        has(
+            &lines,
+            &format!("make -C /usr/src/kernels/{release} M=/build/toa CC=gcc"),
+        );
+    }
+    // tencentos-3.1 mixes both spellings: a template kernel's name is not
+    // one its git-tag style can undo, so the version must be named.
+    let d = crate::distro::find("tencentos-3.1").unwrap();
+    let err = crate::repo::kernels::from_recipe(&d, &["5.4.119-19.0009.14".parse().unwrap()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("name it as 5.4.119-19.0009.14=VERSION"),
+        "{err}"
+    );
+    let (kernels, _) = crate::repo::kernels::from_recipe(
+        &d,
+        &["5.4.119-19.0009.14=5.4.119-19.0009.14.tl3".parse().unwrap()],
+    )
+    .unwrap();
+    has(
+        &plan("tencentos-3.1", BackendKind::Docker, &kernels[0]),
+        "dnf install -y kernel-devel-5.4.119-19.0009.14.tl3'",
+    );
+}

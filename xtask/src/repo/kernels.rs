@@ -205,10 +205,17 @@ fn derive(distro: &Distro, value: &str) -> (String, Option<String>, Option<Strin
         // kernel-devel-<version>; `uname -r` is <version>.<arch>, and a
         // variant's suffix after it (`+rt`).
         Family::Rhel => {
-            let variant = match &distro.repo {
-                crate::distro::Repo::RpmMd(r) => r.release_suffix.as_str(),
-                crate::distro::Repo::Apt(_) => "",
+            let (variant, uname) = match &distro.repo {
+                crate::distro::Repo::RpmMd(r) => (r.release_suffix.as_str(), Some(&r.uname)),
+                crate::distro::Repo::Apt(_) => ("", None),
             };
+            // TencentOS and OpenCloudOS 8 spell uname -r without the
+            // architecture: only their own rule turns it back into a version.
+            if let Some(uname) = uname.filter(|u| !u.has_arch()) {
+                let value = value.strip_suffix(variant).unwrap_or(value);
+                let release = format!("{value}{variant}");
+                return (release, uname.version(value, &distro.arch), None);
+            }
             let suffix = format!(".{}{variant}", distro.arch);
             match value.strip_suffix(&suffix) {
                 Some(version) => (value.to_string(), Some(version.to_string()), None),

@@ -22,6 +22,9 @@ pub struct RpmPackage {
     pub sha256: Option<String>,
     /// `<size package>`: the package file's size in bytes.
     pub size: Option<u64>,
+    /// The `kernel-devel-uname-r` it provides: `uname -r` of the kernel a
+    /// headers package is for, in the package's own words.
+    pub uname_r: Option<String>,
 }
 
 /// Where repomd.xml says the primary metadata is.
@@ -103,6 +106,7 @@ pub fn parse_primary_of(xml: &str, names: &[&str]) -> Result<Vec<RpmPackage>> {
     let mut current: Option<RpmPackage> = None;
     let mut field = String::new();
     let mut sha256 = false;
+    let mut in_provides = false;
     loop {
         match reader
             .read_event()
@@ -129,6 +133,20 @@ pub fn parse_primary_of(xml: &str, names: &[&str]) -> Result<Vec<RpmPackage>> {
                         }
                     }
                     b"checksum" => sha256 = attr(&e, "type")?.as_deref() == Some("sha256"),
+                    b"provides" => in_provides = true,
+                    b"entry" if in_provides => {
+                        if let Some(p) = current.as_mut() {
+                            if attr(&e, "name")?.as_deref() == Some("kernel-devel-uname-r") {
+                                if let Some(ver) = attr(&e, "ver")? {
+                                    let rel = attr(&e, "rel")?;
+                                    p.uname_r = Some(crate::distro::uname::from_provide(
+                                        &ver,
+                                        rel.as_deref(),
+                                    ));
+                                }
+                            }
+                        }
+                    }
                     _ => {}
                 }
                 field = String::from_utf8_lossy(&tag).into_owned();
@@ -150,7 +168,12 @@ pub fn parse_primary_of(xml: &str, names: &[&str]) -> Result<Vec<RpmPackage>> {
                     out.push(p);
                 }
             }
-            Event::End(_) => field.clear(),
+            Event::End(e) => {
+                if e.local_name().as_ref() == b"provides" {
+                    in_provides = false;
+                }
+                field.clear()
+            }
             Event::Eof => break,
             _ => {}
         }
@@ -158,22 +181,32 @@ pub fn parse_primary_of(xml: &str, names: &[&str]) -> Result<Vec<RpmPackage>> {
     Ok(out)
 }
 
-/// The kernel a headers package is for, spelled as `uname -r` prints it.
-pub fn kernel_of(family: Family, p: &RpmPackage) -> Result<Kernel> {
+/// The kernel a headers package is for, spelled as `uname -r` prints it:
+/// as the package declares it (`kernel-devel-uname-r`), else by the family's
+/// rule and the recipe's spelling (`repo.uname`, plus a variant's suffix).
+pub fn kernel_of(family: Family, repo: &RpmRepo, p: &RpmPackage) -> Result<Kernel> {
     let version = format!("{}-{}", p.ver, p.rel);
-    let release = match family {
-        // kernel-devel 3.10.0-327.el7 (x86_64) runs as 3.10.0-327.el7.x86_64.
-        Family::Rhel => format!("{}-{}.{}", p.ver, p.rel, p.arch),
+    let release = match (family, &p.uname_r) {
+        (Family::Debian, _) => bail!("RPM metadata cannot describe a Debian-family kernel"),
+        (_, Some(declared)) => declared.clone(),
+        // kernel-devel 3.10.0-327.el7 (x86_64) runs as 3.10.0-327.el7.x86_64,
+        // or as the recipe's uname style spells it.
+        (Family::Rhel, None) => {
+            let r = repo
+                .uname
+                .release(&p.ver, &p.rel, &p.arch)
+                .with_context(|| format!("{} {version}", p.name))?;
+            format!("{r}{}", repo.release_suffix)
+        }
         // kernel-default-devel 4.12.14-122.37.1 runs as 4.12.14-122.37-default:
         // the last release component is the rebuild counter.
-        Family::Suse => {
+        (Family::Suse, None) => {
             let rel = p
                 .rel
                 .rsplit_once('.')
                 .map_or(p.rel.as_str(), |(head, _)| head);
             format!("{}-{rel}-default", p.ver)
         }
-        Family::Debian => bail!("RPM metadata cannot describe a Debian-family kernel"),
     };
     Ok(Kernel {
         release,
@@ -493,11 +526,9 @@ pub fn kernels_with(
         let base = base.as_str();
         for p in parse_primary(&xml, &repo.headers_package)? {
             if p.arch == arch || (p.arch == "noarch" && family == Family::Suse) {
-                let k = kernel_of(family, &p)?;
                 let k = Kernel {
-                    release: format!("{}{}", k.release, repo.release_suffix),
                     suite: base.to_string(),
-                    ..k
+                    ..kernel_of(family, repo, &p)?
                 };
                 if !out.iter().any(|o| o.release == k.release) {
                     out.push(k);
@@ -592,6 +623,13 @@ pub fn unbootable(family: Family, repo: &RpmRepo) -> Option<String> {
             "the VM lab boots the plain kernel of the RHEL family; this recipe's kernels are a variant ({} releases)",
             repo.release_suffix
         ));
+    }
+    if !repo.uname.has_arch() {
+        return Some(
+            "the VM lab finds a RHEL-family kernel's image packages by a release that ends in its \
+             architecture; this recipe's kernels run under another spelling (its uname style)"
+                .to_string(),
+        );
     }
     None
 }
@@ -767,11 +805,86 @@ pub(crate) mod tests {
         assert_eq!(pkgs.len(), 2);
         let k: Vec<Kernel> = pkgs
             .iter()
-            .map(|p| kernel_of(Family::Rhel, p).unwrap())
+            .map(|p| kernel_of(Family::Rhel, &plain_repo(), p).unwrap())
             .collect();
         assert_eq!(k[0].release, "3.10.0-327.el7.x86_64");
         assert_eq!(k[0].version, "3.10.0-327.el7");
         assert_eq!(k[1].release, "3.10.0-327.3.1.el7.x86_64");
+    }
+
+    fn plain_repo() -> RpmRepo {
+        RpmRepo {
+            baseurls: Vec::new(),
+            headers_package: "kernel-devel".into(),
+            image_baseurls: Vec::new(),
+            release_suffix: String::new(),
+            uname: Default::default(),
+            credentials: None,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Where the package says the release, neither the recipe's spelling nor
+    /// a variant's suffix is applied on top of it.
+    #[test]
+    fn a_declared_uname_wins_over_the_recipes_spelling() {
+        let rt = RpmPackage {
+            name: "kernel-rt-devel".into(),
+            arch: "x86_64".into(),
+            ver: "5.14.0".into(),
+            rel: "427.35.1.el9_4".into(),
+            uname_r: Some("5.14.0-427.35.1.el9_4.x86_64+rt".into()),
+            ..RpmPackage::default()
+        };
+        let repo = RpmRepo {
+            release_suffix: "+rt".into(),
+            ..plain_repo()
+        };
+        assert_eq!(
+            kernel_of(Family::Rhel, &repo, &rt).unwrap().release,
+            "5.14.0-427.35.1.el9_4.x86_64+rt"
+        );
+        let tencent = RpmRepo {
+            uname: crate::distro::uname::Uname::GitTag {
+                dist: ".tl3".into(),
+                separator: "-".into(),
+            },
+            ..plain_repo()
+        };
+        let template = RpmPackage {
+            name: "kernel-devel".into(),
+            arch: "x86_64".into(),
+            ver: "5.4.119".into(),
+            rel: "19.0009.14.tl3".into(),
+            uname_r: Some("5.4.119-19.0009.14".into()),
+            ..RpmPackage::default()
+        };
+        assert_eq!(
+            kernel_of(Family::Rhel, &tencent, &template)
+                .unwrap()
+                .release,
+            "5.4.119-19.0009.14"
+        );
+        let old_spec = RpmPackage {
+            rel: "19.0009.1.tl3".into(),
+            uname_r: None,
+            ..template
+        };
+        let k = kernel_of(Family::Rhel, &tencent, &old_spec).unwrap();
+        assert_eq!(k.release, "5.4.119-19-0009.1");
+        assert_eq!(k.version, "5.4.119-19.0009.1.tl3");
+        let other = RpmPackage {
+            rel: "19.0009.1.oc8".into(),
+            ..old_spec
+        };
+        let err = format!(
+            "{:#}",
+            kernel_of(Family::Rhel, &tencent, &other).unwrap_err()
+        );
+        assert!(
+            err.contains("kernel-devel 5.4.119-19.0009.1.oc8") && err.contains("dist tag .tl3"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -783,7 +896,7 @@ pub(crate) mod tests {
             rel: "122.37.1".into(),
             ..RpmPackage::default()
         };
-        let k = kernel_of(Family::Suse, &p).unwrap();
+        let k = kernel_of(Family::Suse, &plain_repo(), &p).unwrap();
         assert_eq!(k.release, "4.12.14-122.37-default");
         assert_eq!(k.version, "4.12.14-122.37.1");
     }
@@ -812,6 +925,7 @@ pub(crate) mod tests {
             headers_package: "kernel-default-devel".into(),
             image_baseurls: Vec::new(),
             release_suffix: String::new(),
+            uname: Default::default(),
             credentials: None,
             keys: keys.iter().map(|k| k.display().to_string()).collect(),
         };

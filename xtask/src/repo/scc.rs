@@ -1007,6 +1007,7 @@ pub(crate) mod tests {
                 headers_package: "kernel-default-devel".into(),
                 image_baseurls: Vec::new(),
                 release_suffix: String::new(),
+                uname: Default::default(),
                 credentials: Some(Credentials {
                     env: format!(
                         "TOA_TEST_SCC_{}",
