@@ -42,6 +42,20 @@ const CENTOS_7_0_OS: &str = "https://vault.centos.org/7.0.1406/os/x86_64";
 const CENTOS_7_0_UPDATES: &str = "https://vault.centos.org/7.0.1406/updates/x86_64";
 const CENTOS_7_1_OS: &str = "https://vault.centos.org/7.1.1503/os/x86_64";
 const CENTOS_7_1_UPDATES: &str = "https://vault.centos.org/7.1.1503/updates/x86_64";
+const CENTOS_7_2_OS: &str = "https://vault.centos.org/7.2.1511/os/x86_64";
+const CENTOS_7_2_UPDATES: &str = "https://vault.centos.org/7.2.1511/updates/x86_64";
+const CENTOS_7_3_OS: &str = "https://vault.centos.org/7.3.1611/os/x86_64";
+const CENTOS_7_3_UPDATES: &str = "https://vault.centos.org/7.3.1611/updates/x86_64";
+const CENTOS_7_4_OS: &str = "https://vault.centos.org/7.4.1708/os/x86_64";
+const CENTOS_7_4_UPDATES: &str = "https://vault.centos.org/7.4.1708/updates/x86_64";
+const CENTOS_7_5_OS: &str = "https://vault.centos.org/7.5.1804/os/x86_64";
+const CENTOS_7_5_UPDATES: &str = "https://vault.centos.org/7.5.1804/updates/x86_64";
+const CENTOS_7_6_OS: &str = "https://vault.centos.org/7.6.1810/os/x86_64";
+const CENTOS_7_6_UPDATES: &str = "https://vault.centos.org/7.6.1810/updates/x86_64";
+const CENTOS_7_7_OS: &str = "https://vault.centos.org/7.7.1908/os/x86_64";
+const CENTOS_7_7_UPDATES: &str = "https://vault.centos.org/7.7.1908/updates/x86_64";
+const CENTOS_7_8_OS: &str = "https://vault.centos.org/7.8.2003/os/x86_64";
+const CENTOS_7_8_UPDATES: &str = "https://vault.centos.org/7.8.2003/updates/x86_64";
 const ALINUX_3_PLUS: &str = "https://mirrors.aliyun.com/alinux/3/plus/x86_64";
 const ALINUX_2_PLUS: &str = "https://mirrors.aliyun.com/alinux/2.1903/plus/x86_64";
 
@@ -143,6 +157,120 @@ const CASES: &[Case] = &[
             ("3.10.0-229.11.1.el7", CENTOS_7_1_UPDATES),
             ("3.10.0-229.14.1.el7", CENTOS_7_1_UPDATES),
             ("3.10.0-229.20.1.el7", CENTOS_7_1_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.2",
+        kernels: &[
+            ("3.10.0-327.el7", CENTOS_7_2_OS),
+            ("3.10.0-327.3.1.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.4.4.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.4.5.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.10.1.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.13.1.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.18.2.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.22.2.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.28.2.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.28.3.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.36.1.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.36.2.el7", CENTOS_7_2_UPDATES),
+            ("3.10.0-327.36.3.el7", CENTOS_7_2_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.3",
+        kernels: &[
+            ("3.10.0-514.el7", CENTOS_7_3_OS),
+            ("3.10.0-514.2.2.el7", CENTOS_7_3_UPDATES),
+            ("3.10.0-514.6.1.el7", CENTOS_7_3_UPDATES),
+            ("3.10.0-514.6.2.el7", CENTOS_7_3_UPDATES),
+            ("3.10.0-514.10.2.el7", CENTOS_7_3_UPDATES),
+            ("3.10.0-514.16.1.el7", CENTOS_7_3_UPDATES),
+            ("3.10.0-514.21.1.el7", CENTOS_7_3_UPDATES),
+            ("3.10.0-514.21.2.el7", CENTOS_7_3_UPDATES),
+            ("3.10.0-514.26.1.el7", CENTOS_7_3_UPDATES),
+            ("3.10.0-514.26.2.el7", CENTOS_7_3_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.4",
+        kernels: &[
+            ("3.10.0-693.el7", CENTOS_7_4_OS),
+            ("3.10.0-693.1.1.el7", CENTOS_7_4_UPDATES),
+            ("3.10.0-693.2.1.el7", CENTOS_7_4_UPDATES),
+            ("3.10.0-693.2.2.el7", CENTOS_7_4_UPDATES),
+            ("3.10.0-693.5.2.el7", CENTOS_7_4_UPDATES),
+            ("3.10.0-693.11.1.el7", CENTOS_7_4_UPDATES),
+            ("3.10.0-693.11.6.el7", CENTOS_7_4_UPDATES),
+            ("3.10.0-693.17.1.el7", CENTOS_7_4_UPDATES),
+            ("3.10.0-693.21.1.el7", CENTOS_7_4_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.5",
+        kernels: &[
+            ("3.10.0-862.el7", CENTOS_7_5_OS),
+            ("3.10.0-862.2.3.el7", CENTOS_7_5_UPDATES),
+            ("3.10.0-862.3.2.el7", CENTOS_7_5_UPDATES),
+            ("3.10.0-862.3.3.el7", CENTOS_7_5_UPDATES),
+            ("3.10.0-862.6.3.el7", CENTOS_7_5_UPDATES),
+            ("3.10.0-862.9.1.el7", CENTOS_7_5_UPDATES),
+            ("3.10.0-862.11.6.el7", CENTOS_7_5_UPDATES),
+            ("3.10.0-862.14.4.el7", CENTOS_7_5_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.6",
+        kernels: &[
+            ("3.10.0-957.el7", CENTOS_7_6_OS),
+            ("3.10.0-957.1.3.el7", CENTOS_7_6_UPDATES),
+            ("3.10.0-957.5.1.el7", CENTOS_7_6_UPDATES),
+            ("3.10.0-957.10.1.el7", CENTOS_7_6_UPDATES),
+            ("3.10.0-957.12.1.el7", CENTOS_7_6_UPDATES),
+            ("3.10.0-957.12.2.el7", CENTOS_7_6_UPDATES),
+            ("3.10.0-957.21.2.el7", CENTOS_7_6_UPDATES),
+            ("3.10.0-957.21.3.el7", CENTOS_7_6_UPDATES),
+            ("3.10.0-957.27.2.el7", CENTOS_7_6_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.7",
+        kernels: &[
+            ("3.10.0-1062.el7", CENTOS_7_7_OS),
+            ("3.10.0-1062.1.1.el7", CENTOS_7_7_UPDATES),
+            ("3.10.0-1062.1.2.el7", CENTOS_7_7_UPDATES),
+            ("3.10.0-1062.4.1.el7", CENTOS_7_7_UPDATES),
+            ("3.10.0-1062.4.2.el7", CENTOS_7_7_UPDATES),
+            ("3.10.0-1062.4.3.el7", CENTOS_7_7_UPDATES),
+            ("3.10.0-1062.7.1.el7", CENTOS_7_7_UPDATES),
+            ("3.10.0-1062.9.1.el7", CENTOS_7_7_UPDATES),
+            ("3.10.0-1062.12.1.el7", CENTOS_7_7_UPDATES),
+            ("3.10.0-1062.18.1.el7", CENTOS_7_7_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.8",
+        kernels: &[
+            ("3.10.0-1127.el7", CENTOS_7_8_OS),
+            ("3.10.0-1127.8.2.el7", CENTOS_7_8_UPDATES),
+            ("3.10.0-1127.10.1.el7", CENTOS_7_8_UPDATES),
+            ("3.10.0-1127.13.1.el7", CENTOS_7_8_UPDATES),
+            ("3.10.0-1127.18.2.el7", CENTOS_7_8_UPDATES),
+            ("3.10.0-1127.19.1.el7", CENTOS_7_8_UPDATES),
         ],
         cc: "gcc",
         recorded: None,

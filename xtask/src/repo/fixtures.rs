@@ -260,7 +260,7 @@ pub(crate) mod tests {
     #[test]
     fn a_recipe_without_fixture_says_so() {
         assert_eq!(
-            kernels(&crate::distro::find("centos-7.8").unwrap()).unwrap(),
+            kernels(&crate::distro::find("tencentos-3.1").unwrap()).unwrap(),
             None
         );
         assert_eq!(
