@@ -205,28 +205,29 @@ fn derive(distro: &Distro, value: &str) -> (String, Option<String>, Option<Strin
         // kernel-devel-<version>; `uname -r` is <version>.<arch>, and a
         // variant's suffix after it (`+rt`).
         Family::Rhel => {
+            let default_style = crate::distro::uname::Uname::default();
             let (variant, uname) = match &distro.repo {
-                crate::distro::Repo::RpmMd(r) => (r.release_suffix.as_str(), Some(&r.uname)),
-                crate::distro::Repo::Apt(_) => ("", None),
+                crate::distro::Repo::RpmMd(r) => (r.release_suffix.as_str(), &r.uname),
+                crate::distro::Repo::Apt(_) => ("", &default_style),
             };
+            // The recipe's spelling undoes a release it could have produced.
+            let bare = value.strip_suffix(variant);
+            if let Some(version) = bare.and_then(|b| uname.version(b, &distro.arch)) {
+                return (value.to_string(), Some(version), None);
+            }
             // TencentOS and OpenCloudOS 8 spell uname -r without the
-            // architecture: only their own rule turns it back into a version.
-            if let Some(uname) = uname.filter(|u| !u.has_arch()) {
-                let value = value.strip_suffix(variant).unwrap_or(value);
-                let release = format!("{value}{variant}");
-                return (release, uname.version(value, &distro.arch), None);
+            // architecture: what their rule cannot undo needs its version named.
+            if !uname.has_arch() {
+                return (format!("{}{variant}", bare.unwrap_or(value)), None, None);
             }
             let suffix = format!(".{}{variant}", distro.arch);
-            match value.strip_suffix(&suffix) {
-                Some(version) => (value.to_string(), Some(version.to_string()), None),
-                None => (
-                    format!("{value}{suffix}"),
-                    Some(value.to_string()),
-                    Some(format!(
-                        "{value}: taken as package version {value}, kernel release {value}{suffix} (uname -r)"
-                    )),
-                ),
-            }
+            (
+                format!("{value}{suffix}"),
+                Some(value.to_string()),
+                Some(format!(
+                    "{value}: taken as package version {value}, kernel release {value}{suffix} (uname -r)"
+                )),
+            )
         }
         // kernel-default-devel <ver>-<rel>.<rebuild>; `uname -r` drops the
         // rebuild counter and adds the flavour.

@@ -134,17 +134,14 @@ pub fn parse_primary_of(xml: &str, names: &[&str]) -> Result<Vec<RpmPackage>> {
                     }
                     b"checksum" => sha256 = attr(&e, "type")?.as_deref() == Some("sha256"),
                     b"provides" => in_provides = true,
-                    b"entry" if in_provides => {
-                        if let Some(p) = current.as_mut() {
-                            if attr(&e, "name")?.as_deref() == Some("kernel-devel-uname-r") {
-                                if let Some(ver) = attr(&e, "ver")? {
-                                    let rel = attr(&e, "rel")?;
-                                    p.uname_r = Some(crate::distro::uname::from_provide(
-                                        &ver,
-                                        rel.as_deref(),
-                                    ));
-                                }
-                            }
+                    b"entry"
+                        if in_provides
+                            && attr(&e, "name")?.as_deref() == Some("kernel-devel-uname-r") =>
+                    {
+                        if let (Some(p), Some(ver)) = (current.as_mut(), attr(&e, "ver")?) {
+                            let rel = attr(&e, "rel")?;
+                            p.uname_r =
+                                Some(crate::distro::uname::from_provide(&ver, rel.as_deref()));
                         }
                     }
                     _ => {}
@@ -923,11 +920,8 @@ pub(crate) mod tests {
         let repo = RpmRepo {
             baseurls: vec!["https://repo.example.invalid/signed/".into()],
             headers_package: "kernel-default-devel".into(),
-            image_baseurls: Vec::new(),
-            release_suffix: String::new(),
-            uname: Default::default(),
-            credentials: None,
             keys: keys.iter().map(|k| k.display().to_string()).collect(),
+            ..plain_repo()
         };
         kernels_with(
             &RpmFixtures { dir },
