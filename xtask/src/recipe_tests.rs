@@ -373,10 +373,7 @@ fn release_of(distro: &str, version: &str) -> String {
 fn discovery_finds_the_published_kernels() {
     for case in CASES {
         let found = crate::repo::fixtures::tests::fixture_kernels(case.distro).unwrap();
-        let found: Vec<(&str, &str, &str)> = found
-            .iter()
-            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
-            .collect();
+        let found = crate::distro::kernel::found(&found);
         let releases: Vec<String> = case
             .kernels
             .iter()

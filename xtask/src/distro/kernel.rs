@@ -33,6 +33,16 @@ impl Kernel {
     }
 }
 
+/// `(release, version, suite)` of each kernel: what a discovery test
+/// compares with the kernels its fixture lists.
+#[cfg(test)]
+pub fn found(kernels: &[Kernel]) -> Vec<(&str, &str, &str)> {
+    kernels
+        .iter()
+        .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
+        .collect()
+}
+
 /// Orders kernel releases by their numeric parts (`3.10.0-327.3.1` after `3.10.0-327`).
 pub fn release_cmp(a: &str, b: &str) -> Ordering {
     let parts = |s: &str| -> Vec<(u64, String)> {

@@ -149,11 +149,7 @@ pub(crate) mod tests {
         let d = crate::distro::find("debian-12").unwrap();
         let f = kernels(&d).unwrap().expect("debian-12 has a fixture");
         assert_eq!(f.dir, "xtask/tests/fixtures/apt/debian-12");
-        let found: Vec<(&str, &str, &str)> = f
-            .kernels
-            .iter()
-            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
-            .collect();
+        let found = crate::distro::kernel::found(&f.kernels);
         assert_eq!(found, [("6.1.0-50-amd64", "6.1.176-1", "bookworm")]);
         assert!(
             f.missing
@@ -362,10 +358,7 @@ pub(crate) mod tests {
     #[test]
     fn leap_15_6_finds_the_update_kernels_in_the_sle_repository() {
         let kernels = fixture_kernels("opensuse-leap-15.6").unwrap();
-        let found: Vec<(&str, &str, &str)> = kernels
-            .iter()
-            .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
-            .collect();
+        let found = crate::distro::kernel::found(&kernels);
         assert_eq!(
             found,
             [

@@ -38,10 +38,7 @@ fn kernels_come_from_the_tokenized_urls_of_the_systems_services() {
     let scene = Scene::new("ok");
     let repo = scene.repo(&["https://updates.suse.com/repo/$RCE/RES7/x86_64/"]);
     let kernels = scene.kernels(&repo).unwrap();
-    let found: Vec<(&str, &str, &str)> = kernels
-        .iter()
-        .map(|k| (k.release.as_str(), k.version.as_str(), k.suite.as_str()))
-        .collect();
+    let found = crate::distro::kernel::found(&kernels);
     assert_eq!(
         found,
         [(
