@@ -65,30 +65,7 @@ pub fn kernels(distro: &Distro) -> Result<Option<Found>> {
         }
         Repo::Apt(repo) => {
             let dir = root().join("apt").join(&distro.name);
-            let arch = crate::distro::arch::Arch::from_name(&distro.arch)
-                .with_context(|| format!("{}: unknown arch {}", distro.name, distro.arch))?
-                .debian();
-            let mut indices = Vec::new();
-            let mut missing = Vec::new();
-            for suite in repo.suites() {
-                let file = dir
-                    .join(&suite.suite)
-                    .join(format!("binary-{arch}"))
-                    .join("Packages");
-                if !file.is_file() {
-                    missing.push(format!("{} {}", suite.mirror, suite.suite));
-                    continue;
-                }
-                let text = std::fs::read_to_string(&file).with_context(|| {
-                    format!("reading {}", crate::host::cache::relative_to_root(&file))
-                })?;
-                let index =
-                    crate::repo::debian::Index::from_packages(&suite.mirror, &suite.suite, &text)
-                        .with_context(|| {
-                        format!("parsing {}", crate::host::cache::relative_to_root(&file))
-                    })?;
-                indices.push(Arc::new(index));
-            }
+            let (indices, missing) = apt_indices(distro, repo)?;
             if indices.is_empty() {
                 return Ok(None);
             }
@@ -96,6 +73,38 @@ pub fn kernels(distro: &Distro) -> Result<Option<Found>> {
             found(distro, &dir, kernels, missing).map(Some)
         }
     }
+}
+
+/// The Packages excerpts of `repo`'s suites under `apt/<distro>/`, and the
+/// suites (`<mirror> <suite>`) without one.
+pub fn apt_indices(
+    distro: &Distro,
+    repo: &crate::distro::AptRepo,
+) -> Result<(Vec<Arc<crate::repo::debian::Index>>, Vec<String>)> {
+    let dir = root().join("apt").join(&distro.name);
+    let arch = crate::distro::arch::Arch::from_name(&distro.arch)
+        .with_context(|| format!("{}: unknown arch {}", distro.name, distro.arch))?
+        .debian();
+    let mut indices = Vec::new();
+    let mut missing = Vec::new();
+    for suite in repo.suites() {
+        let file = dir
+            .join(&suite.suite)
+            .join(format!("binary-{arch}"))
+            .join("Packages");
+        if !file.is_file() {
+            missing.push(format!("{} {}", suite.mirror, suite.suite));
+            continue;
+        }
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", crate::host::cache::relative_to_root(&file)))?;
+        let index = crate::repo::debian::Index::from_packages(&suite.mirror, &suite.suite, &text)
+            .with_context(|| {
+            format!("parsing {}", crate::host::cache::relative_to_root(&file))
+        })?;
+        indices.push(Arc::new(index));
+    }
+    Ok((indices, missing))
 }
 
 /// `repo` with only the repositories (headers' and images') that have a
@@ -144,23 +153,123 @@ pub use crate::repo::rpm::RpmFixtures;
 pub(crate) mod tests {
     use super::*;
 
+    /// Every Debian recipe, each architecture it lists.
+    const DEBIAN: &[(&str, crate::distro::arch::Arch)] = {
+        use crate::distro::arch::Arch::{Aarch64, X86_64};
+        &[
+            ("debian-11", X86_64),
+            ("debian-12", X86_64),
+            ("debian-12", Aarch64),
+            ("debian-13", X86_64),
+            ("debian-unstable", X86_64),
+            ("debian-unstable", Aarch64),
+        ]
+    };
+
+    /// Each Debian recipe's fixture holds an excerpt of every suite it
+    /// reads, and discovery finds the kernels of the recipe's flavours in
+    /// them: not the versioned metapackages (`linux-headers-6.12-amd64`,
+    /// bookworm-security), not the flavours the recipe does not list
+    /// (`arm64-16k`), and a kernel published in two suites once.
     #[test]
-    fn debian_12_lists_the_bookworm_excerpt_and_names_the_suites_it_lacks() {
-        let d = crate::distro::find("debian-12").unwrap();
-        let f = kernels(&d).unwrap().expect("debian-12 has a fixture");
-        assert_eq!(f.dir, "xtask/tests/fixtures/apt/debian-12");
-        let found = crate::distro::kernel::found(&f.kernels);
-        assert_eq!(found, [("6.1.0-50-amd64", "6.1.176-1", "bookworm")]);
+    fn debian_fixtures_cover_every_suite_of_their_recipe() {
+        for &(name, arch) in DEBIAN {
+            let d = crate::distro::find_for(name, Some(arch)).unwrap();
+            let f = kernels(&d)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name} {arch:?} has a fixture"));
+            assert_eq!(f.dir, format!("xtask/tests/fixtures/apt/{name}"));
+            assert!(f.missing.is_empty(), "{name} {arch:?}: {:?}", f.missing);
+            let flavours = &d.debian().unwrap().flavours;
+            let mut releases = std::collections::BTreeSet::new();
+            for k in &f.kernels {
+                assert!(flavours.contains(&k.flavour), "{name}: {}", k.release);
+                assert!(
+                    k.release.ends_with(&format!("-{}", k.flavour)),
+                    "{name}: {} {}",
+                    k.release,
+                    k.flavour
+                );
+                assert!(releases.insert(&k.release), "{name}: {} twice", k.release);
+            }
+        }
+        let count = |name: &str, arch| {
+            let d = crate::distro::find_for(name, Some(arch)).unwrap();
+            let f = kernels(&d).unwrap().unwrap();
+            let found = crate::distro::kernel::found(&f.kernels);
+            let releases: Vec<String> = found.iter().map(|(r, _, _)| r.to_string()).collect();
+            (found.len(), releases)
+        };
+        use crate::distro::arch::Arch::{Aarch64, X86_64};
+        // 6 ABIs of 5.10 and 5 of the 6.1 backport, 3 flavours each.
+        assert_eq!(count("debian-11", X86_64).0, 33);
+        let (n, releases) = count("debian-12", X86_64);
+        assert_eq!(n, 37);
+        assert!(releases.contains(&"6.12.118+deb12-cloud-amd64".to_string()));
+        assert!(!releases.iter().any(|r| r == "6.12-amd64"), "{releases:?}");
+        let (n, releases) = count("debian-12", Aarch64);
+        assert_eq!(n, 42, "{releases:?}");
         assert!(
-            f.missing
-                .contains(&"http://deb.debian.org/debian-security bookworm-security".to_string()),
-            "{:?}",
-            f.missing
+            !releases.iter().any(|r| r.ends_with("-16k")),
+            "{releases:?}"
         );
-        // No arm64 Packages excerpt: no fixture for that architecture.
-        let arm =
-            crate::distro::find_for("debian-12", Some(crate::distro::arch::Arch::Aarch64)).unwrap();
-        assert_eq!(kernels(&arm).unwrap(), None);
+        assert!(releases.contains(&"6.1.0-57-cloud-arm64".to_string()));
+        // trixie's own 6.12 (release and security) and the 7.x backports.
+        let (n, releases) = count("debian-13", X86_64);
+        assert_eq!(n, 39);
+        assert_eq!(releases.last().unwrap(), "7.3.4+deb13-rt-amd64");
+        let (n, releases) = count("debian-unstable", Aarch64);
+        assert_eq!(n, 3);
+        assert!(
+            !releases.iter().any(|r| r.ends_with("-16k")),
+            "{releases:?}"
+        );
+    }
+
+    /// The compiler a Debian headers package's dependency names: `gcc-12`,
+    /// `gcc-14-for-host` (trixie on) or `linux-compiler-gcc-10-x86`
+    /// (bullseye's 5.10, which depends on gcc-10).
+    fn compiler_of(dependency: &str) -> Option<String> {
+        let rest = dependency
+            .strip_prefix("linux-compiler-gcc-")
+            .or_else(|| dependency.strip_prefix("gcc-"))?;
+        let major: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let tail = &rest[major.len()..];
+        let known = tail.is_empty()
+            || tail == "-for-host"
+            || dependency.starts_with("linux-compiler-") && ["-x86", "-arm"].contains(&tail);
+        (!major.is_empty() && known).then(|| format!("gcc-{major}"))
+    }
+
+    /// Debian's headers packages depend on the compiler their kernel was
+    /// built with (see [`compiler_of`]): for every
+    /// kernel of every Debian fixture, the recipe picks that compiler,
+    /// backports (6.12 on bookworm, 7.x on trixie) included.
+    #[test]
+    fn debian_recipes_pick_the_compiler_their_headers_depend_on() {
+        let mut checked = 0;
+        for &(name, arch) in DEBIAN {
+            let d = crate::distro::find_for(name, Some(arch)).unwrap();
+            let (indices, _) = apt_indices(&d, d.debian().unwrap()).unwrap();
+            for k in kernels(&d).unwrap().unwrap().kernels {
+                let package = format!("linux-headers-{}", k.release);
+                let stanza = indices
+                    .iter()
+                    .filter(|i| i.suite == k.suite)
+                    .flat_map(|i| i.versions(&package))
+                    .find(|s| s.version == k.version)
+                    .unwrap_or_else(|| panic!("{name}: {package} {}", k.version));
+                let gcc: Vec<String> = crate::repo::debian::parse_depends(&stanza.depends)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| compiler_of(&r.name))
+                    .collect();
+                assert_eq!(gcc.len(), 1, "{name}: {package}: {}", stanza.depends);
+                assert_eq!(d.builder.cc_for(&k.release), gcc[0], "{name}: {package}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 33 + 37 + 42 + 39 + 1 + 3);
     }
 
     /// Discovery reads an Ubuntu arm64 index as it reads amd64's: on a real
