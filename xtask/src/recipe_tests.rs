@@ -491,28 +491,36 @@ fn the_offline_plan_lists_the_fixture_kernels() {
     }
 }
 
-/// `plan --all` lists the arm64 fixture kernels with the recipe's compiler
-/// for their series (cross-prefixed by the builder, see builder.rs).
+/// `plan --all` lists the Ubuntu fixture kernels with the recipe's compiler
+/// for their series (on arm64 cross-prefixed by the builder, see builder.rs).
 #[test]
-fn the_offline_plan_lists_the_ubuntu_arm64_fixture_kernels() {
-    let arm = Some(crate::distro::arch::Arch::Aarch64);
-    for (name, release, cc) in [
-        ("ubuntu-20.04", "5.4.0-26-generic", "gcc-9"),
-        ("ubuntu-22.04", "5.15.0-25-generic", "gcc-11"),
-        ("ubuntu-24.04", "6.8.0-31-generic", "gcc-13"),
+fn the_offline_plan_lists_the_ubuntu_fixture_kernels() {
+    use crate::distro::arch::Arch::{Aarch64, X86_64};
+    for (name, arch, release, cc, count) in [
+        ("ubuntu-18.04", X86_64, "4.15.0-20-generic", "gcc-7", 2),
+        ("ubuntu-20.04", X86_64, "5.4.0-26-generic", "gcc-9", 2),
+        ("ubuntu-22.04", X86_64, "5.15.0-25-generic", "gcc-11", 1),
+        ("ubuntu-24.04", X86_64, "6.8.0-31-generic", "gcc-13", 1),
+        ("ubuntu-20.04", Aarch64, "5.4.0-26-generic", "gcc-9", 1),
+        ("ubuntu-22.04", Aarch64, "5.15.0-25-generic", "gcc-11", 1),
+        ("ubuntu-24.04", Aarch64, "6.8.0-31-generic", "gcc-13", 1),
     ] {
-        let d = crate::distro::find_for(name, arm).unwrap();
+        let d = crate::distro::find_for(name, Some(arch)).unwrap();
         let text = crate::release::plan::offline(std::slice::from_ref(&d)).unwrap();
+        let cross = match arch {
+            Aarch64 => " (cross: CROSS_COMPILE=aarch64-linux-gnu-)",
+            _ => "",
+        };
         assert!(
             text.contains(&format!(
-                "{name} aarch64: image {} (cross: CROSS_COMPILE=aarch64-linux-gnu-)\n",
-                d.builder.image
+                "{name} {}: image {}{cross}\n",
+                d.arch, d.builder.image
             )),
             "{text}"
         );
         assert!(
             text.contains(&format!(
-                "  fixture xtask/tests/fixtures/apt/{name}: 1 kernel(s)\n"
+                "  fixture xtask/tests/fixtures/apt/{name}: {count} kernel(s)\n"
             )),
             "{text}"
         );

@@ -303,23 +303,74 @@ pub(crate) mod tests {
         assert!(crate::repo::debian::kernels_of(&index, &repo.flavours).is_empty());
     }
 
-    /// The arm64 Ubuntu recipes read their release suite's binary-arm64
-    /// excerpt on ports.ubuntu.com (rebuilt from published Filename fields,
-    /// see apt/README): exactly the generic kernel each release was published
-    /// with, not the generic-64k flavour's headers beside it, and the -updates
-    /// and -security suites named as not covered. amd64 has no excerpt.
+    /// The Ubuntu recipes read their release suite's excerpt, amd64 on
+    /// archive.ubuntu.com and arm64 on ports.ubuntu.com (both rebuilt from
+    /// published Filename fields, see apt/README): exactly the kernel each
+    /// release was published with, in the recipe's flavours (bionic's and
+    /// focal's lowlatency beside generic), not the arm64 generic-64k
+    /// flavour's headers, and the -updates and -security suites named as
+    /// not covered.
     #[test]
-    fn ubuntu_arm64_fixtures_list_each_release_kernel() {
-        let arm = Some(crate::distro::arch::Arch::Aarch64);
-        for (name, suite, release, version) in [
-            ("ubuntu-20.04", "focal", "5.4.0-26-generic", "5.4.0-26.30"),
-            ("ubuntu-22.04", "jammy", "5.15.0-25-generic", "5.15.0-25.25"),
-            ("ubuntu-24.04", "noble", "6.8.0-31-generic", "6.8.0-31.31"),
-        ] {
-            let d = crate::distro::find_for(name, arm).unwrap();
+    fn ubuntu_fixtures_list_each_release_kernel() {
+        use crate::distro::arch::Arch::{Aarch64, X86_64};
+        let archive = "http://archive.ubuntu.com/ubuntu";
+        let ports = "http://ports.ubuntu.com/ubuntu-ports";
+        let cases: &[(&str, crate::distro::arch::Arch, &str, &str, &[&str])] = &[
+            (
+                "ubuntu-18.04",
+                X86_64,
+                "bionic",
+                "4.15.0-20.21",
+                &["4.15.0-20-generic", "4.15.0-20-lowlatency"],
+            ),
+            (
+                "ubuntu-20.04",
+                X86_64,
+                "focal",
+                "5.4.0-26.30",
+                &["5.4.0-26-generic", "5.4.0-26-lowlatency"],
+            ),
+            (
+                "ubuntu-22.04",
+                X86_64,
+                "jammy",
+                "5.15.0-25.25",
+                &["5.15.0-25-generic"],
+            ),
+            (
+                "ubuntu-24.04",
+                X86_64,
+                "noble",
+                "6.8.0-31.31",
+                &["6.8.0-31-generic"],
+            ),
+            (
+                "ubuntu-20.04",
+                Aarch64,
+                "focal",
+                "5.4.0-26.30",
+                &["5.4.0-26-generic"],
+            ),
+            (
+                "ubuntu-22.04",
+                Aarch64,
+                "jammy",
+                "5.15.0-25.25",
+                &["5.15.0-25-generic"],
+            ),
+            (
+                "ubuntu-24.04",
+                Aarch64,
+                "noble",
+                "6.8.0-31.31",
+                &["6.8.0-31-generic"],
+            ),
+        ];
+        for &(name, arch, suite, version, releases) in cases {
+            let d = crate::distro::find_for(name, Some(arch)).unwrap();
             let f = kernels(&d)
                 .unwrap()
-                .unwrap_or_else(|| panic!("{name} aarch64 has a fixture"));
+                .unwrap_or_else(|| panic!("{name} {arch:?} has a fixture"));
             assert_eq!(f.dir, format!("xtask/tests/fixtures/apt/{name}"));
             let found: Vec<(&str, &str, &str, &str)> = f
                 .kernels
@@ -333,20 +384,23 @@ pub(crate) mod tests {
                     )
                 })
                 .collect();
-            assert_eq!(found, [(release, version, suite, "generic")], "{name}");
-            let ports = "http://ports.ubuntu.com/ubuntu-ports";
+            let want: Vec<(&str, &str, &str, &str)> = releases
+                .iter()
+                .map(|r| (*r, version, suite, r.rsplit('-').next().unwrap()))
+                .collect();
+            assert_eq!(found, want, "{name} {arch:?}");
+            let root = if arch == X86_64 { archive } else { ports };
             assert_eq!(
                 f.missing,
                 [
-                    format!("{ports} {suite}-updates"),
-                    format!("{ports} {suite}-security")
+                    format!("{root} {suite}-updates"),
+                    format!("{root} {suite}-security")
                 ],
                 "{name}"
             );
-            assert_eq!(kernels(&crate::distro::find(name).unwrap()).unwrap(), None);
         }
         // The 64k pages flavour is in the jammy excerpt, found only by its own name.
-        let d = crate::distro::find_for("ubuntu-22.04", arm).unwrap();
+        let d = crate::distro::find_for("ubuntu-22.04", Some(Aarch64)).unwrap();
         let text =
             std::fs::read_to_string(root().join("apt/ubuntu-22.04/jammy/binary-arm64/Packages"))
                 .unwrap();
