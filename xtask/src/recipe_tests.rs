@@ -533,6 +533,36 @@ fn the_offline_plan_lists_the_ubuntu_fixture_kernels() {
     }
 }
 
+/// Every SLES 12 SP5 kernel its fixture lists renders a complete build:
+/// both headers packages at that version (`--oldpackage`: zypper would not
+/// go back from a newer one), kbuild through the `build` link the
+/// kernel-default-devel package owns. 4.12 configs record no compiler (the
+/// 122.54 config of a SLES 12 SP5 system has no CONFIG_GCC_VERSION), so
+/// the recipe's `gcc`, SLE 12's system compiler, builds them.
+#[test]
+fn every_sles_fixture_kernel_renders_a_complete_build() {
+    let d = crate::distro::find("sles-12-sp5").unwrap();
+    let found = crate::repo::fixtures::kernels(&d).unwrap().unwrap();
+    assert_eq!(found.kernels.len(), 56);
+    for k in &found.kernels {
+        let lines = plan("sles-12-sp5", BackendKind::Docker, k);
+        let v = &k.version;
+        has(&lines, &format!("zypper --non-interactive install --oldpackage kernel-default-devel-{v} kernel-devel-{v}"));
+        has(
+            &lines,
+            &format!(
+                "make -C /lib/modules/{}/build M=/build/toa CC=gcc",
+                k.release
+            ),
+        );
+        for line in &lines {
+            for field in ["{release}", "{version}", "{cc}"] {
+                assert!(!line.contains(field), "{line}");
+            }
+        }
+    }
+}
+
 /// A copy of amazonlinux-2023's fixture whose mirror list reads `list`.
 fn al2023_with_mirror_list(case: &str, list: &str) -> anyhow::Result<Vec<Kernel>> {
     let src = crate::repo::fixtures::root().join("rpm/amazonlinux-2023");

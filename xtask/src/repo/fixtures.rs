@@ -108,7 +108,8 @@ pub fn apt_indices(
 }
 
 /// `repo` with only the repositories (headers' and images') that have a
-/// fixture under `rpm/<distro>/`, and the ones left out.
+/// fixture under `rpm/<distro>/`, read without credentials, and the ones
+/// left out.
 pub fn rpm_covered(
     distro: &Distro,
     repo: &crate::distro::RpmRepo,
@@ -123,9 +124,12 @@ pub fn rpm_covered(
     let (image_baseurls, images_missing): (Vec<String>, Vec<String>) =
         repo.image_baseurls.iter().cloned().partition(has);
     missing.extend(images_missing);
+    // A fixture is a copy: it opens without the registration the real
+    // repositories ask for (SLES's access tokens).
     let repo = crate::distro::RpmRepo {
         baseurls,
         image_baseurls,
+        credentials: None,
         ..repo.clone()
     };
     (repo, missing)
@@ -423,7 +427,7 @@ pub(crate) mod tests {
             None
         );
         assert_eq!(
-            kernels(&crate::distro::find("sles-12-sp5").unwrap()).unwrap(),
+            kernels(&crate::distro::find("opencloudos-8").unwrap()).unwrap(),
             None
         );
     }
@@ -514,6 +518,38 @@ pub(crate) mod tests {
             fixture_kernel_rpms("rocky-9-rt", "5.14.0-427.35.1.el9_4.x86_64+rt").unwrap_err()
         );
         assert!(err.contains("variant"), "{err}");
+    }
+
+    /// SLES 12 SP5's update repository, read from its fixture without the
+    /// registration the real one needs: every kernel-default-devel update,
+    /// each running as `<version minus its last field>-default`, oldest
+    /// first; the product (GA) repository is named as not covered.
+    #[test]
+    fn sles_12_sp5_lists_its_update_kernels_without_credentials() {
+        let d = crate::distro::find("sles-12-sp5").unwrap();
+        let f = kernels(&d).unwrap().expect("sles-12-sp5 has a fixture");
+        let update = "https://updates.suse.com/SUSE/Updates/SLE-SERVER/12-SP5/x86_64/update";
+        assert_eq!(
+            f.missing,
+            ["https://updates.suse.com/SUSE/Products/SLE-SERVER/12-SP5/x86_64/product/"]
+        );
+        let found = crate::distro::kernel::found(&f.kernels);
+        assert_eq!(found.len(), 56);
+        assert_eq!(
+            found[0],
+            ("4.12.14-122.7-default", "4.12.14-122.7.1", update)
+        );
+        assert_eq!(
+            found[55],
+            ("4.12.14-122.219-default", "4.12.14-122.219.1", update)
+        );
+        for (release, version, _) in &found {
+            let stem = version.rsplit_once('.').unwrap().0;
+            assert_eq!(*release, format!("{stem}-default"));
+        }
+        // Discovery itself still refuses the real repositories without them.
+        let err = format!("{:#}", fixture_kernels("sles-12-sp5").unwrap_err());
+        assert!(err.contains("need credentials"), "{err}");
     }
 
     // Failed on the old recipe, which read update/leap/15.6/oss/: no fixture
