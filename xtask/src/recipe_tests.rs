@@ -563,6 +563,27 @@ fn every_sles_fixture_kernel_renders_a_complete_build() {
     }
 }
 
+/// Every TencentOS Server 3.1 kernel its fixture lists renders a complete
+/// build: the package version dnf listed, kbuild in the tree named by the
+/// git-tag spelling.
+#[test]
+fn every_tencentos_fixture_kernel_renders_a_complete_build() {
+    let d = crate::distro::find("tencentos-3.1").unwrap();
+    let found = crate::repo::fixtures::kernels(&d).unwrap().unwrap();
+    assert_eq!(found.kernels.len(), 4);
+    for k in &found.kernels {
+        let lines = plan("tencentos-3.1", BackendKind::Docker, k);
+        has(
+            &lines,
+            &format!("dnf install -y kernel-devel-{}'", k.version),
+        );
+        has(
+            &lines,
+            &format!("make -C /usr/src/kernels/{} M=/build/toa CC=gcc", k.release),
+        );
+    }
+}
+
 /// A copy of amazonlinux-2023's fixture whose mirror list reads `list`.
 fn al2023_with_mirror_list(case: &str, list: &str) -> anyhow::Result<Vec<Kernel>> {
     let src = crate::repo::fixtures::root().join("rpm/amazonlinux-2023");

@@ -423,7 +423,7 @@ pub(crate) mod tests {
     #[test]
     fn a_recipe_without_fixture_says_so() {
         assert_eq!(
-            kernels(&crate::distro::find("tencentos-3.1").unwrap()).unwrap(),
+            kernels(&crate::distro::find("tencentos-2.4").unwrap()).unwrap(),
             None
         );
         assert_eq!(
@@ -550,6 +550,30 @@ pub(crate) mod tests {
         // Discovery itself still refuses the real repositories without them.
         let err = format!("{:#}", fixture_kernels("sles-12-sp5").unwrap_err());
         assert!(err.contains("need credentials"), "{err}");
+    }
+
+    /// TencentOS Server 3.1's kernel-devel packages, as dnf listed them
+    /// with their repositories (see the fixture's README), each named by
+    /// the recipe's git-tag style, oldest first.
+    #[test]
+    fn tencentos_3_1_lists_its_kernels_under_the_git_tag_spelling() {
+        let root = "https://mirrors.tencent.com/tlinux/3.1";
+        let os = format!("{root}/TencentOS/x86_64");
+        let updates = format!("{root}/Updates/x86_64");
+        let kernels = fixture_kernels("tencentos-3.1").unwrap();
+        assert_eq!(
+            crate::distro::kernel::found(&kernels),
+            [
+                ("5.4.32-19-0001", "5.4.32-19.0001.tl3", os.as_str()),
+                ("5.4.32-19-0003", "5.4.32-19.0003.tl3", updates.as_str()),
+                ("5.4.87-19-0004", "5.4.87-19.0004.tl3", updates.as_str()),
+                (
+                    "5.4.119-19-0009.1",
+                    "5.4.119-19.0009.1.tl3",
+                    updates.as_str()
+                ),
+            ]
+        );
     }
 
     // Failed on the old recipe, which read update/leap/15.6/oss/: no fixture
