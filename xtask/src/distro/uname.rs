@@ -136,6 +136,13 @@ mod tests {
             t2.release("4.14.105", "19.0012.tl2", "x86_64").unwrap(),
             "4.14.105-19-0012"
         );
+        // kernel 5.4.119-19.0006.tl2 from tlinux-tkernel4 (TencentOS 2.4 TK4)
+        // runs as 5.4.119-19-0006 (github.com/lwmacct/260808-incus-bbiz-tx-centos7,
+        // docs/build.md: the RPM release has the dot, `uname -r` the hyphen).
+        assert_eq!(
+            t2.release("5.4.119", "19.0006.tl2", "x86_64").unwrap(),
+            "5.4.119-19-0006"
+        );
         // kernel-devel-$(uname -r).tl3 for a kernel running as 5.4.119-19.0009.14.
         let nd = Uname::NoDist {
             dist: ".tl3".into(),
