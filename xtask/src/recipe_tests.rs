@@ -56,6 +56,8 @@ const CENTOS_7_7_OS: &str = "https://vault.centos.org/7.7.1908/os/x86_64";
 const CENTOS_7_7_UPDATES: &str = "https://vault.centos.org/7.7.1908/updates/x86_64";
 const CENTOS_7_8_OS: &str = "https://vault.centos.org/7.8.2003/os/x86_64";
 const CENTOS_7_8_UPDATES: &str = "https://vault.centos.org/7.8.2003/updates/x86_64";
+const CENTOS_7_9_OS: &str = "https://vault.centos.org/7.9.2009/os/x86_64";
+const CENTOS_7_9_UPDATES: &str = "https://vault.centos.org/7.9.2009/updates/x86_64";
 const ALINUX_3_PLUS: &str = "https://mirrors.aliyun.com/alinux/3/plus/x86_64";
 const ALINUX_2_PLUS: &str = "https://mirrors.aliyun.com/alinux/2.1903/plus/x86_64";
 
@@ -271,6 +273,25 @@ const CASES: &[Case] = &[
             ("3.10.0-1127.13.1.el7", CENTOS_7_8_UPDATES),
             ("3.10.0-1127.18.2.el7", CENTOS_7_8_UPDATES),
             ("3.10.0-1127.19.1.el7", CENTOS_7_8_UPDATES),
+        ],
+        cc: "gcc",
+        recorded: None,
+    },
+    Case {
+        distro: "centos-7.9",
+        kernels: &[
+            ("3.10.0-1160.el7", CENTOS_7_9_OS),
+            ("3.10.0-1160.11.1.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.15.2.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.21.1.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.36.2.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.41.1.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.42.2.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.49.1.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.59.1.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.66.1.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.71.1.el7", CENTOS_7_9_UPDATES),
+            ("3.10.0-1160.92.1.el7", CENTOS_7_9_UPDATES),
         ],
         cc: "gcc",
         recorded: None,
