@@ -554,54 +554,48 @@ fn the_offline_plan_lists_the_ubuntu_fixture_kernels() {
     }
 }
 
-/// Every SLES 12 SP5 kernel its fixture lists renders a complete build:
-/// both headers packages at that version (`--oldpackage`: zypper would not
-/// go back from a newer one), kbuild through the `build` link the
-/// kernel-default-devel package owns. 4.12 configs record no compiler (the
-/// 122.54 config of a SLES 12 SP5 system has no CONFIG_GCC_VERSION), so
-/// the recipe's `gcc`, SLE 12's system compiler, builds them.
+/// Every kernel the fixtures of two recipes outside [`CASES`] list renders
+/// a complete build:
+/// - SLES 12 SP5: both headers packages at that version (`--oldpackage`:
+///   zypper would not go back from a newer one), kbuild through the `build`
+///   link kernel-default-devel owns. 4.12 configs record no compiler (the
+///   122.54 config of a SLES 12 SP5 system has no CONFIG_GCC_VERSION), so
+///   the recipe's `gcc`, SLE 12's system compiler, builds them;
+/// - TencentOS Server 3.1: the package version dnf listed, kbuild in the
+///   tree named by the git-tag spelling.
 #[test]
-fn every_sles_fixture_kernel_renders_a_complete_build() {
-    let d = crate::distro::find("sles-12-sp5").unwrap();
-    let found = crate::repo::fixtures::kernels(&d).unwrap().unwrap();
-    assert_eq!(found.kernels.len(), 56);
-    for k in &found.kernels {
-        let lines = plan("sles-12-sp5", BackendKind::Docker, k);
-        let v = &k.version;
-        has(&lines, &format!("zypper --non-interactive install --oldpackage kernel-default-devel-{v} kernel-devel-{v}"));
-        has(
-            &lines,
-            &format!(
-                "make -C /lib/modules/{}/build M=/build/toa CC=gcc",
-                k.release
-            ),
-        );
-        for line in &lines {
-            for field in ["{release}", "{version}", "{cc}"] {
-                assert!(!line.contains(field), "{line}");
+fn every_sles_and_tencentos_fixture_kernel_renders_a_complete_build() {
+    type Lines = fn(&Kernel) -> [String; 2];
+    let cases: [(&str, usize, Lines); 2] = [
+        ("sles-12-sp5", 56, |k| {
+            let v = &k.version;
+            [
+                format!("zypper --non-interactive install --oldpackage kernel-default-devel-{v} kernel-devel-{v}"),
+                format!("make -C /lib/modules/{}/build M=/build/toa CC=gcc", k.release),
+            ]
+        }),
+        ("tencentos-3.1", 4, |k| {
+            [
+                format!("dnf install -y kernel-devel-{}'", k.version),
+                format!("make -C /usr/src/kernels/{} M=/build/toa CC=gcc", k.release),
+            ]
+        }),
+    ];
+    for (distro, count, want) in cases {
+        let d = crate::distro::find(distro).unwrap();
+        let found = crate::repo::fixtures::kernels(&d).unwrap().unwrap();
+        assert_eq!(found.kernels.len(), count, "{distro}");
+        for k in &found.kernels {
+            let lines = plan(distro, BackendKind::Docker, k);
+            for line in want(k) {
+                has(&lines, &line);
+            }
+            for line in &lines {
+                for field in ["{release}", "{version}", "{cc}"] {
+                    assert!(!line.contains(field), "{line}");
+                }
             }
         }
-    }
-}
-
-/// Every TencentOS Server 3.1 kernel its fixture lists renders a complete
-/// build: the package version dnf listed, kbuild in the tree named by the
-/// git-tag spelling.
-#[test]
-fn every_tencentos_fixture_kernel_renders_a_complete_build() {
-    let d = crate::distro::find("tencentos-3.1").unwrap();
-    let found = crate::repo::fixtures::kernels(&d).unwrap().unwrap();
-    assert_eq!(found.kernels.len(), 4);
-    for k in &found.kernels {
-        let lines = plan("tencentos-3.1", BackendKind::Docker, k);
-        has(
-            &lines,
-            &format!("dnf install -y kernel-devel-{}'", k.version),
-        );
-        has(
-            &lines,
-            &format!("make -C /usr/src/kernels/{} M=/build/toa CC=gcc", k.release),
-        );
     }
 }
 
