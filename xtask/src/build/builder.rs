@@ -1072,6 +1072,16 @@ pub(crate) mod tests {
         );
     }
 
+    /// No line keeps a recipe template field (`{release}`, `{version}`,
+    /// `{cc}`) unfilled; `context` prefixes the failure.
+    pub(crate) fn fully_rendered(lines: &[String], context: &str) {
+        for line in lines {
+            for field in ["{release}", "{version}", "{cc}"] {
+                assert!(!line.contains(field), "{context}{line}");
+            }
+        }
+    }
+
     #[test]
     fn centos_docker_plan() {
         let lines = plan(
@@ -1412,11 +1422,7 @@ pub(crate) mod tests {
             assert!(!kernels.is_empty(), "{distro}");
             for k in &kernels {
                 let lines = plan(distro, BackendKind::Docker, k);
-                for line in &lines {
-                    for field in ["{release}", "{version}", "{cc}"] {
-                        assert!(!line.contains(field), "{distro} {}: {line}", k.release);
-                    }
-                }
+                fully_rendered(&lines, &format!("{distro} {}: ", k.release));
                 has(&lines, &format!("-devel-{}", k.version));
                 has(&lines, "make -C /");
                 has(&lines, &k.release);
@@ -1599,10 +1605,8 @@ pub(crate) mod tests {
             &lines,
             "but the builder'\\''s aarch64-linux-gnu-gcc-11 is gcc $bmaj",
         );
+        fully_rendered(&lines, "");
         for line in &lines {
-            for field in ["{release}", "{version}", "{cc}"] {
-                assert!(!line.contains(field), "{line}");
-            }
             assert!(!line.contains("archive.ubuntu.com"), "{line}");
         }
         let hwe = plan_for(
@@ -1682,10 +1686,8 @@ pub(crate) mod tests {
                     &format!("make -C /usr/src/linux-headers-{r} M=/build/toa ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- CC={cc} TOA_VERSION=0.1.0"),
                 );
                 has(&lines, &format!("but the builder'\\''s {cc} is gcc $bmaj"));
+                fully_rendered(&lines, &format!("{distro}: "));
                 for line in &lines {
-                    for field in ["{release}", "{version}", "{cc}"] {
-                        assert!(!line.contains(field), "{distro}: {line}");
-                    }
                     assert!(!line.contains("archive.ubuntu.com"), "{distro}: {line}");
                 }
             }
